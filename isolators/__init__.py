@@ -1,0 +1,1 @@
+"""Built-in isolators, registered under the ``mesos_secrets.isolators`` entry points."""

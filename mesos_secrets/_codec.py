@@ -1,0 +1,237 @@
+"""Mesos v1 JSON <-> attrs models, driven by the models' type annotations.
+
+The mapping follows what Mesos itself reads and writes (``JSON::protobuf`` and
+``protobuf::parse`` in stout): field names as in ``mesos.proto``, enums by name,
+``bytes`` as base64, repeated fields as arrays, ``{"value": ...}`` for ID messages.
+Every error is a :class:`SecretValidationError` with the JSON pointer of the bad
+field and never quotes the input, which may hold a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import enum
+import functools
+import json
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+
+from .errors import SecretValidationError
+from .secretbytes import SecretBytes
+
+__all__ = ["JSONModel", "frozen_mapping", "id_field", "loads", "required"]
+
+T = TypeVar("T", bound="JSONModel")
+
+_ID = "mesos_id"  # field metadata: the field is an ID message, {"value": "..."} in JSON
+_REQUIRED = "json_required"  # field metadata: required in JSON although Python has a default
+
+
+def id_field(**kwargs: Any) -> Any:
+    """An attrs field holding an ID message (``TaskID``, ``FrameworkID``…) as a plain str."""
+    return attrs.field(metadata={_ID: True}, **kwargs)
+
+
+def required(default: Any) -> Any:
+    """A field Python may default but Mesos' proto marks ``required``."""
+    return attrs.field(default=default, metadata={_REQUIRED: True})
+
+
+def loads(text: str | bytes, what: str = "JSON") -> Any:
+    """Parse JSON text; errors name the line and column, not the content."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SecretValidationError(
+            f"Invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    except UnicodeDecodeError:
+        raise SecretValidationError(f"Invalid JSON: {what} is not UTF-8 text") from None
+
+
+def _json_type_name(value: Any) -> str:  # noqa: PLR0911
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    # No class namespace: a field named ``type`` must not shadow the builtin.
+    return typing.get_type_hints(cls, localns={})
+
+
+class JSONModel:
+    """Mixin for attrs models that read and write Mesos v1 JSON.
+
+    Subclasses may keep fields the model does not know in an ``extra`` mapping, so a
+    ``TaskInfo`` read from a scheduler goes back out with its resources intact, and
+    may override :meth:`_field_error` to word a child's error the way Mesos does.
+    """
+
+    __slots__ = ()
+
+    _keeps_extra: ClassVar[bool] = False
+
+    @classmethod
+    def from_json(cls: type[T], obj: Any) -> T:
+        """Build from Mesos v1 JSON: a decoded object, or JSON text."""
+        if isinstance(obj, str | bytes):
+            obj = loads(obj)
+        return typing.cast(T, _decode_model(cls, obj, ""))
+
+    def to_json(self) -> dict[str, Any]:
+        """Mesos v1 JSON, as a dict ready for ``json.dumps``; secret values as base64."""
+        return _encode_model(self)
+
+    @classmethod
+    def _field_error(
+        cls, field: str, raw: Mapping[str, Any], error: SecretValidationError
+    ) -> SecretValidationError:
+        return error
+
+
+def _decode_model(cls: Any, obj: Any, path: str) -> Any:
+    if not isinstance(obj, dict):
+        raise SecretValidationError(f"expected an object, got {_json_type_name(obj)}", path)
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    known = set()
+    for field in attrs.fields(cls):
+        name = field.name
+        if name == "extra" and cls._keeps_extra:
+            continue
+        known.add(name)
+        raw = obj.get(name)
+        if raw is None:
+            if field.default is attrs.NOTHING or field.metadata.get(_REQUIRED):
+                raise SecretValidationError(f"missing required field '{name}'", path)
+            continue
+        try:
+            if field.metadata.get(_ID):
+                kwargs[name] = _decode_id(raw, f"{path}/{name}")
+            else:
+                kwargs[name] = _decode_value(hints[name], raw, f"{path}/{name}")
+        except SecretValidationError as error:
+            raise cls._field_error(name, obj, error) from None
+    if cls._keeps_extra:
+        kwargs["extra"] = copy.deepcopy({k: v for k, v in obj.items() if k not in known})
+    try:
+        return cls(**kwargs)
+    except SecretValidationError as error:
+        raise error.at(path) from None
+
+
+def _decode_id(raw: Any, path: str) -> str:
+    if not isinstance(raw, dict):
+        raise SecretValidationError(f"expected an object, got {_json_type_name(raw)}", path)
+    value = raw.get("value")
+    if not isinstance(value, str):
+        raise SecretValidationError("expected a string", f"{path}/value")
+    return value
+
+
+def _decode_value(tp: Any, raw: Any, path: str) -> Any:  # noqa: PLR0911, PLR0912
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        (inner,) = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        return _decode_value(inner, raw, path)
+    if origin is tuple:
+        if not isinstance(raw, list):
+            raise SecretValidationError(f"expected an array, got {_json_type_name(raw)}", path)
+        item = typing.get_args(tp)[0]
+        return tuple(_decode_value(item, value, f"{path}/{i}") for i, value in enumerate(raw))
+    if origin is not None and issubclass(origin, Mapping):
+        if not isinstance(raw, dict):
+            raise SecretValidationError(f"expected an object, got {_json_type_name(raw)}", path)
+        return types.MappingProxyType(copy.deepcopy(raw))
+    if tp is SecretBytes:
+        if not isinstance(raw, str):
+            raise SecretValidationError(
+                f"expected a base64 string, got {_json_type_name(raw)}", path
+            )
+        try:
+            return SecretBytes(base64.b64decode(raw, validate=True))
+        except (binascii.Error, ValueError):
+            raise SecretValidationError("is not valid base64", path) from None
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _decode_enum(tp, raw, path)
+    if tp is bool:
+        if not isinstance(raw, bool):
+            raise SecretValidationError(f"expected a boolean, got {_json_type_name(raw)}", path)
+        return raw
+    if tp is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise SecretValidationError(f"expected an integer, got {_json_type_name(raw)}", path)
+        return raw
+    if tp is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise SecretValidationError(f"expected a number, got {_json_type_name(raw)}", path)
+        return float(raw)
+    if tp is str:
+        if not isinstance(raw, str):
+            raise SecretValidationError(f"expected a string, got {_json_type_name(raw)}", path)
+        return raw
+    if attrs.has(tp):
+        return _decode_model(tp, raw, path)
+    raise TypeError(f"no JSON mapping for {tp!r}")  # a bug in a model, not bad input
+
+
+def _decode_enum(tp: type[enum.Enum], raw: Any, path: str) -> enum.Enum:
+    if isinstance(raw, str) and raw in tp.__members__:
+        return tp[raw]
+    # The input is not quoted: a secret pasted into the wrong field stays unseen.
+    names = ", ".join(member.name for member in tp)
+    if isinstance(raw, str):
+        raise SecretValidationError(f"is not one of {names}", path)
+    raise SecretValidationError(f"expected one of {names}, got {_json_type_name(raw)}", path)
+
+
+def _encode_model(model: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in attrs.fields(type(model)):
+        value = getattr(model, field.name)
+        if field.name == "extra" and getattr(model, "_keeps_extra", False):
+            out.update(copy.deepcopy(dict(value)))
+            continue
+        if value is None or value == ():
+            continue
+        if isinstance(value, bool) and value == field.default:
+            continue
+        out[field.name] = {"value": value} if field.metadata.get(_ID) else _encode_value(value)
+    return out
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, SecretBytes):
+        return base64.b64encode(value.reveal()).decode("ascii")
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, tuple):
+        return [_encode_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return copy.deepcopy(dict(value))
+    if attrs.has(type(value)):
+        return _encode_model(value)
+    return value
+
+
+def frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """attrs converter: an immutable copy of a JSON mapping."""
+    return types.MappingProxyType(copy.deepcopy(dict(value or {})))

@@ -1,0 +1,250 @@
+"""``mesos-secrets``: the command-line tool.
+
+Exit status: 0 on success, 1 on an error the tool explains (bad input, missing secret,
+unusable store), 2 on a usage error, 130 when interrupted. Errors are one line on
+stderr, never a traceback (``-v`` adds the traceback for debugging) and never a value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .config import load_config
+from .errors import MesosSecretsError, SecretValidationError
+from .names import split_source
+from .registry import choose_resolver, get_resolver, resolvers
+
+if TYPE_CHECKING:
+    from resolvers.local import LocalStore
+
+__all__ = ["main"]
+
+log = logging.getLogger("mesos_secrets.cli")
+
+PROG = "mesos-secrets"
+
+
+class UsageError(MesosSecretsError):
+    """Bad command-line usage (exit status 2)."""
+
+
+def _store(args: argparse.Namespace) -> LocalStore:
+    from resolvers.local import LocalStore  # noqa: PLC0415  (keeps `--help` fast)
+
+    return LocalStore(args.home)
+
+
+def _read_field(spec: str, stdin_used: list[bool]) -> tuple[str, bytes]:
+    key, sep, source = spec.partition("=")
+    if not sep or not key:
+        raise UsageError("expected KEY=VALUE, KEY=@FILE or KEY=-, got an argument without '='")
+    if source == "-":
+        if stdin_used[0]:
+            raise UsageError("only one field can be read from standard input ('-')")
+        stdin_used[0] = True
+        if sys.stdin.isatty():
+            return key, getpass.getpass(f"{key}: ").encode("utf-8")
+        return key, sys.stdin.buffer.read()
+    if source.startswith("@"):
+        path = Path(source[1:])
+        try:
+            return key, path.read_bytes()
+        except OSError as error:
+            raise SecretValidationError(
+                f"cannot read the value of '{key}' from '{path}': {error.strerror}"
+            ) from None
+    log.warning(
+        "the value of '%s' was given on the command line, where process listings and shell "
+        "history can see it; prefer %s=- (standard input) or %s=@FILE",
+        key,
+        key,
+        key,
+    )
+    return key, source.encode("utf-8")
+
+
+def cmd_secret_put(args: argparse.Namespace) -> int:
+    stdin_used = [False]
+    fields: dict[str, bytes] = {}
+    for spec in args.fields:
+        key, value = _read_field(spec, stdin_used)
+        if key in fields:
+            raise UsageError(f"key '{key}' is given twice")
+        fields[key] = value
+    version = _store(args).put(args.name, fields)
+    print(f"stored {args.name} version {version} ({', '.join(sorted(fields))})", file=sys.stderr)
+    return 0
+
+
+def cmd_secret_get(args: argparse.Namespace) -> int:
+    from .resolver import select_field  # noqa: PLC0415
+    from .secret import Reference  # noqa: PLC0415
+
+    name, key = split_source(args.name)
+    key = args.key or key
+    fields = _store(args).get(name, args.version)
+    value = select_field(Reference(name, key), fields, resolver="local").reveal()
+    out = sys.stdout.buffer
+    out.write(value)
+    if sys.stdout.isatty() and not value.endswith(b"\n"):
+        out.write(b"\n")
+    out.flush()
+    return 0
+
+
+def cmd_secret_ls(args: argparse.Namespace) -> int:
+    infos = _store(args).list(args.prefix)
+    if args.json:
+        json.dump(
+            [
+                {
+                    "name": i.name,
+                    "version": i.version,
+                    "keys": list(i.keys),
+                    "created": _iso(i.created),
+                    "updated": _iso(i.updated),
+                }
+                for i in infos
+            ],
+            sys.stdout,
+            indent=2,
+        )
+        print()
+        return 0
+    if not infos:
+        print("no secrets", file=sys.stderr)
+        return 0
+    width = max(len(i.name) for i in infos)
+    for i in infos:
+        print(f"{i.name:<{width}}  v{i.version:<3} {_iso(i.updated)}  {', '.join(i.keys)}")
+    return 0
+
+
+def cmd_secret_rm(args: argparse.Namespace) -> int:
+    _store(args).delete(args.name)
+    print(f"removed {args.name}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config, known=resolvers.names())
+    name = choose_resolver(args.resolver, config)
+    with get_resolver(name, config=config) as resolver:
+        resolver.check()
+    print(f"resolver '{name}' is ready", file=sys.stderr)
+    return 0
+
+
+def cmd_resolvers(args: argparse.Namespace) -> int:
+    for name in resolvers.names():
+        print(name)
+    return 0
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Deliver secrets to Mesos tasks; manage the embedded secret store.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
+    parser.add_argument(
+        "--config", metavar="FILE", help="configuration file (default: $MESOS_SECRETS_CONFIG)"
+    )
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        type=Path,
+        help="embedded store directory (default: $MESOS_SECRETS_HOME, "
+        "else ~/.local/share/mesos-secrets)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    secret = commands.add_parser("secret", help="manage secrets in the embedded store")
+    actions = secret.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    put = actions.add_parser(
+        "put",
+        help="store a new version of a secret",
+        description="Store a new version of secret NAME. KEY=- reads the value from "
+        "standard input (prompting without echo on a terminal), KEY=@FILE from a file; "
+        "KEY=VALUE works but leaves the value in shell history and process listings.",
+    )
+    put.add_argument("name", metavar="NAME", help="secret name, a path such as /myapp/db")
+    put.add_argument("fields", metavar="KEY=VALUE|KEY=@FILE|KEY=-", nargs="+")
+    put.set_defaults(func=cmd_secret_put)
+
+    get = actions.add_parser("get", help="print a secret's value to standard output")
+    get.add_argument("name", metavar="NAME", help="secret name, or NAME@KEY")
+    get.add_argument("--key", "-k", help="the key to print, when the secret has several")
+    get.add_argument("--version", type=int, help="an older version (default: the newest)")
+    get.set_defaults(func=cmd_secret_get)
+
+    ls = actions.add_parser("ls", help="list secrets (names and keys, never values)")
+    ls.add_argument("prefix", metavar="PREFIX", nargs="?", help="only secrets under this path")
+    ls.add_argument("--json", action="store_true", help="JSON output")
+    ls.set_defaults(func=cmd_secret_ls)
+
+    rm = actions.add_parser("rm", help="remove a secret and all its versions")
+    rm.add_argument("name", metavar="NAME")
+    rm.set_defaults(func=cmd_secret_rm)
+
+    check = commands.add_parser("check", help="check that the configured resolver works")
+    check.add_argument("--resolver", metavar="NAME", help="resolver to check")
+    check.set_defaults(func=cmd_check)
+
+    resolvers_cmd = commands.add_parser("resolvers", help="list the available resolvers")
+    resolvers_cmd.set_defaults(func=cmd_resolvers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG
+        if args.verbose > 1
+        else logging.INFO
+        if args.verbose
+        else logging.WARNING,
+        format=f"{PROG}: %(levelname)s: %(message)s",
+    )
+    if args.home is not None:
+        os.environ["MESOS_SECRETS_HOME"] = str(args.home)
+    try:
+        return int(args.func(args))
+    except UsageError as error:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except MesosSecretsError as error:
+        if args.verbose:
+            log.exception("failed")
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`mesos-secrets secret get x | head -c1`): not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

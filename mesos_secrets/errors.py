@@ -1,0 +1,138 @@
+"""The library's exceptions: one tree, rooted at :class:`MesosSecretsError`.
+
+Every message names *what* went wrong and *where* (a JSON path, a reference name, a
+store path) and never carries a secret value, nor anything read back from a secret
+store: a response body can echo a value, so backends' errors are mapped to these
+classes with messages composed here.
+
+::
+
+    MesosSecretsError
+    ├── SecretValidationError (ValueError)     bad Secret, spec or config; .path
+    │   └── ConfigError                        bad configuration file or option
+    ├── ResolverError                          .reference, .key, .resolver
+    │   ├── SecretNotFoundError (LookupError)
+    │   ├── SecretAccessDeniedError (PermissionError)
+    │   ├── ResolverUnavailableError           worth retrying later
+    │   └── StoreError                         the embedded store cannot be used
+    ├── PluginError                            unknown resolver/isolator, failed load
+    ├── IsolatorError                          .isolator, .container_id
+    └── ProvisionerError                       registry, credentials, image format
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ConfigError",
+    "IsolatorError",
+    "MesosSecretsError",
+    "PluginError",
+    "ProvisionerError",
+    "ResolverError",
+    "ResolverUnavailableError",
+    "SecretAccessDeniedError",
+    "SecretNotFoundError",
+    "SecretValidationError",
+    "StoreError",
+]
+
+
+class MesosSecretsError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class SecretValidationError(MesosSecretsError, ValueError):
+    """A Secret, a Mesos message, a spec or a configuration is not valid.
+
+    ``message`` is the bare reason (Mesos' own wording where Mesos has one);
+    ``path`` is where it was found, as a JSON pointer (``/command/environment/
+    variables/0/secret``), empty when the object was built in Python.
+    ``details`` holds every ``(path, message)`` pair when several were found.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        path: str = "",
+        details: Sequence[tuple[str, str]] | None = None,
+    ) -> None:
+        self.message = message
+        self.path = path
+        self.details: tuple[tuple[str, str], ...] = (
+            tuple(details) if details is not None else ((path, message),)
+        )
+        super().__init__(f"{path}: {message}" if path else message)
+
+    def at(self, prefix: str) -> SecretValidationError:
+        """The same error, located under ``prefix`` (a JSON pointer)."""
+        error = type(self)(
+            self.message,
+            prefix + self.path,
+            [(prefix + path, message) for path, message in self.details],
+        )
+        error.__cause__ = self.__cause__
+        return error
+
+
+class ConfigError(SecretValidationError):
+    """A configuration file, a modules manifest or an option is not valid."""
+
+
+class ResolverError(MesosSecretsError):
+    """A secret could not be resolved.
+
+    Carries the reference ``name`` and ``key`` and the ``resolver``'s name, never a
+    value and never a backend's response body.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reference: str | None = None,
+        key: str | None = None,
+        resolver: str | None = None,
+    ) -> None:
+        self.message = message
+        self.reference = reference
+        self.key = key
+        self.resolver = resolver
+        super().__init__(message)
+
+
+class SecretNotFoundError(ResolverError, LookupError):
+    """The reference names a secret, or a key of a secret, that does not exist."""
+
+
+class SecretAccessDeniedError(ResolverError, PermissionError):
+    """The store, or an ACL, refuses this caller access to the secret."""
+
+
+class ResolverUnavailableError(ResolverError):
+    """The store cannot answer now (down, sealed, overloaded); trying later may work."""
+
+
+class StoreError(ResolverError):
+    """The embedded store cannot be used: corrupted, wrong key file, tampered data."""
+
+
+class PluginError(MesosSecretsError):
+    """A resolver or isolator is unknown, or failed to load or to start."""
+
+
+class IsolatorError(MesosSecretsError):
+    """An isolator could not prepare, or clean up after, a container."""
+
+    def __init__(
+        self, message: str, *, isolator: str | None = None, container_id: str | None = None
+    ) -> None:
+        self.message = message
+        self.isolator = isolator
+        self.container_id = container_id
+        super().__init__(message)
+
+
+class ProvisionerError(MesosSecretsError):
+    """An image could not be provisioned: registry, credentials or image format."""

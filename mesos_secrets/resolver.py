@@ -1,0 +1,193 @@
+"""The secret resolver protocol, after Mesos' ``SecretResolver``.
+
+Mesos: ``Future<Secret::Value> SecretResolver::resolve(const Secret&)``. Here:
+``resolver.resolve(secret, context=None) -> SecretBytes``, synchronous (front ends run
+several resolutions at once in threads), with an optional :class:`ResolveContext`
+saying who asks, for the store's policies and the audit trail.
+
+Every resolver subclasses :class:`SecretResolver` and implements
+:meth:`~SecretResolver.resolve_reference`. VALUE secrets never reach it: the base
+class answers them in process, so an inline value is never sent to a backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import attrs
+
+from .errors import ConfigError, ResolverError, SecretNotFoundError
+from .secret import Reference, Secret, SecretType
+from .secretbytes import SecretBytes
+
+__all__ = ["ResolveContext", "SecretResolver", "select_field"]
+
+
+@attrs.frozen
+class ResolveContext:
+    """Who is asking for a secret: the framework, task, executor, container, principal.
+
+    Every field is optional; resolvers pass it to policies and to the audit trail.
+    """
+
+    framework_id: str | None = None
+    executor_id: str | None = None
+    task_id: str | None = None
+    container_id: str | None = None
+    principal: str | None = None
+
+
+def _check_secret(secret: object) -> None:
+    if not isinstance(secret, Secret):
+        raise TypeError(f"resolve() takes a Secret, not {type(secret).__name__}")
+
+
+class SecretResolver(abc.ABC):
+    """Base class of every resolver, built-in or third-party.
+
+    A resolver is built from keyword options (a config file section, a Mesos modules
+    manifest's ``parameters``, or :func:`mesos_secrets.get_resolver` keywords). Options
+    coming from text are converted to the types ``__init__`` annotates. Resolvers are
+    context managers; :meth:`close` releases connections and tokens.
+    """
+
+    #: The name the resolver is registered under (set by the registry when loaded).
+    name: ClassVar[str] = ""
+
+    def resolve(self, secret: Secret, context: ResolveContext | None = None) -> SecretBytes:
+        """Return the value of ``secret``: inline for VALUE, from the store for REFERENCE.
+
+        Raises :class:`~mesos_secrets.errors.ResolverError` (or a subclass) naming the
+        reference, never the value.
+        """
+        _check_secret(secret)
+        if secret.type is SecretType.VALUE:
+            assert secret.value is not None  # guaranteed by Secret's validation
+            return secret.value.data
+        assert secret.reference is not None
+        return self.resolve_reference(secret.reference, context)
+
+    @abc.abstractmethod
+    def resolve_reference(
+        self, reference: Reference, context: ResolveContext | None = None
+    ) -> SecretBytes:
+        """Fetch the secret ``reference`` names from the backend."""
+
+    def check(self) -> None:  # noqa: B027 (optional hook)
+        """Check, at start-up, that the backend can be used; raise ResolverError if not."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release what the resolver holds (connections, tokens). Idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Self:
+        """Build from options, converting text to the annotated types.
+
+        An unknown option is a :class:`ConfigError` listing the known ones.
+        """
+        known = option_types(cls)
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+                f" for resolver '{cls.name}' (known: {', '.join(sorted(known)) or 'none'})"
+            )
+        converted = {
+            name: coerce_option(cls.name, name, value, known[name])
+            for name, value in options.items()
+        }
+        return cls(**converted)
+
+
+def option_types(cls: type) -> dict[str, Any]:
+    """The keyword options ``cls.__init__`` takes, with their annotated types."""
+    init = cls.__init__  # type: ignore[misc]
+    signature = inspect.signature(init)
+    hints = typing.get_type_hints(init)
+    return {
+        name: hints.get(name, Any)
+        for name, parameter in signature.parameters.items()
+        if name != "self"
+        and parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+    }
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def coerce_option(owner: str, name: str, value: Any, hint: Any) -> Any:  # noqa: PLR0911
+    """Convert an option given as text (modules manifest, environment) to ``hint``."""
+    if not isinstance(value, str):
+        return value
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    target = args[0] if args and len(args) == 1 else hint
+    if target in (str, Any) or isinstance(target, typing.TypeVar):
+        return value
+    if target is bool and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    try:
+        if target is bool:
+            raise ValueError(value)  # noqa: TRY301
+        if target is int:
+            return int(value)
+        if target is float:
+            return float(value)
+        if target is Path:
+            return Path(value)
+    except ValueError:
+        raise ConfigError(
+            f"option '{name}' of resolver '{owner}' must be {getattr(target, '__name__', target)}"
+        ) from None
+    return value
+
+
+def select_field(
+    reference: Reference, fields: Mapping[str, SecretBytes], *, resolver: str, where: str = ""
+) -> SecretBytes:
+    """Pick the value a reference asks for among a secret's fields.
+
+    With ``key``: that field. Without: the only field, or an error listing the field
+    names when there are several. ``where`` names the store (a path, an address).
+    """
+    suffix = f" in {where}" if where else ""
+    context = {"reference": reference.name, "key": reference.key, "resolver": resolver}
+    if reference.key is not None:
+        try:
+            return fields[reference.key]
+        except KeyError:
+            known = ", ".join(sorted(fields)) or "none"
+            raise SecretNotFoundError(
+                f"secret '{reference.name}' has no key '{reference.key}'{suffix} "
+                f"(its keys: {known})",
+                **context,
+            ) from None
+    if len(fields) == 1:
+        return next(iter(fields.values()))
+    if not fields:
+        raise SecretNotFoundError(f"secret '{reference.name}' has no keys{suffix}", **context)
+    raise ResolverError(
+        f"secret '{reference.name}' has {len(fields)} keys ({', '.join(sorted(fields))}); "
+        f"the reference must name one with 'key' (Marathon: '{reference.name}@<key>')",
+        **context,
+    )
