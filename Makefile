@@ -26,7 +26,7 @@ demo: setup
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" examples/demo.sh
 
 bench: setup
-	$(PY) -m pytest benchmarks -p no:randomly --benchmark-only --benchmark-columns=min,median,mean,max,rounds
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,mean,max,rounds
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

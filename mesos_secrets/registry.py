@@ -51,11 +51,11 @@ class Registry(Generic[P]):
 
     def register(self, name: str, plugin: type[P], *, replace: bool = False) -> None:
         """Register ``plugin`` under ``name``; refuses to shadow a name unless ``replace``."""
-        self._check_class(name, plugin, origin="register()")
+        checked = self._check_class(name, plugin, origin="register()")
         with self._lock:
             if not replace and (name in self._explicit or name in self._entry_points()):
                 raise PluginError(f"{self.kind} '{name}' is already registered")
-            self._explicit[name] = plugin
+            self._explicit[name] = self._named(checked, name)
             self._loaded.pop(name, None)
 
     def unregister(self, name: str) -> None:
@@ -89,7 +89,7 @@ class Registry(Generic[P]):
             ) from error
         checked = self._check_class(name, plugin, origin=entry.value)
         with self._lock:
-            self._loaded[name] = checked
+            self._loaded[name] = self._named(checked, name)
         return checked
 
     def _check_class(self, name: str, plugin: Any, origin: str) -> type[P]:
@@ -98,7 +98,12 @@ class Registry(Generic[P]):
                 f"{self.kind} '{name}' from '{origin}' is not a subclass of "
                 f"{self.base.__module__}.{self.base.__qualname__}"
             )
-        if not getattr(plugin, "name", None):
+        return plugin
+
+    @staticmethod
+    def _named(plugin: type[P], name: str) -> type[P]:
+        """Give a plugin class that does not name itself the name it is registered under."""
+        if not vars(plugin).get("name"):
             plugin.name = name  # type: ignore[attr-defined]
         return plugin
 

@@ -1,0 +1,36 @@
+"""Shared fixtures: every test gets an empty environment for mesos-secrets' variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default",
+    deadline=None,  # CI machines are slow and shared; speed lives in `make bench`
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+_OUR_VARIABLES = ("MESOS_SECRETS_HOME", "MESOS_SECRETS_RESOLVER", "MESOS_SECRETS_CONFIG")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's store or configuration."""
+    for name in _OUR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An embedded store directory, also set as MESOS_SECRETS_HOME."""
+    path = tmp_path / "store"
+    monkeypatch.setenv("MESOS_SECRETS_HOME", str(path))
+    return path

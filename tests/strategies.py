@@ -1,0 +1,73 @@
+"""Hypothesis strategies for the Mesos models: any *valid* message."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from mesos_secrets import Secret
+from mesos_secrets.mesos import (
+    CommandInfo,
+    ContainerInfo,
+    ContainerType,
+    Environment,
+    Image,
+    MesosInfo,
+    TaskInfo,
+    Variable,
+    Volume,
+    VolumeMode,
+)
+
+_PATH_CHARS = st.characters(codec="utf-8", exclude_characters="/\0", exclude_categories=("Cs",))
+
+texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1)
+names = st.lists(
+    st.text(_PATH_CHARS, min_size=1).filter(lambda s: s not in (".", "..")), min_size=1, max_size=4
+).map(lambda parts: "/" + "/".join(parts))
+keys = st.none() | st.text(st.characters(codec="utf-8", exclude_characters="\0"), min_size=1)
+
+references = st.builds(Secret.for_reference, names, keys)
+values = st.builds(Secret.for_value, st.binary())
+secrets = references | values
+# The environment refuses NUL in inline values (Mesos' rule).
+env_secrets = references | st.builds(Secret.for_value, st.binary().filter(lambda b: b"\0" not in b))
+
+env_names = st.text(
+    st.characters(codec="utf-8", exclude_characters="=\0", exclude_categories=("Cs",)), min_size=1
+)
+variables = st.one_of(
+    st.builds(Variable.for_value, env_names, st.text(st.characters(exclude_categories=("Cs",)))),
+    st.builds(Variable.for_secret, env_names, env_secrets),
+)
+environments = st.lists(variables, max_size=6, unique_by=lambda v: v.name).map(
+    lambda vs: Environment(variables=tuple(vs))
+)
+container_paths = st.lists(
+    st.text(_PATH_CHARS, min_size=1).filter(lambda s: s != ".."), min_size=1, max_size=4
+).flatmap(lambda parts: st.sampled_from(["", "/"]).map(lambda lead: lead + "/".join(parts)))
+secret_volumes = st.builds(
+    Volume.for_secret, container_paths, secrets, st.sampled_from(list(VolumeMode))
+)
+images = st.builds(Image.for_docker, st.text(min_size=1), st.none() | references)
+containers = st.builds(
+    ContainerInfo,
+    type=st.just(ContainerType.MESOS),
+    volumes=st.lists(secret_volumes, max_size=3).map(tuple),
+    mesos=st.none() | st.builds(MesosInfo, image=images),
+)
+commands = st.builds(
+    CommandInfo,
+    value=st.none() | st.text(),
+    shell=st.booleans(),
+    arguments=st.lists(st.text(), max_size=3).map(tuple),
+    environment=st.none() | environments,
+    user=st.none() | st.text(min_size=1),
+)
+tasks = st.builds(
+    TaskInfo,
+    name=st.text(),
+    task_id=st.text(min_size=1),
+    agent_id=st.none() | st.text(min_size=1),
+    command=st.none() | commands,
+    container=st.none() | containers,
+)

@@ -1,0 +1,390 @@
+"""The embedded encrypted store (resolver ``local``)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mesos_secrets import (
+    Secret,
+    SecretNotFoundError,
+    SecretResolver,
+    SecretValidationError,
+    StoreError,
+    get_resolver,
+)
+from mesos_secrets.testing import ResolverContract, canary, leaks
+from resolvers.local import LocalResolver, LocalStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LocalStore]:
+    s = LocalStore(tmp_path / "store")
+    yield s
+    s.close()
+
+
+class TestLocalContract(ResolverContract):
+    """The shared resolver contract."""
+
+    @pytest.fixture
+    def resolver(self, tmp_path: Path) -> Iterator[SecretResolver]:
+        with LocalResolver(home=tmp_path / "store") as resolver:
+            yield resolver
+
+    def store(self, resolver: SecretResolver, name: str, fields: dict[str, bytes]) -> None:
+        assert isinstance(resolver, LocalResolver)
+        resolver.store.put(name, fields)
+
+
+class TestPutGet:
+    def test_round_trip(self, store: LocalStore) -> None:
+        """What is put comes back, every field, binary-safe."""
+        store.put("/app/db", {"user": "app", "password": b"\x00\xffpw"})
+        fields = store.get("/app/db")
+        assert {k: v.reveal() for k, v in fields.items()} == {
+            "user": b"app",
+            "password": b"\x00\xffpw",
+        }
+
+    def test_names_are_normalized(self, store: LocalStore) -> None:
+        """`app/db` and `/app/db` are the same secret."""
+        store.put("app/db", {"k": "v"})
+        assert store.get("/app/db")["k"].reveal() == b"v"
+
+    def test_versions(self, store: LocalStore) -> None:
+        """Each put is a new version; older ones can still be read."""
+        assert store.put("/s", {"k": "one"}) == 1
+        assert store.put("/s", {"k": "two", "x": "y"}) == 2
+        assert store.get("/s")["k"].reveal() == b"two"
+        assert set(store.get("/s", version=1)) == {"k"}
+        assert store.get("/s", version=1)["k"].reveal() == b"one"
+
+    def test_old_versions_are_pruned(self, tmp_path: Path) -> None:
+        """Only the newest max_versions are kept."""
+        store = LocalStore(tmp_path, max_versions=2)
+        for i in range(4):
+            store.put("/s", {"k": str(i)})
+        with pytest.raises(SecretNotFoundError, match=r"no version 1 .*\(kept: 3, 4\)"):
+            store.get("/s", version=1)
+
+    def test_missing(self, store: LocalStore) -> None:
+        """A missing secret is SecretNotFoundError naming it and the store."""
+        store.put("/present", {"k": "v"})
+        with pytest.raises(SecretNotFoundError, match="'/absent' not found in the embedded store"):
+            store.get("/absent")
+
+    def test_reading_creates_nothing(self, tmp_path: Path) -> None:
+        """Reading, listing or checking a store that does not exist leaves no files."""
+        store = LocalStore(tmp_path / "none")
+        with pytest.raises(SecretNotFoundError):
+            store.get("/x")
+        assert store.list() == []
+        store.check()
+        assert not (tmp_path / "none").exists()
+
+    @pytest.mark.parametrize("name", ["", "/", "a//b", "a/../b", "./a", "has space", "a@b"])
+    def test_bad_names(self, store: LocalStore, name: str) -> None:
+        """Bad names are refused before anything is written."""
+        with pytest.raises(SecretValidationError, match="secret name"):
+            store.put(name, {"k": "v"})
+        assert not store.db_path.exists()
+
+    @pytest.mark.parametrize("key", ["", "a b", "a/b", "é"])
+    def test_bad_keys(self, store: LocalStore, key: str) -> None:
+        """Bad keys are refused."""
+        with pytest.raises(SecretValidationError, match="secret key"):
+            store.put("/s", {key: "v"})
+
+    def test_no_fields(self, store: LocalStore) -> None:
+        """A secret needs at least one field."""
+        with pytest.raises(SecretValidationError, match="at least one"):
+            store.put("/s", {})
+
+    @given(
+        st.dictionaries(
+            st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True), st.binary(), min_size=1
+        )
+    )
+    @settings(max_examples=50)
+    def test_property_round_trip(
+        self, tmp_path_factory: pytest.TempPathFactory, fields: dict[str, bytes]
+    ) -> None:
+        """For any fields, get returns what put stored."""
+        store = LocalStore(tmp_path_factory.mktemp("prop"))
+        store.put("/p", fields)
+        assert {k: v.reveal() for k, v in store.get("/p").items()} == fields
+        store.close()
+
+
+class TestListDelete:
+    def test_list(self, store: LocalStore) -> None:
+        """ls shows names, versions and keys, sorted; a prefix matches whole components."""
+        store.put("/app/db", {"user": "u", "password": "p"})
+        store.put("/app/db", {"user": "u", "password": "q"})
+        store.put("/app2/x", {"k": "v"})
+        store.put("/app", {"k": "v"})
+        assert [(i.name, i.version, i.keys) for i in store.list()] == [
+            ("/app", 1, ("k",)),
+            ("/app/db", 2, ("password", "user")),
+            ("/app2/x", 1, ("k",)),
+        ]
+        assert [i.name for i in store.list("/app")] == ["/app", "/app/db"]
+        assert [i.name for i in store.list("app/db")] == ["/app/db"]
+
+    def test_delete(self, store: LocalStore) -> None:
+        """rm removes every version; a second rm is not-found."""
+        store.put("/s", {"k": "1"})
+        store.put("/s", {"k": "2"})
+        store.delete("/s")
+        with pytest.raises(SecretNotFoundError):
+            store.get("/s", version=1)
+        with pytest.raises(SecretNotFoundError):
+            store.delete("/s")
+        assert store.put("/s", {"k": "3"}) == 1
+
+    def test_delete_overwrites_on_disk(self, store: LocalStore) -> None:
+        """Deleted ciphertext is zeroed in the file (secure_delete), not left in free pages."""
+        store.put("/s", {"k": "x" * 4000})
+        conn = sqlite3.connect(store.db_path)
+        (sealed,) = conn.execute("SELECT ciphertext FROM fields").fetchone()
+        conn.close()
+        store.delete("/s")
+        store.close()
+        data = store.db_path.read_bytes()
+        wal = store.db_path.with_name("secrets.db-wal")
+        if wal.exists():
+            data += wal.read_bytes()
+        assert sealed[100:200] not in data
+
+
+class TestFiles:
+    def test_permissions(self, store: LocalStore) -> None:
+        """The directory is 0700, the key and the database 0600."""
+        store.put("/s", {"k": "v"})
+        assert stat.S_IMODE(store.home.stat().st_mode) == 0o700
+        assert stat.S_IMODE(store.key_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(store.db_path.stat().st_mode) == 0o600
+        assert store.key_file.stat().st_size == 32
+
+    def test_value_is_not_on_disk_in_clear(self, store: LocalStore) -> None:
+        """The files hold ciphertext only."""
+        value = canary()
+        store.put("/s", {"k": value})
+        store.close()
+        for path in store.home.iterdir():
+            assert not leaks(value, path.read_bytes()), path
+
+    @pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o700 | 0o060])
+    def test_key_file_too_open(self, store: LocalStore, mode: int) -> None:
+        """A key file the group or others can access is refused."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        store.key_file.chmod(mode)
+        with pytest.raises(StoreError, match=rf"group or others \(mode {mode:04o}\).*chmod 600"):
+            store.get("/s")
+
+    def test_key_file_missing(self, store: LocalStore) -> None:
+        """A store whose key is gone says so, and no new key is made."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        store.key_file.unlink()
+        with pytest.raises(StoreError, match="key file .* is missing"):
+            store.get("/s")
+        with pytest.raises(StoreError, match="key file .* is missing"):
+            store.put("/t", {"k": "v"})
+        assert not store.key_file.exists()
+
+    def test_wrong_key_file(self, store: LocalStore) -> None:
+        """A key of the right size but the wrong store is named as such."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        store.key_file.write_bytes(os.urandom(32))
+        with pytest.raises(StoreError, match="does not belong to the store"):
+            store.get("/s")
+
+    def test_truncated_key_file(self, store: LocalStore) -> None:
+        """A key file of the wrong size is refused."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        store.key_file.write_bytes(b"short")
+        with pytest.raises(StoreError, match="expected 32 bytes"):
+            store.get("/s")
+
+    def test_corrupted_database(self, store: LocalStore) -> None:
+        """A database file that is not SQLite is a clear StoreError."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        for suffix in ("-wal", "-shm"):
+            store.db_path.with_name("secrets.db" + suffix).unlink(missing_ok=True)
+        store.db_path.write_bytes(b"this is not a database" * 100)
+        with pytest.raises(StoreError, match="corrupted or not a mesos-secrets store"):
+            store.get("/s")
+
+    def test_tampered_ciphertext(self, store: LocalStore) -> None:
+        """A flipped bit fails the integrity check for that field, named."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        conn = sqlite3.connect(store.db_path)
+        (sealed,) = conn.execute("SELECT ciphertext FROM fields").fetchone()
+        conn.execute("UPDATE fields SET ciphertext = ?", (bytes([sealed[0] ^ 1]) + sealed[1:],))
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreError, match="'/s' key 'k' .* failed its integrity check"):
+            store.get("/s")
+
+    def _copy_sealed(
+        self, store: LocalStore, source: tuple[str, str], target: tuple[str, str]
+    ) -> None:
+        store.close()
+        conn = sqlite3.connect(store.db_path)
+        nonce, sealed = conn.execute(
+            "SELECT nonce, ciphertext FROM fields WHERE name = ? AND key = ?", source
+        ).fetchone()
+        conn.execute(
+            "UPDATE fields SET nonce = ?, ciphertext = ? WHERE name = ? AND key = ?",
+            (nonce, sealed, *target),
+        )
+        conn.commit()
+        conn.close()
+
+    def test_ciphertext_cannot_move_to_another_name(self, store: LocalStore) -> None:
+        """A ciphertext copied under another secret's name does not decrypt there."""
+        store.put("/victim", {"password": "real"})
+        store.put("/attacker", {"password": "chosen"})
+        self._copy_sealed(store, ("/attacker", "password"), ("/victim", "password"))
+        with pytest.raises(StoreError, match="'/victim' key 'password' .* integrity check"):
+            store.get("/victim")
+
+    def test_ciphertext_cannot_move_to_another_key(self, store: LocalStore) -> None:
+        """A ciphertext copied under another key of the same secret does not decrypt there."""
+        store.put("/s", {"password": "real", "note": "chosen"})
+        self._copy_sealed(store, ("/s", "note"), ("/s", "password"))
+        with pytest.raises(StoreError, match="key 'password' .* integrity check"):
+            store.get("/s")
+
+
+def _put_many(home: str, writer: int, count: int) -> None:
+    store = LocalStore(home)
+    for i in range(count):
+        store.put(f"/w{writer}/s{i}", {"v": f"{writer}-{i}"})
+        store.put("/shared", {"v": f"{writer}-{i}"})
+    store.close()
+
+
+def _put_one(home: str, name: str, fields: dict[str, bytes]) -> int:
+    store = LocalStore(home)
+    try:
+        return store.put(name, fields)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ProcessPoolExecutor]:
+    """Two worker processes, spawned (not forked) so they share nothing with the tests."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=context) as executor:
+        yield executor
+
+
+class TestAcrossProcesses:
+    def test_concurrent_writers_lose_nothing(
+        self, tmp_path: Path, pool: ProcessPoolExecutor
+    ) -> None:
+        """Two processes writing at once, from a fresh directory: every write is there."""
+        home = str(tmp_path / "store")
+        count = 25
+        futures = [pool.submit(_put_many, home, w, count) for w in range(2)]
+        for future in futures:
+            future.result()
+        store = LocalStore(home, max_versions=1000)
+        names = {i.name for i in store.list()}
+        assert names == {f"/w{w}/s{i}" for w in range(2) for i in range(count)} | {"/shared"}
+        assert store.list("/shared")[0].version == 2 * count
+        for w in range(2):
+            for i in range(count):
+                assert store.get(f"/w{w}/s{i}")["v"].reveal() == f"{w}-{i}".encode()
+
+    @given(
+        name=st.from_regex(r"/[a-z]{1,8}(/[a-z0-9]{1,8}){0,2}", fullmatch=True),
+        fields=st.dictionaries(
+            st.from_regex(r"[a-z]{1,8}", fullmatch=True), st.binary(), min_size=1, max_size=3
+        ),
+    )
+    @settings(max_examples=15)
+    def test_property_other_process_reads_back(
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        pool: ProcessPoolExecutor,
+        name: str,
+        fields: dict[str, bytes],
+    ) -> None:
+        """For any secret put by another process, this process reads back the same."""
+        home = str(tmp_path_factory.mktemp("xproc"))
+        assert pool.submit(_put_one, home, name, fields).result() == 1
+        store = LocalStore(home)
+        assert {k: v.reveal() for k, v in store.get(name).items()} == fields
+        store.close()
+
+    def test_fork_reopens(self, store: LocalStore) -> None:
+        """A store used before fork() works in the child (it opens its own connection)."""
+        store.put("/s", {"k": "parent"})
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                ok = store.get("/s")["k"].reveal() == b"parent"
+                store.put("/s", {"k": "child"})
+                os._exit(0 if ok else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.get("/s")["k"].reveal() == b"child"
+
+
+class TestResolver:
+    def test_default_resolver_is_local(self, home: Path) -> None:
+        """With nothing configured, get_resolver() is the embedded store in MESOS_SECRETS_HOME."""
+        with get_resolver() as resolver:
+            assert isinstance(resolver, LocalResolver)
+            assert resolver.store.home == home
+
+    def test_default_home(self, tmp_path: Path) -> None:
+        """Without MESOS_SECRETS_HOME the store is under ~/.local/share."""
+        with get_resolver() as resolver:
+            assert isinstance(resolver, LocalResolver)
+            assert resolver.store.home == tmp_path / "home" / ".local" / "share" / "mesos-secrets"
+
+    def test_invalid_reference_name(self, home: Path) -> None:
+        """A reference whose name the store cannot hold is a ResolverError naming it."""
+        with (
+            get_resolver() as resolver,
+            pytest.raises(Exception, match="cannot resolve secret 'bad name'"),
+        ):
+            resolver.resolve(Secret.for_reference("bad name"))
+
+    def test_options(self, tmp_path: Path) -> None:
+        """Options arrive as text from a modules manifest and are converted."""
+        with get_resolver("local", home=str(tmp_path), max_versions="3") as resolver:
+            assert isinstance(resolver, LocalResolver)
+            assert resolver.store.max_versions == 3
+            assert resolver.store.home == tmp_path
+
+    def test_separate_key_file(self, tmp_path: Path) -> None:
+        """The key may live apart from the database."""
+        with get_resolver("local", home=tmp_path / "db", key_file=tmp_path / "k" / "key") as r:
+            assert isinstance(r, LocalResolver)
+            r.store.put("/s", {"k": "v"})
+            assert r.resolve(Secret.for_reference("/s")).reveal() == b"v"
+        assert (tmp_path / "k" / "key").exists()
+        assert not (tmp_path / "db" / "key").exists()
