@@ -19,6 +19,9 @@ from .errors import (
     IsolatorError as IsolatorError,
 )
 from .errors import (
+    LaunchError as LaunchError,
+)
+from .errors import (
     MesosSecretsError as MesosSecretsError,
 )
 from .errors import (
@@ -91,6 +94,7 @@ __all__ = [
     "ExecutorInfo",
     "Image",
     "IsolatorError",
+    "LaunchError",
     "MesosSecretsError",
     "PluginError",
     "ProvisionerError",

@@ -27,6 +27,8 @@ from .registry import choose_resolver, get_resolver, resolvers
 if TYPE_CHECKING:
     from resolvers.local import LocalStore
 
+    from .marathon import App, SpecError
+
 __all__ = ["main"]
 
 log = logging.getLogger("mesos_secrets.cli")
@@ -151,6 +153,77 @@ def cmd_resolvers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_spec(path: str) -> App:
+    from .marathon import load_spec  # noqa: PLC0415
+
+    try:
+        text = Path(path).read_bytes()
+    except OSError as error:
+        raise SecretValidationError(f"cannot read spec '{path}': {error.strerror}") from None
+    return load_spec(text)
+
+
+def _report_spec_error(path: str, error: SpecError, as_json: bool) -> None:
+    if as_json:
+        json.dump(error.to_json(), sys.stdout, indent=2)
+        print()
+        return
+    print(f"{path}: {error.message}", file=sys.stderr)
+    for detail in error.to_json()["details"]:
+        for message in detail["errors"]:
+            print(f"  {detail['path']}: {message}", file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .marathon import SpecError  # noqa: PLC0415
+
+    try:
+        app = _load_spec(args.spec)
+    except SpecError as error:
+        _report_spec_error(args.spec, error, args.json)
+        return 1
+    print(f"{args.spec}: valid app '{app.id}'", file=sys.stderr)
+    return 0
+
+
+def cmd_task_info(args: argparse.Namespace) -> int:
+    from .marathon import SpecError  # noqa: PLC0415
+
+    try:
+        app = _load_spec(args.spec)
+    except SpecError as error:
+        _report_spec_error(args.spec, error, False)
+        return 1
+    json.dump(app.to_task_info().to_json(), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .marathon import SpecError  # noqa: PLC0415
+    from .run import Interrupted, RunOptions, run_app  # noqa: PLC0415
+
+    try:
+        app = _load_spec(args.spec)
+    except SpecError as error:
+        _report_spec_error(args.spec, error, False)
+        return 1
+    config = load_config(args.config, known=resolvers.names())
+    options = RunOptions(
+        work_dir=args.work_dir,
+        runtime_dir=args.runtime_dir,
+        isolation=args.isolation,
+        grace_period=args.grace_period,
+    )
+    try:
+        return run_app(app, config, options)
+    except Interrupted as interrupted:
+        print(
+            f"{PROG}: interrupted before the task started; nothing was left behind", file=sys.stderr
+        )
+        return 128 + interrupted.signum
+
+
 def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -206,6 +279,56 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check that the configured resolver works")
     check.add_argument("--resolver", metavar="NAME", help="resolver to check")
     check.set_defaults(func=cmd_check)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a Marathon-style app spec as Marathon would",
+        description="Exit 0 when the spec is valid; exit 1 with its violations otherwise.",
+    )
+    validate.add_argument("spec", metavar="SPEC.json")
+    validate.add_argument(
+        "--json", action="store_true", help="violations in Marathon's JSON error shape, on stdout"
+    )
+    validate.set_defaults(func=cmd_validate)
+
+    task_info = commands.add_parser(
+        "task-info", help="print the Mesos v1 TaskInfo a spec launches (references, no values)"
+    )
+    task_info.add_argument("spec", metavar="SPEC.json")
+    task_info.set_defaults(func=cmd_task_info)
+
+    run = commands.add_parser(
+        "run",
+        help="run a spec here: resolve, isolate, launch, wait, clean up",
+        description="Run a Marathon-style app spec on this machine. The exit status is the "
+        "task's (128+N when killed by signal N). SECRET volumes need root.",
+    )
+    run.add_argument("spec", metavar="SPEC.json")
+    run.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="the task's sandbox (kept afterwards; default: a temporary directory, removed)",
+    )
+    run.add_argument(
+        "--runtime-dir",
+        type=Path,
+        metavar="DIR",
+        help="where containers' runtime state lives (default: /run/mesos-secrets as root)",
+    )
+    run.add_argument(
+        "--isolation",
+        metavar="LIST",
+        help="isolators, in order (default: environment_secret,volume_secret)",
+    )
+    run.add_argument(
+        "--grace-period",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="after passing on SIGINT/SIGTERM, how long before the task is killed (default 10)",
+    )
+    run.set_defaults(func=cmd_run)
 
     resolvers_cmd = commands.add_parser("resolvers", help="list the available resolvers")
     resolvers_cmd.set_defaults(func=cmd_resolvers)

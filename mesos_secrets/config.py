@@ -34,7 +34,7 @@ __all__ = ["CONFIG_ENV", "RESOLVER_ENV", "Config", "load_config"]
 CONFIG_ENV = "MESOS_SECRETS_CONFIG"
 RESOLVER_ENV = "MESOS_SECRETS_RESOLVER"
 
-_TOP_LEVEL = {"resolver", "resolvers"}
+_TOP_LEVEL = {"resolver", "resolvers", "isolation", "isolators", "runtime_dir"}
 
 
 def _frozen_sections(value: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
@@ -49,6 +49,13 @@ class Config:
     resolvers: Mapping[str, Mapping[str, Any]] = attrs.field(
         factory=dict, converter=_frozen_sections
     )
+    #: The ordered isolator list ("environment_secret,volume_secret"), or None: default.
+    isolation: str | tuple[str, ...] | None = None
+    #: Options of each isolator, by name.
+    isolators: Mapping[str, Mapping[str, Any]] = attrs.field(
+        factory=dict, converter=_frozen_sections
+    )
+    runtime_dir: str | None = None
     source: str | None = None
 
     def options_for(self, name: str) -> dict[str, Any]:
@@ -99,12 +106,33 @@ def _from_toml(data: bytes, file: Path) -> Config:
     resolver = doc.get("resolver")
     if resolver is not None and (not isinstance(resolver, str) or not resolver):
         raise ConfigError(f"configuration file '{file}': 'resolver' must be a non-empty string")
-    sections = doc.get("resolvers", {})
-    if not isinstance(sections, dict) or not all(isinstance(v, dict) for v in sections.values()):
+    tables = {key: _tables(doc, key, file) for key in ("resolvers", "isolators")}
+    isolation = doc.get("isolation")
+    if isinstance(isolation, list) and all(isinstance(i, str) for i in isolation):
+        isolation = tuple(isolation)
+    elif isolation is not None and not isinstance(isolation, str):
         raise ConfigError(
-            f"configuration file '{file}': 'resolvers' must be tables, as [resolvers.NAME]"
+            f"configuration file '{file}': 'isolation' must be a string "
+            '("environment_secret,volume_secret") or a list of names'
         )
-    return Config(resolver=resolver, resolvers=sections, source=str(file))
+    runtime_dir = doc.get("runtime_dir")
+    if runtime_dir is not None and not isinstance(runtime_dir, str):
+        raise ConfigError(f"configuration file '{file}': 'runtime_dir' must be a string")
+    return Config(
+        resolver=resolver,
+        resolvers=tables["resolvers"],
+        isolation=isolation,
+        isolators=tables["isolators"],
+        runtime_dir=runtime_dir,
+        source=str(file),
+    )
+
+
+def _tables(doc: Mapping[str, Any], key: str, file: Path) -> dict[str, dict[str, Any]]:
+    sections = doc.get(key, {})
+    if not isinstance(sections, dict) or not all(isinstance(v, dict) for v in sections.values()):
+        raise ConfigError(f"configuration file '{file}': '{key}' must be tables, as [{key}.NAME]")
+    return sections
 
 
 def _from_modules(doc: Any, file: Path, known: Collection[str]) -> Config:

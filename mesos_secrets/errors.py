@@ -17,6 +17,7 @@ classes with messages composed here.
     │   └── StoreError                         the embedded store cannot be used
     ├── PluginError                            unknown resolver/isolator, failed load
     ├── IsolatorError                          .isolator, .container_id
+    ├── LaunchError                            the task could not be started
     └── ProvisionerError                       registry, credentials, image format
 """
 
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 __all__ = [
     "ConfigError",
     "IsolatorError",
+    "LaunchError",
     "MesosSecretsError",
     "PluginError",
     "ProvisionerError",
@@ -132,6 +134,10 @@ class IsolatorError(MesosSecretsError):
         self.isolator = isolator
         self.container_id = container_id
         super().__init__(message)
+
+
+class LaunchError(MesosSecretsError):
+    """The task could not be started (no command, unknown user, exec failure…)."""
 
 
 class ProvisionerError(MesosSecretsError):

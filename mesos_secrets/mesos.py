@@ -15,7 +15,7 @@ volume's ``container_path`` may not contain ``..``, NUL or empty components.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import attrs
@@ -380,6 +380,10 @@ class ContainerInfo(JSONModel):
         return None
 
 
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class CommandInfo(JSONModel):
     """``CommandInfo``: the command, its arguments, user and environment."""
@@ -388,7 +392,7 @@ class CommandInfo(JSONModel):
 
     value: str | None = None
     shell: bool = True
-    arguments: tuple[str, ...] = attrs.field(factory=tuple, converter=tuple)
+    arguments: tuple[str, ...] = attrs.field(factory=tuple, converter=_str_tuple)
     environment: Environment | None = None
     user: str | None = None
     extra: Mapping[str, Any] = _extra_field()

@@ -15,7 +15,8 @@ from __future__ import annotations
 import abc
 import inspect
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -26,7 +27,10 @@ from .errors import ConfigError, ResolverError, SecretNotFoundError
 from .secret import Reference, Secret, SecretType
 from .secretbytes import SecretBytes
 
-__all__ = ["ResolveContext", "SecretResolver", "select_field"]
+__all__ = ["ResolveContext", "SecretResolver", "resolve_all", "select_field"]
+
+#: How many secrets of one container are fetched at once.
+MAX_CONCURRENT_RESOLUTIONS = 8
 
 
 @attrs.frozen
@@ -105,29 +109,33 @@ class SecretResolver(abc.ABC):
 
         An unknown option is a :class:`ConfigError` listing the known ones.
         """
-        known = option_types(cls)
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
-                f" for resolver '{cls.name}' (known: {', '.join(sorted(known)) or 'none'})"
-            )
-        converted = {
-            name: coerce_option(cls.name, name, value, known[name])
-            for name, value in options.items()
-        }
-        return cls(**converted)
+        return cls(**convert_options(cls, f"resolver '{cls.name}'", options))
+
+
+def convert_options(cls: type, owner: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``options`` against ``cls.__init__`` and convert text to the annotated types."""
+    known = option_types(cls)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+            f" for {owner} (known: {', '.join(sorted(known)) or 'none'})"
+        )
+    return {name: coerce_option(owner, name, value, known[name]) for name, value in options.items()}
 
 
 def option_types(cls: type) -> dict[str, Any]:
-    """The keyword options ``cls.__init__`` takes, with their annotated types."""
+    """The keyword options ``cls.__init__`` takes, with their annotated types.
+
+    Isolators also take a resolver and a runtime directory; those are not options.
+    """
     init = cls.__init__  # type: ignore[misc]
     signature = inspect.signature(init)
     hints = typing.get_type_hints(init)
     return {
         name: hints.get(name, Any)
         for name, parameter in signature.parameters.items()
-        if name != "self"
+        if name not in ("self", "resolver", "runtime_dir")
         and parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
     }
 
@@ -137,7 +145,10 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def coerce_option(owner: str, name: str, value: Any, hint: Any) -> Any:  # noqa: PLR0911
-    """Convert an option given as text (modules manifest, environment) to ``hint``."""
+    """Convert an option given as text (modules manifest, environment) to ``hint``.
+
+    ``owner`` names what the option is for in messages ("resolver 'local'").
+    """
     if not isinstance(value, str):
         return value
     args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -157,7 +168,7 @@ def coerce_option(owner: str, name: str, value: Any, hint: Any) -> Any:  # noqa:
             return Path(value)
     except ValueError:
         raise ConfigError(
-            f"option '{name}' of resolver '{owner}' must be {getattr(target, '__name__', target)}"
+            f"option '{name}' of {owner} must be {getattr(target, '__name__', target)}"
         ) from None
     return value
 
@@ -191,3 +202,27 @@ def select_field(
         f"the reference must name one with 'key' (Marathon: '{reference.name}@<key>')",
         **context,
     )
+
+
+def resolve_all(
+    resolver: SecretResolver,
+    secrets: Sequence[Secret],
+    context: ResolveContext | None = None,
+) -> list[SecretBytes | ResolverError]:
+    """Resolve several secrets at once, in threads; results in the order given.
+
+    A failure does not stop the others; it takes the place of its value in the result,
+    so the caller can say which variable or volume it belonged to.
+    """
+
+    def one(secret: Secret) -> SecretBytes | ResolverError:
+        try:
+            return resolver.resolve(secret, context)
+        except ResolverError as error:
+            return error
+
+    if len(secrets) <= 1:
+        return [one(secret) for secret in secrets]
+    workers = min(MAX_CONCURRENT_RESOLUTIONS, len(secrets))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resolve") as pool:
+        return list(pool.map(one, secrets))

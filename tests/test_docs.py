@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import json
 import re
 from pathlib import Path
 
@@ -11,7 +12,12 @@ import pytest
 import mesos_secrets
 import mesos_secrets.secret
 import mesos_secrets.secretbytes
+from mesos_secrets.config import Config
+from mesos_secrets.marathon import parse_app
+from mesos_secrets.run import RunOptions, run_app
 from resolvers.local import LocalStore
+
+from .conftest import requires_root
 
 ROOT = Path(__file__).parent.parent
 
@@ -35,3 +41,13 @@ def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@requires_root
+def test_readme_app_runs(home: Path, tmp_path: Path) -> None:
+    """The README's app spec is valid and runs as the README says."""
+    blocks = re.findall(r"```json\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    (spec,) = [json.loads(b) for b in blocks if '"id"' in b]
+    LocalStore(home).put("/myapp/db", {"password": "pw"})
+    options = RunOptions(work_dir=tmp_path / "w", runtime_dir=tmp_path / "r")
+    assert run_app(parse_app(spec), Config(), options) == 0

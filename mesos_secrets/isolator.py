@@ -1,0 +1,308 @@
+"""The isolator protocol, after Mesos' ``mesos::slave::Isolator``, and the isolator chain.
+
+An isolator is a named object with a lifecycle, driven by the containerizer for each
+container:
+
+- ``recover(alive)``: at start-up, with the ids of the containers still running;
+- ``prepare(config)``: before launch; returns what the task gets (:class:`LaunchInfo`:
+  environment variables and bind mounts), or None;
+- ``isolate(container_id, pid)``: just after the task started;
+- ``cleanup(container_id)``: after the task ended, *or* after a failed prepare, *or*
+  for an orphan found after a crash; it must be idempotent and work from what is on
+  disk alone.
+
+Isolators are chosen by an ordered ``isolation`` list (``environment_secret,
+volume_secret`` by default; Mesos' spelling ``volume/secret`` is accepted) and built
+from the ``mesos_secrets.isolators`` entry points, like resolvers.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import attrs
+
+from .errors import ConfigError, IsolatorError, MesosSecretsError
+from .mesos import CommandInfo, ContainerInfo
+from .registry import ISOLATOR_GROUP, Registry
+from .resolver import ResolveContext, SecretResolver, convert_options
+from .secretbytes import SecretBytes
+
+__all__ = [
+    "DEFAULT_ISOLATION",
+    "ContainerConfig",
+    "Isolator",
+    "IsolatorChain",
+    "LaunchInfo",
+    "Mount",
+    "TaskUser",
+    "create_isolators",
+    "isolators",
+    "parse_isolation",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ISOLATION = ("environment_secret", "volume_secret")
+
+#: Mesos' names for the same isolators.
+ALIASES = {"volume/secret": "volume_secret", "environment/secret": "environment_secret"}
+
+#: What a task may need, and which capability an isolator must declare to provide it.
+ENVIRONMENT_SECRETS = "environment_secrets"
+SECRET_VOLUMES = "secret_volumes"
+
+
+@attrs.frozen
+class TaskUser:
+    """The user a task runs as: name, uid, primary gid, supplementary groups, home."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+    home: str = "/"
+
+
+@attrs.frozen
+class ContainerConfig:
+    """What isolators and launchers know about one container."""
+
+    container_id: str
+    sandbox: Path
+    user: TaskUser
+    command: CommandInfo | None = None
+    container: ContainerInfo | None = None
+    task_id: str | None = None
+    #: The provisioned image's root filesystem; None runs on the host's.
+    rootfs: Path | None = None
+    context: ResolveContext | None = None
+
+
+@attrs.frozen
+class Mount:
+    """A bind mount the launcher makes in the task's mount namespace.
+
+    ``source`` is a host path; ``target`` the path to bind over: a host path when the
+    task runs on the host's root filesystem, a path inside ``rootfs`` otherwise.
+    """
+
+    source: Path
+    target: Path
+    read_only: bool = True
+
+
+def _frozen_env(value: Mapping[str, SecretBytes]) -> Mapping[str, SecretBytes]:
+    return dict(value)
+
+
+@attrs.frozen
+class LaunchInfo:
+    """What the isolators give the task: environment (secret values) and mounts.
+
+    ``detach`` lists mount points the task should not see once its binds are made (the
+    secret tmpfs itself: the task sees its files where they belong, nothing more).
+    """
+
+    environment: Mapping[str, SecretBytes] = attrs.field(factory=dict, converter=_frozen_env)
+    mounts: tuple[Mount, ...] = ()
+    detach: tuple[Path, ...] = ()
+
+    def merge(self, other: LaunchInfo, source: str) -> LaunchInfo:
+        clash = sorted(set(self.environment) & set(other.environment))
+        if clash:
+            raise IsolatorError(
+                f"isolator '{source}' sets environment variable(s) {', '.join(clash)} "
+                "that another isolator already set",
+                isolator=source,
+            )
+        return LaunchInfo(
+            environment={**self.environment, **other.environment},
+            mounts=self.mounts + other.mounts,
+            detach=self.detach + other.detach,
+        )
+
+
+class Isolator(abc.ABC):
+    """Base class of every isolator. Subclasses take options as keyword arguments."""
+
+    #: The name it is registered under.
+    name: ClassVar[str] = ""
+    #: What it provides: ENVIRONMENT_SECRETS, SECRET_VOLUMES.
+    provides: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, resolver: SecretResolver, runtime_dir: Path) -> None:
+        self.resolver = resolver
+        self.runtime_dir = Path(runtime_dir)
+
+    @classmethod
+    def from_options(cls, resolver: SecretResolver, runtime_dir: Path, **options: Any) -> Self:
+        return cls(resolver, runtime_dir, **convert_options(cls, f"isolator '{cls.name}'", options))
+
+    def container_dir(self, container_id: str) -> Path:
+        """Where this isolator keeps what it has for a container (never a value, except
+        on the secret tmpfs mounted under it)."""
+        return self.runtime_dir / "containers" / container_id / self.name
+
+    def recover(self, alive: Collection[str]) -> None:  # noqa: B027 (optional hook)
+        """Rebuild state for the containers still running. Orphans get ``cleanup``."""
+
+    @abc.abstractmethod
+    def prepare(self, config: ContainerConfig) -> LaunchInfo | None:
+        """Get what the container needs before it starts."""
+
+    def isolate(self, container_id: str, pid: int) -> None:  # noqa: B027 (optional hook)
+        """Called once the task runs, with its pid."""
+
+    def cleanup(self, container_id: str) -> None:  # noqa: B027 (optional hook)
+        """Remove everything prepare made. Idempotent."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+isolators: Registry[Isolator] = Registry(ISOLATOR_GROUP, "isolator", Isolator)
+
+
+def parse_isolation(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"environment_secret,volume/secret"`` -> canonical names, in order, no duplicates."""
+    if value is None:
+        return DEFAULT_ISOLATION
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError("'isolation' must be a comma-separated string or a list of names")
+        name = ALIASES.get(item.strip(), item.strip())
+        if not name:
+            continue
+        if name in names:
+            raise ConfigError(f"isolator '{name}' is listed twice in 'isolation'")
+        names.append(name)
+    return tuple(names)
+
+
+def create_isolators(
+    isolation: str | Sequence[str] | None,
+    resolver: SecretResolver,
+    runtime_dir: Path,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> IsolatorChain:
+    """Build the chain named by ``isolation``; ``options`` maps isolator name -> options."""
+    names = parse_isolation(isolation)
+    options = options or {}
+    unused = sorted(set(options) - set(names))
+    if unused:
+        raise ConfigError(
+            f"options are given for isolator(s) {', '.join(unused)}, which 'isolation' "
+            f"does not list ({', '.join(names) or 'empty'})"
+        )
+    built = []
+    for name in names:
+        plugin = isolators.load(name)
+        built.append(plugin.from_options(resolver, runtime_dir, **dict(options.get(name, {}))))
+    return IsolatorChain(built)
+
+
+class IsolatorChain:
+    """Isolators in order. A failed ``prepare`` cleans up every isolator already asked."""
+
+    def __init__(self, chain: Sequence[Isolator]) -> None:
+        self.isolators = tuple(chain)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.isolators)
+
+    def _check_support(self, config: ContainerConfig) -> None:
+        """A secret the chain cannot deliver is an error, never silently dropped."""
+        provided = set().union(*(i.provides for i in self.isolators))
+        environment = config.command.environment if config.command else None
+        if (
+            environment is not None
+            and environment.secrets()
+            and ENVIRONMENT_SECRETS not in provided
+        ):
+            names = ", ".join(v.name for v in environment.secrets())
+            raise IsolatorError(
+                f"environment variable(s) {names} are SECRETs, but no isolator in "
+                f"'isolation' ({', '.join(self.names) or 'empty'}) delivers environment "
+                "secrets (add environment_secret)",
+                container_id=config.container_id,
+            )
+        other = (
+            [v for v in config.container.volumes if v.secret is None] if config.container else []
+        )
+        if other:
+            paths = ", ".join(v.container_path for v in other)
+            raise IsolatorError(
+                f"the container has volumes that are not SECRET volumes ({paths}); no isolator "
+                "here provides them, and a volume is never silently dropped",
+                container_id=config.container_id,
+            )
+        volumes = config.container.secret_volumes() if config.container else ()
+        if volumes and SECRET_VOLUMES not in provided:
+            paths = ", ".join(v.container_path for v in volumes)
+            raise IsolatorError(
+                f"the container has SECRET volumes ({paths}), but no isolator in 'isolation' "
+                f"({', '.join(self.names) or 'empty'}) delivers them (add volume_secret)",
+                container_id=config.container_id,
+            )
+
+    def prepare(self, config: ContainerConfig) -> LaunchInfo:
+        self._check_support(config)
+        merged = LaunchInfo()
+        with contextlib.ExitStack() as rollback:
+            for isolator in self.isolators:
+                # Registered before prepare: a half-done prepare is cleaned up too.
+                rollback.callback(self._cleanup_quietly, isolator, config.container_id)
+                info = isolator.prepare(config)
+                if info is not None:
+                    merged = merged.merge(info, isolator.name)
+            rollback.pop_all()
+        return merged
+
+    def isolate(self, container_id: str, pid: int) -> None:
+        for isolator in self.isolators:
+            isolator.isolate(container_id, pid)
+
+    def recover(self, alive: Collection[str]) -> None:
+        for isolator in self.isolators:
+            isolator.recover(alive)
+
+    def cleanup(self, container_id: str) -> None:
+        """Clean up in reverse order; every isolator is tried, the first error is raised."""
+        errors: list[MesosSecretsError | OSError] = []
+        for isolator in reversed(self.isolators):
+            try:
+                isolator.cleanup(container_id)
+            except (MesosSecretsError, OSError) as error:
+                log.error(
+                    "isolator '%s' failed to clean up container %s: %s",
+                    isolator.name,
+                    container_id,
+                    error,
+                )
+                errors.append(error)
+        if errors:
+            raise IsolatorError(
+                f"cleanup of container {container_id} failed: {errors[0]}",
+                container_id=container_id,
+            ) from errors[0]
+
+    @staticmethod
+    def _cleanup_quietly(isolator: Isolator, container_id: str) -> None:
+        try:
+            isolator.cleanup(container_id)
+        except (MesosSecretsError, OSError) as error:
+            log.error(
+                "isolator '%s' failed to clean up container %s after a failed prepare: %s",
+                isolator.name,
+                container_id,
+                error,
+            )

@@ -1,0 +1,458 @@
+"""Marathon-style app specs: read, validate as Marathon does, convert to a Mesos TaskInfo.
+
+What Marathon accepts and rejects, with its JSON paths and messages, is in
+``reference/marathon.md``. The secrets feature is always on here. In short::
+
+    {"id": "/app", "cmd": "...",
+     "env": {"PLAIN": "x", "DB_PW": {"secret": "db"}},
+     "secrets": {"db": {"source": "/myapp/db@password"}},
+     "container": {"type": "MESOS",
+                   "volumes": [{"containerPath": "secrets/pw", "secret": "db"}]}}
+
+``env[X].secret`` and ``volumes[].secret`` name a key of ``secrets`` (never a store
+path); ``secrets[name].source`` is the store path, optionally ``path@key``. It becomes
+``Secret{type: REFERENCE, reference: {name: path, key: key}}`` in the TaskInfo, as a
+DC/OS-style secrets plugin would emit it.
+
+Errors come in Marathon's two shapes, both a :class:`SpecError`: ``Invalid JSON``
+(structure: a missing field, a wrong type) and ``Object is not valid`` (rules), each
+with ``details`` of ``{"path", "errors"}``. Array items are written ``volumes(0)``, as
+Marathon writes them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from ._codec import loads
+from .errors import SecretValidationError
+from .mesos import (
+    CommandInfo,
+    ContainerInfo,
+    ContainerType,
+    DockerInfo,
+    Environment,
+    Image,
+    MesosInfo,
+    TaskInfo,
+    Variable,
+    Volume,
+    VolumeMode,
+)
+from .names import split_source
+from .secret import Secret
+
+__all__ = [
+    "App",
+    "AppContainer",
+    "AppSecretVolume",
+    "SecretRef",
+    "SpecError",
+    "load_spec",
+    "parse_app",
+]
+
+INVALID_JSON = "Invalid JSON"
+NOT_VALID = "Object is not valid"
+UNDEFINED_SECRET = "references an undefined secret"
+VOLUME_UNDEFINED_SECRET = "volume.secret must refer to an existing secret"
+PULL_CONFIG_UNDEFINED_SECRET = "pullConfig.secret must refer to an existing secret"
+PULL_CONFIG_DOCKER = "pullConfig is not supported with Docker containerizer"
+NO_COMMAND = "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'."
+CMD_AND_ARGS = "AppDefinition must either contain a 'cmd' or a 'args', not both"
+
+
+class SpecError(SecretValidationError):
+    """A spec Marathon would refuse: ``message`` is Marathon's, ``details`` its violations."""
+
+    def __init__(self, message: str, details: Sequence[tuple[str, str]]) -> None:
+        super().__init__(message, "", details)
+        self.args = (f"{message}: " + "; ".join(f"{p or '/'}: {m}" for p, m in details),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def to_json(self) -> dict[str, Any]:
+        """Marathon's error body: violations grouped by path, in order."""
+        grouped: dict[str, list[str]] = {}
+        for path, message in self.details:
+            grouped.setdefault(path or "/", []).append(message)
+        return {
+            "message": self.message,
+            "details": [{"path": p, "errors": errors} for p, errors in grouped.items()],
+        }
+
+
+@attrs.frozen
+class SecretRef:
+    """``{"secret": NAME}``: an environment value taken from the secret called NAME."""
+
+    secret: str
+
+
+@attrs.frozen
+class AppSecretVolume:
+    """``{"containerPath": ..., "secret": NAME}``: a file secret."""
+
+    container_path: str
+    secret: str
+
+
+@attrs.frozen
+class AppHostVolume:
+    """``{"containerPath", "hostPath", "mode"}``: a host directory (no secret)."""
+
+    container_path: str
+    host_path: str
+    mode: VolumeMode = VolumeMode.RO
+
+
+@attrs.frozen
+class AppOtherVolume:
+    """A persistent or external volume: valid in Marathon, not run by this tool."""
+
+    kind: str
+
+
+AppVolume = AppSecretVolume | AppHostVolume | AppOtherVolume
+
+
+@attrs.frozen
+class AppContainer:
+    """``container``: its type (MESOS or DOCKER), volumes, Docker image, pull config."""
+
+    type: ContainerType = ContainerType.DOCKER
+    volumes: tuple[AppVolume, ...] = ()
+    image: str | None = None
+    pull_config: str | None = None
+    has_docker: bool = False
+
+
+def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class App:
+    """A validated Marathon app spec, the parts of it that run a task with secrets."""
+
+    id: str
+    cmd: str | None = None
+    args: tuple[str, ...] | None = None
+    user: str | None = None
+    env: Mapping[str, str | SecretRef] = attrs.field(factory=dict, converter=_frozen)
+    secrets: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    container: AppContainer | None = None
+    cpus: float = 1.0
+    mem: float = 128.0
+    disk: float = 0.0
+
+    def secret(self, name: str) -> Secret:
+        """The Mesos secret for secret ``name``: a reference to its ``source``."""
+        path, key = split_source(self.secrets[name])
+        return Secret.for_reference(path, key)
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return tuple(part for part in self.id.split("/") if part)
+
+    def to_task_info(self, task_id: str | None = None) -> TaskInfo:
+        """The TaskInfo Marathon (with a DC/OS-style secrets plugin) would launch.
+
+        There is no ``agent_id``: the scheduler sets it from the offer it accepts.
+        """
+        safe = "_".join(self.path)
+        return TaskInfo(
+            name=".".join(reversed(self.path)),
+            task_id=task_id or f"{safe}.instance-{uuid.uuid4()}._app.1",
+            command=self._command(),
+            container=self._container(),
+            extra={"resources": _resources(self.cpus, self.mem, self.disk)},
+        )
+
+    def _command(self) -> CommandInfo:
+        variables = tuple(
+            Variable.for_secret(name, self.secret(value.secret))
+            if isinstance(value, SecretRef)
+            else Variable.for_value(name, value)
+            for name, value in self.env.items()
+        )
+        environment = Environment(variables=variables) if variables else None
+        if self.args is not None:
+            return CommandInfo(
+                value=self.args[0] if self.args else None,
+                shell=False,
+                arguments=self.args,
+                environment=environment,
+                user=self.user,
+            )
+        return CommandInfo(value=self.cmd, shell=True, environment=environment, user=self.user)
+
+    def _container(self) -> ContainerInfo | None:
+        container = self.container
+        if container is None:
+            return None
+        volumes = tuple(
+            self._volume(v) for v in container.volumes if not isinstance(v, AppOtherVolume)
+        )
+        if container.type is ContainerType.DOCKER:
+            docker = DockerInfo(image=container.image) if container.image else None
+            return ContainerInfo(type=ContainerType.DOCKER, volumes=volumes, docker=docker)
+        mesos = None
+        if container.image:
+            pull = self.secret(container.pull_config) if container.pull_config else None
+            mesos = MesosInfo(image=Image.for_docker(container.image, config=pull))
+        return ContainerInfo(type=ContainerType.MESOS, volumes=volumes, mesos=mesos)
+
+    def _volume(self, volume: AppSecretVolume | AppHostVolume) -> Volume:
+        if isinstance(volume, AppHostVolume):
+            return Volume(
+                container_path=volume.container_path, mode=volume.mode, host_path=volume.host_path
+            )
+        # Marathon converts every app secret volume read-only.
+        return Volume.for_secret(volume.container_path, self.secret(volume.secret), VolumeMode.RO)
+
+
+def _resources(cpus: float, mem: float, disk: float) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "type": "SCALAR", "scalar": {"value": value}}
+        for name, value in (("cpus", cpus), ("mem", mem), ("disk", disk))
+        if value
+    ]
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+class _Reader:
+    """Collects Marathon's structural errors (``error.*`` codes) while reading JSON."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+
+    def fail(self, path: str, code: str) -> None:
+        self.errors.append((path, code))
+
+    def obj(self, value: Any, path: str) -> dict[str, Any] | None:
+        if isinstance(value, dict):
+            return value
+        self.fail(path, "error.expected.jsobject")
+        return None
+
+    def string(
+        self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
+    ) -> str | None:
+        if key not in parent or parent[key] is None:
+            if required:
+                self.fail(f"{path}/{key}", "error.path.missing")
+            return None
+        value = parent[key]
+        if not isinstance(value, str):
+            self.fail(f"{path}/{key}", "error.expected.jsstring")
+            return None
+        return value
+
+    def min1(
+        self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
+    ) -> str | None:
+        value = self.string(parent, key, path, required=required)
+        if value == "":
+            self.fail(f"{path}/{key}", "error.minLength")
+            return None
+        return value
+
+    def number(self, parent: Mapping[str, Any], key: str, default: float) -> float:
+        value = parent.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(f"/{key}", "error.expected.jsnumber")
+            return default
+        return float(value)
+
+
+def parse_app(obj: Any) -> App:
+    """Validate a Marathon app (a decoded JSON object) and return it.
+
+    Raises :class:`SpecError`: ``Invalid JSON`` for structure, ``Object is not valid``
+    for Marathon's rules, each with every violation found.
+    """
+    read = _Reader()
+    root = read.obj(obj, "")
+    if root is None:
+        raise SpecError(INVALID_JSON, read.errors)
+    app_id = read.min1(root, "id", "", required=True)
+    cmd = read.min1(root, "cmd", "")
+    args = _read_args(read, root.get("args"))
+    user = read.string(root, "user", "")
+    env = _read_env(read, root.get("env"))
+    secrets = _read_secrets(read, root.get("secrets"))
+    container = _read_container(read, root.get("container"))
+    cpus, mem, disk = (
+        read.number(root, k, d) for k, d in (("cpus", 1.0), ("mem", 128.0), ("disk", 0.0))
+    )
+    if read.errors:
+        raise SpecError(INVALID_JSON, read.errors)
+    assert app_id is not None
+    app = App(
+        id=app_id,
+        cmd=cmd,
+        args=args,
+        user=user,
+        env=env,
+        secrets=secrets,
+        container=container,
+        cpus=cpus,
+        mem=mem,
+        disk=disk,
+    )
+    violations = _violations(app, root)
+    if violations:
+        raise SpecError(NOT_VALID, violations)
+    return app
+
+
+def _read_args(read: _Reader, raw: Any) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        read.fail("/args", "error.expected.jsarray")
+        return None
+    for i, item in enumerate(raw):
+        if not isinstance(item, str):
+            read.fail(f"/args({i})", "error.expected.jsstring")
+    return tuple(item for item in raw if isinstance(item, str))
+
+
+def _read_env(read: _Reader, raw: Any) -> dict[str, str | SecretRef]:
+    env: dict[str, str | SecretRef] = {}
+    if raw is None or read.obj(raw, "/env") is None:
+        return env
+    for name, value in raw.items():
+        if isinstance(value, str):
+            env[name] = value
+        elif isinstance(value, dict):
+            secret = read.string(value, "secret", f"/env/{name}", required=True)
+            if secret is not None:
+                env[name] = SecretRef(secret)
+        else:
+            read.fail(f"/env/{name}", "error.expected.jsstring")
+    return env
+
+
+def _read_secrets(read: _Reader, raw: Any) -> dict[str, str]:
+    secrets: dict[str, str] = {}
+    if raw is None or read.obj(raw, "/secrets") is None:
+        return secrets
+    for name, definition in raw.items():
+        if read.obj(definition, f"/secrets/{name}") is None:
+            continue
+        source = read.min1(definition, "source", f"/secrets/{name}", required=True)
+        if source is not None:
+            secrets[name] = source
+    return secrets
+
+
+def _read_container(read: _Reader, raw: Any) -> AppContainer | None:
+    if raw is None or read.obj(raw, "/container") is None:
+        return None
+    kind = ContainerType.DOCKER
+    if raw.get("type") is not None:
+        name = raw["type"]
+        if isinstance(name, str) and name.upper() in ("MESOS", "DOCKER"):
+            kind = ContainerType[name.upper()]
+        else:
+            read.fail("/container/type", "error.expected.validenumvalue")
+    volumes: list[AppVolume] = []
+    raw_volumes = raw.get("volumes")
+    if raw_volumes is not None and not isinstance(raw_volumes, list):
+        read.fail("/container/volumes", "error.expected.jsarray")
+        raw_volumes = None
+    for i, volume in enumerate(raw_volumes or ()):
+        path = f"/container/volumes({i})"
+        if read.obj(volume, path) is None:
+            continue
+        parsed = _read_volume(read, volume, path)
+        if parsed is not None:
+            volumes.append(parsed)
+    image = pull_config = None
+    docker = raw.get("docker")
+    if docker is not None and read.obj(docker, "/container/docker") is not None:
+        image = read.min1(docker, "image", "/container/docker", required=True)
+        pull = docker.get("pullConfig")
+        if pull is not None and read.obj(pull, "/container/docker/pullConfig") is not None:
+            pull_config = read.min1(pull, "secret", "/container/docker/pullConfig", required=True)
+    return AppContainer(
+        type=kind,
+        volumes=tuple(volumes),
+        image=image,
+        pull_config=pull_config,
+        has_docker=isinstance(docker, dict),
+    )
+
+
+def _read_volume(read: _Reader, volume: dict[str, Any], path: str) -> AppVolume | None:
+    """Marathon tries persistent, external, secret, then host (``marathon.md`` §1.4)."""
+    for kind in ("persistent", "external"):
+        if isinstance(volume.get(kind), dict):
+            return AppOtherVolume(kind)
+    container_path = read.min1(volume, "containerPath", path, required=True)
+    if isinstance(volume.get("secret"), str) and volume["secret"]:
+        return AppSecretVolume(container_path, volume["secret"]) if container_path else None
+    host_path = read.min1(volume, "hostPath", path, required=True)
+    mode = read.string(volume, "mode", path, required=True)
+    if mode is not None and mode.upper() not in ("RO", "RW"):
+        read.fail(f"{path}/mode", "error.expected.validenumvalue")
+        return None
+    if container_path and host_path and mode:
+        return AppHostVolume(container_path, host_path, VolumeMode[mode.upper()])
+    return None
+
+
+def _violations(app: App, root: Mapping[str, Any]) -> list[tuple[str, str]]:  # noqa: PLR0912
+    """Marathon's rules (``reference/marathon.md`` §2.3), secrets feature on."""
+    found: list[tuple[str, str]] = []
+    if "" in app.secrets:
+        found.append(("/secrets/", "must not be empty"))
+    for i, name in enumerate(app.env):
+        if name == "":
+            found.append((f"/env/keys({i})", "must not be empty"))
+    for name, value in app.env.items():
+        if isinstance(value, SecretRef) and value.secret not in app.secrets:
+            found.append((f"/env/{name}/secret", UNDEFINED_SECRET))
+    container = app.container
+    if container is not None:
+        for i, volume in enumerate(container.volumes):
+            if isinstance(volume, AppSecretVolume) and volume.secret not in app.secrets:
+                found.append((f"/container/volumes({i})", VOLUME_UNDEFINED_SECRET))
+        if container.type is ContainerType.DOCKER and not container.has_docker:
+            found.append(("/container/docker", "not defined"))
+        docker = root.get("container", {}).get("docker")
+        if isinstance(docker, dict) and docker.get("credential") is not None:
+            found.append(("/container/docker/credential", "must be empty"))
+        if container.pull_config is not None:
+            if container.type is ContainerType.DOCKER:
+                found.append(("/container/docker/pullConfig", PULL_CONFIG_DOCKER))
+            elif container.pull_config not in app.secrets:
+                found.append(("/container/docker/pullConfig", PULL_CONFIG_UNDEFINED_SECRET))
+    if app.cmd is not None and app.args is not None:
+        found.append(("/", CMD_AND_ARGS))
+    elif app.cmd is None and app.args is None and container is None:
+        found.append(("/", NO_COMMAND))
+    return found
+
+
+def load_spec(text: str | bytes) -> App:
+    """Read a spec from JSON text; unparseable text is Marathon's ``Invalid JSON``."""
+    try:
+        obj = loads(text)
+    except SecretValidationError as error:
+        raise SpecError(INVALID_JSON, [("/", error.message)]) from None
+    if isinstance(obj, dict) and "containers" in obj:
+        raise SpecError(NOT_VALID, [("/containers", "pods are not supported yet")])
+    return parse_app(obj)

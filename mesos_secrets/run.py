@@ -1,0 +1,149 @@
+"""``mesos-secrets run``: run a spec on this machine through the containerizer pipeline.
+
+Resolve, (provision), isolate, launch, wait, clean up. The exit status is the task's
+(128 + N when a signal N killed it). SIGINT, SIGTERM and SIGHUP are passed on to the
+task; if it is still running ``grace_period`` seconds later it is killed. Before the
+task starts they abort the launch. Either way nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+import attrs
+
+from .config import Config
+from .containerizer import Container, Containerizer, default_runtime_dir
+from .errors import LaunchError
+from .isolator import create_isolators
+from .launcher import PosixLauncher, Termination
+from .marathon import App
+from .mesos import ContainerType
+from .registry import get_resolver
+from .resolver import ResolveContext
+
+__all__ = ["Interrupted", "RunOptions", "run_app"]
+
+log = logging.getLogger(__name__)
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """A signal arrived before the task started: the launch is abandoned."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@attrs.frozen
+class RunOptions:
+    """The options of ``mesos-secrets run``."""
+
+    work_dir: Path | None = None
+    runtime_dir: Path | None = None
+    isolation: str | None = None
+    grace_period: float = 10.0
+    principal: str | None = None
+
+
+def run_app(app: App, config: Config, options: RunOptions | None = None) -> int:
+    """Run ``app`` to completion and return its exit status."""
+    options = options or RunOptions()
+    task = app.to_task_info()
+    if task.container is not None and task.container.type is ContainerType.DOCKER:
+        raise LaunchError(
+            "container.type DOCKER needs Docker's containerizer, which has no secrets support "
+            "(Mesos: 'Secrets are only supported for Mesos containerizer'); use \"MESOS\""
+        )
+    runtime_dir = options.runtime_dir or (
+        Path(config.runtime_dir) if config.runtime_dir else default_runtime_dir()
+    )
+    with get_resolver(config=config) as resolver:
+        chain = create_isolators(
+            options.isolation or config.isolation, resolver, runtime_dir, config.isolators
+        )
+        containerizer = Containerizer(chain, PosixLauncher(), runtime_dir)
+        containerizer.recover()
+        context = ResolveContext(task_id=task.task_id, principal=options.principal)
+        sandbox = options.work_dir
+        temporary = sandbox is None
+        if sandbox is None:
+            sandbox = Path(tempfile.mkdtemp(prefix="mesos-secrets-sandbox-"))
+        else:
+            sandbox.mkdir(parents=True, exist_ok=True)
+        try:
+            with _Signals(options.grace_period) as signals:
+                container = containerizer.launch(task, sandbox, context=context)
+                with container:
+                    signals.forward_to(container)
+                    termination = container.wait()
+        finally:
+            if temporary:
+                shutil.rmtree(sandbox, ignore_errors=True)
+    _report(task.task_id, termination)
+    return termination.status
+
+
+def _report(task_id: str, termination: Termination) -> None:
+    if termination.signal is not None:
+        print(f"mesos-secrets: task {task_id} was {termination.describe()}", file=sys.stderr)
+    else:
+        log.info("task %s %s", task_id, termination.describe())
+
+
+class _Signals:
+    """Signal handling around one task: abort before it starts, forward once it runs."""
+
+    def __init__(self, grace_period: float) -> None:
+        self.grace_period = grace_period
+        self.container: Container | None = None
+        self.timer: threading.Timer | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Self:
+        for signum in FORWARDED:
+            self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def forward_to(self, container: Container) -> None:
+        self.container = container
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        container = self.container
+        if container is None:
+            raise Interrupted(signum)
+        if self.timer is not None:  # a second signal: no more waiting
+            log.warning("killing task %s now", container.task.task_id)
+            container.kill(signal.SIGKILL)
+            return
+        log.warning(
+            "passing %s to task %s; it is killed if still running in %gs",
+            signal.Signals(signum).name,
+            container.task.task_id,
+            self.grace_period,
+        )
+        container.kill(signum)
+        self.timer = threading.Timer(self.grace_period, container.kill, (signal.SIGKILL,))
+        self.timer.daemon = True
+        self.timer.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,481 @@
+"""The isolators and the chain, against a real store and real tmpfs mounts."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from isolators.environment_secret import EnvironmentSecretIsolator
+from isolators.volume_secret import VolumeSecretIsolator, parse_size
+from mesos_secrets import (
+    CommandInfo,
+    ConfigError,
+    ContainerInfo,
+    Environment,
+    IsolatorError,
+    PluginError,
+    Reference,
+    ResolveContext,
+    Secret,
+    SecretBytes,
+    SecretResolver,
+    Variable,
+    Volume,
+)
+from mesos_secrets.containerizer import Containerizer
+from mesos_secrets.isolator import (
+    ContainerConfig,
+    Isolator,
+    IsolatorChain,
+    LaunchInfo,
+    TaskUser,
+    create_isolators,
+    parse_isolation,
+)
+from mesos_secrets.launcher import PosixLauncher, resolve_user
+from mesos_secrets.mesos import ContainerType, VolumeMode
+from mesos_secrets.testing import canary
+from resolvers.local import LocalResolver
+
+from .conftest import mounts_under, requires_root
+
+
+@pytest.fixture
+def resolver(tmp_path: Path) -> Iterator[LocalResolver]:
+    with LocalResolver(home=tmp_path / "store") as r:
+        r.store.put("/db", {"password": "password", "user": "app"})
+        r.store.put("/nul", {"v": b"a\0b"})
+        r.store.put("/big", {"v": b"x" * (2 << 20)})
+        yield r
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Path:
+    path = tmp_path / "sandbox"
+    path.mkdir()
+    return path
+
+
+def config_for(
+    sandbox: Path,
+    *,
+    env: tuple[Variable, ...] = (),
+    volumes: tuple[Volume, ...] = (),
+    kind: ContainerType = ContainerType.MESOS,
+    user: TaskUser | None = None,
+    container_id: str = "c1",
+) -> ContainerConfig:
+    return ContainerConfig(
+        container_id=container_id,
+        sandbox=sandbox,
+        user=user or resolve_user(None),
+        command=CommandInfo(value="true", environment=Environment(variables=env)),
+        container=ContainerInfo(type=kind, volumes=volumes) if volumes else None,
+        context=ResolveContext(task_id="t"),
+    )
+
+
+def env_secret(name: str, ref: str, key: str | None = None) -> Variable:
+    return Variable.for_secret(name, Secret.for_reference(ref, key))
+
+
+def file_secret(path: str, ref: str = "/db", key: str | None = "password") -> Volume:
+    return Volume.for_secret(path, Secret.for_reference(ref, key))
+
+
+class Slow(SecretResolver):
+    """Each resolution takes 0.2 s and records how many ran at once."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def resolve_reference(
+        self, reference: Reference, context: ResolveContext | None = None
+    ) -> SecretBytes:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(0.2)
+        with self.lock:
+            self.running -= 1
+        return SecretBytes(reference.name)
+
+
+class TestEnvironmentSecret:
+    def test_resolves_in_order(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """Every SECRET variable is resolved; VALUE variables are left to the launcher."""
+        iso = EnvironmentSecretIsolator(resolver, runtime_dir)
+        env = (
+            env_secret("B", "/db", "user"),
+            Variable.for_value("X", "1"),
+            env_secret("A", "/db", "password"),
+        )
+        info = iso.prepare(config_for(sandbox, env=env))
+        assert info is not None
+        assert list(info.environment) == ["B", "A"]
+        assert info.environment["A"].reveal() == b"password"
+
+    def test_nothing_to_do(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
+        assert EnvironmentSecretIsolator(resolver, runtime_dir).prepare(config_for(sandbox)) is None
+
+    def test_concurrent(self, sandbox: Path, runtime_dir: Path) -> None:
+        """One task's secrets are fetched at the same time, not one after another."""
+        slow = Slow()
+        env = tuple(env_secret(f"V{i}", f"/s{i}") for i in range(4))
+        info = EnvironmentSecretIsolator(slow, runtime_dir).prepare(config_for(sandbox, env=env))
+        assert info is not None
+        assert slow.peak == 4
+        assert [v.reveal() for v in info.environment.values()] == [b"/s0", b"/s1", b"/s2", b"/s3"]
+
+    def test_failure_names_the_variable(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        env = (env_secret("OK", "/db", "user"), env_secret("MISSING", "/nope"))
+        with pytest.raises(
+            IsolatorError, match=r"environment variable 'MISSING' \(secret '/nope'\).*not found"
+        ):
+            EnvironmentSecretIsolator(resolver, runtime_dir).prepare(config_for(sandbox, env=env))
+
+    def test_null_bytes_in_resolved_value(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """Stricter than Mesos: a resolved value with NUL cannot go into the environment."""
+        with pytest.raises(IsolatorError, match="'BIN'.*containing null bytes"):
+            EnvironmentSecretIsolator(resolver, runtime_dir).prepare(
+                config_for(sandbox, env=(env_secret("BIN", "/nul"),))
+            )
+
+
+@requires_root
+class TestVolumeSecret:
+    def prepare(
+        self,
+        resolver: SecretResolver,
+        runtime_dir: Path,
+        config: ContainerConfig,
+        **options: object,
+    ) -> LaunchInfo:
+        info = VolumeSecretIsolator.from_options(resolver, runtime_dir, **options).prepare(config)
+        assert info is not None
+        return info
+
+    def test_tmpfs_file(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
+        """A secret file on a bounded, noswap, nosuid/nodev/noexec tmpfs, 0400, task-owned."""
+        nobody = resolve_user("nobody")
+        iso = VolumeSecretIsolator(resolver, runtime_dir)
+        info = iso.prepare(
+            config_for(sandbox, volumes=(file_secret("some/my_secret"),), user=nobody)
+        )
+        assert info is not None
+        (mount,) = info.mounts
+        assert mount.source.read_bytes() == b"password"
+        assert mount.read_only
+        assert mount.target == sandbox / "some" / "my_secret"
+        assert mount.target.read_bytes() == b""  # the placeholder on the host side
+        source = mount.source.stat()
+        assert stat.S_IMODE(source.st_mode) == 0o400
+        assert (source.st_uid, source.st_gid) == (nobody.uid, nobody.gid)
+        tmpfs = mount.source.parent
+        assert stat.S_IMODE(tmpfs.stat().st_mode) == 0o700
+        assert tmpfs.stat().st_uid == nobody.uid
+        line = next(
+            line
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if f" {tmpfs} " in line
+        )
+        options = set(line.replace(",", " ").split())
+        assert {"nosuid", "nodev", "noexec", "size=1024k", "noswap"} <= options
+        assert (sandbox / "some").stat().st_uid == nobody.uid
+        iso.cleanup("c1")
+        assert not mounts_under(runtime_dir)
+        assert not (sandbox / "some").exists()
+        assert not (runtime_dir / "containers" / "c1" / "volume_secret").exists()
+        iso.cleanup("c1")  # idempotent
+
+    def test_rw_volume_is_writable_by_owner(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        volume = Volume.for_secret("rw", Secret.for_reference("/db", "password"), VolumeMode.RW)
+        info = self.prepare(resolver, runtime_dir, config_for(sandbox, volumes=(volume,)))
+        assert stat.S_IMODE(info.mounts[0].source.stat().st_mode) == 0o600
+        assert not info.mounts[0].read_only
+        VolumeSecretIsolator(resolver, runtime_dir).cleanup("c1")
+
+    def test_size_cap(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
+        """A secret over the cap is an error before anything is created."""
+        with pytest.raises(
+            IsolatorError,
+            match=r"volume 'big' \(secret '/big'\) is 2 MiB, more than .* cap of 1 MiB",
+        ):
+            self.prepare(
+                resolver,
+                runtime_dir,
+                config_for(sandbox, volumes=(file_secret("big", "/big", None),)),
+            )
+        assert not (runtime_dir / "containers").exists()
+        assert not (sandbox / "big").exists()
+
+    def test_size_cap_option(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """The cap is configurable; what fits is written whole."""
+        info = self.prepare(
+            resolver,
+            runtime_dir,
+            config_for(sandbox, volumes=(file_secret("big", "/big", None),)),
+            size="4MiB",
+        )
+        assert info.mounts[0].source.stat().st_size == 2 << 20
+        VolumeSecretIsolator(resolver, runtime_dir).cleanup("c1")
+
+    def test_total_size_cap(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        volumes = tuple(file_secret(f"f{i}") for i in range(3))
+        with pytest.raises(IsolatorError, match="the 3 secret volumes take 12 KiB"):
+            self.prepare(resolver, runtime_dir, config_for(sandbox, volumes=volumes), size="8KiB")
+
+    def test_symlink_in_sandbox(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path, tmp_path: Path
+    ) -> None:
+        """A link on the way out of the sandbox is refused; nothing is written outside."""
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (sandbox / "link").symlink_to(outside)
+        with pytest.raises(IsolatorError, match="goes through .*link.*symbolic link"):
+            self.prepare(
+                resolver, runtime_dir, config_for(sandbox, volumes=(file_secret("link/secret"),))
+            )
+        assert list(outside.iterdir()) == []
+        assert not mounts_under(runtime_dir)
+
+    def test_symlink_as_target(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path, tmp_path: Path
+    ) -> None:
+        (sandbox / "target").symlink_to(tmp_path / "elsewhere")
+        with pytest.raises(IsolatorError, match="is a symbolic link"):
+            self.prepare(
+                resolver, runtime_dir, config_for(sandbox, volumes=(file_secret("target"),))
+            )
+
+    def test_absolute_path_must_exist(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """Without an image, an absolute path must exist on the host (Mesos' rule and message)."""
+        with pytest.raises(
+            IsolatorError, match="Absolute container path '/no/such/file' does not exist"
+        ):
+            self.prepare(
+                resolver, runtime_dir, config_for(sandbox, volumes=(file_secret("/no/such/file"),))
+            )
+
+    def test_absolute_existing_path(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path, tmp_path: Path
+    ) -> None:
+        host = tmp_path / "host-file"
+        host.write_text("original")
+        info = self.prepare(
+            resolver, runtime_dir, config_for(sandbox, volumes=(file_secret(str(host)),))
+        )
+        assert info.mounts[0].target == host
+        assert host.read_text() == "original"
+        VolumeSecretIsolator(resolver, runtime_dir).cleanup("c1")
+        assert host.read_text() == "original"
+
+    def test_missing_secret_leaves_nothing(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        volumes = (file_secret("a"), file_secret("b", "/missing", None))
+        with pytest.raises(IsolatorError, match=r"cannot resolve volume 'b' \(secret '/missing'\)"):
+            self.prepare(resolver, runtime_dir, config_for(sandbox, volumes=volumes))
+        assert list(sandbox.iterdir()) == []
+        assert not (runtime_dir / "containers").exists()
+
+    def test_docker_container_refused(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        with pytest.raises(
+            IsolatorError, match="Can only prepare the secret volume isolator for a MESOS container"
+        ):
+            self.prepare(
+                resolver,
+                runtime_dir,
+                config_for(sandbox, volumes=(file_secret("a"),), kind=ContainerType.DOCKER),
+            )
+
+    def test_isolate_detaches_from_host(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """Once the task runs, the host no longer sees the tmpfs."""
+        iso = VolumeSecretIsolator(resolver, runtime_dir)
+        iso.prepare(config_for(sandbox, volumes=(file_secret("a"),)))
+        assert mounts_under(runtime_dir)
+        iso.isolate("c1", os.getpid())
+        assert not mounts_under(runtime_dir)
+        iso.cleanup("c1")
+
+    def test_parse_size(self) -> None:
+        assert parse_size("1MiB") == parse_size("1m") == parse_size(1 << 20) == 1 << 20
+        assert parse_size("512KiB") == 512 << 10
+        with pytest.raises(ConfigError, match="not a size"):
+            parse_size("lots")
+        with pytest.raises(ConfigError, match="smaller than one page"):
+            parse_size(10)
+
+
+class Failing(Isolator):
+    name = "failing"
+
+    def prepare(self, config: ContainerConfig) -> LaunchInfo | None:
+        raise IsolatorError("failing on purpose", isolator=self.name)
+
+
+class TestChain:
+    def test_isolation_list(self) -> None:
+        """Mesos' spellings are accepted; duplicates are not."""
+        assert parse_isolation("environment_secret,volume/secret") == (
+            "environment_secret",
+            "volume_secret",
+        )
+        assert parse_isolation(None) == ("environment_secret", "volume_secret")
+        with pytest.raises(ConfigError, match="listed twice"):
+            parse_isolation("volume_secret,volume/secret")
+
+    def test_unknown_isolator(self, resolver: LocalResolver, runtime_dir: Path) -> None:
+        with pytest.raises(
+            PluginError,
+            match=r"unknown isolator 'filesystem/linux' \(known: environment_secret, volume_se",
+        ):
+            create_isolators("filesystem/linux", resolver, runtime_dir)
+
+    def test_options_for_unlisted_isolator(
+        self, resolver: LocalResolver, runtime_dir: Path
+    ) -> None:
+        with pytest.raises(ConfigError, match="options are given for isolator"):
+            create_isolators(
+                "environment_secret", resolver, runtime_dir, {"volume_secret": {"size": "2MiB"}}
+            )
+
+    def test_unknown_option(self, resolver: LocalResolver, runtime_dir: Path) -> None:
+        with pytest.raises(
+            ConfigError,
+            match=r"unknown option 'sise' for isolator 'volume_secret' \(known: noswap, size\)",
+        ):
+            create_isolators(None, resolver, runtime_dir, {"volume_secret": {"sise": "2MiB"}})
+
+    def test_secret_volume_without_isolator(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """Stricter than Mesos: a SECRET volume is never silently ignored."""
+        chain = create_isolators("environment_secret", resolver, runtime_dir)
+        with pytest.raises(
+            IsolatorError, match=r"SECRET volumes \(a\), but no isolator .* \(add volume_secret\)"
+        ):
+            chain.prepare(config_for(sandbox, volumes=(file_secret("a"),)))
+
+    def test_env_secret_without_isolator(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        chain = create_isolators("volume_secret", resolver, runtime_dir)
+        with pytest.raises(IsolatorError, match="add environment_secret"):
+            chain.prepare(config_for(sandbox, env=(env_secret("A", "/db", "user"),)))
+
+    def test_host_volumes_are_not_dropped(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        chain = create_isolators(None, resolver, runtime_dir)
+        volume = Volume(container_path="data", mode=VolumeMode.RW, host_path="/srv")
+        with pytest.raises(IsolatorError, match=r"not SECRET volumes \(data\)"):
+            chain.prepare(config_for(sandbox, volumes=(volume,)))
+
+    @requires_root
+    def test_failed_prepare_cleans_up_the_others(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """Mesos' ROOT_FailInPreparing: a later isolator fails; the secret volume is gone."""
+        volume = VolumeSecretIsolator(resolver, runtime_dir)
+        chain = IsolatorChain([volume, Failing(resolver, runtime_dir)])
+        with pytest.raises(IsolatorError, match="failing on purpose"):
+            chain.prepare(config_for(sandbox, volumes=(file_secret("my_secret"),)))
+        assert not mounts_under(runtime_dir)
+        assert not volume.container_dir("c1").exists()
+        assert not (sandbox / "my_secret").exists()
+
+    @requires_root
+    def test_merge(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
+        chain = create_isolators(None, resolver, runtime_dir)
+        info = chain.prepare(
+            config_for(sandbox, env=(env_secret("A", "/db", "user"),), volumes=(file_secret("f"),))
+        )
+        assert list(info.environment) == ["A"]
+        assert len(info.mounts) == 1
+        chain.cleanup("c1")
+        assert not mounts_under(runtime_dir)
+
+
+CRASH = """
+import os, sys
+from pathlib import Path
+from mesos_secrets import Secret, Volume
+from mesos_secrets.containerizer import Containerizer
+from mesos_secrets.isolator import create_isolators
+from mesos_secrets.launcher import PosixLauncher
+from mesos_secrets.mesos import TaskInfo, CommandInfo, ContainerInfo, ContainerType
+from resolvers.local import LocalResolver
+
+store, runtime, sandbox = map(Path, sys.argv[1:4])
+resolver = LocalResolver(home=store)
+chain = create_isolators(None, resolver, runtime)
+containerizer = Containerizer(chain, PosixLauncher(), runtime)
+task = TaskInfo(name="t", task_id="t", command=CommandInfo(value="sleep 60"),
+    container=ContainerInfo(type=ContainerType.MESOS,
+        volumes=(Volume.for_secret("s", Secret.for_reference("/db", "password")),)))
+containerizer._claim("orphan", task)
+from mesos_secrets.isolator import ContainerConfig
+from mesos_secrets.containerizer import Containerizer
+from mesos_secrets.launcher import PosixLauncher, resolve_user
+chain.prepare(ContainerConfig("orphan", sandbox, resolve_user(None), task.command, task.container))
+os._exit(0)   # a crash: no cleanup at all
+"""
+
+
+@requires_root
+def test_recover_after_crash(resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
+    """A front end that died mid-launch leaves a tmpfs; the next start removes it."""
+    subprocess.run(
+        [sys.executable, "-c", CRASH, str(resolver.store.home), str(runtime_dir), str(sandbox)],
+        check=True,
+    )
+    assert mounts_under(runtime_dir)
+    assert (runtime_dir / "containers" / "orphan").exists()
+    containerizer = Containerizer(
+        create_isolators(None, resolver, runtime_dir), PosixLauncher(), runtime_dir
+    )
+    assert containerizer.recover() == ["orphan"]
+    assert not mounts_under(runtime_dir)
+    assert list((runtime_dir / "containers").iterdir()) == []
+    assert not (sandbox / "s").exists()
+
+
+def test_no_value_in_launch_info_repr(
+    resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+) -> None:
+    value = canary()
+    resolver.store.put("/c", {"v": value})
+    info = EnvironmentSecretIsolator(resolver, runtime_dir).prepare(
+        config_for(sandbox, env=(env_secret("C", "/c"),))
+    )
+    assert value not in repr(info)
+    assert value not in str(info)
