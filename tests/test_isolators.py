@@ -479,3 +479,48 @@ def test_no_value_in_launch_info_repr(
     )
     assert value not in repr(info)
     assert value not in str(info)
+
+
+@requires_root
+def test_noswap_fallback(
+    resolver: LocalResolver,
+    sandbox: Path,
+    runtime_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On a kernel whose tmpfs lacks `noswap` (EINVAL), mount without it and warn once."""
+    import errno
+
+    import isolators.volume_secret as module
+    from mesos_secrets import linux
+
+    real_mount = linux.mount
+    options_seen: list[str | None] = []
+
+    def old_kernel_mount(
+        source: str | None,
+        target: object,
+        fstype: str | None,
+        flags: int = 0,
+        data: str | None = None,
+    ) -> None:
+        options_seen.append(data)
+        if data and "noswap" in data:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_mount(source, target, fstype, flags, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(linux, "mount", old_kernel_mount)
+    monkeypatch.setattr(module, "_NOSWAP_SUPPORTED", None)
+    iso = VolumeSecretIsolator(resolver, runtime_dir)
+    for container_id in ("c1", "c2"):
+        info = iso.prepare(
+            config_for(
+                sandbox, volumes=(file_secret(f"s-{container_id}"),), container_id=container_id
+            )
+        )
+        assert info is not None
+        assert info.mounts[0].source.read_bytes() == b"password"
+        iso.cleanup(container_id)
+    assert [("noswap" in (o or "")) for o in options_seen] == [True, False, False]
+    assert caplog.text.count("no 'noswap' option") == 1

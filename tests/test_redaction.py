@@ -106,7 +106,7 @@ def test_serialization_refusals_never_show_values(value: str) -> None:
 @given(canaries)
 def test_store_errors_never_show_values(value: str) -> None:
     """Errors from the embedded store about a secret do not show its fields' values."""
-    import tempfile  # noqa: PLC0415
+    import tempfile
 
     with tempfile.TemporaryDirectory() as home, get_resolver("local", home=home) as resolver:
         resolver.store.put("/canary", {"a": value, "b": value})  # type: ignore[attr-defined]

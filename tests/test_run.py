@@ -378,3 +378,90 @@ def wait_for(path: Path, timeout: float = 30) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
+
+
+class TestContainerizer:
+    """The pipeline used directly, for what a Marathon app cannot say."""
+
+    def test_rw_volume(self, tmp_path: Path, home: Path) -> None:
+        """An RW secret volume is writable by the task; writes stay on its tmpfs."""
+        from mesos_secrets import CommandInfo, ContainerInfo, Secret, TaskInfo, Volume
+        from mesos_secrets.containerizer import Containerizer
+        from mesos_secrets.isolator import create_isolators
+        from mesos_secrets.launcher import PosixLauncher
+        from mesos_secrets.mesos import VolumeMode
+        from resolvers.local import LocalResolver
+
+        LocalStore(home).put("/s", {"v": "password"})
+        sandbox = tmp_path / "sandbox"
+        sandbox.mkdir()
+        runtime = tmp_path / "runtime"
+        volume = Volume.for_secret("my_secret", Secret.for_reference("/s"), VolumeMode.RW)
+        task = TaskInfo(
+            name="rw",
+            task_id="rw",
+            command=CommandInfo(
+                value='test "$(cat my_secret)" = password && echo abc > my_secret && test "$(cat my_secret)" = abc'
+            ),
+            container=ContainerInfo(type=ContainerInfo.Type.MESOS, volumes=(volume,)),
+        )
+        with LocalResolver(home=home) as resolver:
+            containerizer = Containerizer(
+                create_isolators(None, resolver, runtime), PosixLauncher(), runtime
+            )
+            with containerizer.launch(task, sandbox) as container:
+                assert not mounts_under(runtime)  # detached from the host while it runs
+                assert container.wait().status == 0
+        assert not mounts_under(tmp_path)
+        assert list(sandbox.iterdir()) == []
+
+
+def test_without_root(tmp_path: Path) -> None:
+    """As an ordinary user, environment secrets work; SECRET volumes say they need root."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="mesos-secrets-nonroot-"))
+    try:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(base, nobody.pw_uid, nobody.pw_gid)
+        env = {
+            "PATH": os.environ["PATH"],
+            "MESOS_SECRETS_HOME": str(base / "store"),
+            "HOME": str(base),
+            "XDG_RUNTIME_DIR": str(base),
+        }
+        as_nobody = [
+            "setpriv",
+            f"--reuid={nobody.pw_uid}",
+            f"--regid={nobody.pw_gid}",
+            "--clear-groups",
+        ]
+
+        def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(
+                [*as_nobody, str(BIN), *args],
+                input=stdin,
+                env=env,
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
+
+        assert run("secret", "put", "/s", "v=-", stdin=b"pw").returncode == 0
+        app = {
+            "id": "/a",
+            "cmd": 'test "$S" = pw',
+            "env": {"S": {"secret": "s"}},
+            "secrets": {"s": {"source": "/s"}},
+        }
+        (base / "app.json").write_text(json.dumps(app))
+        result = run("run", str(base / "app.json"))
+        assert result.returncode == 0, result.stderr.decode()
+        app["container"] = {"type": "MESOS", "volumes": [{"containerPath": "f", "secret": "s"}]}
+        (base / "app.json").write_text(json.dumps(app))
+        result = run("run", str(base / "app.json"))
+        assert result.returncode == 1
+        assert b"SECRET volumes (f) need root" in result.stderr
+    finally:
+        shutil.rmtree(base)
