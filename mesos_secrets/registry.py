@@ -15,6 +15,7 @@ import threading
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
+from .audit import AuditLog
 from .config import RESOLVER_ENV, Config, load_config
 from .errors import ConfigError, PluginError
 from .resolver import SecretResolver
@@ -154,9 +155,13 @@ def get_resolver(
     chosen = choose_resolver(name, config)
     plugin = resolvers.load(chosen)
     merged = {**config.options_for(chosen), **options}
+    audit = AuditLog.from_config(config.audit)
     try:
-        return plugin.from_options(**merged)
+        resolver = plugin.from_options(**merged)
     except (ConfigError, PluginError):
         raise
     except TypeError as error:  # a plugin whose __init__ rejects the options
         raise PluginError(f"resolver '{chosen}' cannot be built: {error}") from None
+    if audit is not None:
+        resolver.audit = audit
+    return resolver

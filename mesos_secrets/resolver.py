@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import time
 import typing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,8 @@ from typing import Any, ClassVar, Self
 
 import attrs
 
-from .errors import ConfigError, ResolverError, SecretNotFoundError
+from . import audit as _audit
+from .errors import ConfigError, MesosSecretsError, ResolverError, SecretNotFoundError
 from .secret import Reference, Secret, SecretType
 from .secretbytes import SecretBytes
 
@@ -63,6 +65,8 @@ class SecretResolver(abc.ABC):
 
     #: The name the resolver is registered under (set by the registry when loaded).
     name: ClassVar[str] = ""
+    #: Where each resolution is recorded; set from the configuration's [audit] table.
+    audit: _audit.AuditLog | None = None
 
     def resolve(self, secret: Secret, context: ResolveContext | None = None) -> SecretBytes:
         """Return the value of ``secret``: inline for VALUE, from the store for REFERENCE.
@@ -73,9 +77,56 @@ class SecretResolver(abc.ABC):
         _check_secret(secret)
         if secret.type is SecretType.VALUE:
             assert secret.value is not None  # guaranteed by Secret's validation
+            if self.audit is not None:
+                self._record(None, context, None, 0.0, {"inline": True})
             return secret.value.data
         assert secret.reference is not None
-        return self.resolve_reference(secret.reference, context)
+        if self.audit is None:
+            return self.resolve_reference(secret.reference, context)
+        token = _audit.start_notes()
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            return self.resolve_reference(secret.reference, context)
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            notes = _audit.finish_notes(token)
+            self._record(secret.reference, context, error, time.monotonic() - started, notes)
+
+    def _record(
+        self,
+        reference: Reference | None,
+        context: ResolveContext | None,
+        error: BaseException | None,
+        seconds: float,
+        notes: Mapping[str, object],
+    ) -> None:
+        assert self.audit is not None
+        context = context or ResolveContext()
+        self.audit.write(
+            "resolve",
+            resolver=self.name,
+            reference=reference.name if reference else None,
+            key=reference.key if reference else None,
+            framework_id=context.framework_id,
+            task_id=context.task_id,
+            executor_id=context.executor_id,
+            container_id=context.container_id,
+            principal=context.principal,
+            outcome=_audit.outcome_of(error),
+            # Our messages name references, never values; others are named by type only.
+            error=(
+                str(error)
+                if isinstance(error, MesosSecretsError)
+                else type(error).__name__
+                if error is not None
+                else None
+            ),
+            duration_ms=round(seconds * 1000, 3),
+            **notes,
+        )
 
     @abc.abstractmethod
     def resolve_reference(

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from .bao import Bao
+
 settings.register_profile(
     "default",
     deadline=None,  # CI machines are slow and shared; speed lives in `make bench`
@@ -18,7 +20,16 @@ settings.register_profile(
 settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-_OUR_VARIABLES = ("MESOS_SECRETS_HOME", "MESOS_SECRETS_RESOLVER", "MESOS_SECRETS_CONFIG")
+_OUR_VARIABLES = (
+    "MESOS_SECRETS_HOME",
+    "MESOS_SECRETS_RESOLVER",
+    "MESOS_SECRETS_CONFIG",
+    *(
+        f"{prefix}_{name}"
+        for prefix in ("VAULT", "BAO")
+        for name in ("ADDR", "TOKEN", "CACERT", "CLIENT_CERT", "CLIENT_KEY", "NAMESPACE")
+    ),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -71,3 +82,27 @@ def _no_stray_mounts(tmp_path: Path) -> Iterator[None]:
     if os.geteuid() == 0:
         for point in reversed(mounts_under(tmp_path)):
             subprocess.run(["umount", "-l", point], check=False)
+
+
+@pytest.fixture(scope="session")
+def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
+    """A real OpenBao dev server over HTTP, for the whole session."""
+    server = Bao(tmp_path_factory.mktemp("bao"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def bao_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
+    """A real OpenBao dev server over TLS, plus a listener that requires client certs."""
+    server = Bao(tmp_path_factory.mktemp("bao-tls"), tls=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_bao(tmp_path: Path) -> Iterator[Bao]:
+    """A server of the test's own, to seal or stop; it keeps an audit log of requests."""
+    server = Bao(tmp_path / "bao", audit=True)
+    yield server
+    server.stop()

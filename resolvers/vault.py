@@ -1,0 +1,637 @@
+"""``vault``: secrets from HashiCorp Vault or OpenBao, through hvac.
+
+A reference name is a path in the KV mount (``mount``, default ``secret``):
+``/myapp/db`` reads ``secret/myapp/db`` (KV v2 or v1, detected from the mount or set
+with ``kv_version``), and ``key`` picks one field. Names whose first segment is one of
+``logical_mounts`` (say ``database``) are read as plain logical paths instead
+(``/database/creds/readonly``), for dynamic secrets; their leases are renewed while the
+resolver lives and revoked when it closes.
+
+Authentication, first match wins:
+
+- ``token`` (or ``VAULT_TOKEN`` when no other method is configured);
+- ``wrapped_token``: a one-time bootstrap, a response-wrapped token (use count 1, short
+  TTL). Its wrapping is looked up first — the token must have been made by
+  ``wrapped_token_path`` (default ``auth/token/create``) — then it is unwrapped exactly
+  once and forgotten. A second unwrap (a replay) fails with a clear error;
+- ``role_id`` with ``secret_id`` or ``wrapped_secret_id``: AppRole.
+
+Tokens obtained by logging in are renewed in the background before they expire and
+revoked on :meth:`close`; a token given by the operator is renewed but never revoked.
+
+Under load and faults: one connection pool per resolver; an in-memory cache
+(``cache_ttl`` seconds, default 5; values only as :class:`SecretBytes`) with request
+coalescing, so concurrent requests for one secret make one read; bounded, jittered
+retries within ``deadline`` seconds (default 10) for connection errors, 429, 5xx and a
+sealed or standby store, none for 4xx. Errors name the reference and the store address,
+never a response body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import hvac
+import requests
+from hvac import exceptions as vault_errors
+from requests.adapters import HTTPAdapter
+
+from mesos_secrets.audit import note
+from mesos_secrets.errors import (
+    ConfigError,
+    ResolverError,
+    ResolverUnavailableError,
+    SecretAccessDeniedError,
+    SecretNotFoundError,
+)
+from mesos_secrets.resolver import ResolveContext, SecretResolver, select_field
+from mesos_secrets.secret import Reference
+from mesos_secrets.secretbytes import SecretBytes
+
+__all__ = ["VaultResolver"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Retried: the store may answer later. Everything else (400, 401, 403, 404…) is final.
+_RETRYABLE = (
+    vault_errors.RateLimitExceeded,  # 429 (also a standby without forwarding)
+    vault_errors.InternalServerError,  # 500
+    vault_errors.BadGateway,  # 502
+    vault_errors.VaultDown,  # 503: sealed
+    vault_errors.VaultNotInitialized,  # 501
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+)
+_BACKOFF_START_S = 0.1
+_BACKOFF_MAX_S = 2.0
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _field_bytes(value: Any) -> SecretBytes:
+    """KV values are JSON: strings as their UTF-8, anything else as compact JSON."""
+    if isinstance(value, str):
+        return SecretBytes(value)
+    return SecretBytes(json.dumps(value, separators=(",", ":"), sort_keys=True))
+
+
+class _Cache:
+    """Fields of secrets by path, for ``ttl`` seconds, with request coalescing."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[str, str], tuple[float, dict[str, SecretBytes]]] = {}
+        self._inflight: dict[tuple[str, str], Future[dict[str, SecretBytes]]] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: tuple[str, str], load: Callable[[], dict[str, SecretBytes]]
+    ) -> tuple[dict[str, SecretBytes], bool]:
+        """The fields for ``key`` and whether they came without a store read of our own."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] > time.monotonic():
+                return entry[1], True
+            future = self._inflight.get(key)
+            leader = future is None
+            if future is None:
+                future = self._inflight[key] = Future()
+        if not leader:
+            return future.result(), True
+        try:
+            fields = load()
+        except BaseException as error:
+            future.set_exception(error)
+            raise
+        else:
+            future.set_result(fields)
+            if self.ttl > 0:
+                with self._lock:
+                    self._entries[key] = (time.monotonic() + self.ttl, fields)
+            return fields, False
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+class VaultResolver(SecretResolver):
+    """Resolves references from Vault or OpenBao. Thread-safe."""
+
+    name = "vault"
+
+    def __init__(  # noqa: PLR0915 (one place reads every option)
+        self,
+        *,
+        address: str | None = None,
+        token: str | None = None,
+        wrapped_token: str | None = None,
+        wrapped_token_path: str = "auth/token/create",  # noqa: S107 (a path, not a token)
+        role_id: str | None = None,
+        secret_id: str | None = None,
+        wrapped_secret_id: str | None = None,
+        approle_mount: str = "approle",
+        mount: str = "secret",
+        kv_version: int | None = None,
+        logical_mounts: str = "",
+        namespace: str | None = None,
+        cacert: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        timeout: float = 5.0,
+        cache_ttl: float = 5.0,
+        deadline: float = 10.0,
+        pool_size: int = 16,
+    ) -> None:
+        self.address = (address or _env("VAULT_ADDR", "BAO_ADDR") or "").rstrip("/")
+        if not self.address:
+            raise ConfigError("resolver 'vault' needs an address: set 'address' or VAULT_ADDR")
+        if kv_version not in (None, 1, 2):
+            raise ConfigError("option 'kv_version' of resolver 'vault' must be 1 or 2")
+        self.mount = mount.strip("/")
+        self.kv_version = kv_version
+        self.logical_mounts = frozenset(
+            m.strip("/") for m in logical_mounts.split(",") if m.strip()
+        )
+        self.wrapped_token_path = wrapped_token_path.strip("/")
+        self.approle_mount = approle_mount.strip("/")
+        self.timeout = float(timeout)
+        self.deadline = float(deadline)
+        self._cache = _Cache(float(cache_ttl))
+
+        explicit = [
+            method
+            for method, given in (
+                ("token", token),
+                ("wrapped_token", wrapped_token),
+                ("role_id", role_id),
+            )
+            if given
+        ]
+        if len(explicit) > 1:
+            raise ConfigError(
+                f"resolver 'vault' takes one way to authenticate, not {' and '.join(explicit)}"
+            )
+        if role_id and not (secret_id or wrapped_secret_id):
+            raise ConfigError(
+                "resolver 'vault': 'role_id' needs 'secret_id' or 'wrapped_secret_id'"
+            )
+        if not explicit:
+            token = _env("VAULT_TOKEN", "BAO_TOKEN")
+            if not token:
+                raise ConfigError(
+                    "resolver 'vault' has no credentials: set 'token' (or VAULT_TOKEN), "
+                    "'wrapped_token', or 'role_id' with 'secret_id'"
+                )
+        # Credentials are kept out of __dict__'s obvious names and never logged.
+        self._token = token
+        self._wrapped_token = wrapped_token
+        self._approle = (role_id, secret_id, wrapped_secret_id) if role_id else None
+        self._owns_token = not token  # obtained by a login: ours to revoke
+
+        cacert = cacert or _env("VAULT_CACERT", "BAO_CACERT")
+        client_cert = client_cert or _env("VAULT_CLIENT_CERT", "BAO_CLIENT_CERT")
+        client_key = client_key or _env("VAULT_CLIENT_KEY", "BAO_CLIENT_KEY")
+        if bool(client_cert) != bool(client_key):
+            raise ConfigError("resolver 'vault': 'client_cert' and 'client_key' go together")
+        self.cacert = cacert
+        self._verify: str | bool = cacert if cacert else True
+        self._cert = (client_cert, client_key) if client_cert and client_key else None
+        self._namespace = namespace or _env("VAULT_NAMESPACE", "BAO_NAMESPACE")
+        session = requests.Session()
+        # hvac prefers the session's settings to its own arguments: set them here.
+        session.verify = self._verify
+        session.cert = self._cert
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=int(pool_size), max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        self._session = session
+        self.client = hvac.Client(
+            url=self.address,
+            token=token,
+            verify=self._verify,
+            cert=self._cert,
+            timeout=self.timeout,
+            namespace=self._namespace,
+            session=session,
+        )
+        self._login_lock = threading.Lock()
+        self._logged_in = bool(token)
+        self._token_ttl: float | None = None
+        self._leases: dict[str, tuple[float, bool]] = {}
+        self._leases_lock = threading.Lock()
+        self._kv_versions: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<VaultResolver {self.address} mount={self.mount!r}>"
+
+    # --- SecretResolver ---------------------------------------------------------------
+
+    def resolve_reference(
+        self, reference: Reference, context: ResolveContext | None = None
+    ) -> SecretBytes:
+        path = reference.name.strip("/")
+        if not path or "//" in path or ".." in path.split("/"):
+            raise ResolverError(
+                f"secret name '{reference.name}' is not a path in a Vault mount",
+                reference=reference.name,
+                key=reference.key,
+                resolver=self.name,
+            )
+        note(cache_hit=False)
+        self._login(reference)
+        logical = path.split("/", 1)[0] in self.logical_mounts
+        kind = "logical" if logical else f"kv:{self.mount}"
+
+        def load() -> dict[str, SecretBytes]:
+            if logical:
+                return self._read_logical(reference, path)
+            return self._read_kv(reference, path)
+
+        fields, hit = self._cache.get((kind, path), load)
+        note(cache_hit=hit)
+        return select_field(reference, fields, resolver=self.name, where=self.address)
+
+    def check(self) -> None:
+        """Log in (unwrapping a bootstrap token now) and look the token up."""
+        self._login(None)
+        self._call(None, "look up its own token", self.client.auth.token.lookup_self)
+
+    def close(self) -> None:
+        """Stop renewing; revoke leases and, if we logged in, our token. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=self.timeout)
+        self._cache.clear()
+        with self._leases_lock:
+            leases = list(self._leases)
+            self._leases.clear()
+        for lease in leases:
+            try:
+                self.client.sys.revoke_lease(lease_id=lease)
+            except (vault_errors.VaultError, requests.RequestException) as error:
+                log.warning(
+                    "could not revoke a lease at %s: %s", self.address, type(error).__name__
+                )
+        if self._owns_token and self._logged_in:
+            try:
+                self.client.auth.token.revoke_self()
+            except (vault_errors.VaultError, requests.RequestException) as error:
+                log.warning(
+                    "could not revoke the resolver's token at %s: %s",
+                    self.address,
+                    type(error).__name__,
+                )
+        self._logged_in = False
+        self.client.token = None
+        self._session.close()
+
+    # --- authentication ---------------------------------------------------------------
+
+    def _login(self, reference: Reference | None) -> None:
+        if self._closed:
+            raise ResolverError(
+                f"the vault resolver for {self.address} is closed", resolver=self.name
+            )
+        with self._login_lock:
+            if not self._logged_in:
+                if self._wrapped_token is not None:
+                    self._unwrap_bootstrap()
+                elif self._approle is not None:
+                    self._approle_login()
+                self._logged_in = True
+            if self._renewer is None:
+                self._start_renewer()
+
+    def _unwrap_bootstrap(self) -> None:
+        wrapped, self._wrapped_token = self._wrapped_token, None  # used once, whatever happens
+        assert wrapped is not None
+        creation_path = self._wrapping_creation_path(wrapped, "bootstrap token")
+        if not _path_matches(creation_path, self.wrapped_token_path):
+            raise SecretAccessDeniedError(
+                f"refusing the bootstrap token: it wraps a response of '{creation_path}', "
+                f"not of '{self.wrapped_token_path}'",
+                resolver=self.name,
+            )
+        response = self._unwrap(wrapped, "bootstrap token")
+        auth = response.get("auth") or {}
+        if not auth.get("client_token"):
+            raise SecretAccessDeniedError(
+                "the bootstrap token's wrapped response holds no token", resolver=self.name
+            )
+        self.client.token = auth["client_token"]
+        self._token_ttl = float(auth.get("lease_duration") or 0) or None
+        log.info("logged in to %s with a one-time bootstrap token", self.address)
+
+    def _approle_login(self) -> None:
+        assert self._approle is not None
+        role_id, secret_id, wrapped_secret_id = self._approle
+        self._approle = None
+        if wrapped_secret_id:
+            path = self._wrapping_creation_path(wrapped_secret_id, "wrapped secret id")
+            expected = f"auth/{self.approle_mount}/role/"
+            if not (path.startswith(expected) and path.endswith("/secret-id")):
+                raise SecretAccessDeniedError(
+                    f"refusing the wrapped secret id: it wraps a response of '{path}', "
+                    f"not of {expected}<role>/secret-id",
+                    resolver=self.name,
+                )
+            secret_id = (
+                self._unwrap(wrapped_secret_id, "wrapped secret id").get("data") or {}
+            ).get("secret_id")
+        response = self._call(
+            None,
+            "log in with AppRole",
+            lambda: self.client.auth.approle.login(
+                role_id=role_id, secret_id=secret_id, mount_point=self.approle_mount
+            ),
+        )
+        self._token_ttl = float(response["auth"].get("lease_duration") or 0) or None
+        log.info("logged in to %s with AppRole", self.address)
+
+    def _wrapping_creation_path(self, wrapped: str, what: str) -> str:
+        try:
+            info = self._call(
+                None,
+                f"look up the {what}",
+                lambda: self.client.adapter.post(
+                    "/v1/sys/wrapping/lookup", json={"token": wrapped}
+                ),
+            )
+        except ResolverUnavailableError:
+            raise
+        except ResolverError:
+            raise SecretAccessDeniedError(
+                f"the {what} is not valid at {self.address}: it has expired or was already "
+                "unwrapped (a one-time token used twice is a replay)",
+                resolver=self.name,
+            ) from None
+        return str((info.get("data") or {}).get("creation_path", ""))
+
+    def _unwrap(self, wrapped: str, what: str) -> dict[str, Any]:
+        unwrapper = hvac.Client(
+            url=self.address,
+            token=wrapped,
+            verify=self._verify,
+            cert=self._cert,
+            timeout=self.timeout,
+            namespace=self._namespace,
+            session=self._session,
+        )
+        try:
+            return dict(self._call(None, f"unwrap the {what}", unwrapper.sys.unwrap))
+        except ResolverUnavailableError:
+            raise
+        except ResolverError:
+            raise SecretAccessDeniedError(
+                f"the {what} could not be unwrapped at {self.address}: it has expired or was "
+                "already unwrapped (a one-time token used twice is a replay)",
+                resolver=self.name,
+            ) from None
+
+    def _start_renewer(self) -> None:
+        if self._token_ttl is None:
+            try:
+                data = self.client.auth.token.lookup_self()["data"]
+            except (vault_errors.VaultError, requests.RequestException):
+                data = {}
+            ttl = float(data.get("ttl") or 0)
+            self._token_ttl = ttl if ttl and data.get("renewable") else None
+        self._renewer = threading.Thread(target=self._renew_loop, name="vault-renewer", daemon=True)
+        self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        """Renew our token at 2/3 of its TTL, and leases likewise, until closed."""
+        token_due = time.monotonic() + (self._token_ttl or 0) * 2 / 3 if self._token_ttl else None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            with self._leases_lock:
+                due_leases = [
+                    lease
+                    for lease, (due, renewable) in self._leases.items()
+                    if renewable and due <= now
+                ]
+            if token_due is not None and token_due <= now:
+                token_due = self._renew_token()
+            for lease in due_leases:
+                self._renew_lease(lease)
+            with self._leases_lock:
+                dues = [due for due, renewable in self._leases.values() if renewable]
+            dues += [token_due] if token_due is not None else []
+            self._stop.wait(max(0.05, min(dues) - time.monotonic()) if dues else 1.0)
+
+    def _renew_token(self) -> float | None:
+        try:
+            auth = self.client.auth.token.renew_self()["auth"]
+        except (vault_errors.VaultError, requests.RequestException) as error:
+            log.warning(
+                "renewing the resolver's token at %s failed: %s", self.address, type(error).__name__
+            )
+            return time.monotonic() + 1.0
+        ttl = float(auth.get("lease_duration") or 0)
+        log.debug("renewed the resolver's token at %s for %.0fs", self.address, ttl)
+        return time.monotonic() + ttl * 2 / 3 if ttl else None
+
+    def _renew_lease(self, lease: str) -> None:
+        try:
+            response = self.client.sys.renew_lease(lease_id=lease)
+            duration = float(response.get("lease_duration") or 0)
+        except (vault_errors.VaultError, requests.RequestException) as error:
+            log.warning("renewing a lease at %s failed: %s", self.address, type(error).__name__)
+            duration = 3.0
+        with self._leases_lock:
+            if lease in self._leases:
+                self._leases[lease] = (time.monotonic() + duration * 2 / 3, bool(duration))
+
+    # --- reading ----------------------------------------------------------------------
+
+    def _kv_version(self, reference: Reference) -> int:
+        if self.kv_version is not None:
+            return self.kv_version
+        if self.mount not in self._kv_versions:
+
+            def lookup() -> Any:
+                try:
+                    return self.client.adapter.get(f"/v1/sys/internal/ui/mounts/{self.mount}")
+                except (
+                    vault_errors.Forbidden,
+                    vault_errors.InvalidPath,
+                    vault_errors.InvalidRequest,
+                ):
+                    return None  # not allowed to look, or no such mount
+
+            response = self._call(reference, f"look up mount '{self.mount}'", lookup)
+            if not isinstance(response, Mapping):
+                raise ResolverError(
+                    f"cannot tell the KV version of mount '{self.mount}' at {self.address}; "
+                    "set option 'kv_version' to 1 or 2",
+                    reference=reference.name,
+                    resolver=self.name,
+                )
+            data = response.get("data") or {}
+            if data.get("type") not in ("kv", "generic"):
+                raise ResolverError(
+                    f"mount '{self.mount}' at {self.address} is a '{data.get('type')}' engine, "
+                    "not KV; list it in 'logical_mounts' to read its paths",
+                    reference=reference.name,
+                    resolver=self.name,
+                )
+            self._kv_versions[self.mount] = int((data.get("options") or {}).get("version") or 1)
+        return self._kv_versions[self.mount]
+
+    def _read_kv(self, reference: Reference, path: str) -> dict[str, SecretBytes]:
+        if self._kv_version(reference) == 2:
+            response = self._call(
+                reference,
+                "read",
+                lambda: self.client.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=self.mount, raise_on_deleted_version=True
+                ),
+            )
+            data = (response.get("data") or {}).get("data") or {}
+        else:
+            response = self._call(
+                reference,
+                "read",
+                lambda: self.client.secrets.kv.v1.read_secret(path=path, mount_point=self.mount),
+            )
+            data = response.get("data") or {}
+        return {str(k): _field_bytes(v) for k, v in data.items()}
+
+    def _read_logical(self, reference: Reference, path: str) -> dict[str, SecretBytes]:
+        response = self._call(reference, "read", lambda: self.client.adapter.get(f"/v1/{path}"))
+        if not isinstance(response, Mapping):
+            raise self._not_found(reference)
+        lease = response.get("lease_id")
+        if lease:
+            duration = float(response.get("lease_duration") or 0)
+            with self._leases_lock:
+                self._leases[lease] = (
+                    time.monotonic() + duration * 2 / 3,
+                    bool(response.get("renewable")),
+                )
+        return {str(k): _field_bytes(v) for k, v in (response.get("data") or {}).items()}
+
+    # --- calls: retries and error mapping ----------------------------------------------
+
+    def _call(self, reference: Reference | None, what: str, call: Callable[[], T]) -> T:
+        """Run ``call`` with jittered retries within the deadline; map every failure."""
+        deadline = time.monotonic() + self.deadline
+        backoff = _BACKOFF_START_S
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return call()
+            except requests.exceptions.SSLError as error:
+                raise self._tls_error(reference, error) from None
+            except _RETRYABLE as error:
+                pause = random.uniform(backoff / 2, backoff)  # noqa: S311 (jitter, not crypto)
+                if time.monotonic() + pause >= deadline:
+                    raise self._map(reference, what, error, attempts) from None
+                log.debug("%s: %s, retrying in %.2fs", what, type(error).__name__, pause)
+                time.sleep(pause)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            except (vault_errors.VaultError, requests.RequestException) as error:
+                raise self._map(reference, what, error, attempts) from None
+
+    def _context(self, reference: Reference | None) -> dict[str, Any]:
+        return {
+            "reference": reference.name if reference else None,
+            "key": reference.key if reference else None,
+            "resolver": self.name,
+        }
+
+    def _subject(self, reference: Reference | None, what: str) -> str:
+        return f"secret '{reference}'" if reference else what
+
+    def _not_found(self, reference: Reference) -> SecretNotFoundError:
+        return SecretNotFoundError(
+            f"secret '{reference.name}' not found at {self.address} (mount '{self.mount}')"
+            if reference.name.strip("/").split("/", 1)[0] not in self.logical_mounts
+            else f"secret '{reference.name}' not found at {self.address}",
+            **self._context(reference),
+        )
+
+    def _tls_error(self, reference: Reference | None, error: Exception) -> ResolverError:
+        reason = (
+            "certificate verify failed"
+            if "CERTIFICATE_VERIFY_FAILED" in str(error)
+            else "TLS error"
+        )
+        return ResolverError(
+            f"cannot reach {self.address} for {self._subject(reference, 'the resolver')}: "
+            f"{reason} (check 'cacert' / VAULT_CACERT and the client certificate)",
+            **self._context(reference),
+        )
+
+    def _map(  # noqa: PLR0911 (one table, one return per row)
+        self, reference: Reference | None, what: str, error: Exception, attempts: int
+    ) -> ResolverError:
+        """One table from hvac's and requests' errors to ours; no response body kept."""
+        subject = self._subject(reference, what)
+        context = self._context(reference)
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        if isinstance(error, vault_errors.InvalidPath) and reference is not None:
+            return self._not_found(reference)
+        if isinstance(error, vault_errors.Forbidden):
+            return SecretAccessDeniedError(
+                f"{self.address} denied access to {subject} "
+                "(403: the token's policies do not allow it)",
+                **context,
+            )
+        if isinstance(error, vault_errors.Unauthorized):
+            return SecretAccessDeniedError(
+                f"{self.address} refused the resolver's token for {subject} (401)", **context
+            )
+        if isinstance(error, vault_errors.VaultDown):
+            return ResolverUnavailableError(
+                f"{self.address} is sealed or unavailable (503){tries}: cannot read {subject}",
+                **context,
+            )
+        if isinstance(error, requests.exceptions.Timeout):
+            return ResolverUnavailableError(
+                f"{self.address} did not answer in time{tries}: cannot read {subject}", **context
+            )
+        if isinstance(error, requests.exceptions.ConnectionError):
+            return ResolverUnavailableError(
+                f"cannot connect to {self.address}{tries}: cannot read {subject}", **context
+            )
+        if isinstance(error, _RETRYABLE):
+            return ResolverUnavailableError(
+                f"{self.address} failed ({type(error).__name__}){tries}: cannot read {subject}",
+                **context,
+            )
+        target = f" {subject}" if reference else ""
+        return ResolverError(
+            f"{self.address} refused to {what}{target} ({type(error).__name__})", **context
+        )
+
+
+def _path_matches(path: str, expected: str) -> bool:
+    return path == expected or path.startswith(expected + "/")

@@ -1,0 +1,541 @@
+"""The vault resolver against a real OpenBao server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+
+from mesos_secrets import (
+    ConfigError,
+    ResolveContext,
+    ResolverError,
+    ResolverUnavailableError,
+    Secret,
+    SecretAccessDeniedError,
+    SecretNotFoundError,
+    SecretResolver,
+    get_resolver,
+)
+from mesos_secrets.audit import AuditLog
+from mesos_secrets.testing import ResolverContract, canary, leaks
+from resolvers.vault import VaultResolver
+
+from .bao import Bao
+from .conftest import requires_root
+from .test_run import Runner, checking_app
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+@pytest.fixture(scope="module")
+def setup(bao: Bao) -> Bao:
+    """Mounts, policies and AppRole on the shared server, once."""
+    root = bao.client()
+    root.sys.enable_secrets_engine("kv", path="kv1", options={"version": "1"})
+    root.sys.create_or_update_policy(
+        "allowed-only", 'path "secret/data/allowed/*" { capabilities = ["read"] }'
+    )
+    root.sys.create_or_update_policy("reader", 'path "secret/data/*" { capabilities = ["read"] }')
+    root.sys.enable_auth_method("approle")
+    root.auth.approle.create_or_update_approle("task", token_policies=["reader"], token_ttl="5m")
+    return bao
+
+
+def put(bao: Bao, name: str, fields: dict[str, Any], mount: str = "secret") -> None:
+    bao.client().secrets.kv.v2.create_or_update_secret(
+        path=name.strip("/"), secret=fields, mount_point=mount
+    )
+
+
+@pytest.fixture
+def vault(setup: Bao) -> Iterator[Callable[..., VaultResolver]]:
+    """Build resolvers for the shared server; all are closed afterwards."""
+    made: list[VaultResolver] = []
+
+    def make(**options: Any) -> VaultResolver:
+        options.setdefault("address", setup.address)
+        if not {"token", "wrapped_token", "role_id"} & set(options):
+            options["token"] = setup.root_token
+        resolver = VaultResolver.from_options(**options)
+        made.append(resolver)
+        return resolver
+
+    yield make
+    for resolver in made:
+        resolver.close()
+
+
+class TestVaultContract(ResolverContract):
+    @pytest.fixture
+    def resolver(self, vault: Callable[..., VaultResolver]) -> SecretResolver:
+        return vault()
+
+    def store(self, resolver: SecretResolver, name: str, fields: dict[str, bytes]) -> None:
+        assert isinstance(resolver, VaultResolver)
+        client = hvac.Client(url=resolver.address, token=resolver.client.token)
+        client.secrets.kv.v2.create_or_update_secret(
+            path=name.strip("/"),
+            secret={k: v.decode("utf-8", "surrogateescape") for k, v in fields.items()},
+        )
+
+    def test_reference_with_key(self, resolver: SecretResolver) -> None:
+        """KV holds JSON strings: binary values are not what KV stores, so text here."""
+        name = self.name()
+        self.store(resolver, name, {"username": b"app", "password": b"pw"})
+        assert resolver.resolve(Secret.for_reference(name, "password")).reveal() == b"pw"
+
+
+class TestKV:
+    def test_kv2(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        put(setup, "/app/db", {"password": "pw", "port": 5432, "opts": {"ssl": True}})
+        resolver = vault()
+        assert resolver.resolve(Secret.for_reference("/app/db", "password")).reveal() == b"pw"
+        assert resolver.resolve(Secret.for_reference("app/db", "port")).reveal() == b"5432"
+        assert resolver.resolve(Secret.for_reference("/app/db", "opts")).reveal() == b'{"ssl":true}'
+
+    def test_kv1_detected(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        """A KV v1 mount is recognised from the mount's own options."""
+        setup.client().secrets.kv.v1.create_or_update_secret(
+            "legacy", {"v": "one"}, mount_point="kv1"
+        )
+        assert vault(mount="kv1").resolve(Secret.for_reference("/legacy")).reveal() == b"one"
+        assert (
+            vault(mount="kv1", kv_version="1").resolve(Secret.for_reference("/legacy")).reveal()
+            == b"one"
+        )
+
+    def test_wrong_kv_version_configured(
+        self, setup: Bao, vault: Callable[..., VaultResolver]
+    ) -> None:
+        setup.client().secrets.kv.v1.create_or_update_secret(
+            "legacy2", {"v": "one"}, mount_point="kv1"
+        )
+        with pytest.raises(SecretNotFoundError):
+            vault(mount="kv1", kv_version=2).resolve(Secret.for_reference("/legacy2"))
+
+    def test_logical_mount(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        """Names under a logical mount are read as plain logical paths."""
+        setup.client().secrets.kv.v1.create_or_update_secret(
+            "plain", {"v": "raw"}, mount_point="kv1"
+        )
+        resolver = vault(logical_mounts="kv1")
+        assert resolver.resolve(Secret.for_reference("/kv1/plain")).reveal() == b"raw"
+        with pytest.raises(SecretNotFoundError, match="'/kv1/absent' not found at"):
+            resolver.resolve(Secret.for_reference("/kv1/absent"))
+
+    def test_missing_path_names_address(
+        self, setup: Bao, vault: Callable[..., VaultResolver]
+    ) -> None:
+        with pytest.raises(SecretNotFoundError) as caught:
+            vault().resolve(Secret.for_reference("/no/such/secret"))
+        assert str(caught.value) == (
+            f"secret '/no/such/secret' not found at {setup.address} (mount 'secret')"
+        )
+
+    def test_bad_names(self, vault: Callable[..., VaultResolver]) -> None:
+        with pytest.raises(ResolverError, match="not a path in a Vault mount"):
+            vault().resolve(Secret.for_reference("/a/../b"))
+
+    def test_policy_denial(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        """A token whose policy does not cover the path: denied, named, no response body."""
+        put(setup, "/allowed/x", {"v": "ok"})
+        put(setup, "/forbidden/x", {"v": "no"})
+        token = setup.client().auth.token.create(policies=["allowed-only"], ttl="5m")["auth"][
+            "client_token"
+        ]
+        resolver = vault(token=token)
+        assert resolver.resolve(Secret.for_reference("/allowed/x")).reveal() == b"ok"
+        with pytest.raises(SecretAccessDeniedError) as caught:
+            resolver.resolve(Secret.for_reference("/forbidden/x", "v"))
+        message = str(caught.value)
+        assert (
+            message
+            == f"{setup.address} denied access to secret '/forbidden/x@v' (403: the token's policies do not allow it)"
+        )
+        assert "permission denied" not in message  # the store's body is not echoed
+
+
+class TestAuthentication:
+    def test_environment_variables(self, setup: Bao, monkeypatch: pytest.MonkeyPatch) -> None:
+        """VAULT_ADDR and VAULT_TOKEN configure a resolver chosen by name."""
+        put(setup, "/env/x", {"v": "from-env"})
+        monkeypatch.setenv("VAULT_ADDR", setup.address)
+        monkeypatch.setenv("VAULT_TOKEN", setup.root_token)
+        with get_resolver("vault") as resolver:
+            assert resolver.resolve(Secret.for_reference("/env/x")).reveal() == b"from-env"
+
+    def test_no_credentials(self, setup: Bao) -> None:
+        with pytest.raises(ConfigError, match="has no credentials"):
+            VaultResolver(address=setup.address)
+
+    def test_no_address(self) -> None:
+        with pytest.raises(ConfigError, match="needs an address"):
+            VaultResolver(token="x")
+
+    def test_two_methods(self, setup: Bao) -> None:
+        with pytest.raises(
+            ConfigError, match="one way to authenticate, not token and wrapped_token"
+        ):
+            VaultResolver(address=setup.address, token="a", wrapped_token="b")
+
+    def test_approle(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        put(setup, "/approle/x", {"v": "ok"})
+        root = setup.client()
+        role_id = root.auth.approle.read_role_id("task")["data"]["role_id"]
+        secret_id = root.auth.approle.generate_secret_id("task")["data"]["secret_id"]
+        resolver = vault(role_id=role_id, secret_id=secret_id)
+        assert resolver.resolve(Secret.for_reference("/approle/x")).reveal() == b"ok"
+        token = resolver.client.token
+        resolver.close()
+        with pytest.raises(hvac.exceptions.Forbidden):  # revoked on close
+            setup.client(token).auth.token.lookup_self()
+
+    def test_approle_wrapped_secret_id(
+        self, setup: Bao, vault: Callable[..., VaultResolver]
+    ) -> None:
+        put(setup, "/approle/y", {"v": "ok"})
+        root = setup.client()
+        role_id = root.auth.approle.read_role_id("task")["data"]["role_id"]
+        wrapped = root.auth.approle.generate_secret_id("task", wrap_ttl="60s")["wrap_info"]["token"]
+        assert (
+            vault(role_id=role_id, wrapped_secret_id=wrapped)
+            .resolve(Secret.for_reference("/approle/y"))
+            .reveal()
+            == b"ok"
+        )
+
+    def test_approle_bad_secret_id(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        root = setup.client()
+        role_id = root.auth.approle.read_role_id("task")["data"]["role_id"]
+        with pytest.raises(ResolverError, match="refused to log in with AppRole"):
+            vault(role_id=role_id, secret_id="not-a-secret-id").resolve(Secret.for_reference("/x"))
+
+
+class TestBootstrap:
+    """One-time bootstrap: a response-wrapped token, unwrapped exactly once."""
+
+    def wrapped(self, bao: Bao, wrap_ttl: str = "60s", **options: Any) -> str:
+        response = bao.client().auth.token.create(
+            policies=["reader"], ttl="5m", wrap_ttl=wrap_ttl, **options
+        )
+        return str(response["wrap_info"]["token"])
+
+    def test_unwrap_once_and_read(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        put(setup, "/boot/x", {"v": "ok"})
+        wrapped = self.wrapped(setup)
+        resolver = vault(wrapped_token=wrapped)
+        resolver.check()  # unwraps now, at start-up
+        assert resolver.client.token not in (None, wrapped)
+        assert resolver.resolve(Secret.for_reference("/boot/x")).reveal() == b"ok"
+        token = resolver.client.token
+        resolver.close()
+        with pytest.raises(hvac.exceptions.Forbidden):
+            setup.client(token).auth.token.lookup_self()
+
+    def test_replay_fails(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        wrapped = self.wrapped(setup)
+        vault(wrapped_token=wrapped).check()
+        with pytest.raises(
+            SecretAccessDeniedError, match="expired or was already unwrapped .*replay"
+        ):
+            vault(wrapped_token=wrapped).check()
+
+    def test_expired(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        wrapped = self.wrapped(setup, wrap_ttl="1s")
+        time.sleep(1.5)
+        with pytest.raises(SecretAccessDeniedError, match="has expired or was already unwrapped"):
+            vault(wrapped_token=wrapped).check()
+
+    def test_wrong_creation_path(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        """A wrapped response of something else (here a KV read) is not a bootstrap token."""
+        put(setup, "/boot/other", {"v": "x"})
+        wrapped = setup.client().adapter.get(
+            "/v1/secret/data/boot/other", headers={"X-Vault-Wrap-TTL": "60s"}
+        )["wrap_info"]["token"]
+        with pytest.raises(
+            SecretAccessDeniedError,
+            match="wraps a response of 'secret/data/boot/other', not of 'auth/token/create'",
+        ):
+            vault(wrapped_token=wrapped).check()
+
+    def test_renewal(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        """A short-lived renewable token is renewed before it expires."""
+        put(setup, "/boot/renew", {"v": "ok"})
+        response = setup.client().auth.token.create(
+            policies=["reader"], ttl="2s", explicit_max_ttl="60s", renewable=True, wrap_ttl="60s"
+        )
+        wrapped = response["wrap_info"]["token"]
+        resolver = vault(wrapped_token=wrapped, cache_ttl=0)
+        resolver.check()
+        time.sleep(4)
+        assert resolver.resolve(Secret.for_reference("/boot/renew")).reveal() == b"ok"
+        # Without renewal the 2 s token would be gone after 4 s, and the read refused.
+        assert setup.client(resolver.client.token).auth.token.lookup_self()["data"][
+            "last_renewal_time"
+        ]
+
+
+class TestTLS:
+    def test_with_ca(self, bao_tls: Bao) -> None:
+        bao_tls.client().secrets.kv.v2.create_or_update_secret(path="tls/x", secret={"v": "ok"})
+        with VaultResolver(
+            address=bao_tls.address, token=bao_tls.root_token, cacert=str(bao_tls.ca_file)
+        ) as r:
+            assert r.resolve(Secret.for_reference("/tls/x")).reveal() == b"ok"
+
+    def test_wrong_ca(self, bao_tls: Bao, tmp_path: Path) -> None:
+        """A CA that did not sign the server's certificate: a clear error, at once."""
+        from .certs import CertificateAuthority
+
+        other = CertificateAuthority(tmp_path / "other")
+        with VaultResolver(
+            address=bao_tls.address,
+            token=bao_tls.root_token,
+            cacert=str(other.ca.cert),
+            deadline=30,
+        ) as r:
+            started = time.monotonic()
+            with pytest.raises(
+                ResolverError, match="certificate verify failed \\(check 'cacert' / VAULT_CACERT"
+            ):
+                r.resolve(Secret.for_reference("/tls/x"))
+            assert time.monotonic() - started < 5  # not retried: a wrong CA stays wrong
+
+    def test_client_certificate(self, bao_tls: Bao) -> None:
+        """A listener that requires a client certificate accepts ours, refuses none."""
+        assert bao_tls.mtls_address is not None
+        bao_tls.client().secrets.kv.v2.create_or_update_secret(path="tls/m", secret={"v": "mtls"})
+        ca = str(bao_tls.ca.ca.cert)
+        with VaultResolver(
+            address=bao_tls.mtls_address,
+            token=bao_tls.root_token,
+            cacert=ca,
+            client_cert=str(bao_tls.client_cert.cert),
+            client_key=str(bao_tls.client_cert.key),
+        ) as r:
+            assert r.resolve(Secret.for_reference("/tls/m")).reveal() == b"mtls"
+        with (
+            VaultResolver(
+                address=bao_tls.mtls_address, token=bao_tls.root_token, cacert=ca, deadline=1
+            ) as r,
+            pytest.raises(ResolverError),
+        ):
+            r.resolve(Secret.for_reference("/tls/m"))
+
+
+class TestFaults:
+    def test_sealed(self, own_bao: Bao) -> None:
+        put(own_bao, "/s", {"v": "ok"})
+        own_bao.seal()
+        with VaultResolver(address=own_bao.address, token=own_bao.root_token, deadline=1) as r:
+            started = time.monotonic()
+            with pytest.raises(
+                ResolverUnavailableError,
+                match=rf"{own_bao.address} is sealed or unavailable \(503\) after \d+ attempts",
+            ):
+                r.resolve(Secret.for_reference("/s"))
+            assert time.monotonic() - started < 3
+
+    def test_unsealed_while_retrying(self, own_bao: Bao) -> None:
+        """Retries carry a resolution over a short outage."""
+        put(own_bao, "/s", {"v": "ok"})
+        own_bao.seal()
+        threading.Timer(0.7, own_bao.unseal).start()
+        with VaultResolver(address=own_bao.address, token=own_bao.root_token, deadline=20) as r:
+            assert r.resolve(Secret.for_reference("/s")).reveal() == b"ok"
+
+    def test_stopped(self, own_bao: Bao) -> None:
+        own_bao.stop()
+        with VaultResolver(address=own_bao.address, token=own_bao.root_token, deadline=1) as r:
+            with pytest.raises(
+                ResolverUnavailableError, match=f"cannot connect to {own_bao.address}"
+            ):
+                r.resolve(Secret.for_reference("/s"))
+            with pytest.raises(ResolverUnavailableError):
+                r.check()
+
+    def test_coalescing(self, own_bao: Bao) -> None:
+        """Concurrent requests for one secret make one store read (OpenBao's own audit log counts)."""
+        audit = own_bao.audit_log
+        assert audit is not None
+        put(own_bao, "/hot", {"a": "1", "b": "2"})
+        with VaultResolver(address=own_bao.address, token=own_bao.root_token, cache_ttl=0) as r:
+            real = r.client.secrets.kv.v2.read_secret_version
+
+            def slow_read(**kwargs: Any) -> Any:
+                time.sleep(0.3)  # hold the read open so that the others arrive meanwhile
+                return real(**kwargs)
+
+            r.client.secrets.kv.v2.read_secret_version = slow_read  # type: ignore[method-assign]
+            barrier = threading.Barrier(8)
+            results: list[bytes] = []
+
+            def one(key: str) -> None:
+                barrier.wait()
+                results.append(r.resolve(Secret.for_reference("/hot", key)).reveal())
+
+            threads = [threading.Thread(target=one, args=("ab"[i % 2],)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert sorted(results) == [b"1"] * 4 + [b"2"] * 4
+        reads = [
+            line
+            for line in audit.read_text().splitlines()
+            if json.loads(line).get("type") == "request"
+            and json.loads(line)["request"]["path"] == "secret/data/hot"
+            and json.loads(line)["request"]["operation"] == "read"
+        ]
+        assert len(reads) == 1
+
+    def test_cache(self, setup: Bao, vault: Callable[..., VaultResolver]) -> None:
+        """Within cache_ttl a changed secret is not re-read; after it, it is."""
+        put(setup, "/cached", {"v": "one"})
+        resolver = vault(cache_ttl=0.5)
+        assert resolver.resolve(Secret.for_reference("/cached")).reveal() == b"one"
+        put(setup, "/cached", {"v": "two"})
+        assert resolver.resolve(Secret.for_reference("/cached")).reveal() == b"one"
+        time.sleep(0.6)
+        assert resolver.resolve(Secret.for_reference("/cached")).reveal() == b"two"
+
+
+class TestAudit:
+    def test_records(self, setup: Bao, vault: Callable[..., VaultResolver], tmp_path: Path) -> None:
+        """One JSON line per resolution: who, what, outcome, time, cache hit; never the value."""
+        value = canary()
+        put(setup, "/audited", {"v": value})
+        resolver = vault()
+        resolver.audit = AuditLog(tmp_path / "audit.log")
+        context = ResolveContext(
+            framework_id="fw", task_id="task-1", executor_id="ex", principal="ops"
+        )
+        resolver.resolve(Secret.for_reference("/audited", "v"), context)
+        resolver.resolve(Secret.for_reference("/audited", "v"), context)
+        with pytest.raises(SecretNotFoundError):
+            resolver.resolve(Secret.for_reference("/absent"), context)
+        text = (tmp_path / "audit.log").read_text()
+        assert not leaks(value, text)
+        records = [json.loads(line) for line in text.splitlines()]
+        assert [(r["outcome"], r["cache_hit"]) for r in records] == [
+            ("ok", False),
+            ("ok", True),
+            ("not_found", False),
+        ]
+        first = records[0]
+        assert {
+            k: first[k]
+            for k in (
+                "event",
+                "resolver",
+                "reference",
+                "key",
+                "framework_id",
+                "task_id",
+                "executor_id",
+                "principal",
+            )
+        } == {
+            "event": "resolve",
+            "resolver": "vault",
+            "reference": "/audited",
+            "key": "v",
+            "framework_id": "fw",
+            "task_id": "task-1",
+            "executor_id": "ex",
+            "principal": "ops",
+        }
+        assert first["duration_ms"] >= 0
+        assert "error" in records[2]
+
+    def test_from_config(
+        self,
+        setup: Bao,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """The [audit] table sends records to a file and to the mesos_secrets.audit logger."""
+        put(setup, "/audited2", {"v": "x"})
+        config = tmp_path / "c.toml"
+        config.write_text(
+            f'resolver = "vault"\n[resolvers.vault]\naddress = "{setup.address}"\ntoken = "{setup.root_token}"\n'
+            f'[audit]\nfile = "{tmp_path / "a.log"}"\nlogger = true\n'
+        )
+        caplog.set_level(logging.INFO, logger="mesos_secrets.audit")
+        with get_resolver(config=config) as resolver:
+            resolver.resolve(Secret.for_reference("/audited2"))
+        assert '"reference":"/audited2"' in (tmp_path / "a.log").read_text()
+        assert '"reference":"/audited2"' in caplog.text
+
+
+def test_no_value_in_errors_or_logs(
+    setup: Bao, vault: Callable[..., VaultResolver], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failures around a secret holding a canary never show it, at DEBUG either."""
+    caplog.set_level(logging.DEBUG)
+    value = canary()
+    put(setup, "/leak/x", {"a": value, "b": value})
+    resolver = vault()
+    texts = [repr(resolver)]
+    for reference in (Secret.for_reference("/leak/x"), Secret.for_reference("/leak/x", "c")):
+        with pytest.raises(ResolverError) as caught:
+            resolver.resolve(reference)
+        texts += [str(caught.value), repr(caught.value)]
+    assert not leaks(value, caplog.text, *texts)
+    assert not leaks(setup.root_token, caplog.text, *texts)
+
+
+@requires_root
+class TestRunWithVault:
+    """`mesos-secrets run` end to end with MESOS_SECRETS_RESOLVER=vault."""
+
+    def test_env_and_file(
+        self, setup: Bao, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        value = canary()
+        put(setup, "/myapp/db", {"password": value})
+        audit = tmp_path / "audit.log"
+        config = tmp_path / "config.toml"
+        config.write_text(f'[audit]\nfile = "{audit}"\n')
+        monkeypatch.setenv("MESOS_SECRETS_RESOLVER", "vault")
+        monkeypatch.setenv("MESOS_SECRETS_CONFIG", str(config))
+        monkeypatch.setenv("VAULT_ADDR", setup.address)
+        monkeypatch.setenv("VAULT_TOKEN", setup.root_token)
+        runner = Runner(tmp_path, home)
+        result = runner.run(checking_app(value, value))
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"all-checks-passed" in result.stdout
+        runner.assert_no_residue()
+        records = [json.loads(line) for line in audit.read_text().splitlines()]
+        assert {(r["reference"], r["key"], r["outcome"]) for r in records} == {
+            ("/myapp/db", "password", "ok")
+        }
+        assert all(r["task_id"].startswith("test_app.instance-") for r in records)
+        assert not leaks(value, result.stdout, result.stderr, audit.read_bytes())
+        assert runner.files_contain(value) == []
+
+    def test_missing_secret(
+        self, setup: Bao, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("MESOS_SECRETS_RESOLVER", "vault")
+        monkeypatch.setenv("VAULT_ADDR", setup.address)
+        monkeypatch.setenv("VAULT_TOKEN", setup.root_token)
+        runner = Runner(tmp_path, home)
+        result = runner.run(
+            checking_app("x", "x") | {"secrets": {"db": {"source": "/not/there@password"}}}
+        )
+        assert result.returncode == 1
+        assert f"secret '/not/there' not found at {setup.address}".encode() in result.stderr
+        runner.assert_no_residue()
