@@ -34,7 +34,7 @@ __all__ = ["CONFIG_ENV", "RESOLVER_ENV", "Config", "load_config"]
 CONFIG_ENV = "MESOS_SECRETS_CONFIG"
 RESOLVER_ENV = "MESOS_SECRETS_RESOLVER"
 
-_TOP_LEVEL = {"resolver", "resolvers", "isolation", "isolators", "runtime_dir", "audit"}
+_TOP_LEVEL = {"resolver", "resolvers", "isolation", "isolators", "runtime_dir", "audit", "images"}
 
 
 def _frozen_sections(value: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
@@ -58,6 +58,8 @@ class Config:
     runtime_dir: str | None = None
     #: The [audit] table: ``file``, ``logger``.
     audit: Mapping[str, Any] | None = None
+    #: The [images] table: ``store``, ``ca_bundle``, ``insecure_registries``…
+    images: Mapping[str, Any] | None = None
     source: str | None = None
 
     def options_for(self, name: str) -> dict[str, Any]:
@@ -117,9 +119,10 @@ def _from_toml(data: bytes, file: Path) -> Config:
             f"configuration file '{file}': 'isolation' must be a string "
             '("environment_secret,volume_secret") or a list of names'
         )
-    audit = doc.get("audit")
-    if audit is not None and not isinstance(audit, dict):
-        raise ConfigError(f"configuration file '{file}': 'audit' must be a table, as [audit]")
+    audit, images = doc.get("audit"), doc.get("images")
+    for name, table in (("audit", audit), ("images", images)):
+        if table is not None and not isinstance(table, dict):
+            raise ConfigError(f"configuration file '{file}': '{name}' must be a table, as [{name}]")
     runtime_dir = doc.get("runtime_dir")
     if runtime_dir is not None and not isinstance(runtime_dir, str):
         raise ConfigError(f"configuration file '{file}': 'runtime_dir' must be a string")
@@ -130,6 +133,7 @@ def _from_toml(data: bytes, file: Path) -> Config:
         isolators=tables["isolators"],
         runtime_dir=runtime_dir,
         audit=audit,
+        images=images,
         source=str(file),
     )
 

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Protocol, Self
 
 import attrs
 
@@ -36,17 +36,24 @@ __all__ = [
     "Authorizer",
     "Container",
     "Containerizer",
+    "NoImages",
     "Provisioner",
     "default_runtime_dir",
-    "no_images",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Decides whether the task may use its secrets; raises SecretAccessDeniedError if not.
 Authorizer = Callable[[TaskInfo, ResolveContext | None], None]
-#: Provisions the task's image, if any; returns the root filesystem (or None: the host's).
-Provisioner = Callable[[TaskInfo, ContainerConfig], Path | None]
+
+
+class Provisioner(Protocol):
+    """Provides a task's image: ``provision`` returns its root filesystem (None: the
+    host's); ``destroy`` removes what it made for a container (idempotent)."""
+
+    def provision(self, task: TaskInfo, config: ContainerConfig) -> Path | None: ...
+
+    def destroy(self, container_id: str) -> None: ...
 
 
 def default_runtime_dir() -> Path:
@@ -59,15 +66,20 @@ def default_runtime_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"mesos-secrets-{os.geteuid()}"
 
 
-def no_images(task: TaskInfo, config: ContainerConfig) -> Path | None:
-    """The provisioner used until one is configured: tasks run on the host's filesystem."""
-    image = task.container.mesos.image if task.container and task.container.mesos else None
-    if image is not None:
-        raise LaunchError(
-            "the task runs in an image (container.mesos.image), and no image provisioner "
-            "is configured"
-        )
-    return None
+class NoImages:
+    """The provisioner used when none is configured: tasks run on the host's filesystem."""
+
+    def provision(self, task: TaskInfo, config: ContainerConfig) -> Path | None:
+        image = task.container.mesos.image if task.container and task.container.mesos else None
+        if image is not None:
+            raise LaunchError(
+                "the task runs in an image (container.mesos.image), and no image provisioner "
+                "is configured"
+            )
+        return None
+
+    def destroy(self, container_id: str) -> None:
+        pass
 
 
 def _start_time(pid: int) -> str | None:
@@ -96,13 +108,15 @@ class Containerizer:
         runtime_dir: Path | None = None,
         *,
         authorize: Authorizer | None = None,
-        provision: Provisioner = no_images,
+        provisioner: Provisioner | None = None,
+        image_launcher: Launcher | None = None,
     ) -> None:
         self.isolators = isolators
         self.launcher = launcher
         self.runtime_dir = Path(runtime_dir) if runtime_dir else default_runtime_dir()
         self.authorize = authorize
-        self.provision = provision
+        self.provisioner: Provisioner = provisioner or NoImages()
+        self.image_launcher = image_launcher
 
     @property
     def containers_dir(self) -> Path:
@@ -155,11 +169,17 @@ class Containerizer:
                 context=context,
             )
             _own_sandbox(config)
-            rootfs = self.provision(task, config)
+            rootfs = self.provisioner.provision(task, config)
+            launcher = self.launcher
             if rootfs is not None:
                 config = attrs.evolve(config, rootfs=rootfs)
+                if self.image_launcher is None:
+                    raise LaunchError(  # noqa: TRY301 (cleaned up like every other failure)
+                        "the task has an image, and no launcher for images is configured"
+                    )
+                launcher = self.image_launcher
             info = self.isolators.prepare(config)
-            process = self.launcher.launch(config, info, stdin=stdin, stdout=stdout, stderr=stderr)
+            process = launcher.launch(config, info, stdin=stdin, stdout=stdout, stderr=stderr)
         except BaseException:
             self._destroy_quietly(container_id)
             raise
@@ -176,7 +196,10 @@ class Containerizer:
         """Clean up a container: every isolator, then its runtime directory. Idempotent."""
         directory = self.containers_dir / container_id
         try:
+            if self.image_launcher is not None:
+                self.image_launcher.destroy(container_id)
             self.isolators.cleanup(container_id)
+            self.provisioner.destroy(container_id)
         finally:
             if directory.exists():
                 for point in linux.mount_points_under(directory):

@@ -94,6 +94,9 @@ class Process(abc.ABC):
 class Launcher(abc.ABC):
     """Starts a prepared container."""
 
+    def destroy(self, container_id: str) -> None:  # noqa: B027 (optional hook)
+        """Remove what the launcher kept for a container, after it ended. Idempotent."""
+
     @abc.abstractmethod
     def launch(
         self,

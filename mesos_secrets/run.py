@@ -23,12 +23,14 @@ import attrs
 from .config import Config
 from .containerizer import Container, Containerizer, default_runtime_dir
 from .errors import LaunchError
+from .images import ImageStore, Progress, Provisioner, RegistryOptions, default_store_dir
 from .isolator import create_isolators
 from .launcher import PosixLauncher, Termination
 from .marathon import App
 from .mesos import ContainerType
 from .registry import get_resolver
 from .resolver import ResolveContext
+from .runc import RuncLauncher
 
 __all__ = ["Interrupted", "RunOptions", "run_app"]
 
@@ -60,6 +62,7 @@ def run_app(app: App, config: Config, options: RunOptions | None = None) -> int:
     """Run ``app`` to completion and return its exit status."""
     options = options or RunOptions()
     task = app.to_task_info()
+    has_image = bool(task.container and task.container.mesos and task.container.mesos.image)
     if task.container is not None and task.container.type is ContainerType.DOCKER:
         raise LaunchError(
             "container.type DOCKER needs Docker's containerizer, which has no secrets support "
@@ -72,7 +75,25 @@ def run_app(app: App, config: Config, options: RunOptions | None = None) -> int:
         chain = create_isolators(
             options.isolation or config.isolation, resolver, runtime_dir, config.isolators
         )
-        containerizer = Containerizer(chain, PosixLauncher(), runtime_dir)
+        provisioner = image_launcher = None
+        if has_image:
+            images = dict(config.images or {})
+            store = ImageStore(Path(images.get("store") or default_store_dir()))
+            provisioner = Provisioner(
+                resolver,
+                store,
+                runtime_dir,
+                RegistryOptions.from_config(images),
+                progress=_terminal_progress() if sys.stderr.isatty() else _log_progress,
+            )
+            image_launcher = RuncLauncher(runtime_dir)
+        containerizer = Containerizer(
+            chain,
+            PosixLauncher(),
+            runtime_dir,
+            provisioner=provisioner,
+            image_launcher=image_launcher,
+        )
         containerizer.recover()
         context = ResolveContext(task_id=task.task_id, principal=options.principal)
         sandbox = options.work_dir
@@ -92,6 +113,36 @@ def run_app(app: App, config: Config, options: RunOptions | None = None) -> int:
                 shutil.rmtree(sandbox, ignore_errors=True)
     _report(task.task_id, termination)
     return termination.status
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / (1 << 20):.1f} MiB"
+
+
+def _log_progress(event: str, detail: str, done: int, total: int) -> None:
+    if event == "pull":
+        log.info("pulling %s (%s)", detail, _megabytes(total))
+    elif event == "blob":
+        log.info("  %s… %s of %s", detail[:19], _megabytes(done), _megabytes(total))
+    elif event == "done":
+        log.info("pulled %s", detail)
+
+
+def _terminal_progress() -> Progress:
+    """One status line on stderr, rewritten as bytes arrive."""
+    state = {"image": ""}
+
+    def show(event: str, detail: str, done: int, total: int) -> None:
+        if event == "pull":
+            state["image"] = detail
+        line = f"pulling {state['image']}: {_megabytes(done)} / {_megabytes(total)}"
+        if event == "done":
+            sys.stderr.write(f"\r\033[Kpulled {detail} ({_megabytes(total)})\n")
+        else:
+            sys.stderr.write(f"\r\033[K{line}")
+        sys.stderr.flush()
+
+    return show
 
 
 def _report(task_id: str, termination: Termination) -> None:

@@ -11,7 +11,14 @@ WHEELHOUSE=$VENV/wheelhouse
 HTTP_PARSER_VERSION=0.9.0
 
 # Debian packages the tests and the run-time need. Installed only when missing.
+#   runc, umoci:           running tasks in images, unpacking images (run-time)
+#   docker-registry, skopeo, busybox-static: the registry and image the tests build and push
 APT_PACKAGES=(
+    runc
+    umoci
+    docker-registry
+    skopeo
+    busybox-static
 )
 
 step() { printf '==> %s\n' "$*" >&2; }

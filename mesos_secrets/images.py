@@ -1,0 +1,702 @@
+"""The image provisioner: private registry pulls with credentials from a secret.
+
+``Image.Docker.config`` names a secret holding a Docker config; the provisioner
+resolves it, uses the credentials in memory to pull, and never writes them anywhere
+(not to disk, not to a command line, not to a log).
+
+Pulling speaks the Registry HTTP API v2 through python-dxf (Basic and Bearer-token
+authentication, manifest and blob requests): an image index or manifest list is
+narrowed to this machine's platform, Docker schema 2 and OCI manifests are read, every
+manifest and blob is checked against its digest before it is kept. Layers are stored
+by digest in an OCI image layout, and each image is unpacked once, by umoci (whiteouts,
+ownership, no path escapes), into a cached root filesystem; a container gets an
+overlay on top of it, so the cache is never written to.
+
+A cached image pulled with credentials is private: it is served only to a caller whose
+own credentials the registry accepts for it (an authenticated manifest request), and
+concurrent pulls never lend one caller's credentials to another — each caller proves
+its access with its own request before it may use blobs already in the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import requests
+from dxf import DXF
+from dxf import exceptions as dxf_errors
+
+from . import linux
+from .docker_config import DOCKER_HUB, RegistryAuth, canonical_registry, parse_docker_config
+from .errors import ConfigError, ProvisionerError, ResolverError
+from .isolator import ContainerConfig
+from .mesos import ImageType, TaskInfo
+from .resolver import ResolveContext, SecretResolver
+
+__all__ = [
+    "ImageReference",
+    "ImageStore",
+    "Progress",
+    "Provisioner",
+    "RegistryOptions",
+    "default_store_dir",
+]
+
+log = logging.getLogger(__name__)
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+_LAYER_TYPES = {
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": (
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    ),
+    "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": (
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+    ),
+    "application/vnd.oci.image.layer.v1.tar+gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar": "application/vnd.oci.image.layer.v1.tar",
+}
+_ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+}
+
+#: Called with (event, detail, done bytes, total bytes) while an image is pulled.
+Progress = Callable[[str, str, int, int], None]
+
+
+def default_store_dir() -> Path:
+    if linux.is_root():
+        return Path("/var/lib/mesos-secrets/images")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mesos-secrets" / "images"
+
+
+def this_platform() -> tuple[str, str]:
+    machine = platform.machine()
+    return "linux", _ARCH.get(machine, machine)
+
+
+@attrs.frozen
+class ImageReference:
+    """``[REGISTRY_HOST[:PORT]/]REPOSITORY[:TAG|@sha256:DIGEST]``, as Docker reads it."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, name: str) -> ImageReference:
+        def fail(reason: str) -> ProvisionerError:
+            return ProvisionerError(f"Failed to parse docker image '{name}': {reason}")
+
+        if not name or name != name.strip() or "://" in name:
+            raise fail("expected [REGISTRY/]REPOSITORY[:TAG|@DIGEST]")
+        rest, digest = name, None
+        if "@" in rest:
+            rest, digest = rest.split("@", 1)
+            if not _DIGEST.fullmatch(digest):
+                raise fail("the digest must be sha256:<64 hex digits>")
+        first, sep, remainder = rest.partition("/")
+        if sep and ("." in first or ":" in first or first == "localhost"):
+            registry, path = first, remainder
+        else:
+            registry, path = DOCKER_HUB, rest
+        tag = None
+        if ":" in path.rsplit("/", 1)[-1]:
+            path, tag = path.rsplit(":", 1)
+        if not path or not re.fullmatch(r"[a-z0-9]+([._/-]+[a-z0-9]+)*", path):
+            raise fail("the repository name must be lower-case letters, digits and . _ - /")
+        if tag is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+            raise fail("the tag is not valid")
+        registry = canonical_registry(registry)
+        if registry == DOCKER_HUB and "/" not in path:
+            path = f"library/{path}"
+        return cls(registry, path, tag if tag or digest else "latest", digest)
+
+    @property
+    def reference(self) -> str:
+        """What to ask the registry for: the digest if pinned, else the tag."""
+        return self.digest or self.tag or "latest"
+
+    @property
+    def api_host(self) -> str:
+        return "registry-1.docker.io" if self.registry == DOCKER_HUB else self.registry
+
+    def __str__(self) -> str:
+        text = f"{self.registry}/{self.repository}"
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+@attrs.frozen
+class RegistryOptions:
+    """How registries are reached: TLS trust, insecure (plain HTTP) registries, timeout."""
+
+    ca_bundle: str | None = None
+    insecure_registries: tuple[str, ...] = ()
+    insecure_credentials: bool = False
+    timeout: float = 30.0
+
+    @classmethod
+    def from_config(cls, table: Mapping[str, Any] | None) -> RegistryOptions:
+        table = dict(table or {})
+        known = {"ca_bundle", "insecure_registries", "insecure_credentials", "timeout", "store"}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown [images] setting {', '.join(map(repr, unknown))} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        insecure = table.get("insecure_registries", [])
+        if not isinstance(insecure, list) or not all(isinstance(r, str) for r in insecure):
+            raise ConfigError("[images] 'insecure_registries' must be a list of host[:port]")
+        return cls(
+            ca_bundle=table.get("ca_bundle"),
+            insecure_registries=tuple(canonical_registry(r) for r in insecure),
+            insecure_credentials=bool(table.get("insecure_credentials", False)),
+            timeout=float(table.get("timeout", 30.0)),
+        )
+
+    def verify(self) -> str | bool:
+        """The [images] ca_bundle, else SSL_CERT_FILE / REQUESTS_CA_BUNDLE, else the system's."""
+        return (
+            self.ca_bundle
+            or os.environ.get("SSL_CERT_FILE")
+            or os.environ.get("REQUESTS_CA_BUNDLE")
+            or True
+        )
+
+
+class _Registry:
+    """One repository on one registry, with one caller's credentials (or none)."""
+
+    def __init__(
+        self,
+        image: ImageReference,
+        auth: RegistryAuth | None,
+        options: RegistryOptions,
+        source: str,
+    ) -> None:
+        self.image = image
+        self.source = source
+        insecure = image.registry in options.insecure_registries
+        if insecure and auth is not None and not options.insecure_credentials:
+            raise ProvisionerError(
+                f"registry {image.registry} is reached over plain HTTP (insecure_registries), and "
+                "credentials are never sent in the clear unless [images] insecure_credentials "
+                "is true"
+            )
+        self._auth = auth
+
+        def authenticate(client: Any, response: requests.Response) -> None:
+            if self._auth is None:
+                client.authenticate(response=response, actions=["pull"])
+            else:
+                client.authenticate(
+                    self._auth.username,
+                    self._auth.password.reveal().decode("utf-8", "surrogateescape"),
+                    response=response,
+                    actions=["pull"],
+                )
+
+        self.client = DXF(
+            image.api_host,
+            image.repository,
+            auth=authenticate,
+            insecure=insecure,
+            tlsverify=options.verify(),
+            timeout=options.timeout,
+        )
+
+    def __enter__(self) -> _Registry:
+        self.client.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.__exit__(*exc)
+        self._auth = None
+
+    def error(self, error: BaseException, what: str) -> ProvisionerError:  # noqa: PLR0911
+        """Map a registry failure to a clear error; nothing from the response is kept."""
+        image, registry = self.image, self.image.registry
+        if isinstance(error, dxf_errors.DXFUnauthorizedError):
+            if self._auth is None:
+                return ProvisionerError(
+                    f"registry {registry} requires credentials for image '{image}', and the task "
+                    "has none (Image.Docker.config / Marathon pullConfig)"
+                )
+            return ProvisionerError(
+                f"registry {registry} refused the credentials from {self.source} "
+                f"for image '{image}' (401)"
+            )
+        if isinstance(error, dxf_errors.DXFDigestMismatchError):
+            return ProvisionerError(
+                f"{what} of image '{image}' does not match its digest: nothing was kept"
+            )
+        if isinstance(error, requests.exceptions.SSLError):
+            return ProvisionerError(
+                f"cannot reach registry {registry}: TLS certificate verify failed (set [images] "
+                "ca_bundle, SSL_CERT_FILE or REQUESTS_CA_BUNDLE)"
+            )
+        if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return ProvisionerError(
+                f"cannot reach registry {registry} for image '{image}': {type(error).__name__}"
+            )
+        if isinstance(error, requests.HTTPError) and error.response is not None:
+            status = error.response.status_code
+            if status == 404:
+                return ProvisionerError(
+                    f"image '{image}' not found at registry {registry} ({what}: 404)"
+                )
+            if status == 403:
+                return ProvisionerError(
+                    f"registry {registry} denied access to image '{image}' (403)"
+                )
+            return ProvisionerError(
+                f"registry {registry} failed to serve {what} of image '{image}' ({status})"
+            )
+        if isinstance(error, dxf_errors.DXFAuthInsecureError):
+            return ProvisionerError(
+                f"registry {registry} asks for credentials over plain HTTP; refusing"
+            )
+        return ProvisionerError(f"cannot pull {what} of image '{image}': {type(error).__name__}")
+
+    def get(self, kind: str, reference: str) -> tuple[bytes, str]:
+        """A manifest (or index) by tag or digest; its bytes are checked against its digest."""
+        try:
+            response = self.client._request(
+                "get", "manifests/" + reference, headers={"Accept": _ACCEPT}
+            )
+        except (dxf_errors.DXFError, requests.RequestException) as error:
+            raise self.error(error, kind) from None
+        content = response.content
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        claimed = response.headers.get("Docker-Content-Digest")
+        if (reference.startswith("sha256:") and digest != reference) or (
+            claimed and claimed != digest
+        ):
+            raise ProvisionerError(
+                f"the {kind} of image '{self.image}' does not match its digest: nothing was kept"
+            )
+        return content, digest
+
+    def head(self, reference: str) -> str | None:
+        """The cheap, authenticated check: the digest the registry gives this caller."""
+        try:
+            response = self.client._request(
+                "head", "manifests/" + reference, headers={"Accept": _ACCEPT}
+            )
+        except (dxf_errors.DXFError, requests.RequestException) as error:
+            raise self.error(error, "manifest") from None
+        digest = response.headers.get("Docker-Content-Digest")
+        return str(digest) if digest else None
+
+    def blob(self, digest: str) -> tuple[Iterable[bytes], int]:
+        try:
+            chunks, size = self.client.pull_blob(digest, size=True, chunk_size=1 << 16)
+        except (dxf_errors.DXFError, requests.RequestException) as error:
+            raise self.error(error, f"layer {digest}") from None
+        assert not isinstance(chunks, bytes)
+        return chunks, int(size)
+
+
+class ImageStore:
+    """Blobs by digest in an OCI image layout, and unpacked root filesystems, on disk.
+
+    Layout::
+
+        <root>/oci/          an OCI image layout (oci-layout, index.json, blobs/sha256/…)
+        <root>/rootfs/<hex>  an unpacked image, by the digest of its manifest (read-only use)
+        <root>/images/<hex>  what is known of an image reference (digests, private or not)
+        <root>/tmp/          partial downloads; nothing there outlives a pull
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.oci = self.root / "oci"
+        self.blobs = self.oci / "blobs" / "sha256"
+        self.rootfs_dir = self.root / "rootfs"
+        self.records = self.root / "images"
+        self.tmp = self.root / "tmp"
+        self.locks = self.root / "locks"
+        for directory in (self.blobs, self.rootfs_dir, self.records, self.tmp, self.locks):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self.lock("index"):
+            if not (self.oci / "oci-layout").exists():
+                (self.oci / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+            if not (self.oci / "index.json").exists():
+                self._write_index({"schemaVersion": 2, "manifests": []})
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock across threads and processes (flock on a lock file)."""
+        fd = os.open(self.locks / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest.split(":", 1)[1]
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def add_blob(
+        self, digest: str, chunks: Iterable[bytes], on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        """Store a blob: written to tmp, checked against ``digest``, then renamed into place."""
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
+        temporary = Path(name)
+        try:
+            sha = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    sha.update(chunk)
+                    out.write(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+            if "sha256:" + sha.hexdigest() != digest:
+                raise dxf_errors.DXFDigestMismatchError("sha256:" + sha.hexdigest(), digest)
+            temporary.rename(self.blob_path(digest))
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def add_bytes(self, content: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        if not self.has_blob(digest):
+            self.add_blob(digest, [content])
+        return digest
+
+    def tag(self, manifest_digest: str, size: int) -> str:
+        """List a manifest in index.json under its own hex digest (a ref name umoci reads)."""
+        name = manifest_digest.split(":", 1)[1]
+        with self.lock("index"):
+            index = json.loads((self.oci / "index.json").read_text())
+            if not any(m.get("digest") == manifest_digest for m in index["manifests"]):
+                index["manifests"].append(
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": manifest_digest,
+                        "size": size,
+                        "annotations": {"org.opencontainers.image.ref.name": name},
+                    }
+                )
+                self._write_index(index)
+        return name
+
+    def _write_index(self, index: Mapping[str, Any]) -> None:
+        temporary = self.oci / "index.json.tmp"
+        temporary.write_text(json.dumps(index))
+        temporary.rename(self.oci / "index.json")
+
+    def record(self, image: ImageReference) -> dict[str, Any] | None:
+        path = self._record_path(image)
+        try:
+            return dict(json.loads(path.read_text()))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def save_record(self, image: ImageReference, record: Mapping[str, Any]) -> None:
+        path = self._record_path(image)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"image": str(image), **record}))
+        temporary.rename(path)
+
+    def _record_path(self, image: ImageReference) -> Path:
+        return self.records / hashlib.sha256(str(image).encode()).hexdigest()
+
+    def rootfs(self, manifest_digest: str, ref_name: str) -> Path:
+        """The unpacked root filesystem of a manifest, unpacked by umoci the first time."""
+        target = self.rootfs_dir / manifest_digest.split(":", 1)[1]
+        with self.lock(f"unpack-{target.name}"):
+            if target.is_dir():
+                return target
+            work = Path(tempfile.mkdtemp(dir=self.tmp, prefix="unpack-"))
+            try:
+                result = subprocess.run(  # noqa: S603 (paths and a digest only)
+                    [
+                        shutil.which("umoci") or "/usr/bin/umoci",
+                        "raw",
+                        "unpack",
+                        "--image",
+                        f"{self.oci}:{ref_name}",
+                        str(work / "rootfs"),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if result.returncode != 0:
+                    detail = result.stderr.strip().splitlines()[-1:] or ["no output"]
+                    raise ProvisionerError(
+                        f"cannot unpack image {manifest_digest}: umoci: {detail[0]}"
+                    )
+                (work / "rootfs").rename(target)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        return target
+
+
+class Provisioner:
+    """Provides a task's image: resolve the pull secret, pull (or check the cache), unpack.
+
+    ``provision`` returns the container's root filesystem, an overlay over the cached
+    image in the container's runtime directory; ``destroy`` removes it.
+    """
+
+    def __init__(
+        self,
+        resolver: SecretResolver,
+        store: ImageStore,
+        runtime_dir: Path,
+        options: RegistryOptions | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.store = store
+        self.runtime_dir = Path(runtime_dir)
+        self.options = options or RegistryOptions()
+        self.progress = progress
+
+    def container_dir(self, container_id: str) -> Path:
+        return self.runtime_dir / "containers" / container_id / "provisioner"
+
+    def __call__(self, task: TaskInfo, config: ContainerConfig) -> Path | None:
+        return self.provision(task, config)
+
+    def provision(self, task: TaskInfo, config: ContainerConfig) -> Path | None:
+        image = task.container.mesos.image if task.container and task.container.mesos else None
+        if image is None:
+            return None
+        if image.type is not ImageType.DOCKER or image.docker is None:
+            raise ProvisionerError("Docker provisioner store only supports Docker images")
+        if not linux.is_root():
+            raise ProvisionerError(
+                "running a task in an image needs root (overlay mounts and runc)"
+            )
+        reference = ImageReference.parse(image.docker.name)
+        auth, source = self._credentials(reference, image.docker.config, config.context)
+        manifest_digest, ref_name = self._fetch(reference, auth, source, cached=image.cached)
+        lower = self.store.rootfs(manifest_digest, ref_name)
+        return self._overlay(config.container_id, lower)
+
+    def destroy(self, container_id: str) -> None:
+        directory = self.container_dir(container_id)
+        if not directory.exists():
+            return
+        for point in linux.mount_points_under(directory):
+            linux.umount(point, detach=True)
+        shutil.rmtree(directory)
+
+    # --- credentials ----------------------------------------------------------------
+
+    def _credentials(
+        self, image: ImageReference, secret: Any, context: ResolveContext | None
+    ) -> tuple[RegistryAuth | None, str]:
+        if secret is None:
+            return None, "no pull secret"
+        source = secret.describe()
+        try:
+            data = self.resolver.resolve(secret, context)
+        except ResolverError as error:
+            raise ProvisionerError(
+                f"cannot resolve the pull secret for image '{image}': {error}"
+            ) from error
+        config = parse_docker_config(data, source=source)
+        auth = config.credentials_for(image.registry)
+        if auth is None:
+            log.info(
+                "%s has no credentials for registry %s; pulling anonymously", source, image.registry
+            )
+        return auth, source
+
+    # --- pulling ----------------------------------------------------------------------
+
+    def _fetch(
+        self, image: ImageReference, auth: RegistryAuth | None, source: str, *, cached: bool
+    ) -> tuple[str, str]:
+        """Make sure the image is in the store for *this* caller; returns (digest, ref name)."""
+        record = self.store.record(image)
+        with _Registry(image, auth, self.options, source) as registry:
+            if record is not None and cached and self._complete(record):
+                if not record["private"]:
+                    return record["manifest"], record["ref"]
+                # A private image is served only if the registry accepts this caller for it.
+                if registry.head(image.reference) == record["reference_digest"]:
+                    log.info(
+                        "image %s: the registry accepts this caller; using the stored copy", image
+                    )
+                    return record["manifest"], record["ref"]
+            return self._pull(image, registry, private=auth is not None)
+
+    def _complete(self, record: Mapping[str, Any]) -> bool:
+        return all(self.store.has_blob(d) for d in [record["oci_manifest"], *record["layers"]])
+
+    def _pull(
+        self, image: ImageReference, registry: _Registry, *, private: bool
+    ) -> tuple[str, str]:
+        content, digest = registry.get("manifest", image.reference)
+        reference_digest = digest
+        manifest = _json(content, image, "manifest")
+        if manifest.get("mediaType") in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
+            chosen = _choose_platform(manifest, image)
+            content, digest = registry.get("manifest", chosen)
+            manifest = _json(content, image, "manifest")
+        media = manifest.get("mediaType") or (OCI_MANIFEST if "config" in manifest else None)
+        if media not in (OCI_MANIFEST, DOCKER_MANIFEST):
+            raise ProvisionerError(
+                f"image '{image}' has a manifest of an unsupported kind ({media})"
+            )
+        layers = manifest.get("layers") or []
+        blobs = [manifest["config"], *layers]
+        total = sum(int(b.get("size") or 0) for b in blobs)
+        done = 0
+        self._report("pull", str(image), 0, total)
+        for number, blob in enumerate(blobs):
+            blob_digest = blob["digest"]
+            if not _DIGEST.fullmatch(blob_digest):
+                raise ProvisionerError(f"image '{image}' names a blob with an unsupported digest")
+            with self.store.lock(f"blob-{blob_digest.split(':')[1]}"):
+                if not self.store.has_blob(blob_digest):
+                    chunks, _ = registry.blob(blob_digest)
+
+                    def advance(count: int, digest: str = blob_digest) -> None:
+                        nonlocal done
+                        done += count
+                        self._report("bytes", digest, done, total)
+
+                    what = "config" if number == 0 else f"layer {number}/{len(layers)}"
+                    try:
+                        self.store.add_blob(blob_digest, chunks, advance)
+                    except dxf_errors.DXFDigestMismatchError:
+                        raise ProvisionerError(
+                            f"{what} ({blob_digest}) of image '{image}' does not match its "
+                            "digest: nothing was kept"
+                        ) from None
+                    except (dxf_errors.DXFError, requests.RequestException) as error:
+                        raise registry.error(error, what) from None
+                else:
+                    done += int(blob.get("size") or 0)
+            self._report("blob", blob_digest, done, total)
+        oci = _as_oci(manifest, image)
+        oci_bytes = (
+            json.dumps(oci, separators=(",", ":")).encode() if oci is not manifest else content
+        )
+        oci_digest = self.store.add_bytes(oci_bytes)
+        ref = self.store.tag(oci_digest, len(oci_bytes))
+        self.store.save_record(
+            image,
+            {
+                "reference_digest": reference_digest,
+                "manifest": digest,
+                "oci_manifest": oci_digest,
+                "ref": ref,
+                "layers": [b["digest"] for b in blobs],
+                "private": private,
+            },
+        )
+        self._report("done", str(image), total, total)
+        return digest, ref
+
+    def _report(self, event: str, detail: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(event, detail, done, total)
+
+    def _overlay(self, container_id: str, lower: Path) -> Path:
+        directory = self.container_dir(container_id)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The overlay's root takes the upper directory's owner and mode: make them the image's.
+        info = lower.stat()
+        (directory / "upper").mkdir(mode=0o700, exist_ok=True)
+        os.chown(directory / "upper", info.st_uid, info.st_gid)
+        os.chmod(directory / "upper", stat.S_IMODE(info.st_mode))
+        (directory / "work").mkdir(mode=0o700, exist_ok=True)
+        (directory / "rootfs").mkdir(mode=0o755, exist_ok=True)
+        options = f"lowerdir={lower},upperdir={directory / 'upper'},workdir={directory / 'work'}"
+        try:
+            linux.mount("overlay", directory / "rootfs", "overlay", 0, options)
+        except OSError as error:
+            raise ProvisionerError(
+                f"cannot mount the container's root filesystem: {error.strerror}"
+            ) from None
+        return directory / "rootfs"
+
+
+def _json(content: bytes, image: ImageReference, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(content)
+    except ValueError:
+        raise ProvisionerError(f"the {what} of image '{image}' is not JSON") from None
+    if not isinstance(value, dict):
+        raise ProvisionerError(f"the {what} of image '{image}' is not a JSON object")
+    return value
+
+
+def _choose_platform(index: Mapping[str, Any], image: ImageReference) -> str:
+    system, arch = this_platform()
+    candidates: Sequence[Mapping[str, Any]] = index.get("manifests") or []
+    for entry in candidates:
+        wanted = entry.get("platform") or {}
+        if wanted.get("os") == system and wanted.get("architecture") == arch:
+            return str(entry["digest"])
+    offered = ", ".join(
+        f"{(e.get('platform') or {}).get('os')}/{(e.get('platform') or {}).get('architecture')}"
+        for e in candidates
+    )
+    raise ProvisionerError(
+        f"image '{image}' has no {system}/{arch} variant (it has: {offered or 'none'})"
+    )
+
+
+def _as_oci(manifest: dict[str, Any], image: ImageReference) -> dict[str, Any]:
+    """An OCI manifest for a Docker schema 2 one (same blobs); OCI manifests as they are."""
+    if manifest.get("mediaType", OCI_MANIFEST) == OCI_MANIFEST:
+        return manifest
+    layers = []
+    for layer in manifest.get("layers") or []:
+        kind = _LAYER_TYPES.get(layer.get("mediaType", ""))
+        if kind is None:
+            raise ProvisionerError(
+                f"image '{image}' has a layer of an unsupported kind ({layer.get('mediaType')})"
+            )
+        layers.append({"mediaType": kind, "digest": layer["digest"], "size": layer["size"]})
+    config = manifest["config"]
+    return {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config["digest"], "size": config["size"]},
+        "layers": layers,
+    }

@@ -1,0 +1,215 @@
+"""A real Docker registry for tests (Debian's docker-registry, distribution 2.8).
+
+On loopback, a random port, TLS from a throw-away CA, htpasswd (bcrypt) users. Images
+are built from Debian's busybox-static with umoci and pushed with skopeo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import bcrypt
+import requests
+
+from .bao import free_port
+from .certs import CertificateAuthority
+
+
+class Registry:
+    def __init__(self, directory: Path, users: dict[str, str]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.ca = CertificateAuthority(directory / "pki", name="registry test CA")
+        server = self.ca.issue("registry", server=True)
+        self.cert_dir = directory / "certs.d"  # for skopeo: *.crt are trusted CAs
+        self.cert_dir.mkdir()
+        shutil.copy(self.ca.ca.cert, self.cert_dir / "ca.crt")
+        htpasswd = directory / "htpasswd"
+        htpasswd.write_text(
+            "".join(
+                f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
+                for user, password in users.items()
+            )
+        )
+        self.storage = directory / "storage"
+        port = free_port()
+        self.host = f"127.0.0.1:{port}"
+        config = directory / "config.yml"
+        config.write_text(
+            json.dumps(
+                {
+                    "version": 0.1,
+                    "log": {"level": "info", "formatter": "text"},
+                    "storage": {"filesystem": {"rootdirectory": str(self.storage)}},
+                    "http": {
+                        "addr": self.host,
+                        "tls": {"certificate": str(server.cert), "key": str(server.key)},
+                    },
+                    "auth": {"htpasswd": {"realm": "test", "path": str(htpasswd)}},
+                }
+            )
+        )
+        self.log = directory / "registry.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                ["docker-registry", "serve", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {self.log.read_text()[-2000:]}")
+            try:
+                if (
+                    requests.get(
+                        f"https://{self.host}/v2/", verify=str(self.ca.ca.cert), timeout=1
+                    ).status_code
+                    == 401
+                ):
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("docker-registry did not become ready")
+            time.sleep(0.05)
+
+    def push(
+        self,
+        layout: Path,
+        tag: str,
+        repository: str,
+        *,
+        user: str,
+        password: str,
+        fmt: str | None = None,
+        all_images: bool = False,
+    ) -> None:
+        args = [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--dest-creds",
+            f"{user}:{password}",
+            "--dest-cert-dir",
+            str(self.cert_dir),
+        ]
+        if fmt:
+            args += ["--format", fmt]
+        if all_images:
+            args.append("--all")
+        args += [f"oci:{layout}:{tag}", f"docker://{self.host}/{repository}"]
+        subprocess.run(args, check=True, capture_output=True, timeout=120)
+
+    def blob_data(self, digest: str) -> Path:
+        hex_ = digest.split(":", 1)[1]
+        return (
+            self.storage
+            / "docker"
+            / "registry"
+            / "v2"
+            / "blobs"
+            / "sha256"
+            / hex_[:2]
+            / hex_
+            / "data"
+        )
+
+    def blob_gets(self) -> int:
+        """How many blob downloads the registry has served so far."""
+        return sum(
+            1
+            for line in self.log.read_text(errors="replace").splitlines()
+            if "response completed" in line
+            and "/blobs/sha256:" in line
+            and "http.request.method=GET" in line
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def umoci(*args: str) -> None:
+    subprocess.run(["umoci", *args], check=True, capture_output=True, timeout=120)
+
+
+def build_busybox(layout: Path) -> dict[str, str]:
+    """An OCI layout with tag `latest`: busybox in two layers, the second deleting a file
+    of the first (a whiteout) and adding a few MiB, plus tag `multi`, an image index.
+
+    Returns the manifest digests by tag.
+    """
+    bundle = layout.parent / "bundle"
+    umoci("init", "--layout", str(layout))
+    umoci("new", "--image", f"{layout}:latest")
+    umoci("unpack", "--image", f"{layout}:latest", str(bundle))
+    rootfs = bundle / "rootfs"
+    for directory in ("bin", "etc", "tmp", "mnt/mesos/sandbox", "data"):
+        (rootfs / directory).mkdir(parents=True, exist_ok=True)
+    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+    applets = subprocess.run(
+        ["/bin/busybox", "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (rootfs / "bin" / applet).symlink_to("busybox")
+    (rootfs / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
+    )
+    (rootfs / "etc" / "deleteme").write_text("from the first layer\n")
+    umoci("repack", "--image", f"{layout}:latest", str(bundle))
+    (rootfs / "etc" / "deleteme").unlink()
+    (rootfs / "etc" / "hello").write_text("hello from the second layer\n")
+    (rootfs / "data" / "filler").write_bytes(os.urandom(4 << 20))
+    umoci("repack", "--image", f"{layout}:latest", str(bundle))
+    shutil.rmtree(bundle)
+
+    index = json.loads((layout / "index.json").read_text())
+    (latest,) = [
+        m
+        for m in index["manifests"]
+        if m["annotations"]["org.opencontainers.image.ref.name"] == "latest"
+    ]
+    image_index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                **{k: latest[k] for k in ("mediaType", "digest", "size")},
+                "platform": {"os": "linux", "architecture": arch},
+            }
+            for arch in ("s390x", "amd64" if os.uname().machine == "x86_64" else "arm64")
+        ],
+    }
+    blob = json.dumps(image_index).encode()
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    (layout / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(blob)
+    index["manifests"].append(
+        {
+            "mediaType": image_index["mediaType"],
+            "digest": digest,
+            "size": len(blob),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+        }
+    )
+    (layout / "index.json").write_text(json.dumps(index))
+    return {"latest": latest["digest"], "multi": digest}

@@ -1,0 +1,149 @@
+"""Pull secrets: Docker config.json and .dockercfg, read as Mesos reads them."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from mesos_secrets import ProvisionerError, SecretBytes
+from mesos_secrets.docker_config import parse_auth_url, parse_docker_config
+from mesos_secrets.images import ImageReference
+from mesos_secrets.testing import canary
+
+
+def auth(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def parse(document: Any) -> Any:
+    return parse_docker_config(SecretBytes(json.dumps(document)), source="secret '/pull'")
+
+
+class TestFormats:
+    def test_config_json(self) -> None:
+        """Mesos' ParseDockerConfig: `auths`, other top-level keys ignored."""
+        config = parse(
+            {
+                "auths": {
+                    "https://index.docker.io/v1/": {"auth": auth("hub", "p1"), "email": "a@b"},
+                    "localhost:5000": {"auth": auth("local", "p2")},
+                },
+                "HttpHeaders": {"User-Agent": "Docker-Client/1.10.2"},
+            }
+        )
+        hub = config.credentials_for("docker.io")
+        assert hub is not None
+        assert (hub.username, hub.password.reveal()) == ("hub", b"p1")
+        local = config.credentials_for("localhost:5000")
+        assert local is not None
+        assert local.username == "local"
+
+    def test_dockercfg(self) -> None:
+        """Mesos' ParseDockercfg: every top-level member is a registry."""
+        config = parse(
+            {
+                "quay.io": {"auth": auth("q", "1")},
+                "https://index.docker.io/v1/": {"auth": auth("h", "2")},
+                "https://192.168.0.1:5050": {"auth": auth("i", "3")},
+            }
+        )
+        assert config.registries == ("192.168.0.1:5050", "docker.io", "quay.io")
+
+    def test_username_password(self) -> None:
+        """Unlike Mesos, username/password entries work too."""
+        config = parse({"auths": {"r.example": {"username": "u", "password": "p"}}})
+        assert config.credentials_for("r.example") is not None
+
+    @pytest.mark.parametrize(
+        ("url", "host"),
+        [
+            ("https://registry.example.com/v1/", "registry.example.com"),
+            ("http://registry.example.com/v1/", "registry.example.com"),
+            ("registry.example.com", "registry.example.com"),
+            ("registry.example.com/v1/", "registry.example.com"),
+            ("localhost:8000/v1/", "localhost:8000"),
+            ("https://localhost:8000", "localhost:8000"),
+        ],
+    )
+    def test_parse_auth_url(self, url: str, host: str) -> None:
+        """Mesos' ParseAuthUrl."""
+        assert parse_auth_url(url) == host
+
+    @pytest.mark.parametrize("alias", ["docker.io", "index.docker.io", "registry-1.docker.io"])
+    def test_docker_hub_aliases(self, alias: str) -> None:
+        config = parse({"auths": {alias: {"auth": auth("u", "p")}}})
+        assert config.credentials_for("https://index.docker.io/v1/") is not None
+        assert config.credentials_for("registry-1.docker.io") is not None
+
+
+class TestMalformed:
+    @pytest.mark.parametrize(
+        ("document", "reason"),
+        [
+            ("{not json", "JSON parse failed at line 1 column 2"),
+            ("[]", "expected a JSON object"),
+            ({"auths": "x"}, "Failed to find 'auths' in docker config file"),
+            ({"auths": {"r": "x"}}, "Invalid JSON object for registry entry #1"),
+            ({"auths": {"r": {"auth": 5}}}, "'auth' must be a string"),
+            ({"auths": {"r": {"auth": "!!!"}}}, "'auth' is not valid base64"),
+            (
+                {"auths": {"r": {"auth": base64.b64encode(b"nocolon").decode()}}},
+                "does not decode to user:password",
+            ),
+            ({"auths": {"r": {"username": "u"}}}, "must both be strings"),
+        ],
+    )
+    def test_clear_errors(self, document: Any, reason: str) -> None:
+        data = document if isinstance(document, str) else json.dumps(document)
+        with pytest.raises(ProvisionerError) as caught:
+            parse_docker_config(SecretBytes(data), source="secret '/pull'")
+        assert str(caught.value).startswith("Failed to parse docker config (secret '/pull'): ")
+        assert reason in str(caught.value)
+
+    def test_never_echoes_content(self) -> None:
+        value = canary()
+        for text in (
+            '{"auths": {"r": {"auth": "' + value,
+            json.dumps({"auths": {"r": {"auth": value + "!"}}}),
+            json.dumps({"auths": {"r": value}}),
+            json.dumps({value: value}),
+        ):
+            with pytest.raises(ProvisionerError) as caught:
+                parse_docker_config(SecretBytes(text))
+            assert value not in str(caught.value)
+
+    def test_password_is_masked(self) -> None:
+        value = canary()
+        config = parse({"auths": {"r": {"auth": auth("u", value)}}})
+        assert value not in repr(config)
+        assert value not in repr(config.credentials_for("r"))
+
+
+class TestImageReference:
+    @pytest.mark.parametrize(
+        ("name", "parts"),
+        [
+            ("busybox", ("docker.io", "library/busybox", "latest", None)),
+            ("user/app:1.2", ("docker.io", "user/app", "1.2", None)),
+            ("registry.example.com/team/app:v1", ("registry.example.com", "team/app", "v1", None)),
+            ("localhost:5000/app", ("localhost:5000", "app", "latest", None)),
+            (
+                "127.0.0.1:5000/a/b@sha256:" + "0" * 64,
+                ("127.0.0.1:5000", "a/b", None, "sha256:" + "0" * 64),
+            ),
+            ("index.docker.io/library/alpine:3", ("docker.io", "library/alpine", "3", None)),
+        ],
+    )
+    def test_parse(self, name: str, parts: tuple[str, str, str | None, str | None]) -> None:
+        ref = ImageReference.parse(name)
+        assert (ref.registry, ref.repository, ref.tag, ref.digest) == parts
+
+    @pytest.mark.parametrize(
+        "name", ["", "UPPER/case", "a:b:c", "x@sha256:123", "https://r/x", " x"]
+    )
+    def test_bad(self, name: str) -> None:
+        with pytest.raises(ProvisionerError, match="Failed to parse docker image"):
+            ImageReference.parse(name)

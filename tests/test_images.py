@@ -1,0 +1,329 @@
+"""Private images: pulled with credentials from a secret, run by runc. A real registry."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesos_secrets.testing import canary, leaks
+
+from .bao import Bao
+from .conftest import mounts_under, requires_root
+from .registry import Registry, build_busybox
+from .test_run import Runner, sha, wait_for
+
+pytestmark = requires_root
+
+PASSWORD = canary()  # alice's registry password: the credential canary
+OTHER = "bob-password"
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("image") / "layout"
+    build_busybox(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, layout: Path) -> Iterator[Registry]:
+    server = Registry(tmp_path_factory.mktemp("registry"), {"alice": PASSWORD, "bob": OTHER})
+    server.push(layout, "latest", "private/busybox:latest", user="alice", password=PASSWORD)
+    server.push(
+        layout, "latest", "private/busybox-v2s2:latest", user="alice", password=PASSWORD, fmt="v2s2"
+    )
+    server.push(
+        layout, "multi", "private/multi:latest", user="alice", password=PASSWORD, all_images=True
+    )
+    yield server
+    server.stop()
+
+
+def docker_config(registry: Registry, user: str = "alice", password: str = PASSWORD) -> bytes:
+    entry = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return json.dumps({"auths": {registry.host: entry}}).encode()
+
+
+class ImageRunner(Runner):
+    """Runs apps in images: its own image store, the registry's CA trusted."""
+
+    def __init__(
+        self, tmp_path: Path, home: Path, registry: Registry, store: Path | None = None
+    ) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        super().__init__(tmp_path, home)
+        self.registry = registry
+        self.image_store = store or tmp_path / "images"
+        self.config = tmp_path / "config.toml"
+        self.config.write_text(
+            f'[images]\nstore = "{self.image_store}"\nca_bundle = "{registry.ca.ca.cert}"\n'
+        )
+
+    def command(self, spec: dict[str, Any], *extra: str) -> list[str]:
+        command = super().command(spec, *extra)
+        return [command[0], "--config", str(self.config), *command[1:]]
+
+    def app(
+        self,
+        image: str = "private/busybox:latest",
+        *,
+        cmd: str = "true",
+        pull: bool = True,
+        **more: Any,
+    ) -> dict[str, Any]:
+        docker: dict[str, Any] = {"image": f"{self.registry.host}/{image}"}
+        secrets: dict[str, Any] = {"db": {"source": "/app/db@password"}}
+        if pull:
+            docker["pullConfig"] = {"secret": "pull"}
+            secrets["pull"] = {"source": "/registry/pull@config"}
+        return {
+            "cmd": cmd,
+            "secrets": secrets,
+            "container": {"type": "MESOS", "docker": docker, **more},
+        }
+
+    def assert_no_residue(self) -> None:
+        super().assert_no_residue()
+        listed = subprocess.run(
+            ["runc", "--root", str(self.runtime / "runc"), "list", "-q"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert listed.stdout.strip() == ""
+        tmp = self.image_store / "tmp"
+        assert not tmp.exists() or list(tmp.iterdir()) == []
+
+
+@pytest.fixture
+def runner(tmp_path: Path, home: Path, registry: Registry) -> ImageRunner:
+    r = ImageRunner(tmp_path, home, registry)
+    r.store.put("/registry/pull", {"config": docker_config(registry)})
+    r.store.put("/app/db", {"password": "db-password"})
+    return r
+
+
+CHECKS = "; ".join(
+    [
+        "set -e",
+        f'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = {sha("db-password")}',
+        f'test "$(sha256sum < /etc/db-password | cut -c1-64)" = {sha("db-password")}',
+        f'test "$(sha256sum < secrets/db | cut -c1-64)" = {sha("db-password")}',
+        'test "$(stat -c %a /etc/db-password)" = 400',
+        "! (echo x > /etc/db-password) 2>/dev/null",
+        'test "$(pwd)" = /mnt/mesos/sandbox',
+        'test "$MESOS_SANDBOX" = /mnt/mesos/sandbox',
+        "test -f /etc/hello",
+        "test ! -e /etc/deleteme",  # the second layer's whiteout
+        "echo inside-the-image",
+    ]
+)
+VOLUMES = [
+    {"containerPath": "/etc/db-password", "secret": "db"},
+    {"containerPath": "secrets/db", "secret": "db"},
+]
+
+
+class TestRunInImage:
+    @pytest.mark.parametrize(
+        "image", ["private/busybox:latest", "private/busybox-v2s2:latest", "private/multi:latest"]
+    )
+    def test_env_and_files(self, runner: ImageRunner, image: str) -> None:
+        """OCI, Docker schema 2 and an image index: the task runs in the image with its secrets."""
+        spec = runner.app(image, cmd=CHECKS, volumes=VOLUMES) | {"env": {"DB": {"secret": "db"}}}
+        result = runner.run(spec)
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"inside-the-image" in result.stdout
+        runner.assert_no_residue()
+
+    def test_as_another_user(self, runner: ImageRunner) -> None:
+        spec = runner.app(
+            cmd='test "$(id -u)" = 65534 && test "$(stat -c %u /etc/db-password)" = 65534 && cat /etc/db-password',
+            volumes=VOLUMES[:1],
+        )
+        result = runner.run(spec | {"user": "nobody"})
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == b"db-password"
+
+    def test_pull_secret_from_openbao(
+        self, runner: ImageRunner, bao: Bao, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The same with every secret, the registry credentials too, in OpenBao."""
+        client = bao.client()
+        client.secrets.kv.v2.create_or_update_secret(
+            path="registry/pull", secret={"config": docker_config(runner.registry).decode()}
+        )
+        client.secrets.kv.v2.create_or_update_secret(
+            path="app/db", secret={"password": "db-password"}
+        )
+        monkeypatch.setenv("MESOS_SECRETS_RESOLVER", "vault")
+        monkeypatch.setenv("VAULT_ADDR", bao.address)
+        monkeypatch.setenv("VAULT_TOKEN", bao.root_token)
+        spec = runner.app(cmd=CHECKS, volumes=VOLUMES) | {"env": {"DB": {"secret": "db"}}}
+        result = runner.run(spec)
+        assert result.returncode == 0, result.stderr.decode()
+        runner.assert_no_residue()
+
+    def test_second_launch_pulls_nothing(self, runner: ImageRunner) -> None:
+        """The first launch downloads the blobs into the store; the second, none."""
+        start = runner.registry.blob_gets()
+        assert runner.run(runner.app()).returncode == 0
+        before = runner.registry.blob_gets()
+        assert before > start
+        assert runner.run(runner.app()).returncode == 0
+        assert runner.registry.blob_gets() == before
+
+    def test_signal_reaches_the_task(self, runner: ImageRunner) -> None:
+        """SIGTERM to run is passed to the task in its container, and all is cleaned up."""
+        spec = runner.app(cmd="trap 'exit 3' TERM; touch started; while :; do sleep 0.05; done")
+        process = runner.start(spec)
+        wait_for(runner.work / "started")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 3, err.decode()
+        runner.assert_no_residue()
+
+
+class TestCredentials:
+    def test_credential_canary(self, runner: ImageRunner) -> None:
+        """The registry password is on no disk, no command line during the pull, in no log."""
+        seen: list[bytes] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                for pid in os.listdir("/proc"):
+                    if pid.isdigit():
+                        with contextlib.suppress(OSError):  # gone meanwhile
+                            seen.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            result = runner.run(runner.app(cmd="true"))
+        finally:
+            done.set()
+            watcher.join()
+        assert result.returncode == 0, result.stderr.decode()
+        encoded = base64.b64encode(f"alice:{PASSWORD}".encode())
+        assert not any(leaks(PASSWORD, line) or leaks(encoded, line) for line in seen)
+        assert not leaks(PASSWORD, result.stdout, result.stderr)
+        for root in (runner.image_store, runner.runtime, runner.work, runner.home, runner.tmp):
+            for path in root.rglob("*"):
+                if path.is_file() and not path.is_symlink():
+                    data = path.read_bytes()
+                    assert not leaks(PASSWORD, data), path
+                    assert not leaks(encoded, data), path
+
+    def test_wrong_credentials(self, runner: ImageRunner) -> None:
+        runner.store.put(
+            "/registry/pull", {"config": docker_config(runner.registry, "alice", "wrong")}
+        )
+        result = runner.run(runner.app())
+        assert result.returncode == 1
+        assert (
+            f"registry {runner.registry.host} refused the credentials from secret '/registry/pull@config'".encode()
+            in result.stderr
+        )
+        runner.assert_no_residue()
+
+    def test_no_credentials(self, runner: ImageRunner) -> None:
+        result = runner.run(runner.app(pull=False))
+        assert result.returncode == 1
+        assert b"requires credentials for image" in result.stderr
+        runner.assert_no_residue()
+
+    def test_malformed_config(self, runner: ImageRunner) -> None:
+        runner.store.put("/registry/pull", {"config": b'{"auths": {"' + PASSWORD.encode()})
+        result = runner.run(runner.app())
+        assert result.returncode == 1
+        assert (
+            b"Failed to parse docker config (secret '/registry/pull@config'): JSON parse failed"
+            in result.stderr
+        )
+        assert not leaks(PASSWORD, result.stderr)
+        runner.assert_no_residue()
+
+    def test_missing_image(self, runner: ImageRunner) -> None:
+        result = runner.run(runner.app("private/nothing-here:latest"))
+        assert result.returncode == 1
+        assert b"not found at registry" in result.stderr
+        runner.assert_no_residue()
+
+    def test_unreachable_registry(self, runner: ImageRunner) -> None:
+        spec = runner.app()
+        spec["container"]["docker"]["image"] = "127.0.0.1:1/private/busybox:latest"
+        result = runner.run(spec)
+        assert result.returncode == 1
+        assert b"cannot reach registry 127.0.0.1:1" in result.stderr
+        runner.assert_no_residue()
+
+    def test_cached_private_image(self, tmp_path: Path, home: Path, registry: Registry) -> None:
+        """A stored private image is served only to callers the registry accepts."""
+        store = tmp_path / "shared-store"
+        first = ImageRunner(tmp_path / "a", home, registry, store)
+        first.store.put("/registry/pull", {"config": docker_config(registry)})
+        assert first.run(first.app()).returncode == 0
+        assert (store / "rootfs").exists()
+
+        anonymous = ImageRunner(tmp_path / "b", home, registry, store)
+        result = anonymous.run(anonymous.app(pull=False))
+        assert result.returncode == 1
+        assert b"requires credentials" in result.stderr
+
+        wrong = ImageRunner(tmp_path / "c", home, registry, store)
+        wrong.store.put("/registry/pull", {"config": docker_config(registry, "alice", "nope")})
+        result = wrong.run(wrong.app())
+        assert result.returncode == 1
+        assert b"refused the credentials" in result.stderr
+
+        before = registry.blob_gets()
+        other_user = ImageRunner(tmp_path / "d", home, registry, store)
+        other_user.store.put("/registry/pull", {"config": docker_config(registry, "bob", OTHER)})
+        assert other_user.run(other_user.app()).returncode == 0
+        assert registry.blob_gets() == before  # served from the store, after bob's own check
+
+
+def test_corrupted_blob(tmp_path: Path, home: Path, layout: Path) -> None:
+    """A blob whose bytes do not match its digest is refused and not kept."""
+    server = Registry(tmp_path / "registry", {"alice": PASSWORD})
+    try:
+        server.push(layout, "latest", "private/busybox:latest", user="alice", password=PASSWORD)
+        index = json.loads((layout / "index.json").read_text())
+        manifest_digest = next(
+            m["digest"]
+            for m in index["manifests"]
+            if m["annotations"]["org.opencontainers.image.ref.name"] == "latest"
+        )
+        manifest = json.loads(
+            (layout / "blobs" / "sha256" / manifest_digest.split(":")[1]).read_text()
+        )
+        layer = manifest["layers"][-1]["digest"]
+        data = server.blob_data(layer)
+        data.write_bytes(data.read_bytes()[:-10] + b"0123456789")
+        runner = ImageRunner(tmp_path, home, server)
+        runner.store.put("/registry/pull", {"config": docker_config(server)})
+        runner.store.put("/app/db", {"password": "x"})
+        result = runner.run(runner.app())
+        assert result.returncode == 1
+        assert f"({layer}) of image".encode() in result.stderr
+        assert b"does not match its digest" in result.stderr
+        assert not (runner.image_store / "oci" / "blobs" / "sha256" / layer.split(":")[1]).exists()
+        runner.assert_no_residue()
+    finally:
+        server.stop()
+
+
+def test_no_mounts_left(tmp_path: Path) -> None:
+    """(After everything above.) No overlay or tmpfs of ours is left in this namespace."""
+    assert not mounts_under(tmp_path.parent)
