@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+import attrs
 import pytest
 
 from mesos_secrets import ProvisionerError, SecretBytes
@@ -147,3 +148,43 @@ class TestImageReference:
     def test_bad(self, name: str) -> None:
         with pytest.raises(ProvisionerError, match="Failed to parse docker image"):
             ImageReference.parse(name)
+
+
+class TestRegistryOptions:
+    def test_from_config(self) -> None:
+        from mesos_secrets.images import RegistryOptions
+
+        options = RegistryOptions.from_config(
+            {"ca_bundle": "/ca.pem", "insecure_registries": ["http://r:5000"], "timeout": 3}
+        )
+        assert options.insecure_registries == ("r:5000",)
+        assert options.verify() == "/ca.pem"
+
+    def test_unknown_setting(self) -> None:
+        from mesos_secrets import ConfigError
+        from mesos_secrets.images import RegistryOptions
+
+        with pytest.raises(ConfigError, match="unknown \\[images\\] setting 'ca'"):
+            RegistryOptions.from_config({"ca": "x"})
+
+    def test_trust_from_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from mesos_secrets.images import RegistryOptions
+
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/bundle.pem")
+        assert RegistryOptions().verify() == "/bundle.pem"
+        monkeypatch.setenv("SSL_CERT_FILE", "/cert.pem")
+        assert RegistryOptions().verify() == "/cert.pem"
+
+    def test_no_credentials_over_plain_http(self) -> None:
+        """An insecure (HTTP) registry never gets credentials unless explicitly allowed."""
+        from mesos_secrets.docker_config import RegistryAuth
+        from mesos_secrets.images import ImageReference, RegistryOptions, _Registry
+
+        image = ImageReference.parse("r.local:5000/app")
+        auth = RegistryAuth("u", SecretBytes("p"))
+        options = RegistryOptions(insecure_registries=("r.local:5000",))
+        with pytest.raises(ProvisionerError, match="credentials are never sent in the clear"):
+            _Registry(image, auth, options, "secret '/pull'")
+        _Registry(image, auth, attrs.evolve(options, insecure_credentials=True), "secret '/pull'")
+        _Registry(image, None, options, "no pull secret")
