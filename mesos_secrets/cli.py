@@ -219,7 +219,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_app(app, config, options)
     except Interrupted as interrupted:
         print(
-            f"{PROG}: interrupted before the task started; nothing was left behind", file=sys.stderr
+            f"{PROG}: interrupted while launching the task; "
+            "it was stopped and nothing was left behind",
+            file=sys.stderr,
         )
         return 128 + interrupted.signum
 

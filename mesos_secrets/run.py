@@ -107,6 +107,7 @@ def run_app(app: App, config: Config, options: RunOptions | None = None) -> int:
                 container = containerizer.launch(task, sandbox, context=context)
                 with container:
                     signals.forward_to(container)
+                    log.info("task %s is running (container %s)", task.task_id, container.id)
                     termination = container.wait()
         finally:
             if temporary:

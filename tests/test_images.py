@@ -20,7 +20,7 @@ from mesos_secrets.testing import canary, leaks
 from .bao import Bao
 from .conftest import mounts_under, requires_root
 from .registry import Registry, build_busybox
-from .test_run import Runner, sha, wait_for
+from .test_run import Runner, sha, wait_for, wait_running
 
 pytestmark = requires_root
 
@@ -187,6 +187,7 @@ class TestRunInImage:
         """SIGTERM to run is passed to the task in its container, and all is cleaned up."""
         spec = runner.app(cmd="trap 'exit 3' TERM; touch started; while :; do sleep 0.05; done")
         process = runner.start(spec)
+        wait_running(process)
         wait_for(runner.work / "started")
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)

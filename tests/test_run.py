@@ -335,6 +335,7 @@ class TestFaults:
             "container": {"type": "MESOS", "volumes": [{"containerPath": "f", "secret": "s"}]},
         }
         process = runner.start(spec)
+        wait_running(process)
         wait_for(runner.work / "started")
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
@@ -346,6 +347,7 @@ class TestFaults:
         """A task that ignores SIGTERM is killed once the grace period is over."""
         spec = {"cmd": "trap '' TERM; touch started; while :; do sleep 0.05; done"}
         process = runner.start(spec, "--grace-period", "0.5")
+        wait_running(process)
         wait_for(runner.work / "started")
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
@@ -371,6 +373,15 @@ class TestFaults:
         assert result.returncode == 0
         assert b"cleaning up orphaned container" in result.stderr
         runner.assert_no_residue()
+
+
+def wait_running(process: subprocess.Popen[bytes]) -> None:
+    """Until `run` (started with -v) says the task runs and signals are passed on to it."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        if b" is running (container " in line:
+            return
+    raise AssertionError("run ended before its task was running")
 
 
 def wait_for(path: Path, timeout: float = 30) -> None:
