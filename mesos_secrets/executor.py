@@ -1,20 +1,384 @@
-"""``mesos-secrets-executor``: the Mesos executor (not available in this release yet)."""
+"""``mesos-secrets-executor``: a Mesos executor that runs tasks through the pipeline.
+
+It speaks the v1 executor HTTP API through pymesos (this is the one module that imports
+pymesos), and extends pymesos' driver for what it lacks: executor authentication. When
+the agent sets ``MESOS_EXECUTOR_AUTHENTICATION_TOKEN``, every call carries
+``Authorization: Bearer <token>``, and the variable leaves the environment before any
+task starts, as Mesos' own executor library does. A 401 or 403 from the agent ends the
+executor with a message saying so.
+
+Secrets: the executor gets its own access to the store from a one-time bootstrap in
+``MESOS_SECRETS_VAULT_WRAPPED_TOKEN`` (a VALUE secret in its ExecutorInfo, which the
+agent resolves): unwrapped once at start, then gone from the environment; the token is
+renewed while the executor runs and revoked when it shuts down. Without a bootstrap
+the resolver is configured as for ``mesos-secrets run`` (``MESOS_SECRETS_RESOLVER``,
+``MESOS_SECRETS_CONFIG``, Vault's variables).
+
+Each LAUNCH (and each task of a LAUNCH_GROUP) runs in the background: TASK_STARTING,
+then TASK_RUNNING once the task runs, then TASK_FINISHED, TASK_FAILED or TASK_KILLED.
+A failure before the task runs is TASK_FAILED with reason
+REASON_CONTAINER_LAUNCH_FAILED and a message naming the secret or path — never a
+value. KILL stops a task and cleans up; SHUTDOWN stops them all, revokes the token and
+exits within the grace period.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json
+import logging
+import os
+import signal
 import sys
+import threading
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+import pymesos  # type: ignore[import-untyped,unused-ignore]
+
+from .config import Config, load_config
+from .containerizer import Container, Containerizer, default_runtime_dir
+from .errors import MesosSecretsError, SecretValidationError
+from .framework import BOOTSTRAP_ENV
+from .launcher import Termination
+from .mesos import TaskInfo
+from .registry import get_resolver, resolvers
+from .resolver import ResolveContext, SecretResolver
+from .run import build_containerizer
+
+__all__ = ["AuthenticatedExecutorDriver", "SecretsExecutor", "main"]
+
+log = logging.getLogger("mesos_secrets.executor")
+
+TOKEN_ENV = "MESOS_EXECUTOR_AUTHENTICATION_TOKEN"
+REQUIRED_ENV = ("MESOS_AGENT_ENDPOINT", "MESOS_FRAMEWORK_ID", "MESOS_EXECUTOR_ID")
+DEFAULT_KILL_GRACE_S = 5.0
+
+
+class AuthenticatedExecutorDriver(pymesos.MesosExecutorDriver):  # type: ignore[misc]
+    """pymesos' executor driver, plus ``Authorization: Bearer`` on every call."""
+
+    def __init__(self, executor: Any, token: str | None, **kwargs: Any) -> None:
+        super().__init__(executor, **kwargs)
+        self._authorization = f"Bearer {token}" if token else None
+
+    def gen_request(self) -> bytes:
+        """The SUBSCRIBE request pymesos writes by hand, with the header added."""
+        request: bytes = super().gen_request()
+        if self._authorization is None:
+            return request
+        head, separator, body = request.partition(b"\r\n\r\n")
+        return head + f"\r\nAuthorization: {self._authorization}".encode() + separator + body
+
+    def _send(
+        self,
+        body: Any,
+        path: str = "/api/v1/executor",
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        # A fresh dict each call: pymesos' default argument is one shared dict.
+        sent = dict(headers or {})
+        if self._authorization is not None:
+            sent["Authorization"] = self._authorization
+        return super()._send(body, path=path, method=method, headers=sent)
+
+    def diagnose(self) -> str | None:
+        """After the event stream failed: ask the agent why, without a stream this time.
+
+        Returns a message for a 401 or 403, None for anything else.
+        """
+        host, _, port = str(self.master).rpartition(":")
+        body = json.dumps(
+            {
+                "type": "SUBSCRIBE",
+                "framework_id": self.framework_id,
+                "executor_id": self.executor_id,
+                "subscribe": {"unacknowledged_tasks": [], "unacknowledged_updates": []},
+            }
+        )
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            connection.request("POST", "/api/v1/executor", body=body, headers=headers)
+            response = connection.getresponse()
+            status = response.status
+            detail = response.getheader("WWW-Authenticate") or response.read(300).decode(
+                "utf-8", "replace"
+            )
+        except OSError:
+            return None
+        finally:
+            connection.close()
+        if status == 401:
+            given = "its token" if self._authorization else "no token"
+            return f"the agent refused the executor (401 Unauthorized; it sent {given}): {detail}"
+        if status == 403:
+            return f"the agent refused the executor's token (403 Forbidden): {detail}"
+        return None
+
+
+class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
+    """Runs each task through the containerizer pipeline, reporting status to the agent."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        bootstrap: str | None,
+        runtime_dir: Path,
+        directory: Path,
+        kill_grace_period: float = DEFAULT_KILL_GRACE_S,
+    ) -> None:
+        self.config = config
+        self._bootstrap = bootstrap
+        self.runtime_dir = runtime_dir
+        self.directory = directory
+        self.kill_grace_period = kill_grace_period
+        self.resolver: SecretResolver | None = None
+        self.containerizer: Containerizer | None = None
+        self.setup_error: str | None = None
+        self.framework_id = ""
+        self.executor_id = ""
+        self.principal: str | None = None
+        self._lock = threading.Lock()
+        self._containers: dict[str, Container] = {}
+        self._killed: set[str] = set()
+        self._threads: list[threading.Thread] = []
+        self._shutting_down = False
+
+    # --- pymesos callbacks (camelCase at this one boundary) -----------------------------
+
+    def registered(
+        self, driver: Any, executor_info: Any, framework_info: Any, agent_info: Any
+    ) -> None:
+        self.framework_id = framework_info["id"]["value"]
+        self.executor_id = executor_info["executor_id"]["value"]
+        self.principal = framework_info.get("principal")
+        log.info("registered with agent %s", (agent_info.get("id") or {}).get("value"))
+        self._start()
+
+    def reregistered(self, driver: Any, agent_info: Any) -> None:
+        log.info("re-registered with the agent")
+
+    def disconnected(self, driver: Any) -> None:
+        log.warning("disconnected from the agent")
+
+    def launchTask(self, driver: Any, task: Any) -> None:
+        thread = threading.Thread(target=self._run_task, args=(driver, task), daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def launchTaskGroup(self, driver: Any, tasks: Any) -> None:
+        for task in tasks:
+            self.launchTask(driver, task)
+
+    def killTask(self, driver: Any, task_id: Any) -> None:
+        name = task_id["value"]
+        with self._lock:
+            self._killed.add(name)
+            container = self._containers.get(name)
+        if container is not None:
+            self._stop(container)
+
+    def frameworkMessage(self, driver: Any, message: Any) -> None:
+        log.info("ignoring a framework message")
+
+    def error(self, driver: Any, message: str) -> None:
+        log.error("the agent reports an error: %s", message)
+
+    def shutdown(self, driver: Any) -> None:
+        """Stop every task, wait for their updates, revoke the store token."""
+        with self._lock:
+            if self._shutting_down:
+                return
+            self._shutting_down = True
+            self._killed.update(self._containers)
+            containers = list(self._containers.values())
+            threads = list(self._threads)
+        log.info("shutting down: stopping %d task(s)", len(containers))
+        for container in containers:
+            self._stop(container)
+        for thread in threads:
+            thread.join(timeout=self.kill_grace_period + 5)
+        if self.resolver is not None:
+            self.resolver.close()
+
+    # --- the work -------------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Log in to the store (unwrapping the bootstrap now, once) and recover."""
+        bootstrap, self._bootstrap = self._bootstrap, None
+        try:
+            options = {"wrapped_token": bootstrap} if bootstrap else {}
+            name = "vault" if bootstrap else None
+            self.resolver = get_resolver(name, config=self.config, **options)
+            self.resolver.check()
+            self.containerizer = build_containerizer(self.config, self.resolver, self.runtime_dir)
+            orphans = self.containerizer.recover()
+            if orphans:
+                log.warning("cleaned up %d container(s) left by an earlier executor", len(orphans))
+        except MesosSecretsError as error:
+            self.setup_error = f"the executor cannot use the secret store: {error}"
+            log.error("%s", self.setup_error)
+
+    def _run_task(self, driver: Any, raw: Any) -> None:
+        task_id = str(raw.get("task_id", {}).get("value", "?"))
+        self._update(driver, task_id, "TASK_STARTING")
+        try:
+            task = TaskInfo.from_json(dict(raw))
+        except SecretValidationError as error:
+            self._update(driver, task_id, "TASK_FAILED", str(error), "REASON_TASK_INVALID")
+            return
+        container = self._launch(driver, task)
+        if container is None:
+            return
+        try:
+            self._update(driver, task_id, "TASK_RUNNING")
+            termination = container.wait()
+        finally:
+            try:
+                container.destroy()
+            except (MesosSecretsError, OSError) as error:
+                log.error("cleaning up after task %s failed: %s", task_id, error)
+            with self._lock:
+                self._containers.pop(task_id, None)
+                killed = task_id in self._killed
+        if killed:
+            self._update(driver, task_id, "TASK_KILLED", f"Task {termination.describe()}")
+        elif termination.status == 0:
+            self._update(driver, task_id, "TASK_FINISHED", "Command exited with status 0")
+        else:
+            self._update(driver, task_id, "TASK_FAILED", _failure(termination))
+
+    def _launch(self, driver: Any, task: TaskInfo) -> Container | None:
+        task_id = task.task_id
+        if self.containerizer is None:
+            message = self.setup_error or "the executor is not registered yet"
+            self._update(driver, task_id, "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED")
+            return None
+        sandbox = self.directory / "tasks" / _safe(task_id)
+        sandbox.mkdir(parents=True, exist_ok=True)
+        context = ResolveContext(
+            framework_id=self.framework_id,
+            executor_id=self.executor_id,
+            task_id=task_id,
+            principal=self.principal,
+        )
+        try:
+            with (sandbox / "stdout").open("ab") as out, (sandbox / "stderr").open("ab") as err:
+                container = self.containerizer.launch(
+                    task, sandbox, context=context, stdout=out, stderr=err
+                )
+        except MesosSecretsError as error:
+            self._update(
+                driver, task_id, "TASK_FAILED", str(error), "REASON_CONTAINER_LAUNCH_FAILED"
+            )
+            return None
+        with self._lock:
+            self._containers[task_id] = container
+            killed = task_id in self._killed
+        if killed:  # a KILL arrived while the task was being launched
+            self._stop(container)
+        return container
+
+    def _stop(self, container: Container) -> None:
+        """SIGTERM, then SIGKILL after the grace period if it still runs."""
+        container.kill(signal.SIGTERM)
+        timer = threading.Timer(self.kill_grace_period, _kill_if_running, (container,))
+        timer.daemon = True
+        timer.start()
+
+    def _update(
+        self,
+        driver: Any,
+        task_id: str,
+        state: str,
+        message: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        status: dict[str, Any] = {
+            "task_id": {"value": task_id},
+            "state": state,
+            "source": "SOURCE_EXECUTOR",
+            "uuid": pymesos.encode_data(uuid.uuid4().bytes),
+        }
+        if message:
+            status["message"] = message
+        if reason:
+            status["reason"] = reason
+        log.info("task %s: %s%s", task_id, state, f" ({message})" if message else "")
+        try:
+            driver.sendStatusUpdate(status)
+        except (RuntimeError, OSError) as error:
+            log.error("could not send %s for task %s: %s", state, task_id, error)
+
+
+def _kill_if_running(container: Container) -> None:
+    if container.poll() is None:
+        container.kill(signal.SIGKILL)
+
+
+def _failure(termination: Termination) -> str:
+    if termination.signal is not None:
+        return f"Command terminated with {termination.describe().removeprefix('killed by ')}"
+    return f"Command exited with status {termination.exit_code}"
+
+
+def _safe(task_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in task_id) or "task"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Refuse to start, clearly, rather than half-work inside a cluster."""
-    print(
-        "mesos-secrets-executor: the executor is not available in this release yet; "
-        "use 'mesos-secrets run' to run a spec locally",
-        file=sys.stderr,
+    """Entry point: run as a Mesos executor until the agent shuts it down."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="mesos-secrets-executor: %(levelname)s: %(message)s",
+        stream=sys.stderr,
     )
-    return 1
+    # Taken out of the environment before anything else runs, and never logged.
+    token = os.environ.pop(TOKEN_ENV, None)
+    bootstrap = os.environ.pop(BOOTSTRAP_ENV, None)
+    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
+    if missing:
+        print(
+            f"mesos-secrets-executor: not started by a Mesos agent ({', '.join(missing)} unset); "
+            "use 'mesos-secrets run' to run a spec locally",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        config = load_config(known=resolvers.names())
+    except MesosSecretsError as error:
+        print(f"mesos-secrets-executor: {error}", file=sys.stderr)
+        return 1
+    directory = Path(
+        os.environ.get("MESOS_DIRECTORY") or os.environ.get("MESOS_SANDBOX") or os.getcwd()
+    )
+    runtime = Path(config.runtime_dir) if config.runtime_dir else default_runtime_dir()
+    executor = SecretsExecutor(
+        config, bootstrap=bootstrap, runtime_dir=runtime, directory=directory
+    )
+    driver = AuthenticatedExecutorDriver(executor, token)
+    try:
+        driver.run()
+    except (RuntimeError, TypeError, KeyboardInterrupt) as error:
+        # pymesos' IO thread failed (its message building can itself fail on a 401).
+        reason = driver.diagnose()
+        executor.shutdown(driver)
+        if reason is not None:
+            print(f"mesos-secrets-executor: {reason}", file=sys.stderr)
+            return 1
+        if isinstance(error, KeyboardInterrupt):
+            return 130
+        print(f"mesos-secrets-executor: lost the agent: {type(error).__name__}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -480,16 +480,23 @@ class Provisioner:
     def __init__(
         self,
         resolver: SecretResolver,
-        store: ImageStore,
+        store: ImageStore | Path,
         runtime_dir: Path,
         options: RegistryOptions | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.resolver = resolver
-        self.store = store
+        self._store = store
         self.runtime_dir = Path(runtime_dir)
         self.options = options or RegistryOptions()
         self.progress = progress
+
+    @property
+    def store(self) -> ImageStore:
+        """The image store, created the first time an image is needed."""
+        if not isinstance(self._store, ImageStore):
+            self._store = ImageStore(self._store)
+        return self._store
 
     def container_dir(self, container_id: str) -> Path:
         return self.runtime_dir / "containers" / container_id / "provisioner"

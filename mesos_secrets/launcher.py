@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import os
 import pwd
 import signal
@@ -208,6 +209,7 @@ class PosixLauncher(Launcher):
             private=self.private_mounts,
             user=config.user if switch else None,
             report=report_w,
+            parent=os.getpid(),
         )
         try:
             popen = subprocess.Popen(  # noqa: S603 (argv comes from the task's CommandInfo)
@@ -246,6 +248,7 @@ class _ChildSetup:
     private: bool
     user: TaskUser | None
     report: int
+    parent: int
 
     def __call__(self) -> None:
         step = "set up"
@@ -265,6 +268,10 @@ class _ChildSetup:
                 os.setgroups(list(self.user.groups))
                 os.setgid(self.user.gid)
                 os.setuid(self.user.uid)
+            step = "ask to die with its launcher"
+            linux.set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != self.parent:
+                raise OSError(errno.ESRCH, "the launcher is gone")  # noqa: TRY301
         except OSError as error:
             os.write(self.report, f"cannot {step}: {error.strerror}".encode())
             raise

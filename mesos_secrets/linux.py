@@ -28,6 +28,7 @@ __all__ = [
     "make_mounts_private",
     "mount",
     "mount_points_under",
+    "set_parent_death_signal",
     "umount",
     "unshare_mount_namespace",
 ]
@@ -56,6 +57,15 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.umount2.restype = ctypes.c_int
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.unshare.restype = ctypes.c_int
+_libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
+_libc.prctl.restype = ctypes.c_int
+PR_SET_PDEATHSIG = 1
 
 
 def _fail(what: str, path: str | os.PathLike[str] | None) -> OSError:
@@ -104,6 +114,16 @@ def unshare_mount_namespace() -> None:
     """Move the calling process into a new mount namespace (a copy of the current one)."""
     if _libc.unshare(CLONE_NEWNS) != 0:
         raise _fail("unshare(CLONE_NEWNS)", None)
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): receive ``signum`` when the thread that forked us dies.
+
+    So a task does not outlive a front end killed with SIGKILL. Credentials changes
+    clear it: call it after switching users.
+    """
+    if _libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        raise _fail("prctl(PR_SET_PDEATHSIG)", None)
 
 
 def make_mounts_private() -> None:

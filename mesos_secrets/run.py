@@ -23,16 +23,16 @@ import attrs
 from .config import Config
 from .containerizer import Container, Containerizer, default_runtime_dir
 from .errors import LaunchError
-from .images import ImageStore, Progress, Provisioner, RegistryOptions, default_store_dir
+from .images import Progress, Provisioner, RegistryOptions, default_store_dir
 from .isolator import create_isolators
 from .launcher import PosixLauncher, Termination
 from .marathon import App
 from .mesos import ContainerType
 from .registry import get_resolver
-from .resolver import ResolveContext
+from .resolver import ResolveContext, SecretResolver
 from .runc import RuncLauncher
 
-__all__ = ["Interrupted", "RunOptions", "run_app"]
+__all__ = ["Interrupted", "RunOptions", "build_containerizer", "run_app"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ def run_app(app: App, config: Config, options: RunOptions | None = None) -> int:
     """Run ``app`` to completion and return its exit status."""
     options = options or RunOptions()
     task = app.to_task_info()
-    has_image = bool(task.container and task.container.mesos and task.container.mesos.image)
     if task.container is not None and task.container.type is ContainerType.DOCKER:
         raise LaunchError(
             "container.type DOCKER needs Docker's containerizer, which has no secrets support "
@@ -72,27 +71,12 @@ def run_app(app: App, config: Config, options: RunOptions | None = None) -> int:
         Path(config.runtime_dir) if config.runtime_dir else default_runtime_dir()
     )
     with get_resolver(config=config) as resolver:
-        chain = create_isolators(
-            options.isolation or config.isolation, resolver, runtime_dir, config.isolators
-        )
-        provisioner = image_launcher = None
-        if has_image:
-            images = dict(config.images or {})
-            store = ImageStore(Path(images.get("store") or default_store_dir()))
-            provisioner = Provisioner(
-                resolver,
-                store,
-                runtime_dir,
-                RegistryOptions.from_config(images),
-                progress=_terminal_progress() if sys.stderr.isatty() else _log_progress,
-            )
-            image_launcher = RuncLauncher(runtime_dir)
-        containerizer = Containerizer(
-            chain,
-            PosixLauncher(),
+        containerizer = build_containerizer(
+            config,
+            resolver,
             runtime_dir,
-            provisioner=provisioner,
-            image_launcher=image_launcher,
+            isolation=options.isolation,
+            progress=_terminal_progress() if sys.stderr.isatty() else _log_progress,
         )
         containerizer.recover()
         context = ResolveContext(task_id=task.task_id, principal=options.principal)
@@ -114,6 +98,34 @@ def run_app(app: App, config: Config, options: RunOptions | None = None) -> int:
                 shutil.rmtree(sandbox, ignore_errors=True)
     _report(task.task_id, termination)
     return termination.status
+
+
+def build_containerizer(
+    config: Config,
+    resolver: SecretResolver,
+    runtime_dir: Path,
+    *,
+    isolation: str | None = None,
+    progress: Progress | None = None,
+) -> Containerizer:
+    """The pipeline every front end runs: isolators from the configuration, the posix
+    launcher for tasks on the host, the image provisioner and runc for tasks in images."""
+    chain = create_isolators(isolation or config.isolation, resolver, runtime_dir, config.isolators)
+    images = dict(config.images or {})
+    provisioner = Provisioner(
+        resolver,
+        Path(images.get("store") or default_store_dir()),
+        runtime_dir,
+        RegistryOptions.from_config(images),
+        progress=progress,
+    )
+    return Containerizer(
+        chain,
+        PosixLauncher(),
+        runtime_dir,
+        provisioner=provisioner,
+        image_launcher=RuncLauncher(runtime_dir),
+    )
 
 
 def _megabytes(count: int) -> str:

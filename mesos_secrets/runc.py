@@ -174,9 +174,9 @@ class RuncLauncher(Launcher):
 
     def destroy(self, container_id: str) -> None:
         """Delete the runc container (if any) and what the launcher kept. Idempotent."""
-        self.runc("delete", "--force", self.name_of(container_id), check=False)
         directory = self.container_dir(container_id)
         if directory.exists():
+            self.runc("delete", "--force", self.name_of(container_id), check=False)
             for point in linux.mount_points_under(directory):
                 linux.umount(point, detach=True)
             shutil.rmtree(directory)

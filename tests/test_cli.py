@@ -179,11 +179,3 @@ class TestOtherCommands:
 
     def test_version(self) -> None:
         assert ok("--version").stdout.startswith(b"mesos-secrets ")
-
-    def test_executor_stub(self) -> None:
-        """The executor entry point exists and says plainly it is not available yet."""
-        exe = shutil.which("mesos-secrets-executor", path=str(BIN))
-        assert exe
-        result = subprocess.run([exe], capture_output=True, check=False, timeout=60)
-        assert result.returncode == 1
-        assert b"not available" in result.stderr

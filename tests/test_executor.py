@@ -1,0 +1,324 @@
+"""mesos-secrets-executor against a test agent, with OpenBao and a wrapped bootstrap token."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesos_secrets.framework import BOOTSTRAP_ENV, executor_info, launch_json, mint_bootstrap
+from mesos_secrets.marathon import parse_app
+from mesos_secrets.testing import canary, leaks
+from mesos_secrets.tokens import mint, mint_executor_token, verify
+
+from .agent import Agent
+from .bao import Bao
+from .conftest import mounts_under, requires_root
+from .test_run import sha
+
+EXECUTOR = Path(sys.executable).parent / "mesos-secrets-executor"
+KEY = b"k" * 32
+FID, EID = "framework-1", "executor-1"
+
+
+def test_golden_token() -> None:
+    """libprocess' JWTTest.Stringify vector, reproduced exactly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyJWT warns about the 6-byte test key
+        token = mint({"exp": 9999999999, "sub": "foo"}, "secret")
+    assert token == (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjk5OTk5OTk5OTksInN1YiI6ImZvbyJ9"
+        ".7dwSK1mIRKqJTPQT8-AGnI-r8nnefw2hhai3kgBg7bs"
+    )
+
+
+def test_executor_token_claims() -> None:
+    """An agent's token: string claims fid, eid, cid, nothing else."""
+    token = mint_executor_token(KEY, FID, EID, "c1")
+    assert verify(token, KEY) == {"cid": "c1", "eid": EID, "fid": FID}
+
+
+class Setup:
+    """An agent double, an executor process, and the secrets they use."""
+
+    def __init__(self, tmp_path: Path, bao: Bao) -> None:
+        self.tmp = tmp_path
+        self.bao = bao
+        self.runtime = tmp_path / "runtime"
+        self.config = tmp_path / "executor.toml"
+        self.config.write_text(f'runtime_dir = "{self.runtime}"\n')
+        self.agents: list[Agent] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
+        root = bao.client()
+        root.sys.create_or_update_policy(
+            "executor-read", 'path "secret/data/exec/*" { capabilities = ["read"] }'
+        )
+
+    def bootstrap(self) -> Any:
+        return mint_bootstrap(
+            self.bao.client(), policies=["executor-read"], ttl="10m", wrap_ttl="60s"
+        )
+
+    def agent(
+        self, container_id: str = "container-1", bootstrap: Any = None, **kwargs: Any
+    ) -> Agent:
+        info = executor_info(
+            EID, framework_id=FID, bootstrap=bootstrap, environment={"VAULT_ADDR": self.bao.address}
+        )
+        agent = Agent(
+            key=KEY,
+            framework_id=FID,
+            executor_id=EID,
+            container_id=container_id,
+            executor_info=info.to_json(),
+            **kwargs,
+        )
+        self.agents.append(agent)
+        return agent
+
+    def start(
+        self,
+        agent: Agent,
+        *,
+        token: str | None = "valid",
+        bootstrap: Any = None,
+        sandbox: str = "sandbox",
+    ) -> subprocess.Popen[bytes]:
+        directory = self.tmp / sandbox
+        directory.mkdir(exist_ok=True)
+        env = {
+            "PATH": os.environ["PATH"],
+            "MESOS_AGENT_ENDPOINT": agent.address,
+            "MESOS_FRAMEWORK_ID": FID,
+            "MESOS_EXECUTOR_ID": EID,
+            "MESOS_DIRECTORY": str(directory),
+            "MESOS_SANDBOX": str(directory),
+            "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": "10secs",
+            "MESOS_SECRETS_CONFIG": str(self.config),
+            "MESOS_SECRETS_RESOLVER": "vault",
+            "VAULT_ADDR": self.bao.address,
+        }
+        if token == "valid":
+            env["MESOS_EXECUTOR_AUTHENTICATION_TOKEN"] = mint_executor_token(
+                KEY, FID, EID, agent.container_id
+            )
+        elif token is not None:
+            env["MESOS_EXECUTOR_AUTHENTICATION_TOKEN"] = token
+        if bootstrap is not None:
+            # What the agent does with a VALUE secret in the ExecutorInfo's environment.
+            env[BOOTSTRAP_ENV] = bootstrap.value.data.reveal().decode()
+        log = (directory / "executor.log").open("ab")
+        process = subprocess.Popen(
+            [str(EXECUTOR)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def log(self, sandbox: str = "sandbox") -> str:
+        return (self.tmp / sandbox / "executor.log").read_text(errors="replace")
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for agent in self.agents:
+            agent.stop()
+
+
+@pytest.fixture
+def setup(tmp_path: Path, bao: Bao) -> Iterator[Setup]:
+    s = Setup(tmp_path, bao)
+    yield s
+    s.close()
+
+
+def put(bao: Bao, path: str, fields: dict[str, str]) -> None:
+    bao.client().secrets.kv.v2.create_or_update_secret(path=path, secret=fields)
+
+
+def app_task(spec: dict[str, Any], agent: Agent, task_id: str) -> dict[str, Any]:
+    task = parse_app({"id": "/exec/app", **spec}).to_task_info(task_id=task_id)
+    info = executor_info(EID, framework_id=FID)
+    return launch_json(task, info, agent_id="agent-1")
+
+
+CHECK_APP: dict[str, Any] = {
+    "cmd": "; ".join(
+        [
+            "set -e",
+            f'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = {sha("exec-db-password")}',
+            f'test "$(sha256sum < secrets/db | cut -c1-64)" = {sha("exec-db-password")}',
+            'test -z "${MESOS_EXECUTOR_AUTHENTICATION_TOKEN+set}"',
+            f'test -z "${{{BOOTSTRAP_ENV}+set}}"',
+            "echo task-ok",
+        ]
+    ),
+    "env": {"DB": {"secret": "db"}},
+    "secrets": {"db": {"source": "/exec/db@password"}},
+    "container": {"type": "MESOS", "volumes": [{"containerPath": "secrets/db", "secret": "db"}]},
+}
+
+
+def wait(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@requires_root
+class TestTasks:
+    def test_env_and_file_from_openbao(self, setup: Setup) -> None:
+        """Bootstrap unwrapped once, task runs with its secrets, updates in order, token on every call."""
+        put(setup.bao, "exec/db", {"password": "exec-db-password"})
+        bootstrap = setup.bootstrap()
+        agent = setup.agent(bootstrap=bootstrap)
+        process = setup.start(agent, bootstrap=bootstrap)
+        assert agent.subscribed.wait(30), setup.log()
+        agent.launch(app_task(CHECK_APP, agent, "t1"))
+        agent.wait_for("t1", "TASK_FINISHED")
+        assert agent.states("t1") == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
+        assert (setup.tmp / "sandbox" / "tasks" / "t1" / "stdout").read_text() == "task-ok\n"
+        token = mint_executor_token(KEY, FID, EID, agent.container_id)
+        assert agent.calls
+        assert all(header == f"Bearer {token}" for _, header in agent.calls)
+        assert {kind for kind, _ in agent.calls} >= {"SUBSCRIBE", "UPDATE"}
+        agent.shutdown()
+        assert process.wait(timeout=20) == 0
+        assert not mounts_under(setup.tmp)
+
+    def test_launch_group(self, setup: Setup) -> None:
+        put(setup.bao, "exec/db", {"password": "exec-db-password"})
+        bootstrap = setup.bootstrap()
+        agent = setup.agent(bootstrap=bootstrap)
+        setup.start(agent, bootstrap=bootstrap)
+        assert agent.subscribed.wait(30)
+        agent.launch_group([app_task(CHECK_APP, agent, "g1"), app_task(CHECK_APP, agent, "g2")])
+        agent.wait_for("g1", "TASK_FINISHED")
+        agent.wait_for("g2", "TASK_FINISHED")
+
+    def test_replayed_bootstrap(self, setup: Setup) -> None:
+        """A bootstrap already unwrapped (a replay): the tasks fail, saying why."""
+        put(setup.bao, "exec/db", {"password": "exec-db-password"})
+        bootstrap = setup.bootstrap()
+        setup.bao.client(
+            bootstrap.value.data.reveal().decode()
+        ).sys.unwrap()  # someone else used it
+        agent = setup.agent(bootstrap=bootstrap)
+        setup.start(agent, bootstrap=bootstrap)
+        assert agent.subscribed.wait(30)
+        agent.launch(app_task(CHECK_APP, agent, "r1"))
+        update = agent.wait_for("r1", "TASK_FAILED")
+        assert update["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"
+        assert "replay" in update["message"]
+        assert "TASK_RUNNING" not in agent.states("r1")
+
+    def test_missing_secret_fails_the_task(self, setup: Setup) -> None:
+        value = canary()
+        put(setup.bao, "exec/db", {"password": value})
+        bootstrap = setup.bootstrap()
+        agent = setup.agent(bootstrap=bootstrap)
+        setup.start(agent, bootstrap=bootstrap)
+        assert agent.subscribed.wait(30)
+        spec = dict(CHECK_APP, secrets={"db": {"source": "/exec/nothing@password"}})
+        agent.launch(app_task(spec, agent, "m1"))
+        update = agent.wait_for("m1", "TASK_FAILED")
+        assert update["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"
+        assert "secret '/exec/nothing' not found" in update["message"]
+        agent.launch(app_task(dict(CHECK_APP, cmd="false"), agent, "m2"))
+        update = agent.wait_for("m2", "TASK_FAILED")
+        assert update["message"] == "Command exited with status 1"
+        assert not any(leaks(value, str(u)) for u in agent.updates)
+        assert not leaks(value, setup.log())
+
+    def test_kill_mid_task(self, setup: Setup) -> None:
+        """KILL stops the task: TASK_KILLED, and no mount is left."""
+        put(setup.bao, "exec/db", {"password": "exec-db-password"})
+        bootstrap = setup.bootstrap()
+        agent = setup.agent(bootstrap=bootstrap)
+        setup.start(agent, bootstrap=bootstrap)
+        assert agent.subscribed.wait(30)
+        agent.launch(app_task(dict(CHECK_APP, cmd="sleep 60"), agent, "k1"))
+        agent.wait_for("k1", "TASK_RUNNING")
+        agent.kill("k1")
+        agent.wait_for("k1", "TASK_KILLED", timeout=30)
+        assert not mounts_under(setup.tmp)
+        wait(lambda: not list((setup.runtime / "containers").iterdir()))
+
+    def test_sigkill_then_recover(self, setup: Setup) -> None:
+        """The executor dies by SIGKILL mid-task; a new one cleans up what it left."""
+        put(setup.bao, "exec/db", {"password": "exec-db-password"})
+        bootstrap = setup.bootstrap()
+        agent = setup.agent(bootstrap=bootstrap)
+        process = setup.start(agent, bootstrap=bootstrap)
+        assert agent.subscribed.wait(30)
+        agent.launch(app_task(dict(CHECK_APP, cmd="echo $$ > ../pid; sleep 60"), agent, "s1"))
+        agent.wait_for("s1", "TASK_RUNNING")
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert list((setup.runtime / "containers").iterdir())  # left behind
+        task_pid = int((setup.tmp / "sandbox" / "tasks" / "pid").read_text())
+        wait(
+            lambda: (
+                not Path(f"/proc/{task_pid}").exists()
+                or "zombie" in Path(f"/proc/{task_pid}/status").read_text()
+            )
+        )
+
+        bootstrap2 = setup.bootstrap()
+        agent2 = setup.agent(container_id="container-2", bootstrap=bootstrap2)
+        setup.start(agent2, bootstrap=bootstrap2, sandbox="sandbox2")
+        assert agent2.subscribed.wait(30)
+        wait(lambda: not list((setup.runtime / "containers").iterdir()))
+        assert not mounts_under(setup.tmp)
+        assert "cleaned up 1 container(s) left by an earlier executor" in setup.log("sandbox2")
+
+
+class TestAuthentication:
+    def agent_and_start(
+        self, setup: Setup, token: str | None
+    ) -> tuple[Agent, subprocess.Popen[bytes]]:
+        agent = setup.agent()
+        return agent, setup.start(agent, token=token)
+
+    def test_no_token(self, setup: Setup) -> None:
+        _, process = self.agent_and_start(setup, None)
+        assert process.wait(timeout=60) == 1
+        assert "the agent refused the executor (401 Unauthorized; it sent no token)" in setup.log()
+        assert "Traceback" not in setup.log().split("mesos-secrets-executor: the agent refused")[-1]
+
+    def test_bad_signature(self, setup: Setup) -> None:
+        token = mint_executor_token(b"x" * 32, FID, EID, "container-1")
+        _, process = self.agent_and_start(setup, token)
+        assert process.wait(timeout=60) == 1
+        assert "401 Unauthorized" in setup.log()
+        assert "Token signature does not match" in setup.log()
+        assert token not in setup.log()
+
+    def test_wrong_container(self, setup: Setup) -> None:
+        token = mint_executor_token(KEY, FID, EID, "another-container")
+        _, process = self.agent_and_start(setup, token)
+        assert process.wait(timeout=60) == 1
+        assert "403 Forbidden" in setup.log()
+        assert "'cid' claim with the correct active ContainerID" in setup.log()
+
+    def test_not_under_mesos(self) -> None:
+        result = subprocess.run(
+            [str(EXECUTOR)],
+            capture_output=True,
+            env={"PATH": os.environ["PATH"]},
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 1
+        assert b"not started by a Mesos agent" in result.stderr
