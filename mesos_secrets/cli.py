@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from resolvers.local import LocalStore
 
     from .marathon import App, SpecError
+    from .pods import Pod
 
 __all__ = ["main"]
 
@@ -153,14 +154,14 @@ def cmd_resolvers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_spec(path: str) -> App:
+def _load_spec(path: str, strict: bool = False) -> App | Pod:
     from .marathon import load_spec  # noqa: PLC0415
 
     try:
         text = Path(path).read_bytes()
     except OSError as error:
         raise SecretValidationError(f"cannot read spec '{path}': {error.strerror}") from None
-    return load_spec(text)
+    return load_spec(text, strict=strict)
 
 
 def _report_spec_error(path: str, error: SpecError, as_json: bool) -> None:
@@ -174,39 +175,58 @@ def _report_spec_error(path: str, error: SpecError, as_json: bool) -> None:
             print(f"  {detail['path']}: {message}", file=sys.stderr)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _spec_or_report(args: argparse.Namespace, as_json: bool = False) -> App | Pod | None:
     from .marathon import SpecError  # noqa: PLC0415
 
     try:
-        app = _load_spec(args.spec)
+        return _load_spec(args.spec, strict=getattr(args, "strict", False))
     except SpecError as error:
-        _report_spec_error(args.spec, error, args.json)
+        _report_spec_error(args.spec, error, as_json)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .acls import ACLs  # noqa: PLC0415
+    from .errors import SecretAccessDeniedError  # noqa: PLC0415
+    from .marathon import NOT_VALID, App, SpecError  # noqa: PLC0415
+
+    spec = _spec_or_report(args, args.json)
+    if spec is None:
         return 1
-    print(f"{args.spec}: valid app '{app.id}'", file=sys.stderr)
+    acls_file = args.acls or load_config(args.config, known=resolvers.names()).acls
+    if acls_file:
+        acls = ACLs.load(acls_file)
+        denied = []
+        for name, source in spec.secrets.items():
+            try:
+                acls.check(args.principal, [source.rpartition("@")[0] or source])
+            except SecretAccessDeniedError as error:
+                denied.append((f"/secrets/{name}/source", str(error)))
+        if denied:
+            _report_spec_error(args.spec, SpecError(NOT_VALID, denied), args.json)
+            return 1
+    kind = "app" if isinstance(spec, App) else "pod"
+    print(f"{args.spec}: valid {kind} '{spec.id}'", file=sys.stderr)
     return 0
 
 
 def cmd_task_info(args: argparse.Namespace) -> int:
-    from .marathon import SpecError  # noqa: PLC0415
+    from .marathon import App  # noqa: PLC0415
 
-    try:
-        app = _load_spec(args.spec)
-    except SpecError as error:
-        _report_spec_error(args.spec, error, False)
+    spec = _spec_or_report(args)
+    if spec is None:
         return 1
-    json.dump(app.to_task_info().to_json(), sys.stdout, indent=2)
+    message = spec.to_task_info() if isinstance(spec, App) else spec.to_task_group()
+    json.dump(message.to_json(), sys.stdout, indent=2)
     print()
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .marathon import SpecError  # noqa: PLC0415
     from .run import Interrupted, RunOptions, run_app  # noqa: PLC0415
 
-    try:
-        app = _load_spec(args.spec)
-    except SpecError as error:
-        _report_spec_error(args.spec, error, False)
+    spec = _spec_or_report(args)
+    if spec is None:
         return 1
     config = load_config(args.config, known=resolvers.names())
     options = RunOptions(
@@ -214,9 +234,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime_dir=args.runtime_dir,
         isolation=args.isolation,
         grace_period=args.grace_period,
+        principal=args.principal,
+        acls=args.acls,
     )
     try:
-        return run_app(app, config, options)
+        return run_app(spec, config, options)
     except Interrupted as interrupted:
         print(
             f"{PROG}: interrupted while launching the task; "
@@ -228,6 +250,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _add_access_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--acls",
+        type=Path,
+        metavar="FILE",
+        help="who may use which secret (default: config 'acls')",
+    )
+    parser.add_argument("--principal", help="the principal the spec runs as, for the ACLs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,17 +316,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate",
-        help="check a Marathon-style app spec as Marathon would",
+        help="check a Marathon-style app or pod spec as Marathon would",
         description="Exit 0 when the spec is valid; exit 1 with its violations otherwise.",
     )
     validate.add_argument("spec", metavar="SPEC.json")
     validate.add_argument(
         "--json", action="store_true", help="violations in Marathon's JSON error shape, on stdout"
     )
+    validate.add_argument(
+        "--strict",
+        action="store_true",
+        help="add Metronome's rules: unused secrets, file secrets only with MESOS containers",
+    )
+    _add_access_options(validate)
     validate.set_defaults(func=cmd_validate)
 
     task_info = commands.add_parser(
-        "task-info", help="print the Mesos v1 TaskInfo a spec launches (references, no values)"
+        "task-info",
+        help="print the Mesos v1 TaskInfo (app) or TaskGroupInfo (pod) a spec launches",
     )
     task_info.add_argument("spec", metavar="SPEC.json")
     task_info.set_defaults(func=cmd_task_info)
@@ -302,8 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run a spec here: resolve, isolate, launch, wait, clean up",
-        description="Run a Marathon-style app spec on this machine. The exit status is the "
-        "task's (128+N when killed by signal N). SECRET volumes need root.",
+        description="Run a Marathon-style app or pod spec on this machine. The exit status is "
+        "the task's (128+N when killed by signal N); a pod's is its first failing "
+        "container's. SECRET volumes and images need root.",
     )
     run.add_argument("spec", metavar="SPEC.json")
     run.add_argument(
@@ -330,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="after passing on SIGINT/SIGTERM, how long before the task is killed (default 10)",
     )
+    _add_access_options(run)
     run.set_defaults(func=cmd_run)
 
     resolvers_cmd = commands.add_parser("resolvers", help="list the available resolvers")

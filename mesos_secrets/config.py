@@ -34,7 +34,16 @@ __all__ = ["CONFIG_ENV", "RESOLVER_ENV", "Config", "load_config"]
 CONFIG_ENV = "MESOS_SECRETS_CONFIG"
 RESOLVER_ENV = "MESOS_SECRETS_RESOLVER"
 
-_TOP_LEVEL = {"resolver", "resolvers", "isolation", "isolators", "runtime_dir", "audit", "images"}
+_TOP_LEVEL = {
+    "resolver",
+    "resolvers",
+    "isolation",
+    "isolators",
+    "runtime_dir",
+    "audit",
+    "images",
+    "acls",
+}
 
 
 def _frozen_sections(value: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
@@ -56,6 +65,8 @@ class Config:
         factory=dict, converter=_frozen_sections
     )
     runtime_dir: str | None = None
+    #: The ACL file (who may use which secret).
+    acls: str | None = None
     #: The [audit] table: ``file``, ``logger``.
     audit: Mapping[str, Any] | None = None
     #: The [images] table: ``store``, ``ca_bundle``, ``insecure_registries``…
@@ -123,15 +134,17 @@ def _from_toml(data: bytes, file: Path) -> Config:
     for name, table in (("audit", audit), ("images", images)):
         if table is not None and not isinstance(table, dict):
             raise ConfigError(f"configuration file '{file}': '{name}' must be a table, as [{name}]")
-    runtime_dir = doc.get("runtime_dir")
-    if runtime_dir is not None and not isinstance(runtime_dir, str):
-        raise ConfigError(f"configuration file '{file}': 'runtime_dir' must be a string")
+    runtime_dir, acls = doc.get("runtime_dir"), doc.get("acls")
+    for name, value in (("runtime_dir", runtime_dir), ("acls", acls)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"configuration file '{file}': '{name}' must be a path")
     return Config(
         resolver=resolver,
         resolvers=tables["resolvers"],
         isolation=isolation,
         isolators=tables["isolators"],
         runtime_dir=runtime_dir,
+        acls=acls,
         audit=audit,
         images=images,
         source=str(file),

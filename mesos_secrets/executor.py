@@ -38,6 +38,7 @@ from typing import Any
 
 import pymesos  # type: ignore[import-untyped,unused-ignore]
 
+from .acls import ACLs
 from .config import Config, load_config
 from .containerizer import Container, Containerizer, default_runtime_dir
 from .errors import MesosSecretsError, SecretValidationError
@@ -219,7 +220,13 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             name = "vault" if bootstrap else None
             self.resolver = get_resolver(name, config=self.config, **options)
             self.resolver.check()
-            self.containerizer = build_containerizer(self.config, self.resolver, self.runtime_dir)
+            acls = ACLs.load(self.config.acls) if self.config.acls else None
+            self.containerizer = build_containerizer(
+                self.config,
+                self.resolver,
+                self.runtime_dir,
+                authorize=acls.authorizer(self.resolver.audit) if acls else None,
+            )
             orphans = self.containerizer.recover()
             if orphans:
                 log.warning("cleaned up %d container(s) left by an earlier executor", len(orphans))

@@ -22,10 +22,11 @@ Marathon writes them.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -46,6 +47,9 @@ from .mesos import (
 )
 from .names import split_source
 from .secret import Secret
+
+if TYPE_CHECKING:
+    from .pods import Pod
 
 __all__ = [
     "App",
@@ -71,7 +75,7 @@ class SpecError(SecretValidationError):
     """A spec Marathon would refuse: ``message`` is Marathon's, ``details`` its violations."""
 
     def __init__(self, message: str, details: Sequence[tuple[str, str]]) -> None:
-        super().__init__(message, "", details)
+        super().__init__(message, "", [(path or "/", text) for path, text in details])
         self.args = (f"{message}: " + "; ".join(f"{p or '/'}: {m}" for p, m in details),)
 
     def __str__(self) -> str:
@@ -154,8 +158,7 @@ class App:
 
     def secret(self, name: str) -> Secret:
         """The Mesos secret for secret ``name``: a reference to its ``source``."""
-        path, key = split_source(self.secrets[name])
-        return Secret.for_reference(path, key)
+        return secret_for(self.secrets, name)
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -176,13 +179,17 @@ class App:
         )
 
     def _command(self) -> CommandInfo:
-        variables = tuple(
-            Variable.for_secret(name, self.secret(value.secret))
-            if isinstance(value, SecretRef)
-            else Variable.for_value(name, value)
-            for name, value in self.env.items()
-        )
-        environment = Environment(variables=variables) if variables else None
+        variables = []
+        for name, value in self.env.items():
+            try:
+                variables.append(
+                    Variable.for_secret(name, self.secret(value.secret))
+                    if isinstance(value, SecretRef)
+                    else Variable.for_value(name, value)
+                )
+            except SecretValidationError as error:
+                raise SpecError(NOT_VALID, [(f"/env/{name}", error.message)]) from None
+        environment = Environment(variables=tuple(variables)) if variables else None
         if self.args is not None:
             return CommandInfo(
                 value=self.args[0] if self.args else None,
@@ -197,25 +204,48 @@ class App:
         container = self.container
         if container is None:
             return None
-        volumes = tuple(
-            self._volume(v) for v in container.volumes if not isinstance(v, AppOtherVolume)
-        )
+        volumes = []
+        for i, volume in enumerate(container.volumes):
+            if isinstance(volume, AppOtherVolume):
+                continue
+            try:
+                volumes.append(self._volume(volume))
+            except SecretValidationError as error:
+                where = f"/container/volumes({i})/containerPath"
+                raise SpecError(NOT_VALID, [(where, error.message)]) from None
         if container.type is ContainerType.DOCKER:
             docker = DockerInfo(image=container.image) if container.image else None
-            return ContainerInfo(type=ContainerType.DOCKER, volumes=volumes, docker=docker)
+            return ContainerInfo(type=ContainerType.DOCKER, volumes=tuple(volumes), docker=docker)
         mesos = None
         if container.image:
             pull = self.secret(container.pull_config) if container.pull_config else None
             mesos = MesosInfo(image=Image.for_docker(container.image, config=pull))
-        return ContainerInfo(type=ContainerType.MESOS, volumes=volumes, mesos=mesos)
+        return ContainerInfo(type=ContainerType.MESOS, volumes=tuple(volumes), mesos=mesos)
 
     def _volume(self, volume: AppSecretVolume | AppHostVolume) -> Volume:
+        path = mount_path(volume.container_path)
         if isinstance(volume, AppHostVolume):
-            return Volume(
-                container_path=volume.container_path, mode=volume.mode, host_path=volume.host_path
-            )
+            return Volume(container_path=path, mode=volume.mode, host_path=volume.host_path)
         # Marathon converts every app secret volume read-only.
-        return Volume.for_secret(volume.container_path, self.secret(volume.secret), VolumeMode.RO)
+        return Volume.for_secret(path, self.secret(volume.secret), VolumeMode.RO)
+
+
+def secret_for(secrets: Mapping[str, str], name: str) -> Secret:
+    """A spec's secret ``name`` as Mesos sees it: a reference to its ``source``
+    (DC/OS behaviour), ``path@key`` naming one key."""
+    path, key = split_source(secrets[name])
+    return Secret.for_reference(path, key)
+
+
+def mount_path(path: str) -> str:
+    """A container path as Marathon means it: ``.//mysecret`` is ``mysecret``.
+
+    Empty and ``.`` components go; ``..`` stays, for the model to refuse.
+    """
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if not parts:
+        return path
+    return ("/" if path.startswith("/") else "") + "/".join(parts)
 
 
 def _resources(cpus: float, mem: float, disk: float) -> list[dict[str, Any]]:
@@ -266,21 +296,32 @@ class _Reader:
             return None
         return value
 
-    def number(self, parent: Mapping[str, Any], key: str, default: float) -> float:
+    def number(self, parent: Mapping[str, Any], key: str, default: float, path: str = "") -> float:
         value = parent.get(key)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(f"/{key}", "error.expected.jsnumber")
+            self.fail(f"{path}/{key}", "error.expected.jsnumber")
             return default
         return float(value)
 
+    def boolean(self, parent: Mapping[str, Any], key: str, path: str) -> bool | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            self.fail(f"{path}/{key}", "error.expected.jsboolean")
+            return None
+        return value
 
-def parse_app(obj: Any) -> App:
+
+def parse_app(obj: Any, *, strict: bool = False) -> App:
     """Validate a Marathon app (a decoded JSON object) and return it.
 
     Raises :class:`SpecError`: ``Invalid JSON`` for structure, ``Object is not valid``
-    for Marathon's rules, each with every violation found.
+    for Marathon's rules, each with every violation found; then our stricter rules
+    (container paths, variable names), which ``run`` and ``task-info`` need. ``strict``
+    adds Metronome's rules.
     """
     read = _Reader()
     root = read.obj(obj, "")
@@ -312,9 +353,39 @@ def parse_app(obj: Any) -> App:
         disk=disk,
     )
     violations = _violations(app, root)
+    if strict:
+        violations += _strict_violations(app)
     if violations:
         raise SpecError(NOT_VALID, violations)
+    app.to_task_info()  # our stricter rules, with their paths
     return app
+
+
+def unused_secrets(secrets: Mapping[str, str], used: set[str]) -> list[tuple[str, str]]:
+    """Metronome's rule: every declared secret must be used."""
+    unused = sorted(set(secrets) - used)
+    if not unused:
+        return []
+    return [
+        (
+            "/secrets",
+            f"The following secrets are defined, but not referenced: {', '.join(unused)}. "
+            "Please remove them from the secrets field.",
+        )
+    ]
+
+
+def _strict_violations(app: App) -> list[tuple[str, str]]:
+    used = {v.secret for v in app.env.values() if isinstance(v, SecretRef)}
+    found = []
+    if app.container is not None:
+        used |= {v.secret for v in app.container.volumes if isinstance(v, AppSecretVolume)}
+        if app.container.pull_config:
+            used.add(app.container.pull_config)
+        secret_volumes = [v for v in app.container.volumes if isinstance(v, AppSecretVolume)]
+        if secret_volumes and app.container.type is ContainerType.DOCKER:
+            found.append(("/container/volumes", "File based secrets are only supported by UCR"))
+    return unused_secrets(app.secrets, used) + found
 
 
 def _read_args(read: _Reader, raw: Any) -> tuple[str, ...] | None:
@@ -329,19 +400,28 @@ def _read_args(read: _Reader, raw: Any) -> tuple[str, ...] | None:
     return tuple(item for item in raw if isinstance(item, str))
 
 
-def _read_env(read: _Reader, raw: Any) -> dict[str, str | SecretRef]:
+#: Pod environment names (``EnvVars`` in Marathon's RAML); app names are free (``LegacyEnvVars``).
+POD_ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,253}?$")
+
+
+def _read_env(
+    read: _Reader, raw: Any, path: str = "/env", *, pattern: re.Pattern[str] | None = None
+) -> dict[str, str | SecretRef]:
     env: dict[str, str | SecretRef] = {}
-    if raw is None or read.obj(raw, "/env") is None:
+    if raw is None or read.obj(raw, path) is None:
         return env
     for name, value in raw.items():
+        if pattern is not None and not pattern.match(name):
+            read.fail(f"{path}/{name}", "error.pattern")
+            continue
         if isinstance(value, str):
             env[name] = value
         elif isinstance(value, dict):
-            secret = read.string(value, "secret", f"/env/{name}", required=True)
+            secret = read.string(value, "secret", f"{path}/{name}", required=True)
             if secret is not None:
                 env[name] = SecretRef(secret)
         else:
-            read.fail(f"/env/{name}", "error.expected.jsstring")
+            read.fail(f"{path}/{name}", "error.expected.jsstring")
     return env
 
 
@@ -447,12 +527,18 @@ def _violations(app: App, root: Mapping[str, Any]) -> list[tuple[str, str]]:  # 
     return found
 
 
-def load_spec(text: str | bytes) -> App:
-    """Read a spec from JSON text; unparseable text is Marathon's ``Invalid JSON``."""
+def load_spec(text: str | bytes, *, strict: bool = False) -> App | Pod:
+    """Read an app or a pod (it has ``containers``) from JSON text.
+
+    Unparseable text is Marathon's ``Invalid JSON``; see :func:`parse_app` and
+    :func:`~mesos_secrets.pods.parse_pod` for the rest.
+    """
+    from .pods import parse_pod  # noqa: PLC0415 (pods builds on this module)
+
     try:
         obj = loads(text)
     except SecretValidationError as error:
         raise SpecError(INVALID_JSON, [("/", error.message)]) from None
     if isinstance(obj, dict) and "containers" in obj:
-        raise SpecError(NOT_VALID, [("/containers", "pods are not supported yet")])
-    return parse_app(obj)
+        return parse_pod(obj, strict=strict)
+    return parse_app(obj, strict=strict)

@@ -9,6 +9,7 @@ task starts they abort the launch. Either way nothing is left behind.
 from __future__ import annotations
 
 import logging
+import queue
 import shutil
 import signal
 import sys
@@ -20,14 +21,16 @@ from typing import Any, Self
 
 import attrs
 
+from .acls import ACLs
 from .config import Config
-from .containerizer import Container, Containerizer, default_runtime_dir
-from .errors import LaunchError
+from .containerizer import Authorizer, Container, Containerizer, default_runtime_dir
+from .errors import LaunchError, MesosSecretsError
 from .images import Progress, Provisioner, RegistryOptions, default_store_dir
 from .isolator import create_isolators
 from .launcher import PosixLauncher, Termination
 from .marathon import App
-from .mesos import ContainerType
+from .mesos import ContainerType, TaskInfo
+from .pods import Pod
 from .registry import get_resolver
 from .resolver import ResolveContext, SecretResolver
 from .runc import RuncLauncher
@@ -56,20 +59,33 @@ class RunOptions:
     isolation: str | None = None
     grace_period: float = 10.0
     principal: str | None = None
+    acls: Path | None = None
 
 
-def run_app(app: App, config: Config, options: RunOptions | None = None) -> int:
-    """Run ``app`` to completion and return its exit status."""
+def run_app(app: App | Pod, config: Config, options: RunOptions | None = None) -> int:
+    """Run an app (one task) or a pod (a task per container) to completion.
+
+    Returns the task's exit status; for a pod, 0 when every container succeeds, else the
+    status of the first container to fail (the others are then stopped, as Mesos' default
+    executor stops a task group).
+    """
     options = options or RunOptions()
-    task = app.to_task_info()
-    if task.container is not None and task.container.type is ContainerType.DOCKER:
-        raise LaunchError(
-            "container.type DOCKER needs Docker's containerizer, which has no secrets support "
-            "(Mesos: 'Secrets are only supported for Mesos containerizer'); use \"MESOS\""
-        )
+    if isinstance(app, App):
+        tasks: tuple[TaskInfo, ...] = (app.to_task_info(),)
+    else:
+        tasks = app.to_task_group().tasks
+    for task in tasks:
+        if task.container is not None and task.container.type is ContainerType.DOCKER:
+            raise LaunchError(
+                "container.type DOCKER needs Docker's containerizer, which has no secrets "
+                "support (Mesos: 'Secrets are only supported for Mesos containerizer'); "
+                'use "MESOS"'
+            )
     runtime_dir = options.runtime_dir or (
         Path(config.runtime_dir) if config.runtime_dir else default_runtime_dir()
     )
+    acls_file = options.acls or config.acls
+    acls = ACLs.load(acls_file) if acls_file else None
     with get_resolver(config=config) as resolver:
         containerizer = build_containerizer(
             config,
@@ -77,27 +93,72 @@ def run_app(app: App, config: Config, options: RunOptions | None = None) -> int:
             runtime_dir,
             isolation=options.isolation,
             progress=_terminal_progress() if sys.stderr.isatty() else _log_progress,
+            authorize=acls.authorizer(resolver.audit) if acls is not None else None,
         )
         containerizer.recover()
-        context = ResolveContext(task_id=task.task_id, principal=options.principal)
-        sandbox = options.work_dir
-        temporary = sandbox is None
-        if sandbox is None:
-            sandbox = Path(tempfile.mkdtemp(prefix="mesos-secrets-sandbox-"))
+        root = options.work_dir
+        temporary = root is None
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="mesos-secrets-sandbox-"))
         else:
-            sandbox.mkdir(parents=True, exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
         try:
             with _Signals(options.grace_period) as signals:
-                container = containerizer.launch(task, sandbox, context=context)
-                with container:
-                    signals.forward_to(container)
-                    log.info("task %s is running (container %s)", task.task_id, container.id)
-                    termination = container.wait()
+                status = _run_tasks(
+                    containerizer, tasks, root, signals, options, pod=not isinstance(app, App)
+                )
         finally:
             if temporary:
-                shutil.rmtree(sandbox, ignore_errors=True)
-    _report(task.task_id, termination)
-    return termination.status
+                shutil.rmtree(root, ignore_errors=True)
+    return status
+
+
+def _run_tasks(
+    containerizer: Containerizer,
+    tasks: tuple[TaskInfo, ...],
+    root: Path,
+    signals: _Signals,
+    options: RunOptions,
+    *,
+    pod: bool,
+) -> int:
+    containers: list[Container] = []
+    try:
+        for task in tasks:
+            sandbox = root / task.name if pod else root
+            sandbox.mkdir(parents=True, exist_ok=True)
+            context = ResolveContext(task_id=task.task_id, principal=options.principal)
+            container = containerizer.launch(task, sandbox, context=context)
+            containers.append(container)
+            signals.forward_to(container)
+            log.info("task %s is running (container %s)", task.task_id, container.id)
+        return _wait_all(containers, signals)
+    finally:
+        for container in containers:
+            try:
+                container.destroy()
+            except (MesosSecretsError, OSError) as error:
+                log.error("could not clean up container %s: %s", container.id, error)
+
+
+def _wait_all(containers: list[Container], signals: _Signals) -> int:
+    """Wait for every task; the first failure stops the rest and gives the status."""
+    if len(containers) == 1:
+        termination = containers[0].wait()
+        _report(containers[0].task.task_id, termination)
+        return termination.status
+    done: queue.Queue[tuple[Container, Termination]] = queue.Queue()
+    for container in containers:
+        threading.Thread(target=lambda c=container: done.put((c, c.wait())), daemon=True).start()
+    first_failure: int | None = None
+    for _ in containers:
+        container, termination = done.get()
+        _report(container.task.task_id, termination)
+        if termination.status != 0 and first_failure is None:
+            first_failure = termination.status
+            log.warning("task %s failed: stopping the pod's other tasks", container.task.task_id)
+            signals.stop_all(signal.SIGTERM)
+    return first_failure or 0
 
 
 def build_containerizer(
@@ -107,6 +168,7 @@ def build_containerizer(
     *,
     isolation: str | None = None,
     progress: Progress | None = None,
+    authorize: Authorizer | None = None,
 ) -> Containerizer:
     """The pipeline every front end runs: isolators from the configuration, the posix
     launcher for tasks on the host, the image provisioner and runc for tasks in images."""
@@ -125,6 +187,7 @@ def build_containerizer(
         runtime_dir,
         provisioner=provisioner,
         image_launcher=RuncLauncher(runtime_dir),
+        authorize=authorize,
     )
 
 
@@ -166,11 +229,11 @@ def _report(task_id: str, termination: Termination) -> None:
 
 
 class _Signals:
-    """Signal handling around one task: abort before it starts, forward once it runs."""
+    """Signal handling around a run: abort before the tasks start, pass on once they run."""
 
     def __init__(self, grace_period: float) -> None:
         self.grace_period = grace_period
-        self.container: Container | None = None
+        self.containers: list[Container] = []
         self.timer: threading.Timer | None = None
         self.previous: dict[int, Any] = {}
 
@@ -180,26 +243,35 @@ class _Signals:
         return self
 
     def forward_to(self, container: Container) -> None:
-        self.container = container
+        self.containers.append(container)
+
+    def stop_all(self, signum: int) -> None:
+        """Pass ``signum`` to every task; kill what still runs after the grace period."""
+        for container in self.containers:
+            container.kill(signum)
+        if self.timer is None:
+            self.timer = threading.Timer(self.grace_period, self._kill_all)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _kill_all(self) -> None:
+        for container in self.containers:
+            if container.poll() is None:
+                container.kill(signal.SIGKILL)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        container = self.container
-        if container is None:
+        if not self.containers:
             raise Interrupted(signum)
         if self.timer is not None:  # a second signal: no more waiting
-            log.warning("killing task %s now", container.task.task_id)
-            container.kill(signal.SIGKILL)
+            log.warning("killing the task(s) now")
+            self._kill_all()
             return
         log.warning(
-            "passing %s to task %s; it is killed if still running in %gs",
+            "passing %s to the task(s); killed if still running in %gs",
             signal.Signals(signum).name,
-            container.task.task_id,
             self.grace_period,
         )
-        container.kill(signum)
-        self.timer = threading.Timer(self.grace_period, container.kill, (signal.SIGKILL,))
-        self.timer.daemon = True
-        self.timer.start()
+        self.stop_all(signum)
 
     def __exit__(
         self,

@@ -284,6 +284,25 @@ class TestTasks:
         assert "cleaned up 1 container(s) left by an earlier executor" in setup.log("sandbox2")
 
 
+@requires_root
+def test_acls_use_the_framework_principal(setup: Setup) -> None:
+    """The agent's framework principal meets the ACLs before anything is resolved."""
+    put(setup.bao, "exec/db", {"password": "exec-db-password"})
+    acls = setup.tmp / "acls.json"
+    acls.write_text(
+        '{"access_secrets": [{"principals": {"values": ["test-principal"]}, "secrets": {"values": ["/public/**"]}}]}'
+    )
+    setup.config.write_text(setup.config.read_text() + f'acls = "{acls}"\n')
+    bootstrap = setup.bootstrap()
+    agent = setup.agent(bootstrap=bootstrap)
+    setup.start(agent, bootstrap=bootstrap)
+    assert agent.subscribed.wait(30)
+    agent.launch(app_task(CHECK_APP, agent, "a1"))
+    update = agent.wait_for("a1", "TASK_FAILED")
+    assert update["message"] == "Secret /exec/db is not accessible to principal 'test-principal'"
+    assert update["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"
+
+
 class TestAuthentication:
     def agent_and_start(
         self, setup: Setup, token: str | None

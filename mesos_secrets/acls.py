@@ -1,0 +1,193 @@
+"""Who may use which secret: ACLs in Mesos' style, checked before anything is resolved.
+
+::
+
+    {"permissive": false,
+     "access_secrets": [
+       {"principals": {"values": ["ops"]}, "secrets": {"values": ["/ops/**", "/shared/*"]}},
+       {"principals": {"type": "ANY"}, "secrets": {"type": "NONE"}}]}
+
+Rules are tried in order; the first whose ``principals`` match the caller decides: the
+secret is accessible if that rule's ``secrets`` match it. When no rule's principals
+match, ``permissive`` decides (default false: deny). An entity is ``{"values": [...]}``
+or ``{"type": "ANY"}`` / ``{"type": "NONE"}``. In secret patterns ``*`` matches within one
+path segment and ``**`` across segments; names compare with a leading ``/``
+(``developer/db`` is ``/developer/db``). A caller without a principal is matched only
+by ``ANY``.
+
+A denial is the error DC/OS gives, "Secret /x is not accessible", naming the principal,
+and goes to the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .audit import AuditLog
+from .errors import ConfigError, SecretAccessDeniedError
+from .mesos import TaskInfo
+from .resolver import ResolveContext
+
+__all__ = ["ACLs", "Entity", "Rule"]
+
+
+@attrs.frozen
+class Entity:
+    """``{"values": [...]}``, ``{"type": "ANY"}`` or ``{"type": "NONE"}``."""
+
+    kind: str = "SOME"  # SOME, ANY or NONE
+    values: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> Entity:
+        if not isinstance(raw, dict):
+            raise ConfigError("expected an object with 'values' or 'type'", where)
+        kind = raw.get("type")
+        if kind is not None:
+            if kind not in ("ANY", "NONE"):
+                raise ConfigError("'type' must be ANY or NONE", f"{where}/type")
+            if "values" in raw:
+                raise ConfigError("give 'type' or 'values', not both", where)
+            return cls(kind=kind)
+        values = raw.get("values")
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            raise ConfigError("'values' must be a list of non-empty strings", f"{where}/values")
+        return cls(values=tuple(values))
+
+
+def _pattern(glob: str) -> re.Pattern[str]:
+    """``*`` within a segment, ``**`` across segments; everything else literal."""
+    out = []
+    for part in re.split(r"(\*\*|\*)", "/" + glob.lstrip("/")):
+        out.append(".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part))
+    return re.compile("".join(out))
+
+
+@attrs.frozen
+class Rule:
+    principals: Entity
+    secrets: Entity
+    _patterns: tuple[re.Pattern[str], ...] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_patterns", tuple(_pattern(v) for v in self.secrets.values))
+
+    def covers(self, principal: str | None) -> bool:
+        if self.principals.kind == "ANY":
+            return True
+        if self.principals.kind == "NONE" or principal is None:
+            return False
+        return principal in self.principals.values
+
+    def allows(self, secret: str) -> bool:
+        if self.secrets.kind == "ANY":
+            return True
+        if self.secrets.kind == "NONE":
+            return False
+        name = "/" + secret.lstrip("/")
+        return any(p.fullmatch(name) for p in self._patterns)
+
+
+@attrs.frozen
+class ACLs:
+    """The ``access_secrets`` rules and the ``permissive`` default."""
+
+    rules: tuple[Rule, ...] = ()
+    permissive: bool = False
+    source: str | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> ACLs:
+        file = Path(path)
+        try:
+            document = json.loads(file.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(f"cannot read the ACL file '{file}': {error.strerror}") from None
+        except ValueError as error:
+            raise ConfigError(f"the ACL file '{file}' is not valid JSON: {error}") from None
+        try:
+            return cls.from_json(document, source=str(file))
+        except ConfigError as error:
+            raise ConfigError(f"ACL file '{file}': {error.message}", error.path) from None
+
+    @classmethod
+    def from_json(cls, document: Any, source: str | None = None) -> ACLs:
+        if not isinstance(document, dict):
+            raise ConfigError("expected an object")
+        unknown = sorted(set(document) - {"permissive", "access_secrets"})
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {', '.join(map(repr, unknown))} "
+                "(known: access_secrets, permissive)"
+            )
+        permissive = document.get("permissive", False)
+        if not isinstance(permissive, bool):
+            raise ConfigError("'permissive' must be true or false", "/permissive")
+        raw_rules = document.get("access_secrets", [])
+        if not isinstance(raw_rules, list):
+            raise ConfigError("'access_secrets' must be a list", "/access_secrets")
+        rules = []
+        for i, raw in enumerate(raw_rules):
+            where = f"/access_secrets/{i}"
+            if not isinstance(raw, dict) or set(raw) != {"principals", "secrets"}:
+                raise ConfigError("a rule has exactly 'principals' and 'secrets'", where)
+            rules.append(
+                Rule(
+                    Entity.parse(raw["principals"], f"{where}/principals"),
+                    Entity.parse(raw["secrets"], f"{where}/secrets"),
+                )
+            )
+        return cls(rules=tuple(rules), permissive=permissive, source=source)
+
+    def allows(self, principal: str | None, secret: str) -> bool:
+        for rule in self.rules:
+            if rule.covers(principal):
+                return rule.allows(secret)
+        return self.permissive
+
+    def check(self, principal: str | None, secrets: Iterable[str]) -> None:
+        """Raise for the first secret ``principal`` may not use."""
+        for secret in secrets:
+            if not self.allows(principal, secret):
+                who = f"principal '{principal}'" if principal else "a caller without a principal"
+                raise SecretAccessDeniedError(
+                    f"Secret {secret} is not accessible to {who}", reference=secret
+                )
+
+    def authorizer(self, audit: AuditLog | None = None) -> Any:
+        """The containerizer's authorize hook: every secret of the task, before any is used."""
+
+        def authorize(task: TaskInfo, context: ResolveContext | None) -> None:
+            principal = context.principal if context else None
+            names: Sequence[str] = task.references()
+            try:
+                self.check(principal, names)
+            except SecretAccessDeniedError as error:
+                if audit is not None:
+                    audit.write(
+                        "authorize",
+                        reference=error.reference,
+                        task_id=task.task_id,
+                        framework_id=context.framework_id if context else None,
+                        principal=principal,
+                        outcome="denied",
+                        error=str(error),
+                    )
+                raise
+            if audit is not None:
+                for name in dict.fromkeys(names):
+                    audit.write(
+                        "authorize",
+                        reference=name,
+                        task_id=task.task_id,
+                        principal=principal,
+                        outcome="ok",
+                    )
+
+        return authorize

@@ -1,0 +1,423 @@
+"""Marathon pods: read and validate as Marathon does, convert to a Mesos TaskGroupInfo.
+
+A pod is containers sharing an environment, secrets and volumes::
+
+    {"id": "/pod",
+     "environment": {"DB_PW": {"secret": "db"}},
+     "secrets": {"db": {"source": "/myapp/db@password"}},
+     "volumes": [{"name": "creds", "secret": "db"}],
+     "containers": [{"name": "web", "resources": {"cpus": 0.1, "mem": 32},
+                     "exec": {"command": {"shell": "./serve"}},
+                     "environment": {"MODE": "prod"},
+                     "volumeMounts": [{"name": "creds", "mountPath": "secrets/pw"}]}]}
+
+Each container becomes a task of the group. Its environment is the pod's, then its own
+on top (``TaskGroupBuilder``'s order). A secret volume becomes a read-only SECRET
+``Volume`` in each task that mounts it, at the mount's ``mountPath``. The rules and
+messages are Marathon's ``PodsValidation`` (``reference/marathon.md`` §2.4).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from .errors import SecretValidationError
+from .marathon import (
+    INVALID_JSON,
+    NOT_VALID,
+    POD_ENV_NAME,
+    PULL_CONFIG_UNDEFINED_SECRET,
+    UNDEFINED_SECRET,
+    VOLUME_UNDEFINED_SECRET,
+    SecretRef,
+    SpecError,
+    _read_env,
+    _read_secrets,
+    _Reader,
+    _resources,
+    mount_path,
+    secret_for,
+    unused_secrets,
+)
+from .mesos import (
+    CommandInfo,
+    ContainerInfo,
+    ContainerType,
+    Environment,
+    Image,
+    MesosInfo,
+    SourceType,
+    TaskGroupInfo,
+    TaskInfo,
+    Variable,
+    Volume,
+    VolumeMode,
+    VolumeSource,
+)
+
+__all__ = ["Pod", "PodContainer", "PodVolume", "PodVolumeMount", "parse_pod"]
+
+#: Marathon's ``strings.Name``: container, volume and mount names.
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class PodVolumeMount:
+    name: str
+    mount_path: str
+    read_only: bool | None = None
+
+
+@attrs.frozen
+class PodVolume:
+    """A pod volume: ``kind`` is secret, host, persistent or ephemeral."""
+
+    name: str
+    kind: str
+    secret: str | None = None
+    host: str | None = None
+
+
+@attrs.frozen
+class PodContainer:
+    name: str
+    shell: str | None = None
+    argv: tuple[str, ...] | None = None
+    environment: Mapping[str, str | SecretRef] = attrs.field(factory=dict, converter=_frozen)
+    image: str | None = None
+    pull_config: str | None = None
+    force_pull: bool = False
+    mounts: tuple[PodVolumeMount, ...] = ()
+    user: str | None = None
+    cpus: float = 0.0
+    mem: float = 0.0
+    disk: float = 0.0
+
+
+@attrs.frozen
+class Pod:
+    """A validated Marathon pod."""
+
+    id: str
+    user: str | None = None
+    environment: Mapping[str, str | SecretRef] = attrs.field(factory=dict, converter=_frozen)
+    secrets: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    volumes: tuple[PodVolume, ...] = ()
+    containers: tuple[PodContainer, ...] = ()
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return tuple(part for part in self.id.split("/") if part)
+
+    def to_task_group(self, instance: str | None = None) -> TaskGroupInfo:
+        """The TaskGroupInfo a DC/OS-style secrets plugin would launch: a task per container."""
+        instance = instance or f"{'_'.join(self.path)}.instance-{uuid.uuid4()}"
+        return TaskGroupInfo(
+            tasks=tuple(self._task(i, c, instance) for i, c in enumerate(self.containers))
+        )
+
+    def _task(self, index: int, container: PodContainer, instance: str) -> TaskInfo:
+        merged: dict[str, str | SecretRef] = dict(self.environment)
+        merged.update(container.environment)  # the container's own win
+        variables = []
+        for name, value in merged.items():
+            where = (
+                f"/containers({index})/environment/{name}"
+                if name in container.environment
+                else f"/environment/{name}"
+            )
+            try:
+                variables.append(
+                    Variable.for_secret(name, secret_for(self.secrets, value.secret))
+                    if isinstance(value, SecretRef)
+                    else Variable.for_value(name, value)
+                )
+            except SecretValidationError as error:
+                raise SpecError(NOT_VALID, [(where, error.message)]) from None
+        environment = Environment(variables=tuple(variables)) if variables else None
+        if container.argv is not None:
+            command = CommandInfo(
+                value=container.argv[0] if container.argv else None,
+                shell=False,
+                arguments=container.argv,
+                environment=environment,
+                user=container.user or self.user,
+            )
+        else:
+            command = CommandInfo(
+                value=container.shell,
+                shell=True,
+                environment=environment,
+                user=container.user or self.user,
+            )
+        volumes = []
+        by_name = {v.name: v for v in self.volumes}
+        for j, mount in enumerate(container.mounts):
+            volume = by_name[mount.name]
+            path = mount_path(mount.mount_path)
+            where = f"/containers({index})/volumeMounts({j})/mountPath"
+            try:
+                if volume.kind == "secret" and volume.secret is not None:
+                    volumes.append(
+                        Volume.for_secret(
+                            path, secret_for(self.secrets, volume.secret), VolumeMode.RO
+                        )
+                    )
+                elif volume.kind == "host" and volume.host is not None:
+                    mode = VolumeMode.RO if mount.read_only else VolumeMode.RW
+                    volumes.append(Volume(container_path=path, mode=mode, host_path=volume.host))
+                elif volume.kind == "ephemeral":
+                    # Marathon: a directory of the executor's sandbox, shared by the pod.
+                    mode = VolumeMode.RO if mount.read_only else VolumeMode.RW
+                    source = VolumeSource(
+                        type=SourceType.SANDBOX_PATH,
+                        extra={
+                            "sandbox_path": {"type": "PARENT", "path": f"volumes/{volume.name}"}
+                        },
+                    )
+                    volumes.append(Volume(container_path=path, mode=mode, source=source))
+                # Persistent volumes need reservations: left to the framework, as in Marathon.
+            except SecretValidationError as error:
+                raise SpecError(NOT_VALID, [(where, error.message)]) from None
+        mesos = None
+        if container.image:
+            pull = (
+                secret_for(self.secrets, container.pull_config) if container.pull_config else None
+            )
+            image = Image.for_docker(container.image, config=pull)
+            if container.force_pull:
+                image = attrs.evolve(image, cached=False)
+            mesos = MesosInfo(image=image)
+        return TaskInfo(
+            name=container.name,
+            task_id=f"{instance}.{container.name}",
+            command=command,
+            container=ContainerInfo(type=ContainerType.MESOS, volumes=tuple(volumes), mesos=mesos),
+            extra={"resources": _resources(container.cpus, container.mem, container.disk)},
+        )
+
+
+def parse_pod(obj: Any, *, strict: bool = False) -> Pod:
+    """Validate a Marathon pod (a decoded JSON object) and return it; :class:`SpecError` if not.
+
+    ``strict`` adds Metronome's rule that every declared secret is used.
+    """
+    read = _Reader()
+    root = read.obj(obj, "")
+    if root is None:
+        raise SpecError(INVALID_JSON, read.errors)
+    pod_id = read.min1(root, "id", "", required=True)
+    user = read.string(root, "user", "")
+    environment = _read_env(read, root.get("environment"), "/environment", pattern=POD_ENV_NAME)
+    secrets = _read_secrets(read, root.get("secrets"))
+    volumes = _read_volumes(read, root.get("volumes"))
+    containers = _read_containers(read, root.get("containers"))
+    if read.errors:
+        raise SpecError(INVALID_JSON, read.errors)
+    assert pod_id is not None
+    pod = Pod(
+        id=pod_id,
+        user=user,
+        environment=environment,
+        secrets=secrets,
+        volumes=tuple(volumes),
+        containers=tuple(containers),
+    )
+    violations = _violations(pod)
+    if strict:
+        used = {v.secret for v in pod.environment.values() if isinstance(v, SecretRef)}
+        used |= {v.secret for v in pod.volumes if v.secret}
+        for container in pod.containers:
+            used |= {v.secret for v in container.environment.values() if isinstance(v, SecretRef)}
+            if container.pull_config:
+                used.add(container.pull_config)
+        violations += unused_secrets(pod.secrets, used)
+    if violations:
+        raise SpecError(NOT_VALID, violations)
+    pod.to_task_group()  # our stricter rules (paths, names) are found here, with their paths
+    return pod
+
+
+def _name(read: _Reader, parent: Mapping[str, Any], path: str) -> str | None:
+    name = read.min1(parent, "name", path, required=True)
+    if name is not None and (len(name) > 63 or not NAME.match(name)):
+        read.fail(f"{path}/name", "error.pattern")
+        return None
+    return name
+
+
+def _read_volumes(read: _Reader, raw: Any) -> list[PodVolume]:
+    volumes: list[PodVolume] = []
+    if raw is None:
+        return volumes
+    if not isinstance(raw, list):
+        read.fail("/volumes", "error.expected.jsarray")
+        return volumes
+    for i, volume in enumerate(raw):
+        path = f"/volumes({i})"
+        if read.obj(volume, path) is None:
+            continue
+        name = _name(read, volume, path)
+        if name is None:
+            continue
+        # Marathon tries persistent, secret, host, then ephemeral (marathon.md §1.4):
+        # {"name": "v", "secret": ""} is an ephemeral volume, silently.
+        if isinstance(volume.get("persistent"), dict):
+            volumes.append(PodVolume(name, "persistent"))
+        elif isinstance(volume.get("secret"), str) and volume["secret"]:
+            volumes.append(PodVolume(name, "secret", secret=volume["secret"]))
+        elif isinstance(volume.get("host"), str) and volume["host"]:
+            volumes.append(PodVolume(name, "host", host=volume["host"]))
+        else:
+            volumes.append(PodVolume(name, "ephemeral"))
+    return volumes
+
+
+def _read_containers(read: _Reader, raw: Any) -> list[PodContainer]:
+    containers: list[PodContainer] = []
+    if raw is None:
+        read.fail("/containers", "error.path.missing")
+        return containers
+    if not isinstance(raw, list):
+        read.fail("/containers", "error.expected.jsarray")
+        return containers
+    for i, item in enumerate(raw):
+        path = f"/containers({i})"
+        if read.obj(item, path) is None:
+            continue
+        name = _name(read, item, path)
+        resources = item.get("resources")
+        if resources is None:
+            read.fail(f"{path}/resources", "error.path.missing")
+            resources = {}
+        elif read.obj(resources, f"{path}/resources") is None:
+            resources = {}
+        shell, argv = _read_exec(read, item.get("exec"), f"{path}/exec")
+        environment = _read_env(
+            read, item.get("environment"), f"{path}/environment", pattern=POD_ENV_NAME
+        )
+        image = pull = None
+        force = False
+        raw_image = item.get("image")
+        if raw_image is not None and read.obj(raw_image, f"{path}/image") is not None:
+            kind = raw_image.get("kind", "DOCKER")
+            if not isinstance(kind, str) or kind.upper() != "DOCKER":
+                read.fail(f"{path}/image/kind", "error.expected.validenumvalue")
+            image = read.min1(raw_image, "id", f"{path}/image", required=True)
+            force = bool(read.boolean(raw_image, "forcePull", f"{path}/image"))
+            raw_pull = raw_image.get("pullConfig")
+            if raw_pull is not None and read.obj(raw_pull, f"{path}/image/pullConfig") is not None:
+                pull = read.min1(raw_pull, "secret", f"{path}/image/pullConfig", required=True)
+        mounts = _read_mounts(read, item.get("volumeMounts"), f"{path}/volumeMounts")
+        user = read.string(item, "user", path)
+        cpus = read.number(resources, "cpus", 0.0, f"{path}/resources")
+        mem = read.number(resources, "mem", 0.0, f"{path}/resources")
+        disk = read.number(resources, "disk", 0.0, f"{path}/resources")
+        if name is not None:
+            containers.append(
+                PodContainer(
+                    name=name,
+                    shell=shell,
+                    argv=argv,
+                    environment=environment,
+                    image=image,
+                    pull_config=pull,
+                    force_pull=force,
+                    mounts=tuple(mounts),
+                    user=user,
+                    cpus=cpus,
+                    mem=mem,
+                    disk=disk,
+                )
+            )
+    return containers
+
+
+def _read_exec(read: _Reader, raw: Any, path: str) -> tuple[str | None, tuple[str, ...] | None]:
+    if raw is None or read.obj(raw, path) is None:
+        return None, None
+    command = raw.get("command")
+    if command is None or read.obj(command, f"{path}/command") is None:
+        if command is None:
+            read.fail(f"{path}/command", "error.path.missing")
+        return None, None
+    if "shell" in command:
+        return read.min1(command, "shell", f"{path}/command", required=True), None
+    argv = command.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        read.fail(f"{path}/command", "error.expected.jsstring")
+        return None, None
+    return None, tuple(argv)
+
+
+def _read_mounts(read: _Reader, raw: Any, path: str) -> list[PodVolumeMount]:
+    mounts: list[PodVolumeMount] = []
+    if raw is None:
+        return mounts
+    if not isinstance(raw, list):
+        read.fail(path, "error.expected.jsarray")
+        return mounts
+    for j, item in enumerate(raw):
+        where = f"{path}({j})"
+        if read.obj(item, where) is None:
+            continue
+        name = _name(read, item, where)
+        mount = read.min1(item, "mountPath", where, required=True)
+        if mount is not None and len(mount) > 1024:
+            read.fail(f"{where}/mountPath", "error.maxLength")
+            mount = None
+        read_only = read.boolean(item, "readOnly", where)
+        if name is not None and mount is not None:
+            mounts.append(PodVolumeMount(name, mount, read_only))
+    return mounts
+
+
+def _violations(pod: Pod) -> list[tuple[str, str]]:  # noqa: PLR0912 (one rule per branch)
+    """``PodsValidation`` with the secrets feature on (``reference/marathon.md`` §2.4)."""
+    found: list[tuple[str, str]] = []
+    if not pod.id.startswith("/"):
+        found.append(("/id", "Path needs to be absolute"))
+    if "" in pod.secrets:
+        found.append(("/secrets/", "must not be empty"))
+    if not pod.containers:
+        found.append(("/containers", "must not be empty"))
+    for name, value in pod.environment.items():
+        if isinstance(value, SecretRef) and value.secret not in pod.secrets:
+            found.append((f"/environment/{name}/secret", UNDEFINED_SECRET))
+    names = [v.name for v in pod.volumes]
+    if len(set(names)) != len(names):
+        found.append(("/volumes", "volume names must be unique"))
+    mounted = {m.name for c in pod.containers for m in c.mounts}
+    for i, volume in enumerate(pod.volumes):
+        if volume.kind == "secret" and volume.secret not in pod.secrets:
+            found.append((f"/volumes({i})", VOLUME_UNDEFINED_SECRET))
+        if volume.name not in mounted:
+            found.append((f"/volumes({i})", "volume must be referenced by at least one container"))
+    containers = [c.name for c in pod.containers]
+    if len(set(containers)) != len(containers):
+        found.append(("/containers", "container names must be unique"))
+    for i, container in enumerate(pod.containers):
+        for name, value in container.environment.items():
+            if isinstance(value, SecretRef) and value.secret not in pod.secrets:
+                found.append((f"/containers({i})/environment/{name}/secret", UNDEFINED_SECRET))
+        for j, mount in enumerate(container.mounts):
+            if mount.name not in names:
+                found.append(
+                    (
+                        f"/containers({i})/volumeMounts({j})/name",
+                        "Referenced Volume in VolumeMount should exist",
+                    )
+                )
+        if container.pull_config is not None and container.pull_config not in pod.secrets:
+            found.append((f"/containers({i})/image/pullConfig", PULL_CONFIG_UNDEFINED_SECRET))
+    return found
