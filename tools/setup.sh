@@ -13,12 +13,14 @@ HTTP_PARSER_VERSION=0.9.0
 # Debian packages the tests and the run-time need. Installed only when missing.
 #   runc, umoci:           running tasks in images, unpacking images (run-time)
 #   docker-registry, skopeo, busybox-static: the registry and image the tests build and push
+#   postgresql:            a real database behind OpenBao's dynamic secrets, in the tests
 APT_PACKAGES=(
     runc
     umoci
     docker-registry
     skopeo
     busybox-static
+    postgresql
 )
 
 step() { printf '==> %s\n' "$*" >&2; }
