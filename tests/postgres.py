@@ -48,8 +48,8 @@ class Postgres:
         )
         pwfile.unlink()
         self.process = subprocess.Popen(
-            self._prefix()
-            + [
+            [
+                *self._prefix(),
                 _bin("postgres"),
                 "-D",
                 str(data),
