@@ -9,9 +9,8 @@ and VALUE never reaches here (the model refuses it).
 
 from __future__ import annotations
 
-from mesos_secrets.errors import IsolatorError, ResolverError
+from mesos_secrets.errors import IsolatorError
 from mesos_secrets.isolator import ENVIRONMENT_SECRETS, ContainerConfig, Isolator, LaunchInfo
-from mesos_secrets.resolver import resolve_all
 from mesos_secrets.secretbytes import SecretBytes
 
 __all__ = ["EnvironmentSecretIsolator"]
@@ -28,19 +27,14 @@ class EnvironmentSecretIsolator(Isolator):
         variables = environment.secrets() if environment else ()
         if not variables:
             return None
-        secrets = [v.secret for v in variables if v.secret is not None]
+        wanted = [
+            (f"environment variable '{v.name}' ({v.secret.describe()})", v.secret)
+            for v in variables
+            if v.secret is not None
+        ]
         resolved: dict[str, SecretBytes] = {}
-        for variable, value in zip(
-            variables, resolve_all(self.resolver, secrets, config.context), strict=True
-        ):
+        for variable, value in zip(variables, self.resolve_each(config, wanted), strict=True):
             assert variable.secret is not None
-            what = f"environment variable '{variable.name}' ({variable.secret.describe()})"
-            if isinstance(value, ResolverError):
-                raise IsolatorError(
-                    f"cannot resolve {what}: {value}",
-                    isolator=self.name,
-                    container_id=config.container_id,
-                ) from value
             if b"\0" in value.reveal():
                 raise IsolatorError(
                     f"Environment variable '{variable.name}' ({variable.secret.describe()}) "

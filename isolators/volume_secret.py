@@ -24,14 +24,13 @@ import json
 import logging
 import os
 import re
-import shutil
 import stat
 from pathlib import Path
 
 import attrs
 
 from mesos_secrets import linux
-from mesos_secrets.errors import ConfigError, IsolatorError, ResolverError
+from mesos_secrets.errors import ConfigError, IsolatorError
 from mesos_secrets.isolator import (
     SECRET_VOLUMES,
     ContainerConfig,
@@ -40,7 +39,7 @@ from mesos_secrets.isolator import (
     Mount,
 )
 from mesos_secrets.mesos import ContainerType, Volume, VolumeMode
-from mesos_secrets.resolver import SecretResolver, resolve_all
+from mesos_secrets.resolver import SecretResolver
 from mesos_secrets.secretbytes import SecretBytes
 
 __all__ = ["VolumeSecretIsolator", "parse_size"]
@@ -167,19 +166,9 @@ class VolumeSecretIsolator(Isolator):
         return _Plan(volume, host=real)
 
     def _resolve(self, config: ContainerConfig, plans: list[_Plan]) -> list[SecretBytes]:
-        secrets = [p.volume.secret for p in plans if p.volume.secret is not None]
-        values = []
-        for plan, value in zip(
-            plans, resolve_all(self.resolver, secrets, config.context), strict=True
-        ):
-            if isinstance(value, ResolverError):
-                raise IsolatorError(
-                    f"cannot resolve {plan.label}: {value}",
-                    isolator=self.name,
-                    container_id=config.container_id,
-                ) from value
-            values.append(value)
-        return values
+        return self.resolve_each(
+            config, [(p.label, p.volume.secret) for p in plans if p.volume.secret is not None]
+        )
 
     def _check_sizes(
         self, config: ContainerConfig, plans: list[_Plan], values: list[SecretBytes]
@@ -312,19 +301,16 @@ class VolumeSecretIsolator(Isolator):
 
     def isolate(self, container_id: str, pid: int) -> None:
         """The task has its own copy of the tmpfs now: take it off the host's tree."""
-        for point in linux.mount_points_under(self.container_dir(container_id)):
-            linux.umount(point, detach=True)
+        linux.detach_all(self.container_dir(container_id))
 
     def cleanup(self, container_id: str) -> None:
         directory = self.container_dir(container_id)
         if not directory.exists():
             return
-        for point in linux.mount_points_under(directory):
-            linux.umount(point, detach=True)
-        journal = directory / "created.json"
-        for path in reversed(_read_journal(journal)):
+        linux.detach_all(directory)
+        for path in reversed(_read_journal(directory / "created.json")):
             _remove_created(path)
-        shutil.rmtree(directory)
+        linux.remove_tree(directory)
 
 
 def _record(journal: Path, path: Path) -> None:

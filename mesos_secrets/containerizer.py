@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import tempfile
 import uuid
@@ -201,10 +200,7 @@ class Containerizer:
             self.isolators.cleanup(container_id)
             self.provisioner.destroy(container_id)
         finally:
-            if directory.exists():
-                for point in linux.mount_points_under(directory):
-                    linux.umount(point, detach=True)
-                shutil.rmtree(directory)
+            linux.remove_tree(directory)
 
     def _destroy_quietly(self, container_id: str) -> None:
         try:

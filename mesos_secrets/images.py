@@ -521,12 +521,7 @@ class Provisioner:
         return self._overlay(config.container_id, lower)
 
     def destroy(self, container_id: str) -> None:
-        directory = self.container_dir(container_id)
-        if not directory.exists():
-            return
-        for point in linux.mount_points_under(directory):
-            linux.umount(point, detach=True)
-        shutil.rmtree(directory)
+        linux.remove_tree(self.container_dir(container_id))
 
     # --- credentials ----------------------------------------------------------------
 

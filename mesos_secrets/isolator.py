@@ -27,10 +27,11 @@ from typing import Any, ClassVar, Self
 
 import attrs
 
-from .errors import ConfigError, IsolatorError, MesosSecretsError
+from .errors import ConfigError, IsolatorError, MesosSecretsError, ResolverError
 from .mesos import CommandInfo, ContainerInfo
 from .registry import ISOLATOR_GROUP, Registry
-from .resolver import ResolveContext, SecretResolver, convert_options
+from .resolver import ResolveContext, SecretResolver, convert_options, resolve_all
+from .secret import Secret
 from .secretbytes import SecretBytes
 
 __all__ = [
@@ -143,6 +144,26 @@ class Isolator(abc.ABC):
     @classmethod
     def from_options(cls, resolver: SecretResolver, runtime_dir: Path, **options: Any) -> Self:
         return cls(resolver, runtime_dir, **convert_options(cls, f"isolator '{cls.name}'", options))
+
+    def resolve_each(
+        self, config: ContainerConfig, wanted: Sequence[tuple[str, Secret]]
+    ) -> list[SecretBytes]:
+        """Resolve a container's secrets at once; a failure names what it was for.
+
+        ``wanted`` pairs a description ("environment variable 'DB' (secret '/db')") with
+        each secret; the first failure is an :class:`IsolatorError` with that description.
+        """
+        values = resolve_all(self.resolver, [secret for _, secret in wanted], config.context)
+        resolved = []
+        for (what, _), value in zip(wanted, values, strict=True):
+            if isinstance(value, ResolverError):
+                raise IsolatorError(
+                    f"cannot resolve {what}: {value}",
+                    isolator=self.name,
+                    container_id=config.container_id,
+                ) from value
+            resolved.append(value)
+        return resolved
 
     def container_dir(self, container_id: str) -> Path:
         """Where this isolator keeps what it has for a container (never a value, except

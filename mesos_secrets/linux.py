@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import shutil
 from pathlib import Path
 
 __all__ = [
@@ -24,10 +25,12 @@ __all__ = [
     "MS_REC",
     "MS_REMOUNT",
     "bind_mount",
+    "detach_all",
     "is_root",
     "make_mounts_private",
     "mount",
     "mount_points_under",
+    "remove_tree",
     "set_parent_death_signal",
     "umount",
     "unshare_mount_namespace",
@@ -133,6 +136,20 @@ def make_mounts_private() -> None:
     unmount must not reach the task's copy of it.
     """
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def detach_all(root: str | os.PathLike[str]) -> None:
+    """Detach every mount at or under ``root`` (deepest first)."""
+    for point in mount_points_under(root):
+        umount(point, detach=True)
+
+
+def remove_tree(root: Path) -> None:
+    """Detach what is mounted under ``root``, then delete it: never into a mounted fs."""
+    if not root.exists():
+        return
+    detach_all(root)
+    shutil.rmtree(root)
 
 
 def _unescape(field: str) -> str:

@@ -177,9 +177,7 @@ class RuncLauncher(Launcher):
         directory = self.container_dir(container_id)
         if directory.exists():
             self.runc("delete", "--force", self.name_of(container_id), check=False)
-            for point in linux.mount_points_under(directory):
-                linux.umount(point, detach=True)
-            shutil.rmtree(directory)
+            linux.remove_tree(directory)
 
     def spec(self, config: ContainerConfig, info: LaunchInfo) -> dict[str, Any]:
         """The OCI runtime spec for the task (held in memory and on the bundle's tmpfs only)."""

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .bao import free_port
+from .bao import free_port, stop_process
 
 
 def _bin(name: str) -> str:
@@ -88,11 +88,5 @@ class Postgres:
         subprocess.run(self._prefix() + list(args), check=True, capture_output=True, timeout=120)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # "fast" shutdown: clients are cut off
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGINT)  # "fast" shutdown: clients are cut off
         shutil.rmtree(self.directory, ignore_errors=True)

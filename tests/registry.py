@@ -17,7 +17,7 @@ from pathlib import Path
 import bcrypt
 import requests
 
-from .bao import free_port
+from .bao import free_port, stop_process
 from .certs import CertificateAuthority
 
 
@@ -139,13 +139,7 @@ class Registry:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def umoci(*args: str) -> None:
