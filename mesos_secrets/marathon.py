@@ -400,6 +400,21 @@ def _read_args(read: _Reader, raw: Any) -> tuple[str, ...] | None:
     return tuple(item for item in raw if isinstance(item, str))
 
 
+#: Marathon's PathId segments (``PathId.ID_PATH_SEGMENT_PATTERN``), and its message.
+ID_SEGMENT = (
+    r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])|(\.|\.\.)$"
+)
+_ID_SEGMENT = re.compile(ID_SEGMENT.removeprefix("^").removesuffix("$"))
+
+
+def id_violations(spec_id: str) -> list[tuple[str, str]]:
+    """Each segment of an app or pod id must match Marathon's pattern."""
+    parts = [part for part in spec_id.split("/") if part]
+    if all(_ID_SEGMENT.fullmatch(part) for part in parts):
+        return []
+    return [("/id", f"must fully match regular expression '{ID_SEGMENT}'")]
+
+
 #: Pod environment names (``EnvVars`` in Marathon's RAML); app names are free (``LegacyEnvVars``).
 POD_ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,253}?$")
 
@@ -496,7 +511,7 @@ def _read_volume(read: _Reader, volume: dict[str, Any], path: str) -> AppVolume 
 
 def _violations(app: App, root: Mapping[str, Any]) -> list[tuple[str, str]]:  # noqa: PLR0912
     """Marathon's rules (``reference/marathon.md`` §2.3), secrets feature on."""
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str]] = id_violations(app.id)
     if "" in app.secrets:
         found.append(("/secrets/", "must not be empty"))
     for i, name in enumerate(app.env):

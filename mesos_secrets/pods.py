@@ -41,6 +41,7 @@ from .marathon import (
     _read_secrets,
     _Reader,
     _resources,
+    id_violations,
     mount_path,
     secret_for,
     unused_secrets,
@@ -384,7 +385,7 @@ def _read_mounts(read: _Reader, raw: Any, path: str) -> list[PodVolumeMount]:
 
 def _violations(pod: Pod) -> list[tuple[str, str]]:  # noqa: PLR0912 (one rule per branch)
     """``PodsValidation`` with the secrets feature on (``reference/marathon.md`` §2.4)."""
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str]] = id_violations(pod.id)
     if not pod.id.startswith("/"):
         found.append(("/id", "Path needs to be absolute"))
     if "" in pod.secrets:

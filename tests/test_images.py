@@ -177,10 +177,14 @@ class TestRunInImage:
     def test_second_launch_pulls_nothing(self, runner: ImageRunner) -> None:
         """The first launch downloads the blobs into the store; the second, none."""
         start = runner.registry.blob_gets()
-        assert runner.run(runner.app()).returncode == 0
+        first = runner.run(runner.app())
+        assert first.returncode == 0
+        assert b"pulling " in first.stderr  # progress, in the log at -v
         before = runner.registry.blob_gets()
         assert before > start
-        assert runner.run(runner.app()).returncode == 0
+        second = runner.run(runner.app())
+        assert second.returncode == 0
+        assert b"pulling " not in second.stderr
         assert runner.registry.blob_gets() == before
 
     def test_signal_reaches_the_task(self, runner: ImageRunner) -> None:
@@ -293,6 +297,24 @@ class TestCredentials:
         other_user.store.put("/registry/pull", {"config": docker_config(registry, "bob", OTHER)})
         assert other_user.run(other_user.app()).returncode == 0
         assert registry.blob_gets() == before  # served from the store, after bob's own check
+
+
+def test_concurrent_callers_share_nothing(tmp_path: Path, home: Path, registry: Registry) -> None:
+    """Two launches of one private image at once, one caller without valid credentials:
+    it is refused, though the other is pulling the very same image into the same store."""
+    store = tmp_path / "shared-store"
+    good = ImageRunner(tmp_path / "good", home, registry, store)
+    good.store.put("/registry/pull", {"config": docker_config(registry)})
+    bad = ImageRunner(tmp_path / "bad", home, registry, store)
+    bad.store.put("/registry/guess", {"config": docker_config(registry, "alice", "guess")})
+    bad_app = bad.app()
+    bad_app["secrets"]["pull"]["source"] = "/registry/guess@config"
+    first, second = good.start(good.app()), bad.start(bad_app)
+    _, good_err = first.communicate(timeout=120)
+    _, bad_err = second.communicate(timeout=120)
+    assert first.returncode == 0, good_err.decode()
+    assert second.returncode == 1
+    assert b"refused the credentials" in bad_err
 
 
 def test_corrupted_blob(tmp_path: Path, home: Path, layout: Path) -> None:

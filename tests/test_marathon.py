@@ -208,3 +208,18 @@ class TestValidation:
         with pytest.raises(SpecError, match="Invalid JSON") as caught:
             load_spec('{"id": ')
         assert caught.value.to_json()["details"][0]["path"] == "/"
+
+
+@pytest.mark.parametrize("bad", ["/a b", "/UPPER/x", "/a#$%^&*b", "/-start", "/end-"])
+def test_app_id_pattern(bad: str) -> None:
+    """Marathon's PathId rule, with its message, for each segment of the id."""
+    with pytest.raises(SpecError) as caught:
+        parse_app({"id": bad, "cmd": "x"})
+    path, message = caught.value.details[0]
+    assert path == "/id"
+    assert message.startswith("must fully match regular expression '^(([a-z0-9]|")
+
+
+@pytest.mark.parametrize("good", ["/a", "a/b.c", "/my-app/v1.2", "/x/../y"])
+def test_app_id_ok(good: str) -> None:
+    parse_app({"id": good, "cmd": "x"})
