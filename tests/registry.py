@@ -6,23 +6,36 @@ are built from Debian's busybox-static with umoci and pushed with skopeo.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import os
 import shutil
+import ssl
 import subprocess
+import threading
 import time
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import bcrypt
+import jwt
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from .bao import free_port, stop_process
 from .certs import CertificateAuthority
 
 
 class Registry:
-    def __init__(self, directory: Path, users: dict[str, str]) -> None:
+    def __init__(self, directory: Path, users: dict[str, str], *, token: bool = False) -> None:
+        """htpasswd (Basic) authentication, or with ``token`` Bearer tokens from a
+        :class:`TokenServer` of the test's own (the registry's token auth)."""
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.ca = CertificateAuthority(directory / "pki", name="registry test CA")
@@ -30,6 +43,7 @@ class Registry:
         self.cert_dir = directory / "certs.d"  # for skopeo: *.crt are trusted CAs
         self.cert_dir.mkdir()
         shutil.copy(self.ca.ca.cert, self.cert_dir / "ca.crt")
+        self.token_server: TokenServer | None = None
         htpasswd = directory / "htpasswd"
         htpasswd.write_text(
             "".join(
@@ -51,7 +65,9 @@ class Registry:
                         "addr": self.host,
                         "tls": {"certificate": str(server.cert), "key": str(server.key)},
                     },
-                    "auth": {"htpasswd": {"realm": "test", "path": str(htpasswd)}},
+                    "auth": self._auth(htpasswd, users)
+                    if token
+                    else {"htpasswd": {"realm": "test", "path": str(htpasswd)}},
                 }
             )
         )
@@ -67,6 +83,17 @@ class Registry:
         except BaseException:
             self.stop()
             raise
+
+    def _auth(self, htpasswd: Path, users: dict[str, str]) -> dict[str, Any]:
+        self.token_server = TokenServer(self.ca, users, service=f"registry-{free_port()}")
+        return {
+            "token": {
+                "realm": f"{self.token_server.url}/token",
+                "service": self.token_server.service,
+                "issuer": TokenServer.ISSUER,
+                "rootcertbundle": str(self.ca.ca.cert),
+            }
+        }
 
     def _wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -140,6 +167,8 @@ class Registry:
 
     def stop(self) -> None:
         stop_process(self.process)
+        if self.token_server is not None:
+            self.token_server.stop()
 
 
 def umoci(*args: str) -> None:
@@ -207,3 +236,79 @@ def build_busybox(layout: Path) -> dict[str, str]:
     )
     (layout / "index.json").write_text(json.dumps(index))
     return {"latest": latest["digest"], "multi": digest}
+
+
+class TokenServer:
+    """A test double for a registry token service (the Docker registry token
+    authentication spec): GET /token?service=…&scope=repository:NAME:ACTIONS with Basic
+    credentials answers {"token": JWT}, an ES256 JWT whose ``x5c`` certificate the
+    registry trusts through its ``rootcertbundle``. Wrong credentials are a 401."""
+
+    ISSUER = "mesos-secrets-test-token-issuer"
+
+    def __init__(self, ca: CertificateAuthority, users: dict[str, str], *, service: str) -> None:
+        self.users = users
+        self.service = service
+        self.requests: list[str] = []
+        signer = ca.issue("token-signer", server=False)
+        self._key = signer.key.read_bytes()
+        self._x5c = [
+            base64.b64encode(
+                x509.load_pem_x509_certificate(signer.cert.read_bytes()).public_bytes(
+                    serialization.Encoding.DER
+                )
+            ).decode()
+        ]
+        tls = ca.issue("token-server", server=True)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.handle(self)
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls.cert), str(tls.key))
+        self.http.socket = context.wrap_socket(self.http.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(request.path).query)
+        self.requests.append(request.path)
+        scheme, _, encoded = (request.headers.get("Authorization") or "").partition(" ")
+        user, _, password = base64.b64decode(encoded or "").decode(errors="replace").partition(":")
+        if scheme != "Basic" or not hmac.compare_digest(self.users.get(user, "\0"), password):
+            request.send_response(401)
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+            return
+        access = []
+        for scope in query.get("scope", []):
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {
+            "iss": self.ISSUER,
+            "sub": user,
+            "aud": self.service,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": str(uuid.uuid4()),
+            "access": access,
+        }
+        token = jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": self._x5c})
+        body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+        request.send_response(200)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()

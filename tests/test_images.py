@@ -350,3 +350,26 @@ def test_corrupted_blob(tmp_path: Path, home: Path, layout: Path) -> None:
 def test_no_mounts_left(tmp_path: Path) -> None:
     """(After everything above.) No overlay or tmpfs of ours is left in this namespace."""
     assert not mounts_under(tmp_path.parent)
+
+
+def test_bearer_token_registry(tmp_path: Path, home: Path, layout: Path) -> None:
+    """A registry with token authentication: credentials buy a Bearer token, wrong ones nothing."""
+    server = Registry(tmp_path / "registry", {"alice": PASSWORD}, token=True)
+    try:
+        server.push(layout, "latest", "private/busybox:latest", user="alice", password=PASSWORD)
+        assert server.token_server is not None
+        runner = ImageRunner(tmp_path, home, server)
+        runner.store.put("/registry/pull", {"config": docker_config(server)})
+        runner.store.put("/app/db", {"password": "db-password"})
+        result = runner.run(runner.app(cmd="test -f /etc/hello"))
+        assert result.returncode == 0, result.stderr.decode()
+        assert any(
+            "scope=repository%3Aprivate%2Fbusybox%3Apull" in r for r in server.token_server.requests
+        )
+        runner.store.put("/registry/pull", {"config": docker_config(server, "alice", "wrong")})
+        refused = runner.run(runner.app(cmd="true"))
+        assert refused.returncode == 1
+        assert b"refused the credentials" in refused.stderr
+        runner.assert_no_residue()
+    finally:
+        server.stop()
