@@ -274,6 +274,17 @@ class _Reader:
         self.fail(path, "error.expected.jsobject")
         return None
 
+    def array(self, value: Any, path: str, *, required: bool = False) -> list[Any]:
+        """``value`` as a list; absent (or, if ``required``, missing) or not an array is []."""
+        if value is None:
+            if required:
+                self.fail(path, "error.path.missing")
+            return []
+        if not isinstance(value, list):
+            self.fail(path, "error.expected.jsarray")
+            return []
+        return value
+
     def string(
         self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
     ) -> str | None:
@@ -389,10 +400,8 @@ def _strict_violations(app: App) -> list[tuple[str, str]]:
 
 
 def _read_args(read: _Reader, raw: Any) -> tuple[str, ...] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list):
-        read.fail("/args", "error.expected.jsarray")
+    if raw is None or not isinstance(raw, list):
+        read.array(raw, "/args")  # reports a non-array; absent is fine
         return None
     for i, item in enumerate(raw):
         if not isinstance(item, str):
@@ -464,11 +473,7 @@ def _read_container(read: _Reader, raw: Any) -> AppContainer | None:
         else:
             read.fail("/container/type", "error.expected.validenumvalue")
     volumes: list[AppVolume] = []
-    raw_volumes = raw.get("volumes")
-    if raw_volumes is not None and not isinstance(raw_volumes, list):
-        read.fail("/container/volumes", "error.expected.jsarray")
-        raw_volumes = None
-    for i, volume in enumerate(raw_volumes or ()):
+    for i, volume in enumerate(read.array(raw.get("volumes"), "/container/volumes")):
         path = f"/container/volumes({i})"
         if read.obj(volume, path) is None:
             continue

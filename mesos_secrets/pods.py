@@ -259,12 +259,7 @@ def _name(read: _Reader, parent: Mapping[str, Any], path: str) -> str | None:
 
 def _read_volumes(read: _Reader, raw: Any) -> list[PodVolume]:
     volumes: list[PodVolume] = []
-    if raw is None:
-        return volumes
-    if not isinstance(raw, list):
-        read.fail("/volumes", "error.expected.jsarray")
-        return volumes
-    for i, volume in enumerate(raw):
+    for i, volume in enumerate(read.array(raw, "/volumes")):
         path = f"/volumes({i})"
         if read.obj(volume, path) is None:
             continue
@@ -286,13 +281,7 @@ def _read_volumes(read: _Reader, raw: Any) -> list[PodVolume]:
 
 def _read_containers(read: _Reader, raw: Any) -> list[PodContainer]:
     containers: list[PodContainer] = []
-    if raw is None:
-        read.fail("/containers", "error.path.missing")
-        return containers
-    if not isinstance(raw, list):
-        read.fail("/containers", "error.expected.jsarray")
-        return containers
-    for i, item in enumerate(raw):
+    for i, item in enumerate(read.array(raw, "/containers", required=True)):
         path = f"/containers({i})"
         if read.obj(item, path) is None:
             continue
@@ -363,12 +352,7 @@ def _read_exec(read: _Reader, raw: Any, path: str) -> tuple[str | None, tuple[st
 
 def _read_mounts(read: _Reader, raw: Any, path: str) -> list[PodVolumeMount]:
     mounts: list[PodVolumeMount] = []
-    if raw is None:
-        return mounts
-    if not isinstance(raw, list):
-        read.fail(path, "error.expected.jsarray")
-        return mounts
-    for j, item in enumerate(raw):
+    for j, item in enumerate(read.array(raw, path)):
         where = f"{path}({j})"
         if read.obj(item, where) is None:
             continue
