@@ -41,9 +41,9 @@ import pymesos  # type: ignore[import-untyped,unused-ignore]
 from .acls import ACLs
 from .config import Config, load_config
 from .containerizer import Container, Containerizer, default_runtime_dir
+from .containerizer.launcher import Termination
 from .errors import MesosSecretsError, SecretValidationError
 from .framework import BOOTSTRAP_ENV
-from .launcher import Termination
 from .mesos import TaskInfo
 from .registry import get_resolver, resolvers
 from .resolver import ResolveContext, SecretResolver

@@ -24,16 +24,16 @@ import attrs
 from .acls import ACLs
 from .config import Config
 from .containerizer import Authorizer, Container, Containerizer, default_runtime_dir
+from .containerizer.launcher import PosixLauncher, Termination
+from .containerizer.runc import RuncLauncher
 from .errors import LaunchError, MesosSecretsError
 from .images import Progress, Provisioner, RegistryOptions, default_store_dir
 from .isolator import create_isolators
-from .launcher import PosixLauncher, Termination
 from .marathon import App
 from .mesos import ContainerType, TaskInfo
 from .pods import Pod
 from .registry import get_resolver
 from .resolver import ResolveContext, SecretResolver
-from .runc import RuncLauncher
 
 __all__ = ["Interrupted", "RunOptions", "build_containerizer", "run_app"]
 

@@ -31,6 +31,7 @@ from mesos_secrets import (
     Volume,
 )
 from mesos_secrets.containerizer import Containerizer
+from mesos_secrets.containerizer.launcher import PosixLauncher, resolve_user
 from mesos_secrets.isolator import (
     ContainerConfig,
     Isolator,
@@ -40,7 +41,6 @@ from mesos_secrets.isolator import (
     create_isolators,
     parse_isolation,
 )
-from mesos_secrets.launcher import PosixLauncher, resolve_user
 from mesos_secrets.mesos import ContainerType, VolumeMode
 from mesos_secrets.testing import canary
 from resolvers.local import LocalResolver
@@ -431,7 +431,7 @@ from pathlib import Path
 from mesos_secrets import Secret, Volume
 from mesos_secrets.containerizer import Containerizer
 from mesos_secrets.isolator import create_isolators
-from mesos_secrets.launcher import PosixLauncher
+from mesos_secrets.containerizer.launcher import PosixLauncher
 from mesos_secrets.mesos import TaskInfo, CommandInfo, ContainerInfo, ContainerType
 from resolvers.local import LocalResolver
 
@@ -445,7 +445,7 @@ task = TaskInfo(name="t", task_id="t", command=CommandInfo(value="sleep 60"),
 containerizer._claim("orphan", task)
 from mesos_secrets.isolator import ContainerConfig
 from mesos_secrets.containerizer import Containerizer
-from mesos_secrets.launcher import PosixLauncher, resolve_user
+from mesos_secrets.containerizer.launcher import PosixLauncher, resolve_user
 chain.prepare(ContainerConfig("orphan", sandbox, resolve_user(None), task.command, task.container))
 os._exit(0)   # a crash: no cleanup at all
 """

@@ -398,8 +398,8 @@ class TestContainerizer:
         """An RW secret volume is writable by the task; writes stay on its tmpfs."""
         from mesos_secrets import CommandInfo, ContainerInfo, Secret, TaskInfo, Volume
         from mesos_secrets.containerizer import Containerizer
+        from mesos_secrets.containerizer.launcher import PosixLauncher
         from mesos_secrets.isolator import create_isolators
-        from mesos_secrets.launcher import PosixLauncher
         from mesos_secrets.mesos import VolumeMode
         from resolvers.local import LocalResolver
 

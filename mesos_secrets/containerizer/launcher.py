@@ -27,10 +27,10 @@ from typing import IO, Any
 
 import attrs
 
-from . import linux
-from .errors import LaunchError
-from .isolator import ContainerConfig, LaunchInfo, Mount, TaskUser
-from .mesos import VariableType
+from .. import linux
+from ..errors import LaunchError
+from ..isolator import ContainerConfig, LaunchInfo, Mount, TaskUser
+from ..mesos import VariableType
 
 __all__ = [
     "DEFAULT_PATH",

@@ -24,12 +24,12 @@ from typing import IO, Any, Protocol, Self
 
 import attrs
 
-from . import linux
-from .errors import LaunchError, MesosSecretsError
-from .isolator import ContainerConfig, IsolatorChain
+from .. import linux
+from ..errors import LaunchError, MesosSecretsError
+from ..isolator import ContainerConfig, IsolatorChain
+from ..mesos import TaskInfo
+from ..resolver import ResolveContext
 from .launcher import Launcher, Process, Termination, resolve_user
-from .mesos import TaskInfo
-from .resolver import ResolveContext
 
 __all__ = [
     "Authorizer",

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from . import linux
-from .errors import LaunchError
-from .isolator import ContainerConfig, LaunchInfo, Mount
+from .. import linux
+from ..errors import LaunchError
+from ..isolator import ContainerConfig, LaunchInfo, Mount
 from .launcher import Launcher, Process, Termination, command_argv, task_environment
 
 __all__ = ["SANDBOX", "RuncLauncher"]
