@@ -11,14 +11,20 @@ unbounded ramfs, world-readable and root-owned, and checks no paths. Here:
 - target paths as in Mesos: relative ones inside the sandbox, absolute ones inside the
   image's root filesystem or, without an image, an existing host file bound over in
   the task's own mount namespace; ``..``, NUL and empty components are refused by the
-  model, and a symbolic link on the way is refused here;
-- the tmpfs is mounted under the runtime directory (``0700``, root only) while the
-  files are written and the task starts; once the task runs it is detached from the
-  host, so it lives only in the task's mount namespace and vanishes with it.
+  model, and a symbolic link anywhere on the way is refused here (and again by the
+  launcher, which also checks that each mount point is still the inode made for it);
+- the tmpfs is never mounted on the host: it is a detached filesystem (``fsmount``),
+  written through its fd, and attached only inside the task's mount namespace. No
+  other process can see it or copy it into a namespace of its own, and it vanishes
+  with the task (or with us, should we die before the task starts);
+- the placeholders made in the sandbox are journalled with their inodes and removed
+  by fd at cleanup, only if they are still those inodes: a task that swaps a directory
+  for a link cannot steer the cleanup (run as root) outside its sandbox.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -29,11 +35,12 @@ from pathlib import Path
 
 import attrs
 
-from mesos_secrets import linux
+from mesos_secrets import linux, nofollow
 from mesos_secrets.errors import ConfigError, IsolatorError
 from mesos_secrets.isolator import (
     SECRET_VOLUMES,
     ContainerConfig,
+    Filesystem,
     Isolator,
     LaunchInfo,
     Mount,
@@ -47,6 +54,9 @@ __all__ = ["VolumeSecretIsolator", "parse_size"]
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: The source name of our tmpfs mounts, as mount tables show it.
+SOURCE = "mesos-secrets"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)(i?b?)\s*", re.IGNORECASE)
 _NOSWAP_SUPPORTED: bool | None = None  # learned at the first mount
 
@@ -80,6 +90,7 @@ class _Plan:
     base: Path | None = None
     relative: str = ""
     host: Path | None = None
+    host_inode: nofollow.Identity | None = None
 
     @property
     def label(self) -> str:
@@ -103,6 +114,8 @@ class VolumeSecretIsolator(Isolator):
         super().__init__(resolver, runtime_dir)
         self.size = parse_size(size)
         self.noswap = noswap
+        #: The detached tmpfs of each container, until its task runs.
+        self._filesystems: dict[str, int] = {}
 
     # --- prepare ----------------------------------------------------------------------
 
@@ -130,22 +143,36 @@ class VolumeSecretIsolator(Isolator):
         directory = self.container_dir(config.container_id)
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmpfs = directory / "tmpfs"
-            tmpfs.mkdir(mode=0o700, exist_ok=True)
-            self._mount_tmpfs(config, tmpfs)
+            staging = directory / "tmpfs"  # where it is attached, in the task's namespace
+            staging.mkdir(mode=0o700, exist_ok=True)
+            tmpfs = self._new_tmpfs(config)
+            self._filesystems[config.container_id] = tmpfs
+            sandbox = Path(os.path.realpath(config.sandbox))
             mounts = []
             for index, (plan, value) in enumerate(zip(plans, values, strict=True)):
-                source = self._write(config, plan, tmpfs, index, value)
-                target = plan.host or self._mount_point(config, plan, directory)
-                mounts.append(Mount(source, target, read_only=plan.volume.mode is VolumeMode.RO))
+                name = self._write(config, plan, tmpfs, index, value)
+                read_only = plan.volume.mode is VolumeMode.RO
+                if plan.host is not None:
+                    target, base, inode = plan.host, None, plan.host_inode
+                elif config.rootfs is not None and plan.base == config.rootfs:
+                    # In an image: runc makes the mount point, inside the image's overlay.
+                    target, base, inode = plan.base / plan.relative, None, None
+                else:
+                    target, inode = self._mount_point(config, plan, sandbox, directory)
+                    base = sandbox
+                mounts.append(Mount(staging / name, target, read_only, base=base, inode=inode))
         except BaseException:
-            # The chain would clean up too; an isolator used alone must not leave a mount.
+            # The chain would clean up too; an isolator used alone must not leave anything.
             self.cleanup(config.container_id)
             raise
         log.info(
             "%d secret(s) written to the tmpfs of container %s", len(mounts), config.container_id
         )
-        return LaunchInfo(mounts=tuple(mounts), detach=(tmpfs,))
+        return LaunchInfo(
+            mounts=tuple(mounts),
+            detach=(staging,),
+            filesystems=(Filesystem(tmpfs, staging),),
+        )
 
     def _error(self, config: ContainerConfig, message: str) -> IsolatorError:
         return IsolatorError(message, isolator=self.name, container_id=config.container_id)
@@ -157,13 +184,26 @@ class VolumeSecretIsolator(Isolator):
         if config.rootfs is not None:
             return _Plan(volume, base=config.rootfs, relative=path.lstrip("/"))
         # No image: an existing host file, bound over in the task's mount namespace.
-        host = Path(path)
-        if not os.path.lexists(host):
-            raise self._error(config, f"Absolute container path '{path}' does not exist")
-        real = host.resolve()
-        if not real.is_file():
+        no_links = linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS
+        try:
+            fd = linux.openat2(linux.AT_FDCWD, path, os.O_PATH, no_links)
+        except FileNotFoundError:
+            raise self._error(config, f"Absolute container path '{path}' does not exist") from None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise self._error(
+                    config,
+                    f"Absolute container path '{path}' goes through a symbolic link; secret "
+                    "volumes are never written through links",
+                ) from None
+            raise self._error(config, f"cannot open '{path}': {error.strerror}") from None
+        try:
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise self._error(config, f"Absolute container path '{path}' is not a regular file")
-        return _Plan(volume, host=real)
+        return _Plan(volume, host=Path(path), host_inode=nofollow.identity(info))
 
     def _resolve(self, config: ContainerConfig, plans: list[_Plan]) -> list[SecretBytes]:
         return self.resolve_each(
@@ -189,17 +229,25 @@ class VolumeSecretIsolator(Isolator):
                 f"the size cap of {human(self.size)} (option 'size' of the volume_secret isolator)",
             )
 
-    def _mount_tmpfs(self, config: ContainerConfig, target: Path) -> None:
+    def _new_tmpfs(self, config: ContainerConfig) -> int:
+        """The container's tmpfs, detached: an fd of its root, mounted nowhere."""
         global _NOSWAP_SUPPORTED  # noqa: PLW0603 (a fact about the kernel, learned once)
         user = config.user
-        options = f"size={self.size},mode=0700,uid={user.uid},gid={user.gid}"
+        options: dict[str, str | None] = {
+            "size": str(self.size),
+            "mode": "0700",
+            "uid": str(user.uid),
+            "gid": str(user.gid),
+        }
         flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         if self.noswap and _NOSWAP_SUPPORTED is not False:
             try:
-                linux.mount("tmpfs", target, "tmpfs", flags, options + ",noswap")
+                fd = linux.new_filesystem(
+                    "tmpfs", {**options, "noswap": None}, flags, source=SOURCE
+                )
             except OSError as error:
                 if error.errno != errno.EINVAL:
-                    raise self._error(config, f"cannot mount the secret tmpfs: {error}") from None
+                    raise self._error(config, f"cannot make the secret tmpfs: {error}") from None
                 _NOSWAP_SUPPORTED = False
                 log.warning(
                     "this kernel's tmpfs has no 'noswap' option (Linux 6.4+): secret volumes "
@@ -207,21 +255,21 @@ class VolumeSecretIsolator(Isolator):
                 )
             else:
                 _NOSWAP_SUPPORTED = True
-                return
+                return fd
         try:
-            linux.mount("tmpfs", target, "tmpfs", flags, options)
+            return linux.new_filesystem("tmpfs", options, flags, source=SOURCE)
         except OSError as error:
-            raise self._error(config, f"cannot mount the secret tmpfs: {error}") from None
+            raise self._error(config, f"cannot make the secret tmpfs: {error}") from None
 
     def _write(
-        self, config: ContainerConfig, plan: _Plan, tmpfs: Path, index: int, value: SecretBytes
-    ) -> Path:
+        self, config: ContainerConfig, plan: _Plan, tmpfs: int, index: int, value: SecretBytes
+    ) -> str:
         """Write one secret atomically: a private temporary file, then rename(2)."""
-        final = tmpfs / str(index)
-        temporary = tmpfs / f".{index}.tmp"
+        final = str(index)
+        temporary = f".{index}.tmp"
         mode = 0o600 if plan.volume.mode is VolumeMode.RW else 0o400
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temporary, flags, mode)
+        fd = os.open(temporary, flags, mode, dir_fd=tmpfs)
         try:
             view = memoryview(value.reveal())
             while view:
@@ -236,42 +284,43 @@ class VolumeSecretIsolator(Isolator):
             raise
         finally:
             os.close(fd)
-        temporary.rename(final)
+        os.rename(temporary, final, src_dir_fd=tmpfs, dst_dir_fd=tmpfs)
         return final
 
-    def _mount_point(self, config: ContainerConfig, plan: _Plan, directory: Path) -> Path:
-        """Create ``base/relative`` (an empty file) without following any symbolic link.
+    def _mount_point(
+        self, config: ContainerConfig, plan: _Plan, sandbox: Path, directory: Path
+    ) -> tuple[Path, nofollow.Identity]:
+        """Create ``sandbox/relative`` (an empty file) without following any symbolic link.
 
-        Parent directories are made as needed. What is created is recorded first, so
-        cleanup can remove it even after a crash.
+        Parent directories are made as needed. Each entry made is journalled with its
+        inode as soon as it exists, so cleanup can remove it (and only it) after a crash.
+        Returns the mount point and its inode.
         """
-        assert plan.base is not None
         parts = plan.relative.split("/")
         journal = directory / "created.json"
-        in_sandbox = plan.base == config.sandbox
-        fd = os.open(plan.base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        walked = plan.base
+        fd = nofollow.open_directory(sandbox)
+        base = nofollow.identity(os.fstat(fd))
+        walked = sandbox
         try:
-            for part in parts[:-1]:
+            for depth, part in enumerate(parts[:-1]):
                 walked = walked / part
                 try:
-                    next_fd = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
-                    _record(journal, walked)
                     os.mkdir(part, 0o755, dir_fd=fd)
-                    if in_sandbox:
-                        os.chown(part, config.user.uid, config.user.gid, dir_fd=fd)
-                    next_fd = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    made = os.fstat(next_fd)
+                    _record(journal, sandbox, base, parts[: depth + 1], made)
+                    os.fchown(next_fd, config.user.uid, config.user.gid)
                 except OSError as error:
                     raise self._not_followed(config, plan, walked, error) from None
                 os.close(fd)
                 fd = next_fd
             last = parts[-1]
             walked = walked / last
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
-                _record(journal, walked)
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                os.close(os.open(last, flags, 0o400, dir_fd=fd))
+                placeholder = os.open(last, flags, 0o400, dir_fd=fd)
             except FileExistsError:
                 info = os.stat(last, dir_fd=fd, follow_symlinks=False)
                 if not stat.S_ISREG(info.st_mode):
@@ -281,9 +330,15 @@ class VolumeSecretIsolator(Isolator):
                         f"container path '{plan.volume.container_path}' is {kind} at "
                         f"'{walked}'; secret volumes are never written through links",
                     ) from None
+                return walked, nofollow.identity(info)
+            try:
+                info = os.fstat(placeholder)
+                _record(journal, sandbox, base, parts, info)
+            finally:
+                os.close(placeholder)
+            return walked, nofollow.identity(info)
         finally:
             os.close(fd)
-        return walked
 
     def _not_followed(
         self, config: ContainerConfig, plan: _Plan, walked: Path, error: OSError
@@ -300,51 +355,88 @@ class VolumeSecretIsolator(Isolator):
     # --- after launch, and cleanup -------------------------------------------------------
 
     def isolate(self, container_id: str, pid: int) -> None:
-        """The task has its own copy of the tmpfs now: take it off the host's tree."""
-        linux.detach_all(self.container_dir(container_id))
+        """The task has the tmpfs attached in its namespace now: our fd is not needed."""
+        fd = self._filesystems.pop(container_id, None)
+        if fd is not None:
+            os.close(fd)
 
     def cleanup(self, container_id: str) -> None:
+        self.isolate(container_id, 0)
         directory = self.container_dir(container_id)
         if not directory.exists():
             return
-        linux.detach_all(directory)
-        for path in reversed(_read_journal(directory / "created.json")):
-            _remove_created(path)
-        linux.remove_tree(directory)
+        for entry in reversed(_read_journal(directory / "created.json")):
+            _remove_created(entry)
+        nofollow.remove_tree(directory)
 
 
-def _record(journal: Path, path: Path) -> None:
-    """Append ``path`` to the list of what prepare created (paths only, never a value)."""
+def _record(
+    journal: Path, base: Path, base_inode: nofollow.Identity, parts: list[str], info: os.stat_result
+) -> None:
+    """Journal an entry prepare made: where, and which inode (never a value)."""
+    entry = {
+        "base": os.fspath(base),
+        "base_inode": list(base_inode),
+        "path": "/".join(parts),
+        "inode": list(nofollow.identity(info)),
+    }
     with journal.open("a", encoding="utf-8") as out:
-        out.write(json.dumps(os.fspath(path)) + "\n")
+        out.write(json.dumps(entry) + "\n")
         out.flush()
         os.fsync(out.fileno())
 
 
-def _read_journal(journal: Path) -> list[Path]:
+def _read_journal(journal: Path) -> list[dict[str, object]]:
     try:
         lines = journal.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return []
-    paths = []
+    entries = []
     for line in lines:
         try:
-            paths.append(Path(json.loads(line)))
+            entry = json.loads(line)
         except ValueError:
             break  # a torn last line after a crash: nothing after it was created
-    return paths
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
 
 
-def _remove_created(path: Path) -> None:
-    """Remove a placeholder file or directory we created, only if it is still as we left it."""
+def _remove_created(entry: dict[str, object]) -> None:
+    """Remove a placeholder file or directory we made, only if it is still that inode.
+
+    From an fd of the sandbox (checked to be the sandbox it was), walking down without
+    following links: whatever the task did to the names on the way, nothing outside
+    the sandbox, and nothing but what we made, is removed. A directory the task put
+    files in stays.
+    """
+    base, base_inode = entry.get("base"), entry.get("base_inode")
+    path, inode = entry.get("path"), entry.get("inode")
+    if not (isinstance(base, str) and isinstance(path, str)):
+        return
+    parent, _, name = path.rpartition("/")
     try:
-        info = path.lstat()
-    except FileNotFoundError:
+        root = nofollow.open_directory(base)
+    except OSError as error:
+        log.debug("left %s/%s in place: %s", base, path, error.strerror)
         return
     try:
-        if stat.S_ISREG(info.st_mode) and info.st_size == 0:
-            path.unlink()
-        elif stat.S_ISDIR(info.st_mode):
-            path.rmdir()  # only if empty: the task may have put files there
+        if list(nofollow.identity(os.fstat(root))) != base_inode:
+            log.warning("left %s/%s in place: the sandbox is not the one it was", base, path)
+            return
+        directory = nofollow.open_directory(parent, dir_fd=root) if parent else os.dup(root)
+        try:
+            info = nofollow.stat_at(directory, name)
+            if info is None or list(nofollow.identity(info)) != inode:
+                return
+            if stat.S_ISREG(info.st_mode) and info.st_size == 0:
+                os.unlink(name, dir_fd=directory)
+            elif stat.S_ISDIR(info.st_mode):
+                with contextlib.suppress(OSError):  # only if empty: the task's files stay
+                    os.rmdir(name, dir_fd=directory)
+        finally:
+            os.close(directory)
     except OSError as error:
-        log.debug("left %s in place: %s", path, error.strerror)
+        log.debug("left %s/%s in place: %s", base, path, error.strerror)
+    finally:
+        os.close(root)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .config import load_config
 from .errors import MesosSecretsError, SecretValidationError
+from .hardening import protect_process
 from .names import split_source
 from .registry import choose_resolver, get_resolver, resolvers
 
@@ -379,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    protect_process()  # before anything is read: tokens, values, keys
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

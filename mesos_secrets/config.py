@@ -43,6 +43,7 @@ _TOP_LEVEL = {
     "audit",
     "images",
     "acls",
+    "containers",
 }
 
 
@@ -71,6 +72,8 @@ class Config:
     audit: Mapping[str, Any] | None = None
     #: The [images] table: ``store``, ``ca_bundle``, ``insecure_registries``…
     images: Mapping[str, Any] | None = None
+    #: The [containers] table: ``capabilities`` (what a root task keeps).
+    containers: Mapping[str, Any] | None = None
     source: str | None = None
 
     def options_for(self, name: str) -> dict[str, Any]:
@@ -130,8 +133,8 @@ def _from_toml(data: bytes, file: Path) -> Config:
             f"configuration file '{file}': 'isolation' must be a string "
             '("environment_secret,volume_secret") or a list of names'
         )
-    audit, images = doc.get("audit"), doc.get("images")
-    for name, table in (("audit", audit), ("images", images)):
+    audit, images, containers = doc.get("audit"), doc.get("images"), doc.get("containers")
+    for name, table in (("audit", audit), ("images", images), ("containers", containers)):
         if table is not None and not isinstance(table, dict):
             raise ConfigError(f"configuration file '{file}': '{name}' must be a table, as [{name}]")
     runtime_dir, acls = doc.get("runtime_dir"), doc.get("acls")
@@ -147,6 +150,7 @@ def _from_toml(data: bytes, file: Path) -> Config:
         acls=acls,
         audit=audit,
         images=images,
+        containers=containers,
         source=str(file),
     )
 

@@ -44,6 +44,7 @@ from .containerizer import Container, Containerizer, default_runtime_dir
 from .containerizer.launcher import Termination
 from .errors import MesosSecretsError, SecretValidationError
 from .framework import BOOTSTRAP_ENV
+from .hardening import protect_process
 from .mesos import TaskInfo
 from .registry import get_resolver, resolvers
 from .resolver import ResolveContext, SecretResolver
@@ -348,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         format="mesos-secrets-executor: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    # Not dumpable, and the tokens blanked in /proc/self/environ, before anything runs.
+    protect_process()
     # Taken out of the environment before anything else runs, and never logged.
     token = os.environ.pop(TOKEN_ENV, None)
     bootstrap = os.environ.pop(BOOTSTRAP_ENV, None)

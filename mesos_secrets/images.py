@@ -41,10 +41,11 @@ import requests
 from dxf import DXF
 from dxf import exceptions as dxf_errors
 
-from . import linux
+from . import linux, nofollow
+from .containerizer.pipeline import Rootfs
 from .docker_config import DOCKER_HUB, RegistryAuth, canonical_registry, parse_docker_config
 from .errors import ConfigError, ProvisionerError, ResolverError
-from .isolator import ContainerConfig
+from .isolator import ContainerConfig, Mount
 from .mesos import ImageType, TaskInfo
 from .resolver import ResolveContext, SecretResolver
 
@@ -337,7 +338,8 @@ class ImageStore:
         <root>/oci/          an OCI image layout (oci-layout, index.json, blobs/sha256/…)
         <root>/rootfs/<hex>  an unpacked image, by the digest of its manifest (read-only use)
         <root>/images/<hex>  what is known of an image reference (digests, private or not)
-        <root>/tmp/          partial downloads; nothing there outlives a pull
+        <root>/tmp/          partial downloads and unpacks, used under a shared lock:
+                             what a provisioner that died left there, ``recover`` removes
     """
 
     def __init__(self, root: Path) -> None:
@@ -357,12 +359,28 @@ class ImageStore:
                 self._write_index({"schemaVersion": 2, "manifests": []})
 
     @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """An exclusive lock across threads and processes (flock on a lock file)."""
+    def lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
+        """A lock across threads and processes (flock on a lock file)."""
         fd = os.open(self.locks / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(fd)
+
+    def recover(self) -> None:
+        """Remove what dead pullers left in ``tmp/`` (only when no one is using it)."""
+        fd = os.open(self.locks / "tmp", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a pull or an unpack is under way: a later recover will do
+            left = os.listdir(self.tmp)
+            for name in left:
+                nofollow.remove_tree(self.tmp / name)
+            if left:
+                log.warning("removed %d partial download(s) from the image store", len(left))
         finally:
             os.close(fd)
 
@@ -376,6 +394,12 @@ class ImageStore:
         self, digest: str, chunks: Iterable[bytes], on_bytes: Callable[[int], None] | None = None
     ) -> None:
         """Store a blob: written to tmp, checked against ``digest``, then renamed into place."""
+        with self.lock("tmp", shared=True):
+            self._add_blob(digest, chunks, on_bytes)
+
+    def _add_blob(
+        self, digest: str, chunks: Iterable[bytes], on_bytes: Callable[[int], None] | None
+    ) -> None:
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
         temporary = Path(name)
         try:
@@ -441,7 +465,7 @@ class ImageStore:
     def rootfs(self, manifest_digest: str, ref_name: str) -> Path:
         """The unpacked root filesystem of a manifest, unpacked by umoci the first time."""
         target = self.rootfs_dir / manifest_digest.split(":", 1)[1]
-        with self.lock(f"unpack-{target.name}"):
+        with self.lock(f"unpack-{target.name}"), self.lock("tmp", shared=True):
             if target.is_dir():
                 return target
             work = Path(tempfile.mkdtemp(dir=self.tmp, prefix="unpack-"))
@@ -466,15 +490,16 @@ class ImageStore:
                     )
                 (work / "rootfs").rename(target)
             finally:
-                shutil.rmtree(work, ignore_errors=True)
+                nofollow.remove_tree(work)
         return target
 
 
 class Provisioner:
     """Provides a task's image: resolve the pull secret, pull (or check the cache), unpack.
 
-    ``provision`` returns the container's root filesystem, an overlay over the cached
-    image in the container's runtime directory; ``destroy`` removes it.
+    ``provision`` returns the container's root filesystem: an overlay over the cached
+    image, mounted by the container's init in its own mount namespace (upper and work
+    directories in the container's runtime directory); ``destroy`` removes those.
     """
 
     def __init__(
@@ -501,10 +526,10 @@ class Provisioner:
     def container_dir(self, container_id: str) -> Path:
         return self.runtime_dir / "containers" / container_id / "provisioner"
 
-    def __call__(self, task: TaskInfo, config: ContainerConfig) -> Path | None:
+    def __call__(self, task: TaskInfo, config: ContainerConfig) -> Rootfs | None:
         return self.provision(task, config)
 
-    def provision(self, task: TaskInfo, config: ContainerConfig) -> Path | None:
+    def provision(self, task: TaskInfo, config: ContainerConfig) -> Rootfs | None:
         image = task.container.mesos.image if task.container and task.container.mesos else None
         if image is None:
             return None
@@ -521,7 +546,12 @@ class Provisioner:
         return self._overlay(config.container_id, lower)
 
     def destroy(self, container_id: str) -> None:
-        linux.remove_tree(self.container_dir(container_id))
+        nofollow.remove_tree(self.container_dir(container_id))
+
+    def recover(self) -> None:
+        root = self._store.root if isinstance(self._store, ImageStore) else Path(self._store)
+        if (root / "tmp").is_dir():
+            self.store.recover()
 
     # --- credentials ----------------------------------------------------------------
 
@@ -637,7 +667,7 @@ class Provisioner:
         if self.progress is not None:
             self.progress(event, detail, done, total)
 
-    def _overlay(self, container_id: str, lower: Path) -> Path:
+    def _overlay(self, container_id: str, lower: Path) -> Rootfs:
         directory = self.container_dir(container_id)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The overlay's root takes the upper directory's owner and mode: make them the image's.
@@ -648,13 +678,9 @@ class Provisioner:
         (directory / "work").mkdir(mode=0o700, exist_ok=True)
         (directory / "rootfs").mkdir(mode=0o755, exist_ok=True)
         options = f"lowerdir={lower},upperdir={directory / 'upper'},workdir={directory / 'work'}"
-        try:
-            linux.mount("overlay", directory / "rootfs", "overlay", 0, options)
-        except OSError as error:
-            raise ProvisionerError(
-                f"cannot mount the container's root filesystem: {error.strerror}"
-            ) from None
-        return directory / "rootfs"
+        rootfs = directory / "rootfs"
+        overlay = Mount("overlay", rootfs, read_only=False, fstype="overlay", options=options)
+        return Rootfs(rootfs, (overlay,))
 
 
 def _json(content: bytes, image: ImageReference, what: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from .secretbytes import SecretBytes
 __all__ = [
     "DEFAULT_ISOLATION",
     "ContainerConfig",
+    "Filesystem",
     "Isolator",
     "IsolatorChain",
     "LaunchInfo",
@@ -83,19 +84,56 @@ class ContainerConfig:
     #: The provisioned image's root filesystem; None runs on the host's.
     rootfs: Path | None = None
     context: ResolveContext | None = None
+    #: The ``cgroup.procs`` files the container's init joins (none: no cgroups here).
+    cgroup_procs: tuple[str, ...] = ()
+    #: runc's ``cgroupsPath`` for a task in an image, inside the container's cgroup.
+    runc_cgroup: str | None = None
 
 
 @attrs.frozen
 class Mount:
-    """A bind mount the launcher makes in the task's mount namespace.
+    """A mount the launcher makes in the container's own mount namespace, never the host's.
 
-    ``source`` is a host path; ``target`` the path to bind over: a host path when the
-    task runs on the host's root filesystem, a path inside ``rootfs`` otherwise.
+    A bind of ``source`` (a host path, or a path under a :class:`Filesystem`'s ``at``)
+    onto ``target``; or, with ``fstype``, a new filesystem (an overlay) at ``target``.
+    ``target`` is a host path when the task runs on the host's root filesystem, a path
+    inside ``rootfs`` otherwise. ``base`` is the directory the target lies beneath (the
+    sandbox): the launcher opens the target from it without following any link.
+    ``inode`` is ``(st_dev, st_ino)`` of the mount point as it was prepared: anything
+    else found there at launch (a link or file swapped in) is refused.
     """
 
-    source: Path
+    source: Path | str
     target: Path
     read_only: bool = True
+    base: Path | None = None
+    inode: tuple[int, int] | None = None
+    fstype: str | None = None
+    options: str | None = None
+
+    def to_plan(self) -> dict[str, Any]:
+        """The form the container's init reads."""
+        return {
+            "source": str(self.source),
+            "target": str(self.target),
+            "read_only": self.read_only,
+            "base": None if self.base is None else str(self.base),
+            "relative": None if self.base is None else str(self.target.relative_to(self.base)),
+            "inode": None if self.inode is None else list(self.inode),
+            "fstype": self.fstype,
+            "options": self.options,
+        }
+
+
+@attrs.frozen
+class Filesystem:
+    """A detached filesystem (an fd from ``fsmount``), attached at ``at`` only inside the
+    container's mount namespace: it never appears in the host's mount table, so no other
+    process can copy it into a namespace of its own, and it vanishes with its last user.
+    ``at`` is an empty directory on the host."""
+
+    fd: int
+    at: Path
 
 
 def _frozen_env(value: Mapping[str, SecretBytes]) -> Mapping[str, SecretBytes]:
@@ -104,15 +142,17 @@ def _frozen_env(value: Mapping[str, SecretBytes]) -> Mapping[str, SecretBytes]:
 
 @attrs.frozen
 class LaunchInfo:
-    """What the isolators give the task: environment (secret values) and mounts.
+    """What the isolators give the task: environment (secret values), filesystems, mounts.
 
-    ``detach`` lists mount points the task should not see once its binds are made (the
-    secret tmpfs itself: the task sees its files where they belong, nothing more).
+    ``filesystems`` are attached first, then ``mounts`` are made in order; ``detach``
+    lists mount points the task should not see once its binds are made (the secret tmpfs
+    itself: the task sees its files where they belong, nothing more).
     """
 
     environment: Mapping[str, SecretBytes] = attrs.field(factory=dict, converter=_frozen_env)
     mounts: tuple[Mount, ...] = ()
     detach: tuple[Path, ...] = ()
+    filesystems: tuple[Filesystem, ...] = ()
 
     def merge(self, other: LaunchInfo, source: str) -> LaunchInfo:
         clash = sorted(set(self.environment) & set(other.environment))
@@ -126,6 +166,7 @@ class LaunchInfo:
             environment={**self.environment, **other.environment},
             mounts=self.mounts + other.mounts,
             detach=self.detach + other.detach,
+            filesystems=self.filesystems + other.filesystems,
         )
 
 

@@ -1,21 +1,27 @@
-"""The few Linux system calls the isolators and launcher need: mount, umount, unshare.
+"""The Linux system calls containment needs, through ctypes on the C library.
 
-Called through ctypes on the C library, so no ``mount(8)`` process is started and no
-helper binary is needed. Everything here is safe to call between ``fork()`` and
-``exec()`` (no allocation-heavy Python beyond building the arguments).
+Mounts (the classic ``mount(2)`` and the new detached-mount API: ``fsopen``, ``fsmount``,
+``open_tree``, ``move_mount``), namespaces (``unshare``), ``openat2`` with its
+no-symlink resolution, ``prctl`` (parent-death signal, dumpable), capabilities.
+
+This module imports nothing but the standard library: the container init program
+(:mod:`mesos_secrets.containerizer.init`) loads it by path, in a bare interpreter, without
+the rest of the package. Nothing here starts a process.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import shutil
-from pathlib import Path
+import resource
+import struct
 
 __all__ = [
+    "AT_FDCWD",
+    "CLONE_NEWIPC",
     "CLONE_NEWNS",
-    "MNT_DETACH",
+    "CLONE_NEWPID",
+    "CLONE_NEWUSER",
     "MS_BIND",
     "MS_NODEV",
     "MS_NOEXEC",
@@ -24,16 +30,29 @@ __all__ = [
     "MS_RDONLY",
     "MS_REC",
     "MS_REMOUNT",
+    "RESOLVE_BENEATH",
+    "RESOLVE_NO_MAGICLINKS",
+    "RESOLVE_NO_SYMLINKS",
+    "RESOLVE_NO_XDEV",
+    "attach_mount",
     "bind_mount",
-    "detach_all",
+    "bind_onto",
+    "capability_count",
+    "clone_mount",
+    "disable_core_dumps",
+    "drop_bounding_capabilities",
     "is_root",
     "make_mounts_private",
     "mount",
-    "mount_points_under",
-    "remove_tree",
+    "mount_id",
+    "new_filesystem",
+    "openat2",
+    "rename_noreplace",
+    "set_capabilities",
+    "set_dumpable",
     "set_parent_death_signal",
     "umount",
-    "unshare_mount_namespace",
+    "unshare",
 ]
 
 MS_RDONLY = 0x1
@@ -45,45 +64,90 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
-CLONE_NEWNS = 0x20000
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+
+AT_FDCWD = -100
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+
+# The new mount API and openat2 have one syscall number on every architecture (Linux 5.1+).
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_FSOPEN = 430
+_SYS_FSCONFIG = 431
+_SYS_FSMOUNT = 432
+_SYS_OPENAT2 = 437
+_SYS_MOUNT_SETATTR = 442
+_FSOPEN_CLOEXEC = 0x1
+_FSCONFIG_SET_FLAG = 0
+_FSCONFIG_SET_STRING = 1
+_FSCONFIG_CMD_CREATE = 6
+_FSMOUNT_CLOEXEC = 0x1
+_MOUNT_ATTR = {MS_RDONLY: 0x1, MS_NOSUID: 0x2, MS_NODEV: 0x4, MS_NOEXEC: 0x8}
+_OPEN_TREE_CLONE = 0x1
+_AT_RECURSIVE = 0x8000
+_AT_EMPTY_PATH = 0x1000
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
 _libc.mount.restype = ctypes.c_int
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.umount2.restype = ctypes.c_int
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.unshare.restype = ctypes.c_int
-_libc.prctl.argtypes = [
-    ctypes.c_int,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-]
+_libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
 _libc.prctl.restype = ctypes.c_int
-PR_SET_PDEATHSIG = 1
+_libc.syscall.restype = ctypes.c_long
+_libc.renameat2.argtypes = [
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_uint,
+]
+_libc.renameat2.restype = ctypes.c_int
+_RENAME_NOREPLACE = 0x1
+_libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_libc.capset.restype = ctypes.c_int
 
 
-def _fail(what: str, path: str | os.PathLike[str] | None) -> OSError:
+def _fail(what: str, path: str | os.PathLike[str] | int | None = None) -> OSError:
     errno = ctypes.get_errno()
-    return OSError(
-        errno, f"{what}: {os.strerror(errno)}", None if path is None else os.fspath(path)
-    )
+    name = None if path is None or isinstance(path, int) else os.fspath(path)
+    return OSError(errno, f"{what}: {os.strerror(errno)}", name)
 
 
 def _b(value: str | os.PathLike[str] | None) -> bytes | None:
     return None if value is None else os.fsencode(value)
 
 
+def _syscall(what: str, number: int, *args: object, path: str | None = None) -> int:
+    result = _libc.syscall(number, *args)
+    if result < 0:
+        raise _fail(what, path)
+    return int(result)
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+# --- the classic mount calls ---------------------------------------------------------
 
 
 def mount(
@@ -99,79 +163,212 @@ def mount(
 
 
 def bind_mount(
-    source: str | os.PathLike[str], target: str | os.PathLike[str], *, read_only: bool
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    read_only: bool,
+    noexec: bool = False,
 ) -> None:
-    """Bind ``source`` onto ``target``; a read-only bind needs a second, remounting call."""
+    """Bind ``source`` onto ``target``, ``nosuid,nodev`` (``ro``, ``noexec`` when asked).
+
+    The remount sets the flags exactly: what the source mount had is not kept.
+    """
     mount(os.fspath(source), target, None, MS_BIND)
-    if read_only:
-        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV
+    flags |= (MS_RDONLY if read_only else 0) | (MS_NOEXEC if noexec else 0)
+    mount(None, target, None, flags)
 
 
 def umount(target: str | os.PathLike[str], *, detach: bool = False) -> None:
-    """umount2(2); ``detach`` is MNT_DETACH (lazy: gone now, freed when unused)."""
+    """umount2(2); ``detach`` is MNT_DETACH (gone now, freed when no longer used)."""
     if _libc.umount2(_b(target), MNT_DETACH if detach else 0) != 0:
         raise _fail("umount", target)
 
 
-def unshare_mount_namespace() -> None:
-    """Move the calling process into a new mount namespace (a copy of the current one)."""
-    if _libc.unshare(CLONE_NEWNS) != 0:
-        raise _fail("unshare(CLONE_NEWNS)", None)
+def make_mounts_private() -> None:
+    """Stop mount events propagating in or out of this namespace (``mount --make-rprivate /``)."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+# --- detached mounts ------------------------------------------------------------------
+
+
+def new_filesystem(
+    fstype: str, options: dict[str, str | None], flags: int = 0, *, source: str | None = None
+) -> int:
+    """A new filesystem, mounted nowhere: an fd of its root (``fsopen`` + ``fsmount``).
+
+    ``options`` are the filesystem's (``{"size": "1m", "noswap": None}``: None is a
+    flag); ``flags`` the MS_RDONLY/MS_NOSUID/MS_NODEV/MS_NOEXEC mount attributes. The
+    filesystem appears in no mount table: no other process can see it, copy it into a
+    namespace of its own, or find it after we die. It is freed when the last fd and the
+    last place it is attached to are gone. The fd is close-on-exec.
+    """
+    context = _syscall("fsopen", _SYS_FSOPEN, _b(fstype), _FSOPEN_CLOEXEC)
+    try:
+        settings = dict(options)
+        if source is not None:
+            settings["source"] = source
+        for key, value in settings.items():
+            if value is None:
+                _syscall(
+                    f"fsconfig {key}", _SYS_FSCONFIG, context, _FSCONFIG_SET_FLAG, _b(key), None, 0
+                )
+            else:
+                _syscall(
+                    f"fsconfig {key}",
+                    _SYS_FSCONFIG,
+                    context,
+                    _FSCONFIG_SET_STRING,
+                    _b(key),
+                    _b(value),
+                    0,
+                )
+        _syscall("fsconfig create", _SYS_FSCONFIG, context, _FSCONFIG_CMD_CREATE, None, None, 0)
+        attributes = sum(bit for flag, bit in _MOUNT_ATTR.items() if flags & flag)
+        return _syscall("fsmount", _SYS_FSMOUNT, context, _FSMOUNT_CLOEXEC, attributes)
+    finally:
+        os.close(context)
+
+
+def clone_mount(dir_fd: int, path: str) -> int:
+    """A detached copy of the mount at ``path`` (relative to ``dir_fd``): ``open_tree``."""
+    flags = _OPEN_TREE_CLONE | os.O_CLOEXEC
+    return _syscall("open_tree", _SYS_OPEN_TREE, dir_fd, _b(path), flags, path=path)
+
+
+def attach_mount(fd: int, target: str | os.PathLike[str] | int) -> None:
+    """Attach a detached mount (``fd``) at ``target``: a path, or an fd opened on it."""
+    if isinstance(target, int):
+        _syscall(
+            "move_mount",
+            _SYS_MOVE_MOUNT,
+            fd,
+            b"",
+            target,
+            b"",
+            _MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    else:
+        _syscall(
+            "move_mount",
+            _SYS_MOVE_MOUNT,
+            fd,
+            b"",
+            AT_FDCWD,
+            _b(target),
+            _MOVE_MOUNT_F_EMPTY_PATH,
+            path=os.fspath(target),
+        )
+
+
+def set_mount_flags(fd: int, flags: int) -> None:
+    """``mount_setattr``: exactly these of MS_RDONLY/NOSUID/NODEV/NOEXEC on a mount fd."""
+    wanted = sum(bit for flag, bit in _MOUNT_ATTR.items() if flags & flag)
+    cleared = sum(_MOUNT_ATTR.values()) & ~wanted
+    attr = struct.pack("QQQQ", wanted, cleared, 0, 0)
+    _syscall("mount_setattr", _SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, attr, len(attr))
+
+
+def bind_onto(
+    source: str | os.PathLike[str], target_fd: int, *, read_only: bool, noexec: bool = True
+) -> None:
+    """Bind ``source`` onto what ``target_fd`` is opened on, ``nosuid,nodev`` (and ``ro``,
+    ``noexec`` as asked): a detached copy is made, its flags set, then it is attached.
+
+    Through the fd, not a path: nothing can be swapped in between the check of the
+    target and the mount.
+    """
+    clone = clone_mount(AT_FDCWD, os.fspath(source))
+    try:
+        flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0)
+        set_mount_flags(clone, flags | (MS_NOEXEC if noexec else 0))
+        attach_mount(clone, target_fd)
+    finally:
+        os.close(clone)
+
+
+def mount_id(fd: int) -> int:
+    """The id of the mount ``fd`` is on (as in ``/proc/self/mountinfo``)."""
+    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+        for line in info:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(f"no mnt_id for fd {fd}")
+
+
+# --- paths -----------------------------------------------------------------------------
+
+
+def openat2(dir_fd: int, path: str | os.PathLike[str], flags: int, resolve: int) -> int:
+    """openat2(2): open ``path`` with ``resolve`` rules (RESOLVE_NO_SYMLINKS, …BENEATH).
+
+    With RESOLVE_NO_SYMLINKS no component may be a symbolic link, and the answer is
+    ELOOP, atomically: no window between checking and opening.
+    """
+    how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0, resolve)
+    return _syscall("openat2", _SYS_OPENAT2, dir_fd, _b(path), how, len(how), path=os.fspath(path))
+
+
+def rename_noreplace(dir_fd: int, old: str, new: str) -> None:
+    """renameat2(RENAME_NOREPLACE) within ``dir_fd``: FileExistsError if ``new`` exists."""
+    if _libc.renameat2(dir_fd, _b(old), dir_fd, _b(new), _RENAME_NOREPLACE) != 0:
+        raise _fail("rename", new)
+
+
+# --- namespaces and process attributes --------------------------------------------------
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): move the calling process into new namespaces (PID: its children)."""
+    if _libc.unshare(flags) != 0:
+        raise _fail("unshare")
 
 
 def set_parent_death_signal(signum: int) -> None:
     """prctl(PR_SET_PDEATHSIG): receive ``signum`` when the thread that forked us dies.
 
-    So a task does not outlive a front end killed with SIGKILL. Credentials changes
-    clear it: call it after switching users.
+    Credential changes clear it: set it after switching users.
     """
     if _libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
-        raise _fail("prctl(PR_SET_PDEATHSIG)", None)
+        raise _fail("prctl(PR_SET_PDEATHSIG)")
 
 
-def make_mounts_private() -> None:
-    """Stop mount events propagating in or out of this namespace (``mount --make-rprivate /``).
-
-    Private, not slave: the host detaches the secret tmpfs after launch, and that
-    unmount must not reach the task's copy of it.
-    """
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
+def set_dumpable(dumpable: bool) -> None:
+    """prctl(PR_SET_DUMPABLE): not dumpable means no core file, and ``/proc/<pid>/``'s
+    environ, mem, maps… readable only with CAP_SYS_PTRACE, even by the same user."""
+    if _libc.prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0) != 0:
+        raise _fail("prctl(PR_SET_DUMPABLE)")
 
 
-def detach_all(root: str | os.PathLike[str]) -> None:
-    """Detach every mount at or under ``root`` (deepest first)."""
-    for point in mount_points_under(root):
-        umount(point, detach=True)
+def disable_core_dumps() -> None:
+    """RLIMIT_CORE 0, soft and hard: a core file would hold what is in memory."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def remove_tree(root: Path) -> None:
-    """Detach what is mounted under ``root``, then delete it: never into a mounted fs."""
-    if not root.exists():
-        return
-    detach_all(root)
-    shutil.rmtree(root)
+def capability_count() -> int:
+    """How many capabilities this kernel has (``cap_last_cap`` + 1)."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as last:
+            return int(last.read()) + 1
+    except OSError:
+        return 41
 
 
-def _unescape(field: str) -> str:
-    # /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+def drop_bounding_capabilities(keep: set[int]) -> None:
+    """Remove every capability not in ``keep`` from the bounding set (for good)."""
+    for cap in range(capability_count()):
+        if cap not in keep and _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise _fail(f"prctl(PR_CAPBSET_DROP, {cap})")
 
 
-def mount_points_under(root: str | os.PathLike[str]) -> list[Path]:
-    """Mount points at or under ``root`` in this mount namespace, deepest first."""
-    base = os.path.realpath(root)
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
-        for line in info:
-            point = _unescape(line.split()[4])
-            if point == base or point.startswith(base.rstrip("/") + "/"):
-                found.append(Path(point))
-    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
+def set_capabilities(effective: set[int]) -> None:
+    """Effective, permitted and inheritable sets = ``effective``; no ambient ones."""
+    low = sum(1 << cap for cap in effective if cap < 32)
+    high = sum(1 << (cap - 32) for cap in effective if cap >= 32)
+    header = struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+    data = struct.pack("6I", low, low, low, high, high, high)
+    if _libc.capset(header, data) != 0:
+        raise _fail("capset")
+    if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        raise _fail("prctl(PR_CAP_AMBIENT_CLEAR_ALL)")

@@ -137,6 +137,11 @@ class SecretResolver(abc.ABC):
     def check(self) -> None:  # noqa: B027 (optional hook)
         """Check, at start-up, that the backend can be used; raise ResolverError if not."""
 
+    def private_paths(self) -> tuple[Path, ...]:
+        """Files and directories on this machine that hold the store or its credentials
+        (an embedded store, a client key). Launchers hide them from every task."""
+        return ()
+
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release what the resolver holds (connections, tokens). Idempotent."""
 

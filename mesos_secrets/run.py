@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import signal
 import sys
 import tempfile
@@ -21,12 +20,15 @@ from typing import Any, Self
 
 import attrs
 
+from . import nofollow
 from .acls import ACLs
 from .config import Config
 from .containerizer import Authorizer, Container, Containerizer, default_runtime_dir
+from .containerizer import capabilities as caps
 from .containerizer.launcher import PosixLauncher, Termination
 from .containerizer.runc import RuncLauncher
-from .errors import LaunchError, MesosSecretsError
+from .containerizer.runtime import RuntimeDir
+from .errors import ConfigError, LaunchError, MesosSecretsError
 from .images import Progress, Provisioner, RegistryOptions, default_store_dir
 from .isolator import create_isolators
 from .marathon import App
@@ -96,11 +98,21 @@ def run_app(app: App | Pod, config: Config, options: RunOptions | None = None) -
             authorize=acls.authorizer(resolver.audit) if acls is not None else None,
         )
         containerizer.recover()
-        root = options.work_dir
-        temporary = root is None
-        if root is None:
-            root = Path(tempfile.mkdtemp(prefix="mesos-secrets-sandbox-"))
+        claim = None
+        if options.work_dir is None:
+            # A directory of ours (0711: the task may pass through, not rename or list it)
+            # with the sandbox in it; claimed, so that recover removes it if we die.
+            base = Path(tempfile.mkdtemp(prefix="mesos-secrets-sandbox-"))
+            try:
+                base.chmod(0o711)
+                claim = containerizer.claim_sandbox(base)
+            except BaseException:
+                nofollow.remove_tree(base)
+                raise
+            root = base / "sandbox"
+            root.mkdir()
         else:
+            root = options.work_dir
             root.mkdir(parents=True, exist_ok=True)
         try:
             with _Signals(options.grace_period) as signals:
@@ -108,8 +120,8 @@ def run_app(app: App | Pod, config: Config, options: RunOptions | None = None) -
                     containerizer, tasks, root, signals, options, pod=not isinstance(app, App)
                 )
         finally:
-            if temporary:
-                shutil.rmtree(root, ignore_errors=True)
+            if claim is not None:
+                containerizer.release_sandbox(claim)
     return status
 
 
@@ -171,24 +183,44 @@ def build_containerizer(
     authorize: Authorizer | None = None,
 ) -> Containerizer:
     """The pipeline every front end runs: isolators from the configuration, the posix
-    launcher for tasks on the host, the image provisioner and runc for tasks in images."""
+    launcher for tasks on the host, the image provisioner and runc for tasks in images.
+
+    Tasks on the host never see the runtime directory, the image store, the
+    configuration file or the resolver's own files (:meth:`SecretResolver.private_paths`).
+    """
+    runtime = RuntimeDir(runtime_dir)  # checked, and its real path from here on
+    runtime_dir = runtime.path
     chain = create_isolators(isolation or config.isolation, resolver, runtime_dir, config.isolators)
     images = dict(config.images or {})
+    store = Path(images.get("store") or default_store_dir())
     provisioner = Provisioner(
-        resolver,
-        Path(images.get("store") or default_store_dir()),
-        runtime_dir,
-        RegistryOptions.from_config(images),
-        progress=progress,
+        resolver, store, runtime_dir, RegistryOptions.from_config(images), progress=progress
     )
+    mask = [runtime_dir, store, *resolver.private_paths()]
+    if config.source:
+        mask.append(Path(config.source))
+    launcher = PosixLauncher(capabilities=_capabilities(config), mask=mask)
     return Containerizer(
         chain,
-        PosixLauncher(),
-        runtime_dir,
+        launcher,
+        runtime,
         provisioner=provisioner,
         image_launcher=RuncLauncher(runtime_dir),
         authorize=authorize,
     )
+
+
+def _capabilities(config: Config) -> frozenset[int] | None:
+    """``[containers] capabilities``: what a root task keeps (None: every capability)."""
+    table = dict(config.containers or {})
+    where = f"configuration file '{config.source}': [containers]"
+    unknown = sorted(set(table) - {"capabilities"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {', '.join(map(repr, unknown))}")
+    if "capabilities" not in table:
+        return caps.DEFAULT
+    chosen = caps.parse(table["capabilities"], f"{where} capabilities")
+    return None if chosen == caps.ALL else chosen
 
 
 def _megabytes(count: int) -> str:

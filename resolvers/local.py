@@ -427,6 +427,9 @@ class LocalResolver(SecretResolver):
     def __repr__(self) -> str:
         return f"<LocalResolver {str(self.store.home)!r}>"
 
+    def private_paths(self) -> tuple[Path, ...]:
+        return (self.store.home, self.store.key_file)
+
     def resolve_reference(
         self, reference: Reference, context: ResolveContext | None = None
     ) -> SecretBytes:

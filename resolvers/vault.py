@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 import hvac
@@ -216,6 +217,7 @@ class VaultResolver(SecretResolver):
         self.cacert = cacert
         self._verify: str | bool = cacert if cacert else True
         self._cert = (client_cert, client_key) if client_cert and client_key else None
+        self._private = (Path(client_key),) if client_key else ()
         self._namespace = namespace or _env("VAULT_NAMESPACE", "BAO_NAMESPACE")
         session = requests.Session()
         # hvac prefers the session's settings to its own arguments: set them here.
@@ -273,6 +275,9 @@ class VaultResolver(SecretResolver):
         fields, hit = self._cache.get((kind, path), load)
         note(cache_hit=hit)
         return select_field(reference, fields, resolver=self.name, where=self.address)
+
+    def private_paths(self) -> tuple[Path, ...]:
+        return self._private
 
     def check(self) -> None:
         """Log in (unwrapping a bootstrap token now) and look the token up."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from . import residue
 from .bao import Bao
 
 settings.register_profile(
@@ -72,16 +72,19 @@ def mounts_under(path: Path) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_stray_mounts(tmp_path: Path) -> Iterator[None]:
-    """Whatever a failing test left mounted under its directory is detached afterwards.
-
-    Tests assert on residue themselves; this only keeps one failure from leaking into
-    the machine and the next tests.
-    """
+def _no_residue(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test, as root, fails if it leaves a process in a container's namespaces, a
+    mount in the host's table or a cgroup of ours behind (and that residue is removed, so
+    one failure does not spill into the next tests)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    before = residue.snapshot()
     yield
-    if os.geteuid() == 0:
-        for point in reversed(mounts_under(tmp_path)):
-            subprocess.run(["umount", "-l", point], check=False)
+    after, found = residue.settled_residue(before)
+    if found:
+        after.clean_after(before)
+        pytest.fail(f"{request.node.name} left residue: " + "; ".join(found), pytrace=False)
 
 
 @pytest.fixture(scope="session")

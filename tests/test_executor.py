@@ -22,6 +22,7 @@ from mesos_secrets.tokens import mint, mint_executor_token, verify
 from .agent import Agent
 from .bao import Bao
 from .conftest import mounts_under, requires_root
+from .residue import processes_holding
 from .test_run import sha
 
 EXECUTOR = Path(sys.executable).parent / "mesos-secrets-executor"
@@ -256,32 +257,42 @@ class TestTasks:
         wait(lambda: not list((setup.runtime / "containers").iterdir()))
 
     def test_sigkill_then_recover(self, setup: Setup) -> None:
-        """The executor dies by SIGKILL mid-task; a new one cleans up what it left."""
-        put(setup.bao, "exec/db", {"password": "exec-db-password"})
+        """The executor dies by SIGKILL mid-task: every process of the task dies with it
+        (the shell and the one it started, both holding the secret), at once; a new
+        executor then removes the state the first one left."""
+        value = canary()
+        put(setup.bao, "exec/db", {"password": value})
         bootstrap = setup.bootstrap()
         agent = setup.agent(bootstrap=bootstrap)
         process = setup.start(agent, bootstrap=bootstrap)
         assert agent.subscribed.wait(30)
-        agent.launch(app_task(dict(CHECK_APP, cmd="echo $$ > ../pid; sleep 60"), agent, "s1"))
+        agent.launch(app_task(dict(CHECK_APP, cmd="sleep 60 & sleep 60"), agent, "s1"))
         agent.wait_for("s1", "TASK_RUNNING")
+        wait(lambda: len(processes_holding(value)) >= 2)  # sh and the sleeps it started
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        wait(lambda: not processes_holding(value), timeout=10)
         assert list((setup.runtime / "containers").iterdir())  # left behind
-        task_pid = int((setup.tmp / "sandbox" / "tasks" / "pid").read_text())
-        wait(
-            lambda: (
-                not Path(f"/proc/{task_pid}").exists()
-                or "zombie" in Path(f"/proc/{task_pid}/status").read_text()
-            )
-        )
 
         bootstrap2 = setup.bootstrap()
         agent2 = setup.agent(container_id="container-2", bootstrap=bootstrap2)
         setup.start(agent2, bootstrap=bootstrap2, sandbox="sandbox2")
         assert agent2.subscribed.wait(30)
         wait(lambda: not list((setup.runtime / "containers").iterdir()))
-        assert not mounts_under(setup.tmp)
         assert "cleaned up 1 container(s) left by an earlier executor" in setup.log("sandbox2")
+
+    def test_finished_means_nothing_left(self, setup: Setup) -> None:
+        """TASK_FINISHED is sent once the task's processes are all gone: a background
+        process holding the secret does not outlive its task."""
+        value = canary()
+        put(setup.bao, "exec/db", {"password": value})
+        bootstrap = setup.bootstrap()
+        agent = setup.agent(bootstrap=bootstrap)
+        setup.start(agent, bootstrap=bootstrap)
+        assert agent.subscribed.wait(30)
+        agent.launch(app_task(dict(CHECK_APP, cmd="sleep 40 & exit 0"), agent, "b1"))
+        agent.wait_for("b1", "TASK_FINISHED")
+        assert processes_holding(value) == []
 
 
 @requires_root

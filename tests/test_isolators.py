@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from isolators.environment_secret import EnvironmentSecretIsolator
-from isolators.volume_secret import VolumeSecretIsolator, parse_size
+from isolators.volume_secret import SOURCE, VolumeSecretIsolator, parse_size
 from mesos_secrets import (
     CommandInfo,
     ConfigError,
@@ -34,14 +34,17 @@ from mesos_secrets.containerizer import Containerizer
 from mesos_secrets.containerizer.launcher import PosixLauncher, resolve_user
 from mesos_secrets.isolator import (
     ContainerConfig,
+    Filesystem,
     Isolator,
     IsolatorChain,
     LaunchInfo,
+    Mount,
     TaskUser,
     create_isolators,
     parse_isolation,
 )
 from mesos_secrets.mesos import ContainerType, VolumeMode
+from mesos_secrets.nofollow import identity
 from mesos_secrets.testing import canary
 from resolvers.local import LocalResolver
 
@@ -81,6 +84,13 @@ def config_for(
         container=ContainerInfo(type=kind, volumes=volumes) if volumes else None,
         context=ResolveContext(task_id="t"),
     )
+
+
+def read_on(tmpfs: Filesystem, mount: Mount) -> bytes:
+    """A secret file, read from the detached tmpfs through its fd."""
+    fd = os.open(Path(mount.source).name, os.O_RDONLY, dir_fd=tmpfs.fd)
+    with os.fdopen(fd, "rb") as source:
+        return source.read()
 
 
 def env_secret(name: str, ref: str, key: str | None = None) -> Variable:
@@ -172,7 +182,7 @@ class TestVolumeSecret:
         return info
 
     def test_tmpfs_file(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
-        """A secret file on a bounded, noswap, nosuid/nodev/noexec tmpfs, 0400, task-owned."""
+        """A secret file on a bounded nosuid/nodev/noexec tmpfs of its own, 0400, task-owned."""
         nobody = resolve_user("nobody")
         iso = VolumeSecretIsolator(resolver, runtime_dir)
         info = iso.prepare(
@@ -180,38 +190,58 @@ class TestVolumeSecret:
         )
         assert info is not None
         (mount,) = info.mounts
-        assert mount.source.read_bytes() == b"password"
+        (tmpfs,) = info.filesystems
+        assert mount.source.parent == tmpfs.at  # the file, where the tmpfs will be attached
+        assert read_on(tmpfs, mount) == b"password"
         assert mount.read_only
         assert mount.target == sandbox / "some" / "my_secret"
         assert mount.target.read_bytes() == b""  # the placeholder on the host side
-        source = mount.source.stat()
+        assert mount.base == sandbox
+        assert mount.inode == identity(mount.target.stat())
+        source = os.stat(Path(mount.source).name, dir_fd=tmpfs.fd)
         assert stat.S_IMODE(source.st_mode) == 0o400
         assert (source.st_uid, source.st_gid) == (nobody.uid, nobody.gid)
-        tmpfs = mount.source.parent
-        assert stat.S_IMODE(tmpfs.stat().st_mode) == 0o700
-        assert tmpfs.stat().st_uid == nobody.uid
-        line = next(
-            line
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if f" {tmpfs} " in line
+        root = os.fstat(tmpfs.fd)
+        assert stat.S_IMODE(root.st_mode) == 0o700
+        assert root.st_uid == nobody.uid
+        fs = os.fstatvfs(tmpfs.fd)
+        assert fs.f_flag & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC) == (
+            os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC
         )
-        options = set(line.replace(",", " ").split())
-        assert {"nosuid", "nodev", "noexec", "size=1024k", "noswap"} <= options
+        assert fs.f_blocks * fs.f_frsize == 1 << 20
         assert (sandbox / "some").stat().st_uid == nobody.uid
         iso.cleanup("c1")
-        assert not mounts_under(runtime_dir)
         assert not (sandbox / "some").exists()
         assert not (runtime_dir / "containers" / "c1" / "volume_secret").exists()
         iso.cleanup("c1")  # idempotent
+
+    def test_never_mounted_on_the_host(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """The tmpfs is detached: in no mount table; our fd goes once the task runs."""
+        iso = VolumeSecretIsolator(resolver, runtime_dir)
+        info = iso.prepare(config_for(sandbox, volumes=(file_secret("a"),)))
+        assert info is not None
+        fd = info.filesystems[0].fd
+        assert os.fstat(fd)  # alive, and mounted nowhere
+        assert not mounts_under(runtime_dir)
+        assert SOURCE not in Path("/proc/self/mountinfo").read_text()
+        iso.isolate("c1", os.getpid())
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(fd)
+        iso.cleanup("c1")
 
     def test_rw_volume_is_writable_by_owner(
         self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
     ) -> None:
         volume = Volume.for_secret("rw", Secret.for_reference("/db", "password"), VolumeMode.RW)
-        info = self.prepare(resolver, runtime_dir, config_for(sandbox, volumes=(volume,)))
-        assert stat.S_IMODE(info.mounts[0].source.stat().st_mode) == 0o600
+        iso = VolumeSecretIsolator(resolver, runtime_dir)
+        info = iso.prepare(config_for(sandbox, volumes=(volume,)))
+        assert info is not None
+        name = Path(info.mounts[0].source).name
+        assert stat.S_IMODE(os.stat(name, dir_fd=info.filesystems[0].fd).st_mode) == 0o600
         assert not info.mounts[0].read_only
-        VolumeSecretIsolator(resolver, runtime_dir).cleanup("c1")
+        iso.cleanup("c1")
 
     def test_size_cap(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
         """A secret over the cap is an error before anything is created."""
@@ -231,14 +261,11 @@ class TestVolumeSecret:
         self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
     ) -> None:
         """The cap is configurable; what fits is written whole."""
-        info = self.prepare(
-            resolver,
-            runtime_dir,
-            config_for(sandbox, volumes=(file_secret("big", "/big", None),)),
-            size="4MiB",
-        )
-        assert info.mounts[0].source.stat().st_size == 2 << 20
-        VolumeSecretIsolator(resolver, runtime_dir).cleanup("c1")
+        iso = VolumeSecretIsolator(resolver, runtime_dir, size="4MiB")
+        info = iso.prepare(config_for(sandbox, volumes=(file_secret("big", "/big", None),)))
+        assert info is not None
+        assert len(read_on(info.filesystems[0], info.mounts[0])) == 2 << 20
+        iso.cleanup("c1")
 
     def test_total_size_cap(
         self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
@@ -314,17 +341,6 @@ class TestVolumeSecret:
                 runtime_dir,
                 config_for(sandbox, volumes=(file_secret("a"),), kind=ContainerType.DOCKER),
             )
-
-    def test_isolate_detaches_from_host(
-        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
-    ) -> None:
-        """Once the task runs, the host no longer sees the tmpfs."""
-        iso = VolumeSecretIsolator(resolver, runtime_dir)
-        iso.prepare(config_for(sandbox, volumes=(file_secret("a"),)))
-        assert mounts_under(runtime_dir)
-        iso.isolate("c1", os.getpid())
-        assert not mounts_under(runtime_dir)
-        iso.cleanup("c1")
 
     def test_parse_size(self) -> None:
         assert parse_size("1MiB") == parse_size("1m") == parse_size(1 << 20) == 1 << 20
@@ -430,43 +446,45 @@ import os, sys
 from pathlib import Path
 from mesos_secrets import Secret, Volume
 from mesos_secrets.containerizer import Containerizer
-from mesos_secrets.isolator import create_isolators
 from mesos_secrets.containerizer.launcher import PosixLauncher
+from mesos_secrets.isolator import create_isolators
 from mesos_secrets.mesos import TaskInfo, CommandInfo, ContainerInfo, ContainerType
 from resolvers.local import LocalResolver
 
+class CrashAtLaunch(PosixLauncher):
+    def launch(self, config, info, **stdio):
+        os._exit(0)   # a crash: everything prepared, nothing cleaned up
+
 store, runtime, sandbox = map(Path, sys.argv[1:4])
 resolver = LocalResolver(home=store)
-chain = create_isolators(None, resolver, runtime)
-containerizer = Containerizer(chain, PosixLauncher(), runtime)
+containerizer = Containerizer(create_isolators(None, resolver, runtime), CrashAtLaunch(), runtime)
 task = TaskInfo(name="t", task_id="t", command=CommandInfo(value="sleep 60"),
     container=ContainerInfo(type=ContainerType.MESOS,
         volumes=(Volume.for_secret("s", Secret.for_reference("/db", "password")),)))
-containerizer._claim("orphan", task)
-from mesos_secrets.isolator import ContainerConfig
-from mesos_secrets.containerizer import Containerizer
-from mesos_secrets.containerizer.launcher import PosixLauncher, resolve_user
-chain.prepare(ContainerConfig("orphan", sandbox, resolve_user(None), task.command, task.container))
-os._exit(0)   # a crash: no cleanup at all
+containerizer.launch(task, sandbox, container_id="orphan")
 """
 
 
 @requires_root
 def test_recover_after_crash(resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
-    """A front end that died mid-launch leaves a tmpfs; the next start removes it."""
+    """A front end that died mid-launch leaves its claim, a placeholder and a cgroup;
+    the next start removes them. Its tmpfs was never mounted: nothing to unmount."""
     subprocess.run(
         [sys.executable, "-c", CRASH, str(resolver.store.home), str(runtime_dir), str(sandbox)],
         check=True,
     )
-    assert mounts_under(runtime_dir)
+    assert not mounts_under(runtime_dir)
     assert (runtime_dir / "containers" / "orphan").exists()
+    assert (sandbox / "s").exists()
     containerizer = Containerizer(
         create_isolators(None, resolver, runtime_dir), PosixLauncher(), runtime_dir
     )
+    assert containerizer.cgroups is not None
+    assert containerizer.cgroups.exists("orphan")
     assert containerizer.recover() == ["orphan"]
-    assert not mounts_under(runtime_dir)
     assert list((runtime_dir / "containers").iterdir()) == []
     assert not (sandbox / "s").exists()
+    assert not containerizer.cgroups.exists("orphan")
 
 
 def test_no_value_in_launch_info_repr(
@@ -495,22 +513,18 @@ def test_noswap_fallback(
     import isolators.volume_secret as module
     from mesos_secrets import linux
 
-    real_mount = linux.mount
-    options_seen: list[str | None] = []
+    real = linux.new_filesystem
+    options_seen: list[dict[str, str | None]] = []
 
-    def old_kernel_mount(
-        source: str | None,
-        target: object,
-        fstype: str | None,
-        flags: int = 0,
-        data: str | None = None,
-    ) -> None:
-        options_seen.append(data)
-        if data and "noswap" in data:
+    def old_kernel(
+        fstype: str, options: dict[str, str | None], flags: int = 0, *, source: str | None = None
+    ) -> int:
+        options_seen.append(options)
+        if "noswap" in options:
             raise OSError(errno.EINVAL, "Invalid argument")
-        real_mount(source, target, fstype, flags, data)  # type: ignore[arg-type]
+        return real(fstype, options, flags, source=source)
 
-    monkeypatch.setattr(linux, "mount", old_kernel_mount)
+    monkeypatch.setattr(linux, "new_filesystem", old_kernel)
     monkeypatch.setattr(module, "_NOSWAP_SUPPORTED", None)
     iso = VolumeSecretIsolator(resolver, runtime_dir)
     for container_id in ("c1", "c2"):
@@ -520,7 +534,7 @@ def test_noswap_fallback(
             )
         )
         assert info is not None
-        assert info.mounts[0].source.read_bytes() == b"password"
+        assert read_on(info.filesystems[0], info.mounts[0]) == b"password"
         iso.cleanup(container_id)
-    assert [("noswap" in (o or "")) for o in options_seen] == [True, False, False]
+    assert [("noswap" in o) for o in options_seen] == [True, False, False]
     assert caplog.text.count("no 'noswap' option") == 1

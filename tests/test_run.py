@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from mesos_secrets.testing import canary, leaks
 from resolvers.local import LocalStore
 
 from .conftest import mounts_under, requires_root
+from .residue import processes_holding
 
 pytestmark = requires_root
 BIN = Path(sys.executable).parent / "mesos-secrets"
@@ -68,10 +70,12 @@ class Runner:
         )
 
     def assert_no_residue(self) -> None:
-        """No mount anywhere under the work or runtime directories, no runtime state."""
+        """No mount under the test's directories, no runtime state (the autouse fixture
+        checks processes, namespaces, host mounts and cgroups after every test)."""
         assert not mounts_under(self.tmp)
-        containers = self.runtime / "containers"
-        assert not containers.exists() or list(containers.iterdir()) == []
+        for kind in ("containers", "sandboxes"):
+            claims = self.runtime / kind
+            assert not claims.exists() or list(claims.iterdir()) == []
 
     def files_contain(self, value: str) -> list[Path]:
         found = []
@@ -355,20 +359,24 @@ class TestFaults:
         runner.assert_no_residue()
 
     def test_run_killed_then_recovered(self, runner: Runner) -> None:
-        """run dies by SIGKILL: its state is orphaned, and the next run cleans it up."""
-        runner.store.put("/s", {"v": "x"})
+        """run dies by SIGKILL: its task, and what the task started, die with it at once
+        (nobody kills them by hand); its state is orphaned, and the next run removes it."""
+        value = canary()
+        runner.store.put("/s", {"v": value})
         spec = {
-            "cmd": "echo $$ > pid && mv pid started && exec sleep 30",
+            "cmd": "sleep 60 & touch started; sleep 60",
+            "env": {"S": {"secret": "s"}},
             "secrets": {"s": {"source": "/s"}},
             "container": {"type": "MESOS", "volumes": [{"containerPath": "f", "secret": "s"}]},
         }
         process = runner.start(spec)
         wait_for(runner.work / "started")
+        assert len(processes_holding(value)) >= 2
         process.kill()
-        os.kill(int((runner.work / "started").read_text()), signal.SIGKILL)
+        process.wait()  # not communicate(): a surviving task would hold its pipes open
+        wait_until(lambda: not processes_holding(value), timeout=10)
         process.communicate()
         assert list((runner.runtime / "containers").iterdir())
-        assert not mounts_under(runner.runtime)  # the tmpfs lived only in the task's namespace
         result = runner.run({"cmd": "true"})
         assert result.returncode == 0
         assert b"cleaning up orphaned container" in result.stderr
@@ -382,6 +390,13 @@ def wait_running(process: subprocess.Popen[bytes]) -> None:
         if b" is running (container " in line:
             return
     raise AssertionError("run ended before its task was running")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def wait_for(path: Path, timeout: float = 30) -> None:

@@ -1,10 +1,17 @@
 """Launchers: start the task with what the isolators prepared, and wait for it.
 
-:class:`PosixLauncher` runs the task as a child process on the host's root filesystem,
-in its sandbox directory, in its own process group. As root it also gives the task a
-private mount namespace, where the secret files are bound into place, and switches to
-the task's user. Secrets reach the child through its environment and those mounts
-only, never through its command line.
+Every container is started by our init (:mod:`.init`), a fresh process, so that a
+threaded front end never runs code between ``fork`` and ``exec``. It is sealed: its own
+PID namespace with a fresh ``/proc`` (it sees, signals and traces no other process),
+its own mount namespace where its mounts are made (the host's mount table never sees
+them), its own IPC namespace, the container's cgroups, reduced capabilities for a root
+task, the task's user; and it dies whole: when its main process ends, when its front
+end dies however it dies. A non-root front end gets the same through a user namespace.
+
+:class:`PosixLauncher` runs the task on the host's root filesystem, in its sandbox
+directory; :class:`~.runc.RuncLauncher` runs tasks in images. Secrets reach the task
+through its environment and its mounts only, never through a command line: the init
+gets its plan, environment included, through a pipe.
 
 The task's environment is built in Mesos' order (``reference/mesos.md`` §5), later
 entries winning: a small base (PATH, HOME, USER, MESOS_SANDBOX…; nothing else of the
@@ -15,13 +22,18 @@ task) < the resolved secrets < the command's VALUE variables.
 from __future__ import annotations
 
 import abc
+import base64
 import contextlib
-import errno
+import json
+import logging
 import os
 import pwd
+import select
 import signal
 import subprocess
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,19 +41,30 @@ import attrs
 
 from .. import linux
 from ..errors import LaunchError
-from ..isolator import ContainerConfig, LaunchInfo, Mount, TaskUser
+from ..isolator import ContainerConfig, LaunchInfo, TaskUser
 from ..mesos import VariableType
+from . import capabilities as caps
 
 __all__ = [
     "DEFAULT_PATH",
+    "INIT",
+    "InitProcess",
     "Launcher",
     "PosixLauncher",
     "Process",
     "Termination",
     "command_argv",
     "resolve_user",
+    "start_init",
     "task_environment",
 ]
+
+log = logging.getLogger(__name__)
+
+#: The container init program, run by a bare interpreter.
+INIT = Path(__file__).with_name("init.py")
+#: How long the init may take to make the container and start the task.
+START_TIMEOUT_S = 60.0
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Caller variables a task may see: terminal and locale settings, nothing else.
@@ -86,7 +109,7 @@ class Process(abc.ABC):
 
     @abc.abstractmethod
     def kill(self, sig: int) -> None:
-        """Send ``sig`` to the task and everything it started."""
+        """Pass ``sig`` on to the task (SIGKILL: end the whole container now)."""
 
     @abc.abstractmethod
     def poll(self) -> Termination | None: ...
@@ -165,7 +188,18 @@ def task_environment(
     return {os.fsencode(k): v if isinstance(v, bytes) else os.fsencode(v) for k, v in env.items()}
 
 
-class _PopenProcess(Process):
+def _b64(value: str | bytes) -> str:
+    return base64.b64encode(os.fsencode(value)).decode("ascii")
+
+
+class InitProcess(Process):
+    """A container, seen through its init's supervisor process (our child).
+
+    Signals sent to it are passed on to the task; SIGKILL kills the supervisor, and with
+    it (parent-death signals) PID 1 and so the whole PID namespace. Its exit status is
+    the task's.
+    """
+
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self.popen = popen
         self.pid = popen.pid
@@ -179,14 +213,112 @@ class _PopenProcess(Process):
 
     def kill(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, sig)
+            self.popen.send_signal(sig)  # polls first: never a reused pid
+
+
+def start_init(
+    plan: dict[str, Any],
+    *,
+    user_namespace: bool = False,
+    fds: Collection[int] = (),
+    stdin: IO[Any] | int | None = None,
+    stdout: IO[Any] | int | None = None,
+    stderr: IO[Any] | int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start the container init with ``plan``; return once the task's program runs.
+
+    ``fds`` (the detached filesystems) are passed to it. A failure before the task runs
+    is a :class:`LaunchError` with the init's one-line report.
+    """
+    plan = {**plan, "parent": os.getpid()}
+    plan_r, plan_w = os.pipe2(os.O_CLOEXEC)
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    argv = [sys.executable, "-I", "-S", str(INIT), str(plan_r), str(report_w)]
+    if user_namespace:
+        argv.append("--user-namespace")
+    try:
+        popen = subprocess.Popen(  # noqa: S603 (fixed argv: fd numbers only)
+            argv,
+            # The interpreter running us, by a link that needs no search permission on
+            # its directories (a non-root user may not be able to reach it by its path).
+            executable="/proc/self/exe",
+            pass_fds=(plan_r, report_w, *fds),
+            env={},
+            cwd="/",
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            process_group=0,
+            close_fds=True,
+        )
+    except OSError as error:
+        for fd in (plan_w, report_r):
+            os.close(fd)
+        raise LaunchError(f"cannot start the container's init: {error.strerror}") from None
+    finally:
+        os.close(plan_r)
+        os.close(report_w)
+    try:
+        _write_all(plan_w, json.dumps(plan).encode("utf-8"))
+    except BrokenPipeError:
+        pass  # the init is gone already: its report and status tell why
+    finally:
+        os.close(plan_w)
+    message = _read_report(report_r, popen)
+    if message is not None:
+        popen.wait()
+        raise LaunchError(message)
+    return popen
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_report(fd: int, popen: subprocess.Popen[bytes]) -> str | None:
+    """The init's report: None once the task runs (end of file, nothing said)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    chunks = []
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                popen.kill()
+                popen.wait()
+                return f"the container was not ready within {START_TIMEOUT_S:.0f}s"
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    if chunks:
+        return b"".join(chunks).decode("utf-8", "replace")
+    code = popen.poll()
+    if code is not None and code != 0:
+        return f"the container's init ended before the task started (status {code})"
+    return None
 
 
 class PosixLauncher(Launcher):
-    """Runs the task on the host, in a private mount namespace when root."""
+    """Runs tasks on the host's root filesystem, each in a sealed container.
 
-    def __init__(self, *, private_mounts: bool | None = None) -> None:
-        self.private_mounts = linux.is_root() if private_mounts is None else private_mounts
+    ``capabilities``: what a root task keeps (None: all of them). ``mask``: host paths
+    no task may see (the runtime directory, the image store, the embedded store's
+    files…): each is covered, in the task's mount namespace, by an empty read-only tmpfs
+    (a directory) or ``/dev/null`` (a file).
+    """
+
+    def __init__(
+        self,
+        *,
+        capabilities: Collection[int] | None = caps.DEFAULT,
+        mask: Sequence[Path] = (),
+    ) -> None:
+        self.capabilities = None if capabilities is None else frozenset(capabilities)
+        self.mask = tuple(Path(os.path.realpath(p)) for p in mask)
 
     def launch(
         self,
@@ -197,94 +329,57 @@ class PosixLauncher(Launcher):
         stdout: IO[Any] | int | None = None,
         stderr: IO[Any] | int | None = None,
     ) -> Process:
-        if info.mounts and not self.private_mounts:
-            raise LaunchError("secret mounts need a private mount namespace, which needs root")
+        root = linux.is_root()
         argv, executable = command_argv(config)
+        sandbox = Path(os.path.realpath(config.sandbox))
         env = task_environment(config, info)
         switch = config.user.uid != os.geteuid()
-        report_r, report_w = os.pipe2(os.O_CLOEXEC)
-        setup = _ChildSetup(
-            mounts=info.mounts if self.private_mounts else (),
-            detach=info.detach if self.private_mounts else (),
-            private=self.private_mounts,
-            user=config.user if switch else None,
-            report=report_w,
-            parent=os.getpid(),
+        task = {
+            "argv": [_b64(a) for a in argv],
+            "executable": executable,
+            "env": [[_b64(k), _b64(v)] for k, v in env.items()],
+            "cwd": str(sandbox),
+            "user": (
+                {"uid": config.user.uid, "gid": config.user.gid, "groups": list(config.user.groups)}
+                if switch
+                else None
+            ),
+            "capabilities": (
+                sorted(self.capabilities) if root and self.capabilities is not None else None
+            ),
+        }
+        plan = {
+            "cgroups": list(config.cgroup_procs),
+            "ipc": True,
+            "filesystems": [[fs.fd, str(fs.at)] for fs in info.filesystems],
+            "mounts": [mount.to_plan() for mount in info.mounts],
+            "detach": [str(point) for point in info.detach],
+            "mask": [str(p) for p in self._masked(sandbox, info)],
+            "task": task,
+        }
+        popen = start_init(
+            plan,
+            user_namespace=not root,
+            fds=[fs.fd for fs in info.filesystems],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
         )
-        try:
-            popen = subprocess.Popen(  # noqa: S603 (argv comes from the task's CommandInfo)
-                argv,
-                executable=executable,
-                env=env,
-                cwd=config.sandbox,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                preexec_fn=setup,  # noqa: PLW1509 (namespace set-up must run in the child)
-                process_group=0,
-                close_fds=True,
-            )
-        except subprocess.SubprocessError:
-            os.close(report_w)
-            detail = _read_all(report_r).decode("utf-8", "replace") or "unknown error"
-            raise LaunchError(f"cannot set up the task's container: {detail}") from None
-        except OSError as error:
-            os.close(report_w)
-            os.close(report_r)
-            raise LaunchError(
-                f"cannot start the task: {error.strerror}: '{error.filename or executable}'"
-            ) from None
-        os.close(report_w)
-        os.close(report_r)
-        return _PopenProcess(popen)
+        return InitProcess(popen)
 
+    def _masked(self, sandbox: Path, info: LaunchInfo) -> list[Path]:
+        """The masked paths that hold nothing the task needs (its sandbox, its mounts).
 
-@attrs.frozen
-class _ChildSetup:
-    """Runs in the child between fork and exec: namespace, mounts, then the user switch."""
-
-    mounts: Sequence[Mount]
-    detach: Sequence[Path]
-    private: bool
-    user: TaskUser | None
-    report: int
-    parent: int
-
-    def __call__(self) -> None:
-        step = "set up"
-        try:
-            if self.private:
-                step = "create a private mount namespace"
-                linux.unshare_mount_namespace()
-                linux.make_mounts_private()
-                for mount in self.mounts:
-                    step = f"bind the secret onto '{mount.target}'"
-                    linux.bind_mount(mount.source, mount.target, read_only=mount.read_only)
-                for point in self.detach:
-                    step = f"detach '{point}'"
-                    linux.umount(point, detach=True)
-            if self.user is not None:
-                step = f"switch to user '{self.user.name}'"
-                os.setgroups(list(self.user.groups))
-                os.setgid(self.user.gid)
-                os.setuid(self.user.uid)
-            step = "ask to die with its launcher"
-            linux.set_parent_death_signal(signal.SIGKILL)
-            if os.getppid() != self.parent:
-                raise OSError(errno.ESRCH, "the launcher is gone")  # noqa: TRY301
-        except OSError as error:
-            os.write(self.report, f"cannot {step}: {error.strerror}".encode())
-            raise
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    try:
-        while chunk := os.read(fd, 4096):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
+        Staging points are detached before anything is hidden: they do not count.
+        """
+        needed = [sandbox] + [m.target for m in info.mounts]
+        hidden = []
+        for path in self.mask:
+            if any(path == n or path in n.parents for n in needed):
+                log.debug("not hiding %s: the task needs what is under it", path)
+                continue
+            hidden.append(path)
+        return hidden
 
 
 def signal_name(sig: int) -> str:

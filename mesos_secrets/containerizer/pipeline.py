@@ -3,33 +3,36 @@
 authorize → provision → isolators.prepare → launch → isolators.isolate → wait → cleanup
 
 Cleanup runs whatever happens: success, failure at any step, a kill, an interrupt.
-What the pipeline keeps on disk lives in the runtime directory, one directory per
-container holding paths and pids, never a value (the secret tmpfs is mounted there
-only until the task starts). A crashed front end leaves that directory behind;
-:meth:`Containerizer.recover` at the next start finds it and cleans it up.
+What the pipeline keeps on disk lives in the runtime directory (:mod:`.runtime`): one
+claimed directory per container, holding paths and pids, never a value. A container's
+mounts exist only in its own mount namespace, and its processes only in its own PID
+namespace and cgroup, so a front end that dies, however it dies, leaves no process and
+no mount: only that directory and the cgroup, which :meth:`Containerizer.recover` (at
+the next start of any front end on the node) finds by its free lock and removes.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import signal
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol, Self
+from typing import IO, Any, Literal, Protocol, Self
 
 import attrs
 
-from .. import linux
+from .. import nofollow
 from ..errors import LaunchError, MesosSecretsError
-from ..isolator import ContainerConfig, IsolatorChain
+from ..isolator import ContainerConfig, IsolatorChain, LaunchInfo, Mount
 from ..mesos import TaskInfo
 from ..resolver import ResolveContext
+from . import cgroups as cgroups_module
 from .launcher import Launcher, Process, Termination, resolve_user
+from .runtime import Claim, RuntimeDir, default_runtime_dir, process_start_time
 
 __all__ = [
     "Authorizer",
@@ -37,6 +40,7 @@ __all__ = [
     "Containerizer",
     "NoImages",
     "Provisioner",
+    "Rootfs",
     "default_runtime_dir",
 ]
 
@@ -45,30 +49,35 @@ log = logging.getLogger(__name__)
 #: Decides whether the task may use its secrets; raises SecretAccessDeniedError if not.
 Authorizer = Callable[[TaskInfo, ResolveContext | None], None]
 
+CONTAINERS = "containers"
+SANDBOXES = "sandboxes"
+
+
+@attrs.frozen
+class Rootfs:
+    """A task's root filesystem: where it appears, and the mounts (an overlay) that make it
+    appear there, inside the container's mount namespace only."""
+
+    path: Path
+    mounts: tuple[Mount, ...] = ()
+
 
 class Provisioner(Protocol):
     """Provides a task's image: ``provision`` returns its root filesystem (None: the
-    host's); ``destroy`` removes what it made for a container (idempotent)."""
+    host's); ``destroy`` removes what it made for a container (idempotent); ``recover``
+    removes what provisioners that died left (partial downloads)."""
 
-    def provision(self, task: TaskInfo, config: ContainerConfig) -> Path | None: ...
+    def provision(self, task: TaskInfo, config: ContainerConfig) -> Rootfs | None: ...
 
     def destroy(self, container_id: str) -> None: ...
 
-
-def default_runtime_dir() -> Path:
-    """``/run/mesos-secrets`` for root (cleared at boot); a per-user directory otherwise."""
-    if linux.is_root():
-        return Path("/run/mesos-secrets")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "mesos-secrets"
-    return Path(tempfile.gettempdir()) / f"mesos-secrets-{os.geteuid()}"
+    def recover(self) -> None: ...
 
 
 class NoImages:
     """The provisioner used when none is configured: tasks run on the host's filesystem."""
 
-    def provision(self, task: TaskInfo, config: ContainerConfig) -> Path | None:
+    def provision(self, task: TaskInfo, config: ContainerConfig) -> Rootfs | None:
         image = task.container.mesos.image if task.container and task.container.mesos else None
         if image is not None:
             raise LaunchError(
@@ -80,66 +89,113 @@ class NoImages:
     def destroy(self, container_id: str) -> None:
         pass
 
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (so a reused pid is not mistaken for it)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    def recover(self) -> None:
+        pass
 
 
 def _own_sandbox(config: ContainerConfig) -> None:
     """The task's user owns its sandbox (as root, the sandbox is handed over)."""
     info = config.sandbox.stat()
-    if linux.is_root() and (info.st_uid, info.st_gid) != (config.user.uid, config.user.gid):
+    if os.geteuid() == 0 and (info.st_uid, info.st_gid) != (config.user.uid, config.user.gid):
         os.chown(config.sandbox, config.user.uid, config.user.gid)
 
 
 class Containerizer:
-    """Runs tasks through the pipeline; one per front end process."""
+    """Runs tasks through the pipeline; one per front end process.
+
+    ``cgroups``: the host's cgroups (found by default; None: none, as for non-root).
+    """
 
     def __init__(
         self,
         isolators: IsolatorChain,
         launcher: Launcher,
-        runtime_dir: Path | None = None,
+        runtime_dir: Path | RuntimeDir | None = None,
         *,
         authorize: Authorizer | None = None,
         provisioner: Provisioner | None = None,
         image_launcher: Launcher | None = None,
+        cgroups: cgroups_module.Cgroups | Literal["detect"] | None = "detect",
     ) -> None:
         self.isolators = isolators
         self.launcher = launcher
-        self.runtime_dir = Path(runtime_dir) if runtime_dir else default_runtime_dir()
+        self.runtime = (
+            runtime_dir if isinstance(runtime_dir, RuntimeDir) else RuntimeDir(runtime_dir)
+        )
+        self.runtime_dir = self.runtime.path
         self.authorize = authorize
         self.provisioner: Provisioner = provisioner or NoImages()
         self.image_launcher = image_launcher
+        self.cgroups: cgroups_module.Cgroups | None = (
+            cgroups_module.detect() if isinstance(cgroups, str) else cgroups
+        )
+        self._claims: dict[str, Claim] = {}
 
     @property
     def containers_dir(self) -> Path:
-        return self.runtime_dir / "containers"
+        return self.runtime_dir / CONTAINERS
 
     def recover(self) -> list[str]:
-        """Clean up after containers whose owner is gone (a crash, a SIGKILL).
+        """Clean up after containers whose front end is gone (a crash, a SIGKILL).
 
-        Returns the ids of the orphans removed.
+        Kills whatever of theirs still runs, removes their state, cgroups and temporary
+        sandboxes, and the image store's partial downloads. Containers of live front ends
+        (their claim is locked) are never touched. Returns the ids of the orphans removed.
         """
-        if not self.containers_dir.is_dir():
-            return []
-        alive: list[str] = []
         orphans: list[str] = []
-        for directory in sorted(self.containers_dir.iterdir()):
-            (alive if self._owner_alive(directory) else orphans).append(directory.name)
-        self.isolators.recover(alive)
-        for container_id in orphans:
-            log.warning("cleaning up orphaned container %s", container_id)
+        for claim in self.runtime.orphans(CONTAINERS):
+            log.warning("cleaning up orphaned container %s", claim.name)
             try:
-                self.destroy(container_id)
+                self._kill_orphan(claim)
+                self.destroy(claim.name, claim=claim)
             except (MesosSecretsError, OSError) as error:
-                log.error("could not clean up orphaned container %s: %s", container_id, error)
+                log.error("could not clean up orphaned container %s: %s", claim.name, error)
+                claim.release()
+            else:
+                orphans.append(claim.name)
+        alive = [
+            name
+            for name in (os.listdir(self.containers_dir) if self.containers_dir.is_dir() else ())
+            if not name.startswith(".")
+        ]
+        self.isolators.recover(alive)
+        for claim in self.runtime.orphans(SANDBOXES):
+            self._remove_sandbox(claim)
+        self.provisioner.recover()
         return orphans
+
+    def _kill_orphan(self, claim: Claim) -> None:
+        """Anything of a dead front end's container that still runs is killed."""
+        if self.cgroups is not None:
+            self.cgroups.kill(claim.name)
+        pid, start = claim.record.get("init_pid"), claim.record.get("init_start")
+        if isinstance(pid, int) and start is not None and process_start_time(pid) == start:
+            # No cgroups (not root): its init's supervisor; PID 1 and the namespace follow.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def claim_sandbox(self, path: Path) -> Claim:
+        """Record a temporary sandbox, so that ``recover`` removes it if we die."""
+        info = path.lstat()
+        return self.runtime.claim(
+            SANDBOXES,
+            path.name,
+            {"path": os.path.realpath(path), "inode": list(nofollow.identity(info))},
+        )
+
+    def release_sandbox(self, claim: Claim) -> None:
+        self._remove_sandbox(claim)
+
+    @staticmethod
+    def _remove_sandbox(claim: Claim) -> None:
+        path, inode = claim.record.get("path"), claim.record.get("inode")
+        try:
+            if isinstance(path, str) and isinstance(inode, list) and len(inode) == 2:
+                nofollow.remove_tree(path, expect=(inode[0], inode[1]))
+            claim.remove()
+        except OSError as error:
+            log.error("could not remove temporary sandbox %s: %s", path, error)
+            claim.release()
 
     def launch(
         self,
@@ -154,7 +210,8 @@ class Containerizer:
     ) -> Container:
         """Run ``task`` in ``sandbox``; on any failure nothing is left behind."""
         container_id = container_id or str(uuid.uuid4())
-        self._claim(container_id, task)
+        claim = self.runtime.claim(CONTAINERS, container_id, {"task_id": task.task_id})
+        self._claims[container_id] = claim
         try:
             if self.authorize is not None:
                 self.authorize(task, context)
@@ -167,63 +224,70 @@ class Containerizer:
                 task_id=task.task_id,
                 context=context,
             )
+            if self.cgroups is not None:
+                config = attrs.evolve(
+                    config,
+                    cgroup_procs=tuple(self.cgroups.create(container_id)),
+                    runc_cgroup=self.cgroups.runc_path(container_id),
+                )
             _own_sandbox(config)
             rootfs = self.provisioner.provision(task, config)
             launcher = self.launcher
             if rootfs is not None:
-                config = attrs.evolve(config, rootfs=rootfs)
+                config = attrs.evolve(config, rootfs=rootfs.path)
                 if self.image_launcher is None:
                     raise LaunchError(  # noqa: TRY301 (cleaned up like every other failure)
                         "the task has an image, and no launcher for images is configured"
                     )
                 launcher = self.image_launcher
             info = self.isolators.prepare(config)
+            if rootfs is not None:
+                info = LaunchInfo(mounts=rootfs.mounts).merge(info, "provisioner")
             process = launcher.launch(config, info, stdin=stdin, stdout=stdout, stderr=stderr)
         except BaseException:
             self._destroy_quietly(container_id)
             raise
         try:
+            claim.update(init_pid=process.pid, init_start=process_start_time(process.pid))
             self.isolators.isolate(container_id, process.pid)
         except BaseException:
-            process.kill(signal.SIGKILL)
-            process.wait()
+            self.kill_all(container_id, process)
             self._destroy_quietly(container_id)
             raise
         return Container(self, container_id, task, config, process)
 
-    def destroy(self, container_id: str) -> None:
-        """Clean up a container: every isolator, then its runtime directory. Idempotent."""
-        directory = self.containers_dir / container_id
+    def kill_all(self, container_id: str, process: Process) -> None:
+        """End every process of the container now, and reap its init."""
+        if self.cgroups is not None:
+            self.cgroups.kill(container_id)
+        if process.poll() is None:
+            process.kill(signal.SIGKILL)
+        process.wait()
+
+    def destroy(self, container_id: str, *, claim: Claim | None = None) -> None:
+        """Clean up a container: cgroups, every isolator, its runtime directory. Idempotent.
+
+        Its processes must be gone (:meth:`kill_all`).
+        """
+        claim = claim or self._claims.pop(container_id, None)
         try:
+            if self.cgroups is not None:
+                self.cgroups.kill(container_id)  # nothing may run while its files go
             if self.image_launcher is not None:
                 self.image_launcher.destroy(container_id)
             self.isolators.cleanup(container_id)
             self.provisioner.destroy(container_id)
+            if self.cgroups is not None:
+                self.cgroups.remove(container_id)
         finally:
-            linux.remove_tree(directory)
+            if claim is not None:
+                claim.remove()
 
     def _destroy_quietly(self, container_id: str) -> None:
         try:
             self.destroy(container_id)
         except (MesosSecretsError, OSError) as error:
             log.error("could not clean up container %s: %s", container_id, error)
-
-    def _claim(self, container_id: str, task: TaskInfo) -> None:
-        self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.containers_dir.mkdir(mode=0o700, exist_ok=True)
-        directory = self.containers_dir / container_id
-        directory.mkdir(mode=0o700)
-        owner = {"pid": os.getpid(), "start": _start_time(os.getpid()), "task_id": task.task_id}
-        (directory / "owner.json").write_text(json.dumps(owner), encoding="utf-8")
-
-    @staticmethod
-    def _owner_alive(directory: Path) -> bool:
-        try:
-            owner = json.loads((directory / "owner.json").read_text(encoding="utf-8"))
-            pid, start = int(owner["pid"]), owner["start"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return False  # half-made or damaged: nobody can be using it
-        return start is not None and _start_time(pid) == start
 
 
 class Container:
@@ -254,15 +318,17 @@ class Container:
         return self.process.poll()
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
-        self.process.kill(sig)
+        """Pass ``sig`` on to the task; SIGKILL ends every process of the container."""
+        if sig == signal.SIGKILL:
+            self.containerizer.kill_all(self.id, self.process)
+        else:
+            self.process.kill(sig)
 
     def destroy(self) -> None:
-        """Kill the task if it still runs, then clean up. Idempotent."""
+        """Kill whatever of the container still runs, then clean up. Idempotent."""
         if self._destroyed:
             return
-        if self.process.poll() is None:
-            self.process.kill(signal.SIGKILL)
-            self.process.wait()
+        self.containerizer.kill_all(self.id, self.process)
         self._destroyed = True
         self.containerizer.destroy(self.id)
 

@@ -1,10 +1,15 @@
 """The container launcher for tasks with an image: an OCI bundle, run by runc.
 
+runc itself runs inside a container of our init (:mod:`.init`): in its PID namespace,
+so that a front end killed with SIGKILL takes runc and the task with it (runc alone
+would leave the task running), and in its mount namespace, where the image's overlay
+is mounted and runc keeps its state on a tmpfs of its own: none of it is ever in the
+host's mount table, and none of it outlives the container.
+
 The bundle's ``config.json`` carries the task's environment, secrets included, so it is
-written only to a small tmpfs of the container's own (``0700``, root only) and that
-tmpfs is detached as soon as runc has created the container: the file never reaches a
-disk, and is gone while the task runs. runc keeps no copy of the environment in its
-state.
+written only to a small detached tmpfs (``0700``, root only) attached in that mount
+namespace, and deleted as soon as runc has created the container: the file never
+reaches a disk, and is gone while the task runs.
 
 In the container: the image's root filesystem (an overlay; see ``images``), the
 sandbox at ``/mnt/mesos/sandbox`` as in Mesos (the working directory and
@@ -14,6 +19,7 @@ sandbox at ``/mnt/mesos/sandbox`` as in Mesos (the working directory and
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -23,10 +29,19 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .. import linux
+from .. import linux, nofollow
 from ..errors import LaunchError
 from ..isolator import ContainerConfig, LaunchInfo, Mount
-from .launcher import Launcher, Process, Termination, command_argv, task_environment
+from .launcher import (
+    DEFAULT_PATH,
+    InitProcess,
+    Launcher,
+    Process,
+    Termination,
+    command_argv,
+    start_init,
+    task_environment,
+)
 
 __all__ = ["SANDBOX", "RuncLauncher"]
 
@@ -50,38 +65,31 @@ _READ_ONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-tr
 _CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
 
-class _RuncProcess(Process):
-    def __init__(self, popen: subprocess.Popen[bytes], launcher: RuncLauncher, name: str) -> None:
-        self.popen = popen
-        self.pid = popen.pid
-        self.launcher = launcher
-        self.name = name
+class _RuncProcess(InitProcess):
+    """The container init running ``runc run``: its status is runc's, which is the task's."""
 
     def wait(self) -> Termination:
-        return self._termination(self.popen.wait())
+        return self._termination(super().wait())
 
     def poll(self) -> Termination | None:
-        code = self.popen.poll()
-        return None if code is None else self._termination(code)
+        termination = super().poll()
+        return None if termination is None else self._termination(termination)
 
     @staticmethod
-    def _termination(code: int) -> Termination:
+    def _termination(termination: Termination) -> Termination:
         # runc reports a container killed by signal N as 128 + N.
-        if code > 128:
+        code = termination.exit_code
+        if code is not None and code > 128:
             return Termination(signal=code - 128)
-        return Termination.from_returncode(code)
-
-    def kill(self, sig: int) -> None:
-        self.launcher.runc("kill", self.name, str(int(sig)), check=False)
+        return termination
 
 
 class RuncLauncher(Launcher):
-    """Runs tasks whose ``config.rootfs`` is set, with ``runc run``."""
+    """Runs tasks whose ``config.rootfs`` is set, with ``runc run``, inside our init."""
 
     def __init__(self, runtime_dir: Path, *, runc: str = "runc") -> None:
         self.runtime_dir = Path(runtime_dir)
         self.runc_path = shutil.which(runc) or runc
-        self.state = self.runtime_dir / "runc"
 
     def container_dir(self, container_id: str) -> Path:
         return self.runtime_dir / "containers" / container_id / "runc"
@@ -89,17 +97,6 @@ class RuncLauncher(Launcher):
     @staticmethod
     def name_of(container_id: str) -> str:
         return f"mesos-secrets-{container_id}"
-
-    def runc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(  # noqa: S603 (fixed arguments: ids, signals, paths)
-            [self.runc_path, "--root", str(self.state), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise LaunchError(f"runc {args[0]} failed: {result.stderr.strip()[-500:]}")
-        return result
 
     def launch(
         self,
@@ -113,47 +110,81 @@ class RuncLauncher(Launcher):
         if config.rootfs is None:
             raise LaunchError("the runc launcher runs tasks in an image, and this task has none")
         directory = self.container_dir(config.container_id)
-        bundle = directory / "bundle"
-        bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        linux.mount(
-            "tmpfs",
-            bundle,
-            "tmpfs",
-            linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
-            "size=1m,mode=0700",
-        )
+        bundle, state = directory / "bundle", directory / "state"
+        for path in (bundle, state):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
         pid_file = directory / "pid"
         name = self.name_of(config.container_id)
+        spec = self.spec(config, info)
+        flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+        bundle_fd = linux.new_filesystem(
+            "tmpfs", {"size": "1m", "mode": "0700"}, flags, source="mesos-secrets"
+        )
         try:
-            spec = self.spec(config, info)
             fd = os.open(
-                bundle / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+                "config.json",
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                0o600,
+                dir_fd=bundle_fd,
             )
             with os.fdopen(fd, "w") as out:
                 json.dump(spec, out)
-            popen = subprocess.Popen(  # noqa: S603
-                [
-                    self.runc_path,
-                    "--root",
-                    str(self.state),
-                    "run",
-                    "--bundle",
-                    str(bundle),
-                    "--pid-file",
-                    str(pid_file),
-                    name,
+            filesystems = [*info.filesystems]
+            plan = {
+                "cgroups": list(config.cgroup_procs),
+                "ipc": False,  # runc makes the task's own
+                "filesystems": [[fs.fd, str(fs.at)] for fs in filesystems]
+                + [[bundle_fd, str(bundle)]],
+                "mounts": [m.to_plan() for m in info.mounts if m.fstype is not None]
+                + [
+                    Mount(
+                        "mesos-secrets-runc",
+                        state,
+                        read_only=False,
+                        fstype="tmpfs",
+                        options="mode=0700,size=1m",
+                    ).to_plan()
                 ],
+                "task": {
+                    "argv": [
+                        _b64(a)
+                        for a in (
+                            self.runc_path,
+                            "--root",
+                            str(state),
+                            "run",
+                            "--bundle",
+                            str(bundle),
+                            "--pid-file",
+                            str(pid_file),
+                            name,
+                        )
+                    ],
+                    "executable": self.runc_path,
+                    "env": [[_b64("PATH"), _b64(DEFAULT_PATH)]],
+                    "cwd": "/",
+                    "user": None,
+                    "capabilities": None,
+                },
+            }
+            popen = start_init(
+                plan,
+                fds=[fs.fd for fs in filesystems] + [bundle_fd],
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
-                process_group=0,
             )
-            self._wait_created(popen, pid_file)
+            try:
+                self._wait_created(popen, pid_file)
+            except BaseException:
+                popen.kill()
+                popen.wait()
+                raise
+            # The container exists: its spec, environment and all, goes.
+            os.unlink("config.json", dir_fd=bundle_fd)
         finally:
-            # The container exists (or failed to): its spec, environment and all, goes.
-            linux.umount(bundle, detach=True)
-        return _RuncProcess(popen, self, name)
+            os.close(bundle_fd)
+        return _RuncProcess(popen)
 
     @staticmethod
     def _wait_created(popen: subprocess.Popen[bytes], pid_file: Path) -> None:
@@ -165,19 +196,14 @@ class RuncLauncher(Launcher):
                     f"runc could not start the container (exit status {code}; its error is above)"
                 )
             if time.monotonic() > deadline:
-                popen.kill()
-                popen.wait()
                 raise LaunchError(
                     f"runc did not start the container within {_START_TIMEOUT_S:.0f}s"
                 )
             time.sleep(0.005)
 
     def destroy(self, container_id: str) -> None:
-        """Delete the runc container (if any) and what the launcher kept. Idempotent."""
-        directory = self.container_dir(container_id)
-        if directory.exists():
-            self.runc("delete", "--force", self.name_of(container_id), check=False)
-            linux.remove_tree(directory)
+        """Remove what the launcher kept (runc's state lived in the container). Idempotent."""
+        nofollow.remove_tree(self.container_dir(container_id))
 
     def spec(self, config: ContainerConfig, info: LaunchInfo) -> dict[str, Any]:
         """The OCI runtime spec for the task (held in memory and on the bundle's tmpfs only)."""
@@ -224,7 +250,9 @@ class RuncLauncher(Launcher):
                 "options": ["rbind", "rw", "nosuid", "nodev"],
             },
         ]
-        mounts += [self._secret_mount(config, mount) for mount in info.mounts]
+        mounts += [
+            self._secret_mount(config, mount) for mount in info.mounts if mount.fstype is None
+        ]
         return {
             "ociVersion": "1.0.2",
             "process": {
@@ -250,6 +278,7 @@ class RuncLauncher(Launcher):
             "hostname": "mesos-secrets",
             "mounts": mounts,
             "linux": {
+                **({"cgroupsPath": config.runc_cgroup} if config.runc_cgroup else {}),
                 "namespaces": [{"type": kind} for kind in ("pid", "ipc", "uts", "mount")],
                 "maskedPaths": _MASKED,
                 "readonlyPaths": _READ_ONLY,
@@ -267,6 +296,10 @@ class RuncLauncher(Launcher):
         raise LaunchError(
             f"secret mount target '{target}' is neither in the image nor in the sandbox"
         )
+
+
+def _b64(value: str) -> str:
+    return base64.b64encode(os.fsencode(value)).decode("ascii")
 
 
 def _bind(mount: Mount, destination: str) -> dict[str, Any]:

@@ -1,0 +1,430 @@
+"""The container's init: makes a sealed container around one task, and is its PID 1.
+
+Run by a launcher as ``python -I -S init.py PLAN_FD REPORT_FD`` (a bare interpreter: the
+standard library and :mod:`mesos_secrets.linux`, loaded by path; nothing else of the
+package). A fresh process started this way, never a ``preexec_fn``, so that launching
+from a threaded front end (the executor) is safe. The plan (JSON, with the task's
+environment) comes through a pipe: no value is ever on a command line.
+
+Two processes, after Mesos' ``mesos-containerizer launch`` (which is PID 1 of a container
+too, forwards signals, reaps, records the wait status):
+
+the supervisor (this process, in the front end's PID namespace)
+    dies with the front end (parent-death signal), is not dumpable and writes no core,
+    joins the container's cgroups so every descendant is accounted for, unshares the
+    PID, mount and IPC namespaces (and a user namespace when not root), forks PID 1,
+    passes signals on to it, and ends as PID 1 reports the task ended: with the same
+    exit status, or killed by the same signal.
+
+PID 1 (in the new namespaces)
+    makes the container's mounts in its own mount namespace only (the host's mount
+    table never sees them): detached filesystems attached, overlays mounted, secrets
+    bound over placeholders it checks are the inodes prepared for them, the staging
+    points and private host paths hidden, a fresh ``/proc`` for the new PID namespace,
+    a private ``/dev/shm``. Then it forks the task (its own process group, reduced
+    capabilities, the task's user), passes signals on to it, reaps every orphan, and
+    when the task's main process ends, exits: the kernel then kills whatever the task
+    left running. PID 1 dies with the supervisor, and the supervisor with the front
+    end (parent-death signals, each asked for by the process itself: they are not
+    inherited across fork), so a killed front end takes the whole container with it.
+
+Failures before the task runs are one line on the report pipe ("cannot start the task:
+…", "cannot set up the task's container: …"); the report pipe reaching end-of-file with
+nothing on it means the task's program was executed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib.util
+import json
+import os
+import select
+import signal
+import stat
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from mesos_secrets import linux
+else:  # a bare interpreter: the package is not importable, linux.py is beside us
+    _spec = importlib.util.spec_from_file_location(
+        "_mesos_secrets_linux",
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "linux.py"),
+    )
+    linux = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(linux)
+
+#: Signals passed on to the task (SIGKILL and SIGSTOP cannot be caught; SIGCHLD is ours).
+FORWARDED = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGCONT,
+)
+#: Exit status of the supervisor when the container could not be made.
+SETUP_FAILED = 125
+SHM_SIZE = "64m"
+
+
+class SetupError(Exception):
+    """A step of making the container failed; the message is the report's line."""
+
+
+class Report:
+    """The report pipe: one line if something fails before the task runs."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fail(self, message: str) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self.fd, message.encode("utf-8", "replace")[:4000])
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _forward_to(target: int, *, group: bool) -> None:
+    """Pass every forwarded signal on to ``target`` (a process, or a process group)."""
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            if group:
+                os.killpg(target, signum)
+            else:
+                os.kill(target, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+
+
+# --- the supervisor --------------------------------------------------------------------
+
+
+def begin(plan_fd: int, report: Report, *, user_namespace: bool) -> dict[str, Any]:
+    """Become the supervisor: tied to the front end, not dumpable, in new namespaces.
+
+    Unprivileged, the user namespace comes first and its maps are written while this
+    process is still dumpable (the kernel makes a non-dumpable process's ``uid_map``
+    root's): that is why the plan, and the values in it, are read only afterwards.
+    """
+    step = "ask to die with the front end"
+    try:
+        linux.set_parent_death_signal(signal.SIGKILL)
+        if user_namespace:
+            step = "create the container's namespaces"
+            linux.unshare(
+                linux.CLONE_NEWUSER | linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWIPC
+            )
+            step = "map the user into its namespace"
+            _map_user(os.geteuid(), os.getegid())
+            linux.set_parent_death_signal(signal.SIGKILL)  # new credentials may clear it
+        step = "stop being dumpable"
+        linux.set_dumpable(False)
+        linux.disable_core_dumps()
+        step = "read its plan"
+        plan: dict[str, Any] = json.loads(_read_all(plan_fd))
+        if os.getppid() != plan["parent"]:
+            raise SetupError("the front end that started it is gone")  # noqa: TRY301
+        for fd, _ in plan.get("filesystems", ()):
+            os.set_inheritable(fd, False)
+        for procs in plan.get("cgroups", ()):
+            step = f"join cgroup '{os.path.dirname(procs)}'"
+            with open(procs, "w", encoding="ascii") as out:
+                out.write("0")
+        if not user_namespace:
+            step = "create the container's namespaces"
+            flags = linux.CLONE_NEWPID | linux.CLONE_NEWNS
+            if plan.get("ipc"):
+                flags |= linux.CLONE_NEWIPC
+            linux.unshare(flags)
+    except OSError as error:
+        report.fail(f"cannot set up the task's container: cannot {step}: {error.strerror}")
+        os._exit(SETUP_FAILED)
+    except (SetupError, ValueError, KeyError) as error:
+        report.fail(f"cannot set up the task's container: cannot {step}: {error}")
+        os._exit(SETUP_FAILED)
+    return plan
+
+
+def supervise(plan: dict[str, Any], report: Report) -> NoReturn:
+    """Fork PID 1, pass signals on to it, end as the task ended."""
+    status_r, status_w = os.pipe()
+    # PID 1 sees end-of-file here once the supervisor is gone: the only way it can tell,
+    # from inside its namespace, that it missed the parent-death signal.
+    lifeline_r, lifeline_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(status_r)
+        os.close(lifeline_w)
+        _die_with_supervisor(lifeline_r)
+        pid1(plan, report, status_w)
+    os.close(status_w)
+    os.close(lifeline_r)
+    for fd, _ in plan.get("filesystems", ()):
+        os.close(fd)
+    _forward_to(child, group=False)  # before the report closes: the launch is not over yet
+    report.close()
+    _, wait_status = os.waitpid(child, 0)
+    outcome = _read_all(status_r).decode("ascii", "replace").split()
+    _end_like(outcome, wait_status)
+
+
+def _die_with_supervisor(lifeline: int) -> None:
+    """A parent-death signal is not inherited across fork: PID 1 asks for its own."""
+    linux.set_parent_death_signal(signal.SIGKILL)
+    if select.select([lifeline], [], [], 0)[0]:  # end of file: the supervisor is gone
+        os._exit(SETUP_FAILED)
+    os.close(lifeline)
+
+
+def _map_user(uid: int, gid: int) -> None:
+    with open("/proc/self/uid_map", "w", encoding="ascii") as out:
+        out.write(f"{uid} {uid} 1\n")
+    with open("/proc/self/setgroups", "w", encoding="ascii") as out:
+        out.write("deny")
+    with open("/proc/self/gid_map", "w", encoding="ascii") as out:
+        out.write(f"{gid} {gid} 1\n")
+
+
+def _end_like(outcome: list[str], wait_status: int) -> NoReturn:
+    """Exit as the task did: its exit status, or killed by its signal."""
+    if len(outcome) == 2 and outcome[0] == "exit":
+        os._exit(int(outcome[1]))
+    if len(outcome) == 2 and outcome[0] == "signal":
+        signum = int(outcome[1])
+    elif os.WIFSIGNALED(wait_status):  # PID 1 itself was killed (SIGKILL)
+        signum = os.WTERMSIG(wait_status)
+    else:
+        os._exit(SETUP_FAILED if not os.WIFEXITED(wait_status) else os.WEXITSTATUS(wait_status))
+    if signum not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)
+
+
+# --- PID 1 --------------------------------------------------------------------------
+
+
+def pid1(plan: dict[str, Any], report: Report, status_w: int) -> NoReturn:
+    try:
+        make_mounts(plan)
+    except OSError as error:
+        report.fail(f"cannot set up the task's container: {error.strerror}")
+        os._exit(SETUP_FAILED)
+    except SetupError as error:
+        report.fail(f"cannot set up the task's container: {error}")
+        os._exit(SETUP_FAILED)
+    for fd, _ in plan.get("filesystems", ()):
+        os.close(fd)
+    task = os.fork()
+    if task == 0:
+        os.close(status_w)
+        run_task(plan["task"], report)
+    _forward_to(task, group=True)  # before the report closes: see supervise()
+    report.close()
+    while True:
+        try:
+            pid, wait_status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == task:
+            if os.WIFSIGNALED(wait_status):
+                outcome = f"signal {os.WTERMSIG(wait_status)}"
+            else:
+                outcome = f"exit {os.WEXITSTATUS(wait_status)}"
+            os.write(status_w, outcome.encode("ascii"))
+            os._exit(0)  # the kernel kills what is left in the namespace
+
+
+def make_mounts(plan: dict[str, Any]) -> None:
+    """Every mount of the container, in this (new, private) mount namespace."""
+    try:
+        linux.make_mounts_private()
+    except OSError as error:
+        raise SetupError(f"cannot make the mounts private: {error.strerror}") from None
+    for fd, target in plan.get("filesystems", ()):
+        try:
+            linux.attach_mount(fd, target)
+        except OSError as error:
+            raise SetupError(
+                f"cannot attach a filesystem at '{target}': {error.strerror}"
+            ) from None
+    for mount in plan.get("mounts", ()):
+        _mount(mount)
+    for point in plan.get("detach", ()):
+        try:
+            linux.umount(point, detach=True)
+        except OSError as error:
+            raise SetupError(f"cannot detach '{point}': {error.strerror}") from None
+    for path in plan.get("mask", ()):
+        _mask(path)
+    if plan.get("proc", True):
+        try:
+            linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+        except OSError as error:
+            raise SetupError(f"cannot mount /proc: {error.strerror}") from None
+    if plan.get("ipc") and os.path.isdir("/dev/shm"):  # noqa: S108 (the container's own)
+        try:
+            linux.mount(
+                "shm",
+                "/dev/shm",  # noqa: S108
+                "tmpfs",
+                linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                f"mode=1777,size={SHM_SIZE}",
+            )
+        except OSError as error:
+            raise SetupError(f"cannot mount a private /dev/shm: {error.strerror}") from None
+
+
+def _mount(mount: dict[str, Any]) -> None:
+    source, target = mount["source"], mount["target"]
+    if mount.get("fstype"):
+        try:
+            linux.mount(source, target, mount["fstype"], 0, mount.get("options"))
+        except OSError as error:
+            raise SetupError(
+                f"cannot mount the {mount['fstype']} filesystem at '{target}': {error.strerror}"
+            ) from None
+        return
+    fd = _open_target(mount)
+    try:
+        linux.bind_onto(source, fd, read_only=mount.get("read_only", True))
+    except OSError as error:
+        raise SetupError(f"cannot bind the secret onto '{target}': {error.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _open_target(mount: dict[str, Any]) -> int:
+    """Open a bind target without following any link, and check it is the prepared inode."""
+    base, relative, target = mount.get("base"), mount.get("relative") or "", mount["target"]
+    no_links = linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS
+    try:
+        if base is None:
+            fd = linux.openat2(linux.AT_FDCWD, target, os.O_PATH, no_links)
+        else:
+            root = linux.openat2(linux.AT_FDCWD, base, os.O_PATH | os.O_DIRECTORY, no_links)
+            try:
+                fd = linux.openat2(root, relative, os.O_PATH, no_links | linux.RESOLVE_BENEATH)
+            finally:
+                os.close(root)
+    except OSError as error:
+        raise SetupError(
+            f"cannot open the mount point '{target}' without following links: {error.strerror}"
+        ) from None
+    expected = mount.get("inode")
+    info = os.fstat(fd)
+    if expected is not None and [info.st_dev, info.st_ino] != list(expected):
+        os.close(fd)
+        raise SetupError(f"the mount point '{target}' was replaced before the task started")
+    return fd
+
+
+def _mask(path: str) -> None:
+    """Hide a host path the task must not see: an empty read-only tmpfs, or /dev/null."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise SetupError(f"cannot hide '{path}': {error.strerror}") from None
+    try:
+        if stat.S_ISDIR(info.st_mode):
+            linux.mount(
+                "mesos-secrets-masked",
+                path,
+                "tmpfs",
+                linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                "size=4k,mode=0555",
+            )
+        elif stat.S_ISREG(info.st_mode):
+            linux.bind_mount("/dev/null", path, read_only=True)
+    except OSError as error:
+        raise SetupError(f"cannot hide '{path}': {error.strerror}") from None
+
+
+# --- the task ------------------------------------------------------------------------
+
+
+def run_task(task: dict[str, Any], report: Report) -> NoReturn:
+    """In the task's process: its group, capabilities, user, directory; then exec."""
+    executable = task["executable"]
+    step = "start the task"
+    try:
+        for signum in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.setpgid(0, 0)
+        step = f"enter '{task['cwd']}'"
+        _enter(task["cwd"])  # before the user switch, as Mesos does
+        capabilities = task.get("capabilities")
+        if capabilities is not None:
+            step = "reduce the task's capabilities"
+            keep = set(capabilities)
+            linux.drop_bounding_capabilities(keep)
+            if os.geteuid() == 0 and task.get("user") is None:
+                linux.set_capabilities(keep)
+        user = task.get("user")
+        if user is not None:
+            step = f"switch to user {user['uid']}"
+            os.setgroups(user["groups"])
+            os.setgid(user["gid"])
+            os.setuid(user["uid"])
+    except OSError as error:
+        report.fail(f"cannot set up the task's container: cannot {step}: {error.strerror}")
+        os._exit(SETUP_FAILED)
+    argv = [base64.b64decode(a) for a in task["argv"]]
+    env = {base64.b64decode(k): base64.b64decode(v) for k, v in task["env"]}
+    try:
+        os.execvpe(os.fsencode(executable), argv, env)  # noqa: S606 (the task's own argv)
+    except OSError as error:
+        report.fail(f"cannot start the task: {error.strerror}: '{executable}'")
+        os._exit(127)
+
+
+def _enter(directory: str) -> None:
+    """chdir, through an fd opened without following any link."""
+    no_links = linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS
+    fd = linux.openat2(linux.AT_FDCWD, directory, os.O_PATH | os.O_DIRECTORY, no_links)
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
+
+
+def main(argv: list[str]) -> NoReturn:
+    if len(argv) not in (3, 4) or argv[3:] not in ([], ["--user-namespace"]):
+        print(
+            "usage: init.py PLAN_FD REPORT_FD [--user-namespace] (run by a launcher)",
+            file=sys.stderr,
+        )
+        os._exit(2)
+    report = Report(int(argv[2]))
+    os.set_inheritable(report.fd, False)  # the task must not hold it: its exec ends the launch
+    plan = begin(int(argv[1]), report, user_namespace=len(argv) == 4)
+    supervise(plan, report)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
