@@ -50,6 +50,7 @@ __all__ = [
     "rename_noreplace",
     "set_capabilities",
     "set_dumpable",
+    "set_name",
     "set_parent_death_signal",
     "umount",
     "unshare",
@@ -98,6 +99,7 @@ _MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -332,6 +334,12 @@ def set_parent_death_signal(signum: int) -> None:
     """
     if _libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
         raise _fail("prctl(PR_SET_PDEATHSIG)")
+
+
+def set_name(name: str) -> None:
+    """prctl(PR_SET_NAME): the process's name in ``ps`` and ``/proc/<pid>/comm``."""
+    buffer = ctypes.create_string_buffer(os.fsencode(name)[:15])
+    _libc.prctl(PR_SET_NAME, ctypes.cast(buffer, ctypes.c_void_p).value or 0, 0, 0, 0)
 
 
 def set_dumpable(dumpable: bool) -> None:

@@ -198,6 +198,22 @@ class TestTasks:
         assert process.wait(timeout=20) == 0
         assert not mounts_under(setup.tmp)
 
+    def test_tokens_not_in_proc_environ(self, setup: Setup) -> None:
+        """The agent's JWT and the bootstrap token: gone from the executor's
+        /proc/<pid>/environ (os.environ.pop alone leaves the kernel's copy as it was),
+        and the executor is not dumpable and writes no core."""
+        bootstrap = setup.bootstrap()
+        agent = setup.agent(bootstrap=bootstrap)
+        process = setup.start(agent, bootstrap=bootstrap)
+        assert agent.subscribed.wait(30), setup.log()
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes()
+        jwt = mint_executor_token(KEY, FID, EID, agent.container_id)
+        assert jwt.encode() not in environ
+        assert bootstrap.value.data.reveal() not in environ
+        assert b"MESOS_AGENT_ENDPOINT=" in environ  # the rest is as it was
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        assert limits.split("Max core file size")[1].split()[:2] == ["0", "0"]
+
     def test_launch_group(self, setup: Setup) -> None:
         put(setup.bao, "exec/db", {"password": "exec-db-password"})
         bootstrap = setup.bootstrap()

@@ -7,8 +7,8 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,10 @@ import pytest
 from mesos_secrets.testing import canary, leaks
 
 from .bao import Bao
-from .conftest import mounts_under, requires_root
+from .conftest import requires_root
 from .registry import Registry, build_busybox
-from .test_run import Runner, sha, wait_for, wait_running
+from .residue import processes_holding
+from .test_run import Runner, sha, wait_for, wait_running, wait_until
 
 pytestmark = requires_root
 
@@ -93,14 +94,8 @@ class ImageRunner(Runner):
         }
 
     def assert_no_residue(self) -> None:
+        """And no partial download (runc's state lived in the container's namespace)."""
         super().assert_no_residue()
-        listed = subprocess.run(
-            ["runc", "--root", str(self.runtime / "runc"), "list", "-q"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert listed.stdout.strip() == ""
         tmp = self.image_store / "tmp"
         assert not tmp.exists() or list(tmp.iterdir()) == []
 
@@ -197,6 +192,50 @@ class TestRunInImage:
         _, err = process.communicate(timeout=60)
         assert process.returncode == 3, err.decode()
         runner.assert_no_residue()
+
+    def test_killed_run_takes_the_container_with_it(self, runner: ImageRunner) -> None:
+        """run dies by SIGKILL: runc and the task in the image die with it (runc alone
+        would leave the task running); the next run removes the cgroups left."""
+        value = canary()
+        runner.store.put("/app/db", {"password": value})
+        spec = runner.app(cmd="sleep 60 & touch started; sleep 60") | {
+            "env": {"DB": {"secret": "db"}}
+        }
+        process = runner.start(spec)
+        wait_for(runner.work / "started")
+        assert len(processes_holding(value)) >= 2
+        process.kill()
+        process.wait()
+        wait_until(lambda: not processes_holding(value), timeout=10)
+        process.communicate()
+        assert runner.run(runner.app(cmd="true")).returncode == 0
+        runner.assert_no_residue()
+
+    def test_host_mount_table_never_changes(self, runner: ImageRunner) -> None:
+        """The overlay, the secret tmpfs and runc's bundle (config.json holds the
+        environment) are mounted in the container's namespace only: the host's mount
+        table is the same all through a run, so no namespace made meanwhile copies them."""
+        before = Path("/proc/1/mountinfo").read_text()
+        changed: list[str] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                now = Path("/proc/1/mountinfo").read_text()
+                if now != before:
+                    changed.append(now)
+                time.sleep(0.0005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            spec = runner.app(cmd=CHECKS, volumes=VOLUMES) | {"env": {"DB": {"secret": "db"}}}
+            result = runner.run(spec)
+        finally:
+            done.set()
+            watcher.join()
+        assert result.returncode == 0, result.stderr.decode()
+        assert changed == []
 
 
 class TestCredentials:
@@ -347,9 +386,14 @@ def test_corrupted_blob(tmp_path: Path, home: Path, layout: Path) -> None:
         server.stop()
 
 
-def test_no_mounts_left(tmp_path: Path) -> None:
-    """(After everything above.) No overlay or tmpfs of ours is left in this namespace."""
-    assert not mounts_under(tmp_path.parent)
+def test_partial_unpack_of_a_dead_front_end_is_removed(runner: ImageRunner) -> None:
+    """What a provisioner that died left in the store's tmp/ goes at the next recover."""
+    (runner.image_store / "tmp" / "unpack-dead" / "rootfs" / "etc").mkdir(parents=True)
+    (runner.image_store / "tmp" / "blob-dead").write_bytes(b"partial")
+    result = runner.run(runner.app(cmd="true"))
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"removed 2 partial download(s) from the image store" in result.stderr
+    runner.assert_no_residue()
 
 
 def test_bearer_token_registry(tmp_path: Path, home: Path, layout: Path) -> None:

@@ -93,9 +93,12 @@ DEFAULT = frozenset(
 
 
 def parse(value: object, where: str = "capabilities") -> frozenset[int]:
-    """A list of names (``"NET_RAW"``, ``"CAP_NET_RAW"``; ``"ALL"``) -> capability numbers."""
+    """A list of names (``"NET_RAW"``, ``"CAP_NET_RAW"``; ``"ALL"``) -> capability numbers.
+
+    ``where`` names the setting in error messages.
+    """
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"'{where}' must be a list of capability names, such as [\"CHOWN\"]")
+        raise ConfigError(f'{where} must be a list of capability names, such as ["CHOWN"]')
     numbers = set()
     for item in value:
         name = item.strip().upper().removeprefix("CAP_")
@@ -103,7 +106,7 @@ def parse(value: object, where: str = "capabilities") -> frozenset[int]:
             return ALL
         if name not in NAMES:
             raise ConfigError(
-                f"'{where}': unknown capability '{item}' (known: {', '.join(sorted(NAMES))})"
+                f"{where}: unknown capability '{item}' (known: {', '.join(sorted(NAMES))})"
             )
         numbers.add(NAMES[name])
     return frozenset(numbers)

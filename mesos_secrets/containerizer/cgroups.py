@@ -27,7 +27,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["ROOT", "Cgroups", "V1Cgroups", "V2Cgroups", "detect"]
@@ -40,16 +39,17 @@ _KILL_TIMEOUT_S = 60.0
 _FREEZE_RETRY_S = 10.0
 
 
-def _mounts() -> Iterator[tuple[str, str, set[str]]]:
+def _mounts() -> list[tuple[str, str, set[str]]]:
     """(mount point, filesystem type, super options) for every cgroup mount."""
+    found = []
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
         for line in info:
             fields = line.split()
             separator = fields.index("-")
             fstype = fields[separator + 1]
             if fstype in ("cgroup", "cgroup2"):
-                options = set(fields[separator + 3].split(","))
-                yield fields[4], fstype, options
+                found.append((fields[4], fstype, set(fields[separator + 3].split(","))))
+    return found
 
 
 def detect() -> Cgroups | None:

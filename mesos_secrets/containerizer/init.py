@@ -420,6 +420,7 @@ def main(argv: list[str]) -> NoReturn:
             file=sys.stderr,
         )
         os._exit(2)
+    linux.set_name("mesos-init")  # not "exe" (we are run as /proc/self/exe) in ps, top
     report = Report(int(argv[2]))
     os.set_inheritable(report.fd, False)  # the task must not hold it: its exec ends the launch
     plan = begin(int(argv[1]), report, user_namespace=len(argv) == 4)

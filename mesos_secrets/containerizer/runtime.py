@@ -19,7 +19,9 @@ A claim (a container, a sandbox) is made complete, then made visible: created as
 Its owner holds the lock for as long as it lives, and the kernel releases it when the
 owner dies however it dies: a claim whose lock can be taken is an orphan, one whose lock
 is held is not, whatever stage its owner is at. Whoever takes an orphan's lock is the
-only one cleaning it up.
+only one cleaning it up. A ``.new-`` entry exists unlocked for a moment, between its
+``mkdir`` and its ``flock``: claims are made under a shared lock (``.<kind>.lock``), and
+``recover`` judges ``.new-`` entries only with that lock held exclusively.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ class RuntimeDir:
     """The trusted runtime directory, held open for the life of the front end."""
 
     def __init__(self, path: Path | None = None) -> None:
+        self.fd = -1
         self.path, self.fd = _open_trusted(path or default_runtime_dir())
 
     def close(self) -> None:
@@ -135,15 +138,27 @@ class RuntimeDir:
                 f"cannot open '{self.path / kind}' (runtime directory): {error.strerror}"
             ) from None
 
+    @contextlib.contextmanager
+    def _making_claims(self, kind: str, *, exclusive: bool) -> Iterator[None]:
+        """Shared while a claim is made; exclusive to judge claims being made."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(f".{kind}.lock", flags, 0o600, dir_fd=self.fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
     def claim(self, kind: str, name: str, record: Mapping[str, Any]) -> Claim:
         """Claim ``kind/name``: it appears, complete and locked, or not at all."""
         kind_fd = self._kind(kind)
         temporary = _NEW + name
         fd = -1
         try:
-            os.mkdir(temporary, 0o700, dir_fd=kind_fd)
-            fd = os.open(temporary, _DIR_FLAGS, dir_fd=kind_fd)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with self._making_claims(kind, exclusive=False):
+                os.mkdir(temporary, 0o700, dir_fd=kind_fd)
+                fd = os.open(temporary, _DIR_FLAGS, dir_fd=kind_fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             owner = {"pid": os.getpid(), "start": process_start_time(os.getpid()), **record}
             _write_json(fd, OWNER, owner)
             linux.rename_noreplace(kind_fd, temporary, name)
@@ -179,6 +194,13 @@ class RuntimeDir:
 
     def _take(self, kind: str, name: str) -> Claim | None:
         kind_fd = os.open(kind, _DIR_FLAGS, dir_fd=self.fd)
+        if name.startswith(_NEW):
+            with self._making_claims(kind, exclusive=True):
+                return self._try(kind, kind_fd, name)
+        return self._try(kind, kind_fd, name)
+
+    def _try(self, kind: str, kind_fd: int, name: str) -> Claim | None:
+        """The claim ``name`` if its owner is gone (locked by us), else None."""
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=kind_fd)
         except FileNotFoundError:
@@ -193,6 +215,12 @@ class RuntimeDir:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # its owner holds it: alive
+            os.close(fd)
+            os.close(kind_fd)
+            return None
+        now = nofollow.stat_at(kind_fd, name)
+        if now is None or nofollow.identity(now) != nofollow.identity(os.fstat(fd)):
+            # Its owner removed it (and then let go of the lock) after we opened it.
             os.close(fd)
             os.close(kind_fd)
             return None
