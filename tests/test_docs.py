@@ -67,3 +67,18 @@ def test_readme_pod_runs(home: Path, tmp_path: Path) -> None:
     LocalStore(home).put("/shop/db", {"password": "pw"})
     options = RunOptions(work_dir=tmp_path / "w", runtime_dir=tmp_path / "r")
     assert run_app(parse_pod(pod), Config(), options) == 0
+
+
+def test_readme_toml_blocks(tmp_path: Path) -> None:
+    """Every ```toml block of the README is a configuration file we accept."""
+    from mesos_secrets.config import load_config
+    from mesos_secrets.registry import resolvers
+    from mesos_secrets.run import _capabilities
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert any("[containers]" in block for block in blocks)
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"{i}.toml"
+        path.write_text(block)
+        config = load_config(path, known=resolvers.names())
+        _capabilities(config)
