@@ -11,14 +11,16 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 
 from mesos_secrets.containerizer import cgroups
 
-__all__ = ["Snapshot", "processes_holding", "snapshot"]
+__all__ = ["Snapshot", "host_mount_changes", "processes_holding", "snapshot"]
 
 
 def _namespaces() -> dict[tuple[str, str], set[int]]:
@@ -96,6 +98,29 @@ def settled_residue(before: Snapshot, timeout: float = 5.0) -> tuple[Snapshot, l
         if not found or time.monotonic() > deadline:
             return after, found
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def host_mount_changes() -> Iterator[list[str]]:
+    """Watch the host's mount table while the block runs; the list gets every change."""
+    before = Path("/proc/1/mountinfo").read_text()
+    changes: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            now = Path("/proc/1/mountinfo").read_text()
+            if now != before:
+                changes.append(now)
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield changes
+    finally:
+        done.set()
+        watcher.join()
 
 
 def processes_holding(value: str | bytes) -> list[int]:

@@ -42,7 +42,7 @@ from mesos_secrets.testing import canary, leaks
 from resolvers.local import LocalResolver, LocalStore
 
 from .conftest import requires_root
-from .residue import processes_holding
+from .residue import host_mount_changes, processes_holding
 from .test_run import BIN, Runner, sha, wait_for, wait_until
 
 pytestmark = requires_root
@@ -412,19 +412,12 @@ def test_each_task_holds_its_own_mounts_only(tmp_path: Path, home: Path, shared:
     store = LocalStore(home)
     for i, value in enumerate(values):
         store.put(f"/c{i}", {"v": value})
-    host_before = Path("/proc/1/mountinfo").read_text()
-    seen_on_host: list[str] = []
-    stop = threading.Event()
+    with host_mount_changes() as seen_on_host:
+        _launch_eight_and_inspect(tmp_path, home, shared, values)
+    assert seen_on_host == []
 
-    def watch_host() -> None:
-        while not stop.is_set():
-            now = Path("/proc/1/mountinfo").read_text()
-            if now != host_before:
-                seen_on_host.append(now)
-            time.sleep(0.001)
 
-    watcher = threading.Thread(target=watch_host)
-    watcher.start()
+def _launch_eight_and_inspect(tmp_path: Path, home: Path, shared: Path, values: list[str]) -> None:
     runners = [runner_in(tmp_path, home, f"r{i}", shared) for i in range(8)]
     processes = [
         r.start(
@@ -445,13 +438,10 @@ def test_each_task_holds_its_own_mounts_only(tmp_path: Path, home: Path, shared:
             assert not [p for p in points if p.startswith(tuple(others))]
             assert not [p for p in points if p.startswith(f"{shared}/")]
     finally:
-        stop.set()
-        watcher.join()
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
             process.communicate(timeout=30)
-    assert seen_on_host == []
 
 
 # --- 6. concurrent front ends ----------------------------------------------------------

@@ -63,6 +63,15 @@ class Setup:
             "executor-read", 'path "secret/data/exec/*" { capabilities = ["read"] }'
         )
 
+    def running(self, value: str) -> Agent:
+        """``exec/db`` holds ``value``; an executor is started and subscribed."""
+        put(self.bao, "exec/db", {"password": value})
+        bootstrap = self.bootstrap()
+        agent = self.agent(bootstrap=bootstrap)
+        self.start(agent, bootstrap=bootstrap)
+        assert agent.subscribed.wait(30), self.log()
+        return agent
+
     def bootstrap(self) -> Any:
         return mint_bootstrap(
             self.bao.client(), policies=["executor-read"], ttl="10m", wrap_ttl="60s"
@@ -242,11 +251,7 @@ class TestTasks:
 
     def test_missing_secret_fails_the_task(self, setup: Setup) -> None:
         value = canary()
-        put(setup.bao, "exec/db", {"password": value})
-        bootstrap = setup.bootstrap()
-        agent = setup.agent(bootstrap=bootstrap)
-        setup.start(agent, bootstrap=bootstrap)
-        assert agent.subscribed.wait(30)
+        agent = setup.running(value)
         spec = dict(CHECK_APP, secrets={"db": {"source": "/exec/nothing@password"}})
         agent.launch(app_task(spec, agent, "m1"))
         update = agent.wait_for("m1", "TASK_FAILED")
@@ -301,11 +306,7 @@ class TestTasks:
         """TASK_FINISHED is sent once the task's processes are all gone: a background
         process holding the secret does not outlive its task."""
         value = canary()
-        put(setup.bao, "exec/db", {"password": value})
-        bootstrap = setup.bootstrap()
-        agent = setup.agent(bootstrap=bootstrap)
-        setup.start(agent, bootstrap=bootstrap)
-        assert agent.subscribed.wait(30)
+        agent = setup.running(value)
         agent.launch(app_task(dict(CHECK_APP, cmd="sleep 40 & exit 0"), agent, "b1"))
         agent.wait_for("b1", "TASK_FINISHED")
         assert processes_holding(value) == []

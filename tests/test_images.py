@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from mesos_secrets.testing import canary, leaks
 from .bao import Bao
 from .conftest import requires_root
 from .registry import Registry, build_busybox
-from .residue import processes_holding
+from .residue import host_mount_changes, processes_holding
 from .test_run import Runner, sha, wait_for, wait_running, wait_until
 
 pytestmark = requires_root
@@ -215,25 +214,9 @@ class TestRunInImage:
         """The overlay, the secret tmpfs and runc's bundle (config.json holds the
         environment) are mounted in the container's namespace only: the host's mount
         table is the same all through a run, so no namespace made meanwhile copies them."""
-        before = Path("/proc/1/mountinfo").read_text()
-        changed: list[str] = []
-        done = threading.Event()
-
-        def watch() -> None:
-            while not done.is_set():
-                now = Path("/proc/1/mountinfo").read_text()
-                if now != before:
-                    changed.append(now)
-                time.sleep(0.0005)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
+        with host_mount_changes() as changed:
             spec = runner.app(cmd=CHECKS, volumes=VOLUMES) | {"env": {"DB": {"secret": "db"}}}
             result = runner.run(spec)
-        finally:
-            done.set()
-            watcher.join()
         assert result.returncode == 0, result.stderr.decode()
         assert changed == []
 
