@@ -58,7 +58,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SOURCE = "mesos-secrets"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)(i?b?)\s*", re.IGNORECASE)
-_NOSWAP_SUPPORTED: bool | None = None  # learned at the first mount
+_WARNED_SWAP = False
 
 
 def parse_size(value: int | str) -> int:
@@ -231,7 +231,7 @@ class VolumeSecretIsolator(Isolator):
 
     def _new_tmpfs(self, config: ContainerConfig) -> int:
         """The container's tmpfs, detached: an fd of its root, mounted nowhere."""
-        global _NOSWAP_SUPPORTED  # noqa: PLW0603 (a fact about the kernel, learned once)
+        global _WARNED_SWAP  # noqa: PLW0603 (once per process)
         user = config.user
         options: dict[str, str | None] = {
             "size": str(self.size),
@@ -240,26 +240,17 @@ class VolumeSecretIsolator(Isolator):
             "gid": str(user.gid),
         }
         flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-        if self.noswap and _NOSWAP_SUPPORTED is not False:
-            try:
-                fd = linux.new_filesystem(
-                    "tmpfs", {**options, "noswap": None}, flags, source=SOURCE
-                )
-            except OSError as error:
-                if error.errno != errno.EINVAL:
-                    raise self._error(config, f"cannot make the secret tmpfs: {error}") from None
-                _NOSWAP_SUPPORTED = False
-                log.warning(
-                    "this kernel's tmpfs has no 'noswap' option (Linux 6.4+): secret volumes "
-                    "may be written to swap"
-                )
-            else:
-                _NOSWAP_SUPPORTED = True
-                return fd
         try:
-            return linux.new_filesystem("tmpfs", options, flags, source=SOURCE)
+            fd, noswap = linux.new_tmpfs(options, flags, source=SOURCE, noswap=self.noswap)
         except OSError as error:
-            raise self._error(config, f"cannot make the secret tmpfs: {error}") from None
+            raise self._error(config, f"cannot make the secret tmpfs: {error.strerror}") from None
+        if self.noswap and not noswap and not _WARNED_SWAP:
+            _WARNED_SWAP = True
+            log.warning(
+                "this kernel's tmpfs has no 'noswap' option (Linux 6.4+): secret volumes "
+                "may be written to swap"
+            )
+        return fd
 
     def _write(
         self, config: ContainerConfig, plan: _Plan, tmpfs: int, index: int, value: SecretBytes

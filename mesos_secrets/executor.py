@@ -24,6 +24,7 @@ exits within the grace period.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import logging
@@ -34,7 +35,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pymesos  # type: ignore[import-untyped,unused-ignore]
 
@@ -272,6 +273,10 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             return None
         sandbox = self.directory / "tasks" / _safe(task_id)
         sandbox.mkdir(parents=True, exist_ok=True)
+        if sandbox.is_symlink():
+            message = f"the sandbox of task {task_id} is a symbolic link: refusing it"
+            self._update(driver, task_id, "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED")
+            return None
         context = ResolveContext(
             framework_id=self.framework_id,
             executor_id=self.executor_id,
@@ -279,7 +284,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             principal=self.principal,
         )
         try:
-            with (sandbox / "stdout").open("ab") as out, (sandbox / "stderr").open("ab") as err:
+            with _output(sandbox, "stdout") as out, _output(sandbox, "stderr") as err:
                 container = self.containerizer.launch(
                     task, sandbox, context=context, stdout=out, stderr=err
                 )
@@ -287,6 +292,10 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             self._update(
                 driver, task_id, "TASK_FAILED", str(error), "REASON_CONTAINER_LAUNCH_FAILED"
             )
+            return None
+        except OSError as error:  # the sandbox's stdout or stderr: a link, a directory…
+            message = f"cannot open the task's output in its sandbox: {error.strerror}"
+            self._update(driver, task_id, "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED")
             return None
         with self._lock:
             self._containers[task_id] = container
@@ -339,7 +348,18 @@ def _failure(termination: Termination) -> str:
 
 
 def _safe(task_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in task_id) or "task"
+    """A directory name for a task id: readable, and one per id (``a/b`` and ``a_b``
+    differ by their digest)."""
+    readable = "".join(c if c.isalnum() or c in "._-" else "_" for c in task_id)[:100]
+    if readable == task_id and readable not in (".", ".."):
+        return readable
+    return f"{readable or 'task'}-{hashlib.sha256(task_id.encode()).hexdigest()[:12]}"
+
+
+def _output(sandbox: Path, name: str) -> IO[bytes]:
+    """A task's stdout or stderr, appended to, never through a link the task planted."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(sandbox / name, flags, 0o644), "ab")
 
 
 def main(argv: list[str] | None = None) -> int:

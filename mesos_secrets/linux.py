@@ -12,6 +12,7 @@ the rest of the package. Nothing here starts a process.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import resource
 import struct
@@ -43,14 +44,17 @@ __all__ = [
     "drop_bounding_capabilities",
     "is_root",
     "make_mounts_private",
+    "make_tree_read_only",
     "mount",
     "mount_id",
     "new_filesystem",
+    "new_tmpfs",
     "openat2",
     "rename_noreplace",
     "set_capabilities",
     "set_dumpable",
     "set_name",
+    "set_no_new_privileges",
     "set_parent_death_signal",
     "umount",
     "unshare",
@@ -101,6 +105,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -233,9 +238,34 @@ def new_filesystem(
         os.close(context)
 
 
-def clone_mount(dir_fd: int, path: str) -> int:
-    """A detached copy of the mount at ``path`` (relative to ``dir_fd``): ``open_tree``."""
-    flags = _OPEN_TREE_CLONE | os.O_CLOEXEC
+_NOSWAP: bool | None = None  # does this kernel's tmpfs take noswap? learned once
+
+
+def new_tmpfs(
+    options: dict[str, str | None], flags: int = 0, *, source: str, noswap: bool = True
+) -> tuple[int, bool]:
+    """A detached tmpfs (see :func:`new_filesystem`), ``noswap`` where the kernel has it
+    (Linux 6.4+). Returns the fd, and whether its pages are kept out of swap."""
+    global _NOSWAP  # noqa: PLW0603 (a fact about the kernel)
+    if noswap and _NOSWAP is not False:
+        try:
+            fd = new_filesystem("tmpfs", {**options, "noswap": None}, flags, source=source)
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            _NOSWAP = False
+        else:
+            _NOSWAP = True
+            return fd, True
+    return new_filesystem("tmpfs", options, flags, source=source), False
+
+
+def clone_mount(dir_fd: int, path: str, *, recursive: bool = False) -> int:
+    """A detached copy of what is at ``path`` (relative to ``dir_fd``; "" is ``dir_fd``
+    itself): ``open_tree``. ``recursive`` copies the mounts under it too."""
+    flags = _OPEN_TREE_CLONE | os.O_CLOEXEC | (_AT_RECURSIVE if recursive else 0)
+    if not path:
+        flags |= _AT_EMPTY_PATH
     return _syscall("open_tree", _SYS_OPEN_TREE, dir_fd, _b(path), flags, path=path)
 
 
@@ -270,6 +300,22 @@ def set_mount_flags(fd: int, flags: int) -> None:
     cleared = sum(_MOUNT_ATTR.values()) & ~wanted
     attr = struct.pack("QQQQ", wanted, cleared, 0, 0)
     _syscall("mount_setattr", _SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, attr, len(attr))
+
+
+def make_tree_read_only(path: str) -> None:
+    """``mount_setattr(AT_RECURSIVE)``: every mount at or under ``path`` read-only, in one
+    call, their other flags kept."""
+    attr = struct.pack("QQQQ", _MOUNT_ATTR[MS_RDONLY], 0, 0, 0)
+    _syscall(
+        "mount_setattr",
+        _SYS_MOUNT_SETATTR,
+        AT_FDCWD,
+        _b(path),
+        _AT_RECURSIVE,
+        attr,
+        len(attr),
+        path=path,
+    )
 
 
 def bind_onto(
@@ -352,6 +398,12 @@ def set_dumpable(dumpable: bool) -> None:
 def disable_core_dumps() -> None:
     """RLIMIT_CORE 0, soft and hard: a core file would hold what is in memory."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def set_no_new_privileges() -> None:
+    """prctl(PR_SET_NO_NEW_PRIVS): no set-user-ID bit or file capability gives more."""
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise _fail("prctl(PR_SET_NO_NEW_PRIVS)")
 
 
 def capability_count() -> int:

@@ -199,7 +199,7 @@ def build_containerizer(
     mask = [runtime_dir, store, *resolver.private_paths()]
     if config.source:
         mask.append(Path(config.source))
-    launcher = PosixLauncher(capabilities=_capabilities(config), mask=mask)
+    launcher = PosixLauncher(mask=mask, **_container_options(config))
     return Containerizer(
         chain,
         launcher,
@@ -210,17 +210,31 @@ def build_containerizer(
     )
 
 
-def _capabilities(config: Config) -> frozenset[int] | None:
-    """``[containers] capabilities``: what a root task keeps (None: every capability)."""
+#: The [containers] settings and their defaults (besides ``capabilities``).
+CONTAINER_FLAGS = {"read_only_host": True, "no_new_privileges": True}
+
+
+def _container_options(config: Config) -> dict[str, Any]:
+    """The ``[containers]`` table: ``capabilities`` (what a root task keeps; None: all),
+    ``read_only_host`` and ``no_new_privileges`` (see :class:`PosixLauncher`)."""
     table = dict(config.containers or {})
     where = f"configuration file '{config.source}': [containers]"
-    unknown = sorted(set(table) - {"capabilities"})
+    unknown = sorted(set(table) - {"capabilities", *CONTAINER_FLAGS})
     if unknown:
-        raise ConfigError(f"{where}: unknown setting {', '.join(map(repr, unknown))}")
-    if "capabilities" not in table:
-        return caps.DEFAULT
-    chosen = caps.parse(table["capabilities"], f"{where} capabilities")
-    return None if chosen == caps.ALL else chosen
+        raise ConfigError(
+            f"{where}: unknown setting {', '.join(map(repr, unknown))} (known: capabilities, "
+            f"{', '.join(CONTAINER_FLAGS)})"
+        )
+    options: dict[str, Any] = {}
+    for name, default in CONTAINER_FLAGS.items():
+        value = table.get(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} {name} must be true or false")
+        options[name] = value
+    if "capabilities" in table:
+        chosen = caps.parse(table["capabilities"], f"{where} capabilities")
+        options["capabilities"] = None if chosen == caps.ALL else chosen
+    return options
 
 
 def _megabytes(count: int) -> str:

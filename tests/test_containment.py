@@ -150,9 +150,17 @@ class TestTaskToTask:
         assert first.returncode == 128 + signal.SIGTERM
         a.assert_no_residue()
 
-    def test_root_task_cannot_leave(self, runner: Runner) -> None:
-        """A root task has a reduced capability set: no mount (to see the host's /proc
-        again), no ptrace, no raw sockets; it cannot read what the launcher hides."""
+    def test_root_task_cannot_leave(self, runner: Runner, tmp_path: Path) -> None:
+        """A root task has a reduced capability set (no mount to see the host's /proc
+        again, no ptrace, no raw sockets), cannot read what the launcher hides, and cannot
+        take the node: the host's files, kernel settings, disks and cgroups are out of
+        its reach (any of them would make it root on the node, and so give it every
+        other task's secrets). Its sandbox and its own /tmp are writable."""
+        host_file = tmp_path / "host-file"
+        host_file.write_text("host")
+        escape = Path(f"/etc/mesos-secrets-escape-{canary(8)}")  # removed, should it appear
+        cgroup_procs = next(Path("/sys/fs/cgroup").glob("*/cgroup.procs"))
+        disks = [p.name for p in Path("/dev").iterdir() if p.is_block_device()]
         script = "; ".join(
             [
                 "grep CapEff /proc/self/status",
@@ -160,15 +168,37 @@ class TestTaskToTask:
                 "umount /proc && echo UNMOUNTED",
                 f"cat {runner.home}/key >/dev/null && echo READ-KEY",
                 f"ls -A {runner.runtime}",
+                "echo '|/bin/true' > /proc/sys/kernel/core_pattern && echo CORE-PATTERN",
+                f"echo x > {escape} && echo WROTE-ETC",
+                f"echo x >> {host_file} && echo WROTE-HOST",
+                f"echo $$ > {cgroup_procs} && echo LEFT-CGROUP",
+                "echo ls-dev $(ls /dev)",
+                "echo x > /tmp/own && echo OWN-TMP",
+                "echo x > own && echo OWN-SANDBOX",
                 "true",
             ]
         )
-        result = runner.run({"cmd": f"({script}) 2>&1"})
+        try:
+            result = runner.run({"cmd": f"({script}) 2>&1"})
+        finally:
+            written = escape.exists()
+            escape.unlink(missing_ok=True)
+        assert not written
         assert result.returncode == 0, result.stderr.decode()
-        effective = int(result.stdout.split(b"CapEff:")[1].split()[0], 16)
+        out = result.stdout.decode()
+        effective = int(out.split("CapEff:")[1].split()[0], 16)
         assert effective == sum(1 << c for c in caps.DEFAULT)
-        for word in (b"MOUNTED", b"UNMOUNTED", b"READ-KEY", b"containers"):
-            assert word not in result.stdout, result.stdout.decode()
+        for word in ("MOUNTED", "UNMOUNTED", "READ-KEY", "containers", "CORE-PATTERN"):
+            assert word not in out, out
+        for word in ("WROTE-ETC", "LEFT-CGROUP"):  # the host file is in /tmp: its own
+            assert word not in out, out
+        assert host_file.read_text() == "host"
+        devices = out.split("ls-dev")[1].splitlines()[0].split()
+        assert not set(devices) & set(disks)
+        assert {"null", "zero", "urandom", "tty"} <= set(devices)
+        assert "OWN-TMP" in out
+        assert "OWN-SANDBOX" in out
+        assert (runner.work / "own").exists()
 
 
 @pytest.fixture
@@ -218,6 +248,34 @@ class TestCapabilities:
         """A set-user-ID program cannot give a non-root task more than the set."""
         result = runner.run({"cmd": "grep CapBnd /proc/self/status", "user": "nobody"})
         assert int(result.stdout.split()[1], 16) == sum(1 << c for c in caps.DEFAULT)
+
+    def test_read_only_host_can_be_turned_off(self, runner: Runner, tmp_path: Path) -> None:
+        """`read_only_host = false` gives a root task the host's files, as Mesos does."""
+        host_file = tmp_path / "host-file"
+        host_file.write_text("host")
+        toml = "[containers]\nread_only_host = false\n"
+        result = with_config(runner, tmp_path, toml, {"cmd": f"echo x >> {host_file}"})
+        assert result.returncode == 0, result.stderr.decode()
+        assert host_file.read_text() == "hostx\n"
+
+    def test_bad_setting(self, runner: Runner, tmp_path: Path) -> None:
+        result = with_config(runner, tmp_path, '[containers]\nread_only = "yes"\n', {"cmd": "true"})
+        assert result.returncode == 1
+        assert b"[containers]: unknown setting 'read_only'" in result.stderr
+
+
+def test_set_user_id_program_gives_nothing(world: Path, tmp_path: Path, home: Path) -> None:
+    """A non-root task runs a set-user-ID root program: no new privileges, by default."""
+    program = world / "suid-id"
+    subprocess.run(["cp", "/usr/bin/id", str(program)], check=True)
+    program.chmod(0o4755)
+    runner = Runner(tmp_path, home)
+    result = runner.run({"cmd": f"{program} -u", "user": "nobody"})
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.strip() == str(NOBODY.pw_uid).encode()
+    toml = "[containers]\nno_new_privileges = false\n"
+    allowed = with_config(runner, tmp_path, toml, {"cmd": f"{program} -u", "user": "nobody"})
+    assert allowed.stdout.strip() == b"0"  # what the default keeps from happening
 
 
 # --- 2. processes that outlive their task ----------------------------------------------
@@ -362,6 +420,24 @@ def test_runtime_directory_checks() -> None:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
+def test_secret_over_a_hidden_path_is_refused(runner: Runner) -> None:
+    """A secret's absolute path inside a hidden directory would unhide it: refused."""
+    assert runner.run({"cmd": "true"}).returncode == 0  # the runtime directory exists
+    target = runner.runtime / ".containers.lock"
+    spec = {
+        "cmd": f"ls -A {runner.runtime}",
+        "secrets": {"s": {"source": "/s"}},
+        "container": {"type": "MESOS", "volumes": [{"containerPath": str(target), "secret": "s"}]},
+    }
+    result = runner.run(spec)
+    assert result.returncode == 1
+    assert (
+        f"the secret's path '{target}' is in '{runner.runtime}', which tasks may not see".encode()
+        in result.stderr
+    )
+    runner.assert_no_residue()
+
+
 # --- 5. mounts copied into other namespaces -------------------------------------------
 
 
@@ -502,6 +578,122 @@ def test_fifty_concurrent_runs_and_recover(tmp_path: Path, home: Path, shared: P
     assert os.listdir(shared / "containers") == []
 
 
+class FailingOnce(cgroups.V1Cgroups):
+    """The host's cgroups, whose first removal fails (EBUSY)."""
+
+    failed = False
+
+    def remove(self, container_id: str) -> None:
+        if not FailingOnce.failed:
+            FailingOnce.failed = True
+            raise OSError(16, "Device or resource busy")
+        super().remove(container_id)
+
+
+def test_failed_cleanup_is_tried_again(tmp_path: Path, home: Path) -> None:
+    """A cleanup step that fails keeps the container's claim: the next recover retries."""
+    host = cgroups.detect()
+    if not isinstance(host, cgroups.V1Cgroups):
+        pytest.skip("cgroup v1 here")
+    failing = FailingOnce(host.freezer, host.pids_root, host.every)
+    runtime = tmp_path / "runtime"
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    task = TaskInfo(name="f", task_id="f", command=CommandInfo(value="true"))
+    with LocalResolver(home=home) as resolver:
+        chain = create_isolators(None, resolver, runtime)
+        containerizer = Containerizer(chain, PosixLauncher(), runtime, cgroups=failing)
+        container = containerizer.launch(task, sandbox)
+        assert container.wait().status == 0
+        with pytest.raises(OSError, match="busy"):
+            container.destroy()
+        assert os.listdir(runtime / "containers") == [container.id]
+        again = Containerizer(chain, PosixLauncher(), runtime, cgroups=failing)
+        assert again.recover() == [container.id]
+    assert os.listdir(runtime / "containers") == []
+    assert not host.exists(container.id)
+
+
+def test_task_that_ends_at_once_has_run(tmp_path: Path, home: Path) -> None:
+    """`exit 3`, launched while the front end is busy: the task's status, 3, never a
+    launch failure (the end of the report is what says the task started)."""
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(10_000))
+
+    spinner = threading.Thread(target=busy)
+    spinner.start()
+    runtime = tmp_path / "runtime"
+    task = TaskInfo(name="q", task_id="q", command=CommandInfo(value="exit 3"))
+    try:
+        with LocalResolver(home=home) as resolver:
+            containerizer = Containerizer(
+                create_isolators(None, resolver, runtime), PosixLauncher(), runtime
+            )
+            for i in range(20):
+                sandbox = tmp_path / f"s{i}"
+                sandbox.mkdir()
+                with containerizer.launch(task, sandbox) as container:
+                    assert container.wait().exit_code == 3
+    finally:
+        stop.set()
+        spinner.join()
+
+
+def test_unusable_runtime_directory_is_one_line(runner: Runner) -> None:
+    spec = runner.spec({"cmd": "true"})
+    result = subprocess.run(
+        [str(BIN), "run", str(spec), "--runtime-dir", "/etc/passwd/runtime"],
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        b"mesos-secrets: error: cannot use runtime directory '/etc/passwd/runtime': "
+        b"not a directory ('/etc/passwd')\n"
+    )
+
+
+def test_task_reading_the_terminal(runner: Runner) -> None:
+    """An interactive task gets the terminal: it reads what is typed (a background
+    process group reading it would be stopped, and run would wait forever)."""
+    spec = runner.spec({"cmd": "read line; echo got:$line"})
+    command = f"{BIN} run {spec} --runtime-dir {runner.runtime}"
+    result = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        input=b"hello\n",
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "MESOS_SECRETS_HOME": str(runner.home)},
+    )
+    assert result.returncode == 0, result.stdout
+    assert b"got:hello" in result.stdout
+
+
+def test_signal_reaches_a_task_that_left_its_group(runner: Runner) -> None:
+    """The task's main process moves to another process group: SIGTERM still reaches it."""
+    program = (
+        "import os, signal, sys, time\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    os.setpgid(0, 0); time.sleep(60); os._exit(0)\n"
+        "time.sleep(0.2); os.setpgid(0, child)\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(4))\n"
+        "open('started', 'w').close()\n"
+        "time.sleep(60)\n"
+    )
+    runner.work.mkdir()
+    (runner.work / "moves.py").write_text(program)  # the host's /tmp is not the task's
+    process = runner.start({"cmd": "exec /usr/bin/python3 moves.py"})
+    wait_for(runner.work / "started")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 4, err.decode()
+
+
 # --- 7 and 8. a front end's /proc and core -------------------------------------------
 
 
@@ -531,7 +723,11 @@ def test_front_end_unreadable_by_its_own_user(world: Path) -> None:
     """run as nobody is not dumpable: another process of nobody's cannot read its
     environment or memory (which holds the resolved values)."""
     os.chown(world, NOBODY.pw_uid, NOBODY.pw_gid)
-    env = {"HOME": str(world), "XDG_RUNTIME_DIR": str(world), "MESOS_SECRETS_HOME": str(world)}
+    env = {
+        "HOME": str(world),
+        "XDG_RUNTIME_DIR": str(world),
+        "MESOS_SECRETS_HOME": str(world / "store"),
+    }
     value = canary()
     put = subprocess.run(
         [*NOBODY_PREFIX, str(BIN), "secret", "put", "/s", "v=-"],

@@ -73,7 +73,7 @@ def test_readme_toml_blocks(tmp_path: Path) -> None:
     """Every ```toml block of the README is a configuration file we accept."""
     from mesos_secrets.config import load_config
     from mesos_secrets.registry import resolvers
-    from mesos_secrets.run import _capabilities
+    from mesos_secrets.run import _container_options
 
     blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert any("[containers]" in block for block in blocks)
@@ -81,4 +81,4 @@ def test_readme_toml_blocks(tmp_path: Path) -> None:
         path = tmp_path / f"{i}.toml"
         path.write_text(block)
         config = load_config(path, known=resolvers.names())
-        _capabilities(config)
+        _container_options(config)

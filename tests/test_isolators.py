@@ -525,7 +525,8 @@ def test_noswap_fallback(
         return real(fstype, options, flags, source=source)
 
     monkeypatch.setattr(linux, "new_filesystem", old_kernel)
-    monkeypatch.setattr(module, "_NOSWAP_SUPPORTED", None)
+    monkeypatch.setattr(linux, "_NOSWAP", None)
+    monkeypatch.setattr(module, "_WARNED_SWAP", False)
     iso = VolumeSecretIsolator(resolver, runtime_dir)
     for container_id in ("c1", "c2"):
         info = iso.prepare(

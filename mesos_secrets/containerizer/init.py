@@ -44,6 +44,7 @@ import select
 import signal
 import stat
 import sys
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -102,19 +103,34 @@ def _read_all(fd: int) -> bytes:
 
 
 def _forward_to(target: int, *, group: bool) -> None:
-    """Pass every forwarded signal on to ``target`` (a process, or a process group)."""
+    """Pass every forwarded signal on to ``target`` (a process; with ``group``, its
+    process group, and the process itself should it have left that group)."""
 
     def forward(signum: int, _frame: object) -> None:
-        try:
-            if group:
-                os.killpg(target, signum)
-            else:
-                os.kill(target, signum)
-        except ProcessLookupError:
-            pass
+        _send(target, signum, group=group)
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
+
+
+def _send(target: int, signum: int, *, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(target, signum)
+            if os.getpgid(target) != target:  # it moved to a group of its own
+                os.kill(target, signum)
+        else:
+            os.kill(target, signum)
+
+
+def _hold_signals() -> list[int]:
+    """Until there is a task to pass them to, signals are kept (PID 1 would otherwise
+    ignore them, or die of SIGINT's exception in the middle of making mounts)."""
+    held: list[int] = []
+    for signum in FORWARDED:
+        signal.signal(signum, lambda signum, _frame: held.append(signum))
+    return held
 
 
 # --- the supervisor --------------------------------------------------------------------
@@ -189,6 +205,20 @@ def supervise(plan: dict[str, Any], report: Report) -> NoReturn:
     _end_like(outcome, wait_status)
 
 
+@contextlib.contextmanager
+def _reporting(report: Report) -> Iterator[None]:
+    """Any failure before the task's program runs is reported, never a traceback: the
+    front end reads end-of-file with nothing said as "the program runs"."""
+    try:
+        yield
+    except SetupError as error:
+        report.fail(f"cannot set up the task's container: {error}")
+        os._exit(SETUP_FAILED)
+    except BaseException as error:  # noqa: BLE001 (a bug of ours: say so, in one line)
+        report.fail(f"cannot set up the task's container: internal error ({type(error).__name__})")
+        os._exit(SETUP_FAILED)
+
+
 def _die_with_supervisor(lifeline: int) -> None:
     """A parent-death signal is not inherited across fork: PID 1 asks for its own."""
     linux.set_parent_death_signal(signal.SIGKILL)
@@ -227,21 +257,22 @@ def _end_like(outcome: list[str], wait_status: int) -> NoReturn:
 
 
 def pid1(plan: dict[str, Any], report: Report, status_w: int) -> NoReturn:
-    try:
-        make_mounts(plan)
-    except OSError as error:
-        report.fail(f"cannot set up the task's container: {error.strerror}")
-        os._exit(SETUP_FAILED)
-    except SetupError as error:
-        report.fail(f"cannot set up the task's container: {error}")
-        os._exit(SETUP_FAILED)
+    held = _hold_signals()
+    with _reporting(report):
+        try:
+            make_mounts(plan)
+        except OSError as error:
+            raise SetupError(f"cannot make its mounts: {error.strerror}") from None
     for fd, _ in plan.get("filesystems", ()):
         os.close(fd)
     task = os.fork()
     if task == 0:
         os.close(status_w)
-        run_task(plan["task"], report)
+        with _reporting(report):
+            run_task(plan["task"], report)
     _forward_to(task, group=True)  # before the report closes: see supervise()
+    for signum in held:
+        _send(task, signum, group=True)
     report.close()
     while True:
         try:
@@ -270,6 +301,10 @@ def make_mounts(plan: dict[str, Any]) -> None:
             raise SetupError(
                 f"cannot attach a filesystem at '{target}': {error.strerror}"
             ) from None
+    sandbox: str = plan.get("sandbox") or ""
+    sealed = bool(plan.get("read_only_host")) and bool(sandbox)
+    if sealed:
+        _seal_host(sandbox)
     for mount in plan.get("mounts", ()):
         _mount(mount)
     for point in plan.get("detach", ()):
@@ -280,10 +315,12 @@ def make_mounts(plan: dict[str, Any]) -> None:
     for path in plan.get("mask", ()):
         _mask(path)
     if plan.get("proc", True):
-        try:
-            linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-        except OSError as error:
-            raise SetupError(f"cannot mount /proc: {error.strerror}") from None
+        _mount_proc(plan)
+    if sealed:
+        kept = [sandbox] + [m["target"] for m in plan.get("mounts", ())]
+        _cover("/tmp", [p for p in kept if p.startswith("/tmp/")], "mode=1777,size=64m")  # noqa: S108
+        _cover("/dev", DEVICES, "mode=0755,size=64k", flags=linux.MS_NOSUID | linux.MS_NOEXEC)
+        _dev_extras()
     if plan.get("ipc") and os.path.isdir("/dev/shm"):  # noqa: S108 (the container's own)
         try:
             linux.mount(
@@ -295,6 +332,105 @@ def make_mounts(plan: dict[str, Any]) -> None:
             )
         except OSError as error:
             raise SetupError(f"cannot mount a private /dev/shm: {error.strerror}") from None
+
+
+#: The devices a task on a read-only host keeps (not the node's disks).
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+
+
+def _seal_host(sandbox: str) -> None:
+    """The host's filesystem read-only, but for the sandbox (made writable again)."""
+    try:
+        linux.make_tree_read_only("/")
+        fd = linux.openat2(
+            linux.AT_FDCWD,
+            sandbox,
+            os.O_PATH | os.O_DIRECTORY,
+            linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS,
+        )
+        try:
+            clone = linux.clone_mount(fd, "")
+            try:
+                linux.set_mount_flags(clone, linux.MS_NOSUID | linux.MS_NODEV)
+                linux.attach_mount(clone, fd)
+            finally:
+                os.close(clone)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise SetupError(f"cannot make the host read-only: {error.strerror}") from None
+
+
+def _cover(directory: str, keep: Sequence[str], options: str, flags: int = 0) -> None:
+    """An empty tmpfs over ``directory``, with ``keep`` (paths under it) put back: each is
+    copied (with what is mounted under it) before, and attached at its place after."""
+    if not os.path.isdir(directory):
+        return
+    # What is under another kept path comes with it.
+    keep = [p for p in keep if not any(p.startswith(f"{q.rstrip('/')}/") for q in keep)]
+    kept = []
+    try:
+        for path in keep:
+            if not os.path.lexists(path):
+                continue
+            kept.append(
+                (path, os.path.isdir(path), linux.clone_mount(linux.AT_FDCWD, path, recursive=True))
+            )
+        linux.mount(
+            "mesos-secrets", directory, "tmpfs", flags or linux.MS_NOSUID | linux.MS_NODEV, options
+        )
+        for path, is_dir, clone in kept:
+            if is_dir:
+                os.makedirs(path, 0o755, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+            linux.attach_mount(clone, path)
+    except OSError as error:
+        raise SetupError(f"cannot cover '{directory}': {error.strerror}") from None
+    finally:
+        for _, _, clone in kept:
+            os.close(clone)
+
+
+def _dev_extras() -> None:
+    """What a minimal /dev has besides devices: its own pty instance, links, shm."""
+    try:
+        os.mkdir("/dev/pts", 0o755)
+        linux.mount(
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            linux.MS_NOSUID | linux.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620",
+        )
+        os.symlink("pts/ptmx", "/dev/ptmx")
+        os.mkdir("/dev/shm", 0o1777)  # noqa: S108 (the container's own)
+        for name, target in (
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ):
+            os.symlink(target, f"/dev/{name}")
+    except OSError as error:
+        raise SetupError(f"cannot make /dev: {error.strerror}") from None
+
+
+def _mount_proc(plan: dict[str, Any]) -> None:
+    """A /proc of the container's own PID namespace; kernel settings read-only in it."""
+    try:
+        linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    except OSError as error:
+        raise SetupError(f"cannot mount /proc: {error.strerror}") from None
+    for path in plan.get("proc_mask", ()):
+        _mask(path)
+    for path in plan.get("read_only", ()):
+        if os.path.exists(path):
+            try:
+                linux.bind_mount(path, path, read_only=True, noexec=True)
+            except OSError as error:
+                raise SetupError(f"cannot make '{path}' read-only: {error.strerror}") from None
 
 
 def _mount(mount: dict[str, Any]) -> None:
@@ -376,6 +512,9 @@ def run_task(task: dict[str, Any], report: Report) -> NoReturn:
             signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setpgid(0, 0)
+        if task.get("terminal"):
+            step = "take the terminal"
+            _take_terminal()
         step = f"enter '{task['cwd']}'"
         _enter(task["cwd"])  # before the user switch, as Mesos does
         capabilities = task.get("capabilities")
@@ -391,6 +530,9 @@ def run_task(task: dict[str, Any], report: Report) -> NoReturn:
             os.setgroups(user["groups"])
             os.setgid(user["gid"])
             os.setuid(user["uid"])
+        if task.get("no_new_privileges"):
+            step = "refuse new privileges"
+            linux.set_no_new_privileges()
     except OSError as error:
         report.fail(f"cannot set up the task's container: cannot {step}: {error.strerror}")
         os._exit(SETUP_FAILED)
@@ -401,6 +543,16 @@ def run_task(task: dict[str, Any], report: Report) -> NoReturn:
     except OSError as error:
         report.fail(f"cannot start the task: {error.strerror}: '{executable}'")
         os._exit(127)
+
+
+def _take_terminal() -> None:
+    """The task's process group becomes the terminal's foreground: it may read it (a
+    background group that does is stopped), and ^C reaches it."""
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(0, os.getpgrp())
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
 
 
 def _enter(directory: str) -> None:
@@ -423,7 +575,8 @@ def main(argv: list[str]) -> NoReturn:
     linux.set_name("mesos-init")  # not "exe" (we are run as /proc/self/exe) in ps, top
     report = Report(int(argv[2]))
     os.set_inheritable(report.fd, False)  # the task must not hold it: its exec ends the launch
-    plan = begin(int(argv[1]), report, user_namespace=len(argv) == 4)
+    with _reporting(report):
+        plan = begin(int(argv[1]), report, user_namespace=len(argv) == 4)
     supervise(plan, report)
 
 

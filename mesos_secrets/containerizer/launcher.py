@@ -65,6 +65,21 @@ log = logging.getLogger(__name__)
 INIT = Path(__file__).with_name("init.py")
 #: How long the init may take to make the container and start the task.
 START_TIMEOUT_S = 60.0
+#: Kernel interfaces no task may use: hidden (runc's defaults, for images too).
+PROC_MASKED = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+)
+#: Kernel settings no task may change (a root task writing core_pattern owns the node).
+PROC_READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Caller variables a task may see: terminal and locale settings, nothing else.
@@ -258,48 +273,51 @@ def start_init(
     finally:
         os.close(plan_r)
         os.close(report_w)
+    deadline = time.monotonic() + START_TIMEOUT_S
     try:
-        _write_all(plan_w, json.dumps(plan).encode("utf-8"))
-    except BrokenPipeError:
-        pass  # the init is gone already: its report and status tell why
-    finally:
-        os.close(plan_w)
-    message = _read_report(report_r, popen)
+        try:
+            _write_all(plan_w, json.dumps(plan).encode("utf-8"), deadline)
+        except BrokenPipeError:
+            pass  # the init is gone already: its report says why
+        finally:
+            os.close(plan_w)
+        message = _read_report(report_r, deadline)
+    except BaseException:  # an interrupt, a timeout: the container goes with the launch
+        popen.kill()
+        popen.wait()
+        raise
     if message is not None:
         popen.wait()
         raise LaunchError(message)
     return popen
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, deadline: float) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
+            raise LaunchError(f"the container was not ready within {START_TIMEOUT_S:.0f}s")
+        view = view[os.write(fd, view[:4096]) :]
 
 
-def _read_report(fd: int, popen: subprocess.Popen[bytes]) -> str | None:
-    """The init's report: None once the task runs (end of file, nothing said)."""
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _read_report(fd: int, deadline: float) -> str | None:
+    """The init's report: one line if the container could not be made or the task's
+    program not started; None (end of file, nothing said) once the program runs. The
+    init reports every failure before that, so there is nothing to guess from its
+    status: a task that ends at once, even with a non-zero status, has run."""
     chunks = []
     try:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                popen.kill()
-                popen.wait()
-                return f"the container was not ready within {START_TIMEOUT_S:.0f}s"
+                raise LaunchError(f"the container was not ready within {START_TIMEOUT_S:.0f}s")
             chunk = os.read(fd, 4096)
             if not chunk:
                 break
             chunks.append(chunk)
     finally:
         os.close(fd)
-    if chunks:
-        return b"".join(chunks).decode("utf-8", "replace")
-    code = popen.poll()
-    if code is not None and code != 0:
-        return f"the container's init ended before the task started (status {code})"
-    return None
+    return b"".join(chunks).decode("utf-8", "replace") if chunks else None
 
 
 class PosixLauncher(Launcher):
@@ -308,7 +326,13 @@ class PosixLauncher(Launcher):
     ``capabilities``: what a root task keeps (None: all of them). ``mask``: host paths
     no task may see (the runtime directory, the image store, the embedded store's
     files…): each is covered, in the task's mount namespace, by an empty read-only tmpfs
-    (a directory) or ``/dev/null`` (a file).
+    (a directory) or ``/dev/null`` (a file); a sandbox or a secret's target at or under
+    one of them is refused. ``read_only_host``: a task running as root sees the host's
+    filesystem read-only (its sandbox, a private ``/tmp`` and a minimal ``/dev``
+    excepted): uid 0 owns most of the host's files, and writing one of them (a cron
+    job, a library preloaded by every program) would make it root on the node.
+    ``no_new_privileges``: no task gains privileges through a set-user-ID program or
+    file capabilities (a non-root task could otherwise become root).
     """
 
     def __init__(
@@ -316,9 +340,13 @@ class PosixLauncher(Launcher):
         *,
         capabilities: Collection[int] | None = caps.DEFAULT,
         mask: Sequence[Path] = (),
+        read_only_host: bool = True,
+        no_new_privileges: bool = True,
     ) -> None:
         self.capabilities = None if capabilities is None else frozenset(capabilities)
         self.mask = tuple(Path(os.path.realpath(p)) for p in mask)
+        self.read_only_host = read_only_host
+        self.no_new_privileges = no_new_privileges
 
     def launch(
         self,
@@ -332,8 +360,10 @@ class PosixLauncher(Launcher):
         root = linux.is_root()
         argv, executable = command_argv(config)
         sandbox = Path(os.path.realpath(config.sandbox))
+        self._check_not_hidden(sandbox, info)
         env = task_environment(config, info)
         switch = config.user.uid != os.geteuid()
+        as_root = config.user.uid == 0
         task = {
             "argv": [_b64(a) for a in argv],
             "executable": executable,
@@ -347,6 +377,8 @@ class PosixLauncher(Launcher):
             "capabilities": (
                 sorted(self.capabilities) if root and self.capabilities is not None else None
             ),
+            "no_new_privileges": self.no_new_privileges,
+            "terminal": _is_terminal(stdin),
         }
         plan = {
             "cgroups": list(config.cgroup_procs),
@@ -354,7 +386,11 @@ class PosixLauncher(Launcher):
             "filesystems": [[fs.fd, str(fs.at)] for fs in info.filesystems],
             "mounts": [mount.to_plan() for mount in info.mounts],
             "detach": [str(point) for point in info.detach],
-            "mask": [str(p) for p in self._masked(sandbox, info)],
+            "mask": [str(p) for p in self.mask],
+            "proc_mask": list(PROC_MASKED),
+            "read_only": list(PROC_READ_ONLY),
+            "read_only_host": root and as_root and self.read_only_host,
+            "sandbox": str(sandbox),
             "task": task,
         }
         popen = start_init(
@@ -367,19 +403,28 @@ class PosixLauncher(Launcher):
         )
         return InitProcess(popen)
 
-    def _masked(self, sandbox: Path, info: LaunchInfo) -> list[Path]:
-        """The masked paths that hold nothing the task needs (its sandbox, its mounts).
+    def _check_not_hidden(self, sandbox: Path, info: LaunchInfo) -> None:
+        """What the task needs may not be where it must not look (the hidden paths would
+        be shown, or hide it)."""
+        needed = [("its sandbox", sandbox)] + [
+            (f"the secret's path '{m.target}'", Path(m.target)) for m in info.mounts
+        ]
+        for what, path in needed:
+            for hidden in self.mask:
+                if path == hidden or hidden in path.parents or path in hidden.parents:
+                    raise LaunchError(
+                        f"{what} is in '{hidden}', which tasks may not see (the runtime "
+                        "directory, the image store, the configuration or the store's files)"
+                    )
 
-        Staging points are detached before anything is hidden: they do not count.
-        """
-        needed = [sandbox] + [m.target for m in info.mounts]
-        hidden = []
-        for path in self.mask:
-            if any(path == n or path in n.parents for n in needed):
-                log.debug("not hiding %s: the task needs what is under it", path)
-                continue
-            hidden.append(path)
-        return hidden
+
+def _is_terminal(stdin: IO[Any] | int | None) -> bool:
+    """Is the task's standard input a terminal (ours, when it inherits it)?"""
+    fd = 0 if stdin is None else stdin if isinstance(stdin, int) else stdin.fileno()
+    try:
+        return os.isatty(fd)
+    except (OSError, ValueError):
+        return False
 
 
 def signal_name(sig: int) -> str:

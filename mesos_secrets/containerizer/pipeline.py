@@ -244,6 +244,13 @@ class Containerizer:
             if rootfs is not None:
                 info = LaunchInfo(mounts=rootfs.mounts).merge(info, "provisioner")
             process = launcher.launch(config, info, stdin=stdin, stdout=stdout, stderr=stderr)
+        except MesosSecretsError:  # ours already say what failed (some are OSErrors too)
+            self._destroy_quietly(container_id)
+            raise
+        except OSError as error:  # one line, naming what failed; never a traceback
+            self._destroy_quietly(container_id)
+            where = f": '{error.filename}'" if error.filename else ""
+            raise LaunchError(f"cannot launch the task: {error.strerror}{where}") from None
         except BaseException:
             self._destroy_quietly(container_id)
             raise
@@ -267,7 +274,8 @@ class Containerizer:
     def destroy(self, container_id: str, *, claim: Claim | None = None) -> None:
         """Clean up a container: cgroups, every isolator, its runtime directory. Idempotent.
 
-        Its processes must be gone (:meth:`kill_all`).
+        Its processes must be gone (:meth:`kill_all`). If a step fails, the claim stays
+        (unlocked), and the next ``recover`` of any front end tries again.
         """
         claim = claim or self._claims.pop(container_id, None)
         try:
@@ -279,9 +287,12 @@ class Containerizer:
             self.provisioner.destroy(container_id)
             if self.cgroups is not None:
                 self.cgroups.remove(container_id)
-        finally:
+        except BaseException:
             if claim is not None:
-                claim.remove()
+                claim.release()
+            raise
+        if claim is not None:
+            claim.remove()
 
     def _destroy_quietly(self, container_id: str) -> None:
         try:

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from .. import linux, nofollow
 from ..errors import LaunchError
-from ..isolator import ContainerConfig, LaunchInfo, Mount
+from ..isolator import ContainerConfig, Filesystem, LaunchInfo, Mount
 from .launcher import (
     DEFAULT_PATH,
     InitProcess,
@@ -116,10 +116,15 @@ class RuncLauncher(Launcher):
         pid_file = directory / "pid"
         name = self.name_of(config.container_id)
         spec = self.spec(config, info)
+        # Both hold the environment (config.json, and runc's state.json): never on disk.
         flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-        bundle_fd = linux.new_filesystem(
-            "tmpfs", {"size": "1m", "mode": "0700"}, flags, source="mesos-secrets"
-        )
+        small: dict[str, str | None] = {"size": "1m", "mode": "0700"}
+        bundle_fd, _ = linux.new_tmpfs(small, flags, source="mesos-secrets")
+        try:
+            state_fd, _ = linux.new_tmpfs(small, flags, source="mesos-secrets")
+        except BaseException:
+            os.close(bundle_fd)
+            raise
         try:
             fd = os.open(
                 "config.json",
@@ -129,22 +134,16 @@ class RuncLauncher(Launcher):
             )
             with os.fdopen(fd, "w") as out:
                 json.dump(spec, out)
-            filesystems = [*info.filesystems]
+            filesystems = [
+                *info.filesystems,
+                Filesystem(bundle_fd, bundle),
+                Filesystem(state_fd, state),
+            ]
             plan = {
                 "cgroups": list(config.cgroup_procs),
                 "ipc": False,  # runc makes the task's own
-                "filesystems": [[fs.fd, str(fs.at)] for fs in filesystems]
-                + [[bundle_fd, str(bundle)]],
-                "mounts": [m.to_plan() for m in info.mounts if m.fstype is not None]
-                + [
-                    Mount(
-                        "mesos-secrets-runc",
-                        state,
-                        read_only=False,
-                        fstype="tmpfs",
-                        options="mode=0700,size=1m",
-                    ).to_plan()
-                ],
+                "filesystems": [[fs.fd, str(fs.at)] for fs in filesystems],
+                "mounts": [m.to_plan() for m in info.mounts if m.fstype is not None],
                 "task": {
                     "argv": [
                         _b64(a)
@@ -169,7 +168,7 @@ class RuncLauncher(Launcher):
             }
             popen = start_init(
                 plan,
-                fds=[fs.fd for fs in filesystems] + [bundle_fd],
+                fds=[fs.fd for fs in filesystems],
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
@@ -184,6 +183,7 @@ class RuncLauncher(Launcher):
             os.unlink("config.json", dir_fd=bundle_fd)
         finally:
             os.close(bundle_fd)
+            os.close(state_fd)
         return _RuncProcess(popen)
 
     @staticmethod

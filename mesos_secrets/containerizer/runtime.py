@@ -88,8 +88,22 @@ def _check_parent(path: Path) -> None:
 
 def _open_trusted(path: Path) -> tuple[Path, int]:
     """Create (``0700``) or check the runtime directory; returns its real path and an fd."""
-    path = Path(os.path.abspath(path))
+    try:
+        return _open_checked(Path(os.path.abspath(path)))
+    except OSError as error:
+        where = f" ('{error.filename}')" if error.filename and error.filename != str(path) else ""
+        raise ConfigError(
+            f"cannot use runtime directory '{path}': {error.strerror}{where}"
+        ) from None
+
+
+def _open_checked(path: Path) -> tuple[Path, int]:
     parent = Path(os.path.realpath(path.parent))
+    for ancestor in (parent, *parent.parents):
+        if os.path.lexists(ancestor):
+            if not os.path.isdir(ancestor):
+                raise OSError(errno.ENOTDIR, "not a directory", str(ancestor))
+            break
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _check_parent(parent)
     path = parent / path.name
