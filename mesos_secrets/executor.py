@@ -24,11 +24,11 @@ exits within the grace period.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -271,12 +271,13 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             message = self.setup_error or "the executor is not registered yet"
             self._update(driver, task_id, "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED")
             return None
-        sandbox = self.directory / "tasks" / _safe(task_id)
-        sandbox.mkdir(parents=True, exist_ok=True)
-        if sandbox.is_symlink():
-            message = f"the sandbox of task {task_id} is a symbolic link: refusing it"
-            self._update(driver, task_id, "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED")
-            return None
+        # tasks/ is ours, 0711: a task can neither list it nor guess another's name in it.
+        tasks = self.directory / "tasks"
+        tasks.mkdir(mode=0o711, exist_ok=True)
+        tasks.chmod(0o711)
+        sandbox = tasks / f"{_safe(task_id)}.{secrets.token_hex(6)}"
+        sandbox.mkdir()
+        log.info("task %s runs in %s", task_id, sandbox)
         context = ResolveContext(
             framework_id=self.framework_id,
             executor_id=self.executor_id,
@@ -348,12 +349,8 @@ def _failure(termination: Termination) -> str:
 
 
 def _safe(task_id: str) -> str:
-    """A directory name for a task id: readable, and one per id (``a/b`` and ``a_b``
-    differ by their digest)."""
-    readable = "".join(c if c.isalnum() or c in "._-" else "_" for c in task_id)[:100]
-    if readable == task_id and readable not in (".", ".."):
-        return readable
-    return f"{readable or 'task'}-{hashlib.sha256(task_id.encode()).hexdigest()[:12]}"
+    """The readable part of a task's directory name (a random part makes it unique)."""
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in task_id)[:100] or "task"
 
 
 def _output(sandbox: Path, name: str) -> IO[bytes]:

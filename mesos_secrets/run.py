@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import signal
 import sys
 import tempfile
@@ -100,8 +101,9 @@ def run_app(app: App | Pod, config: Config, options: RunOptions | None = None) -
         containerizer.recover()
         claim = None
         if options.work_dir is None:
-            # A directory of ours (0711: the task may pass through, not rename or list it)
-            # with the sandbox in it; claimed, so that recover removes it if we die.
+            # A directory of ours (0711: a task may pass through, not rename or list it)
+            # with the sandbox in it under a name no other task can guess; claimed, so
+            # that recover removes it if we die.
             base = Path(tempfile.mkdtemp(prefix="mesos-secrets-sandbox-"))
             try:
                 base.chmod(0o711)
@@ -109,7 +111,7 @@ def run_app(app: App | Pod, config: Config, options: RunOptions | None = None) -
             except BaseException:
                 nofollow.remove_tree(base)
                 raise
-            root = base / "sandbox"
+            root = base / secrets.token_hex(8)
             root.mkdir()
         else:
             root = options.work_dir

@@ -150,6 +150,40 @@ class TestTaskToTask:
         assert first.returncode == 128 + signal.SIGTERM
         a.assert_no_residue()
 
+    def test_second_task_cannot_find_the_first_ones_sandbox(self, runner: Runner) -> None:
+        """Two runs as nobody with temporary sandboxes: B cannot list or guess A's
+        sandbox (what A wrote there, a rendered configuration say, stays A's)."""
+        marker = canary()
+        env = {**os.environ, "MESOS_SECRETS_HOME": str(runner.home)}
+
+        def command(spec: dict[str, Any], name: str) -> list[str]:
+            path = runner.tmp / f"{name}.json"
+            path.write_text(json.dumps({"id": f"/{name}", "user": "nobody", **spec}))
+            return [str(BIN), "run", str(path), "--runtime-dir", str(runner.runtime)]
+
+        first = subprocess.Popen(
+            command({"cmd": f"echo {marker} > mine; echo $MESOS_SANDBOX >&2; sleep 60"}, "a"),
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert first.stderr is not None
+            sandbox = Path(first.stderr.readline().decode().strip())
+            wait_for(sandbox / "mine")
+            hunt = "ls /tmp/mesos-secrets-sandbox-*/; cat /tmp/mesos-secrets-sandbox-*/*/mine"
+            second = subprocess.run(
+                command({"cmd": f"({hunt}) 2>&1; true"}, "b"),
+                env=env,
+                capture_output=True,
+                check=False,
+            )
+            assert second.returncode == 0, second.stderr.decode()
+            assert marker.encode() not in second.stdout
+            assert sandbox.name.encode() not in second.stdout
+        finally:
+            first.send_signal(signal.SIGTERM)
+            first.communicate(timeout=30)
+
     def test_root_task_cannot_leave(self, runner: Runner, tmp_path: Path) -> None:
         """A root task has a reduced capability set (no mount to see the host's /proc
         again, no ptrace, no raw sockets), cannot read what the launcher hides, and cannot

@@ -198,7 +198,9 @@ class TestTasks:
         agent.launch(app_task(CHECK_APP, agent, "t1"))
         agent.wait_for("t1", "TASK_FINISHED")
         assert agent.states("t1") == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
-        assert (setup.tmp / "sandbox" / "tasks" / "t1" / "stdout").read_text() == "task-ok\n"
+        (sandbox,) = (setup.tmp / "sandbox" / "tasks").glob("t1.*")
+        assert (sandbox / "stdout").read_text() == "task-ok\n"
+        assert (setup.tmp / "sandbox" / "tasks").stat().st_mode & 0o777 == 0o711
         token = mint_executor_token(KEY, FID, EID, agent.container_id)
         assert agent.calls
         assert all(header == f"Bearer {token}" for _, header in agent.calls)
