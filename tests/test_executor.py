@@ -371,3 +371,58 @@ class TestAuthentication:
         )
         assert result.returncode == 1
         assert b"not started by a Mesos agent" in result.stderr
+
+
+@requires_root
+@pytest.mark.slow
+def test_executors_and_runs_share_a_runtime_directory(
+    setup: Setup, tmp_path: Path, home: Path
+) -> None:
+    """Two executors launching tasks and 20 runs at once, on one runtime directory, each
+    recovering as it starts: no crash, no container of one touched by another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from resolvers.local import LocalStore
+
+    from .test_run import Runner
+
+    put(setup.bao, "exec/db", {"password": "exec-db-password"})
+    agents = []
+    for n in range(2):
+        bootstrap = setup.bootstrap()
+        agent = setup.agent(container_id=f"container-{n}", bootstrap=bootstrap)
+        setup.start(agent, bootstrap=bootstrap, sandbox=f"sandbox{n}")
+        agents.append(agent)
+    for agent in agents:
+        assert agent.subscribed.wait(30), setup.log()
+    LocalStore(home).put("/r/db", {"v": "run-secret"})
+
+    def one_run(i: int) -> subprocess.CompletedProcess[bytes]:
+        runner = Runner(tmp_path / f"run{i}", home)
+        runner.tmp.mkdir()
+        runner.runtime = setup.runtime
+        spec = {
+            "cmd": 'test "$(cat secrets/db)" = run-secret && sleep 0.5',
+            "secrets": {"db": {"source": "/r/db"}},
+            "container": {
+                "type": "MESOS",
+                "volumes": [{"containerPath": "secrets/db", "secret": "db"}],
+            },
+        }
+        return runner.run(spec)
+
+    slow_check = dict(CHECK_APP, cmd=CHECK_APP["cmd"] + " && sleep 0.5")
+    with ThreadPoolExecutor(8) as pool:
+        runs = [pool.submit(one_run, i) for i in range(20)]
+        for n, agent in enumerate(agents):
+            for i in range(5):
+                agent.launch(app_task(slow_check, agent, f"e{n}-{i}"))
+        results = [future.result() for future in runs]
+    for result in results:
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        assert b"orphan" not in result.stderr
+    for n, agent in enumerate(agents):
+        for i in range(5):
+            agent.wait_for(f"e{n}-{i}", "TASK_FINISHED")
+    assert "cleaned up" not in setup.log("sandbox0") + setup.log("sandbox1")
+    wait(lambda: not list((setup.runtime / "containers").iterdir()))
