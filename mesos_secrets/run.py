@@ -26,7 +26,7 @@ from .acls import ACLs
 from .config import Config
 from .containerizer import Authorizer, Container, Containerizer, default_runtime_dir
 from .containerizer import capabilities as caps
-from .containerizer.launcher import PosixLauncher, Termination
+from .containerizer.launcher import PosixLauncher, Termination, keeping_the_terminal
 from .containerizer.runc import RuncLauncher
 from .containerizer.runtime import RuntimeDir
 from .errors import ConfigError, LaunchError, MesosSecretsError
@@ -117,7 +117,7 @@ def run_app(app: App | Pod, config: Config, options: RunOptions | None = None) -
             root = options.work_dir
             root.mkdir(parents=True, exist_ok=True)
         try:
-            with _Signals(options.grace_period) as signals:
+            with keeping_the_terminal(), _Signals(options.grace_period) as signals:
                 status = _run_tasks(
                     containerizer, tasks, root, signals, options, pod=not isinstance(app, App)
                 )

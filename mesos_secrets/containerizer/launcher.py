@@ -33,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,6 +54,7 @@ __all__ = [
     "Process",
     "Termination",
     "command_argv",
+    "keeping_the_terminal",
     "resolve_user",
     "start_init",
     "task_environment",
@@ -419,12 +420,29 @@ class PosixLauncher(Launcher):
 
 
 def _is_terminal(stdin: IO[Any] | int | None) -> bool:
-    """Is the task's standard input a terminal (ours, when it inherits it)?"""
+    """Should the task have the terminal? When its standard input is the terminal whose
+    foreground we are (not when we run in the background: the shell keeps it)."""
     fd = 0 if stdin is None else stdin if isinstance(stdin, int) else stdin.fileno()
     try:
-        return os.isatty(fd)
+        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
     except (OSError, ValueError):
         return False
+
+
+@contextlib.contextmanager
+def keeping_the_terminal() -> Iterator[None]:
+    """Tasks run in the foreground may take the terminal: take it back afterwards."""
+    ours = _is_terminal(None)
+    try:
+        yield
+    finally:
+        if ours:
+            previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            try:
+                with contextlib.suppress(OSError):
+                    os.tcsetpgrp(0, os.getpgrp())
+            finally:
+                signal.signal(signal.SIGTTOU, previous)
 
 
 def signal_name(sig: int) -> str:
