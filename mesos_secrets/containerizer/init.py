@@ -136,7 +136,7 @@ def _hold_signals() -> list[int]:
 # --- the supervisor --------------------------------------------------------------------
 
 
-def begin(plan_fd: int, report: Report, *, user_namespace: bool) -> dict[str, Any]:
+def begin(plan_fd: int, *, user_namespace: bool) -> dict[str, Any]:
     """Become the supervisor: tied to the front end, not dumpable, in new namespaces.
 
     Unprivileged, the user namespace comes first and its maps are written while this
@@ -174,11 +174,9 @@ def begin(plan_fd: int, report: Report, *, user_namespace: bool) -> dict[str, An
                 flags |= linux.CLONE_NEWIPC
             linux.unshare(flags)
     except OSError as error:
-        report.fail(f"cannot set up the task's container: cannot {step}: {error.strerror}")
-        os._exit(SETUP_FAILED)
+        raise SetupError(f"cannot {step}: {error.strerror}") from None
     except (SetupError, ValueError, KeyError) as error:
-        report.fail(f"cannot set up the task's container: cannot {step}: {error}")
-        os._exit(SETUP_FAILED)
+        raise SetupError(f"cannot {step}: {error}") from None
     return plan
 
 
@@ -576,7 +574,7 @@ def main(argv: list[str]) -> NoReturn:
     report = Report(int(argv[2]))
     os.set_inheritable(report.fd, False)  # the task must not hold it: its exec ends the launch
     with _reporting(report):
-        plan = begin(int(argv[1]), report, user_namespace=len(argv) == 4)
+        plan = begin(int(argv[1]), user_namespace=len(argv) == 4)
     supervise(plan, report)
 
 

@@ -412,11 +412,16 @@ class PosixLauncher(Launcher):
         ]
         for what, path in needed:
             for hidden in self.mask:
-                if path == hidden or hidden in path.parents or path in hidden.parents:
-                    raise LaunchError(
-                        f"{what} is in '{hidden}', which tasks may not see (the runtime "
-                        "directory, the image store, the configuration or the store's files)"
-                    )
+                if path == hidden or hidden in path.parents:
+                    where = "is in"
+                elif path in hidden.parents:
+                    where = "holds"
+                else:
+                    continue
+                raise LaunchError(
+                    f"{what} {where} '{hidden}', which tasks may not see (the runtime "
+                    "directory, the image store, the configuration or the store's files)"
+                )
 
 
 def _is_terminal(stdin: IO[Any] | int | None) -> bool:

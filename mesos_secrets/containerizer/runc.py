@@ -34,6 +34,8 @@ from ..errors import LaunchError
 from ..isolator import ContainerConfig, Filesystem, LaunchInfo, Mount
 from .launcher import (
     DEFAULT_PATH,
+    PROC_MASKED,
+    PROC_READ_ONLY,
     InitProcess,
     Launcher,
     Process,
@@ -49,19 +51,6 @@ __all__ = ["SANDBOX", "RuncLauncher"]
 SANDBOX = "/mnt/mesos/sandbox"
 _START_TIMEOUT_S = 60.0
 
-_MASKED = [
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-]
-_READ_ONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 _CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
 
@@ -280,8 +269,8 @@ class RuncLauncher(Launcher):
             "linux": {
                 **({"cgroupsPath": config.runc_cgroup} if config.runc_cgroup else {}),
                 "namespaces": [{"type": kind} for kind in ("pid", "ipc", "uts", "mount")],
-                "maskedPaths": _MASKED,
-                "readonlyPaths": _READ_ONLY,
+                "maskedPaths": list(PROC_MASKED),
+                "readonlyPaths": list(PROC_READ_ONLY),
             },
         }
 
