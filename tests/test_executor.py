@@ -384,7 +384,7 @@ def test_executors_and_runs_share_a_runtime_directory(
 
     from resolvers.local import LocalStore
 
-    from .test_run import Runner
+    from .test_containment import runner_in, secret_app
 
     put(setup.bao, "exec/db", {"password": "exec-db-password"})
     agents = []
@@ -398,18 +398,8 @@ def test_executors_and_runs_share_a_runtime_directory(
     LocalStore(home).put("/r/db", {"v": "run-secret"})
 
     def one_run(i: int) -> subprocess.CompletedProcess[bytes]:
-        runner = Runner(tmp_path / f"run{i}", home)
-        runner.tmp.mkdir()
-        runner.runtime = setup.runtime
-        spec = {
-            "cmd": 'test "$(cat secrets/db)" = run-secret && sleep 0.5',
-            "secrets": {"db": {"source": "/r/db"}},
-            "container": {
-                "type": "MESOS",
-                "volumes": [{"containerPath": "secrets/db", "secret": "db"}],
-            },
-        }
-        return runner.run(spec)
+        runner = runner_in(tmp_path, home, f"run{i}", setup.runtime)
+        return runner.run(secret_app("/r/db", 'test "$DB" = run-secret && sleep 0.5'))
 
     slow_check = dict(CHECK_APP, cmd=CHECK_APP["cmd"] + " && sleep 0.5")
     with ThreadPoolExecutor(8) as pool:
