@@ -721,7 +721,9 @@ def test_signal_reaches_a_task_that_left_its_group(runner: Runner) -> None:
     )
     runner.work.mkdir()
     (runner.work / "moves.py").write_text(program)  # the host's /tmp is not the task's
-    process = runner.start({"cmd": f"exec {sys.executable} -I moves.py"})
+    # The interpreter itself: a checkout in /tmp (and its virtualenv) is not in a root
+    # task's own /tmp.
+    process = runner.start({"cmd": f"exec {os.path.realpath(sys.executable)} -I moves.py"})
     wait_for(runner.work / "started")
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)
