@@ -164,13 +164,13 @@ class Containerizer:
         self.provisioner.recover()
         return orphans
 
-    def _kill_orphan(self, claim: Claim) -> None:
-        """Anything of a dead front end's container that still runs is killed."""
-        if self.cgroups is not None:
-            self.cgroups.kill(claim.name)
+    @staticmethod
+    def _kill_orphan(claim: Claim) -> None:
+        """Without cgroups (not root), a dead front end's container that still runs is
+        killed through its init's supervisor (PID 1 and the namespace follow); with
+        cgroups, :meth:`destroy` kills whatever is in them."""
         pid, start = claim.record.get("init_pid"), claim.record.get("init_start")
         if isinstance(pid, int) and start is not None and process_start_time(pid) == start:
-            # No cgroups (not root): its init's supervisor; PID 1 and the namespace follow.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -258,7 +258,7 @@ class Containerizer:
             claim.update(init_pid=process.pid, init_start=process_start_time(process.pid))
             self.isolators.isolate(container_id, process.pid)
         except BaseException:
-            self.kill_all(container_id, process)
+            _end(process)
             self._destroy_quietly(container_id)
             raise
         return Container(self, container_id, task, config, process)
@@ -267,15 +267,14 @@ class Containerizer:
         """End every process of the container now, and reap its init."""
         if self.cgroups is not None:
             self.cgroups.kill(container_id)
-        if process.poll() is None:
-            process.kill(signal.SIGKILL)
-        process.wait()
+        _end(process)
 
     def destroy(self, container_id: str, *, claim: Claim | None = None) -> None:
-        """Clean up a container: cgroups, every isolator, its runtime directory. Idempotent.
+        """Clean up a container: what still runs in its cgroup is killed, then every
+        isolator cleans up, then its cgroups and runtime directory go. Idempotent.
 
-        Its processes must be gone (:meth:`kill_all`). If a step fails, the claim stays
-        (unlocked), and the next ``recover`` of any front end tries again.
+        If a step fails, the claim stays (unlocked), and the next ``recover`` of any
+        front end tries again.
         """
         claim = claim or self._claims.pop(container_id, None)
         try:
@@ -299,6 +298,14 @@ class Containerizer:
             self.destroy(container_id)
         except (MesosSecretsError, OSError) as error:
             log.error("could not clean up container %s: %s", container_id, error)
+
+
+def _end(process: Process) -> None:
+    """Kill the container's init, if it still runs (its PID namespace goes with it), and
+    reap it."""
+    if process.poll() is None:
+        process.kill(signal.SIGKILL)
+    process.wait()
 
 
 class Container:
@@ -339,7 +346,7 @@ class Container:
         """Kill whatever of the container still runs, then clean up. Idempotent."""
         if self._destroyed:
             return
-        self.containerizer.kill_all(self.id, self.process)
+        _end(self.process)  # destroy kills what is left in the cgroup
         self._destroyed = True
         self.containerizer.destroy(self.id)
 
