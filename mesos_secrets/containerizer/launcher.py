@@ -25,7 +25,6 @@ import abc
 import base64
 import contextlib
 import json
-import logging
 import os
 import pwd
 import select
@@ -59,8 +58,6 @@ __all__ = [
     "start_init",
     "task_environment",
 ]
-
-log = logging.getLogger(__name__)
 
 #: The container init program, run by a bare interpreter.
 INIT = Path(__file__).with_name("init.py")

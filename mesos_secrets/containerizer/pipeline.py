@@ -160,7 +160,7 @@ class Containerizer:
         ]
         self.isolators.recover(alive)
         for claim in self.runtime.orphans(SANDBOXES):
-            self._remove_sandbox(claim)
+            self.release_sandbox(claim)
         self.provisioner.recover()
         return orphans
 
@@ -183,11 +183,9 @@ class Containerizer:
             {"path": os.path.realpath(path), "inode": list(nofollow.identity(info))},
         )
 
-    def release_sandbox(self, claim: Claim) -> None:
-        self._remove_sandbox(claim)
-
     @staticmethod
-    def _remove_sandbox(claim: Claim) -> None:
+    def release_sandbox(claim: Claim) -> None:
+        """Remove a temporary sandbox (if it is still the one recorded), then its claim."""
         path, inode = claim.record.get("path"), claim.record.get("inode")
         try:
             if isinstance(path, str) and isinstance(inode, list) and len(inode) == 2:
