@@ -93,23 +93,27 @@ def remove_tree_at(parent_fd: int, name: str, *, expect: Identity | None = None)
     if not stat.S_ISDIR(info.st_mode):
         _unlink(parent_fd, name, info)
         return True
-    fd, found = _open_child(parent_fd, name, info)
+    mount = linux.mount_id(parent_fd)
+    fd, found = _open_child(parent_fd, name, info, mount)
     try:
-        _empty(fd)
+        _empty(fd, mount)
     finally:
         os.close(fd)
     _rmdir(parent_fd, name, found)
     return True
 
 
-def _open_child(parent_fd: int, name: str, info: os.stat_result) -> tuple[int, Identity]:
-    """Open a subdirectory we listed, on the same mount as its parent, as the inode we saw.
+def _open_child(
+    parent_fd: int, name: str, info: os.stat_result, mount: int
+) -> tuple[int, Identity]:
+    """Open a subdirectory we listed, on its parent's mount (``mount``), as the inode we
+    saw. Only such children are returned, so one walk stays on one mount throughout.
 
     Returns the fd and the directory's identity (once mounts on it are detached).
     """
     for _ in range(32):  # mounts stacked on one another
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        if linux.mount_id(fd) != linux.mount_id(parent_fd):
+        if linux.mount_id(fd) != mount:
             _detach(fd, name)
             fresh = stat_at(parent_fd, name)
             if fresh is None or not stat.S_ISDIR(fresh.st_mode):
@@ -151,8 +155,8 @@ def _rmdir(dir_fd: int, name: str, expected: Identity) -> None:
     os.rmdir(name, dir_fd=dir_fd)
 
 
-def _empty(top: int) -> None:
-    """Remove everything in the directory ``top`` (left open, and empty)."""
+def _empty(top: int, mount: int) -> None:
+    """Remove everything in the directory ``top`` (left open, and empty), on ``mount``."""
     # The levels above the current one: (identity, name in the level above, names left).
     fd = top
     levels: list[tuple[Identity, str, list[str]]] = []
@@ -169,7 +173,7 @@ def _empty(top: int) -> None:
                 if not stat.S_ISDIR(info.st_mode):
                     _unlink(fd, child, info)
                     continue
-                child_fd, child_identity = _open_child(fd, child, info)
+                child_fd, child_identity = _open_child(fd, child, info, mount)
                 levels.append((here, name_here, pending))
                 if fd != top:  # keep one fd open below the top: climb back with ".."
                     os.close(fd)
