@@ -15,6 +15,8 @@ import copy
 import enum
 import functools
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -25,7 +27,7 @@ import attrs
 from .errors import SecretValidationError
 from .secretbytes import SecretBytes
 
-__all__ = ["JSONModel", "frozen_mapping", "id_field", "loads", "required"]
+__all__ = ["MAX_DEPTH", "JSONModel", "frozen_mapping", "id_field", "loads", "pointer", "required"]
 
 T = TypeVar("T", bound="JSONModel")
 
@@ -43,16 +45,129 @@ def required(default: Any) -> Any:
     return attrs.field(default=default, metadata={_REQUIRED: True})
 
 
+#: How deep objects and arrays may nest: Mesos' own JSON parser (picojson) stops at 100.
+MAX_DEPTH = 100
+#: The longest integer literal read (Python's own limit for converting text to int).
+MAX_DIGITS = 4300
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Refused(Exception):
+    """A literal the JSON reader refuses; carries the reason, never the text."""
+
+
+class _Duplicated(dict):  # type: ignore[type-arg]
+    """An object in which a key appeared twice (the reader reports it with its path)."""
+
+    key = ""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    duplicated = _Duplicated(value)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            duplicated.key = key
+            break
+        seen.add(key)
+    return duplicated
+
+
+def _constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _Refused("a number is too large for a double")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise _Refused(f"a number has more than {MAX_DIGITS} digits")
+    return int(text)
+
+
+def pointer(path: str, key: str | int) -> str:
+    """``path`` extended by one JSON pointer step (``~`` and ``/`` escaped, RFC 6901)."""
+    return f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}"
+
+
+def _check_tree(document: Any) -> None:
+    """Depth, duplicate keys and lone surrogates, with the JSON pointer of the first."""
+    stack: list[tuple[Any, str, int]] = [(document, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise SecretValidationError(
+                    "Invalid JSON: a string holds an unpaired UTF-16 surrogate", path or "/"
+                )
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth >= MAX_DEPTH:  # named by its top-level member: the full path is long
+            top = "/".join(path.split("/")[:2])
+            raise SecretValidationError(f"Invalid JSON: nested deeper than {MAX_DEPTH} levels", top)
+        if isinstance(value, _Duplicated):
+            raise SecretValidationError(
+                "Invalid JSON: a key appears more than once in this object",
+                pointer(path, value.key),
+            )
+        if isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                here = pointer(path, key)
+                if _SURROGATE.search(key):
+                    raise SecretValidationError(
+                        "Invalid JSON: a key holds an unpaired UTF-16 surrogate", here
+                    )
+                stack.append((item, here, depth + 1))
+        else:
+            stack.extend(
+                (item, f"{path}/{i}", depth + 1) for i, item in reversed(list(enumerate(value)))
+            )
+
+
 def loads(text: str | bytes, what: str = "JSON") -> Any:
-    """Parse JSON text; errors name the line and column, not the content."""
+    """Parse JSON text as strictly as Mesos does, and no more deeply.
+
+    Refused, each as a :class:`SecretValidationError` naming where (a line and column,
+    or a JSON pointer) and never quoting the content: malformed text, text that is not
+    UTF-8, ``NaN`` and ``Infinity``, numbers beyond a double or of more than
+    :data:`MAX_DIGITS` digits, nesting deeper than :data:`MAX_DEPTH`, a key given twice
+    in one object (which would silently drop the first), and unpaired surrogates (which
+    no UTF-8 text, and so no protobuf string, can hold).
+    """
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise SecretValidationError(f"Invalid JSON: {what} is not UTF-8 text") from None
     try:
-        return json.loads(text)
+        document = json.loads(
+            text,
+            object_pairs_hook=_object,
+            parse_constant=_constant,
+            parse_float=_float,
+            parse_int=_int,
+        )
     except json.JSONDecodeError as error:
         raise SecretValidationError(
             f"Invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
-    except UnicodeDecodeError:
-        raise SecretValidationError(f"Invalid JSON: {what} is not UTF-8 text") from None
+    except RecursionError:
+        raise SecretValidationError(
+            f"Invalid JSON: nested deeper than {MAX_DEPTH} levels"
+        ) from None
+    except _Refused as error:
+        raise SecretValidationError(f"Invalid JSON: {error}") from None
+    _check_tree(document)
+    return document
 
 
 def _json_type_name(value: Any) -> str:  # noqa: PLR0911

@@ -21,7 +21,6 @@ and goes to the audit trail.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,8 +28,9 @@ from typing import Any
 
 import attrs
 
+from ._codec import loads
 from .audit import AuditLog
-from .errors import ConfigError, SecretAccessDeniedError
+from .errors import ConfigError, SecretAccessDeniedError, SecretValidationError
 from .mesos import TaskInfo
 from .resolver import ResolveContext
 
@@ -106,11 +106,11 @@ class ACLs:
     def load(cls, path: str | Path) -> ACLs:
         file = Path(path)
         try:
-            document = json.loads(file.read_text(encoding="utf-8"))
+            document = loads(file.read_bytes(), "the ACL file")
         except OSError as error:
             raise ConfigError(f"cannot read the ACL file '{file}': {error.strerror}") from None
-        except ValueError as error:
-            raise ConfigError(f"the ACL file '{file}' is not valid JSON: {error}") from None
+        except SecretValidationError as error:
+            raise ConfigError(f"the ACL file '{file}': {error}") from None
         try:
             return cls.from_json(document, source=str(file))
         except ConfigError as error:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import load_config
-from .errors import MesosSecretsError, SecretValidationError
+from .errors import MesosSecretsError, SecretValidationError, printable
 from .hardening import protect_process
 from .names import split_source
 from .registry import choose_resolver, get_resolver, resolvers
@@ -170,10 +170,10 @@ def _report_spec_error(path: str, error: SpecError, as_json: bool) -> None:
         json.dump(error.to_json(), sys.stdout, indent=2)
         print()
         return
-    print(f"{path}: {error.message}", file=sys.stderr)
+    print(printable(f"{path}: {error.message}"), file=sys.stderr)
     for detail in error.to_json()["details"]:
         for message in detail["errors"]:
-            print(f"  {detail['path']}: {message}", file=sys.stderr)
+            print(printable(f"  {detail['path']}: {message}"), file=sys.stderr)
 
 
 def _spec_or_report(args: argparse.Namespace, as_json: bool = False) -> App | Pod | None:
@@ -397,12 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except UsageError as error:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {printable(str(error))}", file=sys.stderr)
         return 2
     except MesosSecretsError as error:
         if args.verbose:
             log.exception("failed")
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {printable(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -115,6 +115,10 @@ def _from_toml(data: bytes, file: Path) -> Config:
         doc = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"configuration file '{file}' is not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"configuration file '{file}' is nested too deeply") from None
+    except ValueError:  # a number beyond Python's 4300-digit limit
+        raise ConfigError(f"configuration file '{file}' holds a number too long to read") from None
     unknown = sorted(set(doc) - _TOP_LEVEL)
     if unknown:
         raise ConfigError(

@@ -23,6 +23,7 @@ classes with messages composed here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 __all__ = [
@@ -38,7 +39,18 @@ __all__ = [
     "SecretNotFoundError",
     "SecretValidationError",
     "StoreError",
+    "printable",
 ]
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` fit for one line of a log or a terminal: control characters (a newline,
+    an escape sequence, NUL) are written as Python writes them in a literal (``\\n``,
+    ``\\x1b``, ``\\x00``), so a name cannot forge a second line or move the cursor;
+    so is a lone surrogate, which no terminal's encoding can write."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 class MesosSecretsError(Exception):
@@ -65,7 +77,7 @@ class SecretValidationError(MesosSecretsError, ValueError):
         self.details: tuple[tuple[str, str], ...] = (
             tuple(details) if details is not None else ((path, message),)
         )
-        super().__init__(f"{path}: {message}" if path else message)
+        super().__init__(printable(f"{path}: {message}" if path else message))
 
     def at(self, prefix: str) -> SecretValidationError:
         """The same error, located under ``prefix`` (a JSON pointer)."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._codec import loads
-from .errors import SecretValidationError
+from .errors import SecretValidationError, printable
 from .mesos import (
     CommandInfo,
     ContainerInfo,
@@ -76,7 +76,7 @@ class SpecError(SecretValidationError):
 
     def __init__(self, message: str, details: Sequence[tuple[str, str]]) -> None:
         super().__init__(message, "", [(path or "/", text) for path, text in details])
-        self.args = (f"{message}: " + "; ".join(f"{p or '/'}: {m}" for p, m in details),)
+        self.args = (printable(f"{message}: " + "; ".join(f"{p or '/'}: {m}" for p, m in details)),)
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -190,15 +190,19 @@ class App:
             except SecretValidationError as error:
                 raise SpecError(NOT_VALID, [(f"/env/{name}", error.message)]) from None
         environment = Environment(variables=tuple(variables)) if variables else None
-        if self.args is not None:
-            return CommandInfo(
-                value=self.args[0] if self.args else None,
-                shell=False,
-                arguments=self.args,
-                environment=environment,
-                user=self.user,
-            )
-        return CommandInfo(value=self.cmd, shell=True, environment=environment, user=self.user)
+        try:
+            if self.args is not None:
+                return CommandInfo(
+                    value=self.args[0] if self.args else None,
+                    shell=False,
+                    arguments=self.args,
+                    environment=environment,
+                    user=self.user,
+                )
+            return CommandInfo(value=self.cmd, shell=True, environment=environment, user=self.user)
+        except SecretValidationError as error:
+            where = _command_path(error.path, self.args is not None)
+            raise SpecError(NOT_VALID, [(where, error.message)]) from None
 
     def _container(self) -> ContainerInfo | None:
         container = self.container
@@ -211,7 +215,8 @@ class App:
             try:
                 volumes.append(self._volume(volume))
             except SecretValidationError as error:
-                where = f"/container/volumes({i})/containerPath"
+                field = "hostPath" if error.path == "/host_path" else "containerPath"
+                where = f"/container/volumes({i})/{field}"
                 raise SpecError(NOT_VALID, [(where, error.message)]) from None
         if container.type is ContainerType.DOCKER:
             docker = DockerInfo(image=container.image) if container.image else None
@@ -228,6 +233,15 @@ class App:
             return Volume(container_path=path, mode=volume.mode, host_path=volume.host_path)
         # Marathon converts every app secret volume read-only.
         return Volume.for_secret(path, self.secret(volume.secret), VolumeMode.RO)
+
+
+def _command_path(path: str, args: bool) -> str:
+    """Where in the app a CommandInfo field comes from: ``/arguments/1`` is ``/args(1)``."""
+    if path == "/value":
+        return "/args(0)" if args else "/cmd"
+    if path.startswith("/arguments/"):
+        return f"/args({path.removeprefix('/arguments/')})"
+    return path
 
 
 def secret_for(secrets: Mapping[str, str], name: str) -> Secret:
@@ -435,7 +449,7 @@ def _read_env(
     if raw is None or read.obj(raw, path) is None:
         return env
     for name, value in raw.items():
-        if pattern is not None and not pattern.match(name):
+        if pattern is not None and not pattern.fullmatch(name):
             read.fail(f"{path}/{name}", "error.pattern")
             continue
         if isinstance(value, str):
@@ -558,7 +572,8 @@ def load_spec(text: str | bytes, *, strict: bool = False) -> App | Pod:
     try:
         obj = loads(text)
     except SecretValidationError as error:
-        raise SpecError(INVALID_JSON, [("/", error.message)]) from None
+        reason = error.message.removeprefix(f"{INVALID_JSON}: ")
+        raise SpecError(INVALID_JSON, [(error.path or "/", reason)]) from None
     if isinstance(obj, dict) and "containers" in obj:
         return parse_pod(obj, strict=strict)
     return parse_app(obj, strict=strict)

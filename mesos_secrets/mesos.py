@@ -45,6 +45,7 @@ __all__ = [
     "VolumeMode",
     "VolumeSource",
     "check_container_path",
+    "check_text",
 ]
 
 
@@ -63,6 +64,14 @@ def _tuple_of(kind: type) -> Any:
         return items
 
     return attrs.field(factory=tuple, converter=convert)
+
+
+def check_text(value: str | None, path: str, what: str = "value") -> None:
+    """Refuse NUL in a string that becomes a C string: a command, an argument, a user
+    name, an environment value or a path. ``execve`` and ``getpwnam`` cannot take one,
+    so the task could not be launched; the error names ``path``, never the value."""
+    if value is not None and "\0" in value:
+        raise SecretValidationError(f"{what} must not contain NUL", path)
 
 
 # --- Environment -------------------------------------------------------------------
@@ -114,6 +123,7 @@ class Variable(JSONModel):
                 raise SecretValidationError(f"{label} of type 'VALUE' must have a value set")
             if self.secret is not None:
                 raise SecretValidationError(f"{label} of type 'VALUE' must not have a secret set")
+            check_text(self.value, "/value")
         else:
             raise SecretValidationError("Environment variable of type 'UNKNOWN' is not allowed")
 
@@ -188,6 +198,7 @@ class DockerImage(JSONModel):
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise SecretValidationError("Image.Docker 'name' must be a non-empty string")
+        check_text(self.name, "/name", "an image name")
 
 
 @attrs.frozen
@@ -300,6 +311,8 @@ class Volume(JSONModel):
             )
         if self.secret is not None:
             check_container_path(self.container_path)
+        check_text(self.container_path, "/container_path", "a container path")
+        check_text(self.host_path, "/host_path", "a host path")
 
     @property
     def secret(self) -> Secret | None:
@@ -396,6 +409,12 @@ class CommandInfo(JSONModel):
     environment: Environment | None = None
     user: str | None = None
     extra: Mapping[str, Any] = _extra_field()
+
+    def __attrs_post_init__(self) -> None:
+        check_text(self.value, "/value")
+        for i, argument in enumerate(self.arguments):
+            check_text(argument, f"/arguments/{i}", "an argument")
+        check_text(self.user, "/user", "a user name")
 
 
 def _wrap(owner: str) -> Any:

@@ -127,6 +127,37 @@ class Pod:
             tasks=tuple(self._task(i, c, instance) for i, c in enumerate(self.containers))
         )
 
+    def _command(
+        self, index: int, container: PodContainer, environment: Environment | None
+    ) -> CommandInfo:
+        user = container.user or self.user
+        try:
+            if container.argv is not None:
+                return CommandInfo(
+                    value=container.argv[0] if container.argv else None,
+                    shell=False,
+                    arguments=container.argv,
+                    environment=environment,
+                    user=user,
+                )
+            return CommandInfo(
+                value=container.shell, shell=True, environment=environment, user=user
+            )
+        except SecretValidationError as error:
+            where = self._command_path(index, container, error.path)
+            raise SpecError(NOT_VALID, [(where, error.message)]) from None
+
+    @staticmethod
+    def _command_path(index: int, container: PodContainer, path: str) -> str:
+        """Where in the pod a CommandInfo field comes from."""
+        here = f"/containers({index})"
+        if path == "/user":
+            return f"{here}/user" if container.user else "/user"
+        if container.argv is None:
+            return f"{here}/exec/command/shell"
+        argument = 0 if path == "/value" else int(path.rpartition("/")[2])
+        return f"{here}/exec/command/argv({argument})"
+
     def _task(self, index: int, container: PodContainer, instance: str) -> TaskInfo:
         merged: dict[str, str | SecretRef] = dict(self.environment)
         merged.update(container.environment)  # the container's own win
@@ -146,21 +177,7 @@ class Pod:
             except SecretValidationError as error:
                 raise SpecError(NOT_VALID, [(where, error.message)]) from None
         environment = Environment(variables=tuple(variables)) if variables else None
-        if container.argv is not None:
-            command = CommandInfo(
-                value=container.argv[0] if container.argv else None,
-                shell=False,
-                arguments=container.argv,
-                environment=environment,
-                user=container.user or self.user,
-            )
-        else:
-            command = CommandInfo(
-                value=container.shell,
-                shell=True,
-                environment=environment,
-                user=container.user or self.user,
-            )
+        command = self._command(index, container, environment)
         volumes = []
         by_name = {v.name: v for v in self.volumes}
         for j, mount in enumerate(container.mounts):
@@ -189,6 +206,8 @@ class Pod:
                     volumes.append(Volume(container_path=path, mode=mode, source=source))
                 # Persistent volumes need reservations: left to the framework, as in Marathon.
             except SecretValidationError as error:
+                if error.path == "/host_path":
+                    where = f"/volumes({list(by_name).index(volume.name)})/host"
                 raise SpecError(NOT_VALID, [(where, error.message)]) from None
         mesos = None
         if container.image:
@@ -251,7 +270,7 @@ def parse_pod(obj: Any, *, strict: bool = False) -> Pod:
 
 def _name(read: _Reader, parent: Mapping[str, Any], path: str) -> str | None:
     name = read.min1(parent, "name", path, required=True)
-    if name is not None and (len(name) > 63 or not NAME.match(name)):
+    if name is not None and (len(name) > 63 or not NAME.fullmatch(name)):
         read.fail(f"{path}/name", "error.pattern")
         return None
     return name

@@ -32,11 +32,13 @@ secrets = references | values
 # The environment refuses NUL in inline values (Mesos' rule).
 env_secrets = references | st.builds(Secret.for_value, st.binary().filter(lambda b: b"\0" not in b))
 
+# A command, its arguments, its user and environment values become C strings: no NUL.
+c_strings = st.text(st.characters(exclude_characters="\0", exclude_categories=("Cs",)))
 env_names = st.text(
     st.characters(codec="utf-8", exclude_characters="=\0", exclude_categories=("Cs",)), min_size=1
 )
 variables = st.one_of(
-    st.builds(Variable.for_value, env_names, st.text(st.characters(exclude_categories=("Cs",)))),
+    st.builds(Variable.for_value, env_names, c_strings),
     st.builds(Variable.for_secret, env_names, env_secrets),
 )
 environments = st.lists(variables, max_size=6, unique_by=lambda v: v.name).map(
@@ -48,7 +50,7 @@ container_paths = st.lists(
 secret_volumes = st.builds(
     Volume.for_secret, container_paths, secrets, st.sampled_from(list(VolumeMode))
 )
-images = st.builds(Image.for_docker, st.text(min_size=1), st.none() | references)
+images = st.builds(Image.for_docker, c_strings.filter(bool), st.none() | references)
 containers = st.builds(
     ContainerInfo,
     type=st.just(ContainerType.MESOS),
@@ -57,11 +59,11 @@ containers = st.builds(
 )
 commands = st.builds(
     CommandInfo,
-    value=st.none() | st.text(),
+    value=st.none() | c_strings,
     shell=st.booleans(),
-    arguments=st.lists(st.text(), max_size=3).map(tuple),
+    arguments=st.lists(c_strings, max_size=3).map(tuple),
     environment=st.none() | environments,
-    user=st.none() | st.text(min_size=1),
+    user=st.none() | c_strings.filter(bool),
 )
 tasks = st.builds(
     TaskInfo,

@@ -1,0 +1,408 @@
+"""Hostile input: one catalogue of specs and files an attacker or a careless user writes.
+
+Each row is refused by ``validate``, ``task-info`` and ``run`` alike, with one line that
+names what is wrong and where (a JSON path, a file), exit status 1, and no traceback;
+``validate`` never calls valid what ``run`` cannot launch. A Hypothesis property then
+throws arbitrary bytes and JSON at the readers: the answer is a model or a
+:class:`MesosSecretsError`, never another exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mesos_secrets import cli
+from mesos_secrets._codec import MAX_DEPTH, loads
+from mesos_secrets.acls import ACLs
+from mesos_secrets.config import load_config
+from mesos_secrets.errors import MesosSecretsError, SecretValidationError
+from mesos_secrets.marathon import App, load_spec
+from mesos_secrets.mesos import TaskGroupInfo, TaskInfo
+from mesos_secrets.pods import Pod
+
+CLI = [str(Path(sys.executable).parent / "mesos-secrets")]
+
+
+def app(**fields: Any) -> bytes:
+    return json.dumps({"id": "/a", "cmd": "true", **fields}).encode()
+
+
+def pod(container: dict[str, Any] | None = None, **fields: Any) -> bytes:
+    one = {"name": "c", "resources": {"cpus": 0.1, "mem": 32}}
+    one |= container if container is not None else {"exec": {"command": {"shell": "true"}}}
+    return json.dumps({"id": "/p", "containers": [one], **fields}).encode()
+
+
+def nested(depth: int) -> bytes:
+    return b'{"id": "/a", "cmd": "true", "labels": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+#: (spec bytes, the line the error report must hold)
+SPECS: dict[str, tuple[bytes, str]] = {
+    "nested 100 000 deep": (b"[" * 100_000 + b"]" * 100_000, f"/: nested deeper than {MAX_DEPTH}"),
+    "labels nested 150 deep": (nested(150), f"/labels: nested deeper than {MAX_DEPTH} levels"),
+    "a 5000-digit number": (
+        b'{"id": "/a", "cmd": "true", "cpus": ' + b"9" * 5000 + b"}",
+        "/: a number has more than 4300 digits",
+    ),
+    "NaN": (b'{"id": "/a", "cmd": "true", "cpus": NaN}', "/: NaN is not a JSON number"),
+    "Infinity": (b'{"id": "/a", "cmd": "true", "mem": Infinity}', "Infinity is not a JSON"),
+    "-Infinity": (b'{"id": "/a", "cmd": "true", "mem": -Infinity}', "-Infinity is not a JSON"),
+    "1e999": (b'{"id": "/a", "cmd": "true", "mem": 1e999}', "/: a number is too large for a"),
+    "a duplicate key drops a secret": (
+        b'{"id": "/a", "cmd": "true", "env": {"X": {"secret": "s"}, "X": "plain"},'
+        b' "secrets": {"s": {"source": "/db"}}}',
+        "/env/X: a key appears more than once in this object",
+    ),
+    "not UTF-8": (b'{"id": "/a", "cmd": "\xff"}', "/: JSON is not UTF-8 text"),
+    "NUL in cmd": (app(cmd="echo \0"), "/cmd: value must not contain NUL"),
+    "NUL in args": (
+        json.dumps({"id": "/a", "args": ["echo", "a\0"]}).encode(),
+        "/args(1): an argument must not contain NUL",
+    ),
+    "NUL in args[0]": (
+        json.dumps({"id": "/a", "args": ["\0"]}).encode(),
+        "/args(0): value must not contain NUL",
+    ),
+    "NUL in an env value": (app(env={"A": "x\0"}), "/env/A: value must not contain NUL"),
+    "NUL in user": (app(user="no\0body"), "/user: a user name must not contain NUL"),
+    "NUL in a host path": (
+        app(
+            container={
+                "type": "MESOS",
+                "volumes": [{"containerPath": "data", "hostPath": "/tmp\0", "mode": "RO"}],
+            }
+        ),
+        "/container/volumes(0)/hostPath: a host path must not contain NUL",
+    ),
+    "a lone surrogate in cmd": (
+        b'{"id": "/a", "cmd": "echo \\udc80"}',
+        "/cmd: a string holds an unpaired UTF-16 surrogate",
+    ),
+    "a lone surrogate in an env name": (
+        b'{"id": "/a", "cmd": "true", "env": {"\\ud800": "x"}}',
+        "/env/\\ud800: a key holds an unpaired UTF-16 surrogate",
+    ),
+    "a control sequence in a path is escaped": (
+        app(env={"A\x1b[2J": "x\0"}),
+        "/env/A\\x1b[2J: value must not contain NUL",
+    ),
+    "an id with a trailing newline": (
+        json.dumps({"id": "/a\n", "cmd": "true"}).encode(),
+        "/id: must fully match regular expression",
+    ),
+    "NUL in a pod's argv": (
+        pod({"exec": {"command": {"argv": ["echo", "a\0"]}}}),
+        "/containers(0)/exec/command/argv(1): an argument must not contain NUL",
+    ),
+    "NUL in a pod's shell": (
+        pod({"exec": {"command": {"shell": "\0"}}}),
+        "/containers(0)/exec/command/shell: value must not contain NUL",
+    ),
+    "NUL in a pod's user": (pod(user="a\0"), "/user: a user name must not contain NUL"),
+    "NUL in a pod container's user": (
+        pod({"user": "a\0", "exec": {"command": {"shell": "true"}}}),
+        "/containers(0)/user: a user name must not contain NUL",
+    ),
+    "a pod env name with a trailing newline": (
+        pod(environment={"A\n": "x"}),
+        "/environment/A\\n: error.pattern",
+    ),
+    "a pod container name with a trailing newline": (
+        pod({"name": "c\n", "exec": {"command": {"shell": "true"}}}),
+        "/containers(0)/name: error.pattern",
+    ),
+}
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    status = cli.main(args)
+    captured = capsys.readouterr()
+    return status, captured.err
+
+
+@pytest.mark.parametrize("command", ["validate", "task-info", "run"])
+@pytest.mark.parametrize("name", list(SPECS))
+def test_hostile_spec(
+    name: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    content, expected = SPECS[name]
+    spec = tmp_path / "spec.json"
+    spec.write_bytes(content)
+    status, err = run_cli([command, str(spec)], capsys)
+    assert status == 1
+    assert expected in err, err
+    assert "Traceback" not in err
+    # One report: a header and one violation, each a single line.
+    assert len(err.splitlines()) == 2, err
+
+
+def test_no_traceback_from_the_real_command(tmp_path: Path) -> None:
+    """The installed entry point, in a process of its own, for the deepest input."""
+    spec = tmp_path / "spec.json"
+    spec.write_bytes(SPECS["nested 100 000 deep"][0])
+    done = subprocess.run([*CLI, "run", str(spec)], check=False, capture_output=True, timeout=60)
+    assert done.returncode == 1
+    assert b"Traceback" not in done.stderr
+    assert b"nested deeper than" in done.stderr
+
+
+#: (file name, content, environment variable or option naming it, the error's text)
+FILES: dict[str, tuple[str, bytes, str]] = {
+    "a configuration nested 100 000 deep": (
+        "config.toml",
+        b"a = " + b"[" * 100_000 + b"]" * 100_000,
+        "is nested too deeply",
+    ),
+    "a configuration with a 5000-digit number": (
+        "config.toml",
+        b"a = " + b"9" * 5000,
+        "holds a number too long to read",
+    ),
+    "a modules manifest nested 100 000 deep": (
+        "modules.json",
+        b'{"libraries": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "nested deeper than",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_hostile_configuration(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file_name, content, expected = FILES[name]
+    config = tmp_path / file_name
+    config.write_bytes(content)
+    for args in (["check"], ["run", str(tmp_path / "spec.json")]):
+        (tmp_path / "spec.json").write_bytes(app())
+        status, err = run_cli(["--config", str(config), *args], capsys)
+        assert status == 1
+        assert expected in err
+        assert str(config) in err
+        assert len(err.splitlines()) == 1, err
+
+
+def test_hostile_acl_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    acls = tmp_path / "acls.json"
+    acls.write_bytes(b'{"rules": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    spec = tmp_path / "spec.json"
+    spec.write_bytes(app())
+    status, err = run_cli(["validate", "--acls", str(acls), str(spec)], capsys)
+    assert status == 1
+    assert f"the ACL file '{acls}'" in err
+    assert "nested deeper than" in err
+    assert len(err.splitlines()) == 1, err
+
+
+# --- properties ------------------------------------------------------------------------
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+_env = st.dictionaries(
+    st.text(), json_values | st.fixed_dictionaries({"secret": json_values}), max_size=3
+)
+app_like = st.fixed_dictionaries(
+    {"id": st.sampled_from(["/a", "a/b", "/", ""]) | json_values},
+    optional={
+        "cmd": st.text() | json_values,
+        "args": st.lists(st.text(), max_size=3) | json_values,
+        "user": st.text() | json_values,
+        "env": _env | json_values,
+        "secrets": st.dictionaries(
+            st.text(), st.fixed_dictionaries({"source": st.text() | json_values}), max_size=3
+        )
+        | json_values,
+        "container": st.fixed_dictionaries(
+            {},
+            optional={
+                "type": st.sampled_from(["MESOS", "DOCKER"]) | json_values,
+                "volumes": st.lists(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "containerPath": st.text() | json_values,
+                            "secret": st.text() | json_values,
+                            "hostPath": st.text() | json_values,
+                            "mode": st.sampled_from(["RO", "RW"]) | json_values,
+                        },
+                    ),
+                    max_size=2,
+                )
+                | json_values,
+                "docker": json_values,
+            },
+        )
+        | json_values,
+        "cpus": json_values,
+        "mem": json_values,
+    },
+)
+pod_like = st.fixed_dictionaries(
+    {
+        "id": st.sampled_from(["/p"]) | json_values,
+        "containers": st.lists(
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["c", "d"]) | json_values},
+                optional={
+                    "exec": st.fixed_dictionaries(
+                        {
+                            "command": st.fixed_dictionaries({"shell": st.text()})
+                            | st.fixed_dictionaries({"argv": st.lists(st.text(), max_size=3)})
+                            | json_values
+                        }
+                    )
+                    | json_values,
+                    "resources": json_values,
+                    "environment": _env,
+                    "user": st.text() | json_values,
+                    "volumeMounts": json_values,
+                },
+            ),
+            max_size=2,
+        )
+        | json_values,
+    },
+    optional={"environment": _env | json_values, "volumes": json_values, "user": json_values},
+)
+#: JSON's edge cases, put where a spec has a number, a string, an object.
+_edges = st.sampled_from(
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e999",
+        "-1e999",
+        "9" * 5000,
+        "1" * 400,
+        "0.1",
+        "null",
+        '"\\u0000"',
+        '"\\ud800"',
+        '"a\\n"',
+        "[" * 2000 + "]" * 2000,
+        '{"a": 1, "a": 2}',
+    ]
+)
+edge_specs = st.builds(
+    '{{"id": "/a", "cmd": {}, "cpus": {}, "env": {{"A": {}, "B": {{"secret": {}}}}}, '
+    '"user": {}, "labels": {}}}'.format,
+    _edges | st.just('"true"'),
+    _edges | st.just("1"),
+    _edges | st.just('"x"'),
+    _edges | st.just('"s"'),
+    _edges | st.just("null"),
+    _edges | st.just("{}"),
+).map(str.encode)
+documents = (
+    edge_specs
+    | st.binary()
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.one_of(app_like, pod_like).map(lambda v: json.dumps(v).encode())
+    # Raw text around JSON's edge cases: NaN, huge numbers, escapes, duplicates.
+    | st.lists(
+        st.sampled_from(
+            [
+                '{"id":"/a","cmd":"x"',
+                ",",
+                '"cpus":',
+                "NaN",
+                "1e999",
+                "9" * 50,
+                '"\\u0000"',
+                '"\\ud800"',
+                '"env":{"A":"1","A":{"secret":"s"}}',
+                "}",
+                "[",
+                "]",
+                "-",
+                "0",
+            ]
+        ),
+        max_size=12,
+    ).map(lambda parts: "".join(parts).encode())
+)
+
+
+@given(documents)
+def test_any_bytes_are_a_spec_or_a_typed_error(data: bytes) -> None:
+    """``load_spec`` on anything: a valid App or Pod, or a MesosSecretsError; a valid
+    one converts to Mesos JSON that ``json`` writes without NaN or Infinity."""
+    try:
+        spec = load_spec(data)
+    except MesosSecretsError:
+        return
+    assert isinstance(spec, App | Pod)
+    message = spec.to_task_info() if isinstance(spec, App) else spec.to_task_group()
+    text = json.dumps(message.to_json(), allow_nan=False)
+    type(message).from_json(text)  # and what we write, we read back
+
+
+@given(documents)
+def test_any_bytes_are_a_task_or_a_typed_error(data: bytes) -> None:
+    """The executor's and the library's reader of Mesos JSON: the same promise."""
+    for kind in (TaskInfo, TaskGroupInfo):
+        with contextlib.suppress(MesosSecretsError):
+            kind.from_json(data)
+
+
+@given(st.one_of(documents, json_values.map(lambda v: json.dumps({"rules": v}).encode())))
+def test_any_acls_are_acls_or_a_typed_error(data: bytes) -> None:
+    with contextlib.suppress(MesosSecretsError):
+        ACLs.from_json(loads(data))
+
+
+@given(json_values)
+def test_loads_reads_what_json_writes(value: Any) -> None:
+    """Strict is not stricter than JSON itself: what ``json.dumps`` writes (finite,
+    shallow, no duplicate keys possible) reads back equal."""
+    assert loads(json.dumps(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("[" * MAX_DEPTH + "]" * MAX_DEPTH, None),
+        ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "nested deeper than"),
+        ("1" * 4300, None),
+        ("-" + "1" * 4301, "more than 4300 digits"),
+        ("1.7976931348623157e308", None),
+        ("1.8e308", "too large for a double"),
+        ('{"a": 1, "a": 1}', "appears more than once"),
+        ('"\\ud83d\\ude00"', None),  # a pair is one character, not a lone surrogate
+    ],
+)
+def test_loads_limits(text: str, error: str | None) -> None:
+    if error is None:
+        value = loads(text)
+        assert not isinstance(value, float) or math.isfinite(value)
+        return
+    with pytest.raises(SecretValidationError, match=error):
+        loads(text)
+
+
+def test_config_loads_through_the_same_reader(tmp_path: Path) -> None:
+    modules = tmp_path / "modules.json"
+    modules.write_text('{"libraries": [], "libraries": []}')
+    with pytest.raises(SecretValidationError, match="appears more than once"):
+        load_config(modules)
