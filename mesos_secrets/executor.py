@@ -35,7 +35,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import pymesos  # type: ignore[import-untyped,unused-ignore]
 
@@ -43,7 +43,7 @@ from .acls import ACLs
 from .config import Config, load_config
 from .containerizer import Container, Containerizer, default_runtime_dir
 from .containerizer.launcher import Termination
-from .errors import MesosSecretsError, SecretValidationError
+from .errors import MesosSecretsError, SecretValidationError, printable
 from .framework import BOOTSTRAP_ENV
 from .hardening import protect_process
 from .mesos import TaskInfo
@@ -58,6 +58,54 @@ log = logging.getLogger("mesos_secrets.executor")
 TOKEN_ENV = "MESOS_EXECUTOR_AUTHENTICATION_TOKEN"
 REQUIRED_ENV = ("MESOS_AGENT_ENDPOINT", "MESOS_FRAMEWORK_ID", "MESOS_EXECUTOR_ID")
 DEFAULT_KILL_GRACE_S = 5.0
+#: Mesos' reason (``TaskStatus.Reason``) for a task that failed before it ran.
+REASON_LAUNCH_FAILED = "REASON_CONTAINER_LAUNCH_FAILED"
+
+
+class _WithholdDetails(logging.Filter):
+    """pymesos logs an event it cannot handle verbatim, and a LAUNCH holds VALUE secrets
+    (base64): its records keep what happened and lose what it was about.
+
+    Records whose template only names an address pass as they are; the others become
+    one line naming pymesos' function, and an exception is named by its type (its text
+    and traceback may quote the event).
+    """
+
+    SAFE: ClassVar[frozenset[str]] = frozenset(
+        {
+            "Failed to send to %s",
+            "Remote %s closed",
+            "Try to redirect to new master: %s",
+            "Master is not available, retry.",
+            "Event stream ended",
+            "Failed to recv from %s",
+            "Thread abort:",
+            "Process already started!",
+            "Failed to force kill executor",
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg in self.SAFE):
+            record.msg = f"{record.funcName}: details withheld (agent events may hold secrets)"
+            record.args = ()
+        if record.exc_info:
+            kind = record.exc_info[0].__name__ if record.exc_info[0] else "an exception"
+            record.msg = f"{record.msg} ({kind})"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _withhold_pymesos_details() -> None:
+    """Filter every pymesos logger (filters do not pass down to child loggers)."""
+    withhold = _WithholdDetails()
+    for name in list(logging.root.manager.loggerDict):
+        if name == "pymesos" or name.startswith("pymesos."):
+            logging.getLogger(name).addFilter(withhold)
+
+
+_withhold_pymesos_details()
 
 
 class AuthenticatedExecutorDriver(pymesos.MesosExecutorDriver):  # type: ignore[misc]
@@ -235,18 +283,38 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         except MesosSecretsError as error:
             self.setup_error = f"the executor cannot use the secret store: {error}"
             log.error("%s", self.setup_error)
+        except Exception as error:  # noqa: BLE001 (a plugin's bug; its text may hold a value)
+            self.setup_error = f"the executor failed to start: {type(error).__name__}"
+            log.error("%s", self.setup_error)
 
     def _run_task(self, driver: Any, raw: Any) -> None:
-        task_id = str(raw.get("task_id", {}).get("value", "?"))
-        self._update(driver, task_id, "TASK_STARTING")
+        """One task, from TASK_STARTING to a terminal update, whatever fails on the way."""
+        task_id = _task_id(raw)
+        running = False
         try:
-            task = TaskInfo.from_json(dict(raw))
-        except SecretValidationError as error:
-            self._update(driver, task_id, "TASK_FAILED", str(error), "REASON_TASK_INVALID")
-            return
-        container = self._launch(driver, task)
-        if container is None:
-            return
+            self._update(driver, task_id, "TASK_STARTING")
+            try:
+                task = TaskInfo.from_json(dict(raw))
+            except SecretValidationError as error:
+                self._update(driver, task_id, "TASK_FAILED", str(error), "REASON_TASK_INVALID")
+                return
+            container = self._launch(driver, task)
+            if container is None:
+                return
+            running = True
+            self._supervise(driver, task_id, container)
+        except Exception as error:  # noqa: BLE001 (the boundary: every task ends in a state)
+            # Named by type only: the text of an error we did not write may hold a value.
+            kind = type(error).__name__
+            log.error("task %s: the executor failed: %s", task_id, kind)
+            if running:  # as Mesos' executors do when the task's end cannot be known
+                message = f"Command terminated with unknown status (the executor failed: {kind})"
+                self._update(driver, task_id, "TASK_FAILED", message)
+            else:
+                message = f"the executor failed to launch the task ({kind})"
+                self._update(driver, task_id, "TASK_FAILED", message, REASON_LAUNCH_FAILED)
+
+    def _supervise(self, driver: Any, task_id: str, container: Container) -> None:
         try:
             self._update(driver, task_id, "TASK_RUNNING")
             termination = container.wait()
@@ -269,7 +337,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         task_id = task.task_id
         if self.containerizer is None:
             message = self.setup_error or "the executor is not registered yet"
-            self._update(driver, task_id, "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED")
+            self._update(driver, task_id, "TASK_FAILED", message, REASON_LAUNCH_FAILED)
             return None
         # tasks/ is ours, 0711: a task can neither list it nor guess another's name in it.
         tasks = self.directory / "tasks"
@@ -290,13 +358,11 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                     task, sandbox, context=context, stdout=out, stderr=err
                 )
         except MesosSecretsError as error:
-            self._update(
-                driver, task_id, "TASK_FAILED", str(error), "REASON_CONTAINER_LAUNCH_FAILED"
-            )
+            self._update(driver, task_id, "TASK_FAILED", str(error), REASON_LAUNCH_FAILED)
             return None
         except OSError as error:  # the sandbox's stdout or stderr: a link, a directory…
             message = f"cannot open the task's output in its sandbox: {error.strerror}"
-            self._update(driver, task_id, "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED")
+            self._update(driver, task_id, "TASK_FAILED", message, REASON_LAUNCH_FAILED)
             return None
         with self._lock:
             self._containers[task_id] = container
@@ -327,7 +393,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             "uuid": pymesos.encode_data(uuid.uuid4().bytes),
         }
         if message:
-            status["message"] = message
+            status["message"] = printable(message)
         if reason:
             status["reason"] = reason
         log.info("task %s: %s%s", task_id, state, f" ({message})" if message else "")
@@ -335,6 +401,13 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             driver.sendStatusUpdate(status)
         except (RuntimeError, OSError) as error:
             log.error("could not send %s for task %s: %s", state, task_id, error)
+
+
+def _task_id(raw: Any) -> str:
+    """The task's ID from a LAUNCH, however malformed the rest of it is."""
+    task_id = raw.get("task_id") if isinstance(raw, Mapping) else None
+    value = task_id.get("value") if isinstance(task_id, Mapping) else None
+    return value if isinstance(value, str) else "?"
 
 
 def _kill_if_running(container: Container) -> None:
@@ -366,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         format="mesos-secrets-executor: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    # pymesos brings its own stderr handler: its records, filtered, go through ours only.
+    logging.getLogger("pymesos").handlers.clear()
     # Not dumpable, and the tokens blanked in /proc/self/environ, before anything runs.
     protect_process()
     # Taken out of the environment before anything else runs, and never logged.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -101,6 +102,7 @@ class Setup:
         token: str | None = "valid",
         bootstrap: Any = None,
         sandbox: str = "sandbox",
+        environment: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         directory = self.tmp / sandbox
         directory.mkdir(exist_ok=True)
@@ -125,6 +127,7 @@ class Setup:
         if bootstrap is not None:
             # What the agent does with a VALUE secret in the ExecutorInfo's environment.
             env[BOOTSTRAP_ENV] = bootstrap.value.data.reveal().decode()
+        env.update(environment or {})
         log = (directory / "executor.log").open("ab")
         process = subprocess.Popen(
             [str(EXECUTOR)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -312,6 +315,97 @@ class TestTasks:
         agent.launch(app_task(dict(CHECK_APP, cmd="sleep 40 & exit 0"), agent, "b1"))
         agent.wait_for("b1", "TASK_FINISHED")
         assert processes_holding(value) == []
+
+
+EXPLODING_RESOLVER = """
+from mesos_secrets.resolver import SecretResolver
+
+class ExplodingResolver(SecretResolver):
+    def resolve_reference(self, reference, context=None):
+        raise RuntimeError("cannot parse the reply: " + open(reference.name).read())
+"""
+
+
+def install_exploding_resolver(site: Path) -> None:
+    """A third-party resolver, installed as pip installs one (a module and its
+    dist-info with an entry point), whose bug raises an exception that quotes a value."""
+    site.mkdir()
+    (site / "exploding_resolver.py").write_text(EXPLODING_RESOLVER)
+    info = site / "exploding_resolver-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: exploding-resolver\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[mesos_secrets.resolvers]\nexploding = exploding_resolver:ExplodingResolver\n"
+    )
+
+
+@requires_root
+class TestFailuresBeforeTheTaskRuns:
+    """Whatever fails before a task runs, the task ends in TASK_FAILED with Mesos' reason,
+    never in TASK_STARTING forever, and nothing the failure quotes reaches the agent."""
+
+    def test_nul_in_the_user_is_an_invalid_task(self, setup: Setup) -> None:
+        agent = setup.running(canary())
+        task = app_task(CHECK_APP, agent, "u1")
+        task["command"]["user"] = "no\0body"
+        agent.launch(task)
+        update = agent.wait_for("u1", "TASK_FAILED", timeout=30)
+        assert update["reason"] == "REASON_TASK_INVALID"
+        assert update["message"] == (
+            "/command/user: Task's `CommandInfo` is invalid: a user name must not contain NUL"
+        )
+        assert agent.states("u1") == ["TASK_STARTING", "TASK_FAILED"]
+
+    def test_a_plugin_bug_fails_the_launch(self, setup: Setup) -> None:
+        """A resolver plugin raises an unexpected exception quoting a value: TASK_FAILED,
+        REASON_CONTAINER_LAUNCH_FAILED, the exception named by its type only; the
+        executor goes on serving the next task."""
+        value = canary()
+        (setup.tmp / "leaky").write_text(value)
+        install_exploding_resolver(setup.tmp / "site")
+        agent = setup.agent()
+        setup.start(
+            agent,
+            environment={
+                "PYTHONPATH": str(setup.tmp / "site"),
+                "MESOS_SECRETS_RESOLVER": "exploding",
+            },
+        )
+        assert agent.subscribed.wait(30), setup.log()
+        spec = dict(CHECK_APP, secrets={"db": {"source": f"{setup.tmp}/leaky"}})
+        for task_id in ("p1", "p2"):
+            agent.launch(app_task(spec, agent, task_id))
+            update = agent.wait_for(task_id, "TASK_FAILED", timeout=30)
+            assert update["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"
+            assert update["message"] == "the executor failed to launch the task (RuntimeError)"
+        assert not any(leaks(value, str(u)) for u in agent.updates)
+        assert not leaks(value, setup.log())
+        assert not list((setup.runtime / "containers").iterdir())
+
+    def test_malformed_agent_events_are_not_logged(self, setup: Setup) -> None:
+        """pymesos logs an event it cannot handle verbatim: a LAUNCH under the wrong key
+        holds a VALUE secret (base64), which must not reach the executor's log."""
+        value = canary()
+        agent = setup.running(canary())
+        task = parse_app(
+            {"id": "/exec/app", "cmd": "true", "env": {"V": {"secret": "v"}}, "secrets": {}}
+            | {"secrets": {"v": {"source": "unused"}}}
+        ).to_task_info(task_id="e1")
+        raw = launch_json(task, executor_info(EID, framework_id=FID), agent_id="agent-1")
+        raw["command"]["environment"]["variables"][0]["secret"] = {
+            "type": "VALUE",
+            "value": {"data": base64.b64encode(value.encode()).decode()},
+        }
+        agent.send({"type": "LAUNCH", "launch_task": {"task": raw}})
+        agent.send({"type": "NO_SUCH_EVENT", "no_such_event": {"task": raw}})
+        agent.launch(app_task(dict(CHECK_APP, cmd="true"), agent, "after"))
+        agent.wait_for("after", "TASK_FINISHED", timeout=30)
+        log = setup.log()
+        assert "details withheld" in log
+        assert not leaks(value, log)
+        assert base64.b64encode(value.encode()).decode() not in log
 
 
 @requires_root
