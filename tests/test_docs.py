@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import doctest
+import hashlib
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,21 @@ def test_readme_toml_blocks(tmp_path: Path) -> None:
         path.write_text(block)
         config = load_config(path, known=resolvers.names())
         _container_options(config)
+
+
+def test_resolve_example_prints_no_value_nor_digest(home: Path) -> None:
+    """``examples/resolve_task_secrets.py`` shows lengths only: a digest prefix of a
+    short value is enough to find it by guessing."""
+    LocalStore(home).put("/demo/db", {"username": "ada", "password": "pin1"})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "resolve_task_secrets.py"), "examples/task.json"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "DB_PASSWORD" in done.stdout
+    assert "4 bytes" in done.stdout
+    for value in ("ada", "pin1", "hello"):
+        for text in (value, hashlib.sha256(value.encode()).hexdigest()[:6]):
+            assert text not in done.stdout
