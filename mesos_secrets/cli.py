@@ -412,6 +412,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as error:  # a bug, ours or a plugin's
+        if args.verbose:
+            log.exception("failed")
+        # Named by type only: the text of an error we did not write may quote a value.
+        print(
+            f"{PROG}: internal error: {type(error).__name__} "
+            "(its message is withheld as it may quote a secret; -v shows it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -179,3 +179,35 @@ class TestOtherCommands:
 
     def test_version(self) -> None:
         assert ok("--version").stdout.startswith(b"mesos-secrets ")
+
+
+def test_a_plugin_bug_is_one_line(tmp_path: Path) -> None:
+    """A resolver plugin raises an unexpected exception quoting a value: `run` says which
+    type, on one line, exit 1; the message and traceback only with -v."""
+    from .test_executor import install_exploding_resolver
+
+    value = canary()
+    leaky = tmp_path / "leaky"
+    leaky.write_text(value)
+    install_exploding_resolver(tmp_path / "site")
+    spec = tmp_path / "app.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "id": "/a",
+                "cmd": "true",
+                "env": {"A": {"secret": "s"}},
+                "secrets": {"s": {"source": str(leaky)}},
+            }
+        )
+    )
+    env = {"PYTHONPATH": str(tmp_path / "site"), "MESOS_SECRETS_RESOLVER": "exploding"}
+    result = cli("run", str(spec), env=env)
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "mesos-secrets: internal error: RuntimeError "
+        "(its message is withheld as it may quote a secret; -v shows it)"
+    ]
+    assert not leaks(value, result.stdout, result.stderr)
+    verbose = cli("-v", "run", str(spec), env=env)
+    assert b"Traceback" in verbose.stderr
