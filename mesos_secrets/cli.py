@@ -12,6 +12,7 @@ import datetime
 import getpass
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -249,6 +250,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 128 + interrupted.signum
 
 
+def _seconds(text: str) -> float:
+    """A duration option: a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("expected a finite, non-negative number of seconds")
+    return value
+
+
 def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -366,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--grace-period",
-        type=float,
+        type=_seconds,
         default=10.0,
         metavar="SECONDS",
         help="after passing on SIGINT/SIGTERM, how long before the task is killed (default 10)",

@@ -193,6 +193,17 @@ def test_hostile_configuration(
         assert len(err.splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("seconds", ["nan", "inf", "-1", "x"])
+def test_hostile_grace_period(
+    seconds: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "spec.json").write_bytes(app())
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "--grace-period", seconds, str(tmp_path / "spec.json")])
+    assert exit_.value.code == 2
+    assert "argument --grace-period: expected a" in capsys.readouterr().err
+
+
 def test_hostile_acl_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     acls = tmp_path / "acls.json"
     acls.write_bytes(b'{"rules": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
