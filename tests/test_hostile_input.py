@@ -193,6 +193,22 @@ def test_hostile_configuration(
         assert len(err.splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_runtime_dir_not_a_directory(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "file"
+    file.write_text("")
+    runtime = file if where == "a file" else file / "runtime"
+    config = tmp_path / "config.toml"
+    config.write_text(f'runtime_dir = "{runtime}"\n')
+    (tmp_path / "spec.json").write_bytes(app())
+    status, err = run_cli(["--config", str(config), "run", str(tmp_path / "spec.json")], capsys)
+    assert status == 1
+    assert f"runtime directory '{runtime}'" in err
+    assert len(err.splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("seconds", ["nan", "inf", "-1", "x"])
 def test_hostile_grace_period(
     seconds: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
