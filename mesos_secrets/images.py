@@ -16,6 +16,15 @@ A cached image pulled with credentials is private: it is served only to a caller
 own credentials the registry accepts for it (an authenticated manifest request), and
 concurrent pulls never lend one caller's credentials to another — each caller proves
 its access with its own request before it may use blobs already in the store.
+
+Blobs are shared between images, so the store remembers, for each blob, the (registry,
+repository) pairs that served it (a digest-checked download) or vouched for it to a
+caller. A pull from (R, P), which starts with this caller's own manifest request to
+R for P, uses a stored blob only if (R, P) is among them, or if R is among them and
+answers a HEAD of the blob in P with this caller's credentials; any other blob is
+downloaded from R and checked against its digest, so naming a digest gets nobody the
+bytes behind it. An unpacked root filesystem (by manifest digest) is used only once
+every blob of its manifest has passed that rule for the caller.
 """
 
 from __future__ import annotations
@@ -321,13 +330,35 @@ class _Registry:
         digest = response.headers.get("Docker-Content-Digest")
         return str(digest) if digest else None
 
-    def blob(self, digest: str) -> tuple[Iterable[bytes], int]:
+    def has_blob(self, digest: str) -> bool:
+        """Whether the registry says this caller may read ``digest`` in this repository."""
         try:
-            chunks, size = self.client.pull_blob(digest, size=True, chunk_size=1 << 16)
+            self.client._request("head", "blobs/" + digest)
+        except dxf_errors.DXFUnauthorizedError:
+            return False
+        except requests.HTTPError as error:
+            if error.response is not None and error.response.status_code in (403, 404):
+                return False
+            raise self.error(error, f"blob {digest}") from None
         except (dxf_errors.DXFError, requests.RequestException) as error:
-            raise self.error(error, f"layer {digest}") from None
-        assert not isinstance(chunks, bytes)
-        return chunks, int(size)
+            raise self.error(error, f"blob {digest}") from None
+        return True
+
+    def blob(self, digest: str, what: str) -> Iterable[bytes]:
+        """The bytes of a blob; the store checks them against ``digest``."""
+        try:
+            chunks = self.client.pull_blob(digest, chunk_size=1 << 16)
+        except requests.HTTPError as error:
+            if error.response is not None and error.response.status_code == 404:
+                raise ProvisionerError(
+                    f"registry {self.image.registry} has no {what} ({digest}) of image "
+                    f"'{self.image}' (404)"
+                ) from None
+            raise self.error(error, f"{what} ({digest})") from None
+        except (dxf_errors.DXFError, requests.RequestException) as error:
+            raise self.error(error, f"{what} ({digest})") from None
+        assert not isinstance(chunks, bytes | tuple)
+        return chunks
 
 
 class ImageStore:
@@ -338,6 +369,8 @@ class ImageStore:
         <root>/oci/          an OCI image layout (oci-layout, index.json, blobs/sha256/…)
         <root>/rootfs/<hex>  an unpacked image, by the digest of its manifest (read-only use)
         <root>/images/<hex>  what is known of an image reference (digests, private or not)
+        <root>/sources/<hex> where a blob came from: the (registry, repository) pairs that
+                             served it or vouched for it to a caller (see the module's doc)
         <root>/tmp/          partial downloads and unpacks, used under a shared lock:
                              what a provisioner that died left there, ``recover`` removes
     """
@@ -348,9 +381,17 @@ class ImageStore:
         self.blobs = self.oci / "blobs" / "sha256"
         self.rootfs_dir = self.root / "rootfs"
         self.records = self.root / "images"
+        self.provenance = self.root / "sources"
         self.tmp = self.root / "tmp"
         self.locks = self.root / "locks"
-        for directory in (self.blobs, self.rootfs_dir, self.records, self.tmp, self.locks):
+        for directory in (
+            self.blobs,
+            self.rootfs_dir,
+            self.records,
+            self.provenance,
+            self.tmp,
+            self.locks,
+        ):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         with self.lock("index"):
             if not (self.oci / "oci-layout").exists():
@@ -417,6 +458,35 @@ class ImageStore:
             temporary.rename(self.blob_path(digest))
         finally:
             temporary.unlink(missing_ok=True)
+
+    def sources(self, digest: str) -> set[tuple[str, str]]:
+        """The (registry, repository) pairs a stored blob came from or was vouched for by."""
+        try:
+            pairs = json.loads((self.provenance / digest.split(":", 1)[1]).read_text())
+        except (OSError, ValueError):
+            return set()
+        if not isinstance(pairs, list):
+            return set()
+        return {
+            (pair[0], pair[1])
+            for pair in pairs
+            if isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(part, str) for part in pair)
+        }
+
+    def add_source(self, digest: str, registry: str, repository: str) -> None:
+        """Record that ``registry`` served ``digest`` (or vouched for it) in ``repository``.
+
+        Callers hold the blob's lock, so updates of one blob's sources never race."""
+        pairs = self.sources(digest)
+        if (registry, repository) in pairs:
+            return
+        pairs.add((registry, repository))
+        path = self.provenance / digest.split(":", 1)[1]
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(sorted(map(list, pairs))))
+        temporary.rename(path)
 
     def add_bytes(self, content: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(content).hexdigest()
@@ -583,7 +653,7 @@ class Provisioner:
         """Make sure the image is in the store for *this* caller; returns (digest, ref name)."""
         record = self.store.record(image)
         with _Registry(image, auth, self.options, source) as registry:
-            if record is not None and cached and self._complete(record):
+            if record is not None and cached and self._complete(record, image):
                 if not record["private"]:
                     return record["manifest"], record["ref"]
                 # A private image is served only if the registry accepts this caller for it.
@@ -594,8 +664,30 @@ class Provisioner:
                     return record["manifest"], record["ref"]
             return self._pull(image, registry, private=auth is not None)
 
-    def _complete(self, record: Mapping[str, Any]) -> bool:
-        return all(self.store.has_blob(d) for d in [record["oci_manifest"], *record["layers"]])
+    def _complete(self, record: Mapping[str, Any], image: ImageReference) -> bool:
+        """Every blob of the record is stored and came from this very repository."""
+        here = (image.registry, image.repository)
+        return self.store.has_blob(record["oci_manifest"]) and all(
+            self.store.has_blob(d) and here in self.store.sources(d) for d in record["layers"]
+        )
+
+    def _authorised(self, registry: _Registry, digest: str) -> bool:
+        """May this pull use the stored ``digest``? (The caller's manifest request to this
+        repository was accepted already: each pull starts with it.)"""
+        if not self.store.has_blob(digest):
+            return False
+        image = registry.image
+        here = (image.registry, image.repository)
+        sources = self.store.sources(digest)
+        if here in sources:
+            return True
+        # Only a registry that holds the blob is believed about it: another one's HEAD
+        # proves nothing, its bytes must match the digest.
+        if any(host == image.registry for host, _ in sources) and registry.has_blob(digest):
+            log.info("image %s: the registry vouches for stored blob %s", image, digest)
+            self.store.add_source(digest, *here)
+            return True
+        return False
 
     def _pull(
         self, image: ImageReference, registry: _Registry, *, private: bool
@@ -622,15 +714,15 @@ class Provisioner:
             if not _DIGEST.fullmatch(blob_digest):
                 raise ProvisionerError(f"image '{image}' names a blob with an unsupported digest")
             with self.store.lock(f"blob-{blob_digest.split(':')[1]}"):
-                if not self.store.has_blob(blob_digest):
-                    chunks, _ = registry.blob(blob_digest)
+                if not self._authorised(registry, blob_digest):
+                    what = "config" if number == 0 else f"layer {number}/{len(layers)}"
+                    chunks = registry.blob(blob_digest, what)
 
                     def advance(count: int, digest: str = blob_digest) -> None:
                         nonlocal done
                         done += count
                         self._report("bytes", digest, done, total)
 
-                    what = "config" if number == 0 else f"layer {number}/{len(layers)}"
                     try:
                         self.store.add_blob(blob_digest, chunks, advance)
                     except dxf_errors.DXFDigestMismatchError:
@@ -640,6 +732,7 @@ class Provisioner:
                         ) from None
                     except (dxf_errors.DXFError, requests.RequestException) as error:
                         raise registry.error(error, what) from None
+                    self.store.add_source(blob_digest, image.registry, image.repository)
                 else:
                     done += int(blob.get("size") or 0)
             self._report("blob", blob_digest, done, total)

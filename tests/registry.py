@@ -33,13 +33,23 @@ from .certs import CertificateAuthority
 
 
 class Registry:
-    def __init__(self, directory: Path, users: dict[str, str], *, token: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        users: dict[str, str],
+        *,
+        token: bool = False,
+        ca: CertificateAuthority | None = None,
+    ) -> None:
         """htpasswd (Basic) authentication, or with ``token`` Bearer tokens from a
-        :class:`TokenServer` of the test's own (the registry's token auth)."""
+        :class:`TokenServer` of the test's own (the registry's token auth); with no
+        ``users``, no authentication at all (anyone may pull and push). ``ca`` issues the
+        server's certificate (another registry's, so that one CA bundle trusts both)."""
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.ca = CertificateAuthority(directory / "pki", name="registry test CA")
-        server = self.ca.issue("registry", server=True)
+        self.anonymous = not users
+        self.ca = ca or CertificateAuthority(directory / "pki", name="registry test CA")
+        server = self.ca.issue(f"registry-{uuid.uuid4().hex[:8]}", server=True)
         self.cert_dir = directory / "certs.d"  # for skopeo: *.crt are trusted CAs
         self.cert_dir.mkdir()
         shutil.copy(self.ca.ca.cert, self.cert_dir / "ca.crt")
@@ -54,23 +64,21 @@ class Registry:
         self.storage = directory / "storage"
         port = free_port()
         self.host = f"127.0.0.1:{port}"
+        settings: dict[str, Any] = {
+            "version": 0.1,
+            "log": {"level": "info", "formatter": "text"},
+            "storage": {"filesystem": {"rootdirectory": str(self.storage)}},
+            "http": {
+                "addr": self.host,
+                "tls": {"certificate": str(server.cert), "key": str(server.key)},
+            },
+        }
+        if token:
+            settings["auth"] = self._auth(htpasswd, users)
+        elif users:
+            settings["auth"] = {"htpasswd": {"realm": "test", "path": str(htpasswd)}}
         config = directory / "config.yml"
-        config.write_text(
-            json.dumps(
-                {
-                    "version": 0.1,
-                    "log": {"level": "info", "formatter": "text"},
-                    "storage": {"filesystem": {"rootdirectory": str(self.storage)}},
-                    "http": {
-                        "addr": self.host,
-                        "tls": {"certificate": str(server.cert), "key": str(server.key)},
-                    },
-                    "auth": self._auth(htpasswd, users)
-                    if token
-                    else {"htpasswd": {"realm": "test", "path": str(htpasswd)}},
-                }
-            )
-        )
+        config.write_text(json.dumps(settings))
         self.log = directory / "registry.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
@@ -101,12 +109,9 @@ class Registry:
             if self.process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log.read_text()[-2000:]}")
             try:
-                if (
-                    requests.get(
-                        f"https://{self.host}/v2/", verify=str(self.ca.ca.cert), timeout=1
-                    ).status_code
-                    == 401
-                ):
+                if requests.get(
+                    f"https://{self.host}/v2/", verify=str(self.ca.ca.cert), timeout=1
+                ).status_code == (200 if self.anonymous else 401):
                     return
             except requests.RequestException:
                 pass
@@ -120,20 +125,16 @@ class Registry:
         tag: str,
         repository: str,
         *,
-        user: str,
-        password: str,
+        user: str | None = None,
+        password: str | None = None,
         fmt: str | None = None,
         all_images: bool = False,
     ) -> None:
-        args = [
-            "skopeo",
-            "copy",
-            "--quiet",
-            "--dest-creds",
-            f"{user}:{password}",
-            "--dest-cert-dir",
-            str(self.cert_dir),
-        ]
+        args = ["skopeo", "copy", "--quiet", "--dest-cert-dir", str(self.cert_dir)]
+        if user is None:
+            args.append("--dest-no-creds")
+        else:
+            args += ["--dest-creds", f"{user}:{password}"]
         if fmt:
             args += ["--format", fmt]
         if all_images:
@@ -157,12 +158,16 @@ class Registry:
 
     def blob_gets(self) -> int:
         """How many blob downloads the registry has served so far."""
+        return self.blob_requests("GET")
+
+    def blob_requests(self, method: str) -> int:
+        """How many blob requests (``GET``, ``HEAD``) the registry has answered so far."""
         return sum(
             1
             for line in self.log.read_text(errors="replace").splitlines()
-            if "response completed" in line
-            and "/blobs/sha256:" in line
-            and "http.request.method=GET" in line
+            if "/blobs/sha256:" in line
+            and f"http.request.method={method}" in line
+            and "response completed" in line
         )
 
     def stop(self) -> None:
@@ -308,6 +313,82 @@ class TokenServer:
         request.send_header("Content-Length", str(len(body)))
         request.end_headers()
         request.wfile.write(body)
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+class HostileRegistry:
+    """An attacker's registry, anonymous, over TLS: it serves the manifests it is given
+    (any bytes, for any repository), claims to hold every blob (HEAD answers 200) and
+    serves only the blobs it is given (GET of any other is a 404). Requests are kept in
+    ``requests`` as (method, path)."""
+
+    def __init__(self, ca: CertificateAuthority) -> None:
+        self.manifests: dict[str, tuple[str, bytes]] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str]] = []
+        tls = ca.issue(f"hostile-{uuid.uuid4().hex[:8]}", server=True)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.handle(self, body=True)
+
+            def do_HEAD(self) -> None:
+                server.handle(self, body=False)
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls.cert), str(tls.key))
+        self.http.socket = context.wrap_socket(self.http.socket, server_side=True)
+        self.host = f"127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def serve(self, tag: str, manifest: bytes | dict[str, Any], media_type: str = "") -> str:
+        """Serve ``manifest`` (bytes as they are) under ``tag`` and its digest."""
+        content = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
+        if not media_type and isinstance(manifest, dict):
+            media_type = str(manifest.get("mediaType") or "")
+        kind = media_type or "application/vnd.oci.image.manifest.v1+json"
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        self.manifests[tag] = self.manifests[digest] = (kind, content)
+        return digest
+
+    def handle(self, request: BaseHTTPRequestHandler, *, body: bool) -> None:
+        path = urllib.parse.urlparse(request.path).path
+        self.requests.append((request.command, path))
+        status, headers, content = 404, {"Content-Type": "application/json"}, b"{}"
+        if path == "/v2/":
+            status = 200
+        elif "/manifests/" in path:
+            found = self.manifests.get(path.rsplit("/manifests/", 1)[1])
+            if found is not None:
+                status, content = 200, found[1]
+                headers["Content-Type"] = found[0]
+                headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(content).hexdigest()
+        elif "/blobs/" in path:
+            digest = path.rsplit("/blobs/", 1)[1]
+            if digest in self.blobs:
+                status, content = 200, self.blobs[digest]
+            elif not body:
+                status, content = 200, b"\0" * 1024  # "I have it"
+                headers["Docker-Content-Digest"] = digest
+            headers["Content-Type"] = "application/octet-stream"
+        request.send_response(status)
+        for name, value in headers.items():
+            request.send_header(name, value)
+        request.send_header("Content-Length", str(len(content)))
+        request.end_headers()
+        if body:
+            request.wfile.write(content)
+
+    def blob_requests(self, method: str) -> list[str]:
+        return [path for m, path in self.requests if m == method and "/blobs/" in path]
 
     def stop(self) -> None:
         self.http.shutdown()

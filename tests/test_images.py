@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -14,11 +15,12 @@ from typing import Any
 
 import pytest
 
+from mesos_secrets.images import ImageReference, ImageStore
 from mesos_secrets.testing import canary, leaks
 
 from .bao import Bao
 from .conftest import requires_root
-from .registry import Registry, build_busybox
+from .registry import HostileRegistry, Registry, build_busybox
 from .residue import host_mount_changes, processes_holding
 from .test_run import Runner, sha, wait_for, wait_running, wait_until
 
@@ -337,6 +339,182 @@ def test_concurrent_callers_share_nothing(tmp_path: Path, home: Path, registry: 
     assert first.returncode == 0, good_err.decode()
     assert second.returncode == 1
     assert b"refused the credentials" in bad_err
+
+
+def manifest_of(layout: Path, tag: str = "latest") -> tuple[bytes, dict[str, Any]]:
+    """The bytes and the JSON of the manifest tagged ``tag`` in an OCI layout."""
+    index = json.loads((layout / "index.json").read_text())
+    digest = next(
+        m["digest"]
+        for m in index["manifests"]
+        if m["annotations"]["org.opencontainers.image.ref.name"] == tag
+    )
+    content = (layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+    return content, json.loads(content)
+
+
+def blob_digests(manifest: dict[str, Any]) -> list[str]:
+    return [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+
+
+@pytest.fixture(scope="module")
+def attacker(
+    tmp_path_factory: pytest.TempPathFactory, layout: Path, registry: Registry
+) -> Iterator[Registry]:
+    """An anonymous registry (trusted by the same CA bundle) whose manifests name the
+    private image's config and layers, which it does not have: the images were pushed
+    there, then their blobs removed, as if the attacker had only learnt the digests."""
+    server = Registry(tmp_path_factory.mktemp("attacker"), {}, ca=registry.ca)
+    server.push(layout, "latest", "evil/busybox:latest")
+    server.push(layout, "latest", "evil/busybox-v2s2:latest", fmt="v2s2")
+    _, manifest = manifest_of(layout)
+    for digest in blob_digests(manifest):
+        shutil.rmtree(server.blob_data(digest).parent)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hostile(registry: Registry) -> Iterator[HostileRegistry]:
+    server = HostileRegistry(registry.ca)
+    yield server
+    server.stop()
+
+
+class TestPrivateContentInTheStore:
+    """Blobs pulled with credentials are served to a pull of another registry or
+    repository only after that registry authorised them (issue 11, item 1)."""
+
+    @staticmethod
+    def victim(tmp_path: Path, home: Path, registry: Registry, store: Path) -> None:
+        """alice pulls her private image into the shared store."""
+        victim = ImageRunner(tmp_path / "victim", home, registry, store)
+        victim.store.put("/registry/pull", {"config": docker_config(registry)})
+        victim.store.put("/app/db", {"password": "db-password"})
+        result = victim.run(victim.app(cmd="true"))
+        assert result.returncode == 0, result.stderr.decode()
+
+    @pytest.mark.parametrize(
+        "image",
+        [
+            # The very manifest of the private image: its unpacked root filesystem is stored.
+            pytest.param("evil/busybox:latest", id="same-manifest"),
+            # Another manifest naming the same config and layers: its blobs are stored.
+            pytest.param("evil/busybox-v2s2:latest", id="other-manifest"),
+        ],
+    )
+    def test_anonymous_registry_naming_private_digests(
+        self,
+        tmp_path: Path,
+        home: Path,
+        registry: Registry,
+        attacker: Registry,
+        image: str,
+        layout: Path,
+    ) -> None:
+        store = tmp_path / "shared-store"
+        self.victim(tmp_path, home, registry, store)
+        thief = ImageRunner(tmp_path / "thief", home, attacker, store)
+        before = attacker.blob_gets()
+        result = thief.run(thief.app(image, pull=False, cmd="cat /etc/hello"))
+        assert result.returncode == 1, result.stdout.decode()
+        assert b"hello from the second layer" not in result.stdout
+        assert attacker.blob_gets() > before  # it had to serve the blob itself, and could not
+        config = manifest_of(layout)[1]["config"]["digest"]
+        assert (
+            f"mesos-secrets: error: registry {attacker.host} has no config ({config}) "
+            f"of image '{attacker.host}/{image}' (404)"
+        ).encode() in result.stderr, result.stderr.decode()
+        thief.assert_no_residue()
+
+    def test_registry_that_claims_every_blob(
+        self, tmp_path: Path, home: Path, registry: Registry, hostile: HostileRegistry, layout: Path
+    ) -> None:
+        """A registry's say-so (HEAD 200) is no proof for blobs another registry gave us:
+        the bytes must come from it, and match their digest."""
+        store = tmp_path / "shared-store"
+        self.victim(tmp_path, home, registry, store)
+        content, manifest = manifest_of(layout)
+        hostile.serve("same", content, "application/vnd.oci.image.manifest.v1+json")
+        hostile.serve("other", {**manifest, "annotations": {"a": "b"}})
+        thief = ImageRunner(tmp_path / "thief", home, registry, store)  # trusts the same CA
+        for tag in ("same", "other"):
+            spec = thief.app(pull=False, cmd="cat /etc/hello")
+            spec["container"]["docker"]["image"] = f"{hostile.host}/evil/x:{tag}"
+            result = thief.run(spec)
+            assert result.returncode == 1, result.stdout.decode()
+            assert b"hello from the second layer" not in result.stdout
+            assert (
+                f"registry {hostile.host} has no config ({manifest['config']['digest']}) "
+                f"of image '{hostile.host}/evil/x:{tag}' (404)"
+            ).encode() in result.stderr, result.stderr.decode()
+        assert hostile.blob_requests("GET")
+        thief.assert_no_residue()
+
+    def test_store_written_before_sources_were_kept(
+        self, tmp_path: Path, home: Path, registry: Registry, attacker: Registry
+    ) -> None:
+        """A store an earlier version filled: the attacker's record of its image naming the
+        private blobs (as that version wrote it) gets it nothing, and blobs without
+        sources are downloaded again for their own registry's callers."""
+        store = tmp_path / "shared-store"
+        self.victim(tmp_path, home, registry, store)
+        images = ImageStore(store)
+        private = images.record(ImageReference.parse(f"{registry.host}/private/busybox:latest"))
+        assert private is not None
+        images.save_record(
+            ImageReference.parse(f"{attacker.host}/evil/busybox:latest"),
+            {key: value for key, value in private.items() if key != "image"} | {"private": False},
+        )
+        shutil.rmtree(store / "sources")
+        thief = ImageRunner(tmp_path / "thief", home, attacker, store)
+        result = thief.run(thief.app("evil/busybox:latest", pull=False, cmd="cat /etc/hello"))
+        assert result.returncode == 1, result.stdout.decode()
+        assert b"hello from the second layer" not in result.stdout
+
+        before = registry.blob_gets()
+        bob = ImageRunner(tmp_path / "bob", home, registry, store)
+        bob.store.put("/registry/pull", {"config": docker_config(registry, "bob", OTHER)})
+        result = bob.run(bob.app(cmd="cat /etc/hello"))
+        assert result.returncode == 0, result.stderr.decode()
+        assert registry.blob_gets() > before
+
+    def test_other_repository_of_the_same_registry(
+        self, tmp_path: Path, home: Path, registry: Registry
+    ) -> None:
+        """The same blobs in another repository the caller may read: the registry that
+        holds them says so (a HEAD per blob, with the caller's credentials), and nothing
+        is downloaded again."""
+        store = tmp_path / "shared-store"
+        self.victim(tmp_path, home, registry, store)
+        runner = ImageRunner(tmp_path / "again", home, registry, store)
+        runner.store.put("/registry/pull", {"config": docker_config(registry, "bob", OTHER)})
+        gets, heads = registry.blob_gets(), registry.blob_requests("HEAD")
+        result = runner.run(runner.app("private/busybox-v2s2:latest", cmd="cat /etc/hello"))
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == b"hello from the second layer\n"
+        assert registry.blob_gets() == gets
+        assert registry.blob_requests("HEAD") > heads
+
+    def test_public_copy_on_another_registry(
+        self, tmp_path: Path, home: Path, registry: Registry, layout: Path
+    ) -> None:
+        """The same image on another registry that does have it: downloaded from there
+        (checked against the digests), and it runs."""
+        store = tmp_path / "shared-store"
+        self.victim(tmp_path, home, registry, store)
+        mirror = Registry(tmp_path / "mirror", {}, ca=registry.ca)
+        try:
+            mirror.push(layout, "latest", "public/busybox:latest")
+            runner = ImageRunner(tmp_path / "public", home, mirror, store)
+            result = runner.run(
+                runner.app("public/busybox:latest", pull=False, cmd="cat /etc/hello")
+            )
+            assert result.returncode == 0, result.stderr.decode()
+            assert result.stdout == b"hello from the second layer\n"
+            assert mirror.blob_gets() == len(blob_digests(manifest_of(layout)[1]))
+        finally:
+            mirror.stop()
 
 
 def test_corrupted_blob(tmp_path: Path, home: Path, layout: Path) -> None:
