@@ -23,14 +23,19 @@ caller. A pull from (R, P), which starts with this caller's own manifest request
 R for P, uses a stored blob only if (R, P) is among them, or if R is among them and
 answers a HEAD of the blob in P with this caller's credentials; any other blob is
 downloaded from R and checked against its digest, so naming a digest gets nobody the
-bytes behind it. An unpacked root filesystem (by manifest digest) is used only once
-every blob of its manifest has passed that rule for the caller.
+bytes behind it. An unpacked root filesystem is used only once every blob of its
+manifest has passed that rule for the caller. It is named by the digest of the OCI
+manifest umoci unpacked, which is written here from the fields that were checked:
+never the registry's bytes, which umoci (Go: keys match case-insensitively, the last
+duplicate wins) could read as naming other blobs than Python did.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -41,7 +46,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -231,11 +236,13 @@ class _Registry:
             if self._auth is None:
                 client.authenticate(response=response, actions=["pull"])
             else:
+                # The password's very bytes, whatever they are (python-dxf would encode
+                # a str again, and fail on bytes that are not UTF-8).
+                basic = base64.b64encode(
+                    self._auth.username.encode() + b":" + self._auth.password.reveal()
+                )
                 client.authenticate(
-                    self._auth.username,
-                    self._auth.password.reveal().decode("utf-8", "surrogateescape"),
-                    response=response,
-                    actions=["pull"],
+                    authorization="Basic " + basic.decode(), response=response, actions=["pull"]
                 )
 
         self.client = DXF(
@@ -300,63 +307,79 @@ class _Registry:
             )
         return ProvisionerError(f"cannot pull {what} of image '{image}': {type(error).__name__}")
 
+    @contextlib.contextmanager
+    def answers(self, what: str) -> Iterator[None]:
+        """Registry failures, and answers python-dxf cannot read (a 401 without a
+        challenge, a token service's reply without a token…), as clear errors."""
+        try:
+            yield
+        except (dxf_errors.DXFError, requests.RequestException) as error:
+            raise self.error(error, what) from None
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            raise ProvisionerError(
+                f"registry {self.image.registry} gave an answer that does not follow the "
+                f"registry API, for {what} of image '{self.image}' ({type(error).__name__})"
+            ) from None
+
     def get(self, kind: str, reference: str) -> tuple[bytes, str]:
         """A manifest (or index) by tag or digest; its bytes are checked against its digest."""
-        try:
+        with self.answers(kind):
             response = self.client._request(
-                "get", "manifests/" + reference, headers={"Accept": _ACCEPT}
+                "get", "manifests/" + reference, headers={"Accept": _ACCEPT}, stream=True
             )
-        except (dxf_errors.DXFError, requests.RequestException) as error:
-            raise self.error(error, kind) from None
-        content = response.content
+            with contextlib.closing(response):
+                content = bytearray()
+                for chunk in response.iter_content(1 << 16):
+                    content += chunk
+                    if len(content) > MAX_MANIFEST_BYTES:
+                        raise ProvisionerError(
+                            f"the {kind} of image '{self.image}' is larger than "
+                            f"{MAX_MANIFEST_BYTES >> 20} MiB: refused"
+                        )
+            claimed = response.headers.get("Docker-Content-Digest")
         digest = "sha256:" + hashlib.sha256(content).hexdigest()
-        claimed = response.headers.get("Docker-Content-Digest")
         if (reference.startswith("sha256:") and digest != reference) or (
             claimed and claimed != digest
         ):
             raise ProvisionerError(
                 f"the {kind} of image '{self.image}' does not match its digest: nothing was kept"
             )
-        return content, digest
+        return bytes(content), digest
 
     def head(self, reference: str) -> str | None:
         """The cheap, authenticated check: the digest the registry gives this caller."""
-        try:
+        with self.answers("manifest"):
             response = self.client._request(
                 "head", "manifests/" + reference, headers={"Accept": _ACCEPT}
             )
-        except (dxf_errors.DXFError, requests.RequestException) as error:
-            raise self.error(error, "manifest") from None
-        digest = response.headers.get("Docker-Content-Digest")
+            digest = response.headers.get("Docker-Content-Digest")
         return str(digest) if digest else None
 
     def has_blob(self, digest: str) -> bool:
         """Whether the registry says this caller may read ``digest`` in this repository."""
-        try:
-            self.client._request("head", "blobs/" + digest)
-        except dxf_errors.DXFUnauthorizedError:
-            return False
-        except requests.HTTPError as error:
-            if error.response is not None and error.response.status_code in (403, 404):
+        with self.answers(f"blob {digest}"):
+            try:
+                self.client._request("head", "blobs/" + digest)
+            except dxf_errors.DXFUnauthorizedError:
                 return False
-            raise self.error(error, f"blob {digest}") from None
-        except (dxf_errors.DXFError, requests.RequestException) as error:
-            raise self.error(error, f"blob {digest}") from None
+            except requests.HTTPError as error:
+                if error.response is not None and error.response.status_code in (403, 404):
+                    return False
+                raise
         return True
 
     def blob(self, digest: str, what: str) -> Iterable[bytes]:
         """The bytes of a blob; the store checks them against ``digest``."""
-        try:
-            chunks = self.client.pull_blob(digest, chunk_size=1 << 16)
-        except requests.HTTPError as error:
-            if error.response is not None and error.response.status_code == 404:
-                raise ProvisionerError(
-                    f"registry {self.image.registry} has no {what} ({digest}) of image "
-                    f"'{self.image}' (404)"
-                ) from None
-            raise self.error(error, f"{what} ({digest})") from None
-        except (dxf_errors.DXFError, requests.RequestException) as error:
-            raise self.error(error, f"{what} ({digest})") from None
+        with self.answers(f"{what} ({digest})"):
+            try:
+                chunks = self.client.pull_blob(digest, chunk_size=1 << 16)
+            except requests.HTTPError as error:
+                if error.response is not None and error.response.status_code == 404:
+                    raise ProvisionerError(
+                        f"registry {self.image.registry} has no {what} ({digest}) of image "
+                        f"'{self.image}' (404)"
+                    ) from None
+                raise
         assert not isinstance(chunks, bytes | tuple)
         return chunks
 
@@ -367,7 +390,8 @@ class ImageStore:
     Layout::
 
         <root>/oci/          an OCI image layout (oci-layout, index.json, blobs/sha256/…)
-        <root>/rootfs/<hex>  an unpacked image, by the digest of its manifest (read-only use)
+        <root>/rootfs/<hex>  an unpacked image, by the digest of the OCI manifest it was
+                             unpacked from, one written here from checked fields (read-only)
         <root>/images/<hex>  what is known of an image reference (digests, private or not)
         <root>/sources/<hex> where a blob came from: the (registry, repository) pairs that
                              served it or vouched for it to a caller (see the module's doc)
@@ -556,7 +580,7 @@ class ImageStore:
                 if result.returncode != 0:
                     detail = result.stderr.strip().splitlines()[-1:] or ["no output"]
                     raise ProvisionerError(
-                        f"cannot unpack image {manifest_digest}: umoci: {detail[0]}"
+                        f"cannot unpack image {manifest_digest}: umoci: {printable(detail[0], 300)}"
                     )
                 (work / "rootfs").rename(target)
             finally:
@@ -650,18 +674,19 @@ class Provisioner:
     def _fetch(
         self, image: ImageReference, auth: RegistryAuth | None, source: str, *, cached: bool
     ) -> tuple[str, str]:
-        """Make sure the image is in the store for *this* caller; returns (digest, ref name)."""
+        """Make sure the image is in the store for *this* caller; returns the digest of the
+        OCI manifest umoci unpacks (which names the root filesystem) and its ref name."""
         record = self.store.record(image)
         with _Registry(image, auth, self.options, source) as registry:
             if record is not None and cached and self._complete(record, image):
                 if not record["private"]:
-                    return record["manifest"], record["ref"]
+                    return record["oci_manifest"], record["ref"]
                 # A private image is served only if the registry accepts this caller for it.
                 if registry.head(image.reference) == record["reference_digest"]:
                     log.info(
                         "image %s: the registry accepts this caller; using the stored copy", image
                     )
-                    return record["manifest"], record["ref"]
+                    return record["oci_manifest"], record["ref"]
             return self._pull(image, registry, private=auth is not None)
 
     def _complete(self, record: Mapping[str, Any], image: ImageReference) -> bool:
@@ -694,52 +719,39 @@ class Provisioner:
     ) -> tuple[str, str]:
         content, digest = registry.get("manifest", image.reference)
         reference_digest = digest
-        manifest = _json(content, image, "manifest")
-        if manifest.get("mediaType") in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
-            chosen = _choose_platform(manifest, image)
-            content, digest = registry.get("manifest", chosen)
-            manifest = _json(content, image, "manifest")
-        media = manifest.get("mediaType") or (OCI_MANIFEST if "config" in manifest else None)
-        if media not in (OCI_MANIFEST, DOCKER_MANIFEST):
-            raise ProvisionerError(
-                f"image '{image}' has a manifest of an unsupported kind ({media})"
-            )
-        layers = manifest.get("layers") or []
-        blobs = [manifest["config"], *layers]
-        total = sum(int(b.get("size") or 0) for b in blobs)
+        parsed = parse_manifest(content, image)
+        if isinstance(parsed, Index):
+            content, digest = registry.get("manifest", _choose_platform(parsed, image))
+            parsed = parse_manifest(content, image, index=False)
+        assert isinstance(parsed, Manifest)
+        manifest = parsed
+        total = sum(blob.size for blob in manifest.blobs)
         done = 0
         self._report("pull", str(image), 0, total)
-        for number, blob in enumerate(blobs):
-            blob_digest = blob["digest"]
-            if not _DIGEST.fullmatch(blob_digest):
-                raise ProvisionerError(f"image '{image}' names a blob with an unsupported digest")
-            with self.store.lock(f"blob-{blob_digest.split(':')[1]}"):
-                if not self._authorised(registry, blob_digest):
-                    what = "config" if number == 0 else f"layer {number}/{len(layers)}"
-                    chunks = registry.blob(blob_digest, what)
+        for number, blob in enumerate(manifest.blobs):
+            with self.store.lock(f"blob-{blob.digest.split(':')[1]}"):
+                if self._authorised(registry, blob.digest):
+                    done += blob.size
+                else:
+                    what = "config" if number == 0 else f"layer {number}/{len(manifest.layers)}"
+                    chunks = registry.blob(blob.digest, what)
 
-                    def advance(count: int, digest: str = blob_digest) -> None:
+                    def advance(count: int, digest: str = blob.digest) -> None:
                         nonlocal done
                         done += count
                         self._report("bytes", digest, done, total)
 
-                    try:
-                        self.store.add_blob(blob_digest, chunks, advance)
-                    except dxf_errors.DXFDigestMismatchError:
-                        raise ProvisionerError(
-                            f"{what} ({blob_digest}) of image '{image}' does not match its "
-                            "digest: nothing was kept"
-                        ) from None
-                    except (dxf_errors.DXFError, requests.RequestException) as error:
-                        raise registry.error(error, what) from None
-                    self.store.add_source(blob_digest, image.registry, image.repository)
-                else:
-                    done += int(blob.get("size") or 0)
-            self._report("blob", blob_digest, done, total)
-        oci = _as_oci(manifest, image)
-        oci_bytes = (
-            json.dumps(oci, separators=(",", ":")).encode() if oci is not manifest else content
-        )
+                    with registry.answers(what):
+                        try:
+                            self.store.add_blob(blob.digest, chunks, advance)
+                        except dxf_errors.DXFDigestMismatchError:
+                            raise ProvisionerError(
+                                f"{what} ({blob.digest}) of image '{image}' does not match its "
+                                "digest: nothing was kept"
+                            ) from None
+                    self.store.add_source(blob.digest, image.registry, image.repository)
+            self._report("blob", blob.digest, done, total)
+        oci_bytes = json.dumps(_as_oci(manifest), separators=(",", ":")).encode()
         oci_digest = self.store.add_bytes(oci_bytes)
         ref = self.store.tag(oci_digest, len(oci_bytes))
         self.store.save_record(
@@ -749,12 +761,12 @@ class Provisioner:
                 "manifest": digest,
                 "oci_manifest": oci_digest,
                 "ref": ref,
-                "layers": [b["digest"] for b in blobs],
+                "layers": [blob.digest for blob in manifest.blobs],
                 "private": private,
             },
         )
         self._report("done", str(image), total, total)
-        return digest, ref
+        return oci_digest, ref
 
     def _report(self, event: str, detail: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -776,48 +788,238 @@ class Provisioner:
         return Rootfs(rootfs, (overlay,))
 
 
-def _json(content: bytes, image: ImageReference, what: str) -> dict[str, Any]:
+#: The largest manifest or index read (distribution's own limit is 4 MiB).
+MAX_MANIFEST_BYTES = 4 << 20
+_ANY_DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
+_MAX_SIZE = (1 << 63) - 1  # descriptors' sizes are int64
+
+
+@attrs.frozen
+class Descriptor:
+    """A blob named by a manifest or an index: its digest, size and media type."""
+
+    digest: str
+    size: int
+    media_type: str | None = None
+
+
+@attrs.frozen
+class Manifest:
+    """An image manifest, Docker schema 2 or OCI: the blobs that make the image."""
+
+    media_type: str
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+
+    @property
+    def blobs(self) -> tuple[Descriptor, ...]:
+        return (self.config, *self.layers)
+
+
+@attrs.frozen
+class IndexEntry:
+    descriptor: Descriptor
+    os: str | None = None
+    architecture: str | None = None
+
+
+@attrs.frozen
+class Index:
+    """An OCI image index or a Docker manifest list: one manifest per platform."""
+
+    manifests: tuple[IndexEntry, ...]
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """``text`` for a one-line message: control characters (and backslashes) escaped,
+    cut at ``limit`` characters."""
+    cut = text[:limit]
+
+    def escape(ch: str) -> str:
+        if ch == "\\":
+            return "\\\\"
+        if ch.isprintable():
+            return ch
+        code = ord(ch)
+        return (
+            f"\\x{code:02x}"
+            if code < 0x100
+            else f"\\u{code:04x}"
+            if code < 0x10000
+            else f"\\U{code:08x}"
+        )
+
+    return "".join(map(escape, cut)) + ("…" if len(text) > limit else "")
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a one-line message (see :func:`printable`)."""
+    return "'" + printable(text, limit) + "'"
+
+
+def load_json(content: bytes) -> Any:
+    """``json.loads`` of bytes nobody vouches for; every failure is a :class:`ValueError`
+    whose message says why, never what the bytes hold."""
     try:
-        value = json.loads(content)
-    except ValueError:
-        raise ProvisionerError(f"the {what} of image '{image}' is not JSON") from None
-    if not isinstance(value, dict):
-        raise ProvisionerError(f"the {what} of image '{image}' is not a JSON object")
-    return value
+        return json.loads(content.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"not JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        ) from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError:  # an integer of more digits than int() converts
+        raise ValueError("a JSON number has too many digits") from None
 
 
-def _choose_platform(index: Mapping[str, Any], image: ImageReference) -> str:
-    system, arch = this_platform()
-    candidates: Sequence[Mapping[str, Any]] = index.get("manifests") or []
-    for entry in candidates:
-        wanted = entry.get("platform") or {}
-        if wanted.get("os") == system and wanted.get("architecture") == arch:
-            return str(entry["digest"])
-    offered = ", ".join(
-        f"{(e.get('platform') or {}).get('os')}/{(e.get('platform') or {}).get('architecture')}"
-        for e in candidates
-    )
-    raise ProvisionerError(
-        f"image '{image}' has no {system}/{arch} variant (it has: {offered or 'none'})"
-    )
+def parse_manifest(
+    content: bytes, image: ImageReference, *, index: bool = True
+) -> Manifest | Index:
+    """Read a manifest (or, with ``index``, an index) a registry returned for ``image``.
+
+    Every field used is checked for its type; errors say where, as a JSON pointer:
+    ``image 'reg/x:1': manifest /layers/0: 'digest' is missing``."""
+
+    def fail(what: str, where: str, reason: str) -> ProvisionerError:
+        return ProvisionerError(f"image '{image}': {what}{' ' + where if where else ''}: {reason}")
+
+    try:
+        document = load_json(content)
+    except ValueError as error:
+        raise fail("manifest", "", str(error)) from None
+    if not isinstance(document, dict):
+        raise fail("manifest", "", "not a JSON object")
+    media = document.get("mediaType")
+    if media is not None and not isinstance(media, str):
+        raise fail("manifest", "", "'mediaType' must be a string")
+    if media in (OCI_INDEX, DOCKER_LIST) or (media is None and "manifests" in document):
+        if not index:
+            raise fail("index", "", "an index may name manifests only, not another index")
+        return _parse_index(document, functools.partial(fail, "index"))
+    if media is None and "config" in document:
+        media = OCI_MANIFEST
+    if media is None:
+        raise fail("manifest", "", "no 'mediaType', 'config' or 'manifests': not a manifest")
+    if media not in (OCI_MANIFEST, DOCKER_MANIFEST):
+        raise fail("manifest", "", f"unsupported kind {shown(media)} (not Docker schema 2 or OCI)")
+    return _parse_image_manifest(document, media, functools.partial(fail, "manifest"))
 
 
-def _as_oci(manifest: dict[str, Any], image: ImageReference) -> dict[str, Any]:
-    """An OCI manifest for a Docker schema 2 one (same blobs); OCI manifests as they are."""
-    if manifest.get("mediaType", OCI_MANIFEST) == OCI_MANIFEST:
-        return manifest
+_Fail = Callable[[str, str], ProvisionerError]
+
+
+def _schema_version(document: Mapping[str, Any], fail: _Fail) -> None:
+    version = document.get("schemaVersion", 2)
+    if type(version) is not int or version != 2:  # True == 1 and 2.0 == 2: neither is 2
+        raise fail("", "'schemaVersion' must be 2")
+
+
+def _parse_image_manifest(document: Mapping[str, Any], media: str, fail: _Fail) -> Manifest:
+    _schema_version(document, fail)
+    if "config" not in document:
+        raise fail("", "'config' is missing")
+    config = _descriptor(document["config"], "/config", fail, media_type=True)
+    if "layers" not in document:
+        raise fail("", "'layers' is missing")
+    raw = document["layers"]
+    if not isinstance(raw, list):
+        raise fail("", "'layers' must be an array")
     layers = []
-    for layer in manifest.get("layers") or []:
-        kind = _LAYER_TYPES.get(layer.get("mediaType", ""))
-        if kind is None:
-            raise ProvisionerError(
-                f"image '{image}' has a layer of an unsupported kind ({layer.get('mediaType')})"
+    for number, entry in enumerate(raw):
+        layer = _descriptor(entry, f"/layers/{number}", fail, media_type=True)
+        if media == DOCKER_MANIFEST and layer.media_type not in _LAYER_TYPES:
+            raise fail(
+                f"/layers/{number}",
+                f"unsupported layer kind {shown(layer.media_type or '')}",
             )
-        layers.append({"mediaType": kind, "digest": layer["digest"], "size": layer["size"]})
-    config = manifest["config"]
+        layers.append(layer)
+    return Manifest(media, config, tuple(layers))
+
+
+def _parse_index(document: Mapping[str, Any], fail: _Fail) -> Index:
+    _schema_version(document, fail)
+    if "manifests" not in document:
+        raise fail("", "'manifests' is missing")
+    raw = document["manifests"]
+    if not isinstance(raw, list):
+        raise fail("", "'manifests' must be an array")
+    entries = []
+    for number, entry in enumerate(raw):
+        where = f"/manifests/{number}"
+        descriptor = _descriptor(entry, where, fail, media_type=False)
+        platform = entry.get("platform")
+        if platform is None:
+            entries.append(IndexEntry(descriptor))
+            continue
+        if not isinstance(platform, dict):
+            raise fail(f"{where}/platform", "must be an object")
+        for key in ("os", "architecture"):
+            if not isinstance(platform.get(key, ""), str):
+                raise fail(f"{where}/platform", f"'{key}' must be a string")
+        entries.append(IndexEntry(descriptor, platform.get("os"), platform.get("architecture")))
+    return Index(tuple(entries))
+
+
+def _descriptor(entry: Any, where: str, fail: _Fail, *, media_type: bool) -> Descriptor:
+    """A descriptor's digest, size and media type (required with ``media_type``)."""
+    if not isinstance(entry, dict):
+        raise fail(where, "must be an object")
+    for key in ("digest", "size", *(("mediaType",) if media_type else ())):
+        if key not in entry:
+            raise fail(where, f"'{key}' is missing")
+    digest, size, kind = entry["digest"], entry["size"], entry.get("mediaType")
+    if not isinstance(digest, str):
+        raise fail(where, "'digest' must be a string")
+    if not _ANY_DIGEST.fullmatch(digest):
+        raise fail(where, "'digest' must be sha256:<64 hex digits> or sha512:<128 hex digits>")
+    if not digest.startswith("sha256:"):
+        raise fail(where, "sha512 digests are not supported (sha256 only)")
+    if type(size) is not int or size < 0:
+        raise fail(where, "'size' must be a non-negative integer")
+    if size > _MAX_SIZE:
+        raise fail(where, "'size' is larger than 2^63-1")
+    if kind is not None and not isinstance(kind, str):
+        raise fail(where, "'mediaType' must be a string")
+    return Descriptor(digest, size, kind)
+
+
+def _choose_platform(index: Index, image: ImageReference) -> str:
+    system, arch = this_platform()
+    for entry in index.manifests:
+        if entry.os == system and entry.architecture == arch:
+            return entry.descriptor.digest
+    offered = [
+        f"{printable(entry.os or '?', 20)}/{printable(entry.architecture or '?', 20)}"
+        for entry in index.manifests[:8]
+    ]
+    if len(index.manifests) > len(offered):
+        offered.append(f"and {len(index.manifests) - len(offered)} more")
+    raise ProvisionerError(
+        f"image '{image}' has no {system}/{arch} variant (it has: {', '.join(offered) or 'none'})"
+    )
+
+
+def _as_oci(manifest: Manifest) -> dict[str, Any]:
+    """The OCI manifest umoci unpacks, written from what was checked: never the registry's
+    bytes, which another JSON reader (Go's matches keys case-insensitively, and keeps
+    the last of duplicate keys) could read as naming other blobs."""
+
+    def descriptor(blob: Descriptor, kind: str) -> dict[str, Any]:
+        return {"mediaType": kind, "digest": blob.digest, "size": blob.size}
+
+    docker = manifest.media_type == DOCKER_MANIFEST
+    config_kind = OCI_CONFIG if docker else manifest.config.media_type or OCI_CONFIG
     return {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config["digest"], "size": config["size"]},
-        "layers": layers,
+        "config": descriptor(manifest.config, config_kind),
+        "layers": [
+            descriptor(
+                layer,
+                _LAYER_TYPES[layer.media_type or ""] if docker else layer.media_type or "",
+            )
+            for layer in manifest.layers
+        ],
     }

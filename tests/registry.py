@@ -323,12 +323,14 @@ class HostileRegistry:
     """An attacker's registry, anonymous, over TLS: it serves the manifests it is given
     (any bytes, for any repository), claims to hold every blob (HEAD answers 200) and
     serves only the blobs it is given (GET of any other is a 404). Requests are kept in
-    ``requests`` as (method, path)."""
+    ``requests`` as (method, path). With ``unchallenged``, every request is refused with
+    a 401 that carries no ``WWW-Authenticate`` challenge."""
 
     def __init__(self, ca: CertificateAuthority) -> None:
         self.manifests: dict[str, tuple[str, bytes]] = {}
         self.blobs: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
+        self.unchallenged = False
         tls = ca.issue(f"hostile-{uuid.uuid4().hex[:8]}", server=True)
         server = self
 
@@ -363,7 +365,9 @@ class HostileRegistry:
         path = urllib.parse.urlparse(request.path).path
         self.requests.append((request.command, path))
         status, headers, content = 404, {"Content-Type": "application/json"}, b"{}"
-        if path == "/v2/":
+        if self.unchallenged:
+            status = 401
+        elif path == "/v2/":
             status = 200
         elif "/manifests/" in path:
             found = self.manifests.get(path.rsplit("/manifests/", 1)[1])

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import io
 import json
 import os
 import shutil
 import signal
+import subprocess
+import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +26,7 @@ from .bao import Bao
 from .conftest import requires_root
 from .registry import HostileRegistry, Registry, build_busybox
 from .residue import host_mount_changes, processes_holding
+from .test_manifests import HOSTILE
 from .test_run import Runner, sha, wait_for, wait_running, wait_until
 
 pytestmark = requires_root
@@ -353,6 +358,12 @@ def manifest_of(layout: Path, tag: str = "latest") -> tuple[bytes, dict[str, Any
     return content, json.loads(content)
 
 
+def empty_tar() -> bytes:
+    out = io.BytesIO()
+    tarfile.open(fileobj=out, mode="w").close()
+    return out.getvalue()
+
+
 def blob_digests(manifest: dict[str, Any]) -> list[str]:
     return [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
 
@@ -451,6 +462,75 @@ class TestPrivateContentInTheStore:
         assert hostile.blob_requests("GET")
         thief.assert_no_residue()
 
+    def test_manifest_read_one_way_here_and_another_by_umoci(
+        self, tmp_path: Path, home: Path, registry: Registry, hostile: HostileRegistry, layout: Path
+    ) -> None:
+        """Go's JSON matches keys case-insensitively and keeps the last: a manifest whose
+        `layers` name the attacker's own blob and whose `Layers` name the private layer
+        must not have the blobs of one checked and those of the other unpacked."""
+        store = tmp_path / "shared-store"
+        self.victim(tmp_path, home, registry, store)
+        _, private = manifest_of(layout)
+        layer = empty_tar()
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(layer)}"]},
+            }
+        ).encode()
+        hostile.blobs = {"sha256:" + hashlib.sha256(b).hexdigest(): b for b in (config, layer)}
+        own = [
+            {"mediaType": kind, "digest": "sha256:" + hashlib.sha256(b).hexdigest(), "size": len(b)}
+            for kind, b in (
+                ("application/vnd.oci.image.config.v1+json", config),
+                ("application/vnd.oci.image.layer.v1.tar", layer),
+            )
+        ]
+        text = json.dumps(
+            {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}
+        )[:-1] + (
+            f', "config": {json.dumps(own[0])}, "layers": {json.dumps(own[1:])}'
+            f', "Config": {json.dumps(private["config"])}, "Layers": {json.dumps(private["layers"])}}}'
+        )
+        hostile.serve("mixed", text.encode(), "application/vnd.oci.image.manifest.v1+json")
+        thief = ImageRunner(tmp_path / "thief", home, registry, store)
+        spec = thief.app(pull=False, cmd="cat /etc/hello")
+        spec["container"]["docker"]["image"] = f"{hostile.host}/evil/x:mixed"
+        result = thief.run(spec)
+        assert b"hello from the second layer" not in result.stdout
+        assert result.returncode != 0  # the attacker's own, empty, image has no `cat`
+        thief.assert_no_residue()
+
+    def test_root_filesystem_unpacked_by_an_earlier_version(
+        self, tmp_path: Path, home: Path, registry: Registry, hostile: HostileRegistry
+    ) -> None:
+        """Earlier versions unpacked an OCI manifest's own bytes and named the root
+        filesystem by their digest: one the attacker's manifest made umoci unpack from
+        the private layers is never used."""
+        store = tmp_path / "shared-store"
+        self.victim(tmp_path, home, registry, store)
+        layer = empty_tar()
+        hostile.blobs = {"sha256:" + sha(layer): layer}
+        own = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "size": len(layer)}
+        digest = hostile.serve(
+            "x",
+            {
+                "schemaVersion": 2,
+                "config": {**own, "digest": "sha256:" + sha(layer)},
+                "layers": [{**own, "digest": "sha256:" + sha(layer)}],
+            },
+        )
+        (unpacked,) = (store / "rootfs").iterdir()  # the private image's
+        shutil.copytree(unpacked, store / "rootfs" / digest.split(":")[1], symlinks=True)
+        thief = ImageRunner(tmp_path / "thief", home, registry, store)  # trusts the same CA
+        spec = thief.app(pull=False, cmd="cat /etc/hello")
+        spec["container"]["docker"]["image"] = f"{hostile.host}/evil/x:x"
+        result = thief.run(spec)
+        assert b"hello from the second layer" not in result.stdout
+        assert result.returncode != 0
+        thief.assert_no_residue()
+
     def test_store_written_before_sources_were_kept(
         self, tmp_path: Path, home: Path, registry: Registry, attacker: Registry
     ) -> None:
@@ -515,6 +595,61 @@ class TestPrivateContentInTheStore:
             assert mirror.blob_gets() == len(blob_digests(manifest_of(layout)[1]))
         finally:
             mirror.stop()
+
+
+BROKEN = {
+    "no config",
+    "layer without digest",
+    "size huge",
+    "layers a string",
+    "index entry without digest",
+    "nested 100 000 deep",
+    "a 5 000-digit number",
+    "kind unknown",
+}
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        pytest.param(document, message, id=name)
+        for name, document, message in HOSTILE
+        if name in BROKEN
+    ]
+    + [
+        pytest.param(b"{}" + b" " * (4 << 20), "the manifest of image 'IMAGE' is larger than 4 MiB: refused", id="5 MiB"),
+        pytest.param(None, "registry HOST gave an answer that does not follow the registry API, for manifest of image 'IMAGE' (KeyError)", id="401 without a challenge"),
+    ],
+)  # fmt: skip
+def test_hostile_registry_answers(
+    tmp_path: Path,
+    home: Path,
+    hostile: HostileRegistry,
+    registry: Registry,
+    answer: bytes | dict[str, Any] | None,
+    message: str,
+) -> None:
+    """A registry's broken or hostile answers end a run with one line naming what is
+    wrong and where, never a traceback (issue 11, item 5)."""
+    runner = ImageRunner(tmp_path, home, registry)  # trusts the hostile registry's CA too
+    runner.store.put("/app/db", {"password": "db-password"})
+    image = f"{hostile.host}/evil/x:1"
+    if answer is None:
+        hostile.unchallenged = True
+    else:
+        hostile.serve("1", answer if isinstance(answer, bytes) else json.dumps(answer).encode())
+    spec = runner.app(pull=False)
+    spec["container"]["docker"]["image"] = image
+    quiet = [part for part in runner.command(spec) if part != "-vv"]
+    result = subprocess.run(quiet, capture_output=True, timeout=120, check=False)
+    expected = (
+        message.replace("reg.example/x:1", image)
+        .replace("IMAGE", image)
+        .replace("HOST", hostile.host)
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode() == f"mesos-secrets: error: {expected}\n"
+    runner.assert_no_residue()
 
 
 def test_corrupted_blob(tmp_path: Path, home: Path, layout: Path) -> None:
