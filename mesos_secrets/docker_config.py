@@ -86,6 +86,10 @@ def parse_docker_config(data: SecretBytes, *, source: str = "the pull secret") -
         raise fail("it is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise fail(f"JSON parse failed at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise fail("JSON nested too deeply") from None
+    except ValueError:  # an integer of more digits than int() converts
+        raise fail("a JSON number has too many digits") from None
     if not isinstance(document, dict):
         raise fail("expected a JSON object")
     if "auths" in document:
@@ -121,12 +125,32 @@ def _entry(where: str, entry: Any, fail: Any) -> RegistryAuth | None:
         if not sep:
             raise fail(f"{where}: 'auth' does not decode to user:password")
         try:
-            return RegistryAuth(user.decode("utf-8"), SecretBytes(password))
+            user_name = user.decode("utf-8")
         except UnicodeDecodeError:
             raise fail(f"{where}: the user name in 'auth' is not UTF-8") from None
+        _check_user(user_name, f"{where}: the user name in 'auth'", fail)
+        return RegistryAuth(user_name, SecretBytes(password))
     name, secret = entry.get("username"), entry.get("password")
     if name is None and secret is None:
         return None  # an entry with only an email, or an identity token: nothing to use
     if not isinstance(name, str) or not isinstance(secret, str):
         raise fail(f"{where}: 'username' and 'password' must both be strings")
-    return RegistryAuth(name, SecretBytes(secret))
+    _check_user(name, f"{where}: 'username'", fail)
+    try:
+        password_bytes = secret.encode("utf-8")
+    except UnicodeEncodeError:
+        raise fail(f"{where}: 'password' is not valid Unicode (a lone surrogate)") from None
+    return RegistryAuth(name, SecretBytes(password_bytes))
+
+
+def _check_user(name: str, what: str, fail: Any) -> None:
+    """A user name HTTP Basic authentication can carry (RFC 7617: no ':', no control
+    characters), as UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise fail(f"{what} is not valid Unicode (a lone surrogate)") from None
+    if ":" in name:
+        raise fail(f"{what} must not contain ':'")
+    if not name.isprintable():
+        raise fail(f"{what} must not contain control characters")

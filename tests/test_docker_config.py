@@ -8,8 +8,10 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mesos_secrets import ProvisionerError, SecretBytes
+from mesos_secrets import MesosSecretsError, ProvisionerError, SecretBytes
 from mesos_secrets.docker_config import parse_auth_url, parse_docker_config
 from mesos_secrets.images import ImageReference
 from mesos_secrets.testing import canary
@@ -17,6 +19,28 @@ from mesos_secrets.testing import canary
 
 def auth(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+# Any text, lone surrogates and control characters included, and a few that matter.
+any_text = st.text(st.characters(exclude_categories=()), max_size=8) | st.sampled_from(
+    [":", "a:b", "\ud800", "\n", "\x1b[2J", "sha256:" + "0" * 64]
+)
+deeply_nested = st.integers(1_000, 60_000).map(lambda n: b"[" * n + b"]" * n)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
+    max_leaves=12,
+)
+entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "auth": st.binary(max_size=16).map(lambda b: base64.b64encode(b).decode())
+        | any_text
+        | json_values,
+        "username": any_text | json_values,
+        "password": any_text | json_values,
+    },
+)
 
 
 def parse(document: Any) -> Any:
@@ -95,6 +119,32 @@ class TestMalformed:
                 "does not decode to user:password",
             ),
             ({"auths": {"r": {"username": "u"}}}, "must both be strings"),
+            ("[" * 50_000 + "]" * 50_000, "JSON nested too deeply"),
+            (
+                '{"auths": {"r": {"x": ' + "[" * 50_000 + "]" * 50_000 + "}}}",
+                "JSON nested too deeply",
+            ),
+            ('{"auths": {}, "n": ' + "9" * 5000 + "}", "a JSON number has too many digits"),
+            (
+                {"auths": {"r": {"username": "u", "password": "\ud800"}}},
+                "registry entry #1: 'password' is not valid Unicode (a lone surrogate)",
+            ),
+            (
+                {"auths": {"r": {"username": "\udc80", "password": "p"}}},
+                "registry entry #1: 'username' is not valid Unicode (a lone surrogate)",
+            ),
+            (
+                {"auths": {"r": {"username": "a:b", "password": "p"}}},
+                "registry entry #1: 'username' must not contain ':'",
+            ),
+            (
+                {"auths": {"r": {"username": "a\r\nX-Evil", "password": "p"}}},
+                "registry entry #1: 'username' must not contain control characters",
+            ),
+            (
+                {"auths": {"a": {}, "r": {"auth": base64.b64encode(b"u\x1b[2J:p").decode()}}},
+                "registry entry #2: the user name in 'auth' must not contain control characters",
+            ),
         ],
     )
     def test_clear_errors(self, document: Any, reason: str) -> None:
@@ -103,6 +153,34 @@ class TestMalformed:
             parse_docker_config(SecretBytes(data), source="secret '/pull'")
         assert str(caught.value).startswith("Failed to parse docker config (secret '/pull'): ")
         assert reason in str(caught.value)
+        assert "\n" not in str(caught.value)
+
+    @given(
+        (st.binary(max_size=64) | deeply_nested)
+        | json_values.map(lambda v: json.dumps(v).encode())
+        | st.dictionaries(
+            st.sampled_from(["auths", "r.example", "credsStore"]), json_values | entries, max_size=3
+        ).map(lambda v: json.dumps(v).encode())
+        | st.dictionaries(any_text, entries, max_size=3).map(
+            lambda v: json.dumps({"auths": v}).encode()
+        )
+    )
+    def test_any_secret_parses_or_is_a_typed_error(self, data: bytes) -> None:
+        """Whatever a pull secret holds: a config, or one line saying what is wrong."""
+        try:
+            config = parse_docker_config(SecretBytes(data), source="secret '/pull'")
+        except MesosSecretsError as error:
+            caught: MesosSecretsError = error
+        else:
+            for registry in config.registries:
+                auth = config.credentials_for(registry)
+                assert auth is not None
+                assert ":" not in auth.username
+                auth.username.encode("utf-8")
+            return
+        assert isinstance(caught, ProvisionerError)
+        assert str(caught).startswith("Failed to parse docker config (secret '/pull'): ")
+        assert "\n" not in str(caught)
 
     def test_never_echoes_content(self) -> None:
         value = canary()

@@ -80,6 +80,11 @@ class ImageRunner(Runner):
         command = super().command(spec, *extra)
         return [command[0], "--config", str(self.config), *command[1:]]
 
+    def run_quiet(self, spec: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
+        """Without -vv, which logs even a typed error's traceback: what a user sees."""
+        command = [part for part in self.command(spec) if part != "-vv"]
+        return subprocess.run(command, capture_output=True, timeout=120, check=False)
+
     def app(
         self,
         image: str = "private/busybox:latest",
@@ -286,6 +291,48 @@ class TestCredentials:
             in result.stderr
         )
         assert not leaks(PASSWORD, result.stderr)
+        runner.assert_no_residue()
+
+    @pytest.mark.parametrize(
+        ("config", "message"),
+        [
+            pytest.param(
+                b"[" * 50_000 + b"]" * 50_000,
+                "Failed to parse docker config (secret '/registry/pull@config'): "
+                "JSON nested too deeply",
+                id="nested 50 000 deep",
+            ),
+            pytest.param(
+                b'{"auths": {}, "n": ' + b"9" * 5000 + b"}",
+                "Failed to parse docker config (secret '/registry/pull@config'): "
+                "a JSON number has too many digits",
+                id="a 5 000-digit number",
+            ),
+            pytest.param(
+                json.dumps({"auths": {"HOST": {"username": "alice", "password": "\udc80"}}}),
+                "Failed to parse docker config (secret '/registry/pull@config'): "
+                "registry entry #1: 'password' is not valid Unicode (a lone surrogate)",
+                id="a lone surrogate",
+            ),
+            pytest.param(
+                json.dumps({"auths": {"HOST": {"auth": base64.b64encode(b"alice:\xff\xfe").decode()}}}),
+                "registry HOST refused the credentials from secret '/registry/pull@config' "
+                "for image 'HOST/private/busybox:latest' (401)",
+                id="a password that is not UTF-8",
+            ),
+        ],
+    )  # fmt: skip
+    def test_hostile_pull_secrets(
+        self, runner: ImageRunner, config: bytes | str, message: str
+    ) -> None:
+        """One line saying what is wrong with the pull secret, never a traceback."""
+        host = runner.registry.host
+        data = config if isinstance(config, bytes) else config.replace("HOST", host).encode()
+        runner.store.put("/registry/pull", {"config": data})
+        result = runner.run_quiet(runner.app())
+        assert result.returncode == 1
+        expected = message.replace("HOST", host)
+        assert result.stderr.decode() == f"mesos-secrets: error: {expected}\n"
         runner.assert_no_residue()
 
     def test_missing_image(self, runner: ImageRunner) -> None:
@@ -640,8 +687,7 @@ def test_hostile_registry_answers(
         hostile.serve("1", answer if isinstance(answer, bytes) else json.dumps(answer).encode())
     spec = runner.app(pull=False)
     spec["container"]["docker"]["image"] = image
-    quiet = [part for part in runner.command(spec) if part != "-vv"]
-    result = subprocess.run(quiet, capture_output=True, timeout=120, check=False)
+    result = runner.run_quiet(spec)
     expected = (
         message.replace("reg.example/x:1", image)
         .replace("IMAGE", image)

@@ -180,11 +180,14 @@ def test_printable() -> None:
 
 # --- whatever comes back: a valid parse or a typed error --------------------------------
 
+# Any text, lone surrogates and control characters included, and a few that matter.
+any_text = st.text(st.characters(exclude_categories=()), max_size=8) | st.sampled_from(
+    [":", "a:b", "\ud800", "\n", "\x1b[2J", "sha256:" + "0" * 64]
+)
+deeply_nested = st.integers(1_000, 60_000).map(lambda n: b"[" * n + b"]" * n)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
     max_leaves=12,
 )
 digests = st.sampled_from(
@@ -222,7 +225,7 @@ documents = st.fixed_dictionaries(
 answers = (
     documents.map(lambda d: json.dumps(d).encode())
     | json_values.map(lambda v: json.dumps(v).encode())
-    | st.binary(max_size=64)
+    | (st.binary(max_size=64) | deeply_nested)
 )  # fmt: skip
 
 
