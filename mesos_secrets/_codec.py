@@ -298,7 +298,10 @@ def _decode_value(tp: Any, raw: Any, path: str) -> Any:  # noqa: PLR0911, PLR091
     if tp is float:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             raise SecretValidationError(f"expected a number, got {_json_type_name(raw)}", path)
-        return float(raw)
+        try:
+            return float(raw)
+        except OverflowError:
+            raise SecretValidationError("is too large for a double", path) from None
     if tp is str:
         if not isinstance(raw, str):
             raise SecretValidationError(f"expected a string, got {_json_type_name(raw)}", path)

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from .errors import ProvisionerError
+from ._codec import loads
+from .errors import ProvisionerError, SecretValidationError
 from .secretbytes import SecretBytes
 
 __all__ = ["DOCKER_HUB", "DockerConfig", "RegistryAuth", "parse_auth_url", "parse_docker_config"]
@@ -81,15 +81,9 @@ def parse_docker_config(data: SecretBytes, *, source: str = "the pull secret") -
         return ProvisionerError(f"Failed to parse docker config ({source}): {reason}")
 
     try:
-        document = json.loads(data.reveal().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise fail("it is not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise fail(f"JSON parse failed at line {error.lineno} column {error.colno}") from None
-    except RecursionError:
-        raise fail("JSON nested too deeply") from None
-    except ValueError:  # an integer of more digits than int() converts
-        raise fail("a JSON number has too many digits") from None
+        document = loads(data.reveal(), "it")
+    except SecretValidationError as error:  # without its path: registry names are content
+        raise fail(error.message) from None
     if not isinstance(document, dict):
         raise fail("expected a JSON object")
     if "auths" in document:
@@ -136,20 +130,13 @@ def _entry(where: str, entry: Any, fail: Any) -> RegistryAuth | None:
     if not isinstance(name, str) or not isinstance(secret, str):
         raise fail(f"{where}: 'username' and 'password' must both be strings")
     _check_user(name, f"{where}: 'username'", fail)
-    try:
-        password_bytes = secret.encode("utf-8")
-    except UnicodeEncodeError:
-        raise fail(f"{where}: 'password' is not valid Unicode (a lone surrogate)") from None
-    return RegistryAuth(name, SecretBytes(password_bytes))
+    # The reader refused lone surrogates: every string encodes.
+    return RegistryAuth(name, SecretBytes(secret.encode("utf-8")))
 
 
 def _check_user(name: str, what: str, fail: Any) -> None:
     """A user name HTTP Basic authentication can carry (RFC 7617: no ':', no control
-    characters), as UTF-8."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise fail(f"{what} is not valid Unicode (a lone surrogate)") from None
+    characters)."""
     if ":" in name:
         raise fail(f"{what} must not contain ':'")
     if not name.isprintable():

@@ -23,7 +23,6 @@ classes with messages composed here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 __all__ = [
@@ -42,15 +41,26 @@ __all__ = [
     "printable",
 ]
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+def _escape(character: str) -> str:
+    if character.isprintable() or character == " ":
+        return character
+    code = ord(character)
+    if code < 0x100:
+        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(character, f"\\x{code:02x}")
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-def printable(text: str) -> str:
-    """``text`` fit for one line of a log or a terminal: control characters (a newline,
-    an escape sequence, NUL) are written as Python writes them in a literal (``\\n``,
-    ``\\x1b``, ``\\x00``), so a name cannot forge a second line or move the cursor;
-    so is a lone surrogate, which no terminal's encoding can write."""
-    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` fit for one line of a log or a terminal: what does not print (a newline,
+    an escape sequence, NUL, a bidirectional override, a lone surrogate) is written as
+    Python writes it in a literal (``\\n``, ``\\x1b``, ``\\u202e``), so a name cannot
+    forge a line, move the cursor or read differently than it is. With ``limit``, the
+    text is cut to that many characters, marked with ``…``."""
+    cut = text if limit is None else text[:limit]
+    if not cut.isprintable():
+        cut = "".join(map(_escape, cut))
+    return cut if limit is None or len(text) <= limit else cut + "…"
 
 
 class MesosSecretsError(Exception):

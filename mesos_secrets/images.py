@@ -39,6 +39,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -56,9 +57,16 @@ from dxf import DXF
 from dxf import exceptions as dxf_errors
 
 from . import linux, nofollow
+from ._codec import loads
 from .containerizer.pipeline import Rootfs
 from .docker_config import DOCKER_HUB, RegistryAuth, canonical_registry, parse_docker_config
-from .errors import ConfigError, ProvisionerError, ResolverError
+from .errors import (
+    ConfigError,
+    ProvisionerError,
+    ResolverError,
+    SecretValidationError,
+    printable,
+)
 from .isolator import ContainerConfig, Mount
 from .mesos import ImageType, TaskInfo
 from .resolver import ResolveContext, SecretResolver
@@ -194,11 +202,24 @@ class RegistryOptions:
         insecure = table.get("insecure_registries", [])
         if not isinstance(insecure, list) or not all(isinstance(r, str) for r in insecure):
             raise ConfigError("[images] 'insecure_registries' must be a list of host[:port]")
+        ca_bundle = table.get("ca_bundle")
+        if ca_bundle is not None and not (isinstance(ca_bundle, str) and ca_bundle):
+            raise ConfigError("[images] 'ca_bundle' must be the path of a file of certificates")
+        insecure_credentials = table.get("insecure_credentials", False)
+        if not isinstance(insecure_credentials, bool):
+            raise ConfigError("[images] 'insecure_credentials' must be true or false")
+        timeout = table.get("timeout", 30.0)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
+            raise ConfigError("[images] 'timeout' must be a positive number of seconds")
         return cls(
-            ca_bundle=table.get("ca_bundle"),
+            ca_bundle=ca_bundle,
             insecure_registries=tuple(canonical_registry(r) for r in insecure),
-            insecure_credentials=bool(table.get("insecure_credentials", False)),
-            timeout=float(table.get("timeout", 30.0)),
+            insecure_credentials=insecure_credentials,
+            timeout=float(timeout),
         )
 
     def verify(self) -> str | bool:
@@ -830,48 +851,18 @@ class Index:
     manifests: tuple[IndexEntry, ...]
 
 
-def printable(text: str, limit: int = 80) -> str:
-    """``text`` for a one-line message: control characters (and backslashes) escaped,
-    cut at ``limit`` characters."""
-    cut = text[:limit]
-
-    def escape(ch: str) -> str:
-        if ch == "\\":
-            return "\\\\"
-        if ch.isprintable():
-            return ch
-        code = ord(ch)
-        return (
-            f"\\x{code:02x}"
-            if code < 0x100
-            else f"\\u{code:04x}"
-            if code < 0x10000
-            else f"\\U{code:08x}"
-        )
-
-    return "".join(map(escape, cut)) + ("…" if len(text) > limit else "")
-
-
 def shown(text: str, limit: int = 80) -> str:
     """``text`` quoted for a one-line message (see :func:`printable`)."""
     return "'" + printable(text, limit) + "'"
 
 
 def load_json(content: bytes) -> Any:
-    """``json.loads`` of bytes nobody vouches for; every failure is a :class:`ValueError`
-    whose message says why, never what the bytes hold."""
+    """JSON bytes nobody vouches for, read as strictly as a spec (:func:`_codec.loads`);
+    every failure is a :class:`ValueError` saying why and where, never what it holds."""
     try:
-        return json.loads(content.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"not JSON ({error.msg} at line {error.lineno} column {error.colno})"
-        ) from None
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    except ValueError:  # an integer of more digits than int() converts
-        raise ValueError("a JSON number has too many digits") from None
+        return loads(content)
+    except SecretValidationError as error:
+        raise ValueError(str(error)) from None
 
 
 def parse_manifest(

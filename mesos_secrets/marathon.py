@@ -328,7 +328,11 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(f"{path}/{key}", "error.expected.jsnumber")
             return default
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond a double: Marathon's numbers are doubles
+            self.fail(f"{path}/{key}", "error.expected.jsnumber")
+            return default
 
     def boolean(self, parent: Mapping[str, Any], key: str, path: str) -> bool | None:
         value = parent.get(key)

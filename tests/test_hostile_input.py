@@ -193,6 +193,29 @@ def test_hostile_configuration(
         assert len(err.splitlines()) == 1, err
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('timeout = "x"', "[images] 'timeout' must be a positive number of seconds"),
+        ("timeout = nan", "[images] 'timeout' must be a positive number of seconds"),
+        ("timeout = -1", "[images] 'timeout' must be a positive number of seconds"),
+        ("timeout = true", "[images] 'timeout' must be a positive number of seconds"),
+        ('insecure_credentials = "no"', "[images] 'insecure_credentials' must be true or false"),
+        ("ca_bundle = 1", "[images] 'ca_bundle' must be the path of a file of certificates"),
+    ],
+)
+def test_hostile_images_settings(
+    setting: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f"[images]\n{setting}\n")
+    (tmp_path / "spec.json").write_bytes(app())
+    status, err = run_cli(["--config", str(config), "run", str(tmp_path / "spec.json")], capsys)
+    assert status == 1
+    assert message in err
+    assert len(err.splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("where", ["a file", "under a file"])
 def test_runtime_dir_not_a_directory(
     where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

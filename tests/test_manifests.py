@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mesos_secrets import MesosSecretsError, ProvisionerError
+from mesos_secrets.errors import printable
 from mesos_secrets.images import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -26,7 +27,6 @@ from mesos_secrets.images import (
     _as_oci,
     _choose_platform,
     parse_manifest,
-    printable,
 )
 
 IMAGE = ImageReference.parse("reg.example/x:1")
@@ -79,7 +79,7 @@ HOSTILE: list[tuple[str, bytes | dict[str, Any], str]] = [
     ("size negative", manifest(layers=[layer(), layer(size=-1)]), f"{M} /layers/1: 'size' must be a non-negative integer"),
     ("size a boolean", manifest(layers=[layer(size=True)]), f"{M} /layers/0: 'size' must be a non-negative integer"),
     ("size a float", manifest(layers=[layer(size=1.5)]), f"{M} /layers/0: 'size' must be a non-negative integer"),
-    ("size NaN", b'{"mediaType": "%s", "config": {"mediaType": "c", "digest": "%s", "size": NaN}, "layers": []}' % (OCI_MANIFEST.encode(), D1.encode()), f"{M} /config: 'size' must be a non-negative integer"),
+    ("size NaN", b'{"mediaType": "%s", "config": {"mediaType": "c", "digest": "%s", "size": NaN}, "layers": []}' % (OCI_MANIFEST.encode(), D1.encode()), f"{M}: Invalid JSON: NaN is not a JSON number"),
     ("size beyond int64", manifest(layers=[layer(size=1 << 63)]), f"{M} /layers/0: 'size' is larger than 2^63-1"),
     ("layers a string", manifest(layers="sha256:x"), f"{M}: 'layers' must be an array"),
     ("layers missing", manifest(layers=None), f"{M}: 'layers' is missing"),
@@ -92,7 +92,7 @@ HOSTILE: list[tuple[str, bytes | dict[str, Any], str]] = [
     ("layer kind a number", manifest(layers=[layer(mediaType=7)]), f"{M} /layers/0: 'mediaType' must be a string"),
     ("docker layer of another kind", manifest(mediaType=DOCKER_MANIFEST, layers=[layer(mediaType="text/x\x1b[31m")]), f"{M} /layers/0: unsupported layer kind 'text/x\\x1b[31m'"),
     ("kind a number", manifest(mediaType=1), f"{M}: 'mediaType' must be a string"),
-    ("kind unknown", manifest(mediaType="text/html\n<b>"), f"{M}: unsupported kind 'text/html\\x0a<b>' (not Docker schema 2 or OCI)"),
+    ("kind unknown", manifest(mediaType="text/html\n<b>"), f"{M}: unsupported kind 'text/html\\n<b>' (not Docker schema 2 or OCI)"),
     ("schema 1", manifest(schemaVersion=1), f"{M}: 'schemaVersion' must be 2"),
     ("schema true", manifest(schemaVersion=True), f"{M}: 'schemaVersion' must be 2"),
     ("index entry without digest", index(entry(digest=None)), f"{I} /manifests/0: 'digest' is missing"),
@@ -102,13 +102,13 @@ HOSTILE: list[tuple[str, bytes | dict[str, Any], str]] = [
     ("manifests missing", {"mediaType": DOCKER_LIST}, f"{I}: 'manifests' is missing"),
     ("platform a string", index(entry(platform="linux")), f"{I} /manifests/0/platform: must be an object"),
     ("platform os a number", index(entry(platform={"os": 1})), f"{I} /manifests/0/platform: 'os' must be a string"),
-    ("not JSON", b"{", f"{M}: not JSON (Expecting property name enclosed in double quotes at line 1 column 2)"),
-    ("nested 100 000 deep", b"[" * 100_000 + b"]" * 100_000, f"{M}: JSON nested too deeply"),
-    ("nested in a member", b'{"annotations": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", f"{M}: JSON nested too deeply"),
-    ("a 5 000-digit number", b'{"schemaVersion": ' + b"9" * 5000 + b"}", f"{M}: a JSON number has too many digits"),
-    ("not UTF-8", b'{"mediaType": "\xff"}', f"{M}: not UTF-8 text"),
+    ("not JSON", b"{", f"{M}: Invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+    ("nested 100 000 deep", b"[" * 100_000 + b"]" * 100_000, f"{M}: Invalid JSON: nested deeper than 100 levels"),
+    ("nested in a member", b'{"annotations": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", f"{M}: Invalid JSON: nested deeper than 100 levels"),
+    ("a 5 000-digit number", b'{"schemaVersion": ' + b"9" * 5000 + b"}", f"{M}: Invalid JSON: a number has more than 4300 digits"),
+    ("not UTF-8", b'{"mediaType": "\xff"}', f"{M}: Invalid JSON: JSON is not UTF-8 text"),
     ("an array", b"[]", f"{M}: not a JSON object"),
-    ("empty", b"", f"{M}: not JSON (Expecting value at line 1 column 1)"),
+    ("empty", b"", f"{M}: Invalid JSON: Expecting value at line 1 column 1"),
 ]  # fmt: skip
 
 
@@ -168,13 +168,13 @@ def test_no_variant_for_this_platform_escapes_what_it_lists() -> None:
     with pytest.raises(ProvisionerError) as caught:
         _choose_platform(parsed, IMAGE)
     message = str(caught.value)
-    assert "(it has: linux\\x0a/s390x\\x1b, " in message
+    assert "(it has: linux\\n/s390x\\x1b, " in message
     assert message.endswith(", and 12 more)")
     assert message.isprintable()
 
 
 def test_printable() -> None:
-    assert printable("a\nb\\c\x7f\u2028\U000e0001") == "a\\x0ab\\\\c\\x7f\\u2028\\U000e0001"
+    assert printable("a\nb\\c\x7f\u2028\U000e0001") == "a\\nb\\c\\x7f\\u2028\\U000e0001"
     assert printable("x" * 100, 5) == "xxxxx…"
 
 
