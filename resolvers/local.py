@@ -265,6 +265,7 @@ class LocalStore:
     @contextlib.contextmanager
     def _transaction(self, *, create: bool) -> Iterator[sqlite3.Connection | None]:
         """One transaction on the store; ``None`` when it does not exist and ``create`` is off."""
+        started = time.monotonic()
         try:
             conn = self._connection(create)
             if conn is None:
@@ -278,11 +279,16 @@ class LocalStore:
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as error:
-            raise self._store_error(error) from None
+            raise self._store_error(error, time.monotonic() - started) from None
 
-    def _store_error(self, error: sqlite3.Error) -> StoreError:
+    def _store_error(self, error: sqlite3.Error, waited: float) -> StoreError:
         if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
-            reason = f"busy for more than {_BUSY_TIMEOUT_S:.0f}s ({error})"
+            # SQLite gives up at once, without waiting, where waiting could deadlock.
+            reason = (
+                f"busy for more than {_BUSY_TIMEOUT_S:.0f}s ({error})"
+                if waited >= _BUSY_TIMEOUT_S
+                else f"another process is using it ({error}, after {waited:.1f}s)"
+            )
         else:
             reason = f"corrupted or not a mesos-secrets store ({error})"
         return StoreError(f"the embedded store '{self.db_path}' cannot be used: {reason}")
@@ -299,9 +305,9 @@ class LocalStore:
             self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.key_file.exists():
                 self._create_key()
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         key = self._read_key()
+        if not exists:
+            self._create_database(AESGCM(key))
         conn = sqlite3.connect(
             self.db_path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
@@ -316,6 +322,29 @@ class LocalStore:
             raise
         self._conn, self._aead, self._pid = conn, aead, os.getpid()
         return conn
+
+    def _create_database(self, aead: AESGCM) -> None:
+        """Make the database whole under a private name, then link(2) it into place.
+
+        Nobody ever opens it empty: two processes that find an empty file and both turn
+        it to WAL collide, and SQLite answers one of them "database is locked" at once,
+        without waiting (it would have to upgrade a read lock it holds). Whoever links
+        first wins; the others use that database.
+        """
+        tmp = self.db_path.with_name(f".{self.db_path.name}.{secrets.token_hex(8)}")
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                self._initialize(conn, aead)
+            finally:
+                conn.close()  # the last connection: checkpoints, removes -wal and -shm
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, self.db_path)
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                tmp.with_name(tmp.name + suffix).unlink(missing_ok=True)
 
     def _initialize(self, conn: sqlite3.Connection, aead: AESGCM) -> None:
         """Create the schema if needed, then check the format and that the key fits."""

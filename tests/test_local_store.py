@@ -336,6 +336,36 @@ class TestAcrossProcesses:
         assert {k: v.reveal() for k, v in store.get(name).items()} == fields
         store.close()
 
+    def test_fresh_store_opened_at_once(self, tmp_path: Path) -> None:
+        """Processes released at the same instant on a fresh directory all get their put
+        in. (SQLite refuses, without waiting, a second process that switches a new,
+        empty database to WAL at the same time: the store must never be seen empty.)"""
+        for round_ in range(20):
+            home = tmp_path / f"store{round_}"
+            go_read, go_write = os.pipe()
+            children = []
+            for writer in range(3):
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - child
+                    code = 1
+                    try:
+                        os.close(go_write)
+                        os.read(go_read, 1)
+                        LocalStore(home).put(f"/w{writer}", {"k": "v"})
+                        code = 0
+                    except BaseException as error:
+                        os.write(2, f"writer {writer}: {error}\n".encode())
+                    os._exit(code)
+                children.append(pid)
+            os.close(go_read)
+            os.write(go_write, b"go!")
+            os.close(go_write)
+            codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+            assert codes == [0, 0, 0], f"round {round_}"
+            store = LocalStore(home)
+            assert [i.name for i in store.list()] == ["/w0", "/w1", "/w2"]
+            store.close()
+
     def test_fork_reopens(self, store: LocalStore) -> None:
         """A store used before fork() works in the child (it opens its own connection)."""
         store.put("/s", {"k": "parent"})
