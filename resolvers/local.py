@@ -3,7 +3,10 @@
 One directory (``MESOS_SECRETS_HOME``, default ``~/.local/share/mesos-secrets``) holds:
 
 - ``key``: 32 random bytes, created ``0600`` on first write; refused when the group or
-  others may access it, or when another user owns it;
+  others may access it, when another user owns it, or when it is not a regular file (it
+  is opened non-blocking, so a named pipe is refused instead of waited on). A symbolic
+  link is followed, as secret mounts are made of them: the checks apply to the file it
+  leads to;
 - ``secrets.db``: SQLite (WAL, ``secure_delete``), where each field of each version of
   each secret is sealed with AES-256-GCM under a fresh nonce. The associated data binds
   the ciphertext to its secret name, key and version, so a ciphertext moved to another
@@ -17,6 +20,7 @@ processes are serialized by SQLite (``BEGIN IMMEDIATE``), so none loses an updat
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import sqlite3
@@ -131,7 +135,7 @@ class LocalStore:
         self._pid = 0
 
     def __repr__(self) -> str:
-        return f"LocalStore('{self.home}')"
+        return f"LocalStore('{_show(self.home)}')"
 
     # --- public API ---------------------------------------------------------------
 
@@ -190,7 +194,7 @@ class LocalStore:
                 ]
                 raise SecretNotFoundError(
                     f"secret '{name}' has no version {wanted} in the embedded store at "
-                    f"'{self.home}' (kept: {', '.join(map(str, kept))})",
+                    f"'{_show(self.home)}' (kept: {', '.join(map(str, kept))})",
                     reference=name,
                     resolver="local",
                 )
@@ -202,7 +206,7 @@ class LocalStore:
                 except InvalidTag:
                     raise StoreError(
                         f"secret '{name}' key '{key}' (version {wanted}) failed its integrity "
-                        f"check: the store at '{self.home}' was damaged or tampered with",
+                        f"check: the store at '{_show(self.home)}' was damaged or tampered with",
                         reference=name,
                         key=key,
                         resolver="local",
@@ -253,7 +257,7 @@ class LocalStore:
 
     def _not_found(self, name: str) -> SecretNotFoundError:
         return SecretNotFoundError(
-            f"secret '{name}' not found in the embedded store at '{self.home}'",
+            f"secret '{name}' not found in the embedded store at '{_show(self.home)}'",
             reference=name,
             resolver="local",
         )
@@ -291,23 +295,29 @@ class LocalStore:
             )
         else:
             reason = f"corrupted or not a mesos-secrets store ({error})"
-        return StoreError(f"the embedded store '{self.db_path}' cannot be used: {reason}")
+        return StoreError(f"the embedded store '{_show(self.db_path)}' cannot be used: {reason}")
 
     def _connection(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
         self._conn = None  # a connection inherited across fork() is not ours to use
-        exists = self.db_path.exists()
+        exists = self._database_exists()
         if not exists and not create:
             return None
         if not exists:
             # The key comes first: whoever sees the database file may count on the key.
-            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as error:
+                raise self._unusable(self.home, error) from None
             if not self.key_file.exists():
                 self._create_key()
         key = self._read_key()
         if not exists:
-            self._create_database(AESGCM(key))
+            try:
+                self._create_database(AESGCM(key))
+            except OSError as error:
+                raise self._unusable(self.home, error) from None
         conn = sqlite3.connect(
             self.db_path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
@@ -322,6 +332,27 @@ class LocalStore:
             raise
         self._conn, self._aead, self._pid = conn, aead, os.getpid()
         return conn
+
+    def _database_exists(self) -> bool:
+        """Whether the database file is there; a StoreError when it cannot be looked for,
+        or is not a regular file (a named pipe would make SQLite wait forever)."""
+        try:
+            info = os.stat(self.db_path)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise self._unusable(self.home, error) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise StoreError(
+                f"the embedded store '{_show(self.db_path)}' is not a regular file "
+                f"({_kind(info.st_mode)})"
+            )
+        return True
+
+    def _unusable(self, path: Path, error: OSError) -> StoreError:
+        return StoreError(
+            f"the embedded store at '{_show(self.home)}' cannot be used: {_reason(path, error)}"
+        )
 
     def _create_database(self, aead: AESGCM) -> None:
         """Make the database whole under a private name, then link(2) it into place.
@@ -364,38 +395,50 @@ class LocalStore:
             raise
         if meta.get("format") != FORMAT:
             raise StoreError(
-                f"'{self.db_path}' is not a mesos-secrets store of a format this version reads"
+                f"'{_show(self.db_path)}' is not a mesos-secrets store of a format this "
+                "version reads"
             )
         check = meta["keycheck"]
         try:
             aead.decrypt(check[:NONCE_SIZE], check[NONCE_SIZE:], FORMAT)
         except InvalidTag:
             raise StoreError(
-                f"the key file '{self.key_file}' does not belong to the store '{self.db_path}' "
+                f"the key file '{_show(self.key_file)}' does not belong to the store "
+                f"'{_show(self.db_path)}' "
                 "(a wrong or replaced key file)"
             ) from None
 
     def _read_key(self) -> bytes:
+        # Non-blocking: opening a named pipe would wait for a writer. Symbolic links are
+        # followed (secret mounts are made of them); what is checked is the file opened.
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
         try:
-            fd = os.open(self.key_file, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.key_file, flags)
         except FileNotFoundError:
             raise StoreError(
-                f"the key file '{self.key_file}' of the store '{self.db_path}' is missing"
+                f"the key file '{_show(self.key_file)}' of the store "
+                f"'{_show(self.db_path)}' is missing"
             ) from None
         except OSError as error:
             raise StoreError(
-                f"cannot read the key file '{self.key_file}': {error.strerror}"
+                f"cannot read the key file '{_show(self.key_file)}': {error.strerror}"
             ) from None
         try:
             info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise StoreError(
+                    f"the key file '{_show(self.key_file)}' is not a regular file "
+                    f"({_kind(info.st_mode)})"
+                )
             if info.st_mode & 0o077:
                 raise StoreError(
-                    f"the key file '{self.key_file}' may be accessed by group or others "
-                    f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 '{self.key_file}'"
+                    f"the key file '{_show(self.key_file)}' may be accessed by group or others "
+                    f"(mode {stat.S_IMODE(info.st_mode):04o}); "
+                    f"run: chmod 600 '{_show(self.key_file)}'"
                 )
             if info.st_uid != os.geteuid():
                 raise StoreError(
-                    f"the key file '{self.key_file}' belongs to uid {info.st_uid}, "
+                    f"the key file '{_show(self.key_file)}' belongs to uid {info.st_uid}, "
                     f"not to this user (uid {os.geteuid()})"
                 )
             key = os.read(fd, KEY_SIZE + 1)
@@ -403,13 +446,22 @@ class LocalStore:
             os.close(fd)
         if len(key) != KEY_SIZE:
             raise StoreError(
-                f"the key file '{self.key_file}' is not a key of this store "
+                f"the key file '{_show(self.key_file)}' is not a key of this store "
                 f"(expected {KEY_SIZE} bytes)"
             )
         return key
 
     def _create_key(self) -> None:
         """Write a new key atomically: a private temporary file, then link(2) into place."""
+        try:
+            self._write_key()
+        except OSError as error:
+            raise StoreError(
+                f"cannot create the key file '{_show(self.key_file)}': "
+                f"{_reason(self.key_file.parent, error)}"
+            ) from None
+
+    def _write_key(self) -> None:
         self.key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.key_file.with_name(f".{self.key_file.name}.{secrets.token_hex(8)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -424,6 +476,43 @@ class LocalStore:
             pass
         finally:
             tmp.unlink()
+
+
+def _show(path: object) -> str:
+    """A path (or any name read from disk) for a message: control characters escaped."""
+    text = os.fspath(path) if isinstance(path, str | os.PathLike) else repr(path)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
+
+
+def _kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+def _reason(path: Path, error: OSError) -> str:
+    """Why ``path`` (a directory to use or make) failed: for "not a directory" and
+    "file exists", the file in the way, which may be ``path`` or one above it."""
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):
+        for candidate in (path, *path.parents):
+            try:
+                if not stat.S_ISDIR(os.stat(candidate).st_mode):
+                    return f"'{_show(candidate)}' is not a directory"
+            except OSError:
+                continue
+    return error.strerror or type(error).__name__
 
 
 def _as_bytes(value: bytes | str | SecretBytes) -> bytes:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import shutil
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +30,41 @@ from mesos_secrets import (
 )
 from mesos_secrets.testing import ResolverContract, canary, leaks
 from resolvers.local import LocalResolver, LocalStore
+
+
+def cli(*args: str, stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """``mesos-secrets ARGS`` in a process of its own, as users run it."""
+    exe = shutil.which("mesos-secrets", path=str(Path(sys.executable).parent))
+    assert exe, "mesos-secrets is not installed in the test environment"
+    return subprocess.run(
+        [exe, *args], input=stdin, capture_output=True, timeout=timeout, check=False
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[bytes], *parts: bytes) -> None:
+    """Exit status 1, nothing on stdout, one line on stderr holding every part."""
+    assert result.returncode == 1, result.stderr.decode(errors="replace")
+    assert result.stdout == b""
+    assert b"Traceback" not in result.stderr
+    assert result.stderr.count(b"\n") == 1, result.stderr.decode(errors="replace")
+    for part in parts:
+        assert part in result.stderr, (part, result.stderr.decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Fail, instead of hanging, when the block blocks for longer than ``seconds``."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise AssertionError(f"blocked for more than {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
@@ -220,6 +261,59 @@ class TestFiles:
         with pytest.raises(StoreError, match="expected 32 bytes"):
             store.get("/s")
 
+    def test_key_file_fifo(self, store: LocalStore) -> None:
+        """A key file that is a named pipe is refused at once: reading it would wait for a
+        writer forever."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        store.key_file.unlink()
+        os.mkfifo(store.key_file, 0o600)
+        with deadline(5), pytest.raises(StoreError, match="key file .* is not a regular file"):
+            store.get("/s")
+
+    def test_key_file_fifo_cli(self, store: LocalStore) -> None:
+        """`secret get` with a named pipe for a key file: one line, exit 1, no hang."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        store.key_file.unlink()
+        os.mkfifo(store.key_file, 0o600)
+        result = cli("--home", str(store.home), "secret", "get", "/s", timeout=20)
+        assert_one_line_error(result, b"is not a regular file (a named pipe)", b"key")
+
+    def test_key_file_directory(self, store: LocalStore) -> None:
+        """A directory where the key file should be is named as such."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        store.key_file.unlink()
+        store.key_file.mkdir(mode=0o700)
+        with pytest.raises(StoreError, match=r"key file .* is not a regular file \(a directory\)"):
+            store.get("/s")
+
+    def test_key_file_symlink(self, tmp_path: Path) -> None:
+        """A key file may be a symbolic link (secret mounts are made of them); the checks
+        apply to the file it leads to."""
+        target = tmp_path / "mount" / "key"
+        store = LocalStore(tmp_path / "store", key_file=tmp_path / "key")
+        store.put("/s", {"k": "v"})
+        store.close()
+        target.parent.mkdir()
+        (tmp_path / "key").rename(target)
+        (tmp_path / "key").symlink_to(target)
+        assert store.get("/s")["k"].reveal() == b"v"
+        store.close()
+        target.chmod(0o644)
+        with pytest.raises(StoreError, match="group or others"):
+            store.get("/s")
+
+    def test_database_fifo(self, store: LocalStore) -> None:
+        """A named pipe in place of the database is refused, not waited on."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        store.db_path.unlink()
+        os.mkfifo(store.db_path, 0o600)
+        with deadline(5), pytest.raises(StoreError, match="is not a regular file"):
+            store.get("/s")
+
     def test_corrupted_database(self, store: LocalStore) -> None:
         """A database file that is not SQLite is a clear StoreError."""
         store.put("/s", {"k": "v"})
@@ -271,6 +365,89 @@ class TestFiles:
         self._copy_sealed(store, ("/s", "note"), ("/s", "password"))
         with pytest.raises(StoreError, match="key 'password' .* integrity check"):
             store.get("/s")
+
+
+class TestUnusableHome:
+    """A store directory that cannot be one: a one-line StoreError naming the path."""
+
+    @pytest.fixture(params=["under a file", "a file"])
+    def home(self, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Path]:
+        """(the store directory, the file in its way)"""
+        blocker = tmp_path / "file"
+        blocker.write_text("not a directory")
+        return (blocker / "x" if request.param == "under a file" else blocker), blocker
+
+    @pytest.mark.parametrize(
+        "operation",
+        [
+            lambda s: s.put("/s", {"k": "v"}),
+            lambda s: s.get("/s"),
+            lambda s: s.list(),
+            lambda s: s.delete("/s"),
+            lambda s: s.check(),
+        ],
+        ids=["put", "get", "list", "delete", "check"],
+    )
+    def test_library(self, home: tuple[Path, Path], operation: Any) -> None:
+        path, blocker = home
+        store = LocalStore(path)
+        with pytest.raises(StoreError) as raised:
+            operation(store)
+        assert str(raised.value) == (
+            f"the embedded store at '{path}' cannot be used: '{blocker}' is not a directory"
+        )
+
+    @pytest.mark.parametrize(
+        "args",
+        [["put", "/s", "k=-"], ["get", "/s"], ["ls"], ["rm", "/s"]],
+        ids=["put", "get", "ls", "rm"],
+    )
+    def test_cli(self, home: tuple[Path, Path], args: list[str]) -> None:
+        path, blocker = home
+        result = cli("--home", str(path), "secret", *args, stdin=b"v")
+        assert_one_line_error(result, f"'{blocker}' is not a directory".encode())
+
+    def test_key_file_under_a_file(self, tmp_path: Path) -> None:
+        """The same for a key file that cannot be created."""
+        (tmp_path / "file").write_text("")
+        store = LocalStore(tmp_path / "store", key_file=tmp_path / "file" / "key")
+        with pytest.raises(StoreError, match=f"'{tmp_path / 'file'}' is not a directory"):
+            store.put("/s", {"k": "v"})
+
+    def test_control_characters_are_escaped(self, tmp_path: Path) -> None:
+        """A path printed in an error shows control characters escaped, never raw."""
+        blocker = tmp_path / "evil\n\x1b[31mfile"
+        blocker.write_text("")
+        result = cli("--home", str(blocker / "x"), "secret", "ls")
+        assert_one_line_error(result, b"evil\\n\\x1b[31mfile")
+        assert b"\x1b" not in result.stderr
+
+    @pytest.mark.skipif(
+        os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv"
+    )
+    def test_unreadable(self, tmp_path: Path) -> None:
+        """A store directory this process may not enter: named, with the reason. (As root
+        without the capabilities that bypass file permissions.)"""
+        home = tmp_path / "store"
+        LocalStore(home).put("/s", {"k": "v"})
+        home.chmod(0)
+        exe = shutil.which("mesos-secrets", path=str(Path(sys.executable).parent))
+        assert exe
+        for args in (["get", "/s"], ["ls"], ["put", "/t", "k=@/dev/null"]):
+            result = subprocess.run(
+                [
+                    "setpriv",
+                    "--bounding-set=-dac_override,-dac_read_search",
+                    exe,
+                    *("--home", str(home), "secret", *args),
+                ],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            assert_one_line_error(
+                result, f"embedded store at '{home}' cannot be used: Permission denied".encode()
+            )
 
 
 def _put_many(home: str, writer: int, count: int) -> None:
