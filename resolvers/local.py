@@ -15,12 +15,60 @@ One directory (``MESOS_SECRETS_HOME``, default ``~/.local/share/mesos-secrets``)
 A secret is a set of fields (``KEY=VALUE``), versioned like Vault's KV v2: every
 ``put`` writes a new version, the newest ``max_versions`` are kept. Writers in several
 processes are serialized by SQLite (``BEGIN IMMEDIATE``), so none loses an update.
+
+Authenticated metadata (format 2)
+---------------------------------
+Sealing a field binds its value to a name, key and version, not the rows around it:
+which version is current, which versions are kept, which fields each has. Format 1
+trusted those rows, so ``UPDATE secrets SET current = 1`` made ``get`` answer the old
+password, and a deleted field row went unnoticed. Format 2 authenticates them, under
+HMAC-SHA256 with a key derived from the store key by HKDF-SHA256 (its own ``info``, so
+the MAC key is independent of the AES key, which predates format 2 and still seals the
+fields and the key check as format 1 did):
+
+- a secret's *record*: its name, current version and timestamps, and every row of its
+  versions (number, time) and fields (version, key, nonce), as canonical JSON that keeps
+  SQLite's types apart (a text nonce is not the blob it spells). The nonces pin each
+  field to the one ciphertext written with it (GCM authenticates the rest), which the
+  associated data alone does not do across ``rm`` and a new ``put`` of the same name:
+  both start at version 1.
+- the store's *manifest*: every secret's name and the MAC of its record, MAC'd itself
+  (another domain), in the ``meta`` table. Without it a secret whose rows are all
+  deleted would be indistinguishable from one removed with ``rm``, and replaying an
+  earlier record of one secret (still in the WAL, or in an old copy) would pass.
+
+A MAC rather than an AEAD-sealed copy of the metadata: the metadata is not secret (the
+names and keys are in the clear in the rows anyway), only its integrity matters, and a
+MAC computed from the rows themselves leaves no second copy to disagree with them.
+
+``get`` recomputes the secret's record and compares its MAC with the manifest's; ``list``
+does so for each listed secret and checks that the manifest and the rows name the same
+secrets; ``put`` checks the secret it extends before sealing the new record into a new
+manifest, so it never blesses an edit. ``delete`` removes a secret whatever state its
+rows are in (that is how a tampered secret is discarded) but, like every operation,
+only on an authentic manifest. Verifying the manifest costs time in the number of
+secrets, so a connection keeps the one it verified until SQLite's ``data_version`` says
+another connection has committed: in a long-running process a ``get`` checks one
+record, a few microseconds.
+
+Not detected: bringing back an earlier state of the database *as a whole* (a copy of
+the file, or pages of it while still in the WAL). Every record and the manifest then
+agree, and nothing outside the database remembers the newer state (doing so would need
+writable state kept apart from the database, which a restored copy of the directory
+would roll back too).
+
+Format 1 stores are migrated when first opened (read or write): their rows, never
+authenticated, are trusted once and sealed, and the key check is rewritten under
+format 2, so a store cannot be passed off as format 1 again to have edited rows sealed
+(unless a copy from before its migration is brought back: a whole-database rollback).
+A format 1 store opened with a wrong key is refused and left as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 import sqlite3
@@ -29,10 +77,14 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import constant_time, hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hmac import HMAC
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mesos_secrets.errors import (
     ConfigError,
@@ -51,8 +103,13 @@ __all__ = ["HOME_ENV", "LocalResolver", "LocalStore", "SecretInfo", "default_hom
 HOME_ENV = "MESOS_SECRETS_HOME"
 KEY_SIZE = 32
 NONCE_SIZE = 12
-FORMAT = b"mesos-secrets-store/1"
+FORMAT = b"mesos-secrets-store/2"
+_FORMAT_1 = b"mesos-secrets-store/1"
+#: The fields' associated data starts with this, as it did in format 1: their
+#: ciphertexts are kept as they are.
+_FIELD_CONTEXT = _FORMAT_1
 _KEYCHECK = b"mesos-secrets keycheck"
+_MAC_INFO = b"mesos-secrets-store/2 metadata MAC key"
 _BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
@@ -83,6 +140,21 @@ CREATE TABLE IF NOT EXISTS fields (
 );
 """
 
+# One secret's rows, in the order its record lists them. The same statements serve
+# reading and sealing, so both see the rows alike.
+_SECRET_ROW = "SELECT current, created, updated FROM secrets WHERE name = ?"
+_VERSION_ROWS = "SELECT version, created FROM versions WHERE name = ? ORDER BY version"
+_FIELD_ROWS = (
+    "SELECT version, key, nonce, CASE WHEN version = ? THEN ciphertext END "
+    "FROM fields WHERE name = ? ORDER BY version, key"
+)
+
+_REMOVED = "its rows were removed outside mesos-secrets"
+_ADDED = "it was added outside mesos-secrets"
+_CHANGED = (
+    "its versions or fields were changed outside mesos-secrets (rolled back, added or removed)"
+)
+
 
 def default_home() -> Path:
     """``$MESOS_SECRETS_HOME``, else ``$XDG_DATA_HOME/mesos-secrets``, else ``~/.local/share``."""
@@ -105,8 +177,32 @@ class SecretInfo:
     updated: float
 
 
+@attrs.frozen
+class _Rows:
+    """One secret's rows as read from the database, which its record is made of."""
+
+    secret: tuple[Any, ...]  # current, created, updated
+    versions: list[tuple[Any, ...]]  # (version, created), by version
+    fields: list[tuple[Any, ...]]  # (version, key, nonce), by version then key
+
+    def record(self, name: object) -> bytes:
+        """Canonical JSON of the rows, SQLite's types kept apart (a blob is an object)."""
+        return _RECORD.encode(
+            [FORMAT.decode(), name, self.secret, self.versions, self.fields]
+        ).encode()
+
+
+def _blob(value: object) -> object:
+    if isinstance(value, bytes):
+        return {"blob": value.hex()}
+    raise TypeError(f"a record holds no {type(value).__name__}")
+
+
+_RECORD = json.JSONEncoder(separators=(",", ":"), default=_blob)
+
+
 def _aad(name: str, key: str, version: int) -> bytes:
-    return b"\0".join((FORMAT, name.encode(), key.encode(), str(version).encode()))
+    return b"\0".join((_FIELD_CONTEXT, name.encode(), key.encode(), str(version).encode()))
 
 
 class LocalStore:
@@ -132,7 +228,10 @@ class LocalStore:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._aead: AESGCM | None = None
+        self._mac_key: bytes | None = None
         self._pid = 0
+        # The manifest last verified on this connection, and SQLite's data_version then.
+        self._verified: tuple[int, dict[str, bytes]] | None = None
 
     def __repr__(self) -> str:
         return f"LocalStore('{_show(self.home)}')"
@@ -147,28 +246,45 @@ class LocalStore:
         plain = {normalize_key(key): _as_bytes(value) for key, value in fields.items()}
         with self._lock, self._transaction(create=True) as conn:
             assert conn is not None  # create=True always opens the store
-            aead = self._cipher()
-            now = time.time()
-            row = conn.execute("SELECT current FROM secrets WHERE name = ?", (name,)).fetchone()
-            version = (row[0] if row else 0) + 1
-            if row:
+            try:
+                manifest = dict(self._manifest(conn))
+                rows = self._rows(conn, name)
+                if rows is None:
+                    self._check_absent(conn, name, manifest)
+                    current = 0
+                else:
+                    self._check(name, rows, manifest)
+                    current = rows.secret[0]
+                aead = self._cipher()
+                now = time.time()
+                version = current + 1
+                if rows is not None:
+                    conn.execute(
+                        "UPDATE secrets SET current = ?, updated = ? WHERE name = ?",
+                        (version, now, name),
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO secrets VALUES (?, ?, ?, ?)", (name, version, now, now)
+                    )
+                conn.execute("INSERT INTO versions VALUES (?, ?, ?)", (name, version, now))
+                for key, value in plain.items():
+                    nonce = secrets.token_bytes(NONCE_SIZE)
+                    sealed = aead.encrypt(nonce, value, _aad(name, key, version))
+                    conn.execute(
+                        "INSERT INTO fields VALUES (?, ?, ?, ?, ?)",
+                        (name, version, key, nonce, sealed),
+                    )
                 conn.execute(
-                    "UPDATE secrets SET current = ?, updated = ? WHERE name = ?",
-                    (version, now, name),
+                    "DELETE FROM versions WHERE name = ? AND version <= ?",
+                    (name, version - self.max_versions),
                 )
-            else:
-                conn.execute("INSERT INTO secrets VALUES (?, ?, ?, ?)", (name, version, now, now))
-            conn.execute("INSERT INTO versions VALUES (?, ?, ?)", (name, version, now))
-            for key, value in plain.items():
-                nonce = secrets.token_bytes(NONCE_SIZE)
-                sealed = aead.encrypt(nonce, value, _aad(name, key, version))
-                conn.execute(
-                    "INSERT INTO fields VALUES (?, ?, ?, ?, ?)", (name, version, key, nonce, sealed)
-                )
-            conn.execute(
-                "DELETE FROM versions WHERE name = ? AND version <= ?",
-                (name, version - self.max_versions),
-            )
+                written = self._rows(conn, name)
+                assert written is not None
+                manifest[name] = self._mac(b"secret", written.record(name))
+                self._write_manifest(conn, manifest)
+            finally:
+                self._verified = None  # our own commits leave data_version as it was
         return version
 
     def get(self, name: str, version: int | None = None) -> dict[str, SecretBytes]:
@@ -177,21 +293,18 @@ class LocalStore:
         with self._lock, self._transaction(create=False) as conn:
             if conn is None:
                 raise self._not_found(name)
-            row = conn.execute("SELECT current FROM secrets WHERE name = ?", (name,)).fetchone()
-            if row is None:
+            secret = conn.execute(_SECRET_ROW, (name,)).fetchone()
+            manifest = self._manifest(conn)
+            if secret is None:
+                if name in manifest:
+                    raise self._tampered(name, _REMOVED)
                 raise self._not_found(name)
-            wanted = row[0] if version is None else version
-            rows = conn.execute(
-                "SELECT key, nonce, ciphertext FROM fields WHERE name = ? AND version = ?",
-                (name, wanted),
-            ).fetchall()
-            if not rows:
-                kept = [
-                    v
-                    for (v,) in conn.execute(
-                        "SELECT version FROM versions WHERE name = ? ORDER BY version", (name,)
-                    )
-                ]
+            wanted = secret[0] if version is None else version
+            versions = conn.execute(_VERSION_ROWS, (name,)).fetchall()
+            fields = conn.execute(_FIELD_ROWS, (wanted, name)).fetchall()
+            self._check(name, _Rows(secret, versions, [row[:3] for row in fields]), manifest)
+            kept = [number for number, _ in versions]
+            if wanted not in kept:
                 raise SecretNotFoundError(
                     f"secret '{name}' has no version {wanted} in the embedded store at "
                     f"'{_show(self.home)}' (kept: {', '.join(map(str, kept))})",
@@ -200,51 +313,94 @@ class LocalStore:
                 )
             aead = self._cipher()
             out: dict[str, SecretBytes] = {}
-            for key, nonce, sealed in rows:
-                try:
-                    out[key] = SecretBytes(aead.decrypt(nonce, sealed, _aad(name, key, wanted)))
-                except InvalidTag:
+            for number, key, nonce, sealed in fields:
+                if number != wanted:
+                    continue
+                value = _unseal(aead, nonce, sealed, _aad(name, key, wanted))
+                if value is None:
                     raise StoreError(
                         f"secret '{name}' key '{key}' (version {wanted}) failed its integrity "
                         f"check: the store at '{_show(self.home)}' was damaged or tampered with",
                         reference=name,
                         key=key,
                         resolver="local",
-                    ) from None
+                    )
+                out[key] = SecretBytes(value)
             return out
 
     def list(self, prefix: str | None = None) -> list[SecretInfo]:
         """Every secret whose name is ``prefix`` or lies under it, sorted by name."""
         root = normalize_name(prefix) if prefix not in (None, "", "/") else ""
-        with self._lock, self._transaction(create=False) as conn:
-            if conn is None:
-                return []
-            rows = conn.execute(
-                "SELECT s.name, s.current, s.created, s.updated, group_concat(f.key, '/') "
-                "FROM secrets s JOIN fields f ON f.name = s.name AND f.version = s.current "
-                "WHERE s.name = ? OR substr(s.name, 1, ?) = ? "
-                "GROUP BY s.name ORDER BY s.name",
-                (root, len(root) + 1, root + "/"),
-            ).fetchall()
-        return [
-            SecretInfo(name, version, tuple(sorted(keys.split("/"))), created, updated)
-            for name, version, created, updated, keys in rows
-        ]
+
+        def listed(name: object) -> bool:
+            # A name that is not text was not written by the store: always reported.
+            return not isinstance(name, str) or name == root or name.startswith(root + "/")
+
+        with self._lock:
+            with self._transaction(create=False) as conn:
+                if conn is None:
+                    return []
+                manifest = self._manifest(conn)
+                found = conn.execute(
+                    "SELECT name, current, created, updated FROM secrets ORDER BY name"
+                ).fetchall()
+                versions = _by_name(
+                    conn.execute(
+                        "SELECT name, version, created FROM versions ORDER BY name, version"
+                    )
+                )
+                fields = _by_name(
+                    conn.execute(
+                        "SELECT name, version, key, nonce FROM fields ORDER BY name, version, key"
+                    )
+                )
+            present = {row[0] for row in found}
+            for name in sorted(manifest):
+                if listed(name) and name not in present:
+                    raise self._tampered(name, _REMOVED)
+            for name in [*versions, *fields]:
+                if listed(name) and name not in present:
+                    raise self._tampered(name, _ADDED)
+            infos = []
+            for name, current, created, updated in found:
+                if not listed(name):
+                    continue
+                rows = _Rows(
+                    (current, created, updated), versions.get(name, []), fields.get(name, [])
+                )
+                self._check(name, rows, manifest)
+                keys = tuple(sorted(key for number, key, _ in rows.fields if number == current))
+                infos.append(SecretInfo(name, current, keys, created, updated))
+            return infos
 
     def delete(self, name: str) -> None:
-        """Remove secret ``name`` and all its versions (overwritten on disk: secure_delete)."""
+        """Remove secret ``name`` and all its versions (overwritten on disk: secure_delete).
+
+        Whatever state its rows are in: this is how a tampered secret is discarded.
+        """
         name = normalize_name(name)
-        with self._lock, self._transaction(create=False) as conn:
-            if (
-                conn is None
-                or not conn.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount
-            ):
+        with self._lock, self._transaction(create=False, write=True) as conn:
+            if conn is None:
                 raise self._not_found(name)
+            try:
+                manifest = dict(self._manifest(conn))
+                removed = sum(
+                    conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,)).rowcount  # noqa: S608
+                    for table in ("secrets", "versions", "fields")
+                )
+                if manifest.pop(name, None) is not None:
+                    self._write_manifest(conn, manifest)
+                elif not removed:
+                    raise self._not_found(name)
+            finally:
+                self._verified = None
 
     def check(self) -> None:
-        """Open the store if it exists: checks the key file, the format and the key."""
-        with self._lock, self._transaction(create=False):
-            pass
+        """Open the store if it exists: checks the key file, the format, the key and the
+        store's manifest."""
+        with self._lock, self._transaction(create=False) as conn:
+            if conn is not None:
+                self._manifest(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -252,6 +408,82 @@ class LocalStore:
                 self._conn.close()
             self._conn = None
             self._aead = None
+            self._mac_key = None
+            self._verified = None
+
+    # --- authenticated metadata ------------------------------------------------------
+
+    def _mac(self, domain: bytes, body: bytes) -> bytes:
+        assert self._mac_key is not None
+        mac = HMAC(self._mac_key, hashes.SHA256())
+        mac.update(domain + b"\0" + body)
+        return mac.finalize()
+
+    def _rows(self, conn: sqlite3.Connection, name: str) -> _Rows | None:
+        secret = conn.execute(_SECRET_ROW, (name,)).fetchone()
+        if secret is None:
+            return None
+        versions = conn.execute(_VERSION_ROWS, (name,)).fetchall()
+        fields = conn.execute(_FIELD_ROWS, (None, name)).fetchall()
+        return _Rows(secret, versions, [row[:3] for row in fields])
+
+    def _check(self, name: object, rows: _Rows, manifest: dict[str, bytes]) -> None:
+        """The secret's rows are those the store last wrote for it."""
+        expected = manifest.get(name) if isinstance(name, str) else None
+        if expected is None:
+            raise self._tampered(name, _ADDED)
+        if not constant_time.bytes_eq(self._mac(b"secret", rows.record(name)), expected):
+            raise self._tampered(name, _CHANGED)
+
+    def _check_absent(
+        self, conn: sqlite3.Connection, name: str, manifest: dict[str, bytes]
+    ) -> None:
+        """A secret with no row in ``secrets`` has none anywhere, and is not in the manifest."""
+        if name in manifest:
+            raise self._tampered(name, _REMOVED)
+        if conn.execute(
+            "SELECT 1 FROM versions WHERE name = ? UNION ALL SELECT 1 FROM fields WHERE name = ?",
+            (name, name),
+        ).fetchone():
+            raise self._tampered(name, _ADDED)
+
+    def _manifest(self, conn: sqlite3.Connection) -> dict[str, bytes]:
+        """The verified manifest: secret name -> MAC of its record."""
+        (data_version,) = conn.execute("PRAGMA data_version").fetchone()
+        if self._verified is not None and self._verified[0] == data_version:
+            return self._verified[1]
+        meta = dict(conn.execute("SELECT k, v FROM meta WHERE k IN ('manifest', 'manifest_mac')"))
+        body, mac = meta.get("manifest"), meta.get("manifest_mac")
+        if not (
+            isinstance(body, bytes)
+            and isinstance(mac, bytes)
+            and constant_time.bytes_eq(self._mac(b"manifest", body), mac)
+        ):
+            raise self._tampered(None, "its list of secrets is missing or was altered")
+        manifest = {name: bytes.fromhex(tag) for name, tag in json.loads(body)["secrets"].items()}
+        self._verified = (data_version, manifest)
+        return manifest
+
+    def _write_manifest(self, conn: sqlite3.Connection, manifest: dict[str, bytes]) -> None:
+        body = json.dumps(
+            {"format": FORMAT.decode(), "secrets": {n: t.hex() for n, t in manifest.items()}},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('manifest', ?), ('manifest_mac', ?)",
+            (body, self._mac(b"manifest", body)),
+        )
+
+    def _tampered(self, name: object, why: str) -> StoreError:
+        where = f"the embedded store at '{_show(self.home)}' failed its integrity check: {why}"
+        if name is None:
+            return StoreError(where, resolver="local")
+        return StoreError(
+            f"secret '{_show(name)}' in {where}; remove it (secret rm) and put it again",
+            reference=name if isinstance(name, str) else None,
+            resolver="local",
+        )
 
     # --- opening --------------------------------------------------------------------
 
@@ -267,15 +499,21 @@ class LocalStore:
         return self._aead
 
     @contextlib.contextmanager
-    def _transaction(self, *, create: bool) -> Iterator[sqlite3.Connection | None]:
-        """One transaction on the store; ``None`` when it does not exist and ``create`` is off."""
+    def _transaction(
+        self, *, create: bool, write: bool = False
+    ) -> Iterator[sqlite3.Connection | None]:
+        """One transaction on the store; ``None`` when it does not exist and ``create`` is off.
+
+        A transaction that will write takes the write lock first (``BEGIN IMMEDIATE``):
+        SQLite refuses at once, without waiting, to upgrade a read to a write.
+        """
         started = time.monotonic()
         try:
             conn = self._connection(create)
             if conn is None:
                 yield None
                 return
-            conn.execute("BEGIN IMMEDIATE" if create else "BEGIN")
+            conn.execute("BEGIN IMMEDIATE" if create or write else "BEGIN")
             try:
                 yield conn
             except BaseException:
@@ -301,6 +539,7 @@ class LocalStore:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
         self._conn = None  # a connection inherited across fork() is not ours to use
+        self._verified = None
         exists = self._database_exists()
         if not exists and not create:
             return None
@@ -313,9 +552,13 @@ class LocalStore:
             if not self.key_file.exists():
                 self._create_key()
         key = self._read_key()
+        self._aead = AESGCM(key)
+        self._mac_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=_MAC_INFO
+        ).derive(key)
         if not exists:
             try:
-                self._create_database(AESGCM(key))
+                self._create_database()
             except OSError as error:
                 raise self._unusable(self.home, error) from None
         conn = sqlite3.connect(
@@ -325,12 +568,11 @@ class LocalStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA secure_delete = ON")
-            aead = AESGCM(key)
-            self._initialize(conn, aead)
+            self._open(conn)
         except BaseException:
             conn.close()
             raise
-        self._conn, self._aead, self._pid = conn, aead, os.getpid()
+        self._conn, self._pid = conn, os.getpid()
         return conn
 
     def _database_exists(self) -> bool:
@@ -354,7 +596,7 @@ class LocalStore:
             f"the embedded store at '{_show(self.home)}' cannot be used: {_reason(path, error)}"
         )
 
-    def _create_database(self, aead: AESGCM) -> None:
+    def _create_database(self) -> None:
         """Make the database whole under a private name, then link(2) it into place.
 
         Nobody ever opens it empty: two processes that find an empty file and both turn
@@ -368,7 +610,9 @@ class LocalStore:
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
-                self._initialize(conn, aead)
+                conn.execute("BEGIN IMMEDIATE")
+                self._initialize(conn)
+                conn.execute("COMMIT")
             finally:
                 conn.close()  # the last connection: checkpoints, removes -wal and -shm
             with contextlib.suppress(FileExistsError):
@@ -377,36 +621,66 @@ class LocalStore:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 tmp.with_name(tmp.name + suffix).unlink(missing_ok=True)
 
-    def _initialize(self, conn: sqlite3.Connection, aead: AESGCM) -> None:
-        """Create the schema if needed, then check the format and that the key fits."""
+    def _initialize(self, conn: sqlite3.Connection) -> None:
+        """The schema and the metadata of a new, empty store (in a transaction)."""
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO meta VALUES ('format', ?), ('keycheck', ?)",
+            (FORMAT, self._keycheck(FORMAT)),
+        )
+        self._write_manifest(conn, {})
+
+    def _open(self, conn: sqlite3.Connection) -> None:
+        """Check the format and that the key fits; migrate a format 1 store."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            nonce = secrets.token_bytes(NONCE_SIZE)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('format', ?), ('keycheck', ?)",
-                (FORMAT, nonce + aead.encrypt(nonce, _KEYCHECK, FORMAT)),
-            )
-            meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
-            conn.execute("COMMIT")
+            self._check_or_migrate(conn)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        if meta.get("format") != FORMAT:
+        conn.execute("COMMIT")
+
+    def _check_or_migrate(self, conn: sqlite3.Connection) -> None:
+        if not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+            self._initialize(conn)  # an empty file, as format 1 could leave one
+        meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
+        form = meta.get("format")
+        if form not in (FORMAT, _FORMAT_1):
             raise StoreError(
                 f"'{_show(self.db_path)}' is not a mesos-secrets store of a format this "
                 "version reads"
             )
-        check = meta["keycheck"]
-        try:
-            aead.decrypt(check[:NONCE_SIZE], check[NONCE_SIZE:], FORMAT)
-        except InvalidTag:
+        check = meta.get("keycheck")
+        if not isinstance(check, bytes) or (
+            _unseal(self._cipher(), check[:NONCE_SIZE], check[NONCE_SIZE:], form) is None
+        ):
             raise StoreError(
                 f"the key file '{_show(self.key_file)}' does not belong to the store "
-                f"'{_show(self.db_path)}' "
-                "(a wrong or replaced key file)"
-            ) from None
+                f"'{_show(self.db_path)}' (a wrong or replaced key file)"
+            )
+        if form == _FORMAT_1:
+            self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Seal a format 1 store's metadata as it stands: it was never authenticated, so
+        there is nothing older to check it against."""
+        manifest = {}
+        for (name,) in conn.execute("SELECT name FROM secrets").fetchall():
+            rows = self._rows(conn, name) if isinstance(name, str) else None
+            if rows is None:
+                raise StoreError(
+                    f"the embedded store '{_show(self.db_path)}' cannot be used: corrupted "
+                    f"(secret name {_show(name)})"
+                )
+            manifest[name] = self._mac(b"secret", rows.record(name))
+        self._write_manifest(conn, manifest)
+        conn.execute("UPDATE meta SET v = ? WHERE k = 'keycheck'", (self._keycheck(FORMAT),))
+        conn.execute("UPDATE meta SET v = ? WHERE k = 'format'", (FORMAT,))
+
+    def _keycheck(self, form: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        return nonce + self._cipher().encrypt(nonce, _KEYCHECK, form)
 
     def _read_key(self) -> bytes:
         # Non-blocking: opening a named pipe would wait for a writer. Symbolic links are
@@ -513,6 +787,24 @@ def _reason(path: Path, error: OSError) -> str:
             except OSError:
                 continue
     return error.strerror or type(error).__name__
+
+
+def _unseal(aead: AESGCM, nonce: object, sealed: object, aad: bytes) -> bytes | None:
+    """The plaintext, or None when the ciphertext (or its nonce) is not authentic."""
+    if not isinstance(nonce, bytes) or not isinstance(sealed, bytes):
+        return None
+    try:
+        return aead.decrypt(nonce, sealed, aad)
+    except (InvalidTag, ValueError):  # ValueError: a nonce of the wrong size
+        return None
+
+
+def _by_name(rows: Iterator[tuple[Any, ...]]) -> dict[Any, list[tuple[Any, ...]]]:
+    """Rows whose first column is a secret's name, grouped by it (the rest, in order)."""
+    grouped: dict[Any, list[tuple[Any, ...]]] = {}
+    for name, *rest in rows:
+        grouped.setdefault(name, []).append(tuple(rest))
+    return grouped
 
 
 def _as_bytes(value: bytes | str | SecretBytes) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -14,9 +15,10 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -351,19 +353,420 @@ class TestFiles:
         conn.commit()
         conn.close()
 
-    def test_ciphertext_cannot_move_to_another_name(self, store: LocalStore) -> None:
-        """A ciphertext copied under another secret's name does not decrypt there."""
+    @pytest.mark.parametrize("forged_metadata", [False, True])
+    def test_ciphertext_cannot_move_to_another_name(
+        self, store: LocalStore, forged_metadata: bool
+    ) -> None:
+        """A ciphertext copied under another secret's name is caught by the metadata
+        check, and would not decrypt there even if the metadata were forged to match."""
         store.put("/victim", {"password": "real"})
         store.put("/attacker", {"password": "chosen"})
         self._copy_sealed(store, ("/attacker", "password"), ("/victim", "password"))
-        with pytest.raises(StoreError, match="'/victim' key 'password' .* integrity check"):
+        if forged_metadata:
+            reseal_metadata(store)
+            match = "'/victim' key 'password' .* integrity check"
+        else:
+            match = integrity_failure(store, "/victim")
+        with pytest.raises(StoreError, match=match):
             store.get("/victim")
 
-    def test_ciphertext_cannot_move_to_another_key(self, store: LocalStore) -> None:
-        """A ciphertext copied under another key of the same secret does not decrypt there."""
+    @pytest.mark.parametrize("forged_metadata", [False, True])
+    def test_ciphertext_cannot_move_to_another_key(
+        self, store: LocalStore, forged_metadata: bool
+    ) -> None:
+        """A ciphertext copied under another key of the same secret: the same."""
         store.put("/s", {"password": "real", "note": "chosen"})
         self._copy_sealed(store, ("/s", "note"), ("/s", "password"))
-        with pytest.raises(StoreError, match="key 'password' .* integrity check"):
+        if forged_metadata:
+            reseal_metadata(store)
+            match = "key 'password' .* integrity check"
+        else:
+            match = integrity_failure(store, "/s")
+        with pytest.raises(StoreError, match=match):
+            store.get("/s")
+
+
+# --- tampering: an attacker who can write the database file, but has not the key ----
+
+FORMAT_1 = b"mesos-secrets-store/1"
+SCHEMA_1 = """
+CREATE TABLE meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+CREATE TABLE secrets (
+    name TEXT PRIMARY KEY, current INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL
+);
+CREATE TABLE versions (
+    name TEXT NOT NULL REFERENCES secrets(name) ON DELETE CASCADE,
+    version INTEGER NOT NULL, created REAL NOT NULL, PRIMARY KEY (name, version)
+);
+CREATE TABLE fields (
+    name TEXT NOT NULL, version INTEGER NOT NULL, key TEXT NOT NULL,
+    nonce BLOB NOT NULL, ciphertext BLOB NOT NULL, PRIMARY KEY (name, version, key),
+    FOREIGN KEY (name, version) REFERENCES versions(name, version) ON DELETE CASCADE
+);
+"""
+
+
+def keycheck_1(key: bytes) -> bytes:
+    """The key check of a format 1 store."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, b"mesos-secrets keycheck", FORMAT_1)
+
+
+def make_store_1(home: Path, contents: dict[str, list[dict[str, bytes]]]) -> None:
+    """A store as format 1 wrote it: secret name -> its versions' fields, oldest first."""
+    home.mkdir(mode=0o700, parents=True)
+    key = os.urandom(32)
+    fd = os.open(home / "key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, key)
+    os.close(fd)
+    aead = AESGCM(key)
+    conn = sqlite3.connect(home / "secrets.db")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(SCHEMA_1)
+    conn.execute(
+        "INSERT INTO meta VALUES ('format', ?), ('keycheck', ?)", (FORMAT_1, keycheck_1(key))
+    )
+    for name, versions in contents.items():
+        conn.execute("INSERT INTO secrets VALUES (?, ?, 1000.5, 2000.25)", (name, len(versions)))
+        for number, fields in enumerate(versions, 1):
+            conn.execute("INSERT INTO versions VALUES (?, ?, 1500.0)", (name, number))
+            for field, value in fields.items():
+                nonce = os.urandom(12)
+                aad = b"\0".join((FORMAT_1, name.encode(), field.encode(), str(number).encode()))
+                conn.execute(
+                    "INSERT INTO fields VALUES (?, ?, ?, ?, ?)",
+                    (name, number, field, nonce, aead.encrypt(nonce, value, aad)),
+                )
+    conn.commit()
+    conn.close()
+
+
+def tamper(db: Path, *statements: str) -> None:
+    """Run SQL on the database as the sqlite3 shell would (no foreign keys enforced)."""
+    conn = sqlite3.connect(db)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+def reseal_metadata(store: LocalStore) -> None:
+    """Make the store trust its rows as they are now: what an attacker who could forge the
+    metadata would get (by turning the store back into format 1, with the key in hand)."""
+    store.close()
+    key = store.key_file.read_bytes()
+    conn = sqlite3.connect(store.db_path)
+    conn.execute("DELETE FROM meta WHERE k NOT IN ('format', 'keycheck')")
+    conn.execute("UPDATE meta SET v = ? WHERE k = 'format'", (FORMAT_1,))
+    conn.execute("UPDATE meta SET v = ? WHERE k = 'keycheck'", (keycheck_1(key),))
+    conn.commit()
+    conn.close()
+
+
+OLD, NEW = canary(), canary()
+
+#: Edits of /app/db's rows (two versions, password OLD then NEW), each to be caught.
+TAMPERINGS = {
+    "current rolled back": ["UPDATE secrets SET current = 1 WHERE name = '/app/db'"],
+    "newest version removed, current rolled back": [
+        "DELETE FROM fields WHERE name = '/app/db' AND version = 2",
+        "DELETE FROM versions WHERE name = '/app/db' AND version = 2",
+        "UPDATE secrets SET current = 1 WHERE name = '/app/db'",
+    ],
+    "field row removed": [
+        "DELETE FROM fields WHERE name = '/app/db' AND version = 2 AND key = 'user'"
+    ],
+    "field row added": [
+        "INSERT INTO fields SELECT name, 2, 'extra', nonce, ciphertext FROM fields "
+        "WHERE name = '/app/db' AND version = 1 AND key = 'user'"
+    ],
+    "old version row removed": ["DELETE FROM versions WHERE name = '/app/db' AND version = 1"],
+    "version row added": ["INSERT INTO versions VALUES ('/app/db', 7, 0)"],
+    "field row moved to another secret": [
+        "UPDATE fields SET name = '/other' WHERE name = '/app/db' AND key = 'user' AND version = 2"
+    ],
+    "field row moved in from another secret": [
+        "UPDATE fields SET name = '/app/db', version = 2, key = 'k' "
+        "WHERE name = '/other' AND version = 1"
+    ],
+    "metadata swapped with another secret": [
+        "UPDATE secrets SET name = '/swap' WHERE name = '/app/db'",
+        "UPDATE secrets SET name = '/app/db' WHERE name = '/other'",
+        "UPDATE secrets SET name = '/other' WHERE name = '/swap'",
+    ],
+    "timestamps changed": ["UPDATE secrets SET updated = updated + 1 WHERE name = '/app/db'"],
+    "nonce type changed": [
+        "UPDATE fields SET nonce = hex(nonce) WHERE name = '/app/db' AND version = 2"
+    ],
+}
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Iterator[LocalStore]:
+    """A store with /app/db at version 2 (password NEW; version 1 had OLD) and /other at
+    version 3."""
+    store = LocalStore(tmp_path / "store")
+    store.put("/app/db", {"user": "app", "password": OLD})
+    store.put("/app/db", {"user": "app", "password": NEW})
+    for value in ("1", "2", "3"):
+        store.put("/other", {"k": value})
+    yield store
+    store.close()
+
+
+def integrity_failure(store: LocalStore, name: str | None = None) -> str:
+    where = re.escape(f"the embedded store at '{store.home}' failed its integrity check")
+    return rf"^secret '{re.escape(name)}' in {where}" if name else rf"^{where}"
+
+
+class TestTampering:
+    """The metadata around the sealed values (current version, versions kept, each
+    version's fields) is authenticated too: editing it is reported, never answered."""
+
+    @pytest.mark.parametrize("statements", TAMPERINGS.values(), ids=TAMPERINGS.keys())
+    @pytest.mark.parametrize("reopen", [True, False], ids=["reopened", "kept-open"])
+    def test_get_reports_it(self, victim: LocalStore, statements: list[str], reopen: bool) -> None:
+        """Whether the store is opened afresh or was open (and had checked the store)
+        before the edit, the edited secret is reported, naming it and the store."""
+        victim.get("/app/db")
+        if reopen:
+            victim.close()
+        tamper(victim.db_path, *statements)
+        with pytest.raises(StoreError, match=integrity_failure(victim, "/app/db")) as raised:
+            victim.get("/app/db", version=1)
+        assert not leaks(OLD, str(raised.value))
+        assert not leaks(NEW, str(raised.value))
+        for operation in (lambda: victim.get("/app/db"), victim.list):
+            with pytest.raises(StoreError, match="failed its integrity check"):
+                operation()
+
+    @pytest.mark.parametrize(
+        "statements",
+        [
+            TAMPERINGS["current rolled back"],
+            TAMPERINGS["newest version removed, current rolled back"],
+        ],
+        ids=["current", "newest version removed"],
+    )
+    def test_cli_never_prints_the_old_value(
+        self, victim: LocalStore, statements: list[str]
+    ) -> None:
+        """`secret get` after a rollback: exit 1, one line naming secret and store, and
+        neither value on any output."""
+        victim.close()
+        tamper(victim.db_path, *statements)
+        for args in (["get", "/app/db@password"], ["ls"], ["put", "/app/db", "password=-"]):
+            result = cli("--home", str(victim.home), "secret", *args, stdin=b"x")
+            assert_one_line_error(
+                result, b"'/app/db'", f"'{victim.home}'".encode(), b"integrity check"
+            )
+            assert not leaks(OLD, result.stdout, result.stderr)
+            assert not leaks(NEW, result.stdout, result.stderr)
+
+    def test_secret_removed(self, victim: LocalStore) -> None:
+        """A secret whose rows are all deleted is reported, not 'not found'."""
+        victim.close()
+        tamper(
+            victim.db_path,
+            "DELETE FROM secrets WHERE name = '/app/db'",
+            "DELETE FROM versions WHERE name = '/app/db'",
+            "DELETE FROM fields WHERE name = '/app/db'",
+        )
+        with pytest.raises(StoreError, match=integrity_failure(victim, "/app/db")):
+            victim.get("/app/db")
+        with pytest.raises(StoreError, match=integrity_failure(victim, "/app/db")):
+            victim.list()
+        assert victim.get("/other")["k"].reveal() == b"3"
+        result = cli("--home", str(victim.home), "secret", "get", "/app/db")
+        assert_one_line_error(result, b"'/app/db'", b"removed")
+
+    def test_secret_added(self, victim: LocalStore) -> None:
+        """Rows for a secret the store never wrote are reported."""
+        tamper(
+            victim.db_path,
+            "INSERT INTO secrets SELECT '/rogue', current, created, updated FROM secrets "
+            "WHERE name = '/other'",
+            "INSERT INTO versions SELECT '/rogue', version, created FROM versions "
+            "WHERE name = '/other'",
+        )
+        with pytest.raises(StoreError, match=integrity_failure(victim, "/rogue")):
+            victim.get("/rogue")
+        with pytest.raises(StoreError, match=integrity_failure(victim, "/rogue")):
+            victim.list()
+
+    @pytest.mark.parametrize(
+        "statements",
+        [
+            ["DELETE FROM meta WHERE k = 'manifest'"],
+            ["UPDATE meta SET v = v || 'x' WHERE k = 'manifest'"],
+            ["DELETE FROM meta WHERE k = 'manifest_mac'"],
+        ],
+        ids=["removed", "altered", "mac removed"],
+    )
+    def test_manifest(self, victim: LocalStore, statements: list[str]) -> None:
+        """The store's list of secrets, removed or edited: nothing is answered, and a put
+        does not re-seal it."""
+        victim.close()
+        tamper(victim.db_path, *statements)
+        for operation in (
+            lambda: victim.get("/other"),
+            victim.list,
+            lambda: victim.put("/new", {"k": "v"}),
+        ):
+            with pytest.raises(StoreError, match=integrity_failure(victim)):
+                operation()
+
+    @pytest.mark.parametrize("drop_manifest", [False, True])
+    def test_downgrade_to_format_1(self, victim: LocalStore, drop_manifest: bool) -> None:
+        """Turning the store back into format 1 (so that it would be migrated, trusting
+        rolled-back rows) fails: format 2's key check does not open as format 1's."""
+        victim.close()
+        tamper(
+            victim.db_path,
+            "UPDATE secrets SET current = 1 WHERE name = '/app/db'",
+            f"UPDATE meta SET v = X'{FORMAT_1.hex()}' WHERE k = 'format'",
+            *(["DELETE FROM meta WHERE k LIKE 'manifest%'"] if drop_manifest else []),
+        )
+        with pytest.raises(StoreError, match="does not belong to the store"):
+            victim.get("/app/db")
+
+    def test_ciphertext_of_a_removed_secret(self, store: LocalStore) -> None:
+        """`rm` then `put` of the same name starts again at version 1, the same name, key
+        and version the removed secret's ciphertexts were sealed for: putting one back in
+        place of the new one is caught."""
+        store.put("/s", {"k": OLD})
+        conn = sqlite3.connect(store.db_path)
+        old = conn.execute("SELECT nonce, ciphertext FROM fields WHERE name = '/s'").fetchone()
+        conn.close()
+        store.delete("/s")
+        store.put("/s", {"k": NEW})
+        store.close()
+        conn = sqlite3.connect(store.db_path)
+        conn.execute("UPDATE fields SET nonce = ?, ciphertext = ? WHERE name = '/s'", old)
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreError, match=integrity_failure(store, "/s")):
+            store.get("/s")
+
+    def test_ciphertext_type_changed(self, victim: LocalStore) -> None:
+        """A ciphertext turned into text fails its integrity check like a damaged one."""
+        tamper(
+            victim.db_path,
+            "UPDATE fields SET ciphertext = hex(ciphertext) WHERE name = '/app/db' "
+            "AND version = 2 AND key = 'password'",
+        )
+        with pytest.raises(StoreError, match="'/app/db' key 'password' .* integrity check"):
+            victim.get("/app/db")
+
+    def test_put_does_not_seal_tampering(self, victim: LocalStore) -> None:
+        """A put on a tampered secret is refused, so it cannot bless the edit."""
+        tamper(victim.db_path, "UPDATE secrets SET current = 1 WHERE name = '/app/db'")
+        with pytest.raises(StoreError, match=integrity_failure(victim, "/app/db")):
+            victim.put("/app/db", {"password": "third"})
+        with pytest.raises(StoreError, match=integrity_failure(victim, "/app/db")):
+            victim.get("/app/db")
+
+    def test_rm_discards_a_tampered_secret(self, victim: LocalStore) -> None:
+        """rm is how a tampered (or removed) secret is discarded; the rest is untouched."""
+        tamper(
+            victim.db_path,
+            "UPDATE secrets SET current = 1 WHERE name = '/app/db'",
+            "INSERT INTO secrets VALUES ('/rogue', 1, 0, 0)",
+        )
+        victim.delete("/app/db")
+        victim.delete("/rogue")
+        with pytest.raises(SecretNotFoundError):
+            victim.get("/app/db")
+        assert [i.name for i in victim.list()] == ["/other"]
+        assert victim.put("/app/db", {"password": "fresh"}) == 1
+        victim.close()
+        assert victim.get("/app/db")["password"].reveal() == b"fresh"
+
+    def test_other_secrets_unaffected(self, victim: LocalStore) -> None:
+        """A tampered secret does not stop others from being read, or a prefix listed."""
+        tamper(victim.db_path, "UPDATE secrets SET current = 1 WHERE name = '/app/db'")
+        assert victim.get("/other")["k"].reveal() == b"3"
+        assert [i.name for i in victim.list("/other")] == ["/other"]
+        victim.put("/new", {"k": "v"})
+        assert victim.get("/new")["k"].reveal() == b"v"
+
+
+class TestMigration:
+    """Format 1 stores (unauthenticated metadata) are sealed when first opened."""
+
+    CONTENTS: ClassVar[dict[str, list[dict[str, bytes]]]] = {
+        "/app/db": [{"user": b"app", "password": b"one"}, {"user": b"app", "password": b"two"}],
+        "/other": [{"k": b"v"}],
+    }
+
+    def test_reads_and_seals(self, tmp_path: Path) -> None:
+        """A format 1 store reads as before; from then on its metadata is authenticated."""
+        home = tmp_path / "store"
+        make_store_1(home, self.CONTENTS)
+        store = LocalStore(home)
+        assert store.get("/app/db")["password"].reveal() == b"two"
+        assert store.get("/app/db", version=1)["password"].reveal() == b"one"
+        assert [(i.name, i.version, i.keys) for i in store.list()] == [
+            ("/app/db", 2, ("password", "user")),
+            ("/other", 1, ("k",)),
+        ]
+        assert store.list()[0].created == 1000.5
+        store.close()
+        conn = sqlite3.connect(home / "secrets.db")
+        assert conn.execute("SELECT v FROM meta WHERE k = 'format'").fetchone() == (
+            b"mesos-secrets-store/2",
+        )
+        conn.close()
+        tamper(home / "secrets.db", "UPDATE secrets SET current = 1 WHERE name = '/app/db'")
+        with pytest.raises(StoreError, match=integrity_failure(store, "/app/db")):
+            store.get("/app/db")
+
+    def test_first_write(self, tmp_path: Path) -> None:
+        """The first command on a format 1 store may be a put, from the command line."""
+        home = tmp_path / "store"
+        make_store_1(home, self.CONTENTS)
+        assert (
+            cli(
+                "--home", str(home), "secret", "put", "/app/db", "password=-", stdin=b"3"
+            ).returncode
+            == 0
+        )
+        result = cli("--home", str(home), "secret", "get", "/app/db@password")
+        assert (result.returncode, result.stdout) == (0, b"3")
+        result = cli("--home", str(home), "secret", "get", "/other")
+        assert (result.returncode, result.stdout) == (0, b"v")
+        tamper(home / "secrets.db", "DELETE FROM versions WHERE name = '/app/db' AND version = 1")
+        assert_one_line_error(
+            cli("--home", str(home), "secret", "get", "/app/db@password"), b"integrity check"
+        )
+
+    def test_wrong_key_is_not_migrated(self, tmp_path: Path) -> None:
+        """A format 1 store opened with the wrong key is refused and left as it was: its
+        metadata is never sealed under a key that is not its own."""
+        home = tmp_path / "store"
+        make_store_1(home, self.CONTENTS)
+        (home / "key").write_bytes(os.urandom(32))
+        with pytest.raises(StoreError, match="does not belong to the store"):
+            LocalStore(home).get("/other")
+        conn = sqlite3.connect(home / "secrets.db")
+        assert dict(conn.execute("SELECT k, v FROM meta").fetchall())["format"] == FORMAT_1
+        conn.close()
+
+    def test_empty(self, tmp_path: Path) -> None:
+        home = tmp_path / "store"
+        make_store_1(home, {})
+        store = LocalStore(home)
+        assert store.list() == []
+        store.put("/s", {"k": "v"})
+        assert store.get("/s")["k"].reveal() == b"v"
+        store.close()
+
+    def test_unknown_format(self, store: LocalStore) -> None:
+        """A store of a newer format is refused, not rewritten."""
+        store.put("/s", {"k": "v"})
+        store.close()
+        tamper(store.db_path, "UPDATE meta SET v = 'mesos-secrets-store/3' WHERE k = 'format'")
+        with pytest.raises(StoreError, match="not a mesos-secrets store of a format"):
             store.get("/s")
 
 
@@ -466,6 +869,22 @@ def _put_one(home: str, name: str, fields: dict[str, bytes]) -> int:
         store.close()
 
 
+def _get_one(home: str, name: str) -> dict[str, bytes]:
+    store = LocalStore(home)
+    try:
+        return {k: v.reveal() for k, v in store.get(name).items()}
+    finally:
+        store.close()
+
+
+def _delete_one(home: str, name: str) -> None:
+    store = LocalStore(home)
+    try:
+        store.delete(name)
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="module")
 def pool() -> Iterator[ProcessPoolExecutor]:
     """Two worker processes, spawned (not forked) so they share nothing with the tests."""
@@ -511,6 +930,27 @@ class TestAcrossProcesses:
         assert pool.submit(_put_one, home, name, fields).result() == 1
         store = LocalStore(home)
         assert {k: v.reveal() for k, v in store.get(name).items()} == fields
+        store.close()
+
+    def test_others_writes_are_not_tampering(
+        self, tmp_path: Path, pool: ProcessPoolExecutor
+    ) -> None:
+        """A store kept open here sees what other processes put and remove, with no false
+        alarm; they see what this one puts."""
+        home = str(tmp_path / "store")
+        store = LocalStore(home)
+        store.put("/s", {"k": "1"})
+        assert store.get("/s")["k"].reveal() == b"1"
+        assert pool.submit(_put_one, home, "/s", {"k": b"2"}).result() == 2
+        assert pool.submit(_put_one, home, "/t", {"k": b"t"}).result() == 1
+        assert store.get("/s")["k"].reveal() == b"2"
+        assert [(i.name, i.version) for i in store.list()] == [("/s", 2), ("/t", 1)]
+        assert store.put("/s", {"k": "3"}) == 3
+        assert pool.submit(_get_one, home, "/s").result() == {"k": b"3"}
+        pool.submit(_delete_one, home, "/s").result()
+        with pytest.raises(SecretNotFoundError):
+            store.get("/s")
+        assert [i.name for i in store.list()] == ["/t"]
         store.close()
 
     def test_fresh_store_opened_at_once(self, tmp_path: Path) -> None:
