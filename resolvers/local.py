@@ -92,6 +92,7 @@ from mesos_secrets.errors import (
     SecretNotFoundError,
     SecretValidationError,
     StoreError,
+    printable,
 )
 from mesos_secrets.names import normalize_key, normalize_name
 from mesos_secrets.resolver import ResolveContext, SecretResolver, select_field
@@ -757,10 +758,7 @@ def _show(path: object) -> str:
     text = os.fspath(path) if isinstance(path, str | os.PathLike) else repr(path)
     if isinstance(text, bytes):
         text = text.decode("utf-8", "surrogateescape")
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-        for c in text
-    )
+    return printable(text)
 
 
 def _kind(mode: int) -> str:

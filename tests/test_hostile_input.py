@@ -232,6 +232,21 @@ def test_runtime_dir_not_a_directory(
     assert len(err.splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("command", ["get", "run"])
+def test_home_under_a_file(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "file"
+    file.write_text("")
+    spec = tmp_path / "spec.json"
+    spec.write_bytes(app(env={"A": {"secret": "s"}}, secrets={"s": {"source": "/db@password"}}))
+    args = ["secret", "get", "/db"] if command == "get" else ["run", str(spec)]
+    status, err = run_cli(["--home", str(file / "store"), *args], capsys)
+    assert status == 1
+    assert str(file) in err
+    assert len(err.splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("seconds", ["nan", "inf", "-1", "x"])
 def test_hostile_grace_period(
     seconds: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
