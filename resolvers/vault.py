@@ -22,28 +22,43 @@ revoked on :meth:`close`; a token given by the operator is renewed but never rev
 Under load and faults: one connection pool per resolver; an in-memory cache
 (``cache_ttl`` seconds, default 5; values only as :class:`SecretBytes`) with request
 coalescing, so concurrent requests for one secret make one read; bounded, jittered
-retries within ``deadline`` seconds (default 10) for connection errors, 429, 5xx and a
-sealed or standby store, none for 4xx. Errors name the reference and the store address,
-never a response body.
+retries for connection errors, 429, 5xx and a sealed or standby store, none for 4xx.
+Errors name the reference and the store address, never a response body.
+
+Each resolution has one budget, ``deadline`` seconds (default 10), shared by the login,
+the mount lookup, the read and their retries; :meth:`check`, :meth:`close` and each
+call of the background renewer get one of their own. Every socket operation gets what
+is left of it: the connect and read timeouts (the TLS handshake included) are capped by
+it, and each read of a response is given only the time left, so a server that trickles
+its answer a byte at a time is cut off at the deadline too. ``timeout`` (default 5)
+caps a single request further.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import http.client
+import io
 import json
 import logging
+import math
 import os
 import random
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 import hvac
 import requests
+import urllib3
 from hvac import exceptions as vault_errors
 from requests.adapters import HTTPAdapter
+from urllib3.poolmanager import pool_classes_by_scheme as _URLLIB3_POOL_CLASSES
 
 from mesos_secrets.audit import note
 from mesos_secrets.errors import (
@@ -75,6 +90,163 @@ _RETRYABLE = (
 )
 _BACKOFF_START_S = 0.1
 _BACKOFF_MAX_S = 2.0
+#: Less than this left of a budget: no further attempt is started.
+_MIN_ATTEMPT_S = 0.05
+
+
+# --- the budget: one deadline per resolution, on every socket operation ----------------
+
+#: When (``time.monotonic()``) the resolution under way in this context must be done.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "mesos_secrets_vault_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def _budget(seconds: float) -> Iterator[float]:
+    """A deadline ``seconds`` from now for every request made inside; inside another
+    budget, the earlier deadline of the two (a resolution's steps share its budget)."""
+    deadline = time.monotonic() + seconds
+    outer = _DEADLINE.get()
+    if outer is not None:
+        deadline = min(deadline, outer)
+    token = _DEADLINE.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _time_left() -> float | None:
+    """Seconds left of the budget under way, or None outside any budget."""
+    deadline = _DEADLINE.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class _OutOfTime(requests.exceptions.Timeout):
+    """The budget is spent: the request was not sent."""
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A response's reads from its socket, each allowed only what is left of the budget.
+
+    A socket timeout bounds one read, and a server that sends a byte now and then
+    restarts it every time: here each read gets at most the time left, and none starts
+    once it is spent. (TLS reads honour the socket timeout the same way.)
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)  # counts as a user of the socket
+        self._timeout = sock.gettimeout()  # the request's read timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = _time_left()
+        if left is not None:
+            if left <= 0:
+                raise TimeoutError("the deadline has passed")
+            self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(OSError):  # the connection may be reused: as it was
+                self._sock.settimeout(self._timeout)
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What :class:`http.client.HTTPResponse` takes from its socket: ``makefile``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        assert mode == "rb"
+        return io.BufferedReader(_DeadlineReader(self._sock))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """A response whose status line, headers and body are all read within the budget."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(_DeadlineSocket(sock), *args, **kwargs)  # type: ignore[arg-type]
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    response_class = _DeadlineResponse
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    response_class = _DeadlineResponse
+
+
+class _HTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOL_CLASSES: dict[str, type[urllib3.HTTPConnectionPool]] = {
+    "http": _HTTPConnectionPool,
+    "https": _HTTPSConnectionPool,
+}
+
+
+def _capped(timeout: Any, left: float) -> Any:
+    """A requests timeout (seconds, ``(connect, read)`` or None) capped at ``left``."""
+    if isinstance(timeout, tuple):
+        return tuple(left if t is None else min(t, left) for t in timeout)
+    if isinstance(timeout, int | float):
+        return min(timeout, left)
+    return left
+
+
+class _BudgetAdapter(HTTPAdapter):
+    """Sends each request with what is left of the budget under way.
+
+    The connect and read timeouts (the TLS handshake is bounded by the connect timeout,
+    as a whole) are capped at the time left; the response is read by
+    :class:`_DeadlineResponse`. No request starts once the budget is spent.
+    """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if manager.pool_classes_by_scheme is _URLLIB3_POOL_CLASSES:  # not SOCKS: its own
+            manager.pool_classes_by_scheme = _POOL_CLASSES
+        return manager
+
+    def send(  # noqa: PLR0917 (requests' signature)
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        left = _time_left()
+        if left is not None:
+            if left <= 0:
+                raise _OutOfTime("the deadline has passed", request=request)
+            timeout = _capped(timeout, left)
+        return super().send(
+            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+        )
+
+
+# --- configuration -------------------------------------------------------------------
 
 
 def _env(*names: str) -> str | None:
@@ -83,6 +255,13 @@ def _env(*names: str) -> str | None:
         if value:
             return value
     return None
+
+
+def _positive(value: float, option: str) -> float:
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"option '{option}' of resolver 'vault' must be a positive number")
+    return number
 
 
 def _field_bytes(value: Any) -> SecretBytes:
@@ -104,7 +283,11 @@ class _Cache:
     def get(
         self, key: tuple[str, str], load: Callable[[], dict[str, SecretBytes]]
     ) -> tuple[dict[str, SecretBytes], bool]:
-        """The fields for ``key`` and whether they came without a store read of our own."""
+        """The fields for ``key`` and whether they came without a store read of our own.
+
+        Waiting for another caller's read lasts no longer than the budget under way
+        (:class:`TimeoutError` when it is spent).
+        """
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] > time.monotonic():
@@ -114,7 +297,8 @@ class _Cache:
             if future is None:
                 future = self._inflight[key] = Future()
         if not leader:
-            return future.result(), True
+            left = _time_left()
+            return future.result(timeout=None if left is None else max(left, 0.0)), True
         try:
             fields = load()
         except BaseException as error:
@@ -175,8 +359,8 @@ class VaultResolver(SecretResolver):
         )
         self.wrapped_token_path = wrapped_token_path.strip("/")
         self.approle_mount = approle_mount.strip("/")
-        self.timeout = float(timeout)
-        self.deadline = float(deadline)
+        self.timeout = _positive(timeout, "timeout")
+        self.deadline = _positive(deadline, "deadline")
         self._cache = _Cache(float(cache_ttl))
 
         explicit = [
@@ -223,7 +407,7 @@ class VaultResolver(SecretResolver):
         # hvac prefers the session's settings to its own arguments: set them here.
         session.verify = self._verify
         session.cert = self._cert
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=int(pool_size), max_retries=0)
+        adapter = _BudgetAdapter(pool_connections=1, pool_maxsize=int(pool_size), max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         self._session = session
@@ -238,6 +422,7 @@ class VaultResolver(SecretResolver):
         )
         self._login_lock = threading.Lock()
         self._logged_in = bool(token)
+        self._login_failed = False
         self._token_ttl: float | None = None
         self._leases: dict[str, tuple[float, bool]] = {}
         self._leases_lock = threading.Lock()
@@ -263,7 +448,6 @@ class VaultResolver(SecretResolver):
                 resolver=self.name,
             )
         note(cache_hit=False)
-        self._login(reference)
         logical = path.split("/", 1)[0] in self.logical_mounts
         kind = "logical" if logical else f"kv:{self.mount}"
 
@@ -272,7 +456,12 @@ class VaultResolver(SecretResolver):
                 return self._read_logical(reference, path)
             return self._read_kv(reference, path)
 
-        fields, hit = self._cache.get((kind, path), load)
+        with _budget(self.deadline):  # login, mount lookup and read: one deadline
+            self._login(reference)
+            try:
+                fields, hit = self._cache.get((kind, path), load)
+            except TimeoutError:  # waiting for a read another caller has under way
+                raise self._expired(reference, "read") from None
         note(cache_hit=hit)
         return select_field(reference, fields, resolver=self.name, where=self.address)
 
@@ -280,9 +469,11 @@ class VaultResolver(SecretResolver):
         return self._private
 
     def check(self) -> None:
-        """Log in (unwrapping a bootstrap token now) and look the token up."""
-        self._login(None)
-        self._call(None, "look up its own token", self.client.auth.token.lookup_self)
+        """Log in (unwrapping a bootstrap token now) and look the token up, within one
+        deadline."""
+        with _budget(self.deadline):
+            self._login(None)
+            self._call(None, "look up its own token", self.client.auth.token.lookup_self)
 
     def close(self) -> None:
         """Stop renewing; revoke leases and, if we logged in, our token. Idempotent."""
@@ -296,6 +487,13 @@ class VaultResolver(SecretResolver):
         with self._leases_lock:
             leases = list(self._leases)
             self._leases.clear()
+        with _budget(self.deadline):  # revocations: one deadline for them all
+            self._revoke(leases)
+        self._logged_in = False
+        self.client.token = None
+        self._session.close()
+
+    def _revoke(self, leases: list[str]) -> None:
         for lease in leases:
             try:
                 self.client.sys.revoke_lease(lease_id=lease)
@@ -312,38 +510,53 @@ class VaultResolver(SecretResolver):
                     self.address,
                     type(error).__name__,
                 )
-        self._logged_in = False
-        self.client.token = None
-        self._session.close()
 
     # --- authentication ---------------------------------------------------------------
 
     def _login(self, reference: Reference | None) -> None:
+        """Log in once (bootstrap token, AppRole) within the caller's budget; another
+        caller's login under way is waited for within it too."""
         if self._closed:
             raise ResolverError(
                 f"the vault resolver for {self.address} is closed", resolver=self.name
             )
-        with self._login_lock:
+        left = _time_left()
+        if not self._login_lock.acquire(timeout=-1 if left is None else max(left, 0.0)):
+            raise self._expired(reference, "log in")
+        try:
             if not self._logged_in:
-                if self._wrapped_token is not None:
-                    self._unwrap_bootstrap()
-                elif self._approle is not None:
-                    self._approle_login()
+                if self._login_failed:
+                    target = f" for secret '{reference}'" if reference else ""
+                    raise ResolverError(
+                        f"cannot log in to {self.address}{target}: the login with one-time "
+                        "credentials failed earlier, and they are spent",
+                        **self._context(reference),
+                    )
+                try:
+                    if self._wrapped_token is not None:
+                        self._unwrap_bootstrap(reference)
+                    elif self._approle is not None:
+                        self._approle_login(reference)
+                except BaseException:
+                    self._login_failed = True
+                    raise
                 self._logged_in = True
             if self._renewer is None:
                 self._start_renewer()
+        finally:
+            self._login_lock.release()
 
-    def _unwrap_bootstrap(self) -> None:
+    def _unwrap_bootstrap(self, reference: Reference | None) -> None:
         wrapped, self._wrapped_token = self._wrapped_token, None  # used once, whatever happens
         assert wrapped is not None
-        creation_path = self._wrapping_creation_path(wrapped, "bootstrap token")
+        creation_path = self._wrapping_creation_path(wrapped, "bootstrap token", reference)
         if not _path_matches(creation_path, self.wrapped_token_path):
             raise SecretAccessDeniedError(
                 f"refusing the bootstrap token: it wraps a response of '{creation_path}', "
                 f"not of '{self.wrapped_token_path}'",
                 resolver=self.name,
             )
-        response = self._unwrap(wrapped, "bootstrap token")
+        response = self._unwrap(wrapped, "bootstrap token", reference)
         auth = response.get("auth") or {}
         if not auth.get("client_token"):
             raise SecretAccessDeniedError(
@@ -353,12 +566,12 @@ class VaultResolver(SecretResolver):
         self._token_ttl = float(auth.get("lease_duration") or 0) or None
         log.info("logged in to %s with a one-time bootstrap token", self.address)
 
-    def _approle_login(self) -> None:
+    def _approle_login(self, reference: Reference | None) -> None:
         assert self._approle is not None
         role_id, secret_id, wrapped_secret_id = self._approle
         self._approle = None
         if wrapped_secret_id:
-            path = self._wrapping_creation_path(wrapped_secret_id, "wrapped secret id")
+            path = self._wrapping_creation_path(wrapped_secret_id, "wrapped secret id", reference)
             expected = f"auth/{self.approle_mount}/role/"
             if not (path.startswith(expected) and path.endswith("/secret-id")):
                 raise SecretAccessDeniedError(
@@ -367,7 +580,7 @@ class VaultResolver(SecretResolver):
                     resolver=self.name,
                 )
             secret_id = (
-                self._unwrap(wrapped_secret_id, "wrapped secret id").get("data") or {}
+                self._unwrap(wrapped_secret_id, "wrapped secret id", reference).get("data") or {}
             ).get("secret_id")
         response = self._call(
             None,
@@ -375,11 +588,12 @@ class VaultResolver(SecretResolver):
             lambda: self.client.auth.approle.login(
                 role_id=role_id, secret_id=secret_id, mount_point=self.approle_mount
             ),
+            about=reference,
         )
         self._token_ttl = float(response["auth"].get("lease_duration") or 0) or None
         log.info("logged in to %s with AppRole", self.address)
 
-    def _wrapping_creation_path(self, wrapped: str, what: str) -> str:
+    def _wrapping_creation_path(self, wrapped: str, what: str, reference: Reference | None) -> str:
         try:
             info = self._call(
                 None,
@@ -387,6 +601,7 @@ class VaultResolver(SecretResolver):
                 lambda: self.client.adapter.post(
                     "/v1/sys/wrapping/lookup", json={"token": wrapped}
                 ),
+                about=reference,
             )
         except ResolverUnavailableError:
             raise
@@ -398,7 +613,7 @@ class VaultResolver(SecretResolver):
             ) from None
         return str((info.get("data") or {}).get("creation_path", ""))
 
-    def _unwrap(self, wrapped: str, what: str) -> dict[str, Any]:
+    def _unwrap(self, wrapped: str, what: str, reference: Reference | None) -> dict[str, Any]:
         unwrapper = hvac.Client(
             url=self.address,
             token=wrapped,
@@ -409,7 +624,9 @@ class VaultResolver(SecretResolver):
             session=self._session,
         )
         try:
-            return dict(self._call(None, f"unwrap the {what}", unwrapper.sys.unwrap))
+            return dict(
+                self._call(None, f"unwrap the {what}", unwrapper.sys.unwrap, about=reference)
+            )
         except ResolverUnavailableError:
             raise
         except ResolverError:
@@ -420,19 +637,21 @@ class VaultResolver(SecretResolver):
             ) from None
 
     def _start_renewer(self) -> None:
-        if self._token_ttl is None:
-            try:
-                data = self.client.auth.token.lookup_self()["data"]
-            except (vault_errors.VaultError, requests.RequestException):
-                data = {}
-            ttl = float(data.get("ttl") or 0)
-            self._token_ttl = ttl if ttl and data.get("renewable") else None
         self._renewer = threading.Thread(target=self._renew_loop, name="vault-renewer", daemon=True)
         self._renewer.start()
 
     def _renew_loop(self) -> None:
-        """Renew our token at 2/3 of its TTL, and leases likewise, until closed."""
-        token_due = time.monotonic() + (self._token_ttl or 0) * 2 / 3 if self._token_ttl else None
+        """Renew our token at 2/3 of its TTL, and leases likewise, until closed.
+
+        A token whose TTL the login did not tell (the operator's) is looked up first,
+        here rather than in a resolution. Each call to the store has a deadline of its own.
+        """
+        looked_up = self._token_ttl is not None
+        token_due: float | None = (
+            time.monotonic() + self._token_ttl * 2 / 3
+            if self._token_ttl is not None
+            else time.monotonic()
+        )
         while not self._stop.is_set():
             now = time.monotonic()
             with self._leases_lock:
@@ -442,7 +661,10 @@ class VaultResolver(SecretResolver):
                     if renewable and due <= now
                 ]
             if token_due is not None and token_due <= now:
-                token_due = self._renew_token()
+                if looked_up:
+                    token_due = self._renew_token()
+                else:
+                    looked_up, token_due = self._look_up_token()
             for lease in due_leases:
                 self._renew_lease(lease)
             with self._leases_lock:
@@ -450,9 +672,35 @@ class VaultResolver(SecretResolver):
             dues += [token_due] if token_due is not None else []
             self._stop.wait(max(0.05, min(dues) - time.monotonic()) if dues else 1.0)
 
+    def _look_up_token(self) -> tuple[bool, float | None]:
+        """Whether the lookup answered, and when the token is due for renewal (None: never)."""
+        try:
+            with _budget(self.deadline):
+                data = self.client.auth.token.lookup_self()["data"]
+        except _RETRYABLE as error:  # the store may answer later
+            log.warning(
+                "looking up the resolver's token at %s failed: %s",
+                self.address,
+                type(error).__name__,
+            )
+            return False, time.monotonic() + 1.0
+        except (vault_errors.VaultError, requests.RequestException) as error:
+            log.info(
+                "the resolver's token at %s cannot be looked up (%s): it is not renewed",
+                self.address,
+                type(error).__name__,
+            )
+            return True, None
+        ttl = float(data.get("ttl") or 0)
+        if not (ttl and data.get("renewable")):
+            return True, None
+        self._token_ttl = ttl
+        return True, time.monotonic() + ttl * 2 / 3
+
     def _renew_token(self) -> float | None:
         try:
-            auth = self.client.auth.token.renew_self()["auth"]
+            with _budget(self.deadline):
+                auth = self.client.auth.token.renew_self()["auth"]
         except (vault_errors.VaultError, requests.RequestException) as error:
             log.warning(
                 "renewing the resolver's token at %s failed: %s", self.address, type(error).__name__
@@ -464,7 +712,8 @@ class VaultResolver(SecretResolver):
 
     def _renew_lease(self, lease: str) -> None:
         try:
-            response = self.client.sys.renew_lease(lease_id=lease)
+            with _budget(self.deadline):
+                response = self.client.sys.renew_lease(lease_id=lease)
             duration = float(response.get("lease_duration") or 0)
         except (vault_errors.VaultError, requests.RequestException) as error:
             log.warning("renewing a lease at %s failed: %s", self.address, type(error).__name__)
@@ -544,26 +793,59 @@ class VaultResolver(SecretResolver):
 
     # --- calls: retries and error mapping ----------------------------------------------
 
-    def _call(self, reference: Reference | None, what: str, call: Callable[[], T]) -> T:
-        """Run ``call`` with jittered retries within the deadline; map every failure."""
-        deadline = time.monotonic() + self.deadline
-        backoff = _BACKOFF_START_S
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                return call()
-            except requests.exceptions.SSLError as error:
-                raise self._tls_error(reference, error) from None
-            except _RETRYABLE as error:
-                pause = random.uniform(backoff / 2, backoff)  # noqa: S311 (jitter, not crypto)
-                if time.monotonic() + pause >= deadline:
-                    raise self._map(reference, what, error, attempts) from None
-                log.debug("%s: %s, retrying in %.2fs", what, type(error).__name__, pause)
-                time.sleep(pause)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-            except (vault_errors.VaultError, requests.RequestException) as error:
-                raise self._map(reference, what, error, attempts) from None
+    def _call(
+        self,
+        reference: Reference | None,
+        what: str,
+        call: Callable[[], T],
+        *,
+        about: Reference | None = None,
+    ) -> T:
+        """Run ``call`` with jittered retries within the budget under way (or one of its
+        own); map every failure. ``about``: the reference a login is made for.
+
+        Retries stop when the budget cannot fit another attempt; a request the deadline
+        cut short ends in an error naming the reference and the deadline.
+        """
+        about = about or reference
+        with _budget(self.deadline) as deadline:
+            backoff = _BACKOFF_START_S
+            attempts = 0
+            while True:
+                attempts += 1
+                try:
+                    return call()
+                except requests.exceptions.SSLError as error:
+                    if deadline - time.monotonic() < _MIN_ATTEMPT_S:
+                        raise self._expired(about, what) from None
+                    raise self._tls_error(about, error) from None
+                except _RETRYABLE as error:
+                    left = deadline - time.monotonic()
+                    unanswered = isinstance(
+                        error, requests.exceptions.Timeout | requests.exceptions.ConnectionError
+                    )
+                    if left < _MIN_ATTEMPT_S and unanswered:
+                        raise self._expired(about, what) from None
+                    pause = random.uniform(backoff / 2, backoff)  # noqa: S311 (jitter, not crypto)
+                    if pause + _MIN_ATTEMPT_S > left:
+                        raise self._map(reference, what, error, attempts, about) from None
+                    log.debug("%s: %s, retrying in %.2fs", what, type(error).__name__, pause)
+                    time.sleep(pause)
+                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                except (vault_errors.VaultError, requests.RequestException) as error:
+                    raise self._map(reference, what, error, attempts, about) from None
+
+    def _expired(self, reference: Reference | None, what: str) -> ResolverUnavailableError:
+        """The budget ran out while waiting for the store to ``what``."""
+        limit = f"{self.deadline:g}s deadline"
+        if reference is not None:
+            message = (
+                f"secret '{reference}' not resolved within the {limit} "
+                f"(waiting on {self.address} to {what})"
+            )
+        else:
+            message = f"could not {what} at {self.address} within the {limit}"
+        return ResolverUnavailableError(message, **self._context(reference))
 
     def _context(self, reference: Reference | None) -> dict[str, Any]:
         return {
@@ -596,11 +878,17 @@ class VaultResolver(SecretResolver):
         )
 
     def _map(  # noqa: PLR0911 (one table, one return per row)
-        self, reference: Reference | None, what: str, error: Exception, attempts: int
+        self,
+        reference: Reference | None,
+        what: str,
+        error: Exception,
+        attempts: int,
+        about: Reference | None = None,
     ) -> ResolverError:
         """One table from hvac's and requests' errors to ours; no response body kept."""
         subject = self._subject(reference, what)
-        context = self._context(reference)
+        action = f"read {subject}" if reference else what
+        context = self._context(reference or about)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         if isinstance(error, vault_errors.InvalidPath) and reference is not None:
             return self._not_found(reference)
@@ -616,20 +904,20 @@ class VaultResolver(SecretResolver):
             )
         if isinstance(error, vault_errors.VaultDown):
             return ResolverUnavailableError(
-                f"{self.address} is sealed or unavailable (503){tries}: cannot read {subject}",
+                f"{self.address} is sealed or unavailable (503){tries}: cannot {action}",
                 **context,
             )
         if isinstance(error, requests.exceptions.Timeout):
             return ResolverUnavailableError(
-                f"{self.address} did not answer in time{tries}: cannot read {subject}", **context
+                f"{self.address} did not answer in time{tries}: cannot {action}", **context
             )
         if isinstance(error, requests.exceptions.ConnectionError):
             return ResolverUnavailableError(
-                f"cannot connect to {self.address}{tries}: cannot read {subject}", **context
+                f"cannot connect to {self.address}{tries}: cannot {action}", **context
             )
         if isinstance(error, _RETRYABLE):
             return ResolverUnavailableError(
-                f"{self.address} failed ({type(error).__name__}){tries}: cannot read {subject}",
+                f"{self.address} failed ({type(error).__name__}){tries}: cannot {action}",
                 **context,
             )
         target = f" {subject}" if reference else ""

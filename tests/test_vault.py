@@ -21,16 +21,18 @@ from mesos_secrets import (
     ResolverUnavailableError,
     Secret,
     SecretAccessDeniedError,
+    SecretBytes,
     SecretNotFoundError,
     SecretResolver,
     get_resolver,
 )
 from mesos_secrets.audit import AuditLog
 from mesos_secrets.testing import ResolverContract, canary, leaks
-from resolvers.vault import VaultResolver
+from resolvers.vault import VaultResolver, _budget, _Cache
 
 from .bao import Bao
 from .conftest import requires_root
+from .hostile import SilentServer, SlowProxy
 from .test_run import Runner, checking_app
 
 
@@ -600,3 +602,218 @@ def test_dynamic_secret_lease(own_bao: Bao) -> None:
         assert leases() == []  # revoked on close
     finally:
         database.stop()
+
+
+#: How long past its deadline a cut-off resolution may take, on a loaded shared machine.
+MARGIN = 1.5
+
+
+def resolve_timed(resolver: VaultResolver, name: str) -> tuple[BaseException, float]:
+    """Resolve ``name``, expecting a failure: the error and how long it took."""
+    started = time.monotonic()
+    with pytest.raises(ResolverError) as caught:
+        resolver.resolve(Secret.for_reference(name))
+    return caught.value, time.monotonic() - started
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether ``condition`` becomes true within ``seconds``."""
+    until = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.timeout(60)  # a regression hangs: it must fail, not block the suite
+class TestDeadline:
+    """One budget per resolution, on every socket operation: no server, however slow,
+    holds a resolution past its deadline (issue 11, item 2)."""
+
+    @pytest.mark.parametrize("option", ["deadline", "timeout"])
+    @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+    def test_deadline_is_a_positive_number(self, option: str, value: str) -> None:
+        """A deadline of 0 or NaN would fail every read, or never end one."""
+        with pytest.raises(
+            ConfigError, match=f"^option '{option}' of resolver 'vault' must be a positive number$"
+        ):
+            VaultResolver.from_options(address="http://127.0.0.1:1", token="t", **{option: value})
+
+    @pytest.mark.parametrize("scheme", ["http", "https"])
+    def test_silent_server(self, scheme: str) -> None:
+        """A server that accepts and never answers (nor completes a TLS handshake)."""
+        with SilentServer() as server:
+            resolver = VaultResolver(address=server.address(scheme), token="t", deadline=1)
+            with resolver:
+                error, took = resolve_timed(resolver, "/x")
+                assert isinstance(error, ResolverUnavailableError)
+                assert str(error) == (
+                    f"secret '/x' not resolved within the 1s deadline "
+                    f"(waiting on {server.address(scheme)} to look up mount 'secret')"
+                )
+                assert (error.reference, error.resolver) == ("/x", "vault")
+                assert took < 1 + MARGIN
+                started = time.monotonic()
+                with pytest.raises(
+                    ResolverUnavailableError,
+                    match=r"^could not look up its own token at .* within the 1s deadline$",
+                ):
+                    resolver.check()
+                assert time.monotonic() - started < 1 + MARGIN
+
+    def test_trickling_answer(self, setup: Bao) -> None:
+        """A real server's answers, relayed one byte a second: each read gets a byte in
+        time, so only a deadline on the whole exchange ends it."""
+        put(setup, "/trickle/x", {"v": "ok"})
+        with (
+            SlowProxy(setup.address, trickle=1.0) as proxy,
+            VaultResolver(address=proxy.address(), token=setup.root_token, deadline=1.5) as r,
+        ):
+            error, took = resolve_timed(r, "/trickle/x")
+            assert isinstance(error, ResolverUnavailableError)
+            assert "secret '/trickle/x' not resolved within the 1.5s deadline" in str(error)
+            assert took < 1.5 + MARGIN
+            assert proxy.slowed
+
+    def test_trickling_tls_handshake(self, bao_tls: Bao) -> None:
+        """Over TLS, the server's side of the handshake itself comes a byte a second."""
+        with (
+            SlowProxy(bao_tls.address, trickle=1.0) as proxy,
+            VaultResolver(
+                address=proxy.address("https"),
+                token=bao_tls.root_token,
+                cacert=str(bao_tls.ca_file),
+                deadline=1.5,
+            ) as r,
+        ):
+            error, took = resolve_timed(r, "/tls/x")
+            assert isinstance(error, ResolverUnavailableError)
+            assert "secret '/tls/x' not resolved within the 1.5s deadline" in str(error)
+            assert took < 1.5 + MARGIN
+            assert proxy.slowed
+
+    def test_mount_lookup_and_read_share_one_budget(self, setup: Bao) -> None:
+        """Each step in time, both together not: the second is cut at the deadline."""
+        put(setup, "/shared/x", {"v": "ok"})
+        with SlowProxy(setup.address, delay=0.6, only=b" /v1/s") as proxy:  # sys/…, secret/…
+            with VaultResolver(
+                address=proxy.address(), token=setup.root_token, deadline=1
+            ) as resolver:
+                error, took = resolve_timed(resolver, "/shared/x")
+            assert str(error) == (
+                "secret '/shared/x' not resolved within the 1s deadline "
+                f"(waiting on {proxy.address()} to read)"
+            )
+            assert took < 1 + MARGIN
+            # The same proxy, a budget that fits both steps: the answer comes.
+            with VaultResolver(
+                address=proxy.address(), token=setup.root_token, deadline=5
+            ) as resolver:
+                assert resolver.resolve(Secret.for_reference("/shared/x")).reveal() == b"ok"
+
+    @staticmethod
+    def login_options(bao: Bao, method: str) -> dict[str, Any]:
+        root = bao.client()
+        if method == "approle":
+            role_id = root.auth.approle.read_role_id("task")["data"]["role_id"]
+            secret_id = root.auth.approle.generate_secret_id("task")["data"]["secret_id"]
+            return {"role_id": role_id, "secret_id": secret_id}
+        return {"wrapped_token": TestBootstrap().wrapped(bao)}
+
+    @pytest.mark.parametrize(
+        ("method", "cut"), [("approle", "read"), ("bootstrap", "look up mount 'secret'")]
+    )
+    def test_login_shares_the_budget(self, setup: Bao, method: str, cut: str) -> None:
+        """The login (AppRole; the bootstrap token's lookup and unwrap) spends the same
+        budget as the mount lookup and the read: every request is in time, all of them
+        together not."""
+        put(setup, "/login/x", {"v": "ok"})
+        with (
+            SlowProxy(setup.address, delay=0.4) as proxy,
+            VaultResolver(
+                address=proxy.address(), deadline=1, **self.login_options(setup, method)
+            ) as resolver,
+        ):
+            error, took = resolve_timed(resolver, "/login/x")
+            assert str(error) == (
+                "secret '/login/x' not resolved within the 1s deadline "
+                f"(waiting on {proxy.address()} to {cut})"
+            )
+            assert isinstance(error, ResolverUnavailableError)
+            assert took < 1 + MARGIN
+
+    @pytest.mark.parametrize(
+        ("method", "slow", "cut"),
+        [
+            ("approle", b"/v1/auth/approle/login", "log in with AppRole"),
+            ("bootstrap", b"/v1/sys/wrapping/unwrap", "unwrap the bootstrap token"),
+        ],
+    )
+    def test_login_cut_short(self, setup: Bao, method: str, slow: bytes, cut: str) -> None:
+        """A login the deadline cut short names the reference it was for, and is not
+        tried again with its spent one-time credentials."""
+        put(setup, "/login/y", {"v": "ok"})
+        with (
+            SlowProxy(setup.address, delay=3, only=slow) as proxy,
+            VaultResolver(
+                address=proxy.address(), deadline=1, **self.login_options(setup, method)
+            ) as resolver,
+        ):
+            error, took = resolve_timed(resolver, "/login/y")
+            assert str(error) == (
+                "secret '/login/y' not resolved within the 1s deadline "
+                f"(waiting on {proxy.address()} to {cut})"
+            )
+            assert took < 1 + MARGIN
+            with pytest.raises(
+                ResolverError,
+                match=rf"^cannot log in to {proxy.address()} for secret '/login/y': the login "
+                "with one-time credentials failed earlier, and they are spent$",
+            ):
+                resolver.resolve(Secret.for_reference("/login/y"))
+
+    def test_waiting_for_another_callers_read(self) -> None:
+        """A resolution that finds the same secret being read by another caller waits for
+        that read no longer than its own budget."""
+        cache = _Cache(ttl=0)
+        leading, release = threading.Event(), threading.Event()
+
+        def slow_load() -> dict[str, SecretBytes]:
+            leading.set()
+            release.wait(10)
+            return {"v": SecretBytes(b"ok")}
+
+        leader = threading.Thread(target=cache.get, args=(("kv", "hot"), slow_load))
+        leader.start()
+        try:
+            assert leading.wait(5)
+            started = time.monotonic()
+            with _budget(0.5), pytest.raises(TimeoutError):
+                cache.get(("kv", "hot"), slow_load)
+            assert time.monotonic() - started < 0.5 + MARGIN
+        finally:
+            release.set()
+            leader.join()
+
+    @pytest.mark.parametrize(
+        ("slow", "warning", "due"),
+        [("lookup-self", "looking up the resolver's token", 0), ("renew-self", "renewing", 2)],
+    )
+    def test_renewer_calls_are_bounded(
+        self, setup: Bao, caplog: pytest.LogCaptureFixture, slow: str, warning: str, due: float
+    ) -> None:
+        """The renewer's lookup of an operator's token, and its renewals, each have a
+        deadline: a trickling answer neither holds up a resolution nor the renewer."""
+        caplog.set_level(logging.WARNING, logger="resolvers.vault")
+        put(setup, "/renewer/x", {"v": "ok"})
+        token = setup.client().auth.token.create(
+            policies=["reader"], ttl="3s", explicit_max_ttl="60s", renewable=True
+        )["auth"]["client_token"]
+        with SlowProxy(setup.address, trickle=1.0, only=f"/v1/auth/token/{slow}".encode()) as proxy:
+            started = time.monotonic()
+            with VaultResolver(address=proxy.address(), token=token, deadline=1) as resolver:
+                assert resolver.resolve(Secret.for_reference("/renewer/x")).reveal() == b"ok"
+                assert time.monotonic() - started < 1 + MARGIN
+                assert wait_for(lambda: f"{warning}" in caplog.text, due + 1 + MARGIN)
+            assert proxy.slowed
