@@ -23,7 +23,8 @@ Under load and faults: one connection pool per resolver; an in-memory cache
 (``cache_ttl`` seconds, default 5; values only as :class:`SecretBytes`) with request
 coalescing, so concurrent requests for one secret make one read; bounded, jittered
 retries for connection errors, 429, 5xx and a sealed or standby store, none for 4xx.
-Errors name the reference and the store address, never a response body.
+Errors name the reference and the store address (its userinfo masked), never a
+response body.
 
 Each resolution has one budget, ``deadline`` seconds (default 10), shared by the login,
 the mount lookup, the read and their retries; :meth:`check`, :meth:`close` and each
@@ -48,6 +49,7 @@ import random
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -257,6 +259,62 @@ def _env(*names: str) -> str | None:
     return None
 
 
+def _setting(value: str | None, option: str, *names: str) -> tuple[str | None, str]:
+    """An option, else the first of the environment variables ``names`` that is set;
+    with where it came from, for messages."""
+    if value:
+        return value, f"option '{option}'"
+    for name in names:
+        found = os.environ.get(name)
+        if found:
+            return found, name
+    return None, f"option '{option}'"
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped, for a message."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
+
+
+def _masked(address: str) -> str:
+    """``address`` as it may be printed: userinfo (``user:password@``) masked."""
+    scheme, separator, rest = address.partition("://")
+    if not separator:
+        scheme, rest = "", address
+    if "@" in rest:  # everything up to the last '@': a password may hold '/', '?' or '#'
+        rest = "***@" + rest.rpartition("@")[2]
+    return _printable(f"{scheme}{separator}{rest}")
+
+
+def _check_address(address: str, source: str) -> None:
+    """Refuse an address hvac and requests would fail on later, or misread."""
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(f"resolver 'vault': {source} '{_masked(address)}' {reason}")
+
+    if any(c.isspace() or not c.isprintable() for c in address):
+        raise bad("contains a control character or a space")
+    try:
+        parts = urllib.parse.urlsplit(address)
+    except ValueError:  # an unclosed '[' of an IPv6 address
+        raise bad("is not a URL") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise bad("has a bad port (a number from 1 to 65535)") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise bad("must start with https:// or http://")
+    if not parts.hostname:
+        raise bad("has no host")
+    if port == 0:
+        raise bad("has a bad port (a number from 1 to 65535)")
+    if parts.query or parts.fragment:
+        raise bad("must not have a query or a fragment")
+
+
 def _positive(value: float, option: str) -> float:
     number = float(value)
     if not (math.isfinite(number) and number > 0):
@@ -347,9 +405,14 @@ class VaultResolver(SecretResolver):
         deadline: float = 10.0,
         pool_size: int = 16,
     ) -> None:
-        self.address = (address or _env("VAULT_ADDR", "BAO_ADDR") or "").rstrip("/")
-        if not self.address:
+        url, source = _setting(address, "address", "VAULT_ADDR", "BAO_ADDR")
+        url = (url or "").rstrip("/")
+        if not url:
             raise ConfigError("resolver 'vault' needs an address: set 'address' or VAULT_ADDR")
+        _check_address(url, source)
+        #: The store's address as printed (userinfo masked); the real one is kept private.
+        self.address = _masked(url)
+        self._url = url
         if kv_version not in (None, 1, 2):
             raise ConfigError("option 'kv_version' of resolver 'vault' must be 1 or 2")
         self.mount = mount.strip("/")
@@ -412,7 +475,7 @@ class VaultResolver(SecretResolver):
         session.mount("http://", adapter)
         self._session = session
         self.client = hvac.Client(
-            url=self.address,
+            url=self._url,
             token=token,
             verify=self._verify,
             cert=self._cert,
@@ -615,7 +678,7 @@ class VaultResolver(SecretResolver):
 
     def _unwrap(self, wrapped: str, what: str, reference: Reference | None) -> dict[str, Any]:
         unwrapper = hvac.Client(
-            url=self.address,
+            url=self._url,
             token=wrapped,
             verify=self._verify,
             cert=self._cert,

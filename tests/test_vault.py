@@ -33,6 +33,7 @@ from resolvers.vault import VaultResolver, _budget, _Cache
 from .bao import Bao
 from .conftest import requires_root
 from .hostile import SilentServer, SlowProxy
+from .test_cli import cli
 from .test_run import Runner, checking_app
 
 
@@ -542,6 +543,30 @@ class TestRunWithVault:
         assert f"secret '/not/there' not found at {setup.address}".encode() in result.stderr
         runner.assert_no_residue()
 
+    def test_userinfo_not_printed(
+        self, setup: Bao, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A password in VAULT_ADDR's userinfo shows neither in `run`'s errors nor in the
+        audit trail."""
+        password = canary()
+        audit = tmp_path / "audit.log"
+        config = tmp_path / "config.toml"
+        config.write_text(f'[audit]\nfile = "{audit}"\n')
+        monkeypatch.setenv("MESOS_SECRETS_RESOLVER", "vault")
+        monkeypatch.setenv("MESOS_SECRETS_CONFIG", str(config))
+        monkeypatch.setenv("VAULT_ADDR", setup.address.replace("://", f"://ops:{password}@"))
+        monkeypatch.setenv("VAULT_TOKEN", setup.root_token)
+        runner = Runner(tmp_path, home)
+        result = runner.run(
+            checking_app("x", "x") | {"secrets": {"db": {"source": "/not/there@password"}}}
+        )
+        assert result.returncode == 1
+        masked = setup.address.replace("://", "://***@")
+        assert f"secret '/not/there' not found at {masked}".encode() in result.stderr
+        assert masked in audit.read_text()
+        assert not leaks(password, result.stdout, result.stderr, audit.read_bytes())
+        runner.assert_no_residue()
+
 
 @requires_root
 def test_dynamic_secret_lease(own_bao: Bao) -> None:
@@ -817,3 +842,98 @@ class TestDeadline:
                 assert time.monotonic() - started < 1 + MARGIN
                 assert wait_for(lambda: f"{warning}" in caplog.text, due + 1 + MARGIN)
             assert proxy.slowed
+
+
+class TestAddress:
+    """VAULT_ADDR: malformed is a one-line ConfigError; userinfo is never printed."""
+
+    @pytest.mark.parametrize(
+        ("address", "shown", "reason"),
+        [
+            ("127.0.0.1:8200", "127.0.0.1:8200", "must start with https:// or http://"),
+            ("ftp://127.0.0.1:8200", "ftp://127.0.0.1:8200", "must start with https://"),
+            ("http://127.0.0.1:99999", "http://127.0.0.1:99999", "has a bad port"),
+            ("http://127.0.0.1:port", "http://127.0.0.1:port", "has a bad port"),
+            ("http://127.0.0.1:0", "http://127.0.0.1:0", "has a bad port"),
+            ("http://", "http:", "has no host"),
+            ("https://[::1:8200", "https://[::1:8200", "is not a URL"),
+            ("http://127.0.0.1:8200?x=1", "http://127.0.0.1:8200?x=1", "must not have a query"),
+            ("http://127.0.0.1:8200\n", "http://127.0.0.1:8200\\n", "contains a control"),
+            ("http://127.0.0.1:82\x1b[31m00", "http://127.0.0.1:82\\x1b[31m00", "contains a"),
+            ("http://127.0.0.1 :8200", "http://127.0.0.1 :8200", "contains a control"),
+            ("https://u:pw\x7f@h:x", "https://***@h:x", "contains a control"),
+            ("https://ops:pw@127.0.0.1:x", "https://***@127.0.0.1:x", "has a bad port"),
+        ],
+    )
+    def test_malformed(
+        self, address: str, shown: str, reason: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            VaultResolver(address=address, token="t")
+        assert str(caught.value).startswith(
+            f"resolver 'vault': option 'address' '{shown}' {reason}"
+        )
+        monkeypatch.setenv("VAULT_ADDR", address)
+        with pytest.raises(ConfigError) as caught:
+            VaultResolver(token="t")
+        message = str(caught.value)
+        assert message.startswith(f"resolver 'vault': VAULT_ADDR '{shown}' {reason}")
+        assert message.isprintable()
+        assert "pw" not in message
+
+    def test_malformed_through_the_cli(self) -> None:
+        result = cli(
+            "check",
+            env={
+                "MESOS_SECRETS_RESOLVER": "vault",
+                "VAULT_ADDR": "http://127.0.0.1:82\x1b[31m00",
+                "VAULT_TOKEN": "t",
+            },
+        )
+        assert result.returncode == 1
+        assert result.stderr == (
+            b"mesos-secrets: error: resolver 'vault': VAULT_ADDR 'http://127.0.0.1:82\\x1b[31m00'"
+            b" contains a control character or a space\n"
+        )
+
+    def test_userinfo_never_printed(
+        self, setup: Bao, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A password in the address's userinfo still reaches the server (basic auth, for a
+        proxy in front of it), and nothing printed shows it: errors, repr, audit, logs."""
+        caplog.set_level(logging.DEBUG)
+        password = canary()
+        put(setup, "/userinfo/x", {"a": "1", "b": "2"})
+        address = setup.address.replace("://", f"://ops:{password}@")
+        masked = setup.address.replace("://", "://***@")
+        texts: list[str] = []
+        with VaultResolver(address=address, token=setup.root_token) as resolver:
+            resolver.audit = AuditLog(tmp_path / "audit.log")
+            assert resolver.resolve(Secret.for_reference("/userinfo/x", "a")).reveal() == b"1"
+            assert repr(resolver) == f"<VaultResolver {masked} mount='secret'>"
+            texts.append(repr(resolver))
+            for name in ("/userinfo/absent", "/userinfo/x@c", "/userinfo/x"):
+                reference = Secret.for_reference(*name.split("@"))
+                with pytest.raises(ResolverError) as caught:
+                    resolver.resolve(reference)
+                texts += [str(caught.value), repr(caught.value)]
+            assert texts[1] == (f"secret '/userinfo/absent' not found at {masked} (mount 'secret')")
+        with SilentServer() as server:
+            unreachable = server.address().replace("://", f"://ops:{password}@")
+            with VaultResolver(address=unreachable, token="t", deadline=0.5) as resolver:
+                error, _ = resolve_timed(resolver, "/x")
+                texts.append(str(error))
+                assert "://***@127.0.0.1:" in str(error)
+            result = cli(
+                "check",
+                env={
+                    "MESOS_SECRETS_RESOLVER": "vault",
+                    "VAULT_ADDR": unreachable,
+                    "VAULT_TOKEN": "t",
+                },
+            )
+        assert result.returncode == 1
+        assert b"://***@127.0.0.1:" in result.stderr
+        audit = (tmp_path / "audit.log").read_text()
+        assert "***@" in audit
+        assert not leaks(password, caplog.text, audit, result.stdout, result.stderr, *texts)
