@@ -47,6 +47,8 @@ import math
 import os
 import random
 import socket
+import ssl
+import stat
 import threading
 import time
 import urllib.parse
@@ -263,7 +265,7 @@ def _setting(value: str | None, option: str, *names: str) -> tuple[str | None, s
     """An option, else the first of the environment variables ``names`` that is set;
     with where it came from, for messages."""
     if value:
-        return value, f"option '{option}'"
+        return str(value), f"option '{option}'"  # a Path, from Python callers
     for name in names:
         found = os.environ.get(name)
         if found:
@@ -313,6 +315,76 @@ def _check_address(address: str, source: str) -> None:
         raise bad("has a bad port (a number from 1 to 65535)")
     if parts.query or parts.fragment:
         raise bad("must not have a query or a fragment")
+
+
+def _check_file(path: str, source: str) -> None:
+    """A file the TLS settings name must be a readable regular file."""
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(f"resolver 'vault': {source} names '{_printable(path)}', which {reason}")
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise bad("does not exist") from None
+    except OSError as error:
+        raise bad(f"cannot be used ({error.strerror})") from None
+    except ValueError:
+        raise bad("is not a valid path") from None
+    if stat.S_ISDIR(mode):
+        raise bad("is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise bad("is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise bad("cannot be read (permission denied)")
+
+
+def _ssl_reason(error: Exception) -> str:
+    return str(getattr(error, "reason", None) or type(error).__name__)
+
+
+class _EncryptedKeyError(Exception):
+    pass
+
+
+def _no_passphrase() -> bytes:
+    """OpenSSL asks for a passphrase: refuse rather than prompt on a terminal."""
+    raise _EncryptedKeyError
+
+
+def _check_tls_files(
+    cacert: tuple[str | None, str],
+    client_cert: tuple[str | None, str],
+    client_key: tuple[str | None, str],
+) -> None:
+    """Load the CA and the client certificate and key once, at start-up: a missing or
+    bad file is a one-line error now, not a traceback (or a passphrase prompt) later."""
+    for path, source in (cacert, client_cert, client_key):
+        if path:
+            _check_file(path, source)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cacert[0]:
+        try:
+            context.load_verify_locations(cafile=cacert[0])
+        except (ssl.SSLError, OSError) as error:
+            raise ConfigError(
+                f"resolver 'vault': {cacert[1]} names '{_printable(cacert[0])}', which holds "
+                f"no PEM certificate ({_ssl_reason(error)})"
+            ) from None
+    if client_cert[0] and client_key[0]:
+        try:
+            context.load_cert_chain(client_cert[0], client_key[0], password=_no_passphrase)
+        except _EncryptedKeyError:
+            raise ConfigError(
+                f"resolver 'vault': {client_key[1]} names '{_printable(client_key[0])}', "
+                "which is encrypted (give the key unencrypted)"
+            ) from None
+        except (ssl.SSLError, OSError) as error:
+            raise ConfigError(
+                f"resolver 'vault': {client_cert[1]} '{_printable(client_cert[0])}' and "
+                f"{client_key[1]} '{_printable(client_key[0])}' are not a PEM certificate "
+                f"and its key ({_ssl_reason(error)})"
+            ) from None
 
 
 def _positive(value: float, option: str) -> float:
@@ -456,11 +528,13 @@ class VaultResolver(SecretResolver):
         self._approle = (role_id, secret_id, wrapped_secret_id) if role_id else None
         self._owns_token = not token  # obtained by a login: ours to revoke
 
-        cacert = cacert or _env("VAULT_CACERT", "BAO_CACERT")
-        client_cert = client_cert or _env("VAULT_CLIENT_CERT", "BAO_CLIENT_CERT")
-        client_key = client_key or _env("VAULT_CLIENT_KEY", "BAO_CLIENT_KEY")
+        cacert_setting = _setting(cacert, "cacert", "VAULT_CACERT", "BAO_CACERT")
+        cert_setting = _setting(client_cert, "client_cert", "VAULT_CLIENT_CERT", "BAO_CLIENT_CERT")
+        key_setting = _setting(client_key, "client_key", "VAULT_CLIENT_KEY", "BAO_CLIENT_KEY")
+        cacert, client_cert, client_key = cacert_setting[0], cert_setting[0], key_setting[0]
         if bool(client_cert) != bool(client_key):
             raise ConfigError("resolver 'vault': 'client_cert' and 'client_key' go together")
+        _check_tls_files(cacert_setting, cert_setting, key_setting)
         self.cacert = cacert
         self._verify: str | bool = cacert if cacert else True
         self._cert = (client_cert, client_key) if client_cert and client_key else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -31,6 +32,7 @@ from mesos_secrets.testing import ResolverContract, canary, leaks
 from resolvers.vault import VaultResolver, _budget, _Cache
 
 from .bao import Bao
+from .certs import CertificateAuthority
 from .conftest import requires_root
 from .hostile import SilentServer, SlowProxy
 from .test_cli import cli
@@ -937,3 +939,124 @@ class TestAddress:
         audit = (tmp_path / "audit.log").read_text()
         assert "***@" in audit
         assert not leaks(password, caplog.text, audit, result.stdout, result.stderr, *texts)
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+class TestTLSFiles:
+    """VAULT_CACERT, VAULT_CLIENT_CERT, VAULT_CLIENT_KEY (BAO_*, the options) naming
+    something that is not a usable file: one line naming the setting and the path."""
+
+    @pytest.fixture
+    def pki(self, tmp_path: Path) -> CertificateAuthority:
+        return CertificateAuthority(tmp_path / "pki")
+
+    @pytest.mark.parametrize(
+        "setting",
+        ["VAULT_CACERT", "BAO_CACERT", "cacert", "VAULT_CLIENT_CERT", "client_key"],
+    )
+    @pytest.mark.parametrize(
+        ("make", "reason"),
+        [
+            (lambda p: p / "missing.pem", "does not exist"),
+            (lambda p: p, "is a directory, not a file"),
+            (lambda p: _fifo(p / "fifo"), "is not a regular file"),
+            (lambda p: Path("/etc/hostname/ca.pem"), "cannot be used (Not a directory)"),
+            (lambda p: p / "new\nline", "does not exist"),
+        ],
+    )
+    def test_not_a_usable_file(
+        self,
+        pki: CertificateAuthority,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        setting: str,
+        make: Callable[[Path], Path],
+        reason: str,
+    ) -> None:
+        path = make(tmp_path)
+        client = pki.issue("client", server=False)
+        good = {"client_cert": str(client.cert), "client_key": str(client.key)}
+        options: dict[str, Any] = {"address": "https://127.0.0.1:1", "token": "t"}
+        if setting.islower():
+            options[setting] = str(path)
+            source = f"option '{setting}'"
+        else:
+            monkeypatch.setenv(setting, str(path))
+            source = setting
+        if "CLIENT" in setting or "client" in setting:
+            other = "client_key" if "CERT" in setting else "client_cert"
+            options.setdefault(other, good[other])
+        with pytest.raises(ConfigError) as caught:
+            VaultResolver(**options)
+        shown = str(path).replace("\n", "\\n")
+        assert str(caught.value) == f"resolver 'vault': {source} names '{shown}', which {reason}"
+
+    def test_not_pem(self, pki: CertificateAuthority, tmp_path: Path) -> None:
+        garbage = tmp_path / "garbage.pem"
+        garbage.write_text("not a certificate\n")
+        with pytest.raises(
+            ConfigError,
+            match=r"^resolver 'vault': option 'cacert' names '.*/garbage.pem', which holds no "
+            r"PEM certificate \(NO_CERTIFICATE_OR_CRL_FOUND\)$",
+        ):
+            VaultResolver(address="https://127.0.0.1:1", token="t", cacert=str(garbage))
+        client, other = pki.issue("client", server=False), pki.issue("other", server=False)
+        with pytest.raises(
+            ConfigError,
+            match=r"^resolver 'vault': option 'client_cert' '.*/client.pem' and option "
+            r"'client_key' '.*/other-key.pem' are not a PEM certificate and its key",
+        ):
+            VaultResolver(
+                address="https://127.0.0.1:1",
+                token="t",
+                client_cert=str(client.cert),
+                client_key=str(other.key),
+            )
+
+    def test_encrypted_key(
+        self, pki: CertificateAuthority, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An encrypted key is refused at once, not prompted for on the terminal."""
+        from cryptography.hazmat.primitives import serialization
+
+        client = pki.issue("client", server=False)
+        key = serialization.load_pem_private_key(client.key.read_bytes(), None)
+        encrypted = tmp_path / "encrypted-key.pem"
+        encrypted.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"passphrase"),
+            )
+        )
+        monkeypatch.setenv("VAULT_CLIENT_KEY", str(encrypted))
+        with pytest.raises(
+            ConfigError,
+            match=r"^resolver 'vault': VAULT_CLIENT_KEY names '.*', which is encrypted",
+        ):
+            VaultResolver(address="https://127.0.0.1:1", token="t", client_cert=str(client.cert))
+
+    @pytest.mark.parametrize("command", ["check", "run"])
+    def test_through_the_cli(self, tmp_path: Path, command: str) -> None:
+        """`check` and `run` print one line, no traceback."""
+        spec = tmp_path / "app.json"
+        spec.write_text(json.dumps({"id": "/app", "cmd": "true"}))
+        missing = tmp_path / "missing-ca.pem"
+        result = cli(
+            *([command] if command == "check" else [command, str(spec)]),
+            env={
+                "MESOS_SECRETS_RESOLVER": "vault",
+                "VAULT_ADDR": "https://127.0.0.1:1",
+                "VAULT_TOKEN": "t",
+                "VAULT_CACERT": str(missing),
+            },
+        )
+        assert result.returncode == 1
+        assert result.stderr.decode() == (
+            f"mesos-secrets: error: resolver 'vault': VAULT_CACERT names '{missing}', "
+            "which does not exist\n"
+        )
