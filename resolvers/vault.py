@@ -71,6 +71,7 @@ from mesos_secrets.errors import (
     ResolverUnavailableError,
     SecretAccessDeniedError,
     SecretNotFoundError,
+    printable,
 )
 from mesos_secrets.resolver import ResolveContext, SecretResolver, select_field
 from mesos_secrets.secret import Reference
@@ -273,14 +274,6 @@ def _setting(value: str | None, option: str, *names: str) -> tuple[str | None, s
     return None, f"option '{option}'"
 
 
-def _printable(text: str) -> str:
-    """``text`` with control and other unprintable characters escaped, for a message."""
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-        for c in text
-    )
-
-
 def _masked(address: str) -> str:
     """``address`` as it may be printed: userinfo (``user:password@``) masked."""
     scheme, separator, rest = address.partition("://")
@@ -288,7 +281,7 @@ def _masked(address: str) -> str:
         scheme, rest = "", address
     if "@" in rest:  # everything up to the last '@': a password may hold '/', '?' or '#'
         rest = "***@" + rest.rpartition("@")[2]
-    return _printable(f"{scheme}{separator}{rest}")
+    return printable(f"{scheme}{separator}{rest}")
 
 
 def _check_address(address: str, source: str) -> None:
@@ -321,7 +314,7 @@ def _check_file(path: str, source: str) -> None:
     """A file the TLS settings name must be a readable regular file."""
 
     def bad(reason: str) -> ConfigError:
-        return ConfigError(f"resolver 'vault': {source} names '{_printable(path)}', which {reason}")
+        return ConfigError(f"resolver 'vault': {source} names '{printable(path)}', which {reason}")
 
     try:
         mode = os.stat(path).st_mode
@@ -368,7 +361,7 @@ def _check_tls_files(
             context.load_verify_locations(cafile=cacert[0])
         except (ssl.SSLError, OSError) as error:
             raise ConfigError(
-                f"resolver 'vault': {cacert[1]} names '{_printable(cacert[0])}', which holds "
+                f"resolver 'vault': {cacert[1]} names '{printable(cacert[0])}', which holds "
                 f"no PEM certificate ({_ssl_reason(error)})"
             ) from None
     if client_cert[0] and client_key[0]:
@@ -376,13 +369,13 @@ def _check_tls_files(
             context.load_cert_chain(client_cert[0], client_key[0], password=_no_passphrase)
         except _EncryptedKeyError:
             raise ConfigError(
-                f"resolver 'vault': {client_key[1]} names '{_printable(client_key[0])}', "
+                f"resolver 'vault': {client_key[1]} names '{printable(client_key[0])}', "
                 "which is encrypted (give the key unencrypted)"
             ) from None
         except (ssl.SSLError, OSError) as error:
             raise ConfigError(
-                f"resolver 'vault': {client_cert[1]} '{_printable(client_cert[0])}' and "
-                f"{client_key[1]} '{_printable(client_key[0])}' are not a PEM certificate "
+                f"resolver 'vault': {client_cert[1]} '{printable(client_cert[0])}' and "
+                f"{client_key[1]} '{printable(client_key[0])}' are not a PEM certificate "
                 f"and its key ({_ssl_reason(error)})"
             ) from None
 
