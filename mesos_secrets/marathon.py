@@ -191,15 +191,7 @@ class App:
                 raise SpecError(NOT_VALID, [(f"/env/{name}", error.message)]) from None
         environment = Environment(variables=tuple(variables)) if variables else None
         try:
-            if self.args is not None:
-                return CommandInfo(
-                    value=self.args[0] if self.args else None,
-                    shell=False,
-                    arguments=self.args,
-                    environment=environment,
-                    user=self.user,
-                )
-            return CommandInfo(value=self.cmd, shell=True, environment=environment, user=self.user)
+            return command_info(self.cmd, self.args, environment, self.user)
         except SecretValidationError as error:
             where = _command_path(error.path, self.args is not None)
             raise SpecError(NOT_VALID, [(where, error.message)]) from None
@@ -233,6 +225,25 @@ class App:
             return Volume(container_path=path, mode=volume.mode, host_path=volume.host_path)
         # Marathon converts every app secret volume read-only.
         return Volume.for_secret(path, self.secret(volume.secret), VolumeMode.RO)
+
+
+def command_info(
+    shell: str | None,
+    argv: tuple[str, ...] | None,
+    environment: Environment | None,
+    user: str | None,
+) -> CommandInfo:
+    """Marathon's command: ``argv`` runs without a shell (its first item is the program),
+    else ``shell`` runs with one."""
+    if argv is not None:
+        return CommandInfo(
+            value=argv[0] if argv else None,
+            shell=False,
+            arguments=argv,
+            environment=environment,
+            user=user,
+        )
+    return CommandInfo(value=shell, shell=True, environment=environment, user=user)
 
 
 def _command_path(path: str, args: bool) -> str:

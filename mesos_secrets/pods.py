@@ -41,6 +41,7 @@ from .marathon import (
     _read_secrets,
     _Reader,
     _resources,
+    command_info,
     id_violations,
     mount_path,
     secret_for,
@@ -130,18 +131,9 @@ class Pod:
     def _command(
         self, index: int, container: PodContainer, environment: Environment | None
     ) -> CommandInfo:
-        user = container.user or self.user
         try:
-            if container.argv is not None:
-                return CommandInfo(
-                    value=container.argv[0] if container.argv else None,
-                    shell=False,
-                    arguments=container.argv,
-                    environment=environment,
-                    user=user,
-                )
-            return CommandInfo(
-                value=container.shell, shell=True, environment=environment, user=user
+            return command_info(
+                container.shell, container.argv, environment, container.user or self.user
             )
         except SecretValidationError as error:
             where = self._command_path(index, container, error.path)

@@ -73,3 +73,27 @@ tasks = st.builds(
     command=st.none() | commands,
     container=st.none() | containers,
 )
+
+
+# --- hostile JSON: for the readers of specs, manifests and pull secrets ------------------
+
+# Any text, lone surrogates and control characters included, and a few that matter.
+any_text = st.text(st.characters(exclude_categories=()), max_size=8) | st.sampled_from(
+    [":", "a:b", "\ud800", "\n", "\x1b[2J", "sha256:" + "0" * 64]
+)
+deeply_nested = st.integers(1_000, 60_000).map(lambda n: b"[" * n + b"]" * n)
+
+
+def json_trees(
+    scalars: st.SearchStrategy[object], keys: st.SearchStrategy[str] = any_text
+) -> st.SearchStrategy[object]:
+    """JSON-shaped values: ``scalars`` in lists and objects, a few levels deep."""
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
+        max_leaves=12,
+    )
+
+
+#: NaN and infinities included: ``json.dumps`` writes them, strict readers refuse them.
+hostile_json = json_trees(st.none() | st.booleans() | st.integers() | st.floats() | any_text)

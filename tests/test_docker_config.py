@@ -16,29 +16,21 @@ from mesos_secrets.docker_config import parse_auth_url, parse_docker_config
 from mesos_secrets.images import ImageReference
 from mesos_secrets.testing import canary
 
+from .strategies import any_text, deeply_nested, hostile_json
+
 
 def auth(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-# Any text, lone surrogates and control characters included, and a few that matter.
-any_text = st.text(st.characters(exclude_categories=()), max_size=8) | st.sampled_from(
-    [":", "a:b", "\ud800", "\n", "\x1b[2J", "sha256:" + "0" * 64]
-)
-deeply_nested = st.integers(1_000, 60_000).map(lambda n: b"[" * n + b"]" * n)
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
-    max_leaves=12,
-)
 entries = st.fixed_dictionaries(
     {},
     optional={
         "auth": st.binary(max_size=16).map(lambda b: base64.b64encode(b).decode())
         | any_text
-        | json_values,
-        "username": any_text | json_values,
-        "password": any_text | json_values,
+        | hostile_json,
+        "username": any_text | hostile_json,
+        "password": any_text | hostile_json,
     },
 )
 
@@ -163,9 +155,11 @@ class TestMalformed:
 
     @given(
         (st.binary(max_size=64) | deeply_nested)
-        | json_values.map(lambda v: json.dumps(v).encode())
+        | hostile_json.map(lambda v: json.dumps(v).encode())
         | st.dictionaries(
-            st.sampled_from(["auths", "r.example", "credsStore"]), json_values | entries, max_size=3
+            st.sampled_from(["auths", "r.example", "credsStore"]),
+            hostile_json | entries,
+            max_size=3,
         ).map(lambda v: json.dumps(v).encode())
         | st.dictionaries(any_text, entries, max_size=3).map(
             lambda v: json.dumps({"auths": v}).encode()

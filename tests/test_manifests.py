@@ -29,6 +29,8 @@ from mesos_secrets.images import (
     parse_manifest,
 )
 
+from .strategies import deeply_nested, hostile_json
+
 IMAGE = ImageReference.parse("reg.example/x:1")
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -180,16 +182,6 @@ def test_printable() -> None:
 
 # --- whatever comes back: a valid parse or a typed error --------------------------------
 
-# Any text, lone surrogates and control characters included, and a few that matter.
-any_text = st.text(st.characters(exclude_categories=()), max_size=8) | st.sampled_from(
-    [":", "a:b", "\ud800", "\n", "\x1b[2J", "sha256:" + "0" * 64]
-)
-deeply_nested = st.integers(1_000, 60_000).map(lambda n: b"[" * n + b"]" * n)
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
-    max_leaves=12,
-)
 digests = st.sampled_from(
     [D1, D2, "sha512:" + "a" * 128, "sha256:" + "A" * 64, ""]
 ) | st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True)
@@ -199,32 +191,32 @@ kinds = st.sampled_from(
 platforms = st.fixed_dictionaries(
     {},
     optional={
-        "os": st.just("linux") | json_values,
-        "architecture": st.sampled_from(["amd64", "arm64", "s390x"]) | json_values,
+        "os": st.just("linux") | hostile_json,
+        "architecture": st.sampled_from(["amd64", "arm64", "s390x"]) | hostile_json,
     },
 )
 descriptors = st.fixed_dictionaries(
     {},
     optional={
-        "digest": digests | json_values,
-        "size": st.integers(-2, 1 << 64) | json_values,
-        "mediaType": kinds | json_values,
-        "platform": platforms | json_values,
+        "digest": digests | hostile_json,
+        "size": st.integers(-2, 1 << 64) | hostile_json,
+        "mediaType": kinds | hostile_json,
+        "platform": platforms | hostile_json,
     },
 )
 documents = st.fixed_dictionaries(
     {},
     optional={
-        "schemaVersion": st.just(2) | json_values,
-        "mediaType": kinds | json_values,
-        "config": descriptors | json_values,
-        "layers": st.lists(descriptors | json_values, max_size=4) | json_values,
-        "manifests": st.lists(descriptors | json_values, max_size=4) | json_values,
+        "schemaVersion": st.just(2) | hostile_json,
+        "mediaType": kinds | hostile_json,
+        "config": descriptors | hostile_json,
+        "layers": st.lists(descriptors | hostile_json, max_size=4) | hostile_json,
+        "manifests": st.lists(descriptors | hostile_json, max_size=4) | hostile_json,
     },
 )
 answers = (
     documents.map(lambda d: json.dumps(d).encode())
-    | json_values.map(lambda v: json.dumps(v).encode())
+    | hostile_json.map(lambda v: json.dumps(v).encode())
     | (st.binary(max_size=64) | deeply_nested)
 )  # fmt: skip
 
