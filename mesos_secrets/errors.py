@@ -18,6 +18,7 @@ classes with messages composed here.
     ├── PluginError                            unknown resolver/isolator, failed load
     ├── IsolatorError                          .isolator, .container_id
     ├── LaunchError                            the task could not be started
+    │   └── LaunchCancelled                    killed before its process started
     └── ProvisionerError                       registry, credentials, image format
 """
 
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 __all__ = [
     "ConfigError",
     "IsolatorError",
+    "LaunchCancelled",
     "LaunchError",
     "MesosSecretsError",
     "PluginError",
@@ -160,6 +162,10 @@ class IsolatorError(MesosSecretsError):
 
 class LaunchError(MesosSecretsError):
     """The task could not be started (no command, unknown user, exec failure…)."""
+
+
+class LaunchCancelled(LaunchError):
+    """The task was killed before its process started; nothing of it was left."""
 
 
 class ProvisionerError(MesosSecretsError):

@@ -24,6 +24,7 @@ exits within the grace period.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -32,18 +33,20 @@ import secrets
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+import attrs
 import pymesos  # type: ignore[import-untyped,unused-ignore]
 
 from .acls import ACLs
 from .config import Config, load_config
 from .containerizer import Container, Containerizer, default_runtime_dir
 from .containerizer.launcher import Termination
-from .errors import MesosSecretsError, SecretValidationError, printable
+from .errors import LaunchCancelled, MesosSecretsError, SecretValidationError, printable
 from .framework import BOOTSTRAP_ENV
 from .hardening import protect_process
 from .mesos import TaskInfo
@@ -57,7 +60,9 @@ log = logging.getLogger("mesos_secrets.executor")
 
 TOKEN_ENV = "MESOS_EXECUTOR_AUTHENTICATION_TOKEN"
 REQUIRED_ENV = ("MESOS_AGENT_ENDPOINT", "MESOS_FRAMEWORK_ID", "MESOS_EXECUTOR_ID")
-DEFAULT_KILL_GRACE_S = 5.0
+#: Mesos' executors' default grace period for a kill, and agents' for a shutdown.
+DEFAULT_KILL_GRACE_S = 3.0
+DEFAULT_SHUTDOWN_GRACE_S = 5.0
 #: Mesos' reason (``TaskStatus.Reason``) for a task that failed before it ran.
 REASON_LAUNCH_FAILED = "REASON_CONTAINER_LAUNCH_FAILED"
 
@@ -136,6 +141,10 @@ class AuthenticatedExecutorDriver(pymesos.MesosExecutorDriver):  # type: ignore[
             sent["Authorization"] = self._authorization
         return super()._send(body, path=path, method=method, headers=sent)
 
+    def on_kill(self, event: Any) -> None:
+        """pymesos drops the Kill event's ``kill_policy``; the executor needs it."""
+        self.executor.killTask(self, self._dict_cls(event["task_id"]), event.get("kill_policy"))
+
     def diagnose(self) -> str | None:
         """After the event stream failed: ask the agent why, without a stream this time.
 
@@ -173,8 +182,39 @@ class AuthenticatedExecutorDriver(pymesos.MesosExecutorDriver):  # type: ignore[
         return None
 
 
+@attrs.define(eq=False)
+class _Task:
+    """A task from its LAUNCH to its terminal update."""
+
+    task_id: str
+    container_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    #: The other tasks of its task group (empty for a LAUNCH).
+    group: tuple[str, ...] = ()
+    #: Its TaskInfo's kill policy's grace period, once it is read.
+    grace_period: float | None = None
+    container: Container | None = None
+    killing: bool = False
+    #: When the kill started, and when it escalates to SIGKILL (monotonic seconds).
+    kill_started: float = 0.0
+    kill_deadline: float = 0.0
+    timer: threading.Timer | None = None
+    #: Whether it was killed because another task of its group failed.
+    by_group: bool = False
+    #: Whether its terminal update was sent.
+    ended: bool = False
+
+
 class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
-    """Runs each task through the containerizer pipeline, reporting status to the agent."""
+    """Runs each task through the containerizer pipeline, reporting status to the agent.
+
+    Kills, shutdown and task groups follow Mesos' own executors
+    (``src/launcher/executor.cpp``, ``src/launcher/default_executor.cpp``): a KILL's
+    grace period comes from the event's kill policy, else the TaskInfo's, else 3 s, and
+    a second KILL may only shorten it; TASK_KILLING goes first when the framework has
+    the TASK_KILLING_STATE capability; a task of a group that fails or is killed takes
+    the rest of its group with it (TASK_KILLED); SHUTDOWN launches nothing more and
+    gives every task a terminal update within the agent's shutdown grace period.
+    """
 
     def __init__(
         self,
@@ -184,21 +224,23 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         runtime_dir: Path,
         directory: Path,
         kill_grace_period: float = DEFAULT_KILL_GRACE_S,
+        shutdown_grace_period: float = DEFAULT_SHUTDOWN_GRACE_S,
     ) -> None:
         self.config = config
         self._bootstrap = bootstrap
         self.runtime_dir = runtime_dir
         self.directory = directory
         self.kill_grace_period = kill_grace_period
+        self.shutdown_grace_period = shutdown_grace_period
         self.resolver: SecretResolver | None = None
         self.containerizer: Containerizer | None = None
         self.setup_error: str | None = None
         self.framework_id = ""
         self.executor_id = ""
         self.principal: str | None = None
+        self.task_killing_state = False
         self._lock = threading.Lock()
-        self._containers: dict[str, Container] = {}
-        self._killed: set[str] = set()
+        self._tasks: dict[str, _Task] = {}
         self._threads: list[threading.Thread] = []
         self._shutting_down = False
 
@@ -210,6 +252,10 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         self.framework_id = framework_info["id"]["value"]
         self.executor_id = executor_info["executor_id"]["value"]
         self.principal = framework_info.get("principal")
+        capabilities = framework_info.get("capabilities") or []
+        self.task_killing_state = any(
+            isinstance(c, Mapping) and c.get("type") == "TASK_KILLING_STATE" for c in capabilities
+        )
         log.info("registered with agent %s", (agent_info.get("id") or {}).get("value"))
         self._start()
 
@@ -220,22 +266,19 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         log.warning("disconnected from the agent")
 
     def launchTask(self, driver: Any, task: Any) -> None:
-        thread = threading.Thread(target=self._run_task, args=(driver, task), daemon=True)
-        with self._lock:
-            self._threads.append(thread)
-        thread.start()
+        self._launch_tasks(driver, [task])
 
     def launchTaskGroup(self, driver: Any, tasks: Any) -> None:
-        for task in tasks:
-            self.launchTask(driver, task)
+        self._launch_tasks(driver, list(tasks), group=True)
 
-    def killTask(self, driver: Any, task_id: Any) -> None:
-        name = task_id["value"]
+    def killTask(self, driver: Any, task_id: Any, kill_policy: Any = None) -> None:
+        name = task_id.get("value") if isinstance(task_id, Mapping) else None
         with self._lock:
-            self._killed.add(name)
-            container = self._containers.get(name)
-        if container is not None:
-            self._stop(container)
+            task = self._tasks.get(name) if isinstance(name, str) else None
+            if task is None or self._shutting_down:
+                log.warning("ignoring a kill of task %s: it is not active", name)
+                return
+        self._kill(driver, task, _grace_period(kill_policy))
 
     def frameworkMessage(self, driver: Any, message: Any) -> None:
         log.info("ignoring a framework message")
@@ -244,19 +287,35 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         log.error("the agent reports an error: %s", message)
 
     def shutdown(self, driver: Any) -> None:
-        """Stop every task, wait for their updates, revoke the store token."""
+        """Launch nothing more; kill every task within the shutdown grace period, leaving
+        a second for the last updates; then revoke the store's token."""
+        started = time.monotonic()
         with self._lock:
             if self._shutting_down:
                 return
             self._shutting_down = True
-            self._killed.update(self._containers)
-            containers = list(self._containers.values())
+            tasks = list(self._tasks.values())
             threads = list(self._threads)
-        log.info("shutting down: stopping %d task(s)", len(containers))
-        for container in containers:
-            self._stop(container)
+        # As the command executor: the tasks get the grace period less a second, so that
+        # their TASK_KILLED is sent before the agent's deadline.
+        grace = max(0.0, self.shutdown_grace_period - 1.0)
+        log.info("shutting down: killing %d task(s) within %.1f s", len(tasks), grace)
+        for task in tasks:
+            self._kill(driver, task, grace)
+        deadline = started + max(0.0, self.shutdown_grace_period - 0.5)
         for thread in threads:
-            thread.join(timeout=self.kill_grace_period + 5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        for task in tasks:  # what did not end in time (a store that does not answer)
+            ran = task.container is not None
+            if not task.ended and not ran and self.containerizer is not None:
+                # Its launch is still resolving: what it made so far goes now, since the
+                # executor exits before the launch could clean up after itself.
+                try:
+                    self.containerizer.destroy(task.container_id)
+                except (MesosSecretsError, OSError) as error:
+                    log.error("cleaning up after task %s failed: %s", task.task_id, error)
+            why = "the executor shut down" + ("" if ran else " before the task ran")
+            self._end(driver, task, "TASK_KILLED", f"Task killed: {why}")
         if self.resolver is not None:
             self.resolver.close()
 
@@ -287,57 +346,77 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             self.setup_error = f"the executor failed to start: {type(error).__name__}"
             log.error("%s", self.setup_error)
 
-    def _run_task(self, driver: Any, raw: Any) -> None:
+    def _launch_tasks(self, driver: Any, raws: list[Any], *, group: bool = False) -> None:
+        ids = [_task_id(raw) for raw in raws]
+        with self._lock:
+            shutting_down = self._shutting_down
+            tasks = [
+                _Task(task_id, group=tuple(i for i in ids if i != task_id) if group else ())
+                for task_id in ids
+            ]
+            if not shutting_down:
+                self._tasks.update((task.task_id, task) for task in tasks)
+        for task, raw in zip(tasks, raws, strict=True):
+            if shutting_down:  # nothing launches after SHUTDOWN
+                self._end(driver, task, "TASK_KILLED", "the executor is shutting down")
+                continue
+            thread = threading.Thread(target=self._run_task, args=(driver, task, raw), daemon=True)
+            with self._lock:
+                self._threads.append(thread)
+            thread.start()
+
+    def _run_task(self, driver: Any, task: _Task, raw: Any) -> None:
         """One task, from TASK_STARTING to a terminal update, whatever fails on the way."""
-        task_id = _task_id(raw)
+        task_id = task.task_id
         running = False
         try:
             self._update(driver, task_id, "TASK_STARTING")
             try:
-                task = TaskInfo.from_json(dict(raw))
+                info = TaskInfo.from_json(dict(raw))
             except SecretValidationError as error:
-                self._update(driver, task_id, "TASK_FAILED", str(error), "REASON_TASK_INVALID")
+                self._end(driver, task, "TASK_FAILED", str(error), "REASON_TASK_INVALID")
                 return
-            container = self._launch(driver, task)
+            task.grace_period = _grace_period(info.extra.get("kill_policy"))
+            container = self._launch(driver, task, info)
             if container is None:
                 return
             running = True
-            self._supervise(driver, task_id, container)
+            self._supervise(driver, task, container)
         except Exception as error:  # noqa: BLE001 (the boundary: every task ends in a state)
             # Named by type only: the text of an error we did not write may hold a value.
             kind = type(error).__name__
             log.error("task %s: the executor failed: %s", task_id, kind)
             if running:  # as Mesos' executors do when the task's end cannot be known
                 message = f"Command terminated with unknown status (the executor failed: {kind})"
-                self._update(driver, task_id, "TASK_FAILED", message)
+                self._end(driver, task, "TASK_FAILED", message)
             else:
                 message = f"the executor failed to launch the task ({kind})"
-                self._update(driver, task_id, "TASK_FAILED", message, REASON_LAUNCH_FAILED)
+                self._end(driver, task, "TASK_FAILED", message, REASON_LAUNCH_FAILED)
 
-    def _supervise(self, driver: Any, task_id: str, container: Container) -> None:
+    def _supervise(self, driver: Any, task: _Task, container: Container) -> None:
         try:
-            self._update(driver, task_id, "TASK_RUNNING")
+            self._update(driver, task.task_id, "TASK_RUNNING")
             termination = container.wait()
         finally:
+            with self._lock:
+                if task.timer is not None:
+                    task.timer.cancel()
             try:
                 container.destroy()
             except (MesosSecretsError, OSError) as error:
-                log.error("cleaning up after task %s failed: %s", task_id, error)
-            with self._lock:
-                self._containers.pop(task_id, None)
-                killed = task_id in self._killed
-        if killed:
-            self._update(driver, task_id, "TASK_KILLED", f"Task {termination.describe()}")
+                log.error("cleaning up after task %s failed: %s", task.task_id, error)
+        if task.killing:
+            self._end(driver, task, "TASK_KILLED", f"Task {termination.describe()}")
         elif termination.status == 0:
-            self._update(driver, task_id, "TASK_FINISHED", "Command exited with status 0")
+            self._end(driver, task, "TASK_FINISHED", "Command exited with status 0")
         else:
-            self._update(driver, task_id, "TASK_FAILED", _failure(termination))
+            self._end(driver, task, "TASK_FAILED", _failure(termination))
 
-    def _launch(self, driver: Any, task: TaskInfo) -> Container | None:
+    def _launch(self, driver: Any, task: _Task, info: TaskInfo) -> Container | None:
         task_id = task.task_id
         if self.containerizer is None:
             message = self.setup_error or "the executor is not registered yet"
-            self._update(driver, task_id, "TASK_FAILED", message, REASON_LAUNCH_FAILED)
+            self._end(driver, task, "TASK_FAILED", message, REASON_LAUNCH_FAILED)
             return None
         # tasks/ is ours, 0711: a task can neither list it nor guess another's name in it.
         tasks = self.directory / "tasks"
@@ -355,28 +434,101 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         try:
             with _output(sandbox, "stdout") as out, _output(sandbox, "stderr") as err:
                 container = self.containerizer.launch(
-                    task, sandbox, context=context, stdout=out, stderr=err
+                    info,
+                    sandbox,
+                    context=context,
+                    stdout=out,
+                    stderr=err,
+                    container_id=task.container_id,
+                    cancelled=lambda: task.killing,
                 )
+        except LaunchCancelled:  # killed (or shut down) while its secrets were resolved
+            self._end(driver, task, "TASK_KILLED", "Task killed before it was launched")
+            return None
         except MesosSecretsError as error:
-            self._update(driver, task_id, "TASK_FAILED", str(error), REASON_LAUNCH_FAILED)
+            self._end(driver, task, "TASK_FAILED", str(error), REASON_LAUNCH_FAILED)
             return None
         except OSError as error:  # the sandbox's stdout or stderr: a link, a directory…
             message = f"cannot open the task's output in its sandbox: {error.strerror}"
-            self._update(driver, task_id, "TASK_FAILED", message, REASON_LAUNCH_FAILED)
+            self._end(driver, task, "TASK_FAILED", message, REASON_LAUNCH_FAILED)
             return None
         with self._lock:
-            self._containers[task_id] = container
-            killed = task_id in self._killed
-        if killed:  # a KILL arrived while the task was being launched
-            self._stop(container)
+            task.container = container
+            killing = task.killing
+        if killing:  # a KILL arrived between the last check and the start
+            self._signal(driver, task, container)
         return container
 
-    def _stop(self, container: Container) -> None:
-        """SIGTERM, then SIGKILL after the grace period if it still runs."""
+    def _kill(self, driver: Any, task: _Task, grace_period: float | None) -> None:
+        """Kill ``task``: SIGTERM now, SIGKILL to the whole container after the grace
+        period (the given one, else its TaskInfo's, else the default). A task not yet
+        started is not started. A second kill may shorten the grace period, never
+        lengthen it, as the command executor does."""
+        grace = next(
+            g for g in (grace_period, task.grace_period, self.kill_grace_period) if g is not None
+        )
+        now = time.monotonic()
+        with self._lock:
+            if task.ended:
+                return
+            if task.killing:
+                deadline = task.kill_started + grace
+                if deadline >= task.kill_deadline:
+                    return
+                task.kill_deadline = deadline
+                if task.timer is not None and task.container is not None:
+                    task.timer.cancel()
+                    task.timer = _escalation(task.container, max(0.0, deadline - now))
+                return
+            task.killing = True
+            task.kill_started, task.kill_deadline = now, now + grace
+            container = task.container
+        if container is not None:
+            self._signal(driver, task, container)
+
+    def _signal(self, driver: Any, task: _Task, container: Container) -> None:
+        if self.task_killing_state:
+            self._update(driver, task.task_id, "TASK_KILLING")
+        log.info(
+            "task %s: SIGTERM, SIGKILL in %.1f s",
+            task.task_id,
+            max(0.0, task.kill_deadline - time.monotonic()),
+        )
         container.kill(signal.SIGTERM)
-        timer = threading.Timer(self.kill_grace_period, _kill_if_running, (container,))
-        timer.daemon = True
-        timer.start()
+        with self._lock:
+            task.timer = _escalation(container, max(0.0, task.kill_deadline - time.monotonic()))
+
+    def _end(
+        self,
+        driver: Any,
+        task: _Task,
+        state: str,
+        message: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """The task's terminal update, once; a failed or killed task of a group takes
+        the rest of its group with it, as the default executor does."""
+        with self._lock:
+            if task.ended:
+                return
+            task.ended = True
+            if task.timer is not None:
+                task.timer.cancel()
+            self._tasks.pop(task.task_id, None)
+            siblings = (
+                [self._tasks[i] for i in task.group if i in self._tasks]
+                if state in ("TASK_FAILED", "TASK_KILLED")
+                and not task.by_group
+                and not self._shutting_down
+                else []
+            )
+            for sibling in siblings:
+                sibling.by_group = True
+        self._update(driver, task.task_id, state, message, reason)
+        if siblings:
+            log.info("task %s ended in %s: killing the rest of its group", task.task_id, state)
+        for sibling in siblings:
+            self._kill(driver, sibling, None)
 
     def _update(
         self,
@@ -410,9 +562,27 @@ def _task_id(raw: Any) -> str:
     return value if isinstance(value, str) else "?"
 
 
-def _kill_if_running(container: Container) -> None:
-    if container.poll() is None:
-        container.kill(signal.SIGKILL)
+def _escalation(container: Container, delay: float) -> threading.Timer:
+    """SIGKILL to every process of ``container`` in ``delay`` seconds, if it still runs."""
+
+    def escalate() -> None:
+        if container.poll() is None:
+            container.kill(signal.SIGKILL)
+
+    timer = threading.Timer(delay, escalate)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _grace_period(kill_policy: Any) -> float | None:
+    """A ``KillPolicy``'s grace period in seconds (``grace_period.nanoseconds``), if any."""
+    grace = kill_policy.get("grace_period") if isinstance(kill_policy, Mapping) else None
+    nanoseconds = grace.get("nanoseconds") if isinstance(grace, Mapping) else None
+    if isinstance(nanoseconds, int | str) and not isinstance(nanoseconds, bool):
+        with contextlib.suppress(ValueError):
+            return max(0, int(nanoseconds)) / 1e9
+    return None
 
 
 def _failure(termination: Termination) -> str:
@@ -467,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         config, bootstrap=bootstrap, runtime_dir=runtime, directory=directory
     )
     driver = AuthenticatedExecutorDriver(executor, token)
+    executor.shutdown_grace_period = driver.grace_shutdown_period or DEFAULT_SHUTDOWN_GRACE_S
     try:
         driver.run()
     except (RuntimeError, TypeError, KeyboardInterrupt) as error:

@@ -42,6 +42,7 @@ class Agent:
         container_id: str,
         executor_info: dict[str, Any],
         authenticate: bool = True,
+        capabilities: tuple[str, ...] = (),
     ) -> None:
         self.key = key
         self.framework_id = framework_id
@@ -49,6 +50,9 @@ class Agent:
         self.container_id = container_id
         self.executor_info = executor_info
         self.authenticate = authenticate
+        #: The framework's capabilities (``FrameworkInfo.Capability.Type``), e.g.
+        #: TASK_KILLING_STATE, as the agent passes them on in SUBSCRIBED.
+        self.capabilities = capabilities
         self.calls: list[tuple[str, str | None]] = []  # (type, Authorization header)
         self.updates: list[dict[str, Any]] = []
         self.refusals: list[int] = []
@@ -84,8 +88,12 @@ class Agent:
     def launch_group(self, tasks: list[dict[str, Any]]) -> None:
         self.send({"type": "LAUNCH_GROUP", "launch_group": {"task_group": {"tasks": tasks}}})
 
-    def kill(self, task_id: str) -> None:
-        self.send({"type": "KILL", "kill": {"task_id": {"value": task_id}}})
+    def kill(self, task_id: str, grace_period: float | None = None) -> None:
+        """A KILL, with a ``kill_policy`` when ``grace_period`` (seconds) is given."""
+        kill: dict[str, Any] = {"task_id": {"value": task_id}}
+        if grace_period is not None:
+            kill["kill_policy"] = {"grace_period": {"nanoseconds": int(grace_period * 1e9)}}
+        self.send({"type": "KILL", "kill": kill})
 
     def shutdown(self) -> None:
         self.send({"type": "SHUTDOWN"})
@@ -201,6 +209,7 @@ class Agent:
                         "user": "root",
                         "name": "test framework",
                         "principal": "test-principal",
+                        "capabilities": [{"type": c} for c in self.capabilities],
                     },
                     "agent_info": {"hostname": "localhost", "id": {"value": "agent-1"}},
                     "container_id": {"value": self.container_id},

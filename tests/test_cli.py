@@ -13,6 +13,8 @@ import pytest
 
 from mesos_secrets.testing import canary, leaks
 
+from .plugins import EXPLODING, install_resolver
+
 BIN = Path(sys.executable).parent
 
 
@@ -184,12 +186,11 @@ class TestOtherCommands:
 def test_a_plugin_bug_is_one_line(tmp_path: Path) -> None:
     """A resolver plugin raises an unexpected exception quoting a value: `run` says which
     type, on one line, exit 1; the message and traceback only with -v."""
-    from .test_executor import install_exploding_resolver
 
     value = canary()
     leaky = tmp_path / "leaky"
     leaky.write_text(value)
-    install_exploding_resolver(tmp_path / "site")
+    install_resolver(tmp_path / "site", "exploding", EXPLODING)
     spec = tmp_path / "app.json"
     spec.write_text(
         json.dumps(

@@ -20,9 +20,11 @@ from mesos_secrets.marathon import parse_app
 from mesos_secrets.testing import canary, leaks
 from mesos_secrets.tokens import mint, mint_executor_token, verify
 
+from . import plugins
 from .agent import Agent
 from .bao import Bao
 from .conftest import mounts_under, requires_root
+from .plugins import install_resolver
 from .residue import processes_holding
 from .test_run import sha
 
@@ -317,30 +319,6 @@ class TestTasks:
         assert processes_holding(value) == []
 
 
-EXPLODING_RESOLVER = """
-from mesos_secrets.resolver import SecretResolver
-
-class ExplodingResolver(SecretResolver):
-    def resolve_reference(self, reference, context=None):
-        raise RuntimeError("cannot parse the reply: " + open(reference.name).read())
-"""
-
-
-def install_exploding_resolver(site: Path) -> None:
-    """A third-party resolver, installed as pip installs one (a module and its
-    dist-info with an entry point), whose bug raises an exception that quotes a value."""
-    site.mkdir()
-    (site / "exploding_resolver.py").write_text(EXPLODING_RESOLVER)
-    info = site / "exploding_resolver-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: exploding-resolver\nVersion: 1.0\n"
-    )
-    (info / "entry_points.txt").write_text(
-        "[mesos_secrets.resolvers]\nexploding = exploding_resolver:ExplodingResolver\n"
-    )
-
-
 @requires_root
 class TestFailuresBeforeTheTaskRuns:
     """Whatever fails before a task runs, the task ends in TASK_FAILED with Mesos' reason,
@@ -364,7 +342,7 @@ class TestFailuresBeforeTheTaskRuns:
         executor goes on serving the next task."""
         value = canary()
         (setup.tmp / "leaky").write_text(value)
-        install_exploding_resolver(setup.tmp / "site")
+        install_resolver(setup.tmp / "site", "exploding", plugins.EXPLODING)
         agent = setup.agent()
         setup.start(
             agent,

@@ -26,7 +26,7 @@ from typing import IO, Any, Literal, Protocol, Self
 import attrs
 
 from .. import nofollow
-from ..errors import LaunchError, MesosSecretsError
+from ..errors import LaunchCancelled, LaunchError, MesosSecretsError
 from ..isolator import ContainerConfig, IsolatorChain, LaunchInfo, Mount
 from ..mesos import TaskInfo
 from ..resolver import ResolveContext
@@ -205,8 +205,14 @@ class Containerizer:
         stdin: IO[Any] | int | None = None,
         stdout: IO[Any] | int | None = None,
         stderr: IO[Any] | int | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Container:
-        """Run ``task`` in ``sandbox``; on any failure nothing is left behind."""
+        """Run ``task`` in ``sandbox``; on any failure nothing is left behind.
+
+        ``cancelled`` is asked just before the task's process would start, once its
+        secrets are resolved: if it answers true (the task was killed meanwhile), the
+        launch stops there with :class:`LaunchCancelled`, and nothing is left.
+        """
         container_id = container_id or str(uuid.uuid4())
         claim = self.runtime.claim(CONTAINERS, container_id, {"task_id": task.task_id})
         self._claims[container_id] = claim
@@ -241,6 +247,8 @@ class Containerizer:
             info = self.isolators.prepare(config)
             if rootfs is not None:
                 info = LaunchInfo(mounts=rootfs.mounts).merge(info, "provisioner")
+            if cancelled is not None and cancelled():
+                raise LaunchCancelled(f"task '{task.task_id}' was killed before it started")  # noqa: TRY301
             process = launcher.launch(config, info, stdin=stdin, stdout=stdout, stderr=stderr)
         except MesosSecretsError:  # ours already say what failed (some are OSErrors too)
             self._destroy_quietly(container_id)
