@@ -148,6 +148,7 @@ def loads(text: str | bytes, what: str = "JSON") -> Any:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError:
             raise SecretValidationError(f"Invalid JSON: {what} is not UTF-8 text") from None
+    text = text.removeprefix("\ufeff")  # a byte order mark, which Marathon's reader skips
     try:
         document = json.loads(
             text,

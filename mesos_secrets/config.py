@@ -107,7 +107,7 @@ def _loads_at(data: bytes, file: Path) -> Any:
     try:
         return loads(data)
     except SecretValidationError as error:
-        raise ConfigError(f"configuration file '{file}': {error.message}") from None
+        raise ConfigError(f"configuration file '{file}': {error}") from None
 
 
 def _from_toml(data: bytes, file: Path) -> Config:

@@ -548,7 +548,8 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             status["message"] = printable(message)
         if reason:
             status["reason"] = reason
-        log.info("task %s: %s%s", task_id, state, f" ({message})" if message else "")
+        shown = f" ({printable(message)})" if message else ""
+        log.info("task %s: %s%s", printable(task_id), state, shown)
         try:
             driver.sendStatusUpdate(status)
         except (RuntimeError, OSError) as error:

@@ -336,7 +336,14 @@ class _Registry:
             yield
         except (dxf_errors.DXFError, requests.RequestException) as error:
             raise self.error(error, what) from None
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        except (
+            KeyError,
+            IndexError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            RecursionError,
+        ) as error:
             raise ProvisionerError(
                 f"registry {self.image.registry} gave an answer that does not follow the "
                 f"registry API, for {what} of image '{self.image}' ({type(error).__name__})"

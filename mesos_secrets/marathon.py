@@ -169,6 +169,7 @@ class App:
 
         There is no ``agent_id``: the scheduler sets it from the offer it accepts.
         """
+        check_sources(self.secrets)
         safe = "_".join(self.path)
         return TaskInfo(
             name=".".join(reversed(self.path)),
@@ -216,7 +217,10 @@ class App:
         mesos = None
         if container.image:
             pull = self.secret(container.pull_config) if container.pull_config else None
-            mesos = MesosInfo(image=Image.for_docker(container.image, config=pull))
+            try:
+                mesos = MesosInfo(image=Image.for_docker(container.image, config=pull))
+            except SecretValidationError as error:
+                raise SpecError(NOT_VALID, [("/container/docker/image", error.message)]) from None
         return ContainerInfo(type=ContainerType.MESOS, volumes=tuple(volumes), mesos=mesos)
 
     def _volume(self, volume: AppSecretVolume | AppHostVolume) -> Volume:
@@ -253,6 +257,16 @@ def _command_path(path: str, args: bool) -> str:
     if path.startswith("/arguments/"):
         return f"/args({path.removeprefix('/arguments/')})"
     return path
+
+
+def check_sources(secrets: Mapping[str, str]) -> None:
+    """Every secret's ``source`` must name a store path Mesos can carry: the error is
+    at ``/secrets/NAME/source``, where the bad value is, not where it is used."""
+    for name in secrets:
+        try:
+            secret_for(secrets, name)
+        except SecretValidationError as error:
+            raise SpecError(NOT_VALID, [(f"/secrets/{name}/source", error.message)]) from None
 
 
 def secret_for(secrets: Mapping[str, str], name: str) -> Secret:

@@ -22,7 +22,7 @@ import attrs
 
 from ._codec import JSONModel, frozen_mapping, id_field, required
 from .errors import SecretValidationError
-from .secret import Secret, SecretType
+from .secret import Secret, SecretType, check_text
 
 __all__ = [
     "CommandInfo",
@@ -64,14 +64,6 @@ def _tuple_of(kind: type) -> Any:
         return items
 
     return attrs.field(factory=tuple, converter=convert)
-
-
-def check_text(value: str | None, path: str, what: str = "value") -> None:
-    """Refuse NUL in a string that becomes a C string: a command, an argument, a user
-    name, an environment value or a path. ``execve`` and ``getpwnam`` cannot take one,
-    so the task could not be launched; the error names ``path``, never the value."""
-    if value is not None and "\0" in value:
-        raise SecretValidationError(f"{what} must not contain NUL", path)
 
 
 # --- Environment -------------------------------------------------------------------
@@ -249,7 +241,7 @@ def check_container_path(path: str) -> None:
     if not isinstance(path, str) or not path:
         raise SecretValidationError("'container_path' must be a non-empty string")
     if "\0" in path:
-        raise SecretValidationError(f"container_path {path!r} must not contain NUL bytes")
+        raise SecretValidationError(f"container_path {path!r} must not contain NUL")
     parts = path.split("/")
     if path.startswith("/"):
         parts = parts[1:]

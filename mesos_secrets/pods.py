@@ -41,6 +41,7 @@ from .marathon import (
     _read_secrets,
     _Reader,
     _resources,
+    check_sources,
     command_info,
     id_violations,
     mount_path,
@@ -123,6 +124,7 @@ class Pod:
 
     def to_task_group(self, instance: str | None = None) -> TaskGroupInfo:
         """The TaskGroupInfo a DC/OS-style secrets plugin would launch: a task per container."""
+        check_sources(self.secrets)
         instance = instance or f"{'_'.join(self.path)}.instance-{uuid.uuid4()}"
         return TaskGroupInfo(
             tasks=tuple(self._task(i, c, instance) for i, c in enumerate(self.containers))
@@ -206,7 +208,11 @@ class Pod:
             pull = (
                 secret_for(self.secrets, container.pull_config) if container.pull_config else None
             )
-            image = Image.for_docker(container.image, config=pull)
+            try:
+                image = Image.for_docker(container.image, config=pull)
+            except SecretValidationError as error:
+                where = f"/containers({index})/image/id"
+                raise SpecError(NOT_VALID, [(where, error.message)]) from None
             if container.force_pull:
                 image = attrs.evolve(image, cached=False)
             mesos = MesosInfo(image=image)

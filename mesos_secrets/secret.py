@@ -21,7 +21,7 @@ from ._codec import JSONModel
 from .errors import SecretValidationError
 from .secretbytes import SecretBytes
 
-__all__ = ["Reference", "Secret", "SecretType", "Value"]
+__all__ = ["Reference", "Secret", "SecretType", "Value", "check_text"]
 
 
 class SecretType(enum.IntEnum):
@@ -38,13 +38,20 @@ def _check_instance(value: object, kind: type, what: str) -> None:
         raise SecretValidationError(f"{what} must be a {kind.__qualname__}")
 
 
+def check_text(value: str | None, path: str = "", what: str = "value") -> None:
+    """Refuse NUL in a string that becomes a C string: a command, an argument, a user
+    name, an environment value, a path or a store path. ``execve`` and ``getpwnam``
+    cannot take one; the error names ``path``, never the value."""
+    if value is not None and "\0" in value:
+        raise SecretValidationError(f"{what} must not contain NUL", path)
+
+
 def _check_text(value: object, what: str) -> None:
     if not isinstance(value, str):
         raise SecretValidationError(f"{what} must be a string, not {type(value).__name__}")
     if not value:
         raise SecretValidationError(f"{what} must not be empty")
-    if "\0" in value:
-        raise SecretValidationError(f"{what} must not contain NUL bytes")
+    check_text(value, what=what)
 
 
 @attrs.frozen

@@ -87,6 +87,30 @@ SPECS: dict[str, tuple[bytes, str]] = {
         ),
         "/container/volumes(0)/hostPath: a host path must not contain NUL",
     ),
+    "NUL in an image": (
+        app(container={"type": "MESOS", "docker": {"image": "busybox\0"}}),
+        "/container/docker/image: an image name must not contain NUL",
+    ),
+    "NUL in a pull secret's source": (
+        app(
+            container={
+                "type": "MESOS",
+                "docker": {"image": "busybox", "pullConfig": {"secret": "p"}},
+            },
+            secrets={"p": {"source": "/pull\0"}},
+        ),
+        "/secrets/p/source: Secret reference 'name' must not contain NUL",
+    ),
+    "NUL in an env secret's source": (
+        app(env={"A": {"secret": "s"}}, secrets={"s": {"source": "/db\0"}}),
+        "/secrets/s/source: Secret reference 'name' must not contain NUL",
+    ),
+    "NUL in a pod's image": (
+        pod(
+            {"image": {"kind": "DOCKER", "id": "busybox\0"}, "exec": {"command": {"shell": "true"}}}
+        ),
+        "/containers(0)/image/id: an image name must not contain NUL",
+    ),
     "a lone surrogate in cmd": (
         b'{"id": "/a", "cmd": "echo \\udc80"}',
         "/cmd: a string holds an unpaired UTF-16 surrogate",
@@ -455,6 +479,7 @@ def test_loads_reads_what_json_writes(value: Any) -> None:
         ("1.8e308", "too large for a double"),
         ('{"a": 1, "a": 1}', "appears more than once"),
         ('"\\ud83d\\ude00"', None),  # a pair is one character, not a lone surrogate
+        ("\ufeff{}", None),  # a byte order mark, as Marathon reads it
     ],
 )
 def test_loads_limits(text: str, error: str | None) -> None:

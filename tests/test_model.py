@@ -99,7 +99,7 @@ class TestSecretValidation:
             ({}, "missing required field 'name'"),
             ({"name": 7}, "expected a string, got a number"),
             ({"name": "/x", "key": ""}, "Secret '/x' reference 'key' must not be empty"),
-            ({"name": "a\0b"}, "Secret reference 'name' must not contain NUL bytes"),
+            ({"name": "a\0b"}, "Secret reference 'name' must not contain NUL"),
         ],
     )
     def test_bad_references(self, reference: dict[str, Any], message: str) -> None:
