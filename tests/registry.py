@@ -331,6 +331,8 @@ class HostileRegistry:
         self.blobs: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
         self.unchallenged = False
+        #: Whether a HEAD of a blob it does not serve answers 200 ("I have it").
+        self.claims_every_blob = True
         tls = ca.issue(f"hostile-{uuid.uuid4().hex[:8]}", server=True)
         server = self
 
@@ -379,7 +381,7 @@ class HostileRegistry:
             digest = path.rsplit("/blobs/", 1)[1]
             if digest in self.blobs:
                 status, content = 200, self.blobs[digest]
-            elif not body:
+            elif not body and self.claims_every_blob:
                 status, content = 200, b"\0" * 1024  # "I have it"
                 headers["Docker-Content-Digest"] = digest
             headers["Content-Type"] = "application/octet-stream"

@@ -509,6 +509,36 @@ class TestPrivateContentInTheStore:
         assert hostile.blob_requests("GET")
         thief.assert_no_residue()
 
+    def test_same_registry_refusing_the_blobs_in_this_repository(
+        self, tmp_path: Path, home: Path, registry: Registry, hostile: HostileRegistry, layout: Path
+    ) -> None:
+        """A registry served the blobs in one repository and refuses them (HEAD 404) in
+        another whose manifest names them: the store does not stand in for it."""
+        content, manifest = manifest_of(layout)
+        for blob in [manifest["config"], *manifest["layers"]]:
+            digest = blob["digest"]
+            hostile.blobs[digest] = (
+                layout / "blobs" / "sha256" / digest.split(":")[1]
+            ).read_bytes()
+        hostile.serve("latest", content, "application/vnd.oci.image.manifest.v1+json")
+        runner = ImageRunner(tmp_path / "runner", home, registry, tmp_path / "shared-store")
+        runner.store.put("/app/db", {"password": "db-password"})
+        spec = runner.app(pull=False, cmd="cat /etc/hello")
+        spec["container"]["docker"]["image"] = f"{hostile.host}/team-a/x:latest"
+        result = runner.run(spec)
+        assert result.returncode == 0, result.stderr.decode()
+        hostile.blobs.clear()  # held in team-a only, from now on
+        hostile.claims_every_blob = False
+        spec["container"]["docker"]["image"] = f"{hostile.host}/team-b/x:latest"
+        result = runner.run(spec)
+        assert result.returncode == 1, result.stdout.decode()
+        assert b"hello from the second layer" not in result.stdout
+        assert any("/team-b/x/blobs/" in path for path in hostile.blob_requests("HEAD")), (
+            result.stderr.decode(),
+            hostile.requests,
+        )
+        runner.assert_no_residue()
+
     def test_manifest_read_one_way_here_and_another_by_umoci(
         self, tmp_path: Path, home: Path, registry: Registry, hostile: HostileRegistry, layout: Path
     ) -> None:
