@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._codec import loads
-from .errors import SecretValidationError, printable
+from .errors import ProvisionerError, SecretValidationError, printable
+from .image_reference import ImageReference
 from .mesos import (
     CommandInfo,
     ContainerInfo,
@@ -219,8 +220,10 @@ class App:
             pull = self.secret(container.pull_config) if container.pull_config else None
             try:
                 mesos = MesosInfo(image=Image.for_docker(container.image, config=pull))
-            except SecretValidationError as error:
-                raise SpecError(NOT_VALID, [("/container/docker/image", error.message)]) from None
+                ImageReference.parse(container.image)
+            except (SecretValidationError, ProvisionerError) as error:
+                reason = error.message if isinstance(error, SecretValidationError) else str(error)
+                raise SpecError(NOT_VALID, [("/container/docker/image", reason)]) from None
         return ContainerInfo(type=ContainerType.MESOS, volumes=tuple(volumes), mesos=mesos)
 
     def _volume(self, volume: AppSecretVolume | AppHostVolume) -> Volume:

@@ -27,7 +27,8 @@ from typing import Any
 
 import attrs
 
-from .errors import SecretValidationError
+from .errors import ProvisionerError, SecretValidationError
+from .image_reference import ImageReference
 from .marathon import (
     INVALID_JSON,
     NOT_VALID,
@@ -210,9 +211,11 @@ class Pod:
             )
             try:
                 image = Image.for_docker(container.image, config=pull)
-            except SecretValidationError as error:
+                ImageReference.parse(container.image)
+            except (SecretValidationError, ProvisionerError) as error:
+                reason = error.message if isinstance(error, SecretValidationError) else str(error)
                 where = f"/containers({index})/image/id"
-                raise SpecError(NOT_VALID, [(where, error.message)]) from None
+                raise SpecError(NOT_VALID, [(where, reason)]) from None
             if container.force_pull:
                 image = attrs.evolve(image, cached=False)
             mesos = MesosInfo(image=image)

@@ -91,6 +91,14 @@ SPECS: dict[str, tuple[bytes, str]] = {
         app(container={"type": "MESOS", "docker": {"image": "busybox\0"}}),
         "/container/docker/image: an image name must not contain NUL",
     ),
+    "an image name Docker cannot read": (
+        app(container={"type": "MESOS", "docker": {"image": "UPPER:"}}),
+        "/container/docker/image: Failed to parse docker image 'UPPER:': the repository name",
+    ),
+    "a pod's image name Docker cannot read": (
+        pod({"image": {"kind": "DOCKER", "id": "a b"}, "exec": {"command": {"shell": "true"}}}),
+        "/containers(0)/image/id: Failed to parse docker image 'a b'",
+    ),
     "NUL in a pull secret's source": (
         app(
             container={
