@@ -141,6 +141,18 @@ def cmd_secret_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_migrate(args: argparse.Namespace) -> int:
+    store = _store(args)
+    sealed = store.migrate()
+    where = f"the embedded store at '{printable(str(store.home))}'"
+    if sealed is None:
+        print(f"{where} is already of format 2", file=sys.stderr)
+    else:
+        plural = "" if sealed == 1 else "s"
+        print(f"migrated {where} to format 2 ({sealed} secret{plural})", file=sys.stderr)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config, known=resolvers.names())
     name = choose_resolver(args.resolver, config)
@@ -322,6 +334,24 @@ def build_parser() -> argparse.ArgumentParser:
     rm = actions.add_parser("rm", help="remove a secret and all its versions")
     rm.add_argument("name", metavar="NAME")
     rm.set_defaults(func=cmd_secret_rm)
+
+    migrate = actions.add_parser(
+        "migrate",
+        help="authenticate the metadata of a store written by an earlier version (format 1)",
+        description="Seal the metadata of an embedded store written in format 1 (which "
+        "versions are current and kept, which fields each has) as it stands, once; a "
+        "store of format 2 is left as it is. Every other command refuses a format 1 store "
+        "until then. Run it only on a store you know an earlier version wrote: one turned "
+        "back to format 1 may have had its rows edited, and migrating it would trust them.",
+    )
+    migrate.add_argument(
+        "--home",
+        metavar="DIR",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="the store's directory (as the global --home)",
+    )
+    migrate.set_defaults(func=cmd_secret_migrate)
 
     check = commands.add_parser("check", help="check that the configured resolver works")
     check.add_argument("--resolver", metavar="NAME", help="resolver to check")

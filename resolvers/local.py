@@ -57,11 +57,32 @@ agree, and nothing outside the database remembers the newer state (doing so woul
 writable state kept apart from the database, which a restored copy of the directory
 would roll back too).
 
-Format 1 stores are migrated when first opened (read or write): their rows, never
-authenticated, are trusted once and sealed, and the key check is rewritten under
-format 2, so a store cannot be passed off as format 1 again to have edited rows sealed
-(unless a copy from before its migration is brought back: a whole-database rollback).
-A format 1 store opened with a wrong key is refused and left as it is.
+Format 1
+--------
+A format 1 store's rows were never authenticated, and its key check is a fixed value
+that any old copy of the database (or anyone who once read it) holds: a store that says
+format 1 and opens under the key may just as well be a format 2 store turned back, its
+old key check put back and its rows edited (``UPDATE secrets SET current = 1``).
+Nothing in the database tells the two apart once every trace of format 2 is removed,
+so a format 1 store is never migrated on its own: every operation refuses it, and
+:meth:`LocalStore.migrate` (``mesos-secrets secret migrate``), run by its owner who
+knows the store was written by an earlier version, trusts its rows once and seals them.
+
+What is detected:
+
+- a format 1 store, whatever it holds, is refused until migrated: an edit is never
+  sealed, nor a value answered, without the owner's ``migrate``;
+- a store that says format 1 but whose key check opens only as format 2's (the format
+  row alone turned back), or that holds a row format 1 never wrote in ``meta`` (the
+  manifest and its MAC, which only format 2 writes), is reported as tampering, by
+  ``migrate`` too, and left as it is.
+
+What is not: a format 2 store turned back with its old key check replayed *and* every
+format 2 row of ``meta`` removed looks exactly like a store written by format 1 (format
+2 adds no column and no table). Only its owner can tell, and ``migrate`` on it seals
+whatever rows it holds: a store that was of format 2 and says format 1 again is not to
+be migrated, but replaced by a copy you trust. A format 1 store opened with a wrong key
+is refused and left as it is.
 """
 
 from __future__ import annotations
@@ -396,6 +417,28 @@ class LocalStore:
             finally:
                 self._verified = None
 
+    def migrate(self) -> int | None:
+        """Authenticate the metadata of a store written in format 1, trusting its rows as
+        they are: the number of secrets sealed, or ``None`` when it is already of format
+        2 (nothing is done).
+
+        Run it once, on a store known to have been written by an earlier version: a store
+        turned back into format 1 after its metadata was edited cannot always be told
+        from one (see the module's documentation).
+        """
+        with self._lock:
+            self.close()
+            started = time.monotonic()
+            try:
+                conn = self._connect(create=False)
+                if conn is None:
+                    raise StoreError(
+                        f"there is no embedded store at '{_show(self.home)}' to migrate"
+                    )
+                return self._adopt(conn, migrate=True)
+            except sqlite3.Error as error:
+                raise self._store_error(error, time.monotonic() - started) from None
+
     def check(self) -> None:
         """Open the store if it exists: checks the key file, the format, the key and the
         store's manifest."""
@@ -541,6 +584,25 @@ class LocalStore:
             return self._conn
         self._conn = None  # a connection inherited across fork() is not ours to use
         self._verified = None
+        conn = self._connect(create)
+        if conn is not None:
+            self._adopt(conn, migrate=False)
+        return conn
+
+    def _adopt(self, conn: sqlite3.Connection, *, migrate: bool) -> int | None:
+        """Open ``conn`` (see :meth:`_open`) and make it the store's connection; closed
+        when the store cannot be opened."""
+        try:
+            migrated = self._open(conn, migrate=migrate)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        return migrated
+
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        """A new connection to the database (made first when ``create``), the keys read;
+        ``None`` when there is no database and ``create`` is off."""
         exists = self._database_exists()
         if not exists and not create:
             return None
@@ -569,11 +631,9 @@ class LocalStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA secure_delete = ON")
-            self._open(conn)
         except BaseException:
             conn.close()
             raise
-        self._conn, self._pid = conn, os.getpid()
         return conn
 
     def _database_exists(self) -> bool:
@@ -632,17 +692,19 @@ class LocalStore:
         )
         self._write_manifest(conn, {})
 
-    def _open(self, conn: sqlite3.Connection) -> None:
-        """Check the format and that the key fits; migrate a format 1 store."""
+    def _open(self, conn: sqlite3.Connection, *, migrate: bool) -> int | None:
+        """Check the format and that the key fits; refuse a format 1 store, or migrate it
+        when ``migrate`` (the number of secrets sealed; ``None``: already format 2)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._check_or_migrate(conn)
+            migrated = self._check_or_migrate(conn, migrate=migrate)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        return migrated
 
-    def _check_or_migrate(self, conn: sqlite3.Connection) -> None:
+    def _check_or_migrate(self, conn: sqlite3.Connection, *, migrate: bool) -> int | None:
         if not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
             self._initialize(conn)  # an empty file, as format 1 could leave one
         meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
@@ -653,17 +715,43 @@ class LocalStore:
                 "version reads"
             )
         check = meta.get("keycheck")
-        if not isinstance(check, bytes) or (
-            _unseal(self._cipher(), check[:NONCE_SIZE], check[NONCE_SIZE:], form) is None
-        ):
+        if not self._keycheck_opens(check, form):
+            if form == _FORMAT_1 and self._keycheck_opens(check, FORMAT):
+                raise self._downgraded("its key check is format 2's")
             raise StoreError(
                 f"the key file '{_show(self.key_file)}' does not belong to the store "
                 f"'{_show(self.db_path)}' (a wrong or replaced key file)"
             )
-        if form == _FORMAT_1:
-            self._migrate(conn)
+        if form == FORMAT:
+            return None
+        # Format 1 wrote only these two rows of meta: any other is format 2's (the
+        # manifest), left behind by whoever turned the store back.
+        foreign = sorted(map(_show, meta.keys() - {"format", "keycheck"}))
+        if foreign:
+            raise self._downgraded(f"it holds rows of format 2 ({', '.join(foreign)})")
+        if not migrate:
+            raise StoreError(
+                f"the embedded store at '{_show(self.home)}' is of format 1, written by an "
+                "earlier version: run 'mesos-secrets secret migrate' once to authenticate "
+                "its metadata (only if you did not expect format 2: a store brought back to "
+                "format 1 may have been tampered with)",
+                resolver="local",
+            )
+        return self._migrate(conn)
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _keycheck_opens(self, check: object, form: object) -> bool:
+        return (
+            isinstance(check, bytes)
+            and isinstance(form, bytes)
+            and _unseal(self._cipher(), check[:NONCE_SIZE], check[NONCE_SIZE:], form) is not None
+        )
+
+    def _downgraded(self, why: str) -> StoreError:
+        return self._tampered(
+            None, f"it says format 1, but {why}: it was turned back from format 2"
+        )
+
+    def _migrate(self, conn: sqlite3.Connection) -> int:
         """Seal a format 1 store's metadata as it stands: it was never authenticated, so
         there is nothing older to check it against."""
         manifest = {}
@@ -678,6 +766,7 @@ class LocalStore:
         self._write_manifest(conn, manifest)
         conn.execute("UPDATE meta SET v = ? WHERE k = 'keycheck'", (self._keycheck(FORMAT),))
         conn.execute("UPDATE meta SET v = ? WHERE k = 'format'", (FORMAT,))
+        return len(manifest)
 
     def _keycheck(self, form: bytes) -> bytes:
         nonce = secrets.token_bytes(NONCE_SIZE)

@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mesos_secrets import (
+    ResolverError,
     Secret,
     SecretNotFoundError,
     SecretResolver,
@@ -461,6 +462,7 @@ def reseal_metadata(store: LocalStore) -> None:
     conn.execute("UPDATE meta SET v = ? WHERE k = 'keycheck'", (keycheck_1(key),))
     conn.commit()
     conn.close()
+    store.migrate()
 
 
 OLD, NEW = canary(), canary()
@@ -618,8 +620,9 @@ class TestTampering:
 
     @pytest.mark.parametrize("drop_manifest", [False, True])
     def test_downgrade_to_format_1(self, victim: LocalStore, drop_manifest: bool) -> None:
-        """Turning the store back into format 1 (so that it would be migrated, trusting
-        rolled-back rows) fails: format 2's key check does not open as format 1's."""
+        """Turning only the format row back to 1 (so that the store would be migrated,
+        trusting rolled-back rows) is tampering: its key check opens as format 2's only.
+        Refused by migrate too. (With format 1's key check replayed: TestDowngrade.)"""
         victim.close()
         tamper(
             victim.db_path,
@@ -627,8 +630,10 @@ class TestTampering:
             f"UPDATE meta SET v = X'{FORMAT_1.hex()}' WHERE k = 'format'",
             *(["DELETE FROM meta WHERE k LIKE 'manifest%'"] if drop_manifest else []),
         )
-        with pytest.raises(StoreError, match="does not belong to the store"):
-            victim.get("/app/db")
+        for operation in (lambda: victim.get("/app/db"), victim.migrate):
+            with pytest.raises(StoreError, match=downgraded(victim.home) + ".*key check"):
+                operation()
+        assert meta_of(victim.db_path)["format"] == FORMAT_1
 
     def test_ciphertext_of_a_removed_secret(self, store: LocalStore) -> None:
         """`rm` then `put` of the same name starts again at version 1, the same name, key
@@ -691,19 +696,165 @@ class TestTampering:
         assert victim.get("/new")["k"].reveal() == b"v"
 
 
+def migrated(home: Path) -> LocalStore:
+    """The store at ``home``, migrated to format 2 as its owner does, once."""
+    store = LocalStore(home)
+    store.migrate()
+    return store
+
+
+def meta_of(db: Path) -> dict[str, Any]:
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute("SELECT k, v FROM meta").fetchall())
+    finally:
+        conn.close()
+
+
+def downgrade(db: Path, keycheck: bytes, *edits: str, keep_manifest: bool = False) -> None:
+    """What an attacker without the key does to have ``edits`` trusted: mark the store as
+    format 1 again, put back a format 1 key check (a fixed value, in any old copy of the
+    database) and, unless ``keep_manifest``, remove what format 2 added to ``meta``."""
+    tamper(
+        db,
+        *edits,
+        f"UPDATE meta SET v = X'{FORMAT_1.hex()}' WHERE k = 'format'",
+        f"UPDATE meta SET v = X'{keycheck.hex()}' WHERE k = 'keycheck'",
+        *([] if keep_manifest else ["DELETE FROM meta WHERE k NOT IN ('format', 'keycheck')"]),
+    )
+
+
+ROLLBACK = "UPDATE secrets SET current = 1 WHERE name = '/app/db'"
+
+
+class TestDowngrade:
+    """A store turned back into format 1 with its old key check replayed, to have edited
+    rows sealed as trusted: never migrated unless its owner asks, never answered."""
+
+    @pytest.fixture
+    def upgraded(self, tmp_path: Path) -> tuple[Path, bytes]:
+        """A store written in format 1 (/app/db: password OLD), migrated, then given a
+        new version (password NEW); and the key check its format 1 copy held."""
+        home = tmp_path / "store"
+        make_store_1(home, {"/app/db": [{"password": OLD.encode()}]})
+        old_keycheck = meta_of(home / "secrets.db")["keycheck"]
+        store = migrated(home)
+        store.put("/app/db", {"password": NEW})
+        store.close()
+        return home, old_keycheck
+
+    def test_replayed_keycheck_is_not_migrated(self, upgraded: tuple[Path, bytes]) -> None:
+        """The old key check replayed and the current version rolled back: the store is
+        refused as format 1, nothing is answered, and nothing is sealed."""
+        home, old_keycheck = upgraded
+        downgrade(home / "secrets.db", old_keycheck, ROLLBACK)
+        before = meta_of(home / "secrets.db")
+        store = LocalStore(home)
+        for operation in (
+            lambda: store.get("/app/db"),
+            lambda: store.get("/app/db", version=1),
+            store.list,
+            lambda: store.put("/app/db", {"password": "third"}),
+            lambda: store.delete("/app/db"),
+            store.check,
+        ):
+            with pytest.raises(StoreError, match=format_1_refused(home)) as raised:
+                operation()
+            assert not leaks(OLD, str(raised.value))
+            assert not leaks(NEW, str(raised.value))
+        store.close()
+        assert meta_of(home / "secrets.db") == before
+
+    def test_replayed_keycheck_cli(self, upgraded: tuple[Path, bytes]) -> None:
+        """From the command line: one line, exit 1, no value on any output."""
+        home, old_keycheck = upgraded
+        downgrade(home / "secrets.db", old_keycheck, ROLLBACK)
+        for args in (["get", "/app/db@password"], ["ls"], ["put", "/app/db", "password=-"]):
+            result = cli("--home", str(home), "secret", *args, stdin=b"x")
+            assert_one_line_error(result, f"'{home}'".encode(), b"format 1", b"secret migrate")
+            assert not leaks(OLD, result.stdout, result.stderr)
+            assert not leaks(NEW, result.stdout, result.stderr)
+
+    def test_keycheck_of_format_1_from_any_copy(self, victim: LocalStore) -> None:
+        """A store that never was format 1: a format 1 key check under its key (as a copy
+        of the key check of another store sharing the key file would be) is no better."""
+        victim.close()
+        key = victim.key_file.read_bytes()
+        downgrade(victim.db_path, keycheck_1(key), ROLLBACK)
+        with pytest.raises(StoreError, match=format_1_refused(victim.home)):
+            victim.get("/app/db")
+
+    @pytest.mark.parametrize("edit", [[ROLLBACK], []], ids=["rolled back", "as is"])
+    def test_downgrade_keeping_format_2_rows(
+        self, upgraded: tuple[Path, bytes], edit: list[str]
+    ) -> None:
+        """A format 1 store holding format 2's manifest was turned back: refused as
+        tampering, by every operation and by migrate, and left as it is."""
+        home, old_keycheck = upgraded
+        downgrade(home / "secrets.db", old_keycheck, *edit, keep_manifest=True)
+        before = meta_of(home / "secrets.db")
+        store = LocalStore(home)
+        for operation in (lambda: store.get("/app/db"), store.list, store.migrate):
+            with pytest.raises(StoreError, match=downgraded(home)):
+                operation()
+        store.close()
+        assert meta_of(home / "secrets.db") == before
+        result = cli("--home", str(home), "secret", "migrate")
+        assert_one_line_error(result, f"'{home}'".encode(), b"integrity check", b"format 1")
+
+    def test_migrate_trusts_what_it_finds(self, upgraded: tuple[Path, bytes]) -> None:
+        """The limit, as documented: a downgrade that removed every trace of format 2 is
+        told from a store written by an earlier version only by its owner, who knows it
+        was migrated already. Running migrate anyway trusts the rows as they are."""
+        home, old_keycheck = upgraded
+        downgrade(home / "secrets.db", old_keycheck, ROLLBACK)
+        store = migrated(home)
+        assert store.get("/app/db")["password"].reveal() == OLD.encode()
+        store.close()
+
+
+def format_1_refused(home: Path) -> str:
+    return re.escape(f"the embedded store at '{home}' is of format 1") + r".*secret migrate"
+
+
+def downgraded(home: Path) -> str:
+    return integrity_failure(LocalStore(home)) + r".*format 1"
+
+
 class TestMigration:
-    """Format 1 stores (unauthenticated metadata) are sealed when first opened."""
+    """Format 1 stores (unauthenticated metadata) are refused until their owner migrates
+    them, once, with `secret migrate`."""
 
     CONTENTS: ClassVar[dict[str, list[dict[str, bytes]]]] = {
         "/app/db": [{"user": b"app", "password": b"one"}, {"user": b"app", "password": b"two"}],
         "/other": [{"k": b"v"}],
     }
 
-    def test_reads_and_seals(self, tmp_path: Path) -> None:
-        """A format 1 store reads as before; from then on its metadata is authenticated."""
+    def test_refused_until_migrated(self, tmp_path: Path) -> None:
+        """A format 1 store is refused by every operation, and left as it is."""
         home = tmp_path / "store"
         make_store_1(home, self.CONTENTS)
         store = LocalStore(home)
+        for operation in (
+            lambda: store.get("/app/db"),
+            store.list,
+            lambda: store.put("/new", {"k": "v"}),
+            lambda: store.delete("/other"),
+            store.check,
+        ):
+            with pytest.raises(StoreError, match=format_1_refused(home)):
+                operation()
+        store.close()
+        assert meta_of(home / "secrets.db")["format"] == FORMAT_1
+        with pytest.raises(ResolverError, match=format_1_refused(home)):
+            LocalResolver(home=home).resolve(Secret.for_reference("/other"))
+
+    def test_migrate_reads_and_seals(self, tmp_path: Path) -> None:
+        """Once migrated, the store reads as before and its metadata is authenticated."""
+        home = tmp_path / "store"
+        make_store_1(home, self.CONTENTS)
+        store = LocalStore(home)
+        assert store.migrate() == 2
         assert store.get("/app/db")["password"].reveal() == b"two"
         assert store.get("/app/db", version=1)["password"].reveal() == b"one"
         assert [(i.name, i.version, i.keys) for i in store.list()] == [
@@ -712,33 +863,65 @@ class TestMigration:
         ]
         assert store.list()[0].created == 1000.5
         store.close()
-        conn = sqlite3.connect(home / "secrets.db")
-        assert conn.execute("SELECT v FROM meta WHERE k = 'format'").fetchone() == (
-            b"mesos-secrets-store/2",
-        )
-        conn.close()
+        assert meta_of(home / "secrets.db")["format"] == b"mesos-secrets-store/2"
         tamper(home / "secrets.db", "UPDATE secrets SET current = 1 WHERE name = '/app/db'")
         with pytest.raises(StoreError, match=integrity_failure(store, "/app/db")):
             store.get("/app/db")
 
-    def test_first_write(self, tmp_path: Path) -> None:
-        """The first command on a format 1 store may be a put, from the command line."""
+    def test_migrate_is_idempotent(self, tmp_path: Path) -> None:
+        """migrate on a format 2 store does nothing, whether just migrated, open or new."""
         home = tmp_path / "store"
         make_store_1(home, self.CONTENTS)
-        assert (
-            cli(
-                "--home", str(home), "secret", "put", "/app/db", "password=-", stdin=b"3"
-            ).returncode
-            == 0
-        )
+        assert LocalStore(home).migrate() == 2
+        store = LocalStore(home)
+        assert store.migrate() is None
+        store.put("/app/db", {"password": "three"})
+        assert store.get("/app/db")["password"].reveal() == b"three"
+        assert store.migrate() is None  # while open
+        assert store.get("/app/db")["password"].reveal() == b"three"
+        store.close()
+        fresh = LocalStore(tmp_path / "fresh")
+        fresh.put("/s", {"k": "v"})
+        assert fresh.migrate() is None
+        fresh.close()
+
+    def test_cli(self, tmp_path: Path) -> None:
+        """From the command line: refused with the command to run, then migrated once."""
+        home = tmp_path / "store"
+        make_store_1(home, self.CONTENTS)
+        for args in (["get", "/other"], ["put", "/app/db", "password=-"], ["ls"], ["rm", "/x"]):
+            result = cli("--home", str(home), "secret", *args, stdin=b"3")
+            assert_one_line_error(result, f"'{home}'".encode(), b"format 1", b"secret migrate")
+        for args in (
+            ["--home", str(home), "secret", "migrate"],
+            ["secret", "migrate", "--home", str(home)],
+        ):
+            result = cli(*args)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == b""
+            assert result.stderr.decode() in (
+                f"migrated the embedded store at '{home}' to format 2 (2 secrets)\n",
+                f"the embedded store at '{home}' is already of format 2\n",
+            )
+        assert b"already" in result.stderr
+        result = cli("--home", str(home), "secret", "put", "/app/db", "password=-", stdin=b"3")
+        assert result.returncode == 0, result.stderr
         result = cli("--home", str(home), "secret", "get", "/app/db@password")
         assert (result.returncode, result.stdout) == (0, b"3")
-        result = cli("--home", str(home), "secret", "get", "/other")
-        assert (result.returncode, result.stdout) == (0, b"v")
         tamper(home / "secrets.db", "DELETE FROM versions WHERE name = '/app/db' AND version = 1")
         assert_one_line_error(
             cli("--home", str(home), "secret", "get", "/app/db@password"), b"integrity check"
         )
+
+    def test_cli_no_store(self, tmp_path: Path) -> None:
+        """migrate where there is no store: one line, and nothing is created."""
+        home = tmp_path / "none"
+        assert_one_line_error(
+            cli("--home", str(home), "secret", "migrate"),
+            b"no embedded store",
+            f"'{home}'".encode(),
+        )
+        assert not home.exists()
 
     def test_wrong_key_is_not_migrated(self, tmp_path: Path) -> None:
         """A format 1 store opened with the wrong key is refused and left as it was: its
@@ -746,16 +929,16 @@ class TestMigration:
         home = tmp_path / "store"
         make_store_1(home, self.CONTENTS)
         (home / "key").write_bytes(os.urandom(32))
-        with pytest.raises(StoreError, match="does not belong to the store"):
-            LocalStore(home).get("/other")
-        conn = sqlite3.connect(home / "secrets.db")
-        assert dict(conn.execute("SELECT k, v FROM meta").fetchall())["format"] == FORMAT_1
-        conn.close()
+        for operation in (lambda: LocalStore(home).get("/other"), LocalStore(home).migrate):
+            with pytest.raises(StoreError, match="does not belong to the store"):
+                operation()
+        assert meta_of(home / "secrets.db")["format"] == FORMAT_1
 
     def test_empty(self, tmp_path: Path) -> None:
         home = tmp_path / "store"
         make_store_1(home, {})
         store = LocalStore(home)
+        assert store.migrate() == 0
         assert store.list() == []
         store.put("/s", {"k": "v"})
         assert store.get("/s")["k"].reveal() == b"v"
