@@ -1,7 +1,7 @@
 """The Linux system calls containment needs, through ctypes on the C library.
 
 Mounts (the classic ``mount(2)`` and the new detached-mount API: ``fsopen``, ``fsmount``,
-``open_tree``, ``move_mount``), namespaces (``unshare``), ``openat2`` with its
+``open_tree``, ``move_mount``), namespaces (``unshare``, ``setns``), ``openat2`` with its
 no-symlink resolution, ``prctl`` (parent-death signal, dumpable), capabilities.
 
 This module imports nothing but the standard library: the container init program
@@ -56,6 +56,7 @@ __all__ = [
     "set_name",
     "set_no_new_privileges",
     "set_parent_death_signal",
+    "setns",
     "umount",
     "unshare",
 ]
@@ -371,6 +372,14 @@ def unshare(flags: int) -> None:
     """unshare(2): move the calling process into new namespaces (PID: its children)."""
     if _libc.unshare(flags) != 0:
         raise _fail("unshare")
+
+
+def setns(fd: int, flags: int) -> None:
+    """setns(2) with a pidfd: move the calling process into the namespaces ``flags`` of
+    that process, all at once (PID: its children). The process must still run: a pidfd
+    never pins a namespace, nor lets a reused pid stand for the one it was opened on."""
+    if _libc.setns(fd, flags) != 0:
+        raise _fail("setns")
 
 
 def set_parent_death_signal(signum: int) -> None:

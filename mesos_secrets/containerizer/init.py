@@ -28,6 +28,10 @@ PID 1 (in the new namespaces)
     end (parent-death signals, each asked for by the process itself: they are not
     inherited across fork), so a killed front end takes the whole container with it.
 
+With ``--exec``, it runs a command (a check) in a running container instead: it joins the
+container's cgroups and enters its namespaces (``setns`` through a pidfd), then forks
+the command, set up as the task is (its user, capabilities, directory, environment).
+
 Failures before the task runs are one line on the report pipe ("cannot start the task:
 …", "cannot set up the task's container: …"); the report pipe reaching end-of-file with
 nothing on it means the task's program was executed.
@@ -563,18 +567,82 @@ def _enter(directory: str) -> None:
         os.close(fd)
 
 
+# --- a command in a running container (checks) ----------------------------------------
+
+
+def join(plan_fd: int) -> dict[str, Any]:
+    """Become a process of a running container: tied to the front end, not dumpable, in
+    the container's cgroups (so that it dies with the container), then in its namespaces,
+    entered through a pidfd on one of its processes (passed by the front end, which
+    opened it while that process was known to be the container's)."""
+    step = "ask to die with the front end"
+    try:
+        linux.set_parent_death_signal(signal.SIGKILL)
+        step = "stop being dumpable"
+        linux.set_dumpable(False)
+        linux.disable_core_dumps()
+        step = "read its plan"
+        plan: dict[str, Any] = json.loads(_read_all(plan_fd))
+        if os.getppid() != plan["parent"]:
+            raise SetupError("the front end that started it is gone")  # noqa: TRY301
+        target: int = plan["target"]
+        os.set_inheritable(target, False)
+        for procs in plan.get("cgroups", ()):
+            step = f"join cgroup '{os.path.dirname(procs)}'"
+            with open(procs, "w", encoding="ascii") as out:
+                out.write("0")
+        step = "enter the container's namespaces"
+        try:
+            linux.setns(target, plan["namespaces"])
+        except ProcessLookupError:
+            raise SetupError("the container has ended") from None
+        os.close(target)
+    except OSError as error:
+        raise SetupError(f"cannot {step}: {error.strerror}") from None
+    except (SetupError, ValueError, KeyError) as error:
+        raise SetupError(f"cannot {step}: {error}") from None
+    return plan
+
+
+def execute(plan: dict[str, Any], report: Report) -> NoReturn:
+    """Fork the command (in the container's PID namespace: it is our child), set up as
+    the task is, and end as it ends. SIGTERM kills its whole process group."""
+    lifeline_r, lifeline_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(lifeline_w)
+        _die_with_supervisor(lifeline_r)
+        with _reporting(report):
+            run_task(plan["task"], report)
+    os.close(lifeline_r)
+
+    def end(_signum: int, _frame: object) -> None:
+        _send(child, signal.SIGKILL, group=True)
+
+    signal.signal(signal.SIGTERM, end)
+    report.close()
+    _, wait_status = os.waitpid(child, 0)
+    _end_like([], wait_status)
+
+
 def main(argv: list[str]) -> NoReturn:
-    if len(argv) not in (3, 4) or argv[3:] not in ([], ["--user-namespace"]):
+    modes: tuple[list[str], ...] = ([], ["--user-namespace"], ["--exec"])
+    if len(argv) not in (3, 4) or argv[3:] not in modes:
         print(
-            "usage: init.py PLAN_FD REPORT_FD [--user-namespace] (run by a launcher)",
+            "usage: init.py PLAN_FD REPORT_FD [--user-namespace|--exec] (run by a launcher)",
             file=sys.stderr,
         )
         os._exit(2)
-    linux.set_name("mesos-init")  # not "exe" (we are run as /proc/self/exe) in ps, top
     report = Report(int(argv[2]))
     os.set_inheritable(report.fd, False)  # the task must not hold it: its exec ends the launch
+    if argv[3:] == ["--exec"]:
+        linux.set_name("mesos-exec")
+        with _reporting(report):
+            plan = join(int(argv[1]))
+        execute(plan, report)
+    linux.set_name("mesos-init")  # not "exe" (we are run as /proc/self/exe) in ps, top
     with _reporting(report):
-        plan = begin(int(argv[1]), user_namespace=len(argv) == 4)
+        plan = begin(int(argv[1]), user_namespace=argv[3:] == ["--user-namespace"])
     supervise(plan, report)
 
 

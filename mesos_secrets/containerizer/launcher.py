@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import base64
 import contextlib
+import errno
 import json
 import os
 import pwd
@@ -31,8 +32,9 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,6 +49,7 @@ from . import capabilities as caps
 __all__ = [
     "DEFAULT_PATH",
     "INIT",
+    "ExecPlan",
     "InitProcess",
     "Launcher",
     "PosixLauncher",
@@ -127,6 +130,16 @@ class Process(abc.ABC):
     @abc.abstractmethod
     def poll(self) -> Termination | None: ...
 
+    def exec(
+        self, argv: Sequence[str], executable: str, environment: Mapping[str, str]
+    ) -> subprocess.Popen[bytes]:
+        """Start a command in the running container, as its task runs (see
+        :meth:`InitProcess.exec`)."""
+        raise LaunchError("this container cannot run a command besides its task")
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release what is held to reach the container (after it ended)."""
+
 
 class Launcher(abc.ABC):
     """Starts a prepared container."""
@@ -205,6 +218,21 @@ def _b64(value: str | bytes) -> str:
     return base64.b64encode(os.fsencode(value)).decode("ascii")
 
 
+@attrs.frozen
+class ExecPlan:
+    """How to run a command in a running container as its task runs: the process whose
+    namespaces it enters (``depth`` generations below the init's supervisor: 1 is PID 1;
+    deeper for runc's task), which namespaces (``CLONE_*`` flags), the cgroups it joins,
+    and the task's set-up (user, capabilities, directory, environment: held in memory
+    only, for as long as the container runs)."""
+
+    depth: int
+    namespaces: int
+    cgroups: tuple[str, ...]
+    task: Mapping[str, Any] = attrs.field(repr=False)
+    environment: Mapping[bytes, bytes] = attrs.field(repr=False)
+
+
 class InitProcess(Process):
     """A container, seen through its init's supervisor process (our child).
 
@@ -213,9 +241,84 @@ class InitProcess(Process):
     the task's.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], *, plan: ExecPlan | None = None) -> None:
         self.popen = popen
         self.pid = popen.pid
+        self._plan = plan
+        self._lock = threading.Lock()
+        self._target: int | None = None  # a pidfd on the process whose namespaces we enter
+        self._pidfd: int | None = None
+        if plan is not None:
+            # Opened now, while the supervisor is our child and not reaped: it is ours.
+            with contextlib.suppress(OSError):
+                self._pidfd = os.pidfd_open(popen.pid)
+
+    def exec(
+        self, argv: Sequence[str], executable: str, environment: Mapping[str, str]
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in the container: its cgroups and namespaces, its user,
+        capabilities and sandbox, the task's environment (secrets included) with
+        ``environment`` over it. Returns once the command runs; its exit status is the
+        command's, SIGTERM kills it and what it started. Nothing of it is logged: its
+        output goes to ``/dev/null``. A :class:`LaunchError` if it cannot be started
+        (the container has ended…)."""
+        if self._plan is None:
+            return super().exec(argv, executable, environment)
+        plan = self._plan
+        env = dict(plan.environment)
+        env.update({os.fsencode(k): os.fsencode(v) for k, v in environment.items()})
+        task = {
+            **plan.task,
+            "argv": [_b64(a) for a in argv],
+            "executable": executable,
+            "env": [[_b64(k), _b64(v)] for k, v in env.items()],
+            "terminal": False,
+        }
+        target = self._find_target()
+        return start_init(
+            {
+                "target": target,
+                "namespaces": plan.namespaces,
+                "cgroups": list(plan.cgroups),
+                "task": task,
+            },
+            mode="--exec",
+            fds=[target],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def _find_target(self) -> int:
+        """A pidfd on the process whose namespaces a command enters, found once by
+        walking down from the supervisor: each step is checked to be a child of the one
+        above while both still run, so a reused pid never stands for the container's."""
+        with self._lock:
+            if self._target is not None:
+                return self._target
+            assert self._plan is not None
+            if self._pidfd is None or _exited(self._pidfd):
+                raise LaunchError("the container has ended")
+            fd, pid = self._pidfd, self.pid
+            try:
+                for _ in range(self._plan.depth):
+                    child_fd, pid = _only_child(fd, pid)
+                    if fd != self._pidfd:
+                        os.close(fd)
+                    fd = child_fd
+            except OSError:
+                if fd != self._pidfd:
+                    os.close(fd)
+                raise LaunchError("the container has ended") from None
+            self._target = fd
+            return fd
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in {self._pidfd, self._target} - {None}:
+                assert fd is not None
+                os.close(fd)
+            self._pidfd = self._target = None
 
     def wait(self) -> Termination:
         return Termination.from_returncode(self.popen.wait())
@@ -229,10 +332,54 @@ class InitProcess(Process):
             self.popen.send_signal(sig)  # polls first: never a reused pid
 
 
+def _exited(pidfd: int) -> bool:
+    """A pidfd is readable once its process has ended."""
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+def _children(pid: int) -> list[int]:
+    """Every child of ``pid``, whichever of its threads forked it."""
+    found = []
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{thread}/children", encoding="ascii") as children:
+            found += [int(child) for child in children.read().split()]
+    return found
+
+
+def _child_pid(pid: int) -> int:
+    children = _children(pid)
+    if len(children) != 1:
+        raise OSError(errno.ESRCH, "not one child")
+    return children[0]
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+        return int(stat.read().rpartition(")")[2].split()[1])
+
+
+def _only_child(parent_fd: int, parent: int) -> tuple[int, int]:
+    """A pidfd on ``parent``'s only child, and its pid, checked to be it: the parent,
+    which ``parent_fd`` refers to, still runs, and the child is its child while the
+    child's pidfd is open."""
+    child = _child_pid(parent)
+    fd = os.pidfd_open(child)
+    try:
+        changed = _parent_of(child) != parent or _exited(parent_fd) or _exited(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if changed:
+        os.close(fd)
+        raise OSError(errno.ESRCH, "the container's processes changed")
+    return fd, child
+
+
 def start_init(
     plan: dict[str, Any],
     *,
     user_namespace: bool = False,
+    mode: str | None = None,
     fds: Collection[int] = (),
     stdin: IO[Any] | int | None = None,
     stdout: IO[Any] | int | None = None,
@@ -249,6 +396,8 @@ def start_init(
     argv = [sys.executable, "-I", "-S", str(INIT), str(plan_r), str(report_w)]
     if user_namespace:
         argv.append("--user-namespace")
+    elif mode is not None:
+        argv.append(mode)
     try:
         popen = subprocess.Popen(  # noqa: S603 (fixed argv: fd numbers only)
             argv,
@@ -399,7 +548,15 @@ class PosixLauncher(Launcher):
             stdout=stdout,
             stderr=stderr,
         )
-        return InitProcess(popen)
+        namespaces = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC
+        exec_plan = ExecPlan(
+            depth=1,  # PID 1, in the container's namespaces
+            namespaces=namespaces if root else namespaces | linux.CLONE_NEWUSER,
+            cgroups=tuple(config.cgroup_procs),
+            task={k: v for k, v in task.items() if k not in ("argv", "executable", "env")},
+            environment=env,
+        )
+        return InitProcess(popen, plan=exec_plan)
 
     def _check_not_hidden(self, sandbox: Path, info: LaunchInfo) -> None:
         """What the task needs may not be where it must not look (the hidden paths would

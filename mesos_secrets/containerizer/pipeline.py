@@ -17,8 +17,9 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, Protocol, Self
@@ -265,6 +266,7 @@ class Containerizer:
             self.isolators.isolate(container_id, process.pid)
         except BaseException:
             _end(process)
+            process.close()
             self._destroy_quietly(container_id)
             raise
         return Container(self, container_id, task, config, process)
@@ -348,11 +350,24 @@ class Container:
         else:
             self.process.kill(sig)
 
+    def exec(
+        self, argv: Sequence[str], executable: str, environment: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a command in the running container (a check): in its cgroups and
+        namespaces, as its task's user, with its capabilities, in its sandbox, with its
+        environment (secrets included) and ``environment`` over it. It dies with the
+        container. Returns once the command runs (its status is the command's; SIGTERM
+        kills it and what it started); a :class:`LaunchError` if it cannot start."""
+        if self._destroyed:
+            raise LaunchError("the container has ended")
+        return self.process.exec(argv, executable, environment or {})
+
     def destroy(self) -> None:
         """Kill whatever of the container still runs, then clean up. Idempotent."""
         if self._destroyed:
             return
         _end(self.process)  # destroy kills what is left in the cgroup
+        self.process.close()
         self._destroyed = True
         self.containerizer.destroy(self.id)
 
