@@ -460,6 +460,11 @@ class TaskInfo(JSONModel):
     executor: ExecutorInfo | None = None
     extra: Mapping[str, Any] = _extra_field()
 
+    def __attrs_post_init__(self) -> None:
+        from .checks import parse_checks  # noqa: PLC0415 (checks are built on these models)
+
+        parse_checks(self)  # as Mesos' master validates them
+
     def secrets(self) -> tuple[Secret, ...]:
         """Every secret the task needs, in launch order: image, environment, volumes."""
         found: list[Secret] = []
