@@ -20,6 +20,11 @@ A failure before the task runs is TASK_FAILED with reason
 REASON_CONTAINER_LAUNCH_FAILED and a message naming the secret or path — never a
 value. KILL stops a task and cleans up; SHUTDOWN stops them all, revokes the token and
 exits within the grace period.
+
+A task's health check and check (:mod:`.checks`) start once it runs: TASK_RUNNING
+updates carry ``healthy`` (reason REASON_TASK_HEALTH_CHECK_STATUS_UPDATED) and
+``check_status`` (REASON_TASK_CHECK_STATUS_UPDATED); a task that stays unhealthy is
+killed, its TASK_KILLED saying ``healthy: false``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import attrs
 import pymesos  # type: ignore[import-untyped,unused-ignore]
 
 from .acls import ACLs
+from .checks import TaskChecks, parse_checks
 from .config import Config, load_config
 from .containerizer import Container, Containerizer, default_runtime_dir
 from .containerizer.launcher import Termination
@@ -537,6 +543,9 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         state: str,
         message: str | None = None,
         reason: str | None = None,
+        *,
+        healthy: bool | None = None,
+        check_status: dict[str, Any] | None = None,
     ) -> None:
         status: dict[str, Any] = {
             "task_id": {"value": task_id},
