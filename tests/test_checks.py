@@ -34,8 +34,10 @@ from mesos_secrets.testing import canary, leaks
 
 from .agent import Agent
 from .conftest import requires_root
+from .registry import Registry, build_busybox
 from .residue import processes_holding
 from .test_executor import CHECK_APP, Setup, app_task, wait
+from .test_images import docker_config
 from .test_run import sha
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -541,3 +543,64 @@ def test_invalid_health_check_fails_the_task(setup: Setup) -> None:
         "Expecting 'http' to be set for HTTP health check"
     )
     assert "TASK_RUNNING" not in agent.states("i1")
+
+
+@pytest.fixture(scope="module")
+def image_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry holding busybox as private/busybox, for alice (PASSWORD)."""
+    from .test_images import PASSWORD
+
+    layout = tmp_path_factory.mktemp("image") / "layout"
+    build_busybox(layout)
+    server = Registry(tmp_path_factory.mktemp("registry"), {"alice": PASSWORD})
+    server.push(layout, "latest", "private/busybox:latest", user="alice", password=PASSWORD)
+    yield server
+    server.stop()
+
+
+@requires_root
+def test_command_check_in_an_image(setup: Setup, image_registry: Registry) -> None:
+    """In a task run by runc in an image, a COMMAND check runs in the image's root
+    filesystem, in the task's namespaces (its PID 1 is the task's shell), in its
+    sandbox, with its secrets."""
+    from .test_executor import put
+
+    registry = image_registry
+    value = canary()
+    setup.config.write_text(
+        setup.config.read_text()
+        + f'[images]\nstore = "{setup.tmp / "images"}"\nca_bundle = "{registry.ca.ca.cert}"\n'
+    )
+    put(setup.bao, "exec/pull", {"config": docker_config(registry).decode()})
+    agent = running(setup, value)
+    spec = {
+        "cmd": "sleep 60",
+        "env": {"DB": {"secret": "db"}},
+        "secrets": {
+            "db": {"source": "/exec/db@password"},
+            "pull": {"source": "/exec/pull@config"},
+        },
+        "container": {
+            "type": "MESOS",
+            "docker": {
+                "image": f"{registry.host}/private/busybox:latest",
+                "pullConfig": {"secret": "pull"},
+            },
+        },
+    }
+    task = app_task(spec, agent, "i1")
+    inside = " && ".join(
+        [
+            "test -f /etc/hello",  # only in the image
+            'test "$(pwd)" = /mnt/mesos/sandbox',
+            "grep -q 'sleep' /proc/1/cmdline",  # PID 1 is the task (runc's PID namespace)
+            f'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = {sha(value)}',
+        ]
+    )
+    task["health_check"] = command(inside)
+    agent.launch(task)
+    wait(lambda: health_updates(agent, "i1") == [True], timeout=90)
+    agent.kill("i1")
+    agent.wait_for("i1", "TASK_KILLED", timeout=30)
+    assert not leaks(value, setup.log())
+    wait(lambda: not processes_holding(value), timeout=10)

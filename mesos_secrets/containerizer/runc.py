@@ -32,10 +32,12 @@ from typing import IO, Any
 from .. import linux, nofollow
 from ..errors import LaunchError
 from ..isolator import ContainerConfig, Filesystem, LaunchInfo, Mount
+from . import capabilities as caps
 from .launcher import (
     DEFAULT_PATH,
     PROC_MASKED,
     PROC_READ_ONLY,
+    ExecPlan,
     InitProcess,
     Launcher,
     Process,
@@ -52,6 +54,7 @@ SANDBOX = "/mnt/mesos/sandbox"
 _START_TIMEOUT_S = 60.0
 
 _CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+_CLONE_NEWUTS = 0x04000000  # runc gives the task a UTS namespace of its own
 
 
 class _RuncProcess(InitProcess):
@@ -173,7 +176,30 @@ class RuncLauncher(Launcher):
         finally:
             os.close(bundle_fd)
             os.close(state_fd)
-        return _RuncProcess(popen)
+        return _RuncProcess(popen, plan=self._exec_plan(config, info))
+
+    @staticmethod
+    def _exec_plan(config: ContainerConfig, info: LaunchInfo) -> ExecPlan:
+        """A command in the container (a check) runs as runc runs the task: in its
+        namespaces (entered through the task's process: our init's PID 1, then runc,
+        then runc's container process), as its user, with its capabilities."""
+        user = config.user
+        return ExecPlan(
+            depth=3,
+            namespaces=linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC | _CLONE_NEWUTS,
+            cgroups=tuple(config.cgroup_procs),
+            task={
+                "cwd": SANDBOX,
+                "user": (
+                    {"uid": user.uid, "gid": user.gid, "groups": list(user.groups)}
+                    if user.uid != 0
+                    else None
+                ),
+                "capabilities": sorted(caps.parse(_CAPABILITIES)),
+                "no_new_privileges": True,
+            },
+            environment=task_environment(config, info, sandbox=SANDBOX),
+        )
 
     @staticmethod
     def _wait_created(popen: subprocess.Popen[bytes], pid_file: Path) -> None:
