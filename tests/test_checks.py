@@ -478,6 +478,18 @@ class TestChecks:
         agent.kill("c1")
         agent.wait_for("c1", "TASK_KILLED", timeout=30)
 
+    def test_no_check_after_a_kill(self, setup: Setup) -> None:
+        """As Mesos' executors, checking stops once the task is being killed: a task
+        that ignores SIGTERM and changes afterwards gets no check update for it."""
+        agent = running(setup, canary())
+        cmd = "trap '' TERM; sleep 1.5; touch ready; sleep 60"
+        agent.launch(checked_task(agent, "k1", cmd, check=check_command("test -e ready")))
+        wait(lambda: len(check_updates(agent, "k1")) == 1, timeout=30)
+        agent.kill("k1")
+        agent.wait_for("k1", "TASK_KILLED", timeout=30)
+        statuses = [u["check_status"] for u in check_updates(agent, "k1")]
+        assert statuses == [{"type": "COMMAND", "command": {"exit_code": 1}}]
+
     def test_http_and_tcp_checks_with_a_health_check(self, setup: Setup) -> None:
         """HTTP: the status code (a 404 too); TCP: whether it connected. A check update
         carries the last health status as well."""
