@@ -208,6 +208,8 @@ class _Task:
     by_group: bool = False
     #: Whether its terminal update was sent.
     ended: bool = False
+    #: Its health check and check, once it runs.
+    checks: TaskChecks | None = None
 
 
 class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
@@ -402,17 +404,24 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
     def _supervise(self, driver: Any, task: _Task, container: Container) -> None:
         try:
             self._update(driver, task.task_id, "TASK_RUNNING")
+            self._start_checks(driver, task, container)
             termination = container.wait()
         finally:
             with self._lock:
                 if task.timer is not None:
                     task.timer.cancel()
+                checks = task.checks
+            if checks is not None:
+                checks.stop()  # no update after the terminal one, no check command left
             try:
                 container.destroy()
             except (MesosSecretsError, OSError) as error:
                 log.error("cleaning up after task %s failed: %s", task.task_id, error)
         if task.killing:
-            self._end(driver, task, "TASK_KILLED", f"Task {termination.describe()}")
+            # Killed for failing its health check: Mesos' executors say so with `healthy`.
+            unhealthy = False if checks is not None and checks.unhealthy_kill else None
+            message = f"Task {termination.describe()}"
+            self._end(driver, task, "TASK_KILLED", message, healthy=unhealthy)
         elif termination.status == 0:
             self._end(driver, task, "TASK_FINISHED", "Command exited with status 0")
         else:
@@ -465,6 +474,35 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             self._signal(driver, task, container)
         return container
 
+    def _start_checks(self, driver: Any, task: _Task, container: Container) -> None:
+        """The task's health check and check (validated with the task), run from now on:
+        TASK_RUNNING updates carry their results; an unhealthy task is killed."""
+        health_check, check = parse_checks(container.task)
+
+        def update(healthy: bool | None, check_status: dict[str, Any] | None, reason: str) -> None:
+            self._update(
+                driver,
+                task.task_id,
+                "TASK_RUNNING",
+                reason=reason,
+                healthy=healthy,
+                check_status=check_status,
+            )
+
+        checks = TaskChecks(
+            task.task_id,
+            health_check,
+            check,
+            container=container,
+            update=update,
+            kill=lambda: self._kill(driver, task, None),
+        )
+        with self._lock:
+            if task.killing:  # killed already: Mesos does not check a task it kills
+                return
+            task.checks = checks
+        checks.start()
+
     def _kill(self, driver: Any, task: _Task, grace_period: float | None) -> None:
         """Kill ``task``: SIGTERM now, SIGKILL to the whole container after the grace
         period (the given one, else its TaskInfo's, else the default). A task not yet
@@ -488,7 +526,9 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                 return
             task.killing = True
             task.kill_started, task.kill_deadline = now, now + grace
-            container = task.container
+            container, checks = task.container, task.checks
+        if checks is not None:
+            checks.stop()  # as Mesos' executors: a task being killed is not checked
         if container is not None:
             self._signal(driver, task, container)
 
@@ -511,6 +551,8 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         state: str,
         message: str | None = None,
         reason: str | None = None,
+        *,
+        healthy: bool | None = None,
     ) -> None:
         """The task's terminal update, once; a failed or killed task of a group takes
         the rest of its group with it, as the default executor does."""
@@ -530,7 +572,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             )
             for sibling in siblings:
                 sibling.by_group = True
-        self._update(driver, task.task_id, state, message, reason)
+        self._update(driver, task.task_id, state, message, reason, healthy=healthy)
         if siblings:
             log.info("task %s ended in %s: killing the rest of its group", task.task_id, state)
         for sibling in siblings:
@@ -557,6 +599,10 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             status["message"] = printable(message)
         if reason:
             status["reason"] = reason
+        if healthy is not None:
+            status["healthy"] = healthy
+        if check_status is not None:
+            status["check_status"] = check_status
         shown = f" ({printable(message)})" if message else ""
         log.info("task %s: %s%s", printable(task_id), state, shown)
         try:
