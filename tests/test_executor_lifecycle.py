@@ -24,7 +24,7 @@ from .test_executor import CHECK_APP, Setup, app_task, put, wait
 pytestmark = requires_root
 
 #: A task that ignores SIGTERM: only the escalation to SIGKILL ends it.
-STUBBORN = dict(CHECK_APP, cmd="trap '' TERM; while :; do sleep 0.1; done")
+STUBBORN = dict(CHECK_APP, cmd="trap '' TERM; echo ready; while :; do sleep 0.1; done")
 SLEEPING = dict(CHECK_APP, cmd="sleep 60")
 
 
@@ -43,6 +43,13 @@ def started(setup: Setup, **agent: Any) -> Agent:
     setup.start(double, bootstrap=bootstrap)
     assert double.subscribed.wait(30), setup.log()
     return double
+
+
+def ready(setup: Setup, agent: Agent, task_id: str) -> None:
+    """The task runs and ignores SIGTERM from now on (its shell set the trap)."""
+    agent.wait_for(task_id, "TASK_RUNNING")
+    tasks = setup.tmp / "sandbox" / "tasks"
+    wait(lambda: any(f.read_text() == "ready\n" for f in tasks.glob(f"{task_id}.*/stdout")))
 
 
 def kill_policy(task: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -64,7 +71,7 @@ class TestKill:
         SIGKILLed then, not after a fixed 5 s."""
         agent = started(setup)
         agent.launch(kill_policy(app_task(STUBBORN, agent, "k1"), 20.0))
-        agent.wait_for("k1", "TASK_RUNNING")
+        ready(setup, agent, "k1")
         agent.kill("k1", grace_period=0.5)
         assert seconds_until(agent, "k1", "TASK_KILLED") < 6.0  # not the task's 20 s
 
@@ -73,17 +80,17 @@ class TestKill:
         with a shorter grace period (0 s) shortens it, as the command executor does."""
         agent = started(setup)
         agent.launch(kill_policy(app_task(STUBBORN, agent, "k2"), 20.0))
-        agent.wait_for("k2", "TASK_RUNNING")
+        ready(setup, agent, "k2")
         agent.kill("k2")
         time.sleep(5.5)  # past the old fixed grace period, and Mesos' default of 3 s
-        assert "TASK_KILLED" not in agent.states("k2")
+        assert "TASK_KILLED" not in agent.states("k2"), (agent.updates, setup.log())
         agent.kill("k2", grace_period=0)
         assert seconds_until(agent, "k2", "TASK_KILLED") < 6.0  # not the 14.5 s left
 
     def test_a_longer_second_kill_changes_nothing(self, setup: Setup) -> None:
         agent = started(setup)
         agent.launch(app_task(STUBBORN, agent, "k3"))
-        agent.wait_for("k3", "TASK_RUNNING")
+        ready(setup, agent, "k3")
         agent.kill("k3", grace_period=0.5)
         agent.kill("k3", grace_period=60)
         assert seconds_until(agent, "k3", "TASK_KILLED", timeout=70) < 6.0
@@ -170,7 +177,7 @@ class TestShutdown:
         )
         assert agent.subscribed.wait(30)
         agent.launch(app_task(STUBBORN, agent, "s1"))
-        agent.wait_for("s1", "TASK_RUNNING")
+        ready(setup, agent, "s1")
         agent.shutdown()
         agent.wait_for("s1", "TASK_KILLED", timeout=3.0)
         assert process.wait(timeout=10) == 0, setup.log()
