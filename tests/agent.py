@@ -13,6 +13,18 @@ reference/mesos.md §9):
 - with authentication on, as ``--authenticate_http_executors``: no or a bad
   ``Authorization: Bearer`` JWT is 401 with ``WWW-Authenticate``; claims that do not
   match the call's framework and executor ids or the active container are 403.
+
+Restarts, as the agent restarts (``src/slave/slave.cpp``, ``src/slave/http.cpp``):
+``crash`` drops every connection and the listener; ``recover`` listens on the same
+port again, answering 503 "Agent has not finished recovery" (or 404, routes not yet
+set up) for a while if asked. A SUBSCRIBE's ``unacknowledged_updates`` are handled as
+UPDATEs (a duplicate uuid is acknowledged again, not recorded twice) and acknowledged
+on the new stream; a launched task that no update ever came for and that is not among
+its ``unacknowledged_tasks`` becomes TASK_LOST, as ``Slave::subscribe`` does. An
+update is acknowledged only while a stream is open, and not at all while
+``acknowledging`` is off. ``executor_environment`` holds what the agent sets for
+checkpointing: ``MESOS_CHECKPOINT``, ``MESOS_RECOVERY_TIMEOUT``,
+``MESOS_SUBSCRIPTION_BACKOFF_MAX``.
 """
 
 from __future__ import annotations
@@ -20,9 +32,9 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import socket
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -43,6 +55,9 @@ class Agent:
         executor_info: dict[str, Any],
         authenticate: bool = True,
         capabilities: tuple[str, ...] = (),
+        checkpoint: bool = False,
+        recovery_timeout: str = "15mins",
+        backoff_max: str = "2secs",
     ) -> None:
         self.key = key
         self.framework_id = framework_id
@@ -59,6 +74,7 @@ class Agent:
         self.subscribed = threading.Event()
         self._streams: list[queue.Queue[dict[str, Any] | None]] = []
         self._changed = threading.Condition()
+        self._init_restarts(checkpoint, recovery_timeout, backoff_max)
         agent = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,18 +83,24 @@ class Agent:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                agent._connections.add(self.connection)
+
+            def finish(self) -> None:
+                agent._connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:
                 agent.handle(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self._handler = Handler
+        self._listen(0)
 
     # --- what the test does ------------------------------------------------------------
 
     def send(self, event: dict[str, Any]) -> None:
+        self._staged(event)
         for stream in list(self._streams):
             stream.put(event)
 
@@ -117,8 +139,10 @@ class Agent:
     def stop(self) -> None:
         for stream in list(self._streams):
             stream.put(None)
-        self.server.shutdown()
-        self.server.server_close()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
 
     # --- the protocol ----------------------------------------------------------------
 
@@ -170,33 +194,28 @@ class Agent:
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         length = int(request.headers.get("Content-Length") or 0)
         call = json.loads(request.rfile.read(length) or b"{}")
+        if self._not_found(request, call):
+            return
         if not self._authorize(request, call):
+            return
+        if self._unavailable(request, call):
             return
         kind = call.get("type")
         if kind == "SUBSCRIBE":
-            self._subscribe(request)
+            self._subscribe(request, call)
             return
         if kind == "UPDATE":
-            status = call["update"]["status"]
-            with self._changed:
-                self.updates.append(status)
-                self._changed.notify_all()
-            self.send(
-                {
-                    "type": "ACKNOWLEDGED",
-                    "acknowledged": {"task_id": status["task_id"], "uuid": status["uuid"]},
-                }
-            )
+            self._status_update(call["update"]["status"])
         request.send_response(202)
         request.send_header("Content-Length", "0")
         request.end_headers()
 
-    def _subscribe(self, request: BaseHTTPRequestHandler) -> None:
+    def _subscribe(self, request: BaseHTTPRequestHandler, call: dict[str, Any]) -> None:
         stream: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        acknowledgements = self._resubscribed(call.get("subscribe") or {})
         request.send_response(200)
         request.send_header("Content-Type", "application/json")
         request.send_header("Transfer-Encoding", "chunked")
-        request.send_header("Mesos-Stream-Id", str(uuid.uuid4()))
         request.end_headers()
         self._write(
             request,
@@ -216,7 +235,12 @@ class Agent:
                 },
             },
         )
+        for event in acknowledgements:
+            stream.put(event)
         self._streams.append(stream)
+        with self._changed:  # once the events the test sends next reach the executor
+            self.subscriptions.append((time.monotonic(), call))
+            self._changed.notify_all()
         self.subscribed.set()
         try:
             while True:
@@ -241,3 +265,162 @@ class Agent:
         framed = str(len(record)).encode() + b"\n" + record
         request.wfile.write(f"{len(framed):x}\r\n".encode() + framed + b"\r\n")
         request.wfile.flush()
+
+    # --- restarts, refusals, acknowledgements ---------------------------------------------
+
+    def _init_restarts(self, checkpoint: bool, recovery_timeout: str, backoff_max: str) -> None:
+        self.checkpoint = checkpoint
+        self.recovery_timeout = recovery_timeout
+        self.backoff_max = backoff_max
+        self.acknowledging = True
+        self.subscriptions: list[tuple[float, dict[str, Any]]] = []  # (monotonic time, call)
+        self.up_since = time.monotonic()
+        self.server: ThreadingHTTPServer | None = None
+        self._connections: set[socket.socket] = set()
+        self._refusing: dict[str, int] = {}  # call type -> status, until told otherwise
+        self._unavailable_until = 0.0
+        self._unavailable_code = 503
+        self._staging: set[str] = set()  # launched, no update received yet
+        self._uuids: set[str] = set()
+
+    def executor_environment(self) -> dict[str, str]:
+        """What the agent puts in its executor's environment about reconnecting."""
+        if not self.checkpoint:
+            return {}
+        return {
+            "MESOS_CHECKPOINT": "1",
+            "MESOS_RECOVERY_TIMEOUT": self.recovery_timeout,
+            "MESOS_SUBSCRIPTION_BACKOFF_MAX": self.backoff_max,
+        }
+
+    def _listen(self, port: int) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.up_since = time.monotonic()
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def crash(self) -> None:
+        """The agent process dies: the listener and every connection go, streams unended."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        for connection in list(self._connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        for stream in list(self._streams):
+            stream.put(None)
+
+    def recover(self, *, unavailable: float = 0.0, code: int = 503) -> None:
+        """The agent is back on the same port, answering ``code`` for ``unavailable`` s:
+        503 before it finished recovering, 404 before its routes are set up."""
+        self._unavailable_until = time.monotonic() + unavailable
+        self._unavailable_code = code
+        self._listen(int(self.address.rpartition(":")[2]))
+
+    def restart(self, down: float, *, unavailable: float = 0.0, code: int = 503) -> None:
+        self.crash()
+        time.sleep(down)
+        self.recover(unavailable=unavailable, code=code)
+
+    def refuse(self, call: str, code: int | None) -> None:
+        """Answer every ``call`` (UPDATE, MESSAGE…) with ``code``; None stops refusing."""
+        if code is None:
+            self._refusing.pop(call, None)
+        else:
+            self._refusing[call] = code
+
+    def subscriptions_since(self, since: float) -> list[dict[str, Any]]:
+        with self._changed:
+            return [call for at, call in self.subscriptions if at >= since]
+
+    def wait_for_subscription(self, since: float, timeout: float = 30) -> float:
+        """When the first SUBSCRIBE after ``since`` came (monotonic time)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for at, _ in self.subscriptions:
+                    if at >= since:
+                        return at
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("no SUBSCRIBE came")
+                self._changed.wait(remaining)
+
+    def _not_found(self, request: BaseHTTPRequestHandler, call: dict[str, Any]) -> bool:
+        """Before its routes are set up, libprocess answers 404 for any path."""
+        if self._unavailable_code != 404 or time.monotonic() >= self._unavailable_until:
+            return False
+        self.calls.append((str(call.get("type")), request.headers.get("Authorization")))
+        self._refuse(request, 404, None)
+        return True
+
+    def _unavailable(self, request: BaseHTTPRequestHandler, call: dict[str, Any]) -> bool:
+        kind = str(call.get("type"))
+        if kind in self._refusing:
+            code = self._refusing[kind]
+            challenge = 'Bearer realm="mesos-agent-executor", error="invalid_token"'
+            self._refuse(request, code, challenge if code == 401 else None)
+            return True
+        if self._unavailable_code == 503 and time.monotonic() < self._unavailable_until:
+            self._refuse(request, 503, None, "Agent has not finished recovery")
+            return True
+        return False
+
+    def _status_update(self, status: dict[str, Any]) -> dict[str, Any] | None:
+        """The agent's statusUpdate: recorded once per uuid; the ACKNOWLEDGED event for it
+        (sent on the open streams), unless acknowledgements are withheld."""
+        with self._changed:
+            if status["uuid"] not in self._uuids:
+                self._uuids.add(status["uuid"])
+                self.updates.append(status)
+                self._staging.discard(status["task_id"]["value"])
+                self._changed.notify_all()
+        if not self.acknowledging:
+            return None
+        event = {
+            "type": "ACKNOWLEDGED",
+            "acknowledged": {"task_id": status["task_id"], "uuid": status["uuid"]},
+        }
+        self.send(event)
+        return event
+
+    def _resubscribed(self, subscribe: dict[str, Any]) -> list[dict[str, Any]]:
+        """Slave::subscribe: the executor's unacknowledged updates, then its staged tasks.
+        Returns the acknowledgements due on the new stream."""
+        acknowledgements = []
+        for update in subscribe.get("unacknowledged_updates") or []:
+            event = self._status_update(update["status"])
+            if event is not None:
+                acknowledgements.append(event)
+        known = {task["task_id"]["value"] for task in subscribe.get("unacknowledged_tasks") or []}
+        with self._changed:
+            for task_id in sorted(self._staging - known):
+                self._staging.discard(task_id)
+                self.updates.append(
+                    {
+                        "task_id": {"value": task_id},
+                        "state": "TASK_LOST",
+                        "source": "SOURCE_AGENT",
+                        "reason": "REASON_AGENT_RESTARTED",
+                        "message": "Task launched during agent restart",
+                    }
+                )
+            self._changed.notify_all()
+        return acknowledgements
+
+    def _staged(self, event: dict[str, Any]) -> None:
+        """A task sent to the executor stays STAGING until an update for it comes.
+        (Tests send malformed events too: those stage nothing.)"""
+        tasks = []
+        with contextlib.suppress(KeyError, TypeError):
+            if event["type"] == "LAUNCH":
+                tasks = [event["launch"]["task"]["task_id"]["value"]]
+            elif event["type"] == "LAUNCH_GROUP":
+                tasks = [
+                    t["task_id"]["value"] for t in event["launch_group"]["task_group"]["tasks"]
+                ]
+        with self._changed:
+            self._staging.update(tasks)
