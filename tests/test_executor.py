@@ -29,6 +29,7 @@ from .residue import processes_holding
 from .test_run import sha
 
 EXECUTOR = Path(sys.executable).parent / "mesos-secrets-executor"
+ROOT = Path(__file__).resolve().parent.parent
 KEY = b"k" * 32
 FID, EID = "framework-1", "executor-1"
 
@@ -130,6 +131,8 @@ class Setup:
             # What the agent does with a VALUE secret in the ExecutorInfo's environment.
             env[BOOTSTRAP_ENV] = bootstrap.value.data.reveal().decode()
         env.update(environment or {})
+        # The executor imports this checkout's code, whichever the venv was installed from.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         log = (directory / "executor.log").open("ab")
         process = subprocess.Popen(
             [str(EXECUTOR)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
