@@ -1,11 +1,12 @@
 """``mesos-secrets-executor``: a Mesos executor that runs tasks through the pipeline.
 
-It speaks the v1 executor HTTP API through pymesos (this is the one module that imports
-pymesos), and extends pymesos' driver for what it lacks: executor authentication. When
-the agent sets ``MESOS_EXECUTOR_AUTHENTICATION_TOKEN``, every call carries
-``Authorization: Bearer <token>``, and the variable leaves the environment before any
-task starts, as Mesos' own executor library does. A 401 or 403 from the agent ends the
-executor with a message saying so.
+It speaks the v1 executor HTTP API through pymesos, with the driver of
+:mod:`mesos_secrets.driver`: executor authentication, and reconnection, status updates
+and refusals handled as Mesos' own executor library handles them. When the agent sets
+``MESOS_EXECUTOR_AUTHENTICATION_TOKEN``, every call carries ``Authorization: Bearer
+<token>``, and the variable leaves the environment before any task starts, as the
+library does. A 401 or 403 from the agent to SUBSCRIBE ends the executor with a message
+saying so; so does losing the agent for good (exit status 1).
 
 Secrets: the executor gets its own access to the store from a one-time bootstrap in
 ``MESOS_SECRETS_VAULT_WRAPPED_TOKEN`` (a VALUE secret in its ExecutorInfo, which the
@@ -30,8 +31,6 @@ killed, its TASK_KILLED saying ``healthy: false``.
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import logging
 import os
 import secrets
@@ -42,7 +41,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any
 
 import attrs
 import pymesos  # type: ignore[import-untyped,unused-ignore]
@@ -52,6 +51,7 @@ from .checks import TaskChecks, parse_checks
 from .config import Config, load_config
 from .containerizer import Container, Containerizer, default_runtime_dir
 from .containerizer.launcher import Termination
+from .driver import AgentDriver, Reconnection
 from .errors import LaunchCancelled, MesosSecretsError, SecretValidationError, printable
 from .framework import BOOTSTRAP_ENV
 from .hardening import protect_process
@@ -60,7 +60,7 @@ from .registry import get_resolver, resolvers
 from .resolver import ResolveContext, SecretResolver
 from .run import build_containerizer
 
-__all__ = ["AuthenticatedExecutorDriver", "SecretsExecutor", "main"]
+__all__ = ["SecretsExecutor", "main"]
 
 log = logging.getLogger("mesos_secrets.executor")
 
@@ -71,121 +71,6 @@ DEFAULT_KILL_GRACE_S = 3.0
 DEFAULT_SHUTDOWN_GRACE_S = 5.0
 #: Mesos' reason (``TaskStatus.Reason``) for a task that failed before it ran.
 REASON_LAUNCH_FAILED = "REASON_CONTAINER_LAUNCH_FAILED"
-
-
-class _WithholdDetails(logging.Filter):
-    """pymesos logs an event it cannot handle verbatim, and a LAUNCH holds VALUE secrets
-    (base64): its records keep what happened and lose what it was about.
-
-    Records whose template only names an address pass as they are; the others become
-    one line naming pymesos' function, and an exception is named by its type (its text
-    and traceback may quote the event).
-    """
-
-    SAFE: ClassVar[frozenset[str]] = frozenset(
-        {
-            "Failed to send to %s",
-            "Remote %s closed",
-            "Try to redirect to new master: %s",
-            "Master is not available, retry.",
-            "Event stream ended",
-            "Failed to recv from %s",
-            "Thread abort:",
-            "Process already started!",
-            "Failed to force kill executor",
-        }
-    )
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not (isinstance(record.msg, str) and record.msg in self.SAFE):
-            record.msg = f"{record.funcName}: details withheld (agent events may hold secrets)"
-            record.args = ()
-        if record.exc_info:
-            kind = record.exc_info[0].__name__ if record.exc_info[0] else "an exception"
-            record.msg = f"{record.msg} ({kind})"
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def _withhold_pymesos_details() -> None:
-    """Filter every pymesos logger (filters do not pass down to child loggers)."""
-    withhold = _WithholdDetails()
-    for name in list(logging.root.manager.loggerDict):
-        if name == "pymesos" or name.startswith("pymesos."):
-            logging.getLogger(name).addFilter(withhold)
-
-
-_withhold_pymesos_details()
-
-
-class AuthenticatedExecutorDriver(pymesos.MesosExecutorDriver):  # type: ignore[misc]
-    """pymesos' executor driver, plus ``Authorization: Bearer`` on every call."""
-
-    def __init__(self, executor: Any, token: str | None, **kwargs: Any) -> None:
-        super().__init__(executor, **kwargs)
-        self._authorization = f"Bearer {token}" if token else None
-
-    def gen_request(self) -> bytes:
-        """The SUBSCRIBE request pymesos writes by hand, with the header added."""
-        request: bytes = super().gen_request()
-        if self._authorization is None:
-            return request
-        head, separator, body = request.partition(b"\r\n\r\n")
-        return head + f"\r\nAuthorization: {self._authorization}".encode() + separator + body
-
-    def _send(
-        self,
-        body: Any,
-        path: str = "/api/v1/executor",
-        method: str = "POST",
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        # A fresh dict each call: pymesos' default argument is one shared dict.
-        sent = dict(headers or {})
-        if self._authorization is not None:
-            sent["Authorization"] = self._authorization
-        return super()._send(body, path=path, method=method, headers=sent)
-
-    def on_kill(self, event: Any) -> None:
-        """pymesos drops the Kill event's ``kill_policy``; the executor needs it."""
-        self.executor.killTask(self, self._dict_cls(event["task_id"]), event.get("kill_policy"))
-
-    def diagnose(self) -> str | None:
-        """After the event stream failed: ask the agent why, without a stream this time.
-
-        Returns a message for a 401 or 403, None for anything else.
-        """
-        host, _, port = str(self.master).rpartition(":")
-        body = json.dumps(
-            {
-                "type": "SUBSCRIBE",
-                "framework_id": self.framework_id,
-                "executor_id": self.executor_id,
-                "subscribe": {"unacknowledged_tasks": [], "unacknowledged_updates": []},
-            }
-        )
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._authorization is not None:
-            headers["Authorization"] = self._authorization
-        connection = http.client.HTTPConnection(host, int(port), timeout=10)
-        try:
-            connection.request("POST", "/api/v1/executor", body=body, headers=headers)
-            response = connection.getresponse()
-            status = response.status
-            detail = response.getheader("WWW-Authenticate") or response.read(300).decode(
-                "utf-8", "replace"
-            )
-        except OSError:
-            return None
-        finally:
-            connection.close()
-        if status == 401:
-            given = "its token" if self._authorization else "no token"
-            return f"the agent refused the executor (401 Unauthorized; it sent {given}): {detail}"
-        if status == 403:
-            return f"the agent refused the executor's token (403 Forbidden): {detail}"
-        return None
 
 
 @attrs.define(eq=False)
@@ -682,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         config = load_config(known=resolvers.names())
+        reconnection = Reconnection.from_environment(os.environ)
     except MesosSecretsError as error:
         print(f"mesos-secrets-executor: {error}", file=sys.stderr)
         return 1
@@ -692,20 +578,16 @@ def main(argv: list[str] | None = None) -> int:
     executor = SecretsExecutor(
         config, bootstrap=bootstrap, runtime_dir=runtime, directory=directory
     )
-    driver = AuthenticatedExecutorDriver(executor, token)
+    driver = AgentDriver(executor, token, reconnection)
     executor.shutdown_grace_period = driver.grace_shutdown_period or DEFAULT_SHUTDOWN_GRACE_S
     try:
         driver.run()
-    except (RuntimeError, TypeError, KeyboardInterrupt) as error:
-        # pymesos' IO thread failed (its message building can itself fail on a 401).
-        reason = driver.diagnose()
+    except KeyboardInterrupt:
         executor.shutdown(driver)
-        if reason is not None:
-            print(f"mesos-secrets-executor: {reason}", file=sys.stderr)
-            return 1
-        if isinstance(error, KeyboardInterrupt):
-            return 130
-        print(f"mesos-secrets-executor: lost the agent: {type(error).__name__}", file=sys.stderr)
+        return 130
+    if driver.lost is not None:
+        # As Mesos' executors, which exit with a failure when they lose their agent.
+        print(f"mesos-secrets-executor: {driver.lost}", file=sys.stderr)
         return 1
     return 0
 
