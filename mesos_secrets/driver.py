@@ -28,7 +28,9 @@ executor.cpp``) and executors (``src/launcher/executor.cpp``,
   uuid, and every SUBSCRIBE carries them (``unacknowledged_updates``) with the tasks no
   update of which was acknowledged yet (``unacknowledged_tasks``), as the command and
   default executors do; the agent forwards them and acknowledges them on the new
-  stream. An update is stamped with the executor's ID and a float ``timestamp``
+  stream. One made while a SUBSCRIBE is on its way goes as an UPDATE once it is
+  answered (the library drops the call and holds the update until the next
+  SUBSCRIBE, which may never come). An update is stamped with the executor's ID and a float ``timestamp``
   (``TaskStatus.timestamp`` is a double; pymesos sends an integer).
 - ``_send``: pymesos raises one ``RuntimeError`` for any status and cannot send while
   disconnected. Here a call made while not subscribed is kept (an update) or dropped
@@ -232,7 +234,11 @@ class _EventStream:
             self.refusal = _response(self.status, headers, parser.recv_body())
             return []
         if self.ended is None and (parser.is_message_complete() or not data):
-            self.ended = "the agent closed the event stream"
+            self.ended = (
+                "the agent closed the event stream"
+                if self.status is not None
+                else "the agent closed the connection before answering SUBSCRIBE"
+            )
         return events
 
     def _events(self) -> list[Any]:
