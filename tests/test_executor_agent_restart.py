@@ -171,8 +171,8 @@ class TestAgentRestart:
         agent.restart(down=1, unavailable=3, code=code)
         ready = agent.up_since + 3
         resubscribed = agent.wait_for_subscription(ready)
-        assert resubscribed - ready < 1 + MARGIN
-        assert 2 <= agent.refusals.count(code) <= 6, agent.refusals
+        assert resubscribed - ready < 1 + 2 * MARGIN
+        assert 2 <= agent.refusals.count(code) <= 8, agent.refusals  # pymesos: hundreds
         assert len(agent.subscriptions_since(down)) == 1  # the ones refused are not recorded
         agent.kill("n1")
         agent.wait_for("n1", "TASK_KILLED", timeout=30)
