@@ -30,8 +30,8 @@ executor.cpp``) and executors (``src/launcher/executor.cpp``,
   default executors do; the agent forwards them and acknowledges them on the new
   stream. One made while a SUBSCRIBE is on its way goes as an UPDATE once it is
   answered (the library drops the call and holds the update until the next
-  SUBSCRIBE, which may never come). An update is stamped with the executor's ID and a float ``timestamp``
-  (``TaskStatus.timestamp`` is a double; pymesos sends an integer).
+  SUBSCRIBE, which may never come). An update is stamped with the executor's ID and a
+  float ``timestamp`` (``TaskStatus.timestamp`` is a double; pymesos sends an integer).
 - ``_send``: pymesos raises one ``RuntimeError`` for any status and cannot send while
   disconnected. Here a call made while not subscribed is kept (an update) or dropped
   (a framework message), as the library drops it; a 503 or 404 is logged, any other
