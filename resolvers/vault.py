@@ -97,6 +97,15 @@ _BACKOFF_START_S = 0.1
 _BACKOFF_MAX_S = 2.0
 #: Less than this left of a budget: no further attempt is started.
 _MIN_ATTEMPT_S = 0.05
+#: The renewer's retries after a failure: jittered, doubling from the first to the most.
+_RENEW_RETRY_FIRST_S = 1.0
+_RENEW_RETRY_MAX_S = 30.0
+
+
+def _retry_in(failures: int) -> float:
+    """Seconds before the renewer tries again after ``failures`` failures in a row."""
+    pause = min(_RENEW_RETRY_MAX_S, _RENEW_RETRY_FIRST_S * 2 ** min(failures - 1, 10))
+    return random.uniform(pause / 2, pause)  # noqa: S311 (jitter, not crypto)
 
 
 # --- the budget: one deadline per resolution, on every socket operation ----------------
@@ -394,6 +403,164 @@ def _field_bytes(value: Any) -> SecretBytes:
     return SecretBytes(json.dumps(value, separators=(",", ":"), sort_keys=True))
 
 
+# --- answers: every field used is checked, and a bad one is named, never quoted --------
+
+#: Longer than any TTL a store gives (ten years): a bigger one is not a number of seconds.
+_MAX_SECONDS = 10 * 365 * 86400.0
+
+
+class _Malformed(Exception):
+    """An answer of the store is not shaped as its API documents. ``reason`` says what is
+    wrong and where in the answer, never what it holds (an answer may carry a value)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _MalformedAnswerError(ResolverError):
+    """A :class:`ResolverError` for an answer that could not be read: it is not mapped
+    further (to a denial, say) by those who catch ResolverError."""
+
+
+def _problem(error: BaseException) -> str:
+    """What was wrong with an answer that hvac, requests or a check below failed on."""
+    if isinstance(error, _Malformed):
+        return error.reason
+    if isinstance(error, RecursionError):
+        return "the answer is nested too deeply to read"
+    if isinstance(error, requests.exceptions.JSONDecodeError):
+        return "the answer is not JSON"
+    return f"the answer could not be read ({type(error).__name__})"
+
+
+def _why(error: BaseException) -> str:
+    """For a log line: the type of the store's or the connection's error, else what was
+    wrong with the answer."""
+    if isinstance(error, vault_errors.VaultError | requests.RequestException) and not isinstance(
+        error, requests.exceptions.JSONDecodeError
+    ):
+        return type(error).__name__
+    return _problem(error)
+
+
+def _body(answer: Any) -> dict[str, Any]:
+    """A JSON object answer; hvac gives back the response itself when a 200's body is not
+    JSON it can parse (a number too long for Python, say)."""
+    if isinstance(answer, requests.Response):
+        raise _Malformed(
+            "the answer is not JSON" if answer.status_code == 200 else "the answer has no body"
+        )
+    if not isinstance(answer, dict):
+        raise _Malformed("the answer is not a JSON object")
+    return answer
+
+
+def _object(parent: Mapping[str, Any], path: str, *, required: bool = True) -> dict[str, Any]:
+    """The object at ``path`` (dotted, for messages; its last part is read from
+    ``parent``); ``{}`` when it is absent or null and not ``required``."""
+    value = parent.get(path.rpartition(".")[2])
+    if value is None and not required:
+        return {}
+    if value is None:
+        raise _Malformed(f"the answer has no '{path}' object")
+    if not isinstance(value, dict):
+        raise _Malformed(f"the answer's '{path}' is not a JSON object")
+    return value
+
+
+def _seconds(parent: Mapping[str, Any], path: str) -> float:
+    """A duration in seconds (0 when absent): a number from 0 to ten years."""
+    value = parent.get(path.rpartition(".")[2])
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Malformed(f"the answer's '{path}' is not a number")
+    if not 0 <= value <= _MAX_SECONDS:  # NaN too
+        raise _Malformed(f"the answer's '{path}' is not a number of seconds from 0 to 10 years")
+    return float(value)
+
+
+def _string(parent: Mapping[str, Any], path: str, *, required: bool = False) -> str:
+    """A string (``""`` when absent and not ``required``)."""
+    value = parent.get(path.rpartition(".")[2])
+    if value is None and not required:
+        return ""
+    if value is None or (value == "" and required):
+        raise _Malformed(f"the answer has no '{path}'")
+    if not isinstance(value, str):
+        raise _Malformed(f"the answer's '{path}' is not a string")
+    return value
+
+
+def _flag(parent: Mapping[str, Any], path: str) -> bool:
+    """A boolean (False when absent)."""
+    value = parent.get(path.rpartition(".")[2])
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _Malformed(f"the answer's '{path}' is not true or false")
+    return value
+
+
+def _token_info(answer: Any) -> tuple[float, bool]:
+    """lookup-self: the token's TTL and whether it is renewable."""
+    data = _object(_body(answer), "data")
+    return _seconds(data, "data.ttl"), _flag(data, "data.renewable")
+
+
+def _auth_info(answer: Any, *, token: bool = True) -> tuple[str, float]:
+    """A login, an unwrapped token or a renewal: the token (``token``) and its TTL."""
+    auth = _object(_body(answer), "auth")
+    client_token = _string(auth, "auth.client_token", required=True) if token else ""
+    return client_token, _seconds(auth, "auth.lease_duration")
+
+
+def _lease_duration(answer: Any) -> float:
+    return _seconds(_body(answer), "lease_duration")
+
+
+def _creation_path(answer: Any) -> str:
+    """sys/wrapping/lookup: the path whose response the token wraps."""
+    return _string(_object(_body(answer), "data"), "data.creation_path")
+
+
+def _secret_id(answer: Any) -> str:
+    """An unwrapped AppRole secret id."""
+    return _string(_object(_body(answer), "data"), "data.secret_id", required=True)
+
+
+def _mount(answer: Any) -> tuple[str, int] | None:
+    """sys/internal/ui/mounts/<mount>: the engine's type and, for KV, its version (None:
+    no answer to tell from)."""
+    if answer is None:
+        return None
+    data = _object(_body(answer), "data")
+    engine = _string(data, "data.type", required=True)
+    version = _object(data, "data.options", required=False).get("version")
+    if version is None:
+        return engine, 1
+    if isinstance(version, str) and version in ("1", "2"):
+        return engine, int(version)
+    if isinstance(version, int) and not isinstance(version, bool) and version in (1, 2):
+        return engine, version
+    if engine not in ("kv", "generic"):
+        return engine, 0  # not KV: its options are not ours to judge
+    raise _Malformed("the answer's 'data.options.version' is not 1 or 2")
+
+
+def _fields(data: Mapping[str, Any]) -> dict[str, SecretBytes]:
+    return {str(k): _field_bytes(v) for k, v in data.items()}
+
+
+def _kv2_fields(answer: Any) -> dict[str, SecretBytes]:
+    return _fields(_object(_object(_body(answer), "data"), "data.data"))
+
+
+def _kv1_fields(answer: Any) -> dict[str, SecretBytes]:
+    return _fields(_object(_body(answer), "data"))
+
+
 class _Cache:
     """Fields of secrets by path, for ``ttl`` seconds, with request coalescing."""
 
@@ -554,9 +721,12 @@ class VaultResolver(SecretResolver):
         self._logged_in = bool(token)
         self._login_failed = False
         self._token_ttl: float | None = None
+        self._token_looked_up = False  # by check(): the renewer need not
         self._leases: dict[str, tuple[float, bool]] = {}
         self._leases_lock = threading.Lock()
         self._kv_versions: dict[str, int] = {}
+        self._token_failures = 0  # the renewer's, in a row
+        self._lease_failures: dict[str, int] = {}
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._closed = False
@@ -600,10 +770,19 @@ class VaultResolver(SecretResolver):
 
     def check(self) -> None:
         """Log in (unwrapping a bootstrap token now) and look the token up, within one
-        deadline."""
+        deadline; then renew it in the background (from what the lookup told: the renewer
+        does not look it up a second time, nor fails on it while this does)."""
         with _budget(self.deadline):
-            self._login(None)
-            self._call(None, "look up its own token", self.client.auth.token.lookup_self)
+            self._login(None, renew=False)
+            ttl, renewable = self._call(
+                None, "look up its own token", self.client.auth.token.lookup_self, _token_info
+            )
+        with self._login_lock:
+            if self._token_ttl is None:
+                self._token_ttl = ttl if ttl and renewable else None
+                self._token_looked_up = True
+            if self._renewer is None and not self._closed:
+                self._start_renewer()
 
     def close(self) -> None:
         """Stop renewing; revoke leases and, if we logged in, our token. Idempotent."""
@@ -624,17 +803,18 @@ class VaultResolver(SecretResolver):
         self._session.close()
 
     def _revoke(self, leases: list[str]) -> None:
+        """Best effort: whatever the store answers (or fails to), closing goes on."""
         for lease in leases:
             try:
                 self.client.sys.revoke_lease(lease_id=lease)
-            except (vault_errors.VaultError, requests.RequestException) as error:
+            except Exception as error:  # noqa: BLE001 (named by type: its text may quote)
                 log.warning(
                     "could not revoke a lease at %s: %s", self.address, type(error).__name__
                 )
         if self._owns_token and self._logged_in:
             try:
                 self.client.auth.token.revoke_self()
-            except (vault_errors.VaultError, requests.RequestException) as error:
+            except Exception as error:  # noqa: BLE001 (named by type: its text may quote)
                 log.warning(
                     "could not revoke the resolver's token at %s: %s",
                     self.address,
@@ -643,9 +823,10 @@ class VaultResolver(SecretResolver):
 
     # --- authentication ---------------------------------------------------------------
 
-    def _login(self, reference: Reference | None) -> None:
+    def _login(self, reference: Reference | None, *, renew: bool = True) -> None:
         """Log in once (bootstrap token, AppRole) within the caller's budget; another
-        caller's login under way is waited for within it too."""
+        caller's login under way is waited for within it too. Then (``renew``) start the
+        renewer, if it is not running yet."""
         if self._closed:
             raise ResolverError(
                 f"the vault resolver for {self.address} is closed", resolver=self.name
@@ -671,7 +852,7 @@ class VaultResolver(SecretResolver):
                     self._login_failed = True
                     raise
                 self._logged_in = True
-            if self._renewer is None:
+            if renew and self._renewer is None:
                 self._start_renewer()
         finally:
             self._login_lock.release()
@@ -686,14 +867,9 @@ class VaultResolver(SecretResolver):
                 f"not of '{self.wrapped_token_path}'",
                 resolver=self.name,
             )
-        response = self._unwrap(wrapped, "bootstrap token", reference)
-        auth = response.get("auth") or {}
-        if not auth.get("client_token"):
-            raise SecretAccessDeniedError(
-                "the bootstrap token's wrapped response holds no token", resolver=self.name
-            )
-        self.client.token = auth["client_token"]
-        self._token_ttl = float(auth.get("lease_duration") or 0) or None
+        token, ttl = self._unwrap(wrapped, "bootstrap token", reference, _auth_info)
+        self.client.token = token
+        self._token_ttl = ttl or None
         log.info("logged in to %s with a one-time bootstrap token", self.address)
 
     def _approle_login(self, reference: Reference | None) -> None:
@@ -709,31 +885,35 @@ class VaultResolver(SecretResolver):
                     f"not of {expected}<role>/secret-id",
                     resolver=self.name,
                 )
-            secret_id = (
-                self._unwrap(wrapped_secret_id, "wrapped secret id", reference).get("data") or {}
-            ).get("secret_id")
-        response = self._call(
+            secret_id = self._unwrap(wrapped_secret_id, "wrapped secret id", reference, _secret_id)
+        token, ttl = self._call(
             None,
             "log in with AppRole",
-            lambda: self.client.auth.approle.login(
-                role_id=role_id, secret_id=secret_id, mount_point=self.approle_mount
+            lambda: self.client.auth.approle.login(  # the token is taken once checked
+                role_id=role_id,
+                secret_id=secret_id,
+                mount_point=self.approle_mount,
+                use_token=False,
             ),
+            _auth_info,
             about=reference,
         )
-        self._token_ttl = float(response["auth"].get("lease_duration") or 0) or None
+        self.client.token = token
+        self._token_ttl = ttl or None
         log.info("logged in to %s with AppRole", self.address)
 
     def _wrapping_creation_path(self, wrapped: str, what: str, reference: Reference | None) -> str:
         try:
-            info = self._call(
+            return self._call(
                 None,
                 f"look up the {what}",
                 lambda: self.client.adapter.post(
                     "/v1/sys/wrapping/lookup", json={"token": wrapped}
                 ),
+                _creation_path,
                 about=reference,
             )
-        except ResolverUnavailableError:
+        except (ResolverUnavailableError, _MalformedAnswerError):
             raise
         except ResolverError:
             raise SecretAccessDeniedError(
@@ -741,9 +921,10 @@ class VaultResolver(SecretResolver):
                 "unwrapped (a one-time token used twice is a replay)",
                 resolver=self.name,
             ) from None
-        return str((info.get("data") or {}).get("creation_path", ""))
 
-    def _unwrap(self, wrapped: str, what: str, reference: Reference | None) -> dict[str, Any]:
+    def _unwrap(
+        self, wrapped: str, what: str, reference: Reference | None, parse: Callable[[Any], T]
+    ) -> T:
         unwrapper = hvac.Client(
             url=self._url,
             token=wrapped,
@@ -754,10 +935,10 @@ class VaultResolver(SecretResolver):
             session=self._session,
         )
         try:
-            return dict(
-                self._call(None, f"unwrap the {what}", unwrapper.sys.unwrap, about=reference)
+            return self._call(
+                None, f"unwrap the {what}", unwrapper.sys.unwrap, parse, about=reference
             )
-        except ResolverUnavailableError:
+        except (ResolverUnavailableError, _MalformedAnswerError):
             raise
         except ResolverError:
             raise SecretAccessDeniedError(
@@ -771,49 +952,87 @@ class VaultResolver(SecretResolver):
         self._renewer.start()
 
     def _renew_loop(self) -> None:
+        """The renewer thread: :meth:`_renew_until_closed`, and nothing escapes it (a
+        thread's traceback on stderr helps no one, and may quote an answer)."""
+        try:
+            self._renew_until_closed()
+        except BaseException as error:  # noqa: BLE001 (the thread's last boundary)
+            with contextlib.suppress(BaseException):
+                log.error(
+                    "the renewer for %s stopped: %s; the token is no longer renewed",
+                    self.address,
+                    type(error).__name__,
+                )
+
+    def _renew_until_closed(self) -> None:
         """Renew our token at 2/3 of its TTL, and leases likewise, until closed.
 
         A token whose TTL the login did not tell (the operator's) is looked up first,
         here rather than in a resolution. Each call to the store has a deadline of its own.
+        A call that fails (the store down, an answer that cannot be read) is retried
+        after a jittered backoff, doubling up to 30 s, and so is a round that fails in a
+        way nothing foresaw: the renewer never gives up while the resolver is open.
         """
-        looked_up = self._token_ttl is not None
+        looked_up = self._token_ttl is not None or self._token_looked_up
         token_due: float | None = (
             time.monotonic() + self._token_ttl * 2 / 3
             if self._token_ttl is not None
+            else None
+            if looked_up
             else time.monotonic()
         )
+        failures = 0  # rounds in a row that failed unforeseen
         while not self._stop.is_set():
-            now = time.monotonic()
-            with self._leases_lock:
-                due_leases = [
-                    lease
-                    for lease, (due, renewable) in self._leases.items()
-                    if renewable and due <= now
-                ]
-            if token_due is not None and token_due <= now:
-                if looked_up:
-                    token_due = self._renew_token()
-                else:
-                    looked_up, token_due = self._look_up_token()
-            for lease in due_leases:
-                self._renew_lease(lease)
-            with self._leases_lock:
-                dues = [due for due, renewable in self._leases.values() if renewable]
-            dues += [token_due] if token_due is not None else []
-            self._stop.wait(max(0.05, min(dues) - time.monotonic()) if dues else 1.0)
+            try:
+                now = time.monotonic()
+                with self._leases_lock:
+                    due_leases = [
+                        lease
+                        for lease, (due, renewable) in self._leases.items()
+                        if renewable and due <= now
+                    ]
+                if token_due is not None and token_due <= now:
+                    if looked_up:
+                        token_due = self._renew_token()
+                    else:
+                        looked_up, token_due = self._look_up_token()
+                for lease in due_leases:
+                    self._renew_lease(lease)
+                with self._leases_lock:
+                    dues = [due for due, renewable in self._leases.values() if renewable]
+                dues += [token_due] if token_due is not None else []
+                pause = max(0.05, min(dues) - time.monotonic()) if dues else 1.0
+                failures = 0
+            except Exception as error:  # noqa: BLE001 (named by type: its text may quote)
+                failures += 1
+                pause = _retry_in(failures)
+                log.warning(
+                    "the renewer for %s failed (%s); it goes on in %.1fs",
+                    self.address,
+                    type(error).__name__,
+                    pause,
+                )
+            self._stop.wait(pause)
+
+    def _token_retry(self) -> float:
+        """When to try the token again after one more failure in a row."""
+        self._token_failures += 1
+        return time.monotonic() + _retry_in(self._token_failures)
 
     def _look_up_token(self) -> tuple[bool, float | None]:
         """Whether the lookup answered, and when the token is due for renewal (None: never)."""
         try:
             with _budget(self.deadline):
-                data = self.client.auth.token.lookup_self()["data"]
+                ttl, renewable = _token_info(self.client.auth.token.lookup_self())
         except _RETRYABLE as error:  # the store may answer later
             log.warning(
                 "looking up the resolver's token at %s failed: %s",
                 self.address,
                 type(error).__name__,
             )
-            return False, time.monotonic() + 1.0
+            return False, self._token_retry()
+        except requests.exceptions.JSONDecodeError as error:
+            return False, self._token_failed("looking up", error)
         except (vault_errors.VaultError, requests.RequestException) as error:
             log.info(
                 "the resolver's token at %s cannot be looked up (%s): it is not renewed",
@@ -821,33 +1040,53 @@ class VaultResolver(SecretResolver):
                 type(error).__name__,
             )
             return True, None
-        ttl = float(data.get("ttl") or 0)
-        if not (ttl and data.get("renewable")):
+        except Exception as error:  # noqa: BLE001 (an answer that could not be read)
+            return False, self._token_failed("looking up", error)
+        self._token_failures = 0
+        if not (ttl and renewable):
             return True, None
         self._token_ttl = ttl
         return True, time.monotonic() + ttl * 2 / 3
 
+    def _token_failed(self, doing: str, error: Exception) -> float:
+        """Log a failure with the token (what was wrong, never the answer); when to retry."""
+        due = self._token_retry()
+        log.warning(
+            "%s the resolver's token at %s failed: %s",
+            doing,
+            self.address,
+            _why(error),
+        )
+        return due
+
     def _renew_token(self) -> float | None:
         try:
             with _budget(self.deadline):
-                auth = self.client.auth.token.renew_self()["auth"]
-        except (vault_errors.VaultError, requests.RequestException) as error:
-            log.warning(
-                "renewing the resolver's token at %s failed: %s", self.address, type(error).__name__
-            )
-            return time.monotonic() + 1.0
-        ttl = float(auth.get("lease_duration") or 0)
+                _, ttl = _auth_info(self.client.auth.token.renew_self(), token=False)
+        except Exception as error:  # noqa: BLE001 (the store's errors, or an unreadable answer)
+            return self._token_failed("renewing", error)
+        self._token_failures = 0
         log.debug("renewed the resolver's token at %s for %.0fs", self.address, ttl)
         return time.monotonic() + ttl * 2 / 3 if ttl else None
 
     def _renew_lease(self, lease: str) -> None:
         try:
             with _budget(self.deadline):
-                response = self.client.sys.renew_lease(lease_id=lease)
-            duration = float(response.get("lease_duration") or 0)
-        except (vault_errors.VaultError, requests.RequestException) as error:
-            log.warning("renewing a lease at %s failed: %s", self.address, type(error).__name__)
-            duration = 3.0
+                duration = _lease_duration(self.client.sys.renew_lease(lease_id=lease))
+        except Exception as error:  # noqa: BLE001 (the store's errors, or an unreadable answer)
+            failures = self._lease_failures.get(lease, 0) + 1
+            self._lease_failures[lease] = failures
+            pause = _retry_in(failures)
+            log.warning(
+                "renewing a lease at %s failed: %s",
+                self.address,
+                _why(error),
+            )
+            with self._leases_lock:
+                if lease in self._leases:
+                    self._leases[lease] = (time.monotonic() + pause, True)
+            return
+        self._lease_failures.pop(lease, None)
         with self._leases_lock:
             if lease in self._leases:
                 self._leases[lease] = (time.monotonic() + duration * 2 / 3, bool(duration))
@@ -869,57 +1108,65 @@ class VaultResolver(SecretResolver):
                 ):
                     return None  # not allowed to look, or no such mount
 
-            response = self._call(reference, f"look up mount '{self.mount}'", lookup)
-            if not isinstance(response, Mapping):
+            mount = self._call(reference, f"look up mount '{self.mount}'", lookup, _mount)
+            if mount is None:
                 raise ResolverError(
                     f"cannot tell the KV version of mount '{self.mount}' at {self.address}; "
                     "set option 'kv_version' to 1 or 2",
                     reference=reference.name,
                     resolver=self.name,
                 )
-            data = response.get("data") or {}
-            if data.get("type") not in ("kv", "generic"):
+            engine, version = mount
+            if engine not in ("kv", "generic"):
                 raise ResolverError(
-                    f"mount '{self.mount}' at {self.address} is a '{data.get('type')}' engine, "
-                    "not KV; list it in 'logical_mounts' to read its paths",
+                    f"mount '{self.mount}' at {self.address} is a '{printable(engine, 40)}' "
+                    "engine, not KV; list it in 'logical_mounts' to read its paths",
                     reference=reference.name,
                     resolver=self.name,
                 )
-            self._kv_versions[self.mount] = int((data.get("options") or {}).get("version") or 1)
+            self._kv_versions[self.mount] = version
         return self._kv_versions[self.mount]
 
     def _read_kv(self, reference: Reference, path: str) -> dict[str, SecretBytes]:
         if self._kv_version(reference) == 2:
-            response = self._call(
+            return self._call(
                 reference,
                 "read",
                 lambda: self.client.secrets.kv.v2.read_secret_version(
                     path=path, mount_point=self.mount, raise_on_deleted_version=True
                 ),
+                _kv2_fields,
             )
-            data = (response.get("data") or {}).get("data") or {}
-        else:
-            response = self._call(
-                reference,
-                "read",
-                lambda: self.client.secrets.kv.v1.read_secret(path=path, mount_point=self.mount),
-            )
-            data = response.get("data") or {}
-        return {str(k): _field_bytes(v) for k, v in data.items()}
+        return self._call(
+            reference,
+            "read",
+            lambda: self.client.secrets.kv.v1.read_secret(path=path, mount_point=self.mount),
+            _kv1_fields,
+        )
 
     def _read_logical(self, reference: Reference, path: str) -> dict[str, SecretBytes]:
-        response = self._call(reference, "read", lambda: self.client.adapter.get(f"/v1/{path}"))
-        if not isinstance(response, Mapping):
+        def parse(
+            answer: Any,
+        ) -> tuple[dict[str, SecretBytes], tuple[str, float, bool]] | None:
+            if isinstance(answer, requests.Response) and answer.status_code == 204:
+                return None  # nothing there
+            body = _body(answer)
+            fields = _fields(_object(body, "data", required=False))
+            lease = (
+                _string(body, "lease_id"),
+                _seconds(body, "lease_duration"),
+                _flag(body, "renewable"),
+            )
+            return fields, lease
+
+        read = self._call(reference, "read", lambda: self.client.adapter.get(f"/v1/{path}"), parse)
+        if read is None:
             raise self._not_found(reference)
-        lease = response.get("lease_id")
+        fields, (lease, duration, renewable) = read
         if lease:
-            duration = float(response.get("lease_duration") or 0)
             with self._leases_lock:
-                self._leases[lease] = (
-                    time.monotonic() + duration * 2 / 3,
-                    bool(response.get("renewable")),
-                )
-        return {str(k): _field_bytes(v) for k, v in (response.get("data") or {}).items()}
+                self._leases[lease] = (time.monotonic() + duration * 2 / 3, renewable)
+        return fields
 
     # --- calls: retries and error mapping ----------------------------------------------
 
@@ -927,15 +1174,19 @@ class VaultResolver(SecretResolver):
         self,
         reference: Reference | None,
         what: str,
-        call: Callable[[], T],
+        call: Callable[[], Any],
+        parse: Callable[[Any], T],
         *,
         about: Reference | None = None,
     ) -> T:
         """Run ``call`` with jittered retries within the budget under way (or one of its
-        own); map every failure. ``about``: the reference a login is made for.
+        own) and read its answer with ``parse``; map every failure. ``about``: the
+        reference a login is made for.
 
         Retries stop when the budget cannot fit another attempt; a request the deadline
-        cut short ends in an error naming the reference and the deadline.
+        cut short ends in an error naming the reference and the deadline. An answer that
+        is not what the API documents (or that hvac or requests fail on in any way of
+        their own) is a :class:`ResolverError` naming what was wrong with it.
         """
         about = about or reference
         with _budget(self.deadline) as deadline:
@@ -944,7 +1195,7 @@ class VaultResolver(SecretResolver):
             while True:
                 attempts += 1
                 try:
-                    return call()
+                    return parse(call())
                 except requests.exceptions.SSLError as error:
                     if deadline - time.monotonic() < _MIN_ATTEMPT_S:
                         raise self._expired(about, what) from None
@@ -962,8 +1213,31 @@ class VaultResolver(SecretResolver):
                     log.debug("%s: %s, retrying in %.2fs", what, type(error).__name__, pause)
                     time.sleep(pause)
                     backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                except requests.exceptions.JSONDecodeError as error:
+                    raise self._malformed(reference, what, error, about) from None
                 except (vault_errors.VaultError, requests.RequestException) as error:
                     raise self._map(reference, what, error, attempts, about) from None
+                except Exception as error:  # noqa: BLE001 (an answer hvac or we could not read)
+                    raise self._malformed(reference, what, error, about) from None
+
+    def _malformed(
+        self,
+        reference: Reference | None,
+        what: str,
+        error: Exception,
+        about: Reference | None = None,
+    ) -> ResolverError:
+        """An answer that could not be read: what was wrong with it, never what it held."""
+        about = reference or about
+        if reference is not None and what == "read":
+            action = f"read secret '{reference}' at {self.address}"
+        else:
+            target = f" for secret '{about}'" if about else ""
+            action = f"{what} at {self.address}{target}"
+        return _MalformedAnswerError(
+            f"cannot {action}: {_problem(error)}",
+            **self._context(reference or about),
+        )
 
     def _expired(self, reference: Reference | None, what: str) -> ResolverUnavailableError:
         """The budget ran out while waiting for the store to ``what``."""

@@ -6,14 +6,20 @@
   answer back for ``delay`` seconds, or sends it one byte every ``trickle`` seconds (a
   TLS handshake too, when the server speaks TLS). With ``only``, just the answers to
   plain-HTTP requests whose head contains those bytes are slowed.
+- :class:`ScriptedServer` answers HTTP requests from a table: for ``"METHOD /path"``,
+  a status and a body, sent as given (malformed JSON, wrong types, no JSON at all);
+  it counts the requests it was sent, by that key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import re
 import socket
 import threading
+from collections import Counter
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Self
 
@@ -156,3 +162,74 @@ class SlowProxy(_Listener):
                         return
         with contextlib.suppress(OSError):
             client.shutdown(socket.SHUT_WR)
+
+
+#: An answer: status, body and Content-Type.
+Answer = tuple[int, bytes, str]
+
+
+class ScriptedServer:
+    """An HTTP/1.1 server on loopback answering from ``answers``, keyed by
+    ``"METHOD /path"`` (no query). What is not listed gets a 404 with no errors.
+
+    ``answers`` may be changed while it runs; ``requests`` counts what was asked.
+    """
+
+    def __init__(self, answers: Mapping[str, Answer | bytes]) -> None:
+        self.answers: dict[str, Answer | bytes] = dict(answers)
+        self.requests: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                key = f"{self.command} {self.path.split('?', 1)[0]}"
+                with server._lock:
+                    server.requests[key] += 1
+                    answer = server.answers.get(key, (404, b'{"errors":[]}', "application/json"))
+                if isinstance(answer, bytes):
+                    answer = (200, answer, "application/json")
+                status, body, content_type = answer
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_LIST = _answer
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def asked(self, key: str) -> int:
+        with self._lock:
+            return self.requests[key]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,9 +35,9 @@ from resolvers.vault import VaultResolver, _budget, _Cache
 from .bao import Bao
 from .certs import CertificateAuthority
 from .conftest import requires_root
-from .hostile import SilentServer, SlowProxy
+from .hostile import Answer, ScriptedServer, SilentServer, SlowProxy
 from .test_cli import cli
-from .test_run import Runner, checking_app
+from .test_run import BIN, Runner, checking_app
 
 
 def unique(prefix: str = "t") -> str:
@@ -1060,3 +1061,356 @@ class TestTLSFiles:
             f"mesos-secrets: error: resolver 'vault': VAULT_CACERT names '{missing}', "
             "which does not exist\n"
         )
+
+
+# --- hostile answers: every field used is checked (issue 11, review 2, item 1) ------------
+
+LOOKUP = "GET /v1/auth/token/lookup-self"
+RENEW = "POST /v1/auth/token/renew-self"
+MOUNT = "GET /v1/sys/internal/ui/mounts/secret"
+READ = "GET /v1/secret/data/x"
+READ_V1 = "GET /v1/secret/x"
+LOGIN = "POST /v1/auth/approle/login"
+WRAPPING = "POST /v1/sys/wrapping/lookup"
+UNWRAP = "POST /v1/sys/wrapping/unwrap"
+
+#: Put in malformed answers where a value could be: no message nor log may show it.
+CANARY = "canary-" + secrets.token_hex(8)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def good_answers() -> dict[str, Answer | bytes]:
+    """A store that answers every call the resolver makes as its API documents."""
+    return {
+        LOOKUP: _json({"data": {"ttl": 0, "renewable": False}}),
+        RENEW: _json({"auth": {"client_token": CANARY, "lease_duration": 1.5}}),
+        MOUNT: _json({"data": {"type": "kv", "options": {"version": "2"}}}),
+        READ: _json({"data": {"data": {"v": "ok"}}}),
+        READ_V1: _json({"data": {"v": "ok"}}),
+        LOGIN: _json({"auth": {"client_token": CANARY, "lease_duration": 1.5}}),
+        WRAPPING: _json({"data": {"creation_path": "auth/token/create"}}),
+        UNWRAP: _json({"auth": {"client_token": CANARY, "lease_duration": 60}}),
+        "POST /v1/auth/token/revoke-self": (204, b"", "application/json"),
+    }
+
+
+#: Malformed whatever the call: (name, answer, reason in the error).
+ANY_CALL: list[tuple[str, Answer | bytes, str]] = [
+    ("not-json", (200, b"<html>" + CANARY.encode(), "text/html"), "the answer is not JSON"),
+    ("list", _json([CANARY]), "the answer is not a JSON object"),
+    ("string", _json(CANARY), "the answer is not a JSON object"),
+    (
+        "deep",
+        b'{"data":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "the answer is nested too deeply to read",
+    ),
+    ("long-number", b'{"data": ' + b"7" * 5000 + b"}", "the answer is not JSON"),
+]
+
+#: Malformed answers to one call: (call, name, answer, reason in the error).
+ONE_CALL: list[tuple[str, str, Answer | bytes, str]] = [
+    (LOOKUP, "empty", b"{}", "the answer has no 'data' object"),
+    (LOOKUP, "data-string", _json({"data": CANARY}), "the answer's 'data' is not a JSON object"),
+    (LOOKUP, "ttl-x", _json({"data": {"ttl": CANARY}}), "the answer's 'data.ttl' is not a number"),
+    (LOOKUP, "ttl-inf", b'{"data": {"ttl": 1e999}}', "'data.ttl' is not a number of seconds"),
+    (LOOKUP, "ttl-negative", _json({"data": {"ttl": -5}}), "'data.ttl' is not a number of sec"),
+    (LOOKUP, "renewable", _json({"data": {"renewable": CANARY}}), "'data.renewable' is not true"),
+    (MOUNT, "empty", b"{}", "the answer has no 'data' object"),
+    (MOUNT, "data-string", _json({"data": CANARY}), "the answer's 'data' is not a JSON object"),
+    (
+        MOUNT,
+        "version-x",
+        _json({"data": {"type": "kv", "options": {"version": CANARY}}}),
+        "the answer's 'data.options.version' is not 1 or 2",
+    ),
+    (
+        MOUNT,
+        "options-string",
+        _json({"data": {"type": "kv", "options": CANARY}}),
+        "the answer's 'data.options' is not a JSON object",
+    ),
+    (MOUNT, "type-number", _json({"data": {"type": 5}}), "the answer's 'data.type' is not a str"),
+    (READ, "empty", b"{}", "the answer has no 'data' object"),
+    (READ, "data-string", _json({"data": CANARY}), "the answer's 'data' is not a JSON object"),
+    (READ, "no-data-data", _json({"data": {}}), "the answer has no 'data.data' object"),
+    (READ, "data-data-list", _json({"data": {"data": [CANARY]}}), "'data.data' is not a JSON"),
+    (LOGIN, "empty", b"{}", "the answer has no 'auth' object"),
+    (LOGIN, "auth-missing", _json({"data": {"x": CANARY}}), "the answer has no 'auth' object"),
+    (LOGIN, "auth-string", _json({"auth": CANARY}), "the answer's 'auth' is not a JSON object"),
+    (LOGIN, "no-token", _json({"auth": {}}), "the answer has no 'auth.client_token'"),
+    (LOGIN, "token-number", _json({"auth": {"client_token": 5}}), "'auth.client_token' is not"),
+    (
+        LOGIN,
+        "ttl-x",
+        _json({"auth": {"client_token": CANARY, "lease_duration": "x"}}),
+        "the answer's 'auth.lease_duration' is not a number",
+    ),
+    (WRAPPING, "empty", b"{}", "the answer has no 'data' object"),
+    (WRAPPING, "path-number", _json({"data": {"creation_path": 5}}), "'data.creation_path' is"),
+    (UNWRAP, "empty", b"{}", "the answer has no 'auth' object"),
+    (UNWRAP, "auth-string", _json({"auth": CANARY}), "the answer's 'auth' is not a JSON object"),
+    (UNWRAP, "token-list", _json({"auth": {"client_token": [CANARY]}}), "'auth.client_token'"),
+]
+
+#: How each call is made: the resolver's options, and the action that makes it.
+HOW = {
+    LOOKUP: ("token", "check"),
+    MOUNT: ("token", "resolve"),
+    READ: ("token", "resolve"),
+    LOGIN: ("approle", "resolve"),
+    WRAPPING: ("bootstrap", "resolve"),
+    UNWRAP: ("bootstrap", "resolve"),
+}
+
+MALFORMED = [
+    pytest.param(call, answer, reason, id=f"{call.split()[1]}-{name}")
+    for call in HOW
+    for name, answer, reason in ANY_CALL
+] + [
+    pytest.param(call, answer, reason, id=f"{call.split()[1]}-{name}")
+    for call, name, answer, reason in ONE_CALL
+]
+
+
+def hostile_resolver(server: ScriptedServer, method: str, **options: Any) -> VaultResolver:
+    auth: dict[str, Any] = {
+        "token": {"token": CANARY},
+        "approle": {"role_id": "role", "secret_id": CANARY},
+        "bootstrap": {"wrapped_token": CANARY},
+    }[method]
+    return VaultResolver(address=server.address(), deadline=5, **auth, **options)
+
+
+@pytest.fixture
+def thread_errors(monkeypatch: pytest.MonkeyPatch) -> list[BaseException | None]:
+    """The exceptions that ended a thread (what would print a thread's traceback)."""
+    caught: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(args.exc_value))
+    return caught
+
+
+@pytest.mark.timeout(60)
+class TestMalformedAnswers:
+    """A store (or something in front of it) that answers with what its API does not
+    document: a typed, one-line error naming what was wrong, never the answer; the
+    renewer goes on."""
+
+    @pytest.mark.parametrize(("call", "answer", "reason"), MALFORMED)
+    def test_call(
+        self,
+        call: str,
+        answer: Answer | bytes,
+        reason: str,
+        caplog: pytest.LogCaptureFixture,
+        thread_errors: list[BaseException | None],
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        method, action = HOW[call]
+        answers = good_answers()
+        answers[call] = answer
+        with ScriptedServer(answers) as server, hostile_resolver(server, method) as resolver:
+            act = (
+                resolver.check
+                if action == "check"
+                else lambda: resolver.resolve(Secret.for_reference("/x", "v"))
+            )
+            with pytest.raises(ResolverError) as caught:
+                act()
+            message = str(caught.value)
+            assert reason in message
+            assert message.startswith("cannot ")
+            assert server.address() in message
+            assert "\n" not in message
+            assert message.isprintable()
+            assert not isinstance(caught.value, SecretAccessDeniedError | SecretNotFoundError)
+            assert server.asked(call) == 1  # not retried: the answer came, it is wrong
+        assert not leaks(CANARY, message, repr(caught.value), caplog.text)
+        assert thread_errors == []
+
+    def test_messages_name_the_call(self) -> None:
+        answers = good_answers()
+        answers[MOUNT] = b"{}"
+        with ScriptedServer(answers) as server, hostile_resolver(server, "token") as resolver:
+            with pytest.raises(ResolverError) as caught:
+                resolver.resolve(Secret.for_reference("/x", "v"))
+            assert str(caught.value) == (
+                f"cannot look up mount 'secret' at {server.address()} for secret '/x@v': "
+                "the answer has no 'data' object"
+            )
+            server.answers[MOUNT] = good_answers()[MOUNT]
+            server.answers[READ] = _json({"data": CANARY})
+            with pytest.raises(ResolverError) as caught:
+                resolver.resolve(Secret.for_reference("/x", "v"))
+            assert str(caught.value) == (
+                f"cannot read secret '/x@v' at {server.address()}: "
+                "the answer's 'data' is not a JSON object"
+            )
+
+    def test_kv1_read(self) -> None:
+        answers = good_answers()
+        answers[MOUNT] = _json({"data": {"type": "kv", "options": None}})
+        answers[READ_V1] = _json({"data": [CANARY]})
+        with (
+            ScriptedServer(answers) as server,
+            hostile_resolver(server, "token") as resolver,
+            pytest.raises(ResolverError, match="the answer's 'data' is not a JSON object"),
+        ):
+            resolver.resolve(Secret.for_reference("/x", "v"))
+
+    @pytest.mark.parametrize(
+        ("call", "method", "answer"),
+        [
+            pytest.param(call, "token", answer, id=f"lookup-self-{name}")
+            for call, name, answer, _ in [(LOOKUP, n, a, r) for n, a, r in ANY_CALL]
+            + [row for row in ONE_CALL if row[0] == LOOKUP]
+        ]
+        + [
+            pytest.param(RENEW, "approle", answer, id=f"renew-self-{name}")
+            for name, answer in [
+                *((n, a) for n, a, _ in ANY_CALL),
+                ("empty", b"{}"),
+                ("auth-string", _json({"auth": CANARY})),
+                ("ttl-x", _json({"auth": {"lease_duration": CANARY}})),
+            ]
+        ],
+    )
+    def test_renewer_survives(
+        self,
+        call: str,
+        method: str,
+        answer: Answer | bytes,
+        caplog: pytest.LogCaptureFixture,
+        thread_errors: list[BaseException | None],
+    ) -> None:
+        """The renewer's lookup (the operator's token) or renewal (a login's) answered
+        malformed: a warning naming what was wrong, no traceback, and it tries again."""
+        caplog.set_level(logging.DEBUG, logger="resolvers.vault")
+        answers = good_answers()
+        answers[call] = answer
+        with ScriptedServer(answers) as server, hostile_resolver(server, method) as resolver:
+            assert resolver.resolve(Secret.for_reference("/x", "v")).reveal() == b"ok"
+            assert wait_for(lambda: server.asked(call) >= 2, 8), server.requests
+            assert resolver._renewer is not None
+            assert resolver._renewer.is_alive()
+            # The store answers well again: the renewer carries on as usual.
+            server.answers[call] = good_answers()[call]
+            asked = server.asked(call)
+            if call == RENEW:
+                assert wait_for(lambda: server.asked(call) >= asked + 2, 8)
+        assert thread_errors == []
+        assert "the resolver's token at" in caplog.text
+        assert "Traceback" not in caplog.text
+        assert not leaks(CANARY, caplog.text)
+
+    def test_renewer_outlives_an_unforeseen_failure(
+        self,
+        caplog: pytest.LogCaptureFixture,
+        thread_errors: list[BaseException | None],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Whatever fails in a round (here a bug), the renewer logs its type and goes on."""
+        caplog.set_level(logging.WARNING, logger="resolvers.vault")
+        answers = good_answers()
+        with ScriptedServer(answers) as server, hostile_resolver(server, "approle") as resolver:
+            rounds: list[int] = []
+
+            def broken() -> float:
+                rounds.append(1)
+                raise ZeroDivisionError(CANARY)
+
+            monkeypatch.setattr(resolver, "_renew_token", broken)
+            resolver.resolve(Secret.for_reference("/x", "v"))
+            assert wait_for(lambda: len(rounds) >= 2, 8)
+            assert resolver._renewer is not None
+            assert resolver._renewer.is_alive()
+        assert thread_errors == []
+        assert "the renewer for" in caplog.text
+        assert "ZeroDivisionError" in caplog.text
+        assert not leaks(CANARY, caplog.text)
+
+
+def _cli_env(server: ScriptedServer) -> dict[str, str]:
+    return {
+        "MESOS_SECRETS_RESOLVER": "vault",
+        "VAULT_ADDR": server.address(),
+        "VAULT_TOKEN": CANARY,
+    }
+
+
+def _one_line(stderr: bytes) -> str:
+    """stderr holds one line (an error), no traceback, no canary."""
+    text = stderr.decode()
+    assert "Traceback" not in text
+    assert not leaks(CANARY, stderr)
+    assert text.count("\n") == 1, text
+    assert text.endswith("\n")
+    return text
+
+
+@pytest.mark.timeout(120)
+class TestMalformedThroughTheCLI:
+    """The review's cases, through the command: one line on stderr, no traceback."""
+
+    @pytest.mark.parametrize(
+        "answer",
+        [b"{}", _json({"data": CANARY}), b"[" * 100_000 + b"]" * 100_000],
+        ids=["empty", "data-string", "deep"],
+    )
+    def test_check(self, answer: bytes) -> None:
+        answers = good_answers()
+        answers[LOOKUP] = answer
+        with ScriptedServer(answers) as server:
+            result = cli("check", env=_cli_env(server))
+        assert result.returncode == 1
+        assert _one_line(result.stderr).startswith(
+            "mesos-secrets: error: cannot look up its own token at "
+        )
+
+    @pytest.mark.parametrize(
+        ("call", "answer", "reason"),
+        [
+            (MOUNT, _json({"data": {"type": "kv", "options": {"version": "x"}}}), "version'"),
+            (READ, (200, b"not json", "text/plain"), "the answer is not JSON"),
+            (READ, b'{"data": ' + b"7" * 5000 + b"}", "the answer is not JSON"),
+        ],
+    )
+    def test_run(self, tmp_path: Path, call: str, answer: Answer | bytes, reason: str) -> None:
+        """`run` with the renewer's lookup also answered malformed (as in the review)."""
+        answers = good_answers()
+        answers[call] = answer
+        answers[LOOKUP] = _json({"data": "not an object"})
+        spec = tmp_path / "app.json"
+        app = checking_app("x", "x") | {"id": "/app", "secrets": {"db": {"source": "/x@v"}}}
+        spec.write_text(json.dumps(app))
+        with ScriptedServer(answers) as server:
+            result = subprocess.run(
+                [
+                    str(BIN),
+                    "run",
+                    str(spec),
+                    "--work-dir",
+                    str(tmp_path / "work"),
+                    "--runtime-dir",
+                    str(tmp_path / "runtime"),
+                ],
+                capture_output=True,
+                env={**os.environ, **_cli_env(server)},
+                timeout=60,
+                check=False,
+            )
+        assert result.returncode == 1
+        lines = result.stderr.decode().splitlines()
+        assert "Traceback" not in result.stderr.decode()
+        assert not leaks(CANARY, result.stderr)
+        errors = [line for line in lines if line.startswith("mesos-secrets: error: ")]
+        assert len(errors) == 1, lines
+        assert reason in errors[0]
+        # Besides it, at most the renewer's warnings, one line each.
+        assert all(
+            line.startswith("mesos-secrets: WARNING: looking up the resolver's token at ")
+            for line in lines
+            if line not in errors
+        ), lines
