@@ -31,12 +31,15 @@ the mount lookup, the read and their retries; :meth:`check`, :meth:`close` and e
 call of the background renewer get one of their own. Every socket operation gets what
 is left of it: the connect and read timeouts (the TLS handshake included) are capped by
 it, and each read of a response is given only the time left, so a server that trickles
-its answer a byte at a time is cut off at the deadline too. ``timeout`` (default 5)
-caps a single request further.
+its answer a byte at a time is cut off at the deadline too. The name lookup is waited for
+no longer than the time left (it cannot be interrupted: one that outlives the budget ends
+on its own, in a thread of its own), and when the name has several addresses each gets an
+equal share of what is left. ``timeout`` (default 5) caps a single request further.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
 import http.client
@@ -49,6 +52,7 @@ import random
 import socket
 import ssl
 import stat
+import sys
 import threading
 import time
 import urllib.parse
@@ -63,6 +67,7 @@ import urllib3
 from hvac import exceptions as vault_errors
 from requests.adapters import HTTPAdapter
 from urllib3.poolmanager import pool_classes_by_scheme as _URLLIB3_POOL_CLASSES
+from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 from mesos_secrets.audit import note
 from mesos_secrets.errors import (
@@ -192,12 +197,132 @@ class _DeadlineResponse(http.client.HTTPResponse):
         super().__init__(_DeadlineSocket(sock), *args, **kwargs)  # type: ignore[arg-type]
 
 
+#: Name lookups under way in threads of their own (:func:`_resolve`), at most this many:
+#: a lookup the budget gave up on goes on until the system's resolver ends it.
+_LOOKUPS = threading.BoundedSemaphore(8)
+
+
+def _resolve(host: str, port: int, family: int) -> list[Any]:
+    """``getaddrinfo`` within the budget under way.
+
+    An address given as digits is resolved here (no lookup). A name is looked up in a
+    thread of its own, waited for no longer than the budget: ``getaddrinfo`` cannot be
+    interrupted, so a lookup that outlives it is left to end on its own (the system
+    resolver's timeouts, ``/etc/resolv.conf``), at most a few at a time.
+    """
+    try:
+        return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        pass  # a name
+    left = _time_left()
+    if left is None:
+        return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    started = time.monotonic()
+    if not _LOOKUPS.acquire(timeout=max(left, 0.0)):
+        raise TimeoutError("no name lookup could start within the deadline")
+    answer: Future[list[Any]] = Future()
+
+    def look_up() -> None:
+        try:
+            answer.set_result(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM))
+        except BaseException as error:  # noqa: BLE001 (handed to the waiting caller)
+            answer.set_exception(error)
+        finally:
+            _LOOKUPS.release()
+
+    threading.Thread(target=look_up, name="vault-getaddrinfo", daemon=True).start()
+    try:
+        return answer.result(timeout=max(left - (time.monotonic() - started), 0.0))
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError("the name lookup did not end within the deadline") from None
+
+
+def _create_connection(
+    address: tuple[str, int],
+    timeout: Any,
+    source_address: tuple[str, int] | None,
+    socket_options: Any,
+) -> socket.socket:
+    """:func:`urllib3.util.connection.create_connection`, within the budget under way.
+
+    urllib3 gives every address the name has the whole connect timeout, one after the
+    other: three addresses that never answer take three times the deadline. Here the
+    name lookup counts against the budget too, and each address gets an equal share of
+    what is left of it (what one refused at once is left to the next ones); a socket that
+    connects then gets back the full connect timeout, capped at the time left, for its
+    TLS handshake.
+    """
+    host, port = address
+    host = host.strip("[]") if host.startswith("[") else host
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise urllib3.exceptions.LocationParseError(f"'{host}', label empty or too long") from None
+    if timeout is _DEFAULT_TIMEOUT:
+        timeout = socket.getdefaulttimeout()
+    infos = _resolve(host, port, urllib3.util.connection.allowed_gai_family())
+    error: OSError | None = None
+    for index, (family, kind, proto, _, peer) in enumerate(infos):
+        left = _time_left()
+        attempt = timeout
+        if left is not None:
+            if left <= 0:
+                raise TimeoutError("the deadline has passed")
+            share = left / (len(infos) - index)
+            attempt = share if timeout is None else min(timeout, share)
+        sock = socket.socket(family, kind, proto)
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.settimeout(attempt)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(peer)
+        except OSError as failed:
+            sock.close()
+            error = failed
+            continue
+        left = _time_left()
+        sock.settimeout(timeout if left is None else _capped(timeout, max(left, 0.001)))
+        return sock
+    raise error if error is not None else OSError("getaddrinfo returns an empty list")
+
+
+def _new_conn(conn: urllib3.connection.HTTPConnection) -> socket.socket:
+    """urllib3's ``HTTPConnection._new_conn``, connecting with :func:`_create_connection`."""
+    try:
+        sock = _create_connection(
+            (conn._dns_host, conn.port),
+            conn.timeout,
+            conn.source_address,
+            conn.socket_options,
+        )
+    except socket.gaierror as error:
+        raise urllib3.exceptions.NameResolutionError(conn.host, conn, error) from error
+    except TimeoutError as error:
+        raise urllib3.exceptions.ConnectTimeoutError(
+            conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+        ) from error
+    except OSError as error:
+        raise urllib3.exceptions.NewConnectionError(
+            conn, f"Failed to establish a new connection: {error}"
+        ) from error
+    sys.audit("http.client.connect", conn, conn.host, conn.port)
+    return sock
+
+
 class _HTTPConnection(urllib3.connection.HTTPConnection):
     response_class = _DeadlineResponse
+
+    def _new_conn(self) -> socket.socket:
+        return _new_conn(self)
 
 
 class _HTTPSConnection(urllib3.connection.HTTPSConnection):
     response_class = _DeadlineResponse
+
+    def _new_conn(self) -> socket.socket:
+        return _new_conn(self)
 
 
 class _HTTPConnectionPool(urllib3.HTTPConnectionPool):

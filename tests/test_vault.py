@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
+import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -1414,3 +1418,216 @@ class TestMalformedThroughTheCLI:
             for line in lines
             if line not in errors
         ), lines
+
+
+# --- the deadline holds for names with several addresses, and for name lookups ---------
+
+_CONNECT_PROBE = """
+import json, sys, time
+from mesos_secrets import ResolverError, Secret
+from resolvers.vault import VaultResolver
+
+resolver = VaultResolver(
+    address=sys.argv[1], token="t", deadline=float(sys.argv[2]), timeout=5, kv_version=2
+)
+started = time.monotonic()
+try:
+    resolver.resolve(Secret.for_reference("/x"))
+    print(json.dumps({"error": None}))
+except ResolverError as error:
+    took = time.monotonic() - started
+    print(json.dumps({"error": type(error).__name__, "message": str(error), "took": took}))
+"""
+
+
+def _blackholes(addresses: list[str]) -> tuple[int, list[socket.socket]]:
+    """Listeners on ``addresses`` (one port) whose accept queues are full: a connection
+    to them is never accepted nor refused (the kernel drops its SYNs)."""
+    held: list[socket.socket] = []
+    port = 0
+    for address in addresses:
+        listener = socket.socket()
+        listener.bind((address, port))
+        port = listener.getsockname()[1]
+        listener.listen(0)
+        held.append(listener)
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect((address, port))
+            held.append(filler)
+    time.sleep(0.2)
+    probe = socket.socket()
+    probe.settimeout(0.3)
+    with pytest.raises(TimeoutError):  # the blackhole holds
+        probe.connect((addresses[0], port))
+    probe.close()
+    return port, held
+
+
+def _resolve_in_namespace(
+    tmp_path: Path, hosts: str, resolv: str, address: str, deadline: float
+) -> dict[str, Any]:
+    """Resolve in a process of a private mount namespace that sees ``hosts`` as
+    /etc/hosts and ``resolv`` as /etc/resolv.conf."""
+    (tmp_path / "hosts").write_text(hosts)
+    (tmp_path / "resolv.conf").write_text(resolv)
+    for _ in range(3):  # another suite's residue check may kill a namespace it did not make
+        result = _run_in_namespace(tmp_path, address, deadline)
+        if result.returncode != -signal.SIGKILL:
+            break
+    assert result.returncode == 0, result.stderr.decode()
+    outcome: dict[str, Any] = json.loads(result.stdout)
+    return outcome
+
+
+def _run_in_namespace(
+    tmp_path: Path, address: str, deadline: float
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/resolv.conf && '
+            'exec "$2" -c "$3" "$4" "$5"',
+            str(tmp_path / "hosts"),
+            str(tmp_path / "resolv.conf"),
+            sys.executable,
+            _CONNECT_PROBE,
+            address,
+            str(deadline),
+        ],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        timeout=60,
+        check=False,
+    )
+
+
+@requires_root
+@pytest.mark.timeout(90)
+class TestConnectDeadline:
+    """A name with several addresses that never answer, a name server that never
+    answers: the resolution still ends at its deadline (issue 11, review 2, item 2)."""
+
+    def test_several_addresses(self, tmp_path: Path) -> None:
+        addresses = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        port, held = _blackholes(addresses)
+        try:
+            hosts = "".join(f"{a} vault.multi\n" for a in addresses) + "127.0.0.1 localhost\n"
+            outcome = _resolve_in_namespace(
+                tmp_path, hosts, "nameserver 127.0.0.1\n", f"http://vault.multi:{port}", 2
+            )
+        finally:
+            for sock in held:
+                sock.close()
+        assert outcome["error"] == "ResolverUnavailableError"
+        assert outcome["message"] == (
+            f"secret '/x' not resolved within the 2s deadline "
+            f"(waiting on http://vault.multi:{port} to read)"
+        )
+        assert outcome["took"] < 2 + MARGIN
+
+    def test_silent_name_server(self, tmp_path: Path) -> None:
+        """The lookup itself cannot be interrupted: it is waited for no longer than the
+        deadline (here glibc would wait 2 attempts of 5 s)."""
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.9.9.53", 53))  # receives the queries, never answers
+        try:
+            outcome = _resolve_in_namespace(
+                tmp_path,
+                "127.0.0.1 localhost\n",
+                "nameserver 127.9.9.53\noptions timeout:5 attempts:2\n",
+                "http://vault.silent-dns.test:8200",
+                1,
+            )
+        finally:
+            server.close()
+        assert outcome["error"] == "ResolverUnavailableError"
+        assert "not resolved within the 1s deadline" in outcome["message"]
+        assert outcome["took"] < 1 + MARGIN
+
+
+@pytest.mark.timeout(60)
+class TestConnectDeadlineInProcess:
+    """The same, with the system's lookup replaced in the process: what it returns (three
+    addresses), or how long it takes (longer than the deadline)."""
+
+    @pytest.fixture
+    def lookups(self, monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[], list[Any]]]:
+        """Names looked up by a function of the test's; others as the system does."""
+        real = socket.getaddrinfo
+        fakes: dict[str, Callable[[], list[Any]]] = {}
+
+        def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+            numeric = len(args) >= 4 and args[3] & socket.AI_NUMERICHOST
+            if host in fakes and not numeric:
+                return fakes[host]()
+            return real(host, port, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        return fakes
+
+    def test_several_addresses(self, lookups: dict[str, Callable[[], list[Any]]]) -> None:
+        addresses = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        port, held = _blackholes(addresses)
+        lookups["vault.multi"] = lambda: [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses
+        ]
+        try:
+            with VaultResolver(
+                address=f"http://vault.multi:{port}", token="t", deadline=2, timeout=5
+            ) as resolver:
+                error, took = resolve_timed(resolver, "/x")
+        finally:
+            for sock in held:
+                sock.close()
+        assert isinstance(error, ResolverUnavailableError)
+        assert "not resolved within the 2s deadline" in str(error)
+        assert took < 2 + MARGIN
+
+    def test_each_address_is_tried(self, lookups: dict[str, Callable[[], list[Any]]]) -> None:
+        """Two blackholes before a server that answers: each gets a share of the budget,
+        so the third is reached in time."""
+        with ScriptedServer(good_answers()) as server:
+            blackholed = ["127.0.0.2", "127.0.0.3"]
+            port, held = _blackholes(blackholed)
+            server_port = server.port
+            lookups["vault.some"] = lambda: [
+                *((socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in blackholed),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", server_port)),
+            ]
+            try:
+                with VaultResolver(
+                    address=f"http://vault.some:{port}", token="t", deadline=3, timeout=5
+                ) as resolver:
+                    assert resolver.resolve(Secret.for_reference("/x", "v")).reveal() == b"ok"
+            finally:
+                for sock in held:
+                    sock.close()
+
+    def test_slow_lookup(self, lookups: dict[str, Callable[[], list[Any]]]) -> None:
+        release = threading.Event()
+
+        def slow() -> list[Any]:
+            release.wait(20)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+        lookups["vault.slow"] = slow
+        try:
+            with VaultResolver(address="http://vault.slow:8200", token="t", deadline=1) as r:
+                error, took = resolve_timed(r, "/x")
+                assert isinstance(error, ResolverUnavailableError)
+                assert "not resolved within the 1s deadline" in str(error)
+                assert took < 1 + MARGIN
+                started = time.monotonic()
+                with pytest.raises(ResolverUnavailableError, match="within the 1s deadline"):
+                    r.check()
+                assert time.monotonic() - started < 1 + MARGIN
+        finally:
+            release.set()
