@@ -409,39 +409,66 @@ def _setting(value: str | None, option: str, *names: str) -> tuple[str | None, s
 
 
 def _masked(address: str) -> str:
-    """``address`` as it may be printed: userinfo (``user:password@``) masked."""
+    """An address that was refused, as it may be printed: everything up to its last '@'
+    masked (a password may hold '/', '?' or '#', and no parse of it is to be trusted)."""
     scheme, separator, rest = address.partition("://")
     if not separator:
         scheme, rest = "", address
-    if "@" in rest:  # everything up to the last '@': a password may hold '/', '?' or '#'
+    if "@" in rest:
         rest = "***@" + rest.rpartition("@")[2]
     return printable(f"{scheme}{separator}{rest}")
 
 
-def _check_address(address: str, source: str) -> None:
-    """Refuse an address hvac and requests would fail on later, or misread."""
+def _shown(url: urllib3.util.Url) -> str:
+    """An accepted address as it may be printed, from the parse requests connects by:
+    userinfo masked, the host and port it connects to."""
+    port = f":{url.port}" if url.port is not None else ""
+    userinfo = "***@" if url.auth is not None else ""
+    return printable(f"{url.scheme}://{userinfo}{url.host}{port}{url.path or ''}")
+
+
+def _parse_address(address: str, source: str) -> urllib3.util.Url:
+    """The address as requests reads it (urllib3's ``parse_url``): what is connected to
+    and what messages show come from this one parse. Refused: what hvac and requests
+    would fail on later, and what parsers read differently (an '@' after the host, a
+    backslash), for a message could then name one host while requests connects to
+    another."""
 
     def bad(reason: str) -> ConfigError:
         return ConfigError(f"resolver 'vault': {source} '{_masked(address)}' {reason}")
 
     if any(c.isspace() or not c.isprintable() for c in address):
         raise bad("contains a control character or a space")
+    if "\\" in address:
+        raise bad("contains a backslash (URL parsers read it differently)")
     try:
-        parts = urllib.parse.urlsplit(address)
-    except ValueError:  # an unclosed '[' of an IPv6 address
+        url = urllib3.util.parse_url(address)
+    except urllib3.exceptions.LocationParseError:
+        try:
+            urllib.parse.urlsplit(address).port  # noqa: B018 (only its error matters)
+        except ValueError as error:
+            if "port" in str(error).lower():
+                raise bad("has a bad port (a number from 1 to 65535)") from None
         raise bad("is not a URL") from None
-    try:
-        port = parts.port
-    except ValueError:
-        raise bad("has a bad port (a number from 1 to 65535)") from None
-    if parts.scheme.lower() not in ("http", "https"):
+    if (url.scheme or "").lower() not in ("http", "https"):
         raise bad("must start with https:// or http://")
-    if not parts.hostname:
+    if not url.host:
         raise bad("has no host")
-    if port == 0:
+    if url.port == 0:
         raise bad("has a bad port (a number from 1 to 65535)")
-    if parts.query or parts.fragment:
+    if url.query is not None or url.fragment is not None:
         raise bad("must not have a query or a fragment")
+    if "@" in (url.path or ""):
+        raise bad("has an '@' after its host (write it as %40, in a password too)")
+    # What the standard library reads must agree: the host and port are the same.
+    try:
+        split = urllib.parse.urlsplit(address)
+        same = (split.hostname, split.port) == (url.host.strip("[]").lower(), url.port)
+    except ValueError:
+        same = False
+    if not same:
+        raise bad("is ambiguous: URL parsers read different hosts in it")
+    return url
 
 
 def _check_file(path: str, source: str) -> None:
@@ -766,9 +793,9 @@ class VaultResolver(SecretResolver):
         url = (url or "").rstrip("/")
         if not url:
             raise ConfigError("resolver 'vault' needs an address: set 'address' or VAULT_ADDR")
-        _check_address(url, source)
-        #: The store's address as printed (userinfo masked); the real one is kept private.
-        self.address = _masked(url)
+        #: The store's address as printed (userinfo masked), from the same parse requests
+        #: connects by; the real one is kept private.
+        self.address = _shown(_parse_address(url, source))
         self._url = url
         if kv_version not in (None, 1, 2):
             raise ConfigError("option 'kv_version' of resolver 'vault' must be 1 or 2")

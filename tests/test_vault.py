@@ -870,6 +870,14 @@ class TestAddress:
             ("http://127.0.0.1 :8200", "http://127.0.0.1 :8200", "contains a control"),
             ("https://u:pw\x7f@h:x", "https://***@h:x", "contains a control"),
             ("https://ops:pw@127.0.0.1:x", "https://***@127.0.0.1:x", "has a bad port"),
+            # Read differently by different parsers: refused, not guessed at.
+            ("http://u:12345/pw@vault:8200", "http://***@vault:8200", "has an '@' after its"),
+            ("http://vault:8200/a@b", "http://***@b", "has an '@' after its host"),
+            ("http://vault\\@evil:8200", "http://***@evil:8200", "contains a backslash"),
+            ("http://h#@evil:1", "http://***@evil:1", "must not have a query or a fragment"),
+            ("http://h?@evil:1", "http://***@evil:1", "must not have a query or a fragment"),
+            ("http://ops:pw@", "http://***@", "has no host"),
+            ("http://:8200", "http://:8200", "has no host"),
         ],
     )
     def test_malformed(
@@ -887,6 +895,35 @@ class TestAddress:
         assert message.startswith(f"resolver 'vault': VAULT_ADDR '{shown}' {reason}")
         assert message.isprintable()
         assert "pw" not in message
+
+    @pytest.mark.parametrize(
+        ("address", "shown"),
+        [
+            ("http://ops:p@w@127.0.0.1:8200", "http://***@127.0.0.1:8200"),
+            ("http://ops:pw%40x@127.0.0.1:8200", "http://***@127.0.0.1:8200"),
+            ("HTTPS://Vault.Example:8200/prefix/", "https://vault.example:8200/prefix"),
+            ("http://[::1]:8200", "http://[::1]:8200"),
+            ("http://vault", "http://vault"),
+        ],
+    )
+    def test_shown_as_connected(self, address: str, shown: str) -> None:
+        """What messages show is the host and port requests connects to (one parse)."""
+        with VaultResolver(address=address, token="t") as resolver:
+            assert resolver.address == shown
+            assert "pw" not in repr(resolver)
+
+    def test_message_names_the_host_connected_to(self) -> None:
+        """A password with a '/' not percent-encoded: the review's case, where messages
+        named one host and requests connected to another. Written as %2F, it works,
+        and both name the same host."""
+        with pytest.raises(ConfigError, match="has an '@' after its host"):
+            VaultResolver(address="http://u:12345/pw@vault:8200", token="t")
+        with SilentServer() as server:
+            address = server.address().replace("://", "://u:12345%2Fpw@")
+            with VaultResolver(address=address, token="t", deadline=0.5) as resolver:
+                error, _ = resolve_timed(resolver, "/x")
+        assert f"http://***@127.0.0.1:{server.port}" in str(error)
+        assert "12345" not in str(error)
 
     def test_malformed_through_the_cli(self) -> None:
         result = cli(
