@@ -181,7 +181,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
 
     def shutdown(self, driver: Any) -> None:
         """Launch nothing more; kill every task within the shutdown grace period, leaving
-        a second for the last updates; then revoke the store's token."""
+        two seconds for the last clean-up and updates; then revoke the store's token."""
         started = time.monotonic()
         with self._lock:
             if self._shutting_down:
@@ -189,9 +189,10 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             self._shutting_down = True
             tasks = list(self._tasks.values())
             threads = list(self._threads)
-        # As the command executor: the tasks get the grace period less a second, so that
-        # their TASK_KILLED is sent before the agent's deadline.
-        grace = max(0.0, self.shutdown_grace_period - 1.0)
+        # As the command executor: the tasks get the grace period less its reaping
+        # interval (1 s) and a second, so that they are cleaned up and their TASK_KILLED
+        # is sent before the agent's deadline.
+        grace = max(0.0, self.shutdown_grace_period - 2.0)
         log.info("shutting down: killing %d task(s) within %.1f s", len(tasks), grace)
         for task in tasks:
             self._kill(driver, task, grace)
@@ -200,11 +201,14 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         for task in tasks:  # what did not end in time (a store that does not answer)
             ran = task.container is not None
-            if not task.ended and not ran and self.containerizer is not None:
-                # Its launch is still resolving: what it made so far goes now, since the
-                # executor exits before the launch could clean up after itself.
+            if not task.ended and self.containerizer is not None:
+                # What it made so far goes now: the executor exits before its thread could
+                # clean up after it (a launch still resolving, a slow clean-up).
                 try:
-                    self.containerizer.destroy(task.container_id)
+                    if task.container is not None:
+                        task.container.destroy()
+                    else:
+                        self.containerizer.destroy(task.container_id)
                 except (MesosSecretsError, OSError) as error:
                     log.error("cleaning up after task %s failed: %s", task.task_id, error)
             why = "the executor shut down" + ("" if ran else " before the task ran")
@@ -244,11 +248,19 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         with self._lock:
             shutting_down = self._shutting_down
             tasks = [
-                _Task(task_id, group=tuple(i for i in ids if i != task_id) if group else ())
-                for task_id in ids
+                _Task(
+                    task_id,
+                    group=tuple(i for i in ids if i != task_id) if group else (),
+                    # Read now: a KILL may come before the TaskInfo is.
+                    grace_period=_grace_period(
+                        raw.get("kill_policy") if isinstance(raw, Mapping) else None
+                    ),
+                )
+                for task_id, raw in zip(ids, raws, strict=True)
             ]
             if not shutting_down:
                 self._tasks.update((task.task_id, task) for task in tasks)
+            self._threads = [thread for thread in self._threads if thread.is_alive()]
         for task, raw in zip(tasks, raws, strict=True):
             if shutting_down:  # nothing launches after SHUTDOWN
                 self._end(driver, task, "TASK_KILLED", "the executor is shutting down")
@@ -269,7 +281,6 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             except SecretValidationError as error:
                 self._end(driver, task, "TASK_FAILED", str(error), "REASON_TASK_INVALID")
                 return
-            task.grace_period = _grace_period(info.extra.get("kill_policy"))
             container = self._launch(driver, task, info)
             if container is None:
                 return
@@ -288,8 +299,9 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
 
     def _supervise(self, driver: Any, task: _Task, container: Container) -> None:
         try:
-            self._update(driver, task.task_id, "TASK_RUNNING")
-            self._start_checks(driver, task, container)
+            if not task.killing:  # killed as it started: TASK_KILLING was its last word
+                self._update(driver, task.task_id, "TASK_RUNNING")
+                self._start_checks(driver, task, container)
             termination = container.wait()
         finally:
             with self._lock:
@@ -418,6 +430,9 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             self._signal(driver, task, container)
 
     def _signal(self, driver: Any, task: _Task, container: Container) -> None:
+        with self._lock:
+            if task.ended:  # it ended while its checks were being stopped
+                return
         if self.task_killing_state:
             self._update(driver, task.task_id, "TASK_KILLING")
         log.info(
@@ -427,7 +442,9 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         )
         container.kill(signal.SIGTERM)
         with self._lock:
-            task.timer = _escalation(container, max(0.0, task.kill_deadline - time.monotonic()))
+            if not task.ended:
+                delay = max(0.0, task.kill_deadline - time.monotonic())
+                task.timer = _escalation(container, delay)
 
     def _end(
         self,
@@ -449,7 +466,11 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                 task.timer.cancel()
             self._tasks.pop(task.task_id, None)
             siblings = (
-                [self._tasks[i] for i in task.group if i in self._tasks]
+                [  # one already being killed keeps its grace period (MESOS-8051)
+                    self._tasks[i]
+                    for i in task.group
+                    if i in self._tasks and not self._tasks[i].killing
+                ]
                 if state in ("TASK_FAILED", "TASK_KILLED")
                 and not task.by_group
                 and not self._shutting_down
@@ -579,7 +600,9 @@ def main(argv: list[str] | None = None) -> int:
         config, bootstrap=bootstrap, runtime_dir=runtime, directory=directory
     )
     driver = AgentDriver(executor, token, reconnection)
-    executor.shutdown_grace_period = driver.grace_shutdown_period or DEFAULT_SHUTDOWN_GRACE_S
+    # Agents always set it; without it pymesos would kill the executor at once on SHUTDOWN.
+    driver.grace_shutdown_period = driver.grace_shutdown_period or DEFAULT_SHUTDOWN_GRACE_S
+    executor.shutdown_grace_period = driver.grace_shutdown_period
     try:
         driver.run()
     except KeyboardInterrupt:

@@ -116,6 +116,29 @@ class TestKill:
         agent.wait_for("k5", "TASK_KILLED")
         assert "TASK_KILLING" not in agent.states("k5")
 
+    def test_killed_while_its_secrets_resolve(self, setup: Setup) -> None:
+        """A KILL while the task's secrets are still being resolved (a slow store): it
+        never starts, TASK_KILLED once the resolution returns, its command never ran."""
+        plugins.install_resolver(setup.tmp / "site", "slow", plugins.SLOW.replace("{seconds}", "2"))
+        agent = setup.agent()
+        setup.start(
+            agent,
+            environment={
+                "PYTHONPATH": str(setup.tmp / "site"),
+                "MESOS_SECRETS_RESOLVER": "slow",
+            },
+        )
+        assert agent.subscribed.wait(30), setup.log()
+        agent.launch(app_task(dict(CHECK_APP, cmd="echo ran"), agent, "k6"))
+        agent.wait_for("k6", "TASK_STARTING")
+        agent.kill("k6")
+        update = agent.wait_for("k6", "TASK_KILLED", timeout=20)
+        assert update["message"] == "Task killed before it was launched"
+        assert agent.states("k6") == ["TASK_STARTING", "TASK_KILLED"]
+        for stdout in (setup.tmp / "sandbox" / "tasks").glob("k6.*/stdout"):
+            assert stdout.read_text() == ""
+        wait(lambda: not list((setup.runtime / "containers").iterdir()))
+
 
 class TestTaskGroups:
     def test_a_failing_task_kills_its_group(self, setup: Setup) -> None:
