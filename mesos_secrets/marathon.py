@@ -193,7 +193,13 @@ class App:
                 raise SpecError(NOT_VALID, [(f"/env/{name}", error.message)]) from None
         environment = Environment(variables=tuple(variables)) if variables else None
         try:
-            return command_info(self.cmd, self.args, environment, self.user)
+            return command_info(
+                self.cmd,
+                self.args,
+                environment,
+                self.user,
+                argv_names_program=self.container is None,
+            )
         except SecretValidationError as error:
             where = _command_path(error.path, self.args is not None)
             raise SpecError(NOT_VALID, [(where, error.message)]) from None
@@ -239,18 +245,23 @@ def command_info(
     argv: tuple[str, ...] | None,
     environment: Environment | None,
     user: str | None,
+    *,
+    argv_names_program: bool,
 ) -> CommandInfo:
-    """Marathon's command: ``argv`` runs without a shell (its first item is the program),
-    else ``shell`` runs with one."""
-    if argv is not None:
-        return CommandInfo(
-            value=argv[0] if argv else None,
-            shell=False,
-            arguments=argv,
-            environment=environment,
-            user=user,
-        )
-    return CommandInfo(value=shell, shell=True, environment=environment, user=user)
+    """Marathon's command (``TaskBuilder.commandInfo``, ``TaskGroupBuilder``): a
+    non-empty ``shell`` runs with a shell; otherwise there is none, ``argv`` are the
+    arguments, and the value is ``argv[0]`` only where ``argv_names_program`` (an app
+    without a container, a pod container with ``overrideEntrypoint``). Without a value,
+    an image's own entrypoint or command runs."""
+    if shell:
+        return CommandInfo(value=shell, shell=True, environment=environment, user=user)
+    return CommandInfo(
+        value=argv[0] if argv and argv_names_program else None,
+        shell=False,
+        arguments=argv or (),
+        environment=environment,
+        user=user,
+    )
 
 
 def _command_path(path: str, args: bool) -> str:

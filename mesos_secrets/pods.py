@@ -97,6 +97,8 @@ class PodContainer:
     name: str
     shell: str | None = None
     argv: tuple[str, ...] | None = None
+    #: ``exec.overrideEntrypoint``: ``argv[0]`` is the program, not the image's entrypoint.
+    override_entrypoint: bool = False
     environment: Mapping[str, str | SecretRef] = attrs.field(factory=dict, converter=_frozen)
     image: str | None = None
     pull_config: str | None = None
@@ -136,7 +138,11 @@ class Pod:
     ) -> CommandInfo:
         try:
             return command_info(
-                container.shell, container.argv, environment, container.user or self.user
+                container.shell,
+                container.argv,
+                environment,
+                container.user or self.user,
+                argv_names_program=container.override_entrypoint,
             )
         except SecretValidationError as error:
             where = self._command_path(index, container, error.path)
@@ -313,6 +319,10 @@ def _read_containers(read: _Reader, raw: Any) -> list[PodContainer]:
         elif read.obj(resources, f"{path}/resources") is None:
             resources = {}
         shell, argv = _read_exec(read, item.get("exec"), f"{path}/exec")
+        exec_ = item.get("exec")
+        override = read.boolean(
+            exec_ if isinstance(exec_, dict) else {}, "overrideEntrypoint", f"{path}/exec"
+        )
         environment = _read_env(
             read, item.get("environment"), f"{path}/environment", pattern=POD_ENV_NAME
         )
@@ -339,6 +349,7 @@ def _read_containers(read: _Reader, raw: Any) -> list[PodContainer]:
                     name=name,
                     shell=shell,
                     argv=argv,
+                    override_entrypoint=bool(override),
                     environment=environment,
                     image=image,
                     pull_config=pull,

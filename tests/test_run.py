@@ -152,6 +152,20 @@ class TestDelivery:
         assert result.stdout == b"out\n"
         assert b"err\n" in result.stderr
 
+    def test_args_with_a_container(self, runner: Runner) -> None:
+        """``args`` with a container: Marathon leaves the command's value unset (an
+        image's entrypoint would come first); without an image, the first argument is
+        the program, run with all of them, not twice."""
+        spec = {"args": ["/bin/sh", "-c", 'echo "$0" "$#"'], "container": {"type": "MESOS"}}
+        result = runner.run(spec)
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == b"/bin/sh 0\n"
+
+    def test_no_command_at_all_says_so(self, runner: Runner) -> None:
+        result = runner.run({"container": {"type": "MESOS"}})
+        assert result.returncode == 1
+        assert b"the task has no command to run" in result.stderr
+
     def test_environment_is_clean(self, runner: Runner) -> None:
         """The task does not inherit the caller's environment (a VAULT_TOKEN stays out)."""
         env = {**os.environ, "VAULT_TOKEN": "caller-token"}

@@ -182,11 +182,18 @@ def resolve_user(name: str | None) -> TaskUser:
 def command_argv(config: ContainerConfig) -> tuple[list[str], str]:
     """``(argv, executable)`` for the task's CommandInfo, as Mesos reads it."""
     command = config.command
-    if command is None or not command.value:
-        raise LaunchError("the task has no command to run (CommandInfo.value is empty)")
-    if command.shell:
+    if command is not None and command.shell and command.value:
         return ["/bin/sh", "-c", command.value], "/bin/sh"
-    return list(command.arguments) or [command.value], command.value
+    if command is not None and not command.shell and command.value:
+        return list(command.arguments) or [command.value], command.value
+    if command is not None and not command.shell and command.arguments:
+        # No value: the arguments follow an image's entrypoint; without one (or an
+        # image), the first of them is the program, as Docker reads an image's Cmd.
+        return list(command.arguments), command.arguments[0]
+    raise LaunchError(
+        "the task has no command to run (CommandInfo.value and arguments are empty, "
+        "and the image's own command is not run here yet)"
+    )
 
 
 def task_environment(
