@@ -807,15 +807,6 @@ def shown(text: str, limit: int = 80) -> str:
     return "'" + printable(text, limit) + "'"
 
 
-def load_json(content: bytes) -> Any:
-    """JSON bytes nobody vouches for, read as strictly as a spec (:func:`_codec.loads`);
-    every failure is a :class:`ValueError` saying why and where, never what it holds."""
-    try:
-        return loads(content)
-    except SecretValidationError as error:
-        raise ValueError(str(error)) from None
-
-
 def parse_manifest(
     content: bytes, image: ImageReference, *, index: bool = True
 ) -> Manifest | Index:
@@ -827,9 +818,9 @@ def parse_manifest(
     def fail(what: str, where: str, reason: str) -> ProvisionerError:
         return ProvisionerError(f"image '{image}': {what}{' ' + where if where else ''}: {reason}")
 
-    try:
-        document = load_json(content)
-    except ValueError as error:
+    try:  # read as strictly as a spec; the error says why and where, never what
+        document = loads(content)
+    except SecretValidationError as error:
         raise fail("manifest", "", str(error)) from None
     if not isinstance(document, dict):
         raise fail("manifest", "", "not a JSON object")
