@@ -51,7 +51,7 @@ from .checks import TaskChecks, parse_checks
 from .config import Config, load_config
 from .containerizer import Container, Containerizer, default_runtime_dir
 from .containerizer.launcher import Termination
-from .driver import AgentDriver, Reconnection
+from .driver import AgentDriver, Reconnection, parse_duration
 from .errors import LaunchCancelled, MesosSecretsError, SecretValidationError, printable
 from .framework import BOOTSTRAP_ENV
 from .hardening import protect_process
@@ -65,6 +65,7 @@ __all__ = ["SecretsExecutor", "main"]
 log = logging.getLogger("mesos_secrets.executor")
 
 TOKEN_ENV = "MESOS_EXECUTOR_AUTHENTICATION_TOKEN"
+SHUTDOWN_GRACE_ENV = "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD"
 REQUIRED_ENV = ("MESOS_AGENT_ENDPOINT", "MESOS_FRAMEWORK_ID", "MESOS_EXECUTOR_ID")
 #: Mesos' executors' default grace period for a kill, and agents' for a shutdown.
 DEFAULT_KILL_GRACE_S = 3.0
@@ -589,6 +590,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(known=resolvers.names())
         reconnection = Reconnection.from_environment(os.environ)
+        # Read as the other durations the agent passes (pymesos' own reader asserts on
+        # a malformed one); agents always set it, else Mesos' default.
+        grace = os.environ.get(SHUTDOWN_GRACE_ENV)
+        shutdown_grace = (
+            parse_duration(grace, SHUTDOWN_GRACE_ENV) if grace else DEFAULT_SHUTDOWN_GRACE_S
+        )
     except MesosSecretsError as error:
         print(f"mesos-secrets-executor: {error}", file=sys.stderr)
         return 1
@@ -597,12 +604,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     runtime = Path(config.runtime_dir) if config.runtime_dir else default_runtime_dir()
     executor = SecretsExecutor(
-        config, bootstrap=bootstrap, runtime_dir=runtime, directory=directory
+        config,
+        bootstrap=bootstrap,
+        runtime_dir=runtime,
+        directory=directory,
+        shutdown_grace_period=shutdown_grace,
     )
     driver = AgentDriver(executor, token, reconnection)
-    # Agents always set it; without it pymesos would kill the executor at once on SHUTDOWN.
-    driver.grace_shutdown_period = driver.grace_shutdown_period or DEFAULT_SHUTDOWN_GRACE_S
-    executor.shutdown_grace_period = driver.grace_shutdown_period
+    # Without it pymesos would kill the executor at once on SHUTDOWN.
+    driver.grace_shutdown_period = shutdown_grace
     try:
         driver.run()
     except KeyboardInterrupt:

@@ -103,6 +103,18 @@ class TestDurations:
         assert process.wait(timeout=30) == 1
         assert "MESOS_RECOVERY_TIMEOUT is not set" in setup.log()
 
+    def test_a_malformed_shutdown_grace_period(self, setup: Setup) -> None:
+        """Read as the other durations: one line naming it (pymesos asserted)."""
+        agent = setup.agent()
+        environment = {"MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": "soon"}
+        process = setup.start(agent, environment=environment)
+        assert process.wait(timeout=30) == 1
+        assert setup.log().splitlines() == [
+            "mesos-secrets-executor: MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD: 'soon' is not a "
+            "duration (a number and one of 'ns', 'us', 'ms', 'secs', 'mins', 'hrs', 'days', "
+            "'weeks')"
+        ]
+
 
 @requires_root
 class TestAgentRestart:
