@@ -26,6 +26,7 @@ from .secret import Secret, SecretType, check_text
 
 __all__ = [
     "CommandInfo",
+    "CommandURI",
     "ContainerInfo",
     "ContainerType",
     "DockerImage",
@@ -390,8 +391,28 @@ def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
 
 
 @attrs.frozen
+class CommandURI(JSONModel):
+    """``CommandInfo.URI``: an artifact the fetcher puts into the sandbox before launch.
+
+    ``extract`` unpacks a recognised archive, ``executable`` makes the file executable
+    (and is never extracted), ``cache`` lets the fetcher reuse an earlier download,
+    ``output_file`` names the file in the sandbox (default: the URI's basename).
+    """
+
+    value: str
+    executable: bool | None = None
+    extract: bool = True
+    cache: bool | None = None
+    output_file: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        check_text(self.value, "/value", "a URI")
+        check_text(self.output_file, "/output_file", "an output file")
+
+
+@attrs.frozen
 class CommandInfo(JSONModel):
-    """``CommandInfo``: the command, its arguments, user and environment."""
+    """``CommandInfo``: the command, its arguments, user, environment and artifacts."""
 
     _keeps_extra: ClassVar[bool] = True
 
@@ -400,6 +421,7 @@ class CommandInfo(JSONModel):
     arguments: tuple[str, ...] = attrs.field(factory=tuple, converter=_str_tuple)
     environment: Environment | None = None
     user: str | None = None
+    uris: tuple[CommandURI, ...] = _tuple_of(CommandURI)
     extra: Mapping[str, Any] = _extra_field()
 
     def __attrs_post_init__(self) -> None:
