@@ -202,7 +202,8 @@ def _spec_or_report(args: argparse.Namespace, as_json: bool = False) -> App | Po
 def cmd_validate(args: argparse.Namespace) -> int:
     from .acls import ACLs  # noqa: PLC0415
     from .errors import SecretAccessDeniedError  # noqa: PLC0415
-    from .marathon import NOT_VALID, App, SpecError  # noqa: PLC0415
+    from .marathon import App  # noqa: PLC0415
+    from .spec_reader import NOT_VALID, SpecError  # noqa: PLC0415
 
     spec = _spec_or_report(args, args.json)
     if spec is None:

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._codec import loads
-from .errors import ProvisionerError, SecretValidationError, printable
+from .errors import ProvisionerError, SecretValidationError
 from .image_reference import ImageReference
 from .mesos import (
     CommandInfo,
@@ -48,6 +48,8 @@ from .mesos import (
 )
 from .names import split_source
 from .secret import Secret
+from .spec_reader import INVALID_JSON, NOT_VALID, SpecError
+from .spec_reader import SpecReader as _Reader
 
 if TYPE_CHECKING:
     from .pods import Pod
@@ -62,35 +64,12 @@ __all__ = [
     "parse_app",
 ]
 
-INVALID_JSON = "Invalid JSON"
-NOT_VALID = "Object is not valid"
 UNDEFINED_SECRET = "references an undefined secret"
 VOLUME_UNDEFINED_SECRET = "volume.secret must refer to an existing secret"
 PULL_CONFIG_UNDEFINED_SECRET = "pullConfig.secret must refer to an existing secret"
 PULL_CONFIG_DOCKER = "pullConfig is not supported with Docker containerizer"
 NO_COMMAND = "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'."
 CMD_AND_ARGS = "AppDefinition must either contain a 'cmd' or a 'args', not both"
-
-
-class SpecError(SecretValidationError):
-    """A spec Marathon would refuse: ``message`` is Marathon's, ``details`` its violations."""
-
-    def __init__(self, message: str, details: Sequence[tuple[str, str]]) -> None:
-        super().__init__(message, "", [(path or "/", text) for path, text in details])
-        self.args = (printable(f"{message}: " + "; ".join(f"{p or '/'}: {m}" for p, m in details)),)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-    def to_json(self) -> dict[str, Any]:
-        """Marathon's error body: violations grouped by path, in order."""
-        grouped: dict[str, list[str]] = {}
-        for path, message in self.details:
-            grouped.setdefault(path or "/", []).append(message)
-        return {
-            "message": self.message,
-            "details": [{"path": p, "errors": errors} for p, errors in grouped.items()],
-        }
 
 
 @attrs.frozen
@@ -310,77 +289,6 @@ def _resources(cpus: float, mem: float, disk: float) -> list[dict[str, Any]]:
 
 
 # --- reading -------------------------------------------------------------------------
-
-
-class _Reader:
-    """Collects Marathon's structural errors (``error.*`` codes) while reading JSON."""
-
-    def __init__(self) -> None:
-        self.errors: list[tuple[str, str]] = []
-
-    def fail(self, path: str, code: str) -> None:
-        self.errors.append((path, code))
-
-    def obj(self, value: Any, path: str) -> dict[str, Any] | None:
-        if isinstance(value, dict):
-            return value
-        self.fail(path, "error.expected.jsobject")
-        return None
-
-    def array(self, value: Any, path: str, *, required: bool = False) -> list[Any]:
-        """``value`` as a list; absent (or, if ``required``, missing) or not an array is []."""
-        if value is None:
-            if required:
-                self.fail(path, "error.path.missing")
-            return []
-        if not isinstance(value, list):
-            self.fail(path, "error.expected.jsarray")
-            return []
-        return value
-
-    def string(
-        self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
-    ) -> str | None:
-        if key not in parent or parent[key] is None:
-            if required:
-                self.fail(f"{path}/{key}", "error.path.missing")
-            return None
-        value = parent[key]
-        if not isinstance(value, str):
-            self.fail(f"{path}/{key}", "error.expected.jsstring")
-            return None
-        return value
-
-    def min1(
-        self, parent: Mapping[str, Any], key: str, path: str, *, required: bool = False
-    ) -> str | None:
-        value = self.string(parent, key, path, required=required)
-        if value == "":
-            self.fail(f"{path}/{key}", "error.minLength")
-            return None
-        return value
-
-    def number(self, parent: Mapping[str, Any], key: str, default: float, path: str = "") -> float:
-        value = parent.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(f"{path}/{key}", "error.expected.jsnumber")
-            return default
-        try:
-            return float(value)
-        except OverflowError:  # an integer beyond a double: Marathon's numbers are doubles
-            self.fail(f"{path}/{key}", "error.expected.jsnumber")
-            return default
-
-    def boolean(self, parent: Mapping[str, Any], key: str, path: str) -> bool | None:
-        value = parent.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, bool):
-            self.fail(f"{path}/{key}", "error.expected.jsboolean")
-            return None
-        return value
 
 
 def parse_app(obj: Any, *, strict: bool = False) -> App:

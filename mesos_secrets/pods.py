@@ -30,17 +30,13 @@ import attrs
 from .errors import ProvisionerError, SecretValidationError
 from .image_reference import ImageReference
 from .marathon import (
-    INVALID_JSON,
-    NOT_VALID,
     POD_ENV_NAME,
     PULL_CONFIG_UNDEFINED_SECRET,
     UNDEFINED_SECRET,
     VOLUME_UNDEFINED_SECRET,
     SecretRef,
-    SpecError,
     _read_env,
     _read_secrets,
-    _Reader,
     _resources,
     check_sources,
     command_info,
@@ -64,6 +60,8 @@ from .mesos import (
     VolumeMode,
     VolumeSource,
 )
+from .spec_reader import INVALID_JSON, NOT_VALID, SpecError
+from .spec_reader import SpecReader as _Reader
 
 __all__ = ["Pod", "PodContainer", "PodVolume", "PodVolumeMount", "parse_pod"]
 
