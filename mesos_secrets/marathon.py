@@ -22,19 +22,32 @@ Marathon writes them.
 
 from __future__ import annotations
 
+import copy
+import json
+import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._codec import loads
+from .artifacts import (
+    INVALID_URI,
+    java_uri_valid,
+    legacy_fetch,
+    read_artifacts,
+    read_uris,
+    uri_violations,
+)
 from .errors import ProvisionerError, SecretValidationError
+from .health_checks import MarathonHealthCheck, read_app_health_checks
 from .image_reference import ImageReference
 from .mesos import (
     CommandInfo,
+    CommandURI,
     ContainerInfo,
     ContainerType,
     DockerInfo,
@@ -47,9 +60,23 @@ from .mesos import (
     VolumeMode,
 )
 from .names import split_source
+from .networking import (
+    AppNetworking,
+    PortAllocator,
+    free_ports,
+    mesos_labels,
+    normalize_app,
+    port_resources,
+    read_labels,
+    read_networks,
+    read_port_definitions,
+    read_port_mappings,
+    read_ports,
+)
 from .secret import Secret
 from .spec_reader import INVALID_JSON, NOT_VALID, SpecError
 from .spec_reader import SpecReader as _Reader
+from .task_env import LaunchContext, app_env
 
 if TYPE_CHECKING:
     from .pods import Pod
@@ -69,7 +96,14 @@ VOLUME_UNDEFINED_SECRET = "volume.secret must refer to an existing secret"
 PULL_CONFIG_UNDEFINED_SECRET = "pullConfig.secret must refer to an existing secret"
 PULL_CONFIG_DOCKER = "pullConfig is not supported with Docker containerizer"
 NO_COMMAND = "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'."
-CMD_AND_ARGS = "AppDefinition must either contain a 'cmd' or a 'args', not both"
+
+
+def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+def _frozen_raw(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(copy.deepcopy(dict(value)))
 
 
 @attrs.frozen
@@ -98,9 +132,14 @@ class AppHostVolume:
 
 @attrs.frozen
 class AppOtherVolume:
-    """A persistent or external volume: valid in Marathon, not run by this tool."""
+    """A persistent (local, reserved) or external (DVDI, CSI) volume: passed to Mesos,
+    not acted on by this tool."""
 
     kind: str
+    container_path: str | None = None
+    mode: VolumeMode = VolumeMode.RW
+    size: float | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_raw)
 
 
 AppVolume = AppSecretVolume | AppHostVolume | AppOtherVolume
@@ -108,17 +147,18 @@ AppVolume = AppSecretVolume | AppHostVolume | AppOtherVolume
 
 @attrs.frozen
 class AppContainer:
-    """``container``: its type (MESOS or DOCKER), volumes, Docker image, pull config."""
+    """``container``: its type (MESOS or DOCKER), volumes, Docker image and options."""
 
     type: ContainerType = ContainerType.DOCKER
     volumes: tuple[AppVolume, ...] = ()
     image: str | None = None
     pull_config: str | None = None
     has_docker: bool = False
-
-
-def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(value))
+    force_pull: bool = False
+    privileged: bool = False
+    parameters: tuple[tuple[str, str], ...] = ()
+    #: ``docker.network`` as written (legacy; translated into the app's networks).
+    docker_network: str | None = None
 
 
 @attrs.frozen
@@ -135,6 +175,14 @@ class App:
     cpus: float = 1.0
     mem: float = 128.0
     disk: float = 0.0
+    gpus: int = 0
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    networking: AppNetworking = attrs.field(factory=AppNetworking)
+    fetch: tuple[CommandURI, ...] = ()
+    health_checks: tuple[MarathonHealthCheck, ...] = ()
+    kill_grace_period: float | None = None
+    tty: bool = False
+    limits: Mapping[str, float] = attrs.field(factory=dict, converter=_frozen)
 
     def secret(self, name: str) -> Secret:
         """The Mesos secret for secret ``name``: a reference to its ``source``."""
@@ -144,23 +192,83 @@ class App:
     def path(self) -> tuple[str, ...]:
         return tuple(part for part in self.id.split("/") if part)
 
-    def to_task_info(self, task_id: str | None = None) -> TaskInfo:
-        """The TaskInfo Marathon (with a DC/OS-style secrets plugin) would launch.
+    def to_task_info(
+        self,
+        task_id: str | None = None,
+        *,
+        context: LaunchContext | None = None,
+        ports: PortAllocator = free_ports,
+    ) -> TaskInfo:
+        """The TaskInfo Marathon's ``TaskBuilder`` (with a DC/OS-style secrets plugin)
+        would launch, field for field.
 
-        There is no ``agent_id``: the scheduler sets it from the offer it accepts.
+        ``ports`` takes the host ports (default: free ports of this host), ``context``
+        the agent's host name and the app's version. There is no ``agent_id``: the
+        scheduler sets it from the offer it accepts.
         """
         check_sources(self.secrets)
+        context = context or LaunchContext()
         safe = "_".join(self.path)
+        task_id = task_id or f"{safe}.instance-{uuid.uuid4()}._app.1"
+        host_ports = ports(self.networking.host_port_requests())
+        resources = _resources(self.cpus, self.mem, self.disk, self.gpus)
+        resources += port_resources(host_ports)
+        resources += [_persistent_resource(v) for v in self._volumes_of("persistent")]
+        extra: dict[str, Any] = {
+            "resources": resources,
+            "discovery": {"name": self.hostname, "visibility": "FRAMEWORK"},
+        }
+        if self.limits:
+            extra["limits"] = {name: {"value": value} for name, value in self.limits.items()}
+        if self.labels:
+            extra["labels"] = mesos_labels(self.labels)
+        assignments = self.networking.port_assignments(host_ports)
+        checks = [c.to_mesos(assignments) for c in self.health_checks if c.mesos]
+        checks = [c for c in checks if c is not None]
+        if checks:
+            extra["health_check"] = checks[0]
+        if self.kill_grace_period is not None:
+            nanoseconds = int(self.kill_grace_period * 1e9)
+            extra["kill_policy"] = {"grace_period": {"nanoseconds": nanoseconds}}
+        docker = self.container is not None and self.container.type is ContainerType.DOCKER
+        marathon_env = app_env(
+            task_id=task_id,
+            app_id="/" + "/".join(self.path),
+            context=context,
+            docker_image=self.container.image if docker and self.container else None,
+            resources={"cpus": self.cpus, "mem": self.mem, "disk": self.disk},
+            gpus=self.gpus,
+            labels=self.labels,
+        )
+        marathon_env.update(self.networking.port_env(host_ports))
+        marathon_env["HOST"] = context.host
         return TaskInfo(
-            name=".".join(reversed(self.path)),
-            task_id=task_id or f"{safe}.instance-{uuid.uuid4()}._app.1",
-            command=self._command(),
-            container=self._container(),
-            extra={"resources": _resources(self.cpus, self.mem, self.disk)},
+            name=self.hostname,
+            task_id=task_id,
+            command=self._command(marathon_env),
+            container=self._container(task_id, host_ports),
+            extra=extra,
         )
 
-    def _command(self) -> CommandInfo:
-        variables = []
+    @property
+    def hostname(self) -> str:
+        """``PathId.toHostname``: the id's segments reversed, joined by ``.``."""
+        return ".".join(reversed(self.path))
+
+    def _volumes_of(self, kind: str) -> list[AppOtherVolume]:
+        if self.container is None:
+            return []
+        return [
+            v for v in self.container.volumes if isinstance(v, AppOtherVolume) and v.kind == kind
+        ]
+
+    def _command(self, marathon_env: Mapping[str, str]) -> CommandInfo:
+        # TaskBuilder: Marathon's variables, then the spec's, which win.
+        variables = [
+            Variable.for_value(name, value)
+            for name, value in marathon_env.items()
+            if name not in self.env
+        ]
         for name, value in self.env.items():
             try:
                 variables.append(
@@ -178,18 +286,26 @@ class App:
                 environment,
                 self.user,
                 argv_names_program=self.container is None,
+                uris=self.fetch,
             )
         except SecretValidationError as error:
             where = _command_path(error.path, self.args is not None)
             raise SpecError(NOT_VALID, [(where, error.message)]) from None
 
-    def _container(self) -> ContainerInfo | None:
+    def _container(self, task_id: str, host_ports: list[int | None]) -> ContainerInfo | None:
+        """``TaskBuilder.computeContainerInfo``: none for a host-networked app without a
+        container; a MESOS container for other networks without one."""
         container = self.container
+        networking = self.networking
         if container is None:
-            return None
+            if networking.host_networking:
+                return None
+            container = AppContainer(type=ContainerType.MESOS)
         volumes = []
         for i, volume in enumerate(container.volumes):
             if isinstance(volume, AppOtherVolume):
+                if volume.kind == "external" and "external" in volume.raw:
+                    volumes.append(Volume.from_json(_external_volume(volume)))
                 continue
             try:
                 volumes.append(self._volume(volume))
@@ -197,24 +313,48 @@ class App:
                 field = "hostPath" if error.path == "/host_path" else "containerPath"
                 where = f"/container/volumes({i})/{field}"
                 raise SpecError(NOT_VALID, [(where, error.message)]) from None
-        if container.type is ContainerType.DOCKER:
-            docker = DockerInfo(image=container.image) if container.image else None
-            return ContainerInfo(type=ContainerType.DOCKER, volumes=tuple(volumes), docker=docker)
-        mesos = None
+        extra: dict[str, Any] = {}
+        docker = container.type is ContainerType.DOCKER
+        network_infos = networking.network_infos(host_ports, docker=docker)
+        if network_infos:
+            extra["network_infos"] = network_infos
+        if self.tty:
+            extra["tty_info"] = {}
+        if docker:
+            fields: dict[str, Any] = networking.docker_fields(host_ports)
+            fields["privileged"] = container.privileged
+            fields["force_pull_image"] = container.force_pull
+            parameters = [*container.parameters, ("label", f"MESOS_TASK_ID={task_id}")]
+            fields["parameters"] = [{"key": k, "value": v} for k, v in parameters]
+            return ContainerInfo(
+                type=ContainerType.DOCKER,
+                volumes=tuple(volumes),
+                docker=DockerInfo(image=container.image or "", extra=fields),
+                extra=extra,
+            )
+        mesos = MesosInfo()
         if container.image:
             pull = self.secret(container.pull_config) if container.pull_config else None
             try:
-                mesos = MesosInfo(image=Image.for_docker(container.image, config=pull))
+                image = Image.for_docker(container.image, config=pull)
                 ImageReference.parse(container.image)
             except (SecretValidationError, ProvisionerError) as error:
                 reason = error.message if isinstance(error, SecretValidationError) else str(error)
                 raise SpecError(NOT_VALID, [("/container/docker/image", reason)]) from None
-        return ContainerInfo(type=ContainerType.MESOS, volumes=tuple(volumes), mesos=mesos)
+            if container.force_pull:
+                image = attrs.evolve(image, cached=False)
+            mesos = MesosInfo(image=image)
+        return ContainerInfo(
+            type=ContainerType.MESOS, volumes=tuple(volumes), mesos=mesos, extra=extra
+        )
 
     def _volume(self, volume: AppSecretVolume | AppHostVolume) -> Volume:
-        path = mount_path(volume.container_path)
         if isinstance(volume, AppHostVolume):
-            return Volume(container_path=path, mode=volume.mode, host_path=volume.host_path)
+            # Marathon passes the path as written (VolumeSerializer.toMesos).
+            return Volume(
+                container_path=volume.container_path, mode=volume.mode, host_path=volume.host_path
+            )
+        path = mount_path(volume.container_path)
         # Marathon converts every app secret volume read-only.
         return Volume.for_secret(path, self.secret(volume.secret), VolumeMode.RO)
 
@@ -226,6 +366,7 @@ def command_info(
     user: str | None,
     *,
     argv_names_program: bool,
+    uris: tuple[CommandURI, ...] = (),
 ) -> CommandInfo:
     """Marathon's command (``TaskBuilder.commandInfo``, ``TaskGroupBuilder``): a
     non-empty ``shell`` runs with a shell; otherwise there is none, ``argv`` are the
@@ -233,13 +374,14 @@ def command_info(
     without a container, a pod container with ``overrideEntrypoint``). Without a value,
     an image's own entrypoint or command runs."""
     if shell:
-        return CommandInfo(value=shell, shell=True, environment=environment, user=user)
+        return CommandInfo(value=shell, shell=True, environment=environment, user=user, uris=uris)
     return CommandInfo(
         value=argv[0] if argv and argv_names_program else None,
         shell=False,
         arguments=argv or (),
         environment=environment,
         user=user,
+        uris=uris,
     )
 
 
@@ -280,12 +422,41 @@ def mount_path(path: str) -> str:
     return ("/" if path.startswith("/") else "") + "/".join(parts)
 
 
-def _resources(cpus: float, mem: float, disk: float) -> list[dict[str, Any]]:
+def _resources(cpus: float, mem: float, disk: float, gpus: float = 0) -> list[dict[str, Any]]:
     return [
         {"name": name, "type": "SCALAR", "scalar": {"value": value}}
-        for name, value in (("cpus", cpus), ("mem", mem), ("disk", disk))
+        for name, value in (("cpus", cpus), ("mem", mem), ("disk", disk), ("gpus", gpus))
         if value
     ]
+
+
+def _persistent_resource(volume: AppOtherVolume) -> dict[str, Any]:
+    """A persistent volume: disk reserved for the app and mounted at its containerPath
+    (``PersistentVolumeMatcher``; the persistence id is the reservation's)."""
+    return {
+        "name": "disk",
+        "type": "SCALAR",
+        "scalar": {"value": volume.size or 0.0},
+        "disk": {
+            "persistence": {"id": f"{volume.container_path}#{uuid.uuid4()}"},
+            "volume": {"container_path": volume.container_path, "mode": volume.mode.name},
+        },
+    }
+
+
+def _external_volume(volume: AppOtherVolume) -> dict[str, Any]:
+    """A DVDI external volume as Marathon's provider builds it: a Docker volume."""
+    external = volume.raw.get("external") or {}
+    options = external.get("options") or {}
+    docker_volume: dict[str, Any] = {
+        "driver": options.get("dvdi/driver", "rexray"),
+        "name": str(external.get("name", "")),
+    }
+    return {
+        "container_path": volume.container_path,
+        "mode": volume.mode.name,
+        "source": {"type": "DOCKER_VOLUME", "docker_volume": docker_volume},
+    }
 
 
 # --- reading -------------------------------------------------------------------------
@@ -303,19 +474,63 @@ def parse_app(obj: Any, *, strict: bool = False) -> App:
     root = read.obj(obj, "")
     if root is None:
         raise SpecError(INVALID_JSON, read.errors)
-    app_id = read.min1(root, "id", "", required=True)
+    app_id = read_path_id(read, root)
     cmd = read.min1(root, "cmd", "")
     args = _read_args(read, root.get("args"))
     user = read.string(root, "user", "")
     env = _read_env(read, root.get("env"))
     secrets = _read_secrets(read, root.get("secrets"))
     container = _read_container(read, root.get("container"))
-    cpus, mem, disk = (
-        read.number(root, k, d) for k, d in (("cpus", 1.0), ("mem", 128.0), ("disk", 0.0))
+    cpus, mem, disk, gpus, _instances = (
+        read.number(root, k, d)
+        for k, d in (("cpus", 1.0), ("mem", 128.0), ("disk", 0.0), ("gpus", 0), ("instances", 1))
     )
+    labels = read_labels(read, root.get("labels"), "/labels")
+    networks = read_networks(read, root.get("networks"))
+    port_definitions = read_port_definitions(read, root.get("portDefinitions"))
+    ports = read_ports(read, root.get("ports"))
+    raw_container = _object(root.get("container"))
+    raw_docker = _object(raw_container.get("docker"))
+    container_mappings = read_port_mappings(
+        read, raw_container.get("portMappings"), "/container/portMappings"
+    )
+    docker_mappings = read_port_mappings(
+        read, raw_docker.get("portMappings"), "/container/docker/portMappings"
+    )
+    ip_address = root.get("ipAddress")
+    if ip_address is not None and read.obj(ip_address, "/ipAddress") is None:
+        ip_address = None
+    fetch = read_artifacts(read, root.get("fetch"), "/fetch")
+    uris = read_uris(read, root.get("uris"))
+    require_ports = bool(read.boolean(root, "requirePorts", ""))
+    tty = bool(read.boolean(root, "tty", ""))
+    kill_grace = read.number(root, "taskKillGracePeriodSeconds", -1.0)
+    limits = _read_limits(read, root.get("resourceLimits"))
+    has_ports = bool(port_definitions or ports or container_mappings or docker_mappings)
+    health_checks = read_app_health_checks(read, root.get("healthChecks"), has_ports=has_ports)
     if read.errors:
         raise SpecError(INVALID_JSON, read.errors)
     assert app_id is not None
+    # Marathon stops at the deprecated fields' violations; the rest are reported too,
+    # so that one round of fixes suffices.
+    old_api = _old_api_violations(
+        root, container=container, networks=networks, fetch=fetch, uris=uris, ports=ports
+    )
+    networking = (
+        AppNetworking()
+        if old_api
+        else normalize_app(
+            networks=networks,
+            ip_address=ip_address,
+            docker_network=container.docker_network if container else None,
+            port_definitions=port_definitions,
+            ports=ports,
+            container=container is not None,
+            container_port_mappings=container_mappings,
+            docker_port_mappings=docker_mappings,
+            require_ports=require_ports,
+        )
+    )
     app = App(
         id=app_id,
         cmd=cmd,
@@ -327,14 +542,110 @@ def parse_app(obj: Any, *, strict: bool = False) -> App:
         cpus=cpus,
         mem=mem,
         disk=disk,
+        gpus=int(gpus),
+        labels=labels,
+        networking=networking,
+        fetch=fetch if fetch else legacy_fetch(uris or ()),
+        health_checks=health_checks,
+        kill_grace_period=kill_grace if kill_grace >= 0 else None,
+        tty=tty,
+        limits=limits,
     )
-    violations = _violations(app, root)
+    violations = old_api + _violations(app, root)
     if strict:
         violations += _strict_violations(app)
     if violations:
         raise SpecError(NOT_VALID, violations)
-    app.to_task_info()  # our stricter rules, with their paths
+    app.to_task_info(ports=_no_ports)  # our stricter rules, with their paths
     return app
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _no_ports(requests: Sequence[int | None]) -> list[int | None]:
+    """Placeholder host ports, for checking a conversion without taking ports."""
+    return [None if r is None else (r or 1) for r in requests]
+
+
+#: Marathon's ``strings.PathId``, checked as the spec is read.
+PATH_ID = re.compile(
+    r"^(\/?((\.\.)|(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9]))?($|\/))+$"
+)
+
+
+def read_path_id(read: _Reader, root: Mapping[str, Any], key: str = "id") -> str | None:
+    """A required ``id`` (Play JSON's wording when it is missing), matching ``PathId``."""
+    if root.get(key) is None:
+        shown = json.dumps(dict(root), separators=(",", ":"), ensure_ascii=False)
+        read.fail(f"/{key}", f"'{key}' is undefined on object: {shown}")
+        return None
+    value = read.min1(root, key, "")
+    if value is not None and not PATH_ID.match(value):
+        read.fail(f"/{key}", "error.pattern")
+        return None
+    return value
+
+
+def _read_limits(read: _Reader, raw: Any) -> dict[str, float]:
+    """``resourceLimits``: ``cpus``, ``mem``, a number or ``"unlimited"``."""
+    limits: dict[str, float] = {}
+    if raw is None or read.obj(raw, "/resourceLimits") is None:
+        return limits
+    for name in ("cpus", "mem"):
+        value = raw.get(name)
+        if value == "unlimited":
+            limits[name] = math.inf
+        elif value is not None:
+            limits[name] = read.number(raw, name, 0.0, "/resourceLimits")
+    return limits
+
+
+def _old_api_violations(
+    root: Mapping[str, Any],
+    *,
+    container: AppContainer | None,
+    networks: tuple[Any, ...],
+    fetch: tuple[CommandURI, ...] | None,
+    uris: tuple[str, ...] | None,
+    ports: tuple[int, ...] | None,
+) -> list[tuple[str, str]]:
+    """``AppValidation.validateOldAppAPI``: the deprecated fields, before they are
+    translated into the canonical ones."""
+    found: list[tuple[str, str]] = []
+    ip_address = root.get("ipAddress")
+    if container is not None and container.type is ContainerType.MESOS:
+        if container.docker_network is not None:
+            found.append(("/container/docker/network", "must be empty"))
+        if container.parameters:
+            found.append(("/container/docker/parameters", "must be empty"))
+    docker = container is not None and container.type is ContainerType.DOCKER
+    if isinstance(ip_address, dict) and ip_address.get("discovery") and docker:
+        found.append(("/ipAddress", "ipAddress/discovery is not allowed for Docker containers"))
+    if uris:
+        found += [(f"/uris({i})", INVALID_URI) for i, u in enumerate(uris) if not java_uri_valid(u)]
+        if fetch:
+            found.append(("/uris", "may not be set in conjunction with fetch"))
+    if container is not None and container.docker_network is not None and networks:
+        found.append(("/", "must not specify both container.docker.network and networks"))
+    if ip_address is not None and networks:
+        found.append(("/", "must not specify both networks and ipAddress"))
+    unique = [p for p in ports or () if p != 0]
+    if len(set(unique)) != len(unique):
+        found.append(("/", "ports must be unique"))
+    port_definitions = root.get("portDefinitions")
+    if ip_address is not None and (ports or port_definitions):
+        found.append(("/", "cannot specify both an IP address and port"))
+    if (
+        ports
+        and port_definitions
+        and [d.get("port", 0) if isinstance(d, dict) else None for d in port_definitions]
+        != list(ports)
+    ):
+        found.append(("/", "cannot specify both ports and port definitions"))
+    found += uri_violations(fetch or (), "/fetch")
+    return found
 
 
 def unused_secrets(secrets: Mapping[str, str], used: set[str]) -> list[tuple[str, str]]:
@@ -427,7 +738,7 @@ def _read_secrets(read: _Reader, raw: Any) -> dict[str, str]:
     return secrets
 
 
-def _read_container(read: _Reader, raw: Any) -> AppContainer | None:
+def _read_container(read: _Reader, raw: Any) -> AppContainer | None:  # noqa: PLR0912
     if raw is None or read.obj(raw, "/container") is None:
         return None
     kind = ContainerType.DOCKER
@@ -445,19 +756,40 @@ def _read_container(read: _Reader, raw: Any) -> AppContainer | None:
         parsed = _read_volume(read, volume, path)
         if parsed is not None:
             volumes.append(parsed)
-    image = pull_config = None
+    image = pull_config = network = None
+    force_pull = privileged = False
+    parameters: list[tuple[str, str]] = []
     docker = raw.get("docker")
-    if docker is not None and read.obj(docker, "/container/docker") is not None:
-        image = read.min1(docker, "image", "/container/docker", required=True)
+    where = "/container/docker"
+    if docker is not None and read.obj(docker, where) is not None:
+        image = read.min1(docker, "image", where, required=True)
         pull = docker.get("pullConfig")
-        if pull is not None and read.obj(pull, "/container/docker/pullConfig") is not None:
-            pull_config = read.min1(pull, "secret", "/container/docker/pullConfig", required=True)
+        if pull is not None and read.obj(pull, f"{where}/pullConfig") is not None:
+            pull_config = read.min1(pull, "secret", f"{where}/pullConfig", required=True)
+        network = read.string(docker, "network", where)
+        if network is not None and network not in ("BRIDGE", "HOST", "NONE", "USER"):
+            read.fail(f"{where}/network", "error.unknown.enum.literal")
+            network = None
+        force_pull = bool(read.boolean(docker, "forcePullImage", where))
+        privileged = bool(read.boolean(docker, "privileged", where))
+        for i, item in enumerate(read.array(docker.get("parameters"), f"{where}/parameters")):
+            here = f"{where}/parameters({i})"
+            if read.obj(item, here) is None:
+                continue
+            key = read.string(item, "key", here, required=True)
+            value = read.string(item, "value", here, required=True)
+            if key is not None and value is not None:
+                parameters.append((key, value))
     return AppContainer(
         type=kind,
         volumes=tuple(volumes),
         image=image,
         pull_config=pull_config,
         has_docker=isinstance(docker, dict),
+        force_pull=force_pull,
+        privileged=privileged,
+        parameters=tuple(parameters),
+        docker_network=network,
     )
 
 
@@ -465,7 +797,15 @@ def _read_volume(read: _Reader, volume: dict[str, Any], path: str) -> AppVolume 
     """Marathon tries persistent, external, secret, then host (``marathon.md`` §1.4)."""
     for kind in ("persistent", "external"):
         if isinstance(volume.get(kind), dict):
-            return AppOtherVolume(kind)
+            mode = read.string(volume, "mode", path)
+            size = read.number(volume[kind], "size", 0.0, f"{path}/{kind}")
+            return AppOtherVolume(
+                kind,
+                container_path=read.min1(volume, "containerPath", path, required=True),
+                mode=VolumeMode.RO if (mode or "").upper() == "RO" else VolumeMode.RW,
+                size=size,
+                raw=volume,
+            )
     container_path = read.min1(volume, "containerPath", path, required=True)
     if isinstance(volume.get("secret"), str) and volume["secret"]:
         return AppSecretVolume(container_path, volume["secret"]) if container_path else None
@@ -505,10 +845,15 @@ def _violations(app: App, root: Mapping[str, Any]) -> list[tuple[str, str]]:  # 
                 found.append(("/container/docker/pullConfig", PULL_CONFIG_DOCKER))
             elif container.pull_config not in app.secrets:
                 found.append(("/container/docker/pullConfig", PULL_CONFIG_UNDEFINED_SECRET))
-    if app.cmd is not None and app.args is not None:
-        found.append(("/", CMD_AND_ARGS))
-    elif app.cmd is None and app.args is None and container is None:
+    has_cmd, has_args = bool(app.cmd), bool(app.args)
+    has_container = container is not None and (
+        container.has_docker or container.type is ContainerType.MESOS
+    )
+    if not ((has_cmd != has_args) or (not (has_cmd and has_args) and has_container)):
         found.append(("/", NO_COMMAND))
+    mesos_checks = [c for c in app.health_checks if c.mesos and c.protocol != "COMMAND"]
+    if len(mesos_checks) > 1:
+        found.append(("/", "AppDefinition can contain at most one Mesos health check"))
     return found
 
 

@@ -27,7 +27,13 @@ from typing import Any
 
 import attrs
 
+from .artifacts import read_artifacts, uri_violations
 from .errors import ProvisionerError, SecretValidationError
+from .health_checks import (
+    MarathonHealthCheck,
+    pod_health_check_violations,
+    read_pod_health_check,
+)
 from .image_reference import ImageReference
 from .marathon import (
     POD_ENV_NAME,
@@ -47,9 +53,11 @@ from .marathon import (
 )
 from .mesos import (
     CommandInfo,
+    CommandURI,
     ContainerInfo,
     ContainerType,
     Environment,
+    ExecutorInfo,
     Image,
     MesosInfo,
     SourceType,
@@ -60,8 +68,25 @@ from .mesos import (
     VolumeMode,
     VolumeSource,
 )
+from .networking import (
+    CONTAINER,
+    DEFAULT_NETWORK,
+    Endpoint,
+    Network,
+    PortAllocator,
+    endpoint_env,
+    free_ports,
+    mesos_labels,
+    normalize_endpoints,
+    pod_network_infos,
+    port_resources,
+    read_endpoints,
+    read_labels,
+    read_networks,
+)
 from .spec_reader import INVALID_JSON, NOT_VALID, SpecError
 from .spec_reader import SpecReader as _Reader
+from .task_env import LaunchContext, labels_env, pod_task_env
 
 __all__ = ["Pod", "PodContainer", "PodVolume", "PodVolumeMount", "parse_pod"]
 
@@ -88,6 +113,7 @@ class PodVolume:
     kind: str
     secret: str | None = None
     host: str | None = None
+    size: float | None = None
 
 
 @attrs.frozen
@@ -103,9 +129,16 @@ class PodContainer:
     force_pull: bool = False
     mounts: tuple[PodVolumeMount, ...] = ()
     user: str | None = None
-    cpus: float = 0.0
-    mem: float = 0.0
+    cpus: float = 1.0
+    mem: float = 128.0
     disk: float = 0.0
+    gpus: int = 0
+    endpoints: tuple[Endpoint, ...] = ()
+    artifacts: tuple[CommandURI, ...] = ()
+    health_check: MarathonHealthCheck | None = None
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    kill_grace_period: float | None = None
+    tty: bool = False
 
 
 @attrs.frozen
@@ -118,6 +151,10 @@ class Pod:
     secrets: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
     volumes: tuple[PodVolume, ...] = ()
     containers: tuple[PodContainer, ...] = ()
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    networks: tuple[Network, ...] = ()
+    #: ``executorResources``: cpus, mem, disk, gpus.
+    executor_resources: tuple[float, float, float, int] = (0.1, 32.0, 10.0, 0)
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -125,10 +162,66 @@ class Pod:
 
     def to_task_group(self, instance: str | None = None) -> TaskGroupInfo:
         """The TaskGroupInfo a DC/OS-style secrets plugin would launch: a task per container."""
+        return self.to_launch_group(instance)[1]
+
+    def to_launch_group(
+        self,
+        instance: str | None = None,
+        *,
+        context: LaunchContext | None = None,
+        ports: PortAllocator = free_ports,
+    ) -> tuple[ExecutorInfo, TaskGroupInfo]:
+        """What Marathon's ``TaskGroupBuilder`` launches: the default executor (the pod's
+        networks, labels, executor resources, host ports and persistent volumes) and a
+        task per container. ``ports`` takes the host ports (default: free ports here)."""
         check_sources(self.secrets)
-        instance = instance or f"{'_'.join(self.path)}.instance-{uuid.uuid4()}"
-        return TaskGroupInfo(
-            tasks=tuple(self._task(i, c, instance) for i, c in enumerate(self.containers))
+        context = context or LaunchContext()
+        safe = "_".join(self.path)
+        unique = uuid.uuid4()
+        instance = instance or f"{safe}.instance-{unique}"
+        executor_id = f"instance-{safe}.{unique}"
+        endpoints = [e for c in self.containers for e in c.endpoints]
+        host_ports = ports([e.host_port for e in endpoints])
+        env = endpoint_env(self.networks, endpoints, host_ports)
+        offset = 0
+        tasks = []
+        for i, container in enumerate(self.containers):
+            own = host_ports[offset : offset + len(container.endpoints)]
+            offset += len(container.endpoints)
+            build = _TaskBuild(instance, executor_id, context, env, own)
+            tasks.append(self._task(i, container, build))
+        return self._executor(executor_id, host_ports), TaskGroupInfo(tasks=tuple(tasks))
+
+    def _executor(self, executor_id: str, host_ports: list[int | None]) -> ExecutorInfo:
+        cpus, mem, disk, gpus = self.executor_resources
+        resources = _resources(cpus, mem, disk, gpus) + port_resources(host_ports)
+        for volume in self.volumes:
+            if volume.kind == "persistent":
+                resources.append(
+                    {
+                        "name": "disk",
+                        "type": "SCALAR",
+                        "scalar": {"value": volume.size or 0.0},
+                        "disk": {
+                            "persistence": {"id": f"{volume.name}#{uuid.uuid4()}"},
+                            "volume": {"container_path": volume.name, "mode": "RW"},
+                        },
+                    }
+                )
+        container: dict[str, Any] = {"type": "MESOS", "linux_info": {"share_cgroups": False}}
+        network_infos = pod_network_infos(
+            self.networks, [e for c in self.containers for e in c.endpoints], host_ports
+        )
+        if network_infos:
+            container["network_infos"] = network_infos
+        return ExecutorInfo.from_json(
+            {
+                "executor_id": {"value": executor_id},
+                "type": "DEFAULT",
+                "resources": resources,
+                "container": container,
+                "labels": mesos_labels(self.labels),
+            }
         )
 
     def _command(
@@ -141,6 +234,7 @@ class Pod:
                 environment,
                 container.user or self.user,
                 argv_names_program=container.override_entrypoint,
+                uris=container.artifacts,
             )
         except SecretValidationError as error:
             where = self._command_path(index, container, error.path)
@@ -157,9 +251,32 @@ class Pod:
         argument = 0 if path == "/value" else int(path.rpartition("/")[2])
         return f"{here}/exec/command/argv({argument})"
 
-    def _task(self, index: int, container: PodContainer, instance: str) -> TaskInfo:
+    def _marathon_env(self, container: PodContainer, build: _TaskBuild) -> dict[str, str]:
+        """``HOST``, the task's context, the labels' and the endpoints' variables."""
+        env = {"HOST": build.context.host}
+        env.update(
+            pod_task_env(
+                task_id=build.task_id(container),
+                executor_id=build.executor_id,
+                pod_id="/" + "/".join(self.path),
+                container=container.name,
+                context=build.context,
+                resources={"cpus": container.cpus, "mem": container.mem, "disk": container.disk},
+                gpus=container.gpus,
+            )
+        )
+        env.update(labels_env({**self.labels, **container.labels}))
+        env.update(build.endpoint_env)
+        return env
+
+    def _task(self, index: int, container: PodContainer, build: _TaskBuild) -> TaskInfo:
         merged: dict[str, str | SecretRef] = dict(self.environment)
         merged.update(container.environment)  # the container's own win
+        marathon = self._marathon_env(container, build)
+        # TaskGroupBuilder: Marathon's variables win over the spec's plain ones.
+        merged.update(
+            {k: v for k, v in marathon.items() if not isinstance(merged.get(k), SecretRef)}
+        )
         variables = []
         for name, value in merged.items():
             where = (
@@ -177,6 +294,15 @@ class Pod:
                 raise SpecError(NOT_VALID, [(where, error.message)]) from None
         environment = Environment(variables=tuple(variables)) if variables else None
         command = self._command(index, container, environment)
+        return TaskInfo(
+            name=container.name,
+            task_id=build.task_id(container),
+            command=command,
+            container=self._container(index, container),
+            extra=self._task_extra(container, build),
+        )
+
+    def _container(self, index: int, container: PodContainer) -> ContainerInfo:
         volumes = []
         by_name = {v.name: v for v in self.volumes}
         for j, mount in enumerate(container.mounts):
@@ -203,7 +329,14 @@ class Pod:
                         },
                     )
                     volumes.append(Volume(container_path=path, mode=mode, source=source))
-                # Persistent volumes need reservations: left to the framework, as in Marathon.
+                elif volume.kind == "persistent":
+                    # Reserved by the framework; the executor's sandbox holds it.
+                    mode = VolumeMode.RO if mount.read_only else VolumeMode.RW
+                    source = VolumeSource(
+                        type=SourceType.SANDBOX_PATH,
+                        extra={"sandbox_path": {"type": "PARENT", "path": volume.name}},
+                    )
+                    volumes.append(Volume(container_path=path, mode=mode, source=source))
             except SecretValidationError as error:
                 if error.path == "/host_path":
                     where = f"/volumes({list(by_name).index(volume.name)})/host"
@@ -223,13 +356,49 @@ class Pod:
             if container.force_pull:
                 image = attrs.evolve(image, cached=False)
             mesos = MesosInfo(image=image)
-        return TaskInfo(
-            name=container.name,
-            task_id=f"{instance}.{container.name}",
-            command=command,
-            container=ContainerInfo(type=ContainerType.MESOS, volumes=tuple(volumes), mesos=mesos),
-            extra={"resources": _resources(container.cpus, container.mem, container.disk)},
+        container_extra: dict[str, Any] = {"linux_info": {"share_cgroups": False}}
+        if container.tty:
+            container_extra["tty_info"] = {}
+        return ContainerInfo(
+            type=ContainerType.MESOS, volumes=tuple(volumes), mesos=mesos, extra=container_extra
         )
+
+    def _task_extra(self, container: PodContainer, build: _TaskBuild) -> dict[str, Any]:
+        """Resources, discovery, labels, the health check and the kill policy."""
+        extra: dict[str, Any] = {
+            "resources": _resources(container.cpus, container.mem, container.disk, container.gpus),
+            "discovery": {"name": ".".join(reversed(self.path)), "visibility": "FRAMEWORK"},
+        }
+        if container.labels:
+            extra["labels"] = mesos_labels(container.labels)
+        if container.health_check is not None:
+            host = any(n.mode == "host" for n in self.networks)
+            assignments = [
+                (e.name, (p if host else e.container_port) or e.container_port or p)
+                for e, p in zip(container.endpoints, build.host_ports, strict=False)
+            ]
+            check = container.health_check.to_mesos(assignments)
+            if check is not None:
+                extra["health_check"] = check
+        if container.kill_grace_period is not None:
+            nanoseconds = int(container.kill_grace_period * 1e9)
+            extra["kill_policy"] = {"grace_period": {"nanoseconds": nanoseconds}}
+        return extra
+
+
+@attrs.frozen
+class _TaskBuild:
+    """What every task of one launch shares: ids, context, the endpoints' variables;
+    ``host_ports`` are the ones of this task's endpoints."""
+
+    instance: str
+    executor_id: str
+    context: LaunchContext
+    endpoint_env: Mapping[str, str]
+    host_ports: list[int | None]
+
+    def task_id(self, container: PodContainer) -> str:
+        return f"{self.instance}.{container.name}"
 
 
 def parse_pod(obj: Any, *, strict: bool = False) -> Pod:
@@ -246,7 +415,16 @@ def parse_pod(obj: Any, *, strict: bool = False) -> Pod:
     environment = _read_env(read, root.get("environment"), "/environment", pattern=POD_ENV_NAME)
     secrets = _read_secrets(read, root.get("secrets"))
     volumes = _read_volumes(read, root.get("volumes"))
-    containers = _read_containers(read, root.get("containers"))
+    networks = read_networks(read, root.get("networks"))
+    containers = _read_containers(read, root.get("containers"), networks)
+    labels = read_labels(read, root.get("labels"), "/labels")
+    executor = read.optional_obj(root.get("executorResources"), "/executorResources")
+    executor_resources = (
+        read.number(executor, "cpus", 0.1, "/executorResources"),
+        read.number(executor, "mem", 32.0, "/executorResources"),
+        read.number(executor, "disk", 10.0, "/executorResources"),
+        int(read.number(executor, "gpus", 0, "/executorResources")),
+    )
     if read.errors:
         raise SpecError(INVALID_JSON, read.errors)
     assert pod_id is not None
@@ -257,6 +435,12 @@ def parse_pod(obj: Any, *, strict: bool = False) -> Pod:
         secrets=secrets,
         volumes=tuple(volumes),
         containers=tuple(containers),
+        labels=labels,
+        networks=tuple(
+            attrs.evolve(n, name=DEFAULT_NETWORK) if n.mode == CONTAINER and n.name is None else n
+            for n in networks
+        ),
+        executor_resources=executor_resources,
     )
     violations = _violations(pod)
     if strict:
@@ -293,7 +477,8 @@ def _read_volumes(read: _Reader, raw: Any) -> list[PodVolume]:
         # Marathon tries persistent, secret, host, then ephemeral (marathon.md §1.4):
         # {"name": "v", "secret": ""} is an ephemeral volume, silently.
         if isinstance(volume.get("persistent"), dict):
-            volumes.append(PodVolume(name, "persistent"))
+            size = read.number(volume["persistent"], "size", 0.0, f"{path}/persistent")
+            volumes.append(PodVolume(name, "persistent", size=size))
         elif isinstance(volume.get("secret"), str) and volume["secret"]:
             volumes.append(PodVolume(name, "secret", secret=volume["secret"]))
         elif isinstance(volume.get("host"), str) and volume["host"]:
@@ -303,7 +488,7 @@ def _read_volumes(read: _Reader, raw: Any) -> list[PodVolume]:
     return volumes
 
 
-def _read_containers(read: _Reader, raw: Any) -> list[PodContainer]:
+def _read_containers(read: _Reader, raw: Any, networks: tuple[Network, ...]) -> list[PodContainer]:
     containers: list[PodContainer] = []
     for i, item in enumerate(read.array(raw, "/containers", required=True)):
         path = f"/containers({i})"
@@ -338,9 +523,19 @@ def _read_containers(read: _Reader, raw: Any) -> list[PodContainer]:
                 pull = read.min1(raw_pull, "secret", f"{path}/image/pullConfig", required=True)
         mounts = _read_mounts(read, item.get("volumeMounts"), f"{path}/volumeMounts")
         user = read.string(item, "user", path)
-        cpus = read.number(resources, "cpus", 0.0, f"{path}/resources")
-        mem = read.number(resources, "mem", 0.0, f"{path}/resources")
+        cpus = read.number(resources, "cpus", 1.0, f"{path}/resources")
+        mem = read.number(resources, "mem", 128.0, f"{path}/resources")
         disk = read.number(resources, "disk", 0.0, f"{path}/resources")
+        gpus = read.number(resources, "gpus", 0, f"{path}/resources")
+        endpoints = normalize_endpoints(
+            networks, read_endpoints(read, item.get("endpoints"), f"{path}/endpoints")
+        )
+        artifacts = read_artifacts(read, item.get("artifacts"), f"{path}/artifacts") or ()
+        health_check = read_pod_health_check(read, item.get("healthCheck"), f"{path}/healthCheck")
+        labels = read_labels(read, item.get("labels"), f"{path}/labels")
+        lifecycle = read.optional_obj(item.get("lifecycle"), f"{path}/lifecycle")
+        grace = read.number(lifecycle, "killGracePeriodSeconds", -1.0, f"{path}/lifecycle")
+        tty = bool(read.boolean(item, "tty", path))
         if name is not None:
             containers.append(
                 PodContainer(
@@ -357,6 +552,13 @@ def _read_containers(read: _Reader, raw: Any) -> list[PodContainer]:
                     cpus=cpus,
                     mem=mem,
                     disk=disk,
+                    gpus=int(gpus),
+                    endpoints=endpoints,
+                    artifacts=artifacts,
+                    health_check=health_check,
+                    labels=labels,
+                    kill_grace_period=grace if grace >= 0 else None,
+                    tty=tty,
                 )
             )
     return containers
@@ -434,4 +636,8 @@ def _violations(pod: Pod) -> list[tuple[str, str]]:  # noqa: PLR0912 (one rule p
                 )
         if container.pull_config is not None and container.pull_config not in pod.secrets:
             found.append((f"/containers({i})/image/pullConfig", PULL_CONFIG_UNDEFINED_SECRET))
+        if container.health_check is not None:
+            where = f"/containers({i})/healthCheck"
+            found += pod_health_check_violations(container.health_check, where)
+        found += uri_violations(container.artifacts, f"/containers({i})/artifacts")
     return found

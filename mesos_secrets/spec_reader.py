@@ -55,6 +55,12 @@ class SpecReader:
         self.fail(path, "error.expected.jsobject")
         return None
 
+    def optional_obj(self, value: Any, path: str) -> Mapping[str, Any]:
+        """``value`` as an object; absent (or not an object, reported) is empty."""
+        if value is None:
+            return {}
+        return self.obj(value, path) or {}
+
     def array(self, value: Any, path: str, *, required: bool = False) -> list[Any]:
         """``value`` as a list; absent (or, if ``required``, missing) or not an array is []."""
         if value is None:

@@ -68,7 +68,11 @@ def _names_match(expected: list[str], found: set[str]) -> bool:
     fixed = {name for name in expected if name != "PORT_#"}
     rest = found - fixed
     wild = [name for name in expected if name == "PORT_#"]
-    return fixed <= found and len(rest) == len(wild) and all(re.fullmatch(r"PORT_\d+", n) for n in rest)
+    return (
+        fixed <= found
+        and len(rest) == len(wild)
+        and all(re.fullmatch(r"PORT_\d+", n) for n in rest)
+    )
 
 
 def _network_mode(container: dict[str, Any] | None) -> str:
@@ -88,9 +92,7 @@ def _port_mappings(container: dict[str, Any] | None) -> list[dict[str, Any]]:
     found = list(container.get("docker", {}).get("port_mappings", []))
     for info in container.get("network_infos", []):
         found.extend(info.get("port_mappings", []))
-    return [
-        {k: m[k] for k in ("container_port", "host_port", "protocol") if k in m} for m in found
-    ]
+    return [{k: m[k] for k in ("container_port", "host_port", "protocol") if k in m} for m in found]
 
 
 def _host_ports(resources: list[dict[str, Any]]) -> int:
