@@ -231,8 +231,12 @@ def cmd_task_info(args: argparse.Namespace) -> int:
     spec = _spec_or_report(args)
     if spec is None:
         return 1
-    message = spec.to_task_info() if isinstance(spec, App) else spec.to_task_group()
-    json.dump(message.to_json(), sys.stdout, indent=2)
+    if isinstance(spec, App):
+        shown = spec.to_task_info().to_json()
+    else:  # Mesos' LAUNCH_GROUP: the default executor and the task group
+        executor, group = spec.to_launch_group()
+        shown = {"executor": executor.to_json(), "task_group": group.to_json()}
+    json.dump(shown, sys.stdout, indent=2)
     print()
     return 0
 

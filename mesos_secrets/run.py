@@ -8,6 +8,7 @@ task starts they abort the launch. Either way nothing is left behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import secrets
@@ -23,6 +24,7 @@ import attrs
 
 from . import nofollow
 from .acls import ACLs
+from .checks import TaskChecks, parse_checks
 from .config import Config
 from .containerizer import Authorizer, Container, Containerizer, default_runtime_dir
 from .containerizer import capabilities as caps
@@ -137,6 +139,7 @@ def _run_tasks(
     pod: bool,
 ) -> int:
     containers: list[Container] = []
+    checks: list[TaskChecks] = []
     try:
         for task in tasks:
             sandbox = root / task.name if pod else root
@@ -146,13 +149,43 @@ def _run_tasks(
             containers.append(container)
             signals.forward_to(container)
             log.info("task %s is running (container %s)", task.task_id, container.id)
+            checks.append(_start_checks(task, container, options.grace_period))
         return _wait_all(containers, signals)
     finally:
+        for task_checks in checks:
+            task_checks.stop()
         for container in containers:
             try:
                 container.destroy()
             except (MesosSecretsError, OSError) as error:
                 log.error("could not clean up container %s: %s", container.id, error)
+
+
+def _start_checks(task: TaskInfo, container: Container, grace_period: float) -> TaskChecks:
+    """The task's health check and check, run as the executor runs them; a task that
+    stays unhealthy is killed (SIGTERM, then SIGKILL after the grace period)."""
+    health_check, check = parse_checks(task)
+
+    def update(healthy: bool | None, status: dict[str, Any] | None, reason: str) -> None:
+        if status is not None:
+            log.info("task %s check: %s", task.task_id, json.dumps(status, sort_keys=True))
+
+    def kill() -> None:
+        container.kill(signal.SIGTERM)
+        timer = threading.Timer(grace_period, _kill_if_running, (container,))
+        timer.daemon = True
+        timer.start()
+
+    checks = TaskChecks(
+        task.task_id, health_check, check, container=container, update=update, kill=kill
+    )
+    checks.start()
+    return checks
+
+
+def _kill_if_running(container: Container) -> None:
+    if container.poll() is None:
+        container.kill(signal.SIGKILL)
 
 
 def _wait_all(containers: list[Container], signals: _Signals) -> int:

@@ -212,3 +212,50 @@ def test_a_plugin_bug_is_one_line(tmp_path: Path) -> None:
     assert not leaks(value, result.stdout, result.stderr)
     verbose = cli("-v", "run", str(spec), env=env)
     assert b"Traceback" in verbose.stderr
+
+
+class TestTaskInfo:
+    def test_app(self, tmp_path: Path) -> None:
+        """An app's TaskInfo: Marathon's environment and a host port for each port."""
+        spec = tmp_path / "app.json"
+        spec.write_text(
+            json.dumps(
+                {
+                    "id": "/shop/web",
+                    "cmd": "serve --port $PORT0",
+                    "portDefinitions": [{"port": 0, "name": "http"}],
+                    "labels": {"team": "shop"},
+                }
+            )
+        )
+        task = json.loads(ok("task-info", str(spec)).stdout)
+        env = {v["name"]: v["value"] for v in task["command"]["environment"]["variables"]}
+        (port,) = [r for r in task["resources"] if r["name"] == "ports"]
+        assigned = port["ranges"]["range"][0]["begin"]
+        assert env["PORT0"] == env["PORT_HTTP"] == env["PORT"] == str(assigned)
+        assert env["MARATHON_APP_ID"] == "/shop/web"
+        assert env["MARATHON_APP_LABEL_TEAM"] == "shop"
+        assert task["name"] == task["discovery"]["name"] == "web.shop"
+
+    def test_pod(self, tmp_path: Path) -> None:
+        """A pod's LAUNCH_GROUP: the default executor and a task per container."""
+        spec = tmp_path / "pod.json"
+        spec.write_text(
+            json.dumps(
+                {
+                    "id": "/p",
+                    "labels": {"a": "b"},
+                    "containers": [
+                        {
+                            "name": "c",
+                            "resources": {"cpus": 0.1, "mem": 16},
+                            "exec": {"command": {"shell": "true"}},
+                        }
+                    ],
+                }
+            )
+        )
+        shape = json.loads(ok("task-info", str(spec)).stdout)
+        assert shape["executor"]["type"] == "DEFAULT"
+        assert shape["executor"]["labels"] == {"labels": [{"key": "a", "value": "b"}]}
+        assert [t["name"] for t in shape["task_group"]["tasks"]] == ["c"]

@@ -120,6 +120,65 @@ def checking_app(env_value: str, file_value: str, *, user: str | None = None) ->
     return spec
 
 
+class TestMarathonEnvironment:
+    def test_ports_and_marathon_variables(self, runner: Runner) -> None:
+        """The task gets what Marathon gives it: a free host port per port definition
+        (PORT0, PORT_<NAME>, PORT, PORTS), HOST, MARATHON_APP_*, MESOS_TASK_ID."""
+        script = "; ".join(
+            [
+                'test -n "$PORT0"',
+                'test "$PORT0" = "$PORT_HTTP"',
+                'test "$PORT" = "$PORT0"',
+                'test "$PORTS" = "$PORT0,$PORT1"',
+                'test "$HOST" = "$(hostname)"',
+                'test "$MARATHON_APP_ID" = /test/app',
+                'test "$MARATHON_APP_LABEL_TEAM" = shop',
+                'test "$MARATHON_APP_RESOURCE_CPUS" = 0.5',
+                'case "$MESOS_TASK_ID" in test_app.instance-*) ;; *) exit 3;; esac',
+                'python3 -c \'import os, socket; socket.socket().bind(("", int(os.environ["PORT0"])))\'',
+                "echo all-checks-passed",
+            ]
+        )
+        spec = {
+            "cmd": script,
+            "cpus": 0.5,
+            "labels": {"team": "shop"},
+            "portDefinitions": [{"port": 0, "name": "http"}, {"port": 0}],
+        }
+        result = runner.run(spec)
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"all-checks-passed" in result.stdout
+
+    def test_an_unhealthy_task_is_killed(self, runner: Runner) -> None:
+        """A Mesos health check runs under ``run`` as under the executor: a task that
+        stays unhealthy is killed."""
+        check = {
+            "protocol": "COMMAND",
+            "command": {"value": "test -e healthy"},
+            "gracePeriodSeconds": 0,
+            "intervalSeconds": 1,
+            "timeoutSeconds": 1,
+            "delaySeconds": 0,
+            "maxConsecutiveFailures": 2,
+        }
+        result = runner.run({"cmd": "sleep 60", "healthChecks": [check]})
+        assert result.returncode == 128 + signal.SIGTERM, result.stderr.decode()
+        assert b"stayed unhealthy" in result.stderr
+        runner.assert_no_residue()
+
+    def test_a_healthy_task_says_so(self, runner: Runner) -> None:
+        check = {
+            "protocol": "COMMAND",
+            "command": {"value": "test -e healthy"},
+            "gracePeriodSeconds": 0,
+            "intervalSeconds": 1,
+            "delaySeconds": 0,
+        }
+        result = runner.run({"cmd": "touch healthy; sleep 3", "healthChecks": [check]})
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"is healthy" in result.stderr
+
+
 class TestDelivery:
     def test_env_and_file(self, runner: Runner) -> None:
         """The task sees its secret in its environment and as a 0400 file on a tmpfs."""
