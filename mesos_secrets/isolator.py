@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Self
 import attrs
 
 from .errors import ConfigError, IsolatorError, MesosSecretsError, ResolverError
+from .image_config import ImageConfig
 from .mesos import CommandInfo, ContainerInfo
 from .registry import ISOLATOR_GROUP, Registry
 from .resolver import ResolveContext, SecretResolver, convert_options, resolve_all
@@ -83,6 +84,8 @@ class ContainerConfig:
     task_id: str | None = None
     #: The provisioned image's root filesystem; None runs on the host's.
     rootfs: Path | None = None
+    #: What the provisioned image says about running it (Entrypoint, Cmd, Env, WorkingDir).
+    image: ImageConfig | None = None
     context: ResolveContext | None = None
     #: The ``cgroup.procs`` files the container's init joins (none: no cgroups here).
     cgroup_procs: tuple[str, ...] = ()

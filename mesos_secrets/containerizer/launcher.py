@@ -16,7 +16,7 @@ gets its plan, environment included, through a pipe.
 The task's environment is built in Mesos' order (``reference/mesos.md`` §5), later
 entries winning: a small base (PATH, HOME, USER, MESOS_SANDBOX…; nothing else of the
 caller's environment, so a ``VAULT_TOKEN`` in the operator's shell never reaches the
-task) < the resolved secrets < the command's VALUE variables.
+task) < its image's Env < the resolved secrets < the command's VALUE variables.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import attrs
 
 from .. import linux
 from ..errors import LaunchError
+from ..image_config import launch_command
 from ..isolator import ContainerConfig, LaunchInfo, TaskUser
 from ..mesos import VariableType
 from . import capabilities as caps
@@ -180,19 +181,20 @@ def resolve_user(name: str | None) -> TaskUser:
 
 
 def command_argv(config: ContainerConfig) -> tuple[list[str], str]:
-    """``(argv, executable)`` for the task's CommandInfo, as Mesos reads it."""
-    command = config.command
+    """``(argv, executable)`` for the task's CommandInfo, as Mesos reads it, merged with
+    its image's Entrypoint and Cmd (see :func:`~mesos_secrets.image_config.launch_command`)."""
+    command = launch_command(config.command, config.image)
     if command is not None and command.shell and command.value:
         return ["/bin/sh", "-c", command.value], "/bin/sh"
     if command is not None and not command.shell and command.value:
         return list(command.arguments) or [command.value], command.value
     if command is not None and not command.shell and command.arguments:
-        # No value: the arguments follow an image's entrypoint; without one (or an
-        # image), the first of them is the program, as Docker reads an image's Cmd.
+        # No value and no image: the first argument is the program, as Docker reads an
+        # image's Cmd.
         return list(command.arguments), command.arguments[0]
     raise LaunchError(
-        "the task has no command to run (CommandInfo.value and arguments are empty, "
-        "and the image's own command is not run here yet)"
+        "the task has no command to run: CommandInfo has no value (nor, without a shell, "
+        "arguments), and the task has no image whose own Entrypoint or Cmd could run"
     )
 
 
@@ -212,6 +214,8 @@ def task_environment(
     for name in PASSED_THROUGH:
         if name in os.environ:
             env[name] = os.environ[name]
+    for name, text in config.image.env if config.image else ():
+        env[name] = text
     for name, value in info.environment.items():
         env[name] = value.reveal()
     environment = config.command.environment if config.command else None
