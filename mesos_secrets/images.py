@@ -67,6 +67,7 @@ from .errors import (
     SecretValidationError,
     printable,
 )
+from .image_config import MAX_CONFIG_BYTES, ImageConfig, parse_image_config
 from .image_reference import ImageReference
 from .isolator import ContainerConfig, Mount
 from .mesos import ImageType, TaskInfo
@@ -565,7 +566,9 @@ class Provisioner:
 
     ``provision`` returns the container's root filesystem: an overlay over the cached
     image, mounted by the container's init in its own mount namespace (upper and work
-    directories in the container's runtime directory); ``destroy`` removes those.
+    directories in the container's runtime directory), with what the image's config
+    blob says about running it (Entrypoint, Cmd, Env, WorkingDir: ``image_config``);
+    ``destroy`` removes those.
     """
 
     def __init__(
@@ -608,11 +611,31 @@ class Provisioner:
         reference = ImageReference.parse(image.docker.name)
         auth, source = self._credentials(reference, image.docker.config, config.context)
         manifest_digest, ref_name = self._fetch(reference, auth, source, cached=image.cached)
+        runtime = self._image_config(reference, manifest_digest)
         lower = self.store.rootfs(manifest_digest, ref_name)
-        return self._overlay(config.container_id, lower)
+        return attrs.evolve(self._overlay(config.container_id, lower), config=runtime)
 
     def destroy(self, container_id: str) -> None:
         nofollow.remove_tree(self.container_dir(container_id))
+
+    def _image_config(self, image: ImageReference, manifest_digest: str) -> ImageConfig:
+        """The image's runtime configuration, from its config blob in the store (checked
+        against its digest when it was stored), named by the OCI manifest written here."""
+        manifest = parse_manifest(
+            self.store.blob_path(manifest_digest).read_bytes(), image, index=False
+        )
+        assert isinstance(manifest, Manifest)
+        path = self.store.blob_path(manifest.config.digest)
+        with path.open("rb") as blob:
+            content = blob.read(MAX_CONFIG_BYTES + 1)
+        config = parse_image_config(content, str(image))
+        if config.user is not None:
+            log.info(
+                "image %s names user %s: the task runs as its own user instead, as under Mesos",
+                image,
+                shown(config.user),
+            )
+        return config
 
     def recover(self) -> None:
         root = self._store.root if isinstance(self._store, ImageStore) else Path(self._store)

@@ -180,9 +180,17 @@ def umoci(*args: str) -> None:
     subprocess.run(["umoci", *args], check=True, capture_output=True, timeout=120)
 
 
+#: The Entrypoint of tag `entrypoint`: it shows its arguments, one per line.
+ENTRYPOINT = ("/bin/sh", "-c", 'for a in "$0" "$@"; do echo "[$a]"; done', "entrypoint")
+#: Its Env: the task's own variables and secrets win over these.
+IMAGE_ENV = ("FROM_IMAGE=image", "SHARED=image", "DB=image", "PATH=/bin")
+
+
 def build_busybox(layout: Path) -> dict[str, str]:
     """An OCI layout with tag `latest`: busybox in two layers, the second deleting a file
-    of the first (a whiteout) and adding a few MiB, plus tag `multi`, an image index.
+    of the first (a whiteout) and adding a few MiB, and no command of its own; tag
+    `entrypoint`, the same with an Entrypoint, a Cmd, an Env and a WorkingDir; tag
+    `cmd`, the same with a Cmd only; tag `multi`, an image index.
 
     Returns the manifest digests by tag.
     """
@@ -210,6 +218,26 @@ def build_busybox(layout: Path) -> dict[str, str]:
     (rootfs / "data" / "filler").write_bytes(os.urandom(4 << 20))
     umoci("repack", "--image", f"{layout}:latest", str(bundle))
     shutil.rmtree(bundle)
+    # The same layers, with a command of the image's own.
+    umoci(
+        "config",
+        "--image",
+        f"{layout}:latest",
+        "--tag",
+        "entrypoint",
+        *(f"--config.entrypoint={part}" for part in ENTRYPOINT),
+        *(f"--config.cmd={part}" for part in ("from-cmd", "two words")),
+        *(f"--config.env={entry}" for entry in IMAGE_ENV),
+        "--config.workingdir=/srv/app",  # not in the image: made when the task starts
+    )
+    umoci(
+        "config",
+        "--image",
+        f"{layout}:latest",
+        "--tag",
+        "cmd",
+        *(f"--config.cmd={part}" for part in ("/bin/echo", "cmd-only", "default")),
+    )
 
     index = json.loads((layout / "index.json").read_text())
     (latest,) = [

@@ -52,6 +52,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory, layout: Path) -> Iterator
     server.push(
         layout, "multi", "private/multi:latest", user="alice", password=PASSWORD, all_images=True
     )
+    for tag in ("entrypoint", "cmd"):
+        server.push(layout, tag, f"private/{tag}:latest", user="alice", password=PASSWORD)
+    server.push(
+        layout,
+        "entrypoint",
+        "private/entrypoint-v2s2:latest",
+        user="alice",
+        password=PASSWORD,
+        fmt="v2s2",
+    )
     yield server
     server.stop()
 
@@ -231,6 +241,115 @@ class TestRunInImage:
             result = runner.run(spec)
         assert result.returncode == 0, result.stderr.decode()
         assert changed == []
+
+
+def shown_args(*args: str) -> bytes:
+    """What the `entrypoint` image's Entrypoint prints for these arguments."""
+    return "".join(f"[{a}]\n" for a in args).encode()
+
+
+class TestImageCommand:
+    """The image's own Entrypoint and Cmd run, with its Env and WorkingDir, as Mesos'
+    docker/runtime isolator merges them with the task's CommandInfo."""
+
+    @staticmethod
+    def app(runner: ImageRunner, image: str, **more: Any) -> dict[str, Any]:
+        """An app in ``image`` without ``cmd`` (Marathon: no shell, and no value)."""
+        spec = runner.app(image) | more
+        del spec["cmd"]
+        return spec
+
+    @pytest.mark.parametrize(
+        "image", ["private/entrypoint:latest", "private/entrypoint-v2s2:latest"]
+    )
+    def test_entrypoint_then_cmd(self, runner: ImageRunner, image: str) -> None:
+        """Neither `cmd` nor `args`: the image's Entrypoint runs, with its Cmd after it."""
+        result = runner.run(self.app(runner, image))
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == shown_args("entrypoint", "from-cmd", "two words")
+        runner.assert_no_residue()
+
+    def test_args_replace_cmd(self, runner: ImageRunner) -> None:
+        """`args` only: they follow the Entrypoint, in place of the image's Cmd."""
+        spec = self.app(runner, "private/entrypoint:latest", args=["a", "b c"])
+        result = runner.run(spec)
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == shown_args("entrypoint", "a", "b c")
+
+    def test_cmd_runs_with_a_shell_instead(self, runner: ImageRunner) -> None:
+        """`cmd`: a shell runs it, and the image's Entrypoint and Cmd are not run; its
+        Env and WorkingDir still apply."""
+        spec = runner.app("private/entrypoint:latest", cmd='echo "shell:$#:$FROM_IMAGE"; pwd')
+        result = runner.run(spec)
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == b"shell:0:image\n/srv/app\n"
+
+    def test_cmd_only_image(self, runner: ImageRunner) -> None:
+        """No Entrypoint: Cmd[0] is the program, followed by the rest of Cmd, or by `args`."""
+        alone = runner.run(self.app(runner, "private/cmd:latest"))
+        assert alone.returncode == 0, alone.stderr.decode()
+        assert alone.stdout == b"cmd-only default\n"
+        with_args = runner.run(self.app(runner, "private/cmd:latest", args=["x", "y"]))
+        assert with_args.returncode == 0, with_args.stderr.decode()
+        assert with_args.stdout == b"x y\n"
+
+    def test_pod_container_without_exec(self, runner: ImageRunner) -> None:
+        """A pod's container without `exec` runs its image's Entrypoint and Cmd."""
+        pod = {
+            "id": "/test/pod",
+            "secrets": {"pull": {"source": "/registry/pull@config"}},
+            "containers": [
+                {
+                    "name": "main",
+                    "resources": {"cpus": 0.1, "mem": 32},
+                    "image": {
+                        "kind": "DOCKER",
+                        "id": f"{runner.registry.host}/private/entrypoint:latest",
+                        "pullConfig": {"secret": "pull"},
+                    },
+                }
+            ],
+        }
+        result = runner.run(pod)
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == shown_args("entrypoint", "from-cmd", "two words")
+        runner.assert_no_residue()
+
+    def test_image_env_under_the_tasks(self, runner: ImageRunner) -> None:
+        """The image's Env is there, under the task's own variables and secrets."""
+        script = "; ".join(
+            [
+                "set -e",
+                'echo "$FROM_IMAGE $SHARED $PATH"',
+                f'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = {sha("db-password")}',
+            ]
+        )
+        spec = runner.app("private/entrypoint:latest", cmd=script) | {
+            "env": {"SHARED": "task", "DB": {"secret": "db"}}
+        }
+        result = runner.run(spec)
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == b"image task /bin\n"
+
+    def test_working_dir(self, runner: ImageRunner) -> None:
+        """The image's WorkingDir is the task's directory (made if the image lacks it);
+        the sandbox stays at MESOS_SANDBOX."""
+        spec = runner.app("private/entrypoint:latest", cmd='pwd; echo "$MESOS_SANDBOX"')
+        result = runner.run(spec | {"user": "nobody"})
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == b"/srv/app\n/mnt/mesos/sandbox\n"
+
+    def test_image_without_a_command(self, runner: ImageRunner) -> None:
+        """No `cmd`, no `args`, and an image with neither Entrypoint nor Cmd: one line
+        saying so, naming the image; nothing is left."""
+        image = f"{runner.registry.host}/private/busybox:latest"
+        result = runner.run_quiet(self.app(runner, "private/busybox:latest"))
+        assert result.returncode == 1
+        assert result.stderr.decode() == (
+            f"mesos-secrets: error: the task has no command to run: image '{image}' has "
+            "neither Entrypoint nor Cmd, and CommandInfo has no value\n"
+        )
+        runner.assert_no_residue()
 
 
 class TestCredentials:
@@ -725,6 +844,36 @@ def test_hostile_registry_answers(
     )
     assert result.returncode == 1
     assert result.stderr.decode() == f"mesos-secrets: error: {expected}\n"
+    runner.assert_no_residue()
+
+
+def test_hostile_image_config(
+    tmp_path: Path, home: Path, hostile: HostileRegistry, registry: Registry, layout: Path
+) -> None:
+    """An image config with a field of the wrong type ends the run with one line naming
+    the image and the field; it is read even when the task has a command of its own."""
+    _, manifest = manifest_of(layout)
+    for layer in manifest["layers"]:
+        hostile.blobs[layer["digest"]] = (
+            layout / "blobs" / "sha256" / layer["digest"].split(":")[1]
+        ).read_bytes()
+    config = json.dumps({"config": {"Entrypoint": "/bin/sh -c 'echo hi'"}}).encode()
+    digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    hostile.blobs[digest] = config
+    hostile.serve(
+        "1", {**manifest, "config": {**manifest["config"], "digest": digest, "size": len(config)}}
+    )
+    runner = ImageRunner(tmp_path, home, registry)  # trusts the hostile registry's CA too
+    runner.store.put("/app/db", {"password": "db-password"})
+    image = f"{hostile.host}/evil/x:1"
+    spec = runner.app(pull=False, cmd="true")
+    spec["container"]["docker"]["image"] = image
+    result = runner.run_quiet(spec)
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        f"mesos-secrets: error: image '{image}': config /config/Entrypoint: must be an array "
+        "of strings\n"
+    )
     runner.assert_no_residue()
 
 

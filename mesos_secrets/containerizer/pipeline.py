@@ -28,6 +28,7 @@ import attrs
 
 from .. import nofollow
 from ..errors import LaunchCancelled, LaunchError, MesosSecretsError
+from ..image_config import ImageConfig
 from ..isolator import ContainerConfig, IsolatorChain, LaunchInfo, Mount
 from ..mesos import TaskInfo
 from ..resolver import ResolveContext
@@ -57,10 +58,12 @@ SANDBOXES = "sandboxes"
 @attrs.frozen
 class Rootfs:
     """A task's root filesystem: where it appears, and the mounts (an overlay) that make it
-    appear there, inside the container's mount namespace only."""
+    appear there, inside the container's mount namespace only; and what its image says
+    about running it (its command, environment and working directory), if anything."""
 
     path: Path
     mounts: tuple[Mount, ...] = ()
+    config: ImageConfig | None = None
 
 
 class Provisioner(Protocol):
@@ -239,7 +242,7 @@ class Containerizer:
             rootfs = self.provisioner.provision(task, config)
             launcher = self.launcher
             if rootfs is not None:
-                config = attrs.evolve(config, rootfs=rootfs.path)
+                config = attrs.evolve(config, rootfs=rootfs.path, image=rootfs.config)
                 if self.image_launcher is None:
                     raise LaunchError(  # noqa: TRY301 (cleaned up like every other failure)
                         "the task has an image, and no launcher for images is configured"

@@ -12,9 +12,11 @@ namespace, and deleted as soon as runc has created the container: the file never
 reaches a disk, and is gone while the task runs.
 
 In the container: the image's root filesystem (an overlay; see ``images``), the
-sandbox at ``/mnt/mesos/sandbox`` as in Mesos (the working directory and
-``MESOS_SANDBOX``), and each secret file bound read-only at its path — an absolute
-``container_path`` inside the image, a relative one inside the sandbox.
+sandbox at ``/mnt/mesos/sandbox`` as in Mesos (``MESOS_SANDBOX``, and the working
+directory unless the image names its own WorkingDir), and each secret file bound
+read-only at its path — an absolute ``container_path`` inside the image, a relative one
+inside the sandbox. What runs is the task's command merged with the image's Entrypoint
+and Cmd, with the image's Env under the task's environment (``image_config``).
 """
 
 from __future__ import annotations
@@ -225,6 +227,9 @@ class RuncLauncher(Launcher):
         assert config.rootfs is not None
         argv, _ = command_argv(config)
         env = task_environment(config, info, sandbox=SANDBOX)
+        # The image's WorkingDir, as in Mesos (runc makes it if the image lacks it).
+        image = config.image
+        cwd = image.working_dir if image is not None and image.working_dir else SANDBOX
         user = config.user
         mounts: list[dict[str, Any]] = [
             {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -282,7 +287,7 @@ class RuncLauncher(Launcher):
                     f"{k.decode(errors='surrogateescape')}={v.decode(errors='surrogateescape')}"
                     for k, v in env.items()
                 ],
-                "cwd": SANDBOX,
+                "cwd": cwd,
                 "capabilities": {
                     kind: list(_CAPABILITIES) for kind in ("bounding", "effective", "permitted")
                 },
