@@ -630,8 +630,10 @@ class Provisioner:
             content = blob.read(MAX_CONFIG_BYTES + 1)
         config = parse_image_config(content, str(image))
         if config.user is not None:
-            log.info(
-                "image %s names user %s: the task runs as its own user instead, as under Mesos",
+            # Mesos warns, and runs the task as its CommandInfo's user (or the agent's).
+            log.warning(
+                "image %s names user %s, which is not taken: the task runs as its own user "
+                "(CommandInfo.user, Marathon's user), as under Mesos",
                 image,
                 shown(config.user),
             )

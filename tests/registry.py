@@ -189,7 +189,7 @@ IMAGE_ENV = ("FROM_IMAGE=image", "SHARED=image", "DB=image", "PATH=/bin")
 def build_busybox(layout: Path) -> dict[str, str]:
     """An OCI layout with tag `latest`: busybox in two layers, the second deleting a file
     of the first (a whiteout) and adding a few MiB, and no command of its own; tag
-    `entrypoint`, the same with an Entrypoint, a Cmd, an Env and a WorkingDir; tag
+    `entrypoint`, the same with an Entrypoint, a Cmd, an Env, a WorkingDir and a User; tag
     `cmd`, the same with a Cmd only; tag `multi`, an image index.
 
     Returns the manifest digests by tag.
@@ -229,6 +229,7 @@ def build_busybox(layout: Path) -> dict[str, str]:
         *(f"--config.cmd={part}" for part in ("from-cmd", "two words")),
         *(f"--config.env={entry}" for entry in IMAGE_ENV),
         "--config.workingdir=/srv/app",  # not in the image: made when the task starts
+        "--config.user=nobody",  # not taken, as under Mesos
     )
     umoci(
         "config",

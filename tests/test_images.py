@@ -339,6 +339,18 @@ class TestImageCommand:
         assert result.returncode == 0, result.stderr.decode()
         assert result.stdout == b"/srv/app\n/mnt/mesos/sandbox\n"
 
+    def test_image_user_is_not_taken(self, runner: ImageRunner) -> None:
+        """The image's User is not taken, as under Mesos, which warns about it: the task
+        runs as its own user (here, run's: root)."""
+        result = runner.run_quiet(runner.app("private/entrypoint:latest", cmd="id -u"))
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout == b"0\n"
+        image = f"{runner.registry.host}/private/entrypoint:latest"
+        assert (
+            f"image {image} names user 'nobody', which is not taken: the task runs as its own "
+            "user (CommandInfo.user, Marathon's user), as under Mesos"
+        ).encode() in result.stderr
+
     def test_image_without_a_command(self, runner: ImageRunner) -> None:
         """No `cmd`, no `args`, and an image with neither Entrypoint nor Cmd: one line
         saying so, naming the image; nothing is left."""
