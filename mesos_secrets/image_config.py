@@ -59,7 +59,8 @@ def parse_image_config(content: bytes, image: str) -> ImageConfig:
     and where: ``image 'reg/x:1': config /config/Cmd/0: must be a string``.
 
     As Docker writes them, absent, ``null`` and empty fields mean none. An Env entry
-    without ``=`` is skipped, as Mesos skips it.
+    without ``=`` is skipped, as Mesos skips it; so is one with nothing before its
+    ``=``, which Mesos would pass on as a variable without a name.
     """
 
     def fail(where: str, reason: str) -> ProvisionerError:
