@@ -59,7 +59,7 @@ from dxf import exceptions as dxf_errors
 from . import linux, nofollow
 from ._codec import loads
 from .containerizer.pipeline import Rootfs
-from .docker_config import RegistryAuth, canonical_registry, parse_docker_config
+from .docker_config import DOCKER_HUB, RegistryAuth, canonical_registry, parse_docker_config
 from .errors import (
     ConfigError,
     ProvisionerError,
@@ -133,11 +133,21 @@ class RegistryOptions:
     insecure_registries: tuple[str, ...] = ()
     insecure_credentials: bool = False
     timeout: float = 30.0
+    #: Mesos' ``--docker_registry``: where images named without a registry are pulled
+    #: from (a mirror), instead of Docker Hub.
+    registry: str | None = None
 
     @classmethod
     def from_config(cls, table: Mapping[str, Any] | None) -> RegistryOptions:
         table = dict(table or {})
-        known = {"ca_bundle", "insecure_registries", "insecure_credentials", "timeout", "store"}
+        known = {
+            "ca_bundle",
+            "insecure_registries",
+            "insecure_credentials",
+            "timeout",
+            "store",
+            "registry",
+        }
         unknown = sorted(set(table) - known)
         if unknown:
             raise ConfigError(
@@ -160,7 +170,13 @@ class RegistryOptions:
             or not 0 < timeout < math.inf
         ):
             raise ConfigError("[images] 'timeout' must be a positive number of seconds")
+        registry = table.get("registry")
+        if registry is not None and not (
+            isinstance(registry, str) and re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", registry)
+        ):
+            raise ConfigError("[images] 'registry' must be a registry's host[:port]")
         return cls(
+            registry=canonical_registry(registry) if registry else None,
             ca_bundle=ca_bundle,
             insecure_registries=tuple(canonical_registry(r) for r in insecure),
             insecure_credentials=insecure_credentials,
@@ -609,6 +625,8 @@ class Provisioner:
                 "running a task in an image needs root (overlay mounts and runc)"
             )
         reference = ImageReference.parse(image.docker.name)
+        if reference.registry == DOCKER_HUB and self.options.registry:
+            reference = attrs.evolve(reference, registry=self.options.registry)
         auth, source = self._credentials(reference, image.docker.config, config.context)
         manifest_digest, ref_name = self._fetch(reference, auth, source, cached=image.cached)
         runtime = self._image_config(reference, manifest_digest)

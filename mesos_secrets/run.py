@@ -149,6 +149,9 @@ def _run_tasks(
             containers.append(container)
             signals.forward_to(container)
             log.info("task %s is running (container %s)", task.task_id, container.id)
+            ports = _host_ports(task)
+            if ports:
+                log.info("task %s has host ports %s", task.task_id, ", ".join(map(str, ports)))
             checks.append(_start_checks(task, container, options.grace_period))
         return _wait_all(containers, signals)
     finally:
@@ -159,6 +162,17 @@ def _run_tasks(
                 container.destroy()
             except (MesosSecretsError, OSError) as error:
                 log.error("could not clean up container %s: %s", container.id, error)
+
+
+def _host_ports(task: TaskInfo) -> list[int]:
+    """The host ports the task was given (its ``ports`` resources)."""
+    return [
+        port
+        for resource in task.extra.get("resources", [])
+        if resource.get("name") == "ports"
+        for r in resource.get("ranges", {}).get("range", [])
+        for port in range(r["begin"], r["end"] + 1)
+    ]
 
 
 def _start_checks(task: TaskInfo, container: Container, grace_period: float) -> TaskChecks:
