@@ -99,10 +99,7 @@ def read_artifacts(read: SpecReader, raw: Any, path: str) -> tuple[CommandURI, .
     if raw is None:
         return None
     found = []
-    for i, item in enumerate(read.array(raw, path)):
-        where = f"{path}({i})"
-        if read.obj(item, where) is None:
-            continue
+    for where, item in read.objects(raw, path):
         uri = read.min1(item, "uri", where, required=True)
         extract = read.boolean(item, "extract", where)
         executable = read.boolean(item, "executable", where)

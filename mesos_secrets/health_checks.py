@@ -110,17 +110,14 @@ def read_app_health_checks(
     """``healthChecks``; a check without ``port`` or ``portIndex`` probes port index 0
     when the app declares ports (``AppNormalization.normalizeHealthChecks``)."""
     found = []
-    for i, item in enumerate(read.array(raw, "/healthChecks")):
-        where = f"/healthChecks({i})"
-        if read.obj(item, where) is None:
-            continue
+    for where, item in read.objects(raw, "/healthChecks"):
         protocol = read.string(item, "protocol", where) or "HTTP"
         if protocol not in MESOS_PROTOCOLS + MARATHON_PROTOCOLS:
             read.fail(f"{where}/protocol", "error.unknown.enum.literal")
             continue
-        command = item.get("command")
         value = None
-        if protocol == "COMMAND" and read.obj(command, f"{where}/command") is not None:
+        if protocol == "COMMAND":
+            command = read.optional_obj(item.get("command"), f"{where}/command")
             value = read.string(command, "value", f"{where}/command", required=True)
         port = read.number(item, "port", -1.0, where)
         index = read.number(item, "portIndex", -1.0, where)

@@ -143,10 +143,7 @@ def _port(read: SpecReader, parent: Mapping[str, Any], key: str, path: str) -> i
 
 def read_networks(read: SpecReader, raw: Any, path: str = "/networks") -> tuple[Network, ...]:
     found = []
-    for i, item in enumerate(read.array(raw, path)):
-        where = f"{path}({i})"
-        if read.obj(item, where) is None:
-            continue
+    for where, item in read.objects(raw, path):
         # Marathon's generated enum readers ignore case.
         mode = (read.string(item, "mode", where) or CONTAINER).lower()
         if mode not in (HOST, CONTAINER, BRIDGE):
@@ -161,10 +158,7 @@ def read_port_definitions(read: SpecReader, raw: Any) -> tuple[PortDefinition, .
     if raw is None:
         return None
     found = []
-    for i, item in enumerate(read.array(raw, "/portDefinitions")):
-        where = f"/portDefinitions({i})"
-        if read.obj(item, where) is None:
-            continue
+    for where, item in read.objects(raw, "/portDefinitions"):
         found.append(
             PortDefinition(
                 port=_port(read, item, "port", where) or 0,
@@ -177,27 +171,19 @@ def read_port_definitions(read: SpecReader, raw: Any) -> tuple[PortDefinition, .
 
 
 def read_ports(read: SpecReader, raw: Any) -> tuple[int, ...] | None:
-    """The legacy ``ports``: numbers."""
+    """The legacy ``ports``: port numbers."""
     if raw is None:
         return None
-    found = []
-    for i, item in enumerate(read.array(raw, "/ports")):
-        value = _port(read, {"p": item}, "p", "")
-        if value is None:
-            read.errors[-1:] = [(f"/ports({i})", read.errors[-1][1])] if read.errors else []
-            continue
-        found.append(value)
-    return tuple(found)
+    items = read.array(raw, "/ports")
+    found = (_port(read, {f"ports({i})": item}, f"ports({i})", "") for i, item in enumerate(items))
+    return tuple(port for port in found if port is not None)
 
 
 def read_port_mappings(read: SpecReader, raw: Any, path: str) -> tuple[PortMapping, ...] | None:
     if raw is None:
         return None
     found = []
-    for i, item in enumerate(read.array(raw, path)):
-        where = f"{path}({i})"
-        if read.obj(item, where) is None:
-            continue
+    for where, item in read.objects(raw, path):
         names = read.array(item.get("networkNames"), f"{where}/networkNames")
         found.append(
             PortMapping(
@@ -215,10 +201,7 @@ def read_port_mappings(read: SpecReader, raw: Any, path: str) -> tuple[PortMappi
 
 def read_endpoints(read: SpecReader, raw: Any, path: str) -> tuple[Endpoint, ...]:
     found = []
-    for i, item in enumerate(read.array(raw, path)):
-        where = f"{path}({i})"
-        if read.obj(item, where) is None:
-            continue
+    for where, item in read.objects(raw, path):
         name = read.min1(item, "name", where, required=True)
         protocols = read.array(item.get("protocol"), f"{where}/protocol")
         names = read.array(item.get("networkNames"), f"{where}/networkNames")

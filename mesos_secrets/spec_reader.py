@@ -8,7 +8,7 @@ JSON`` (structure: a missing field, a wrong type, reported with Play JSON's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import SecretValidationError, printable
@@ -60,6 +60,14 @@ class SpecReader:
         if value is None:
             return {}
         return self.obj(value, path) or {}
+
+    def objects(self, value: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each object of the array ``value`` with its path (``path(i)``); an item that
+        is not an object is reported and skipped."""
+        for i, item in enumerate(self.array(value, path)):
+            where = f"{path}({i})"
+            if self.obj(item, where) is not None:
+                yield where, item
 
     def array(self, value: Any, path: str, *, required: bool = False) -> list[Any]:
         """``value`` as a list; absent (or, if ``required``, missing) or not an array is []."""
