@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import load_config
@@ -29,6 +29,7 @@ from .registry import choose_resolver, get_resolver, resolvers
 if TYPE_CHECKING:
     from resolvers.local import LocalStore
 
+    from .groups import AppList, Group
     from .marathon import App, SpecError
     from .pods import Pod
 
@@ -168,7 +169,7 @@ def cmd_resolvers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_spec(path: str, strict: bool = False) -> App | Pod:
+def _load_spec(path: str, strict: bool = False) -> App | Pod | Group | AppList:
     from .marathon import load_spec  # noqa: PLC0415
 
     try:
@@ -189,7 +190,9 @@ def _report_spec_error(path: str, error: SpecError, as_json: bool) -> None:
             print(printable(f"  {detail['path']}: {message}"), file=sys.stderr)
 
 
-def _spec_or_report(args: argparse.Namespace, as_json: bool = False) -> App | Pod | None:
+def _spec_or_report(
+    args: argparse.Namespace, as_json: bool = False
+) -> App | Pod | Group | AppList | None:
     from .marathon import SpecError  # noqa: PLC0415
 
     try:
@@ -202,6 +205,7 @@ def _spec_or_report(args: argparse.Namespace, as_json: bool = False) -> App | Po
 def cmd_validate(args: argparse.Namespace) -> int:
     from .acls import ACLs  # noqa: PLC0415
     from .errors import SecretAccessDeniedError  # noqa: PLC0415
+    from .groups import AppList, Group  # noqa: PLC0415
     from .marathon import App  # noqa: PLC0415
     from .spec_reader import NOT_VALID, SpecError  # noqa: PLC0415
 
@@ -212,41 +216,56 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if acls_file:
         acls = ACLs.load(acls_file)
         denied = []
-        for name, source in spec.secrets.items():
-            try:
-                acls.check(args.principal, [source.rpartition("@")[0] or source])
-            except SecretAccessDeniedError as error:
-                denied.append((f"/secrets/{name}/source", str(error)))
+        located = spec.located_apps() if isinstance(spec, Group | AppList) else (("", spec),)
+        for where, one in located:
+            for name, source in one.secrets.items():
+                try:
+                    acls.check(args.principal, [source.rpartition("@")[0] or source])
+                except SecretAccessDeniedError as error:
+                    denied.append((f"{where}/secrets/{name}/source", str(error)))
         if denied:
             _report_spec_error(args.spec, SpecError(NOT_VALID, denied), args.json)
             return 1
-    kind = "app" if isinstance(spec, App) else "pod"
-    print(f"{args.spec}: valid {kind} '{spec.id}'", file=sys.stderr)
+    if isinstance(spec, Group | AppList):
+        count = len(spec.apps_in_order())
+        apps = f"{count} app{'' if count == 1 else 's'}"
+        what = f"group '{spec.id}' ({apps})" if isinstance(spec, Group) else f"array of {apps}"
+    else:
+        what = f"{'app' if isinstance(spec, App) else 'pod'} '{spec.id}'"
+    print(f"{args.spec}: valid {what}", file=sys.stderr)
     return 0
 
 
 def cmd_task_info(args: argparse.Namespace) -> int:
     from .marathon import App  # noqa: PLC0415
+    from .pods import Pod  # noqa: PLC0415
 
     spec = _spec_or_report(args)
     if spec is None:
         return 1
     if isinstance(spec, App):
-        shown = spec.to_task_info().to_json()
-    else:  # Mesos' LAUNCH_GROUP: the default executor and the task group
+        shown: Any = spec.to_task_info().to_json()
+    elif isinstance(spec, Pod):  # Mesos' LAUNCH_GROUP: the default executor and the task group
         executor, group = spec.to_launch_group()
         shown = {"executor": executor.to_json(), "task_group": group.to_json()}
+    else:  # a group or an array: every app's task, dependencies first
+        shown = [task.to_json() for task in spec.to_task_infos()]
     json.dump(shown, sys.stdout, indent=2)
     print()
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .errors import LaunchError  # noqa: PLC0415
+    from .marathon import App  # noqa: PLC0415
+    from .pods import Pod  # noqa: PLC0415
     from .run import Interrupted, RunOptions, run_app  # noqa: PLC0415
 
     spec = _spec_or_report(args)
     if spec is None:
         return 1
+    if not isinstance(spec, App | Pod):
+        raise LaunchError("run takes an app or a pod; groups and arrays of apps are not run yet")
     config = load_config(args.config, known=resolvers.names())
     options = RunOptions(
         work_dir=args.work_dir,
@@ -364,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate",
-        help="check a Marathon-style app or pod spec as Marathon would",
+        help="check a Marathon-style app, pod, group or array of apps as Marathon would",
         description="Exit 0 when the spec is valid; exit 1 with its violations otherwise.",
     )
     validate.add_argument("spec", metavar="SPEC.json")
@@ -374,14 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--strict",
         action="store_true",
-        help="add Metronome's rules: unused secrets, file secrets only with MESOS containers",
+        help="add Metronome's rules (unused secrets, file secrets only with MESOS containers) "
+        "and, for groups, dependencies on what the spec does not define",
     )
     _add_access_options(validate)
     validate.set_defaults(func=cmd_validate)
 
     task_info = commands.add_parser(
         "task-info",
-        help="print the Mesos v1 TaskInfo (app) or TaskGroupInfo (pod) a spec launches",
+        help="print the Mesos v1 TaskInfo (app), TaskGroupInfo (pod) or TaskInfos (group, "
+        "array of apps: dependencies first) a spec launches",
     )
     task_info.add_argument("spec", metavar="SPEC.json")
     task_info.set_defaults(func=cmd_task_info)

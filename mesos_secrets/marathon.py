@@ -79,6 +79,7 @@ from .spec_reader import SpecReader as _Reader
 from .task_env import LaunchContext, app_env
 
 if TYPE_CHECKING:
+    from .groups import AppList, Group
     from .pods import Pod
 
 __all__ = [
@@ -857,12 +858,16 @@ def _violations(app: App, root: Mapping[str, Any]) -> list[tuple[str, str]]:  # 
     return found
 
 
-def load_spec(text: str | bytes, *, strict: bool = False) -> App | Pod:
-    """Read an app or a pod (it has ``containers``) from JSON text.
+def load_spec(text: str | bytes, *, strict: bool = False) -> App | Pod | Group | AppList:
+    """Read a spec from JSON text: an app, a pod (it has ``containers``), a group (it
+    has ``apps`` or ``groups``, and no command) or an array of apps.
 
-    Unparseable text is Marathon's ``Invalid JSON``; see :func:`parse_app` and
-    :func:`~mesos_secrets.pods.parse_pod` for the rest.
+    Unparseable text is Marathon's ``Invalid JSON``; a partial update is refused as
+    one (:func:`~mesos_secrets.groups.partial_update`). See :func:`parse_app`,
+    :func:`~mesos_secrets.pods.parse_pod`, :func:`~mesos_secrets.groups.parse_group`
+    and :func:`~mesos_secrets.groups.parse_app_list` for the rest.
     """
+    from .groups import is_group, parse_app_list, parse_group, partial_update  # noqa: PLC0415
     from .pods import parse_pod  # noqa: PLC0415 (pods builds on this module)
 
     try:
@@ -870,6 +875,13 @@ def load_spec(text: str | bytes, *, strict: bool = False) -> App | Pod:
     except SecretValidationError as error:
         reason = error.message.removeprefix(f"{INVALID_JSON}: ")
         raise SpecError(INVALID_JSON, [(error.path or "/", reason)]) from None
+    if isinstance(obj, list):
+        return parse_app_list(obj, strict=strict)
     if isinstance(obj, dict) and "containers" in obj:
         return parse_pod(obj, strict=strict)
+    if is_group(obj):
+        return parse_group(obj, strict=strict)
+    found = partial_update(obj)
+    if found is not None:
+        raise SpecError(NOT_VALID, [found])
     return parse_app(obj, strict=strict)

@@ -26,6 +26,7 @@ from mesos_secrets._codec import MAX_DEPTH, loads
 from mesos_secrets.acls import ACLs
 from mesos_secrets.config import load_config
 from mesos_secrets.errors import MesosSecretsError, SecretValidationError
+from mesos_secrets.groups import MAX_APPS, MAX_GROUPS, AppList, Group
 from mesos_secrets.marathon import App, load_spec
 from mesos_secrets.mesos import TaskGroupInfo, TaskInfo
 from mesos_secrets.pods import Pod
@@ -155,6 +156,26 @@ SPECS: dict[str, tuple[bytes, str]] = {
     "a pod container name with a trailing newline": (
         pod({"name": "c\n", "exec": {"command": {"shell": "true"}}}),
         "/containers(0)/name: error.pattern",
+    ),
+    "groups nested 60 deep": (
+        b'{"id": "/g"' + b', "groups": [{"id": "g"' * 60 + b"}]" * 60 + b"}",
+        f"/groups: nested deeper than {MAX_DEPTH} levels",
+    ),
+    "an array of 200 000 apps": (
+        b"[" + b",".join([b'{"id": "/a", "cmd": "true"}'] * 200_000) + b"]",
+        f"/({MAX_APPS}): more than {MAX_APPS} apps in one spec",
+    ),
+    "20 000 empty groups": (
+        json.dumps({"id": "/g", "groups": [{"id": f"g{i}"} for i in range(20_000)]}).encode(),
+        f"/groups({MAX_GROUPS - 1}): more than {MAX_GROUPS} groups in one spec",
+    ),
+    "a group of apps without ids": (
+        json.dumps({"id": "/g", "apps": [{"cmd": "true", "env": {"PW": "x"}}]}).encode(),
+        """/apps(0)/id: 'id' is undefined on object: {"cmd":…,"env":…}""",
+    ),
+    "a partial update": (
+        b'{"id": "/a", "instances": 2}',
+        "/: no 'cmd', 'args' or 'container': a partial update of '/a'",
     ),
 }
 
@@ -443,16 +464,20 @@ documents = (
 
 @given(documents)
 def test_any_bytes_are_a_spec_or_a_typed_error(data: bytes) -> None:
-    """``load_spec`` on anything: a valid App or Pod, or a MesosSecretsError; a valid
-    one converts to Mesos JSON that ``json`` writes without NaN or Infinity."""
+    """``load_spec`` on anything: a valid App, Pod, Group or array, or a
+    MesosSecretsError; a valid one converts to Mesos JSON that ``json`` writes without NaN or Infinity."""
     try:
         spec = load_spec(data)
     except MesosSecretsError:
         return
-    assert isinstance(spec, App | Pod)
-    message = spec.to_task_info() if isinstance(spec, App) else spec.to_task_group()
-    text = json.dumps(message.to_json(), allow_nan=False)
-    type(message).from_json(text)  # and what we write, we read back
+    assert isinstance(spec, App | Pod | Group | AppList)
+    if isinstance(spec, Group | AppList):
+        messages: tuple[TaskInfo | TaskGroupInfo, ...] = spec.to_task_infos()
+    else:
+        messages = (spec.to_task_info() if isinstance(spec, App) else spec.to_task_group(),)
+    for message in messages:
+        text = json.dumps(message.to_json(), allow_nan=False)
+        type(message).from_json(text)  # and what we write, we read back
 
 
 @given(documents)

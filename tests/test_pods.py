@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mesos_secrets import Secret, TaskGroupInfo, TaskInfo
+from mesos_secrets.groups import AppList, Group
 from mesos_secrets.marathon import App, SpecError, load_spec, parse_app
 from mesos_secrets.mesos import SourceType, VariableType, VolumeMode
 from mesos_secrets.pods import Pod, parse_pod
@@ -334,7 +335,7 @@ pods = st.fixed_dictionaries(
 )
 
 
-def answer(spec: Any) -> App | Pod | SpecError:
+def answer(spec: Any) -> App | Pod | Group | AppList | SpecError:
     try:
         return load_spec(json.dumps(spec))
     except SpecError as error:
@@ -356,6 +357,9 @@ def test_any_input_gets_a_typed_answer(spec: Any) -> None:
     if isinstance(result, App):
         task = result.to_task_info()
         assert TaskInfo.from_json(json.dumps(task.to_json())) == task
+    elif isinstance(result, Group | AppList):
+        for task in result.to_task_infos():
+            assert TaskInfo.from_json(json.dumps(task.to_json())) == task
     else:
         assert isinstance(result, Pod)
         group = result.to_task_group()
