@@ -256,16 +256,11 @@ def cmd_task_info(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .errors import LaunchError  # noqa: PLC0415
-    from .marathon import App  # noqa: PLC0415
-    from .pods import Pod  # noqa: PLC0415
     from .run import Interrupted, RunOptions, run_app  # noqa: PLC0415
 
     spec = _spec_or_report(args)
     if spec is None:
         return 1
-    if not isinstance(spec, App | Pod):
-        raise LaunchError("run takes an app or a pod; groups and arrays of apps are not run yet")
     config = load_config(args.config, known=resolvers.names())
     options = RunOptions(
         work_dir=args.work_dir,
@@ -410,9 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run a spec here: resolve, isolate, launch, wait, clean up",
-        description="Run a Marathon-style app or pod spec on this machine. The exit status is "
-        "the task's (128+N when killed by signal N); a pod's is its first failing "
-        "container's. SECRET volumes and images need root.",
+        description="Run a Marathon-style app, pod, group or array of apps on this machine. "
+        "The exit status is the task's (128+N when killed by signal N); a pod's is its first "
+        "failing container's, a group's its first failing app's (a group's apps start in "
+        "dependency order). SECRET volumes and images need root.",
     )
     run.add_argument("spec", metavar="SPEC.json")
     run.add_argument(

@@ -31,7 +31,8 @@ from .containerizer import capabilities as caps
 from .containerizer.launcher import PosixLauncher, Termination, keeping_the_terminal
 from .containerizer.runc import RuncLauncher
 from .containerizer.runtime import RuntimeDir
-from .errors import ConfigError, LaunchError, MesosSecretsError
+from .errors import ConfigError, LaunchError, MesosSecretsError, printable
+from .groups import AppList, Group
 from .images import Progress, Provisioner, RegistryOptions, default_store_dir
 from .isolator import create_isolators
 from .marathon import App
@@ -67,24 +68,27 @@ class RunOptions:
     acls: Path | None = None
 
 
-def run_app(app: App | Pod, config: Config, options: RunOptions | None = None) -> int:
-    """Run an app (one task) or a pod (a task per container) to completion.
+def run_app(
+    app: App | Pod | Group | AppList, config: Config, options: RunOptions | None = None
+) -> int:
+    """Run an app (one task), a pod (a task per container), or a group or an array of
+    apps (a task per app) to completion.
 
-    Returns the task's exit status; for a pod, 0 when every container succeeds, else the
-    status of the first container to fail (the others are then stopped, as Mesos' default
-    executor stops a task group).
+    Returns the task's exit status; for several tasks, 0 when every one succeeds, else
+    the status of the first to fail (the others are then stopped, as Mesos' default
+    executor stops a task group). A group's apps start in dependency order, each once
+    the apps it depends on have started: not once they are healthy or ready, as
+    Marathon's deployments wait.
     """
     options = options or RunOptions()
-    if isinstance(app, App):
-        tasks: tuple[TaskInfo, ...] = (app.to_task_info(),)
-    else:
-        tasks = app.to_task_group().tasks
+    tasks, sandboxes, kind = _tasks(app)
     for task in tasks:
         if task.container is not None and task.container.type is ContainerType.DOCKER:
+            which = f"task '{printable(task.name)}': " if len(tasks) > 1 else ""
             raise LaunchError(
-                "container.type DOCKER needs Docker's containerizer, which has no secrets "
-                "support (Mesos: 'Secrets are only supported for Mesos containerizer'); "
-                'use "MESOS"'
+                f"{which}container.type DOCKER needs Docker's containerizer, which has no "
+                "secrets support (Mesos: 'Secrets are only supported for Mesos "
+                'containerizer\'); use "MESOS"'
             )
     runtime_dir = options.runtime_dir or (
         Path(config.runtime_dir) if config.runtime_dir else default_runtime_dir()
@@ -121,7 +125,12 @@ def run_app(app: App | Pod, config: Config, options: RunOptions | None = None) -
         try:
             with keeping_the_terminal(), _Signals(options.grace_period) as signals:
                 status = _run_tasks(
-                    containerizer, tasks, root, signals, options, pod=not isinstance(app, App)
+                    containerizer,
+                    tasks,
+                    [root / name if name else root for name in sandboxes],
+                    signals,
+                    options,
+                    kind=kind,
                 )
         finally:
             if claim is not None:
@@ -129,20 +138,41 @@ def run_app(app: App | Pod, config: Config, options: RunOptions | None = None) -
     return status
 
 
+def _tasks(spec: App | Pod | Group | AppList) -> tuple[tuple[TaskInfo, ...], list[str], str]:
+    """The tasks to launch, in order, each's sandbox (a name under the run's directory,
+    or ``""``: that directory) and what they make up (``app``, ``pod``, ``group``)."""
+    if isinstance(spec, App):
+        return (spec.to_task_info(),), [""], "app"
+    if isinstance(spec, Pod):
+        tasks = spec.to_task_group().tasks
+        return tasks, [task.name for task in tasks], "pod"
+    what = f"the group '{spec.id}'" if isinstance(spec, Group) else "the array"
+    apps = spec.apps_in_order()
+    if not apps:
+        raise LaunchError(f"{what} has no apps to run")
+    for owner, dependency in spec.unknown_dependencies():
+        log.warning(
+            "'%s' depends on '%s', which is not in %s: not waited for", owner, dependency, what
+        )
+    # Each app's own sandbox, named as Marathon names its files (``safePath``): ids have
+    # no '_', so no two apps share one, where task names (``/a/b.c``, ``/a/c/b``) might.
+    sandboxes = ["_".join(one.path) for one in apps]
+    return tuple(one.to_task_info() for one in apps), sandboxes, "group"
+
+
 def _run_tasks(
     containerizer: Containerizer,
     tasks: tuple[TaskInfo, ...],
-    root: Path,
+    sandboxes: list[Path],
     signals: _Signals,
     options: RunOptions,
     *,
-    pod: bool,
+    kind: str,
 ) -> int:
     containers: list[Container] = []
     checks: list[TaskChecks] = []
     try:
-        for task in tasks:
-            sandbox = root / task.name if pod else root
+        for task, sandbox in zip(tasks, sandboxes, strict=True):
             sandbox.mkdir(parents=True, exist_ok=True)
             context = ResolveContext(task_id=task.task_id, principal=options.principal)
             container = containerizer.launch(task, sandbox, context=context)
@@ -153,7 +183,7 @@ def _run_tasks(
             if ports:
                 log.info("task %s has host ports %s", task.task_id, ", ".join(map(str, ports)))
             checks.append(_start_checks(task, container, options.grace_period))
-        return _wait_all(containers, signals)
+        return _wait_all(containers, signals, kind)
     finally:
         for task_checks in checks:
             task_checks.stop()
@@ -202,7 +232,7 @@ def _kill_if_running(container: Container) -> None:
         container.kill(signal.SIGKILL)
 
 
-def _wait_all(containers: list[Container], signals: _Signals) -> int:
+def _wait_all(containers: list[Container], signals: _Signals, kind: str) -> int:
     """Wait for every task; the first failure stops the rest and gives the status."""
     if len(containers) == 1:
         termination = containers[0].wait()
@@ -217,7 +247,9 @@ def _wait_all(containers: list[Container], signals: _Signals) -> int:
         _report(container.task.task_id, termination)
         if termination.status != 0 and first_failure is None:
             first_failure = termination.status
-            log.warning("task %s failed: stopping the pod's other tasks", container.task.task_id)
+            log.warning(
+                "task %s failed: stopping the %s's other tasks", container.task.task_id, kind
+            )
             signals.stop_all(signal.SIGTERM)
     return first_failure or 0
 

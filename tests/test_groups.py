@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,9 @@ from mesos_secrets.groups import (
 from mesos_secrets.marathon import App, SpecError, load_spec
 from mesos_secrets.pods import Pod
 
+from .conftest import requires_root
 from .strategies import hostile_json
+from .test_run import Runner, sha
 
 WILD = Path(__file__).parent.parent.parent / "shared" / "conformance" / "marathon-wild"
 EXPECT: dict[str, Any] = json.loads((WILD / "expect.json").read_text()) if WILD.exists() else {}
@@ -663,6 +667,86 @@ class TestCommandLine:
             "  /: no 'cmd', 'args' or 'container': a partial update of '/foo' "
             "(PATCH /v2/apps/{id}), not an app spec\n"
         )
+
+
+@requires_root
+class TestRun:
+    """``run`` of a group: every app, dependencies first, each in its own sandbox; the
+    first failure stops the others."""
+
+    def spec(self, db: str, web: str) -> dict[str, Any]:
+        return {
+            "id": "/duo",
+            "apps": [
+                app(
+                    "web",
+                    "db",
+                    cmd=web,
+                    env={"PW": {"secret": "pw"}},
+                    secrets={"pw": {"source": "/duo/db@password"}},
+                ),
+                app("db", cmd=db, env={"ROLE": "db"}),
+            ],
+        }
+
+    def test_every_app_runs_dependencies_first(self, tmp_path: Path, home: Path) -> None:
+        runner = Runner(tmp_path, home)
+        runner.store.put("/duo/db", {"password": "pw"})
+        web = f'test "$(printf %s "$PW" | sha256sum | cut -c1-64)" = {sha("pw")}'
+        result = runner.run(self.spec('test "$ROLE" = db && echo db > done', web))
+        err = result.stderr.decode()
+        assert result.returncode == 0, err
+        assert err.index("task duo_db.") < err.index("task duo_web.")  # started in order
+        assert (runner.work / "duo_db" / "done").read_text() == "db\n"
+        assert not (runner.work / "duo_web" / "done").exists()
+        runner.assert_no_residue()
+
+    def test_first_failure_stops_the_others(self, tmp_path: Path, home: Path) -> None:
+        runner = Runner(tmp_path, home)
+        runner.store.put("/duo/db", {"password": "pw"})
+        started = time.monotonic()
+        result = runner.run(self.spec("exit 3", "sleep 60"), "--grace-period", "1")
+        assert result.returncode == 3, result.stderr.decode()
+        assert b"stopping the group's other tasks" in result.stderr
+        assert time.monotonic() - started < 30
+        runner.assert_no_residue()
+
+    def test_an_array_runs_too(self, tmp_path: Path, home: Path) -> None:
+        runner = Runner(tmp_path, home)
+        path = tmp_path / "array.json"
+        path.write_text(json.dumps([app("/a/one", "/a/two"), app("/a/two", cmd="exit 5")]))
+        command = runner.command({})
+        command[command.index(str(runner.tmp / "app.json"))] = str(path)
+        result = subprocess.run(command, capture_output=True, timeout=120, check=False)
+        assert result.returncode == 5, result.stderr.decode()
+        runner.assert_no_residue()
+
+    def test_unknown_dependencies_are_named(self, tmp_path: Path, home: Path) -> None:
+        """Nothing in the spec to wait for: run says so, and goes on."""
+        runner = Runner(tmp_path, home)
+        result = runner.run(group(app("a", "/elsewhere")))
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"'/g/a' depends on '/elsewhere', which is not in the group '/g'" in result.stderr
+
+    @pytest.mark.parametrize(
+        ("spec", "message"),
+        [
+            ({"id": "/empty", "apps": []}, "the group '/empty' has no apps to run"),
+            (
+                group(app("a"), app("b", container={"type": "DOCKER", "docker": {"image": "x"}})),
+                "task 'b.g': container.type DOCKER needs Docker's containerizer",
+            ),
+        ],
+    )
+    def test_refused(self, tmp_path: Path, home: Path, spec: dict[str, Any], message: str) -> None:
+        runner = Runner(tmp_path, home)
+        command = [part for part in runner.command(spec) if part != "-vv"]
+        result = subprocess.run(command, capture_output=True, timeout=120, check=False)
+        assert result.returncode == 1
+        (line,) = result.stderr.decode().splitlines()
+        assert line.startswith("mesos-secrets: error: ")
+        assert message in line
+        runner.assert_no_residue()
 
 
 class TestHostile:
