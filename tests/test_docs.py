@@ -50,7 +50,11 @@ def test_docstring_examples(module: object) -> None:
 def test_readme_app_runs(home: Path, tmp_path: Path) -> None:
     """The README's app spec is valid and runs as the README says."""
     blocks = re.findall(r"```json\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    specs = [json.loads(b) for b in blocks if '"id"' in b and '"containers"' not in b]
+    specs = [
+        json.loads(b)
+        for b in blocks
+        if '"id"' in b and '"containers"' not in b and '"apps"' not in b
+    ]
     assert len(specs) == 2
     for other in specs[1:]:
         parse_app(other)  # valid, at least; running it needs a registry
@@ -70,6 +74,20 @@ def test_readme_pod_runs(home: Path, tmp_path: Path) -> None:
     LocalStore(home).put("/shop/db", {"password": "pw"})
     options = RunOptions(work_dir=tmp_path / "w", runtime_dir=tmp_path / "r")
     assert run_app(parse_pod(pod), Config(), options) == 0
+
+
+@requires_root
+def test_readme_group_runs(home: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The README's group is valid, ordered as it says, and runs."""
+    from mesos_secrets.groups import parse_group
+
+    blocks = re.findall(r"```json\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    (group,) = [parse_group(json.loads(b)) for b in blocks if '"apps"' in b]
+    assert [task.name for task in group.to_task_infos()] == ["db.shop", "web.shop"]
+    LocalStore(home).put("/shop/db", {"password": "pw"})
+    options = RunOptions(work_dir=tmp_path / "w", runtime_dir=tmp_path / "r")
+    assert run_app(group, Config(), options) == 0
+    assert sorted(capfd.readouterr().out.splitlines()) == ["db ready", "web up"]
 
 
 def test_readme_toml_blocks(tmp_path: Path) -> None:
