@@ -129,6 +129,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
     app = load_spec(args.spec.read_bytes())
+    if not isinstance(app, App):
+        parser.error(f"{args.spec}: this scheduler launches one app, not a pod or a group")
     vault = hvac.Client()  # VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT from the environment
     bootstrap = mint_bootstrap(vault, policies=args.policy or ["default"])
     environment = {"MESOS_SECRETS_RESOLVER": "vault", "VAULT_ADDR": os.environ["VAULT_ADDR"]}
