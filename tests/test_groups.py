@@ -28,6 +28,7 @@ from mesos_secrets.pods import Pod
 from .conftest import requires_root
 from .strategies import hostile_json
 from .test_run import Runner, sha
+from .wild_facts import differences, task_facts
 
 WILD = Path(__file__).parent.parent.parent / "shared" / "conformance" / "marathon-wild"
 EXPECT: dict[str, Any] = json.loads((WILD / "expect.json").read_text()) if WILD.exists() else {}
@@ -104,21 +105,21 @@ class TestCorpus:
         "name",
         [n for n in CORPUS if "conversion" in EXPECT[n] and n not in DISAGREE],
     )
-    def test_apps_and_commands(self, name: str) -> None:
-        """Every app Marathon would launch, found by its task name, with its command."""
+    def test_facts(self, name: str) -> None:
+        """Every app Marathon would launch, found by its task name (``/a/b/c`` is
+        ``c.b.a``), with every fact of the TaskInfo Marathon builds for it."""
         spec = load_spec((WILD / name).read_bytes())
         assert isinstance(spec, Group)
         expected = EXPECT[name]["conversion"]["apps"]
-        tasks = {task.name: task for task in spec.to_task_infos()}
-        assert sorted(tasks) == sorted(
-            ".".join(reversed(i.strip("/").split("/"))) for i in expected
-        )
-        for app_id, facts in expected.items():
-            task = tasks[".".join(reversed(app_id.strip("/").split("/")))]
-            assert task.command is not None
-            assert task.command.value == facts["command_value"]
-            assert task.command.shell == facts["command_shell"]
-            assert list(task.command.arguments) == facts["arguments"]
+        tasks = {task.name: task.to_json() for task in spec.to_task_infos()}
+        names = {".".join(reversed(i.strip("/").split("/"))): i for i in expected}
+        assert sorted(tasks) == sorted(names)
+        wrong = [
+            f"{app_id}: {line}"
+            for task_name, app_id in names.items()
+            for line in differences(expected[app_id], task_facts(tasks[task_name], "app"))
+        ]
+        assert wrong == []
 
     def test_dependencies_of_the_corpus(self) -> None:
         """Group-1: an app's dependencies, across groups; Group-2: a group's dependency
