@@ -9,8 +9,9 @@ A group holds apps and further groups, and may say what it depends on::
                  "apps": [{"id": "front", "cmd": "./serve"}]}]}
 
 Ids are read as Marathon reads them (``PathId.canonicalPath``): a relative id is
-relative to the group that holds it (``front`` above is ``/shop/web/front``), ``.`` and
-``..`` are resolved, and so are ``dependencies``. Every app is validated as a
+relative to the group that holds it (``front`` above is ``/shop/web/front``), ``..``
+goes up (a ``.`` segment is not an id Marathon's reader takes), and ``dependencies``
+are read the same way. Every app is validated as a
 standalone app is (:func:`~mesos_secrets.marathon.parse_app`, after its id is made
 absolute); its errors are located in the document, ``/groups(0)/apps(1)/cmd``, as
 Marathon's reader locates its JSON errors (Marathon reports an app's rule violations at
@@ -35,12 +36,15 @@ What is Marathon's, from its source (``GroupUpdate`` in ``types/group.raml``,
 - a dependency cycle is refused (``Dependency graph has cyclic dependencies.``).
 
 Where Marathon is silent or fails, this module refuses with a clear message: a group
-inside a group without an id (Marathon's conversion fails on it), and two different
-apps, or groups, with one id in one group (Marathon keeps one of them, whichever its
-set yields first). The same app written twice is read once, as Marathon reads it.
+inside a group without an id (Marathon's normalization fails on it, a server error),
+and two different apps, or groups, with one id in one group (Marathon keeps one of
+them, whichever its set yields first). The same app written twice is read once, as
+Marathon reads it.
 
 An array of apps is the body of ``PUT /v2/apps``: each item is an app with an absolute
-(or root-relative) id, read like a standalone app; errors are at ``/(0)/cmd``.
+(or root-relative) id, read like a standalone app; errors are at ``/(0)/cmd`` (Marathon
+writes ``(0)/cmd`` for its JSON errors and reports an item's rule violations at the
+app's own paths; here every path starts at the body, with ``/``).
 
 A partial update (``PATCH /v2/apps/{id}``, ``PUT /v2/apps/{id}``, a group's ``version``
 or ``scaleBy``) changes an app or group that Marathon already has: alone, it is not a
