@@ -18,7 +18,8 @@ classes with messages composed here.
     ├── PluginError                            unknown resolver/isolator, failed load
     ├── IsolatorError                          .isolator, .container_id
     ├── LaunchError                            the task could not be started
-    │   └── LaunchCancelled                    killed before its process started
+    │   ├── LaunchCancelled                    killed before its process started
+    │   └── FetchError                         a URI could not be fetched; .uri
     └── ProvisionerError                       registry, credentials, image format
 """
 
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "ConfigError",
+    "FetchError",
     "IsolatorError",
     "LaunchCancelled",
     "LaunchError",
@@ -166,6 +168,17 @@ class LaunchError(MesosSecretsError):
 
 class LaunchCancelled(LaunchError):
     """The task was killed before its process started; nothing of it was left."""
+
+
+class FetchError(LaunchError):
+    """A URI of the task's ``CommandInfo.uris`` could not be put into its sandbox.
+
+    ``uri`` is the URI as it may be printed: a user and password in it are masked.
+    """
+
+    def __init__(self, message: str, *, uri: str | None = None) -> None:
+        self.uri = uri
+        super().__init__(printable(message))
 
 
 class ProvisionerError(MesosSecretsError):
