@@ -44,6 +44,7 @@ _TOP_LEVEL = {
     "images",
     "acls",
     "containers",
+    "fetcher",
 }
 
 
@@ -74,6 +75,8 @@ class Config:
     images: Mapping[str, Any] | None = None
     #: The [containers] table: ``capabilities`` (what a root task keeps).
     containers: Mapping[str, Any] | None = None
+    #: The [fetcher] table: ``cache_dir``, ``cache_size``, ``timeout``, ``ca_bundle``.
+    fetcher: Mapping[str, Any] | None = None
     source: str | None = None
 
     def options_for(self, name: str) -> dict[str, Any]:
@@ -137,8 +140,8 @@ def _from_toml(data: bytes, file: Path) -> Config:
             f"configuration file '{file}': 'isolation' must be a string "
             '("environment_secret,volume_secret") or a list of names'
         )
-    audit, images, containers = doc.get("audit"), doc.get("images"), doc.get("containers")
-    for name, table in (("audit", audit), ("images", images), ("containers", containers)):
+    tables_of = {name: doc.get(name) for name in ("audit", "images", "containers", "fetcher")}
+    for name, table in tables_of.items():
         if table is not None and not isinstance(table, dict):
             raise ConfigError(f"configuration file '{file}': '{name}' must be a table, as [{name}]")
     runtime_dir, acls = doc.get("runtime_dir"), doc.get("acls")
@@ -152,9 +155,10 @@ def _from_toml(data: bytes, file: Path) -> Config:
         isolators=tables["isolators"],
         runtime_dir=runtime_dir,
         acls=acls,
-        audit=audit,
-        images=images,
-        containers=containers,
+        audit=tables_of["audit"],
+        images=tables_of["images"],
+        containers=tables_of["containers"],
+        fetcher=tables_of["fetcher"],
         source=str(file),
     )
 

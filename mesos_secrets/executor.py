@@ -58,7 +58,7 @@ from .hardening import protect_process
 from .mesos import TaskInfo
 from .registry import get_resolver, resolvers
 from .resolver import ResolveContext, SecretResolver
-from .run import build_containerizer
+from .run import build_containerizer, log_progress
 
 __all__ = ["SecretsExecutor", "main"]
 
@@ -232,6 +232,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                 self.config,
                 self.resolver,
                 self.runtime_dir,
+                progress=log_progress,
                 authorize=acls.authorizer(self.resolver.audit) if acls else None,
             )
             orphans = self.containerizer.recover()

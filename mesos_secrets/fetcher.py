@@ -423,8 +423,10 @@ class Fetcher:
 
     def recover(self) -> None:
         """Remove the partial downloads that fetches which died left in the cache (only
-        those no live fetch is writing)."""
-        directory = self._cache_dir or default_cache_dir()
+        those no live fetch is writing): the cache this fetcher was given, or has used."""
+        directory = self._cache_dir
+        if directory is None:
+            return
         try:
             root = os.open(directory, _DIR_FLAGS)
         except (FileNotFoundError, NotADirectoryError):

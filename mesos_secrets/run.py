@@ -32,6 +32,7 @@ from .containerizer.launcher import PosixLauncher, Termination, keeping_the_term
 from .containerizer.runc import RuncLauncher
 from .containerizer.runtime import RuntimeDir
 from .errors import ConfigError, LaunchError, MesosSecretsError, printable
+from .fetcher import Fetcher
 from .groups import AppList, Group
 from .images import Progress, Provisioner, RegistryOptions, default_store_dir
 from .isolator import create_isolators
@@ -41,7 +42,7 @@ from .pods import Pod
 from .registry import get_resolver
 from .resolver import ResolveContext, SecretResolver
 
-__all__ = ["Interrupted", "RunOptions", "build_containerizer", "run_app"]
+__all__ = ["Interrupted", "RunOptions", "build_containerizer", "log_progress", "run_app"]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def run_app(
             resolver,
             runtime_dir,
             isolation=options.isolation,
-            progress=_terminal_progress() if sys.stderr.isatty() else _log_progress,
+            progress=_terminal_progress() if sys.stderr.isatty() else log_progress,
             authorize=acls.authorizer(resolver.audit) if acls is not None else None,
         )
         containerizer.recover()
@@ -264,10 +265,12 @@ def build_containerizer(
     authorize: Authorizer | None = None,
 ) -> Containerizer:
     """The pipeline every front end runs: isolators from the configuration, the posix
-    launcher for tasks on the host, the image provisioner and runc for tasks in images.
+    launcher for tasks on the host, the image provisioner and runc for tasks in images,
+    the fetcher (``[fetcher]``) for their URIs.
 
-    Tasks on the host never see the runtime directory, the image store, the
-    configuration file or the resolver's own files (:meth:`SecretResolver.private_paths`).
+    Tasks on the host never see the runtime directory, the image store, the fetcher
+    cache, the configuration file or the resolver's own files
+    (:meth:`SecretResolver.private_paths`).
     """
     runtime = RuntimeDir(runtime_dir)  # checked, and its real path from here on
     runtime_dir = runtime.path
@@ -277,7 +280,8 @@ def build_containerizer(
     provisioner = Provisioner(
         resolver, store, runtime_dir, RegistryOptions.from_config(images), progress=progress
     )
-    mask = [runtime_dir, store, *resolver.private_paths()]
+    fetcher = Fetcher.from_config(config.fetcher, progress=progress)
+    mask = [runtime_dir, store, fetcher.cache_dir, *resolver.private_paths()]
     if config.source:
         mask.append(Path(config.source))
     launcher = PosixLauncher(mask=mask, **_container_options(config))
@@ -288,6 +292,7 @@ def build_containerizer(
         provisioner=provisioner,
         image_launcher=RuncLauncher(runtime_dir),
         authorize=authorize,
+        fetcher=fetcher,
     )
 
 
@@ -322,27 +327,42 @@ def _megabytes(count: int) -> str:
     return f"{count / (1 << 20):.1f} MiB"
 
 
-def _log_progress(event: str, detail: str, done: int, total: int) -> None:
+def log_progress(event: str, detail: str, done: int, total: int) -> None:
+    """Image pulls and fetches, in the log (``-v``): a line per image, blob and URI."""
     if event == "pull":
         log.info("pulling %s (%s)", detail, _megabytes(total))
     elif event == "blob":
         log.info("  %s… %s of %s", detail[:19], _megabytes(done), _megabytes(total))
     elif event == "done":
         log.info("pulled %s", detail)
+    elif event == "fetch":
+        log.info("fetching %s", detail)
+    elif event == "fetched":
+        log.info("fetched %s (%s)", detail, _megabytes(total))
 
 
 def _terminal_progress() -> Progress:
-    """One status line on stderr, rewritten as bytes arrive."""
-    state = {"image": ""}
+    """One status line on stderr, rewritten as bytes arrive: a pulled image stays said,
+    a fetched URI's line goes (a fetch quicker than a quarter second never shows one)."""
+    state = {"what": "", "shown": False}
 
     def show(event: str, detail: str, done: int, total: int) -> None:
+        if event == "fetch":
+            state["what"] = f"fetching {detail}"
+            return
         if event == "pull":
-            state["image"] = detail
-        line = f"pulling {state['image']}: {_megabytes(done)} / {_megabytes(total)}"
+            state["what"] = f"pulling {detail}"
         if event == "done":
             sys.stderr.write(f"\r\033[Kpulled {detail} ({_megabytes(total)})\n")
+            state["shown"] = False
+        elif event == "fetched":
+            if state["shown"]:
+                sys.stderr.write("\r\033[K")
+            state["shown"] = False
         else:
-            sys.stderr.write(f"\r\033[K{line}")
+            of = f" / {_megabytes(total)}" if total else ""
+            sys.stderr.write(f"\r\033[K{state['what']}: {_megabytes(done)}{of}")
+            state["shown"] = True
         sys.stderr.flush()
 
     return show

@@ -1,6 +1,10 @@
 """The containerizer pipeline every front end uses.
 
-authorize → provision → isolators.prepare → launch → isolators.isolate → wait → cleanup
+authorize → provision → isolators.prepare → fetch → launch → isolators.isolate → wait →
+cleanup
+
+The fetch (:mod:`..fetcher`) puts the task's ``CommandInfo.uris`` into its sandbox, after
+the isolators prepared the container and before it starts, as Mesos' containerizer does.
 
 Cleanup runs whatever happens: success, failure at any step, a kill, an interrupt.
 What the pipeline keeps on disk lives in the runtime directory (:mod:`.runtime`): one
@@ -28,6 +32,7 @@ import attrs
 
 from .. import nofollow
 from ..errors import LaunchCancelled, LaunchError, MesosSecretsError
+from ..fetcher import Fetcher
 from ..image_config import ImageConfig
 from ..isolator import ContainerConfig, IsolatorChain, LaunchInfo, Mount
 from ..mesos import TaskInfo
@@ -108,6 +113,8 @@ class Containerizer:
     """Runs tasks through the pipeline; one per front end process.
 
     ``cgroups``: the host's cgroups (found by default; None: none, as for non-root).
+    ``fetcher``: puts tasks' URIs into their sandboxes (default: a :class:`Fetcher` with
+    its defaults).
     """
 
     def __init__(
@@ -120,6 +127,7 @@ class Containerizer:
         provisioner: Provisioner | None = None,
         image_launcher: Launcher | None = None,
         cgroups: cgroups_module.Cgroups | Literal["detect"] | None = "detect",
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.isolators = isolators
         self.launcher = launcher
@@ -133,6 +141,7 @@ class Containerizer:
         self.cgroups: cgroups_module.Cgroups | None = (
             cgroups_module.detect() if isinstance(cgroups, str) else cgroups
         )
+        self.fetcher = fetcher or Fetcher()
         self._claims: dict[str, Claim] = {}
 
     @property
@@ -143,8 +152,9 @@ class Containerizer:
         """Clean up after containers whose front end is gone (a crash, a SIGKILL).
 
         Kills whatever of theirs still runs, removes their state, cgroups and temporary
-        sandboxes, and the image store's partial downloads. Containers of live front ends
-        (their claim is locked) are never touched. Returns the ids of the orphans removed.
+        sandboxes, and the partial downloads of the image store and the fetcher cache.
+        Containers of live front ends (their claim is locked) are never touched. Returns
+        the ids of the orphans removed.
         """
         orphans: list[str] = []
         for claim in self.runtime.orphans(CONTAINERS):
@@ -166,6 +176,7 @@ class Containerizer:
         for claim in self.runtime.orphans(SANDBOXES):
             self.release_sandbox(claim)
         self.provisioner.recover()
+        self.fetcher.recover()
         return orphans
 
     @staticmethod
@@ -213,9 +224,10 @@ class Containerizer:
     ) -> Container:
         """Run ``task`` in ``sandbox``; on any failure nothing is left behind.
 
-        ``cancelled`` is asked just before the task's process would start, once its
-        secrets are resolved: if it answers true (the task was killed meanwhile), the
-        launch stops there with :class:`LaunchCancelled`, and nothing is left.
+        ``cancelled`` is asked while the task's URIs are fetched and just before its
+        process would start, once its secrets are resolved: if it answers true (the task
+        was killed meanwhile), the launch stops there with :class:`LaunchCancelled`, and
+        nothing is left.
         """
         container_id = container_id or str(uuid.uuid4())
         claim = self.runtime.claim(CONTAINERS, container_id, {"task_id": task.task_id})
@@ -251,6 +263,10 @@ class Containerizer:
             info = self.isolators.prepare(config)
             if rootfs is not None:
                 info = LaunchInfo(mounts=rootfs.mounts).merge(info, "provisioner")
+            if task.command is not None and task.command.uris:
+                self.fetcher.fetch(
+                    task.command.uris, config.sandbox, user=config.user, cancelled=cancelled
+                )
             if cancelled is not None and cancelled():
                 raise LaunchCancelled(f"task '{task.task_id}' was killed before it started")  # noqa: TRY301
             process = launcher.launch(config, info, stdin=stdin, stdout=stdout, stderr=stderr)
