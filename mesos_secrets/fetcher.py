@@ -79,6 +79,7 @@ import re
 import secrets
 import select
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -94,7 +95,7 @@ from encodings import (  # noqa: F401 (codecs used after the helper gives up roo
     latin_1,  # HTTP headers
 )
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import attrs
 import urllib3
@@ -118,6 +119,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_E = TypeVar("_E", bound=BaseException)
 
 #: Each user's share of the cache, as Mesos' default ``--fetcher_cache_size`` (2 GB).
 DEFAULT_CACHE_SIZE = 2 << 30
@@ -974,26 +977,27 @@ class _Worker:
         if pool is not None and getattr(pool, "host", None):
             where = f"{pool.host}:{pool.port}"
         seconds = f"{self.timeout:g}s"
-        if isinstance(error, http_errors.ConnectTimeoutError):
+        # The order matters: NameResolutionError is a NewConnectionError, which is a
+        # ConnectTimeoutError.
+        if isinstance(error, http_errors.NameResolutionError):
+            reason = f"cannot resolve the name of {where}"
+        elif isinstance(error, http_errors.NewConnectionError):
+            cause = _cause(error, OSError)
+            strerror = cause.strerror if cause is not None else None
+            reason = f"cannot connect to {where}: {strerror or 'connection failed'}"
+        elif isinstance(error, http_errors.ConnectTimeoutError):
             reason = f"{where} did not accept a connection within {seconds}"
         elif isinstance(error, http_errors.ReadTimeoutError):
             reason = f"{where} did not answer within {seconds}"
-        elif isinstance(error, http_errors.NameResolutionError):
-            reason = f"cannot resolve the name of {where}"
-        elif isinstance(error, http_errors.NewConnectionError):
-            cause = error.__cause__
-            strerror = cause.strerror if isinstance(cause, OSError) else None
-            reason = f"cannot connect to {where}: {strerror or 'connection failed'}"
         elif isinstance(error, http_errors.SSLError):
-            cause = error.__cause__ if error.__cause__ is not None else error
-            verify = getattr(cause, "verify_message", None)
-            if verify:
+            tls = _cause(error, ssl.SSLError)
+            if isinstance(tls, ssl.SSLCertVerificationError):
                 reason = (
-                    f"certificate verify failed for {where}: {verify} (is its CA in the "
-                    "fetcher's ca_bundle?)"
+                    f"certificate verify failed for {where}: {tls.verify_message} (is its CA "
+                    "in the fetcher's ca_bundle?)"
                 )
             else:
-                reason = f"TLS with {where} failed: {getattr(cause, 'reason', None) or 'error'}"
+                reason = f"TLS with {where} failed: {getattr(tls, 'reason', None) or 'error'}"
         elif isinstance(error, http_errors.ProtocolError):
             if total:
                 reason = f"the connection to {where} broke after {done} of {total} bytes"
@@ -1066,6 +1070,14 @@ class _Worker:
         ):
             while chunk := stream.read(_CHUNK):
                 write(out.fd, chunk)
+
+
+def _cause(error: BaseException, kind: type[_E]) -> _E | None:
+    """The ``kind`` of error behind one of urllib3's (its cause, context or argument)."""
+    for candidate in (error.__cause__, error.__context__, *error.args):
+        if isinstance(candidate, kind):
+            return candidate
+    return None
 
 
 def _copy(
