@@ -16,9 +16,12 @@ import logging
 import lzma
 import os
 import pwd
+import signal
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -796,14 +799,13 @@ class TestAttacks:
         assert all(uids in ([str(NOBODY.pw_uid)] * 4, ["0"] * 4) for uids, _ in seen)
 
 
-def helpers() -> list[int]:
-    """This process's fetcher helpers that still exist."""
+def helpers(parent: int | None = None) -> list[int]:
+    """The fetcher helpers of this process (or of ``parent``) that still exist."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] != str(
-                os.getpid()
-            ):
+            stat_line = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if stat_line[1] != str(parent or os.getpid()) or stat_line[0] == "Z":
                 continue
             if b"_helper_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(int(pid))
@@ -1001,6 +1003,64 @@ class TestFailures:
         assert os.listdir(sandbox) == []
         assert leftovers(cache) == []
         assert helpers() == []
+
+    def test_interrupted(
+        self, server: Server, sandbox: Path, fetcher: Fetcher, cache: Path
+    ) -> None:
+        """A signal during the fetch (run raises from its handler) stops it as cleanly."""
+
+        class Interrupt(BaseException):
+            pass
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise Interrupt
+
+        server.files["/slow.bin"] = os.urandom(4 << 20)
+        server.pause["/slow.bin"] = 0.05
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        try:
+            with pytest.raises(Interrupt):
+                fetcher.fetch([uri(server.url("/slow.bin"), cache=True)], sandbox)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert os.listdir(sandbox) == []
+        assert leftovers(cache) == []
+        assert helpers() == []
+
+    def test_the_helper_dies_with_its_front_end(
+        self, server: Server, sandbox: Path, cache: Path
+    ) -> None:
+        """A front end killed by SIGKILL takes its fetch with it; the next one's recover
+        removes the partial download it left in the cache."""
+        server.files["/slow.bin"] = os.urandom(4 << 20)
+        server.pause["/slow.bin"] = 0.05
+        program = (
+            "import sys; from mesos_secrets.fetcher import fetch; "
+            "from mesos_secrets.mesos import CommandURI; "
+            "fetch([CommandURI(value=sys.argv[1], cache=True)], sys.argv[2], cache_dir=sys.argv[3])"
+        )
+        front_end = subprocess.Popen(
+            [sys.executable, "-c", program, server.url("/slow.bin"), str(sandbox), str(cache)],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not list(cache.glob("*/*.part-*")):
+                assert time.monotonic() < deadline, "the download never started"
+                time.sleep(0.02)
+            (helper,) = helpers(front_end.pid)
+        finally:
+            front_end.kill()
+            front_end.wait()
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{helper}").exists():
+            assert time.monotonic() < deadline, "the helper outlived its front end"
+            time.sleep(0.02)
+        assert list(cache.glob("*/*.part-*"))
+        Fetcher(cache).recover()
+        assert leftovers(cache) == []
 
     def test_credentials_never_shown(
         self, server: Server, sandbox: Path, fetcher: Fetcher, caplog: pytest.LogCaptureFixture
