@@ -1194,3 +1194,74 @@ def test_compressors_are_real() -> None:
     assert bz2.decompress(sample(".tbz2"))
     assert lzma.decompress(sample(".txz"))
     assert hashlib.sha256(sample(".zip")).digest()
+
+
+# --- through the executor --------------------------------------------------------------
+
+
+class TestExecutor:
+    """The executor, as an agent starts it: its tasks' URIs fetched, a failed fetch a
+    TASK_FAILED with Mesos' reason, a KILL during a fetch a TASK_KILLED."""
+
+    @pytest.fixture
+    def running(self, tmp_path: Path, bao: Any, cache: Path) -> Iterator[tuple[Any, Any]]:
+        """An executor subscribed to an agent double (tests/test_executor.py's), with a
+        fetcher cache of the test's own: (its setup, the agent)."""
+        from .test_executor import Setup
+
+        setup = Setup(tmp_path, bao)
+        with setup.config.open("a") as config:
+            config.write(f'[fetcher]\ncache_dir = "{cache}"\ntimeout = 5\n')
+        try:
+            yield setup, setup.running("exec-db-password")
+        finally:
+            setup.close()
+
+    @staticmethod
+    def task(agent: Any, task_id: str, cmd: str, uris: list[dict[str, Any]]) -> dict[str, Any]:
+        from .test_executor import CHECK_APP, app_task
+
+        task = app_task(dict(CHECK_APP, cmd=cmd), agent, task_id)
+        task["command"]["uris"] = uris
+        return task
+
+    def test_uris(self, running: tuple[Any, Any], server: Server) -> None:
+        setup, agent = running
+        server.files["/pkg.zip"] = sample(".zip")
+        uris = [{"value": server.url("/pkg.zip"), "cache": True}]
+        agent.launch(self.task(agent, "f1", "sh app/run.sh && cat app/current", uris))
+        agent.wait_for("f1", "TASK_FINISHED")
+        (sandbox,) = (setup.tmp / "sandbox" / "tasks").glob("f1.*")
+        assert (sandbox / "stdout").read_text() == "ran\nconf"
+
+    def test_a_failed_fetch(self, running: tuple[Any, Any], server: Server) -> None:
+        setup, agent = running
+        uris = [{"value": server.url("/missing.tgz").replace("://", "://u:hunter2@")}]
+        agent.launch(self.task(agent, "f2", "true", uris))
+        update = agent.wait_for("f2", "TASK_FAILED")
+        assert update["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"
+        assert update["message"] == (
+            f"Failed to fetch 'http://***@127.0.0.1:{server.port}/missing.tgz': Error "
+            "downloading resource, received HTTP return code 404"
+        )
+        assert "TASK_RUNNING" not in agent.states("f2")
+        assert "hunter2" not in setup.log()
+
+    def test_killed_while_fetching(self, running: tuple[Any, Any], server: Server) -> None:
+        """The download would take 6 s: the KILL ends it at once."""
+        setup, agent = running
+        server.files["/slow.bin"] = os.urandom(8 << 20)
+        server.pause["/slow.bin"] = 0.05
+        agent.launch(self.task(agent, "f3", "true", [{"value": server.url("/slow.bin")}]))
+        deadline = time.monotonic() + 30
+        while not server.requests:
+            assert time.monotonic() < deadline, "the fetch never started"
+            time.sleep(0.02)
+        killed = time.monotonic()
+        agent.kill("f3")
+        agent.wait_for("f3", "TASK_KILLED", timeout=10)
+        assert time.monotonic() - killed < 3
+        assert "TASK_RUNNING" not in agent.states("f3")
+        (sandbox,) = (setup.tmp / "sandbox" / "tasks").glob("f3.*")
+        assert sorted(os.listdir(sandbox)) == ["stderr", "stdout"]
+        assert not list((setup.runtime / "containers").iterdir())
