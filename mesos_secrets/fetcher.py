@@ -261,7 +261,12 @@ def _source(value: str, refuse: Callable[[str], NoReturn]) -> tuple[str, str, st
         if url.auth is not None:
             user, _, password = url.auth.partition(":")
             auth = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
-        return "http", url._replace(auth=None, fragment=None).url, auth, url.path or ""
+        # The name as written (Mesos does not decode it), not as urllib3 normalised it.
+        authority_and_path = value[index + 3 :].split("#", 1)[0].split("?", 1)[0]
+        path = (
+            authority_and_path[authority_and_path.find("/") :] if "/" in authority_and_path else ""
+        )
+        return "http", url._replace(auth=None, fragment=None).url, auth, path
     if scheme == "file" or (not scheme and value.startswith("/")):
         path = value[len("file://") :] if scheme else value
         if scheme and path.startswith("localhost"):
@@ -447,6 +452,9 @@ class Fetcher:
                     continue
                 try:
                     removed = _remove_partials(user_fd)
+                except OSError as error:
+                    log.error("cannot clean the fetcher cache %s/%s: %s", directory, name, error)
+                    continue
                 finally:
                     os.close(user_fd)
                 if removed:
@@ -509,23 +517,31 @@ class Fetcher:
             if info.st_mode & 0o022:
                 raise refuse(f"others can write to it (mode {stat.S_IMODE(info.st_mode):04o})")
             name = str(user.uid)
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(name, 0o700, dir_fd=root_fd)
-                made = True
-            except FileExistsError:
-                made = False
             user_fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
-            if made and user.uid != me:
-                os.fchown(user_fd, user.uid, user.gid)  # the helper writes it as that user
-            info = os.fstat(user_fd)
         except OSError as error:
+            os.close(root_fd)
             raise FetchError(
                 f"Failed to fetch '{shown}': cannot use the fetcher cache "
                 f"'{printable(str(root))}': {error.strerror}",
                 uri=shown,
             ) from None
-        finally:
-            os.close(root_fd)
+        os.close(root_fd)
+        try:
+            info = os.fstat(user_fd)
+            if info.st_uid == me != user.uid:
+                # Only we can make anything in the root: it is ours to hand over (new, or
+                # left so by a front end that died before it did).
+                os.fchown(user_fd, user.uid, user.gid)
+                info = os.fstat(user_fd)
+        except OSError as error:
+            os.close(user_fd)
+            raise FetchError(
+                f"Failed to fetch '{shown}': cannot use the fetcher cache "
+                f"'{printable(str(root))}': {error.strerror}",
+                uri=shown,
+            ) from None
         if info.st_uid != user.uid or info.st_mode & 0o077:
             os.close(user_fd)
             raise refuse(
@@ -886,22 +902,23 @@ class _Worker:
 
     def _one(self, item: _Item) -> int:
         self.reporter.send(progress=["fetch", item.shown, 0, 0])
+        self.tree.current = item.shown
         if item.cache and self.cache is not None:
             with self.cache.entry(item, self._download) as (source, size):
                 if item.archive is not None:
                     self._extract(item, source)
                 else:
                     with self.tree.create(item.output, 0o755 if item.executable else 0o644) as out:
-                        _copy(source, out.fd, self._reporting(item, 0), _writer(item.output))
+                        _copy(source, out, self._reporting(item, size), _writer(item.output))
                 return size
         mode = 0o755 if item.executable else 0o644
         with self.tree.create(item.output, mode, keep_open=True) as out:
-            size = self._download(item, out.fd)
+            size = self._download(item, out)
         try:
             if item.archive is not None:
-                self._extract(item, out.fd)
+                self._extract(item, out)
         finally:
-            os.close(out.fd)
+            os.close(out)
         return size
 
     # -- downloads -------------------------------------------------------------------
@@ -1069,7 +1086,7 @@ class _Worker:
             self.tree.create((target,), 0o644) as out,
         ):
             while chunk := stream.read(_CHUNK):
-                write(out.fd, chunk)
+                write(out, chunk)
 
 
 def _cause(error: BaseException, kind: type[_E]) -> _E | None:
@@ -1098,12 +1115,6 @@ def _copy(
         report(done)
 
 
-@attrs.define
-class _NewFile:
-    fd: int
-    committed: bool = False
-
-
 class _Tree:
     """The sandbox, written from its directory fd without following any link.
 
@@ -1118,8 +1129,10 @@ class _Tree:
         self.reporter = reporter
         self.token = token
         self.counter = 0
-        #: Symbolic links made: (path components, archive, member), checked at the end.
-        self.links: list[tuple[tuple[str, ...], str, str]] = []
+        #: The URI being fetched, as it may be printed.
+        self.current = ""
+        #: Symbolic links made: (path components, URI, archive, member), checked at the end.
+        self.links: list[tuple[tuple[str, ...], str, str, str]] = []
 
     def made(self, parts: Sequence[str], info: os.stat_result) -> None:
         self.reporter.send(made="/".join(parts), id=list(nofollow.identity(info)))
@@ -1193,7 +1206,7 @@ class _Tree:
         *,
         mtime: float | None = None,
         keep_open: bool = False,
-    ) -> Iterator[_NewFile]:
+    ) -> Iterator[int]:
         """A new file at ``parts``, written through the fd yielded, then put in place
         (with ``mode`` and ``mtime``) when the block ends without an error. With
         ``keep_open``, the fd stays open afterwards (the caller closes it)."""
@@ -1205,14 +1218,12 @@ class _Tree:
                 fd = os.open(temporary, _NEW_FILE, 0o600, dir_fd=dir_fd)
             except OSError as error:
                 raise _Failure(f"cannot write '{printable(where)}': {error.strerror}") from None
-            new = _NewFile(fd)
             try:
-                yield new
+                yield fd
                 os.fchmod(fd, mode & 0o777 & ~UMASK)
                 if mtime is not None:
                     os.utime(fd, (mtime, mtime))
                 self._into_place(dir_fd, temporary, parts)
-                new.committed = True
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(temporary, dir_fd=dir_fd)
@@ -1236,7 +1247,7 @@ class _Tree:
             self._into_place(dir_fd, temporary, parts)
         finally:
             os.close(dir_fd)
-        self.links.append((tuple(parts), archive, member))
+        self.links.append((tuple(parts), self.current, archive, member))
 
     def hardlink(self, parts: Sequence[str], source: Sequence[str], member: str) -> None:
         shown = printable("/".join(source))
@@ -1308,7 +1319,7 @@ class _Tree:
     def check_links(self) -> None:
         """Every link made is checked again once everything is in place: a link made
         later (by this archive or another one) may have turned an earlier one outward."""
-        for parts, archive, member in self.links:
+        for parts, shown, archive, member in self.links:
             try:
                 dir_fd = self.directory(parts[:-1], create=False)
             except (OSError, _Failure):
@@ -1322,7 +1333,8 @@ class _Tree:
                 os.close(dir_fd)
             if not self.stays_inside(parts[:-1], target):
                 raise _Failure(
-                    f"Failed to extract archive '{printable(archive)}': member "
+                    f"Failed to fetch '{shown}': Failed to extract archive '{printable(archive)}': "
+                    f"member "
                     f"'{printable(member)}' is a symbolic link that now leads outside the "
                     "sandbox, through links made after it: refused"
                 )
@@ -1405,7 +1417,7 @@ class _Unpacker:
         write = _writer(parts)
         with self.tree.create(parts, mode, mtime=mtime) as out:
             while chunk := stream.read(_CHUNK):
-                write(out.fd, chunk)
+                write(out, chunk)
 
     def symlink(self, parts: tuple[str, ...], target: str, member: str) -> None:
         if not parts:

@@ -315,6 +315,14 @@ class TestSources:
         assert stat.S_IMODE((sandbox / "data.bin").stat().st_mode) == 0o644
         assert server.paths() == ["/files/data.bin?version=3"]
 
+    def test_name_as_written(self, server: Server, sandbox: Path, fetcher: Fetcher) -> None:
+        """The default name is the URI's as written, as Mesos takes it (not decoded, not
+        as an HTTP client normalises it)."""
+        server.files["/my%20file.txt"] = b"spaced"
+        server.files["/100%25.txt"] = b"percent"
+        fetcher.fetch([uri(server.url("/my file.txt")), uri(server.url("/100%25.txt"))], sandbox)
+        assert contents(sandbox) == {"my file.txt": "spaced", "100%25.txt": "percent"}
+
     def test_https_with_a_trusted_ca(
         self, tls_server: Server, authority: CertificateAuthority, sandbox: Path, cache: Path
     ) -> None:
@@ -616,9 +624,14 @@ class TestAttacks:
                 tar_member("a/b/up", kind=tarfile.SYMTYPE, link="../.."),
             ]
         )
+        server.files["/other.txt"] = b"x"
         with pytest.raises(FetchError) as error:
-            fetcher.fetch([uri(server.url("/chain.tar"))], sandbox)
-        refused(error, "member 'escape' is a symbolic link that now leads outside")
+            fetcher.fetch([uri(server.url("/chain.tar")), uri(server.url("/other.txt"))], sandbox)
+        refused(
+            error,
+            f"Failed to fetch '{server.url('/chain.tar')}': Failed to extract archive 'chain.tar'",
+            "member 'escape' is a symbolic link that now leads outside",
+        )
         assert os.listdir(sandbox) == []
 
     def test_symlink_then_a_file_through_it(
@@ -839,6 +852,22 @@ class TestCache:
             NOBODY.pw_uid,
             0o700,
         )
+
+    def test_a_user_directory_left_unfinished(
+        self, server: Server, nobody_sandbox: Path, fetcher: Fetcher, cache: Path
+    ) -> None:
+        """A front end that died between making a user's directory and handing it over
+        left it root's: it is handed over, not refused for ever. Another user's is
+        refused."""
+        (cache / str(NOBODY.pw_uid)).mkdir(mode=0o700, parents=True)
+        cache.chmod(0o700)
+        server.files["/a"] = b"a"
+        fetcher.fetch([uri(server.url("/a"), cache=True)], nobody_sandbox, user="nobody")
+        assert (cache / str(NOBODY.pw_uid)).stat().st_uid == NOBODY.pw_uid
+        os.chown(cache / str(NOBODY.pw_uid), 1, 1)
+        with pytest.raises(FetchError) as error:
+            fetcher.fetch([uri(server.url("/a"), cache=True)], nobody_sandbox, user="nobody")
+        refused(error, f"'{NOBODY.pw_uid}' must be a directory of uid {NOBODY.pw_uid}")
 
     def test_concurrent_fetches_download_once(
         self, server: Server, tmp_path: Path, fetcher: Fetcher
