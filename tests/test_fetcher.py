@@ -1225,6 +1225,54 @@ def test_compressors_are_real() -> None:
     assert hashlib.sha256(sample(".zip")).digest()
 
 
+class TestRun:
+    """``mesos-secrets run`` of a Marathon app with ``fetch``, end to end."""
+
+    def test_run_app(
+        self,
+        server: Server,
+        home: Path,
+        tmp_path: Path,
+        cache: Path,
+        outside: Path,
+        capfd: pytest.CaptureFixture[str],
+    ) -> None:
+        from mesos_secrets.config import Config
+        from mesos_secrets.marathon import parse_app
+        from mesos_secrets.run import RunOptions, run_app
+
+        server.files["/pkg.tgz"] = sample(".tgz")
+        server.files["/settings"] = b"debug=0"
+        app = parse_app(
+            {
+                "id": "/fetching/app",
+                "user": "nobody",
+                "cmd": 'sh app/run.sh && cat conf/settings.ini && test "$(id -un)" = nobody',
+                "fetch": [
+                    {"uri": server.url("/pkg.tgz"), "cache": True},
+                    {"uri": server.url("/settings"), "destPath": "conf/settings.ini"},
+                ],
+            }
+        )
+        config = Config(fetcher={"cache_dir": str(cache), "timeout": 5})
+        options = RunOptions(work_dir=outside / "work", runtime_dir=tmp_path / "runtime")
+        assert run_app(app, config, options) == 0
+        assert capfd.readouterr().out == "ran\ndebug=0"
+        assert (outside / "work" / "app" / "run.sh").stat().st_uid == NOBODY.pw_uid
+
+        missing = parse_app(
+            {"id": "/fetching/missing", "cmd": "true", "fetch": [{"uri": server.url("/nope.zip")}]}
+        )
+        with pytest.raises(FetchError) as error:
+            run_app(missing, config, RunOptions(runtime_dir=tmp_path / "runtime"))
+        assert str(error.value) == (
+            f"Failed to fetch '{server.url('/nope.zip')}': Error downloading resource, received "
+            "HTTP return code 404"
+        )
+        assert not list((tmp_path / "runtime" / "containers").iterdir())
+        assert not list((tmp_path / "runtime" / "sandboxes").iterdir())
+
+
 # --- through the executor --------------------------------------------------------------
 
 
