@@ -6,6 +6,7 @@ import doctest
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,7 @@ def test_readme_app_runs(home: Path, tmp_path: Path) -> None:
     specs = [
         json.loads(b)
         for b in blocks
-        if '"id"' in b and '"containers"' not in b and '"apps"' not in b
+        if '"id"' in b and '"containers"' not in b and '"apps"' not in b and '"fetch"' not in b
     ]
     assert len(specs) == 2
     for other in specs[1:]:
@@ -121,3 +122,25 @@ def test_resolve_example_prints_no_value_nor_digest(home: Path) -> None:
     for value in ("ada", "pin1", "hello"):
         for text in (value, hashlib.sha256(value.encode()).hexdigest()[:6]):
             assert text not in done.stdout
+
+
+@requires_root
+def test_readme_fetch_app_runs(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The README's app with fetched artifacts gets them and prints what it says."""
+    blocks = re.findall(r"```json\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    (spec,) = [json.loads(b) for b in blocks if '"fetch"' in b]
+    source = Path("/tmp/mesos-secrets-example")
+    (source / "site").mkdir(parents=True, exist_ok=True)
+    (source / "site" / "index.html").write_text("<h1>fetched and extracted</h1>\n")
+    subprocess.run(["tar", "-czf", "site.tar.gz", "site"], cwd=source, check=True)
+    (source / "greet.sh").write_text("#!/bin/sh\necho greetings from a fetched script\n")
+    try:
+        options = RunOptions(work_dir=tmp_path / "w", runtime_dir=tmp_path / "r")
+        assert run_app(parse_app(spec), Config(), options) == 0
+    finally:
+        shutil.rmtree(source)
+    shown = re.search(
+        r"\$ mesos-secrets run report.json\n(.*?)```", (ROOT / "README.md").read_text(), re.S
+    )
+    assert shown is not None
+    assert capfd.readouterr().out == shown.group(1)
