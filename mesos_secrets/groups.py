@@ -187,12 +187,7 @@ class Group:
         at each step, the first app whose dependencies are all placed."""
         members = list(self._members())
         groups = {g.id: g.dependencies for g in self._groups()}
-        order, cycle = _dependency_order(
-            [app for app, _, _ in members], [deps for _, _, deps in members], groups
-        )
-        if cycle:
-            raise SpecError(NOT_VALID, [("/", f"{CYCLE} ({' -> '.join(cycle)})")])
-        return order
+        return _in_order([app for app, _, _ in members], [deps for _, _, deps in members], groups)
 
     def to_task_infos(self) -> tuple[TaskInfo, ...]:
         """The TaskInfo of each app, in :meth:`apps_in_order`."""
@@ -255,10 +250,7 @@ class AppList:
         """Every app after the apps it depends on, else in the array's order. Each app
         is put into its own group (``/a/b`` into ``/a``), so a dependency may name one."""
         dependencies = [self.app_dependencies.get(app.id, ()) for app in self.apps]
-        order, cycle = _dependency_order(list(self.apps), dependencies, {})
-        if cycle:
-            raise SpecError(NOT_VALID, [("/", f"{CYCLE} ({' -> '.join(cycle)})")])
-        return order
+        return _in_order(list(self.apps), dependencies, {})
 
     def to_task_infos(self) -> tuple[TaskInfo, ...]:
         return tuple(app.to_task_info() for app in self.apps_in_order())
@@ -284,6 +276,16 @@ def _ancestors(ids: Iterable[str]) -> set[str]:
 
 
 # --- dependency order --------------------------------------------------------------
+
+
+def _in_order(
+    apps: list[App], dependencies: list[tuple[str, ...]], groups: dict[str, tuple[str, ...]]
+) -> tuple[App, ...]:
+    """:func:`_dependency_order`, a cycle being Marathon's error."""
+    order, cycle = _dependency_order(apps, dependencies, groups)
+    if cycle:
+        raise SpecError(NOT_VALID, [("/", f"{CYCLE} ({' -> '.join(cycle)})")])
+    return order
 
 
 def _dependency_order(
