@@ -42,6 +42,7 @@ __all__ = [
     "SecretNotFoundError",
     "SecretValidationError",
     "StoreError",
+    "masked_uri",
     "printable",
 ]
 
@@ -65,6 +66,18 @@ def printable(text: str, limit: int | None = None) -> str:
     if not cut.isprintable():
         cut = "".join(map(_escape, cut))
     return cut if limit is None or len(text) <= limit else cut + "…"
+
+
+def masked_uri(value: str, limit: int | None = None) -> str:
+    """A URI or address as it may be printed: everything up to its last ``@`` masked, so
+    neither a user and password nor a mistyped one (``http://u:12345/pw@host/…``, a
+    password holding ``/``, ``?`` or ``#``) ever shows; no parse of it is trusted."""
+    scheme, separator, rest = value.partition("://")
+    if not separator:
+        scheme, rest = "", value
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return printable(f"{scheme}{separator}{rest}", limit)
 
 
 class MesosSecretsError(Exception):

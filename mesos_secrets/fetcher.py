@@ -103,7 +103,7 @@ from urllib3 import exceptions as http_errors
 from urllib3.util import ssl_ as urllib3_ssl
 
 from . import linux, nofollow
-from .errors import ConfigError, FetchError, LaunchCancelled, printable
+from .errors import ConfigError, FetchError, LaunchCancelled, masked_uri, printable
 from .isolator import TaskUser
 from .mesos import CommandURI
 
@@ -157,14 +157,9 @@ def default_cache_dir() -> Path:
 
 
 def shown_uri(value: str) -> str:
-    """A URI as it may be printed: everything up to its last ``@`` masked, so neither a
-    user and password nor a mistyped one (``http://u:12345/pw@host/…``) ever shows."""
-    scheme, separator, rest = value.partition("://")
-    if not separator:
-        scheme, rest = "", value
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    return printable(f"{scheme}{separator}{rest}", 500)
+    """A URI as it may be printed (:func:`~mesos_secrets.errors.masked_uri`), cut to
+    500 characters."""
+    return masked_uri(value, 500)
 
 
 @attrs.frozen

@@ -76,6 +76,7 @@ from mesos_secrets.errors import (
     ResolverUnavailableError,
     SecretAccessDeniedError,
     SecretNotFoundError,
+    masked_uri,
     printable,
 )
 from mesos_secrets.resolver import ResolveContext, SecretResolver, select_field
@@ -408,17 +409,6 @@ def _setting(value: str | None, option: str, *names: str) -> tuple[str | None, s
     return None, f"option '{option}'"
 
 
-def _masked(address: str) -> str:
-    """An address that was refused, as it may be printed: everything up to its last '@'
-    masked (a password may hold '/', '?' or '#', and no parse of it is to be trusted)."""
-    scheme, separator, rest = address.partition("://")
-    if not separator:
-        scheme, rest = "", address
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    return printable(f"{scheme}{separator}{rest}")
-
-
 def _shown(url: urllib3.util.Url) -> str:
     """An accepted address as it may be printed, from the parse requests connects by:
     userinfo masked, the host and port it connects to."""
@@ -435,7 +425,7 @@ def _parse_address(address: str, source: str) -> urllib3.util.Url:
     another."""
 
     def bad(reason: str) -> ConfigError:
-        return ConfigError(f"resolver 'vault': {source} '{_masked(address)}' {reason}")
+        return ConfigError(f"resolver 'vault': {source} '{masked_uri(address)}' {reason}")
 
     if any(c.isspace() or not c.isprintable() for c in address):
         raise bad("contains a control character or a space")
