@@ -27,7 +27,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,7 @@ from .networking import (
     free_ports,
     mesos_labels,
     normalize_app,
+    placeholder_ports,
     port_resources,
     read_labels,
     read_networks,
@@ -214,7 +215,10 @@ class App:
         host_ports = ports(self.networking.host_port_requests())
         resources = _resources(self.cpus, self.mem, self.disk, self.gpus)
         resources += port_resources(host_ports)
-        resources += [_persistent_resource(v) for v in self._volumes_of("persistent")]
+        resources += [
+            persistent_disk(str(v.container_path), v.size, v.mode)
+            for v in self._volumes_of("persistent")
+        ]
         extra: dict[str, Any] = {
             "resources": resources,
             "discovery": {"name": self.hostname, "visibility": "FRAMEWORK"},
@@ -431,16 +435,17 @@ def _resources(cpus: float, mem: float, disk: float, gpus: float = 0) -> list[di
     ]
 
 
-def _persistent_resource(volume: AppOtherVolume) -> dict[str, Any]:
-    """A persistent volume: disk reserved for the app and mounted at its containerPath
-    (``PersistentVolumeMatcher``; the persistence id is the reservation's)."""
+def persistent_disk(container_path: str, size: float | None, mode: VolumeMode) -> dict[str, Any]:
+    """A persistent volume: disk reserved for the task and mounted at ``container_path``
+    (``PersistentVolumeMatcher``; the persistence id is the reservation's). Apps mount
+    it at their containerPath, pods' executors at the volume's name."""
     return {
         "name": "disk",
         "type": "SCALAR",
-        "scalar": {"value": volume.size or 0.0},
+        "scalar": {"value": size or 0.0},
         "disk": {
-            "persistence": {"id": f"{volume.container_path}#{uuid.uuid4()}"},
-            "volume": {"container_path": volume.container_path, "mode": volume.mode.name},
+            "persistence": {"id": f"{container_path}#{uuid.uuid4()}"},
+            "volume": {"container_path": container_path, "mode": mode.name},
         },
     }
 
@@ -557,17 +562,12 @@ def parse_app(obj: Any, *, strict: bool = False) -> App:
         violations += _strict_violations(app)
     if violations:
         raise SpecError(NOT_VALID, violations)
-    app.to_task_info(ports=_no_ports)  # our stricter rules, with their paths
+    app.to_task_info(ports=placeholder_ports)  # our stricter rules, with their paths
     return app
 
 
 def _object(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _no_ports(requests: Sequence[int | None]) -> list[int | None]:
-    """Placeholder host ports, for checking a conversion without taking ports."""
-    return [None if r is None else (r or 1) for r in requests]
 
 
 #: Marathon's ``strings.PathId``, checked as the spec is read.

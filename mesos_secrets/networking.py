@@ -456,10 +456,6 @@ def _translate(
 # --- pods ----------------------------------------------------------------------------
 
 
-def pod_host_port_requests(endpoints: Iterable[Endpoint]) -> list[int | None]:
-    return [e.host_port for e in endpoints]
-
-
 def normalize_endpoints(
     networks: Sequence[Network], endpoints: tuple[Endpoint, ...]
 ) -> tuple[Endpoint, ...]:
@@ -548,6 +544,12 @@ def free_ports(requests: Sequence[int | None]) -> list[int | None]:
         for sock in holding:
             sock.close()
     return found
+
+
+def placeholder_ports(requests: Sequence[int | None]) -> list[int | None]:
+    """A :data:`PortAllocator` that takes nothing: fixed ports as asked, ``1`` for a
+    dynamic one. For building a TaskInfo only to check it (validation)."""
+    return [None if r is None else (r or 1) for r in requests]
 
 
 def port_resources(host_ports: Iterable[int | None]) -> list[dict[str, Any]]:

@@ -48,6 +48,7 @@ from .marathon import (
     command_info,
     id_violations,
     mount_path,
+    persistent_disk,
     secret_for,
     unused_secrets,
 )
@@ -78,6 +79,7 @@ from .networking import (
     free_ports,
     mesos_labels,
     normalize_endpoints,
+    placeholder_ports,
     pod_network_infos,
     port_resources,
     read_endpoints,
@@ -197,17 +199,7 @@ class Pod:
         resources = _resources(cpus, mem, disk, gpus) + port_resources(host_ports)
         for volume in self.volumes:
             if volume.kind == "persistent":
-                resources.append(
-                    {
-                        "name": "disk",
-                        "type": "SCALAR",
-                        "scalar": {"value": volume.size or 0.0},
-                        "disk": {
-                            "persistence": {"id": f"{volume.name}#{uuid.uuid4()}"},
-                            "volume": {"container_path": volume.name, "mode": "RW"},
-                        },
-                    }
-                )
+                resources.append(persistent_disk(volume.name, volume.size, VolumeMode.RW))
         container: dict[str, Any] = {"type": "MESOS", "linux_info": {"share_cgroups": False}}
         network_infos = pod_network_infos(
             self.networks, [e for c in self.containers for e in c.endpoints], host_ports
@@ -453,7 +445,8 @@ def parse_pod(obj: Any, *, strict: bool = False) -> Pod:
         violations += unused_secrets(pod.secrets, used)
     if violations:
         raise SpecError(NOT_VALID, violations)
-    pod.to_task_group()  # our stricter rules (paths, names) are found here, with their paths
+    # Our stricter rules (paths, names) are found here, with their paths.
+    pod.to_launch_group(ports=placeholder_ports)
     return pod
 
 
