@@ -39,24 +39,18 @@ equal share of what is left. ``timeout`` (default 5) caps a single request furth
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import contextvars
-import http.client
-import io
 import json
 import logging
 import math
 import os
 import random
-import socket
 import ssl
 import stat
-import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,9 +59,6 @@ import hvac
 import requests
 import urllib3
 from hvac import exceptions as vault_errors
-from requests.adapters import HTTPAdapter
-from urllib3.poolmanager import pool_classes_by_scheme as _URLLIB3_POOL_CLASSES
-from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 from mesos_secrets.audit import note
 from mesos_secrets.errors import (
@@ -82,6 +73,8 @@ from mesos_secrets.errors import (
 from mesos_secrets.resolver import ResolveContext, SecretResolver, select_field
 from mesos_secrets.secret import Reference
 from mesos_secrets.secretbytes import SecretBytes
+
+from .vault_http import BudgetAdapter, Response, Session, budget, proxied, time_left
 
 __all__ = ["VaultResolver"]
 
@@ -112,278 +105,6 @@ def _retry_in(failures: int) -> float:
     """Seconds before the renewer tries again after ``failures`` failures in a row."""
     pause = min(_RENEW_RETRY_MAX_S, _RENEW_RETRY_FIRST_S * 2 ** min(failures - 1, 10))
     return random.uniform(pause / 2, pause)  # noqa: S311 (jitter, not crypto)
-
-
-# --- the budget: one deadline per resolution, on every socket operation ----------------
-
-#: When (``time.monotonic()``) the resolution under way in this context must be done.
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "mesos_secrets_vault_deadline", default=None
-)
-
-
-@contextlib.contextmanager
-def _budget(seconds: float) -> Iterator[float]:
-    """A deadline ``seconds`` from now for every request made inside; inside another
-    budget, the earlier deadline of the two (a resolution's steps share its budget)."""
-    deadline = time.monotonic() + seconds
-    outer = _DEADLINE.get()
-    if outer is not None:
-        deadline = min(deadline, outer)
-    token = _DEADLINE.set(deadline)
-    try:
-        yield deadline
-    finally:
-        _DEADLINE.reset(token)
-
-
-def _time_left() -> float | None:
-    """Seconds left of the budget under way, or None outside any budget."""
-    deadline = _DEADLINE.get()
-    return None if deadline is None else deadline - time.monotonic()
-
-
-class _OutOfTime(requests.exceptions.Timeout):
-    """The budget is spent: the request was not sent."""
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A response's reads from its socket, each allowed only what is left of the budget.
-
-    A socket timeout bounds one read, and a server that sends a byte now and then
-    restarts it every time: here each read gets at most the time left, and none starts
-    once it is spent. (TLS reads honour the socket timeout the same way.)
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
-        self._sock = sock
-        self._raw = sock.makefile("rb", buffering=0)  # counts as a user of the socket
-        self._timeout = sock.gettimeout()  # the request's read timeout
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int | None:
-        left = _time_left()
-        if left is not None:
-            if left <= 0:
-                raise TimeoutError("the deadline has passed")
-            self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
-        return self._raw.readinto(buffer)
-
-    def close(self) -> None:
-        if not self.closed:
-            with contextlib.suppress(OSError):  # the connection may be reused: as it was
-                self._sock.settimeout(self._timeout)
-            self._raw.close()
-        super().close()
-
-
-class _DeadlineSocket:
-    """What :class:`http.client.HTTPResponse` takes from its socket: ``makefile``."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def makefile(self, mode: str) -> io.BufferedReader:
-        assert mode == "rb"
-        return io.BufferedReader(_DeadlineReader(self._sock))
-
-
-class _DeadlineResponse(http.client.HTTPResponse):
-    """A response whose status line, headers and body are all read within the budget."""
-
-    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
-        super().__init__(_DeadlineSocket(sock), *args, **kwargs)  # type: ignore[arg-type]
-
-
-#: Name lookups under way in threads of their own (:func:`_resolve`), at most this many:
-#: a lookup the budget gave up on goes on until the system's resolver ends it.
-_LOOKUPS = threading.BoundedSemaphore(8)
-
-
-def _resolve(host: str, port: int, family: int) -> list[Any]:
-    """``getaddrinfo`` within the budget under way.
-
-    An address given as digits is resolved here (no lookup). A name is looked up in a
-    thread of its own, waited for no longer than the budget: ``getaddrinfo`` cannot be
-    interrupted, so a lookup that outlives it is left to end on its own (the system
-    resolver's timeouts, ``/etc/resolv.conf``), at most a few at a time.
-    """
-    try:
-        return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        pass  # a name
-    left = _time_left()
-    if left is None:
-        return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-    started = time.monotonic()
-    if not _LOOKUPS.acquire(timeout=max(left, 0.0)):
-        raise TimeoutError("no name lookup could start within the deadline")
-    answer: Future[list[Any]] = Future()
-
-    def look_up() -> None:
-        try:
-            answer.set_result(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM))
-        except BaseException as error:  # noqa: BLE001 (handed to the waiting caller)
-            answer.set_exception(error)
-        finally:
-            _LOOKUPS.release()
-
-    threading.Thread(target=look_up, name="vault-getaddrinfo", daemon=True).start()
-    try:
-        return answer.result(timeout=max(left - (time.monotonic() - started), 0.0))
-    except concurrent.futures.TimeoutError:
-        raise TimeoutError("the name lookup did not end within the deadline") from None
-
-
-def _create_connection(
-    address: tuple[str, int],
-    timeout: Any,
-    source_address: tuple[str, int] | None,
-    socket_options: Any,
-) -> socket.socket:
-    """:func:`urllib3.util.connection.create_connection`, within the budget under way.
-
-    urllib3 gives every address the name has the whole connect timeout, one after the
-    other: three addresses that never answer take three times the deadline. Here the
-    name lookup counts against the budget too, and each address gets an equal share of
-    what is left of it (what one refused at once is left to the next ones); a socket that
-    connects then gets back the full connect timeout, capped at the time left, for its
-    TLS handshake.
-    """
-    host, port = address
-    host = host.strip("[]") if host.startswith("[") else host
-    try:
-        host.encode("idna")
-    except UnicodeError:
-        raise urllib3.exceptions.LocationParseError(f"'{host}', label empty or too long") from None
-    if timeout is _DEFAULT_TIMEOUT:
-        timeout = socket.getdefaulttimeout()
-    infos = _resolve(host, port, urllib3.util.connection.allowed_gai_family())
-    error: OSError | None = None
-    for index, (family, kind, proto, _, peer) in enumerate(infos):
-        left = _time_left()
-        attempt = timeout
-        if left is not None:
-            if left <= 0:
-                raise TimeoutError("the deadline has passed")
-            share = left / (len(infos) - index)
-            attempt = share if timeout is None else min(timeout, share)
-        sock = socket.socket(family, kind, proto)
-        try:
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            sock.settimeout(attempt)
-            if source_address:
-                sock.bind(source_address)
-            sock.connect(peer)
-        except OSError as failed:
-            sock.close()
-            error = failed
-            continue
-        left = _time_left()
-        sock.settimeout(timeout if left is None else _capped(timeout, max(left, 0.001)))
-        return sock
-    raise error if error is not None else OSError("getaddrinfo returns an empty list")
-
-
-def _new_conn(conn: urllib3.connection.HTTPConnection) -> socket.socket:
-    """urllib3's ``HTTPConnection._new_conn``, connecting with :func:`_create_connection`."""
-    try:
-        sock = _create_connection(
-            (conn._dns_host, conn.port),
-            conn.timeout,
-            conn.source_address,
-            conn.socket_options,
-        )
-    except socket.gaierror as error:
-        raise urllib3.exceptions.NameResolutionError(conn.host, conn, error) from error
-    except TimeoutError as error:
-        raise urllib3.exceptions.ConnectTimeoutError(
-            conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
-        ) from error
-    except OSError as error:
-        raise urllib3.exceptions.NewConnectionError(
-            conn, f"Failed to establish a new connection: {error}"
-        ) from error
-    sys.audit("http.client.connect", conn, conn.host, conn.port)
-    return sock
-
-
-class _HTTPConnection(urllib3.connection.HTTPConnection):
-    response_class = _DeadlineResponse
-
-    def _new_conn(self) -> socket.socket:
-        return _new_conn(self)
-
-
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    response_class = _DeadlineResponse
-
-    def _new_conn(self) -> socket.socket:
-        return _new_conn(self)
-
-
-class _HTTPConnectionPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSConnectionPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-_POOL_CLASSES: dict[str, type[urllib3.HTTPConnectionPool]] = {
-    "http": _HTTPConnectionPool,
-    "https": _HTTPSConnectionPool,
-}
-
-
-def _capped(timeout: Any, left: float) -> Any:
-    """A requests timeout (seconds, ``(connect, read)`` or None) capped at ``left``."""
-    if isinstance(timeout, tuple):
-        return tuple(left if t is None else min(t, left) for t in timeout)
-    if isinstance(timeout, int | float):
-        return min(timeout, left)
-    return left
-
-
-class _BudgetAdapter(HTTPAdapter):
-    """Sends each request with what is left of the budget under way.
-
-    The connect and read timeouts (the TLS handshake is bounded by the connect timeout,
-    as a whole) are capped at the time left; the response is read by
-    :class:`_DeadlineResponse`. No request starts once the budget is spent.
-    """
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if manager.pool_classes_by_scheme is _URLLIB3_POOL_CLASSES:  # not SOCKS: its own
-            manager.pool_classes_by_scheme = _POOL_CLASSES
-        return manager
-
-    def send(  # noqa: PLR0917 (requests' signature)
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        proxies: Any = None,
-    ) -> requests.Response:
-        left = _time_left()
-        if left is not None:
-            if left <= 0:
-                raise _OutOfTime("the deadline has passed", request=request)
-            timeout = _capped(timeout, left)
-        return super().send(
-            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
-        )
 
 
 # --- configuration -------------------------------------------------------------------
@@ -589,7 +310,7 @@ def _why(error: BaseException) -> str:
 def _body(answer: Any) -> dict[str, Any]:
     """A JSON object answer; hvac gives back the response itself when a 200's body is not
     JSON it can parse (a number too long for Python, say)."""
-    if isinstance(answer, requests.Response):
+    if isinstance(answer, requests.Response | Response):
         raise _Malformed(
             "the answer is not JSON" if answer.status_code == 200 else "the answer has no body"
         )
@@ -729,7 +450,7 @@ class _Cache:
             if future is None:
                 future = self._inflight[key] = Future()
         if not leader:
-            left = _time_left()
+            left = time_left()
             return future.result(timeout=None if left is None else max(left, 0.0)), True
         try:
             fields = load()
@@ -842,13 +563,17 @@ class VaultResolver(SecretResolver):
         self._cert = (client_cert, client_key) if client_cert and client_key else None
         self._private = (Path(client_key),) if client_key else ()
         self._namespace = namespace or _env("VAULT_NAMESPACE", "BAO_NAMESPACE")
-        session = requests.Session()
-        # hvac prefers the session's settings to its own arguments: set them here.
-        session.verify = self._verify
-        session.cert = self._cert
-        adapter = _BudgetAdapter(pool_connections=1, pool_maxsize=int(pool_size), max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
+        # hvac prefers the session's settings to its own arguments: set them there.
+        session: Session | requests.Session
+        if proxied(url):  # as requests applies the environment's proxies
+            session = requests.Session()
+            session.verify = self._verify
+            session.cert = self._cert
+            adapter = BudgetAdapter(pool_connections=1, pool_maxsize=int(pool_size), max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        else:
+            session = Session(verify=self._verify, cert=self._cert, pool_size=int(pool_size))
         self._session = session
         self.client = hvac.Client(
             url=self._url,
@@ -898,7 +623,7 @@ class VaultResolver(SecretResolver):
                 return self._read_logical(reference, path)
             return self._read_kv(reference, path)
 
-        with _budget(self.deadline):  # login, mount lookup and read: one deadline
+        with budget(self.deadline):  # login, mount lookup and read: one deadline
             self._login(reference)
             try:
                 fields, hit = self._cache.get((kind, path), load)
@@ -914,7 +639,7 @@ class VaultResolver(SecretResolver):
         """Log in (unwrapping a bootstrap token now) and look the token up, within one
         deadline; then renew it in the background (from what the lookup told: the renewer
         does not look it up a second time, nor fails on it while this does)."""
-        with _budget(self.deadline):
+        with budget(self.deadline):
             self._login(None, renew=False)
             ttl, renewable = self._call(
                 None, "look up its own token", self.client.auth.token.lookup_self, _token_info
@@ -938,7 +663,7 @@ class VaultResolver(SecretResolver):
         with self._leases_lock:
             leases = list(self._leases)
             self._leases.clear()
-        with _budget(self.deadline):  # revocations: one deadline for them all
+        with budget(self.deadline):  # revocations: one deadline for them all
             self._revoke(leases)
         self._logged_in = False
         self.client.token = None
@@ -973,7 +698,7 @@ class VaultResolver(SecretResolver):
             raise ResolverError(
                 f"the vault resolver for {self.address} is closed", resolver=self.name
             )
-        left = _time_left()
+        left = time_left()
         if not self._login_lock.acquire(timeout=-1 if left is None else max(left, 0.0)):
             raise self._expired(reference, "log in")
         try:
@@ -1164,7 +889,7 @@ class VaultResolver(SecretResolver):
     def _look_up_token(self) -> tuple[bool, float | None]:
         """Whether the lookup answered, and when the token is due for renewal (None: never)."""
         try:
-            with _budget(self.deadline):
+            with budget(self.deadline):
                 ttl, renewable = _token_info(self.client.auth.token.lookup_self())
         except _RETRYABLE as error:  # the store may answer later
             log.warning(
@@ -1203,7 +928,7 @@ class VaultResolver(SecretResolver):
 
     def _renew_token(self) -> float | None:
         try:
-            with _budget(self.deadline):
+            with budget(self.deadline):
                 _, ttl = _auth_info(self.client.auth.token.renew_self(), token=False)
         except Exception as error:  # noqa: BLE001 (the store's errors, or an unreadable answer)
             return self._token_failed("renewing", error)
@@ -1213,7 +938,7 @@ class VaultResolver(SecretResolver):
 
     def _renew_lease(self, lease: str) -> None:
         try:
-            with _budget(self.deadline):
+            with budget(self.deadline):
                 duration = _lease_duration(self.client.sys.renew_lease(lease_id=lease))
         except Exception as error:  # noqa: BLE001 (the store's errors, or an unreadable answer)
             failures = self._lease_failures.get(lease, 0) + 1
@@ -1290,7 +1015,7 @@ class VaultResolver(SecretResolver):
         def parse(
             answer: Any,
         ) -> tuple[dict[str, SecretBytes], tuple[str, float, bool]] | None:
-            if isinstance(answer, requests.Response) and answer.status_code == 204:
+            if isinstance(answer, requests.Response | Response) and answer.status_code == 204:
                 return None  # nothing there
             body = _body(answer)
             fields = _fields(_object(body, "data", required=False))
@@ -1331,7 +1056,7 @@ class VaultResolver(SecretResolver):
         their own) is a :class:`ResolverError` naming what was wrong with it.
         """
         about = about or reference
-        with _budget(self.deadline) as deadline:
+        with budget(self.deadline) as deadline:
             backoff = _BACKOFF_START_S
             attempts = 0
             while True:

@@ -172,12 +172,15 @@ class ScriptedServer:
     """An HTTP/1.1 server on loopback answering from ``answers``, keyed by
     ``"METHOD /path"`` (no query). What is not listed gets a 404 with no errors.
 
-    ``answers`` may be changed while it runs; ``requests`` counts what was asked.
+    ``answers`` may be changed while it runs; ``requests`` counts what was asked. A 3xx
+    answer sends ``location`` (an address) with the path asked for, as a Vault standby
+    redirects to the active node.
     """
 
     def __init__(self, answers: Mapping[str, Answer | bytes]) -> None:
         self.answers: dict[str, Answer | bytes] = dict(answers)
         self.requests: Counter[str] = Counter()
+        self.location = ""
         self._lock = threading.Lock()
         server = self
 
@@ -197,6 +200,8 @@ class ScriptedServer:
                 status, body, content_type = answer
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if 300 <= status < 400:
+                    self.send_header("Location", server.location + self.path)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -33,7 +33,8 @@ from mesos_secrets import (
 )
 from mesos_secrets.audit import AuditLog
 from mesos_secrets.testing import ResolverContract, canary, leaks
-from resolvers.vault import VaultResolver, _budget, _Cache
+from resolvers.vault import VaultResolver, _Cache
+from resolvers.vault_http import budget
 
 from .bao import Bao
 from .certs import CertificateAuthority
@@ -820,7 +821,7 @@ class TestDeadline:
         try:
             assert leading.wait(5)
             started = time.monotonic()
-            with _budget(0.5), pytest.raises(TimeoutError):
+            with budget(0.5), pytest.raises(TimeoutError):
                 cache.get(("kv", "hot"), slow_load)
             assert time.monotonic() - started < 0.5 + MARGIN
         finally:
@@ -1664,3 +1665,44 @@ class TestConnectDeadlineInProcess:
                 assert time.monotonic() - started < 1 + MARGIN
         finally:
             release.set()
+
+
+class TestTransport:
+    """Requests go through urllib3 directly unless the environment names a proxy; then
+    through requests, which applies it (and ``NO_PROXY``) as it always did."""
+
+    @pytest.fixture(autouse=True)
+    def _no_proxy_variables(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.lower(), raising=False)
+
+    def test_proxy_of_the_environment_is_used(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        store = "http://127.0.0.1:9"  # nothing there: only the proxy can answer
+        proxied_answers = {
+            key.replace(" ", f" {store}", 1): answer for key, answer in good_answers().items()
+        }
+        with ScriptedServer(proxied_answers) as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.address())
+            with VaultResolver(address=store, token=CANARY, deadline=5) as resolver:
+                assert resolver.resolve(Secret.for_reference("/x", "v")).reveal() == b"ok"
+            assert proxy.asked(READ.replace(" ", f" {store}", 1)) == 1
+
+    def test_no_proxy_is_honoured(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        with ScriptedServer(good_answers()) as server, ScriptedServer({}) as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.address())
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            with hostile_resolver(server, "token") as resolver:
+                assert resolver.resolve(Secret.for_reference("/x", "v")).reveal() == b"ok"
+            assert server.asked(READ) == 1
+            assert not proxy.requests
+
+    def test_standby_redirect_is_followed(self) -> None:
+        """A standby answers 307 with the active node's address, as Vault's do."""
+        with ScriptedServer(good_answers()) as active, ScriptedServer({}) as standby:
+            standby.answers[READ] = (307, b"", "application/json")
+            standby.location = active.address()
+            with hostile_resolver(standby, "token", kv_version=2) as resolver:
+                assert resolver.resolve(Secret.for_reference("/x", "v")).reveal() == b"ok"
+            assert standby.asked(READ) == 1
+            assert active.asked(READ) == 1
