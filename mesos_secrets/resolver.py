@@ -134,6 +134,15 @@ class SecretResolver(abc.ABC):
     ) -> SecretBytes:
         """Fetch the secret ``reference`` names from the backend."""
 
+    def answers_at_once(self, reference: Reference) -> bool:
+        """Whether resolving ``reference`` now would wait on nothing: no network, no
+        other thread (a fresh cache entry, an in-process store). :func:`resolve_all`
+        answers those in the calling thread and keeps its threads for the rest.
+
+        False unless a resolver says otherwise; a wrong True only costs concurrency.
+        """
+        return False
+
     def check(self) -> None:  # noqa: B027 (optional hook)
         """Check, at start-up, that the backend can be used; raise ResolverError if not."""
 
@@ -265,10 +274,16 @@ def resolve_all(
     secrets: Sequence[Secret],
     context: ResolveContext | None = None,
 ) -> list[SecretBytes | ResolverError]:
-    """Resolve several secrets at once, in threads; results in the order given.
+    """Resolve several secrets at once; results in the order given.
 
     A failure does not stop the others; it takes the place of its value in the result,
     so the caller can say which variable or volume it belonged to.
+
+    Threads only where they pay: inline values and what the resolver
+    :meth:`~SecretResolver.answers_at_once` are answered in the calling thread. Of the
+    rest, one reference per secret name is resolved first, several at a time when
+    there are several; the other keys of the same secrets follow (from the resolver's
+    cache, where it has one), so no secret is read twice by one call.
     """
 
     def one(secret: Secret) -> SecretBytes | ResolverError:
@@ -277,8 +292,29 @@ def resolve_all(
         except ResolverError as error:
             return error
 
-    if len(secrets) <= 1:
-        return [one(secret) for secret in secrets]
-    workers = min(MAX_CONCURRENT_RESOLUTIONS, len(secrets))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resolve") as pool:
-        return list(pool.map(one, secrets))
+    results: list[SecretBytes | ResolverError | None] = [None] * len(secrets)
+    first: dict[str, int] = {}  # a secret name: the index resolved first for it
+    later: list[int] = []
+    for index, secret in enumerate(secrets):
+        reference = secret.reference
+        if reference is None or resolver.answers_at_once(reference):
+            results[index] = one(secret)
+        elif reference.name in first:
+            later.append(index)
+        else:
+            first[reference.name] = index
+    leaders = list(first.values())
+    if len(leaders) > 1:
+        workers = min(MAX_CONCURRENT_RESOLUTIONS, len(leaders))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resolve") as pool:
+            answers = pool.map(one, [secrets[i] for i in leaders])
+            for index, result in zip(leaders, answers, strict=True):
+                results[index] = result
+    else:
+        for index in leaders:
+            results[index] = one(secrets[index])
+    for index in later:
+        results[index] = one(secrets[index])
+    done = [result for result in results if result is not None]
+    assert len(done) == len(secrets)
+    return done

@@ -946,6 +946,9 @@ class LocalResolver(SecretResolver):
             where=f"the embedded store at '{self.store.home}'",
         )
 
+    def answers_at_once(self, reference: Reference) -> bool:
+        return True  # the store is in this process: threads would only wait on the GIL
+
     def check(self) -> None:
         self.store.check()
 

@@ -99,6 +99,8 @@ _MIN_ATTEMPT_S = 0.05
 #: The renewer's retries after a failure: jittered, doubling from the first to the most.
 _RENEW_RETRY_FIRST_S = 1.0
 _RENEW_RETRY_MAX_S = 30.0
+#: When the renewer first looks up a token whose TTL it was not told (the operator's).
+_FIRST_LOOKUP_AFTER_S = 2.0
 
 
 def _retry_in(failures: int) -> float:
@@ -424,6 +426,13 @@ def _kv1_fields(answer: Any) -> dict[str, SecretBytes]:
     return _fields(_object(_body(answer), "data"))
 
 
+#: KV versions of mounts by (address, namespace, mount), found once per process: a
+#: mount's version does not change under a running resolver.
+_KV_VERSIONS: dict[tuple[str, str | None, str], int] = {}
+_KV_LOOKUPS: dict[tuple[str, str | None, str], threading.Lock] = {}
+_KV_LOCK = threading.Lock()
+
+
 class _Cache:
     """Fields of secrets by path, for ``ttl`` seconds, with request coalescing."""
 
@@ -466,6 +475,11 @@ class _Cache:
         finally:
             with self._lock:
                 self._inflight.pop(key, None)
+
+    def fresh(self, key: tuple[str, str]) -> bool:
+        """Whether ``key`` would be answered from the cache now."""
+        entry = self._entries.get(key)
+        return entry is not None and entry[0] > time.monotonic()
 
     def clear(self) -> None:
         with self._lock:
@@ -591,7 +605,6 @@ class VaultResolver(SecretResolver):
         self._token_looked_up = False  # by check(): the renewer need not
         self._leases: dict[str, tuple[float, bool]] = {}
         self._leases_lock = threading.Lock()
-        self._kv_versions: dict[str, int] = {}
         self._token_failures = 0  # the renewer's, in a row
         self._lease_failures: dict[str, int] = {}
         self._stop = threading.Event()
@@ -615,22 +628,28 @@ class VaultResolver(SecretResolver):
                 resolver=self.name,
             )
         note(cache_hit=False)
-        logical = path.split("/", 1)[0] in self.logical_mounts
-        kind = "logical" if logical else f"kv:{self.mount}"
+        key = self._cache_key(path)
 
         def load() -> dict[str, SecretBytes]:
-            if logical:
+            if key[0] == "logical":
                 return self._read_logical(reference, path)
             return self._read_kv(reference, path)
 
         with budget(self.deadline):  # login, mount lookup and read: one deadline
             self._login(reference)
             try:
-                fields, hit = self._cache.get((kind, path), load)
+                fields, hit = self._cache.get(key, load)
             except TimeoutError:  # waiting for a read another caller has under way
                 raise self._expired(reference, "read") from None
         note(cache_hit=hit)
         return select_field(reference, fields, resolver=self.name, where=self.address)
+
+    def answers_at_once(self, reference: Reference) -> bool:
+        return self._logged_in and self._cache.fresh(self._cache_key(reference.name.strip("/")))
+
+    def _cache_key(self, path: str) -> tuple[str, str]:
+        logical = path.split("/", 1)[0] in self.logical_mounts
+        return ("logical" if logical else f"kv:{self.mount}", path)
 
     def private_paths(self) -> tuple[Path, ...]:
         return self._private
@@ -835,7 +854,10 @@ class VaultResolver(SecretResolver):
         """Renew our token at 2/3 of its TTL, and leases likewise, until closed.
 
         A token whose TTL the login did not tell (the operator's) is looked up first,
-        here rather than in a resolution. Each call to the store has a deadline of its own.
+        here rather than in a resolution, and only after the first reads are done
+        (:data:`_FIRST_LOOKUP_AFTER_S`): a launch does not wait for it, and a front end
+        that lives no longer than its launch does not ask at all. Each call to the
+        store has a deadline of its own.
         A call that fails (the store down, an answer that cannot be read) is retried
         after a jittered backoff, doubling up to 30 s, and so is a round that fails in a
         way nothing foresaw: the renewer never gives up while the resolver is open.
@@ -846,7 +868,7 @@ class VaultResolver(SecretResolver):
             if self._token_ttl is not None
             else None
             if looked_up
-            else time.monotonic()
+            else time.monotonic() + _FIRST_LOOKUP_AFTER_S
         )
         failures = 0  # rounds in a row that failed unforeseen
         while not self._stop.is_set():
@@ -961,38 +983,55 @@ class VaultResolver(SecretResolver):
     # --- reading ----------------------------------------------------------------------
 
     def _kv_version(self, reference: Reference) -> int:
+        """The KV version of the mount: configured, or looked up once per process (the
+        first caller looks, concurrent ones wait for its answer within their budget)."""
         if self.kv_version is not None:
             return self.kv_version
-        if self.mount not in self._kv_versions:
+        key = (self._url, self._namespace, self.mount)
+        known = _KV_VERSIONS.get(key)
+        if known is not None:
+            return known
+        with _KV_LOCK:
+            lock = _KV_LOOKUPS.setdefault(key, threading.Lock())
+        left = time_left()
+        if not lock.acquire(timeout=-1 if left is None else max(left, 0.0)):
+            raise self._expired(reference, f"look up mount '{self.mount}'")
+        try:
+            known = _KV_VERSIONS.get(key)
+            if known is None:
+                known = _KV_VERSIONS[key] = self._look_up_kv_version(reference)
+            return known
+        finally:
+            lock.release()
 
-            def lookup() -> Any:
-                try:
-                    return self.client.adapter.get(f"/v1/sys/internal/ui/mounts/{self.mount}")
-                except (
-                    vault_errors.Forbidden,
-                    vault_errors.InvalidPath,
-                    vault_errors.InvalidRequest,
-                ):
-                    return None  # not allowed to look, or no such mount
+    def _look_up_kv_version(self, reference: Reference) -> int:
+        def lookup() -> Any:
+            try:
+                return self.client.adapter.get(f"/v1/sys/internal/ui/mounts/{self.mount}")
+            except (
+                vault_errors.Forbidden,
+                vault_errors.InvalidPath,
+                vault_errors.InvalidRequest,
+            ):
+                return None  # not allowed to look, or no such mount
 
-            mount = self._call(reference, f"look up mount '{self.mount}'", lookup, _mount)
-            if mount is None:
-                raise ResolverError(
-                    f"cannot tell the KV version of mount '{self.mount}' at {self.address}; "
-                    "set option 'kv_version' to 1 or 2",
-                    reference=reference.name,
-                    resolver=self.name,
-                )
-            engine, version = mount
-            if engine not in ("kv", "generic"):
-                raise ResolverError(
-                    f"mount '{self.mount}' at {self.address} is a '{printable(engine, 40)}' "
-                    "engine, not KV; list it in 'logical_mounts' to read its paths",
-                    reference=reference.name,
-                    resolver=self.name,
-                )
-            self._kv_versions[self.mount] = version
-        return self._kv_versions[self.mount]
+        mount = self._call(reference, f"look up mount '{self.mount}'", lookup, _mount)
+        if mount is None:
+            raise ResolverError(
+                f"cannot tell the KV version of mount '{self.mount}' at {self.address}; "
+                "set option 'kv_version' to 1 or 2",
+                reference=reference.name,
+                resolver=self.name,
+            )
+        engine, version = mount
+        if engine not in ("kv", "generic"):
+            raise ResolverError(
+                f"mount '{self.mount}' at {self.address} is a '{printable(engine, 40)}' "
+                "engine, not KV; list it in 'logical_mounts' to read its paths",
+                reference=reference.name,
+                resolver=self.name,
+            )
+        return version
 
     def _read_kv(self, reference: Reference, path: str) -> dict[str, SecretBytes]:
         if self._kv_version(reference) == 2:

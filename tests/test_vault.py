@@ -32,6 +32,7 @@ from mesos_secrets import (
     get_resolver,
 )
 from mesos_secrets.audit import AuditLog
+from mesos_secrets.resolver import resolve_all
 from mesos_secrets.testing import ResolverContract, canary, leaks
 from resolvers.vault import VaultResolver, _Cache
 from resolvers.vault_http import budget
@@ -830,7 +831,7 @@ class TestDeadline:
 
     @pytest.mark.parametrize(
         ("slow", "warning", "due"),
-        [("lookup-self", "looking up the resolver's token", 0), ("renew-self", "renewing", 2)],
+        [("lookup-self", "looking up the resolver's token", 2), ("renew-self", "renewing", 3)],
     )
     def test_renewer_calls_are_bounded(
         self, setup: Bao, caplog: pytest.LogCaptureFixture, slow: str, warning: str, due: float
@@ -1706,3 +1707,79 @@ class TestTransport:
                 assert resolver.resolve(Secret.for_reference("/x", "v")).reveal() == b"ok"
             assert standby.asked(READ) == 1
             assert active.asked(READ) == 1
+
+
+class TestStoreRequests:
+    """What a launch costs the store, counted by OpenBao's own audit device: one read per
+    secret path, the mount's KV version once per process, no token lookup on the way."""
+
+    @staticmethod
+    def requests(bao: Bao) -> list[str]:
+        assert bao.audit_log is not None
+        return [
+            entry["request"]["path"]
+            for entry in map(json.loads, bao.audit_log.read_text().splitlines())
+            if entry.get("type") == "request"
+        ]
+
+    def test_a_launch_reads_each_path_once(self, own_bao: Bao) -> None:
+        for i in range(9):
+            put(own_bao, f"/app/s{i}", {"a": f"{i}a", "b": f"{i}b"})
+        # Ten references: nine paths, one of them with both its keys.
+        refs = [Secret.for_reference(f"/app/s{i}", "a") for i in range(9)]
+        refs.append(Secret.for_reference("/app/s0", "b"))
+        before = len(self.requests(own_bao))
+        with VaultResolver(address=own_bao.address, token=own_bao.root_token) as resolver:
+            values = resolve_all(resolver, refs)
+            asked = self.requests(own_bao)[before:]
+        assert [v.reveal() for v in values if isinstance(v, SecretBytes)] == [
+            f"{i}a".encode() for i in range(9)
+        ] + [b"0b"]
+        assert sorted(asked) == sorted(
+            [f"secret/data/app/s{i}" for i in range(9)] + ["sys/internal/ui/mounts/secret"]
+        ), asked
+
+    def test_mount_looked_up_once_per_process(self, own_bao: Bao) -> None:
+        put(own_bao, "/once", {"v": "ok"})
+        before = len(self.requests(own_bao))
+        for _ in range(3):
+            with VaultResolver(address=own_bao.address, token=own_bao.root_token) as resolver:
+                barrier = threading.Barrier(4)
+
+                def one(resolver: VaultResolver = resolver, barrier: Any = barrier) -> None:
+                    barrier.wait()
+                    resolver.resolve(Secret.for_reference("/once"))
+
+                threads = [threading.Thread(target=one) for _ in range(4)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+        asked = self.requests(own_bao)[before:]
+        assert asked.count("sys/internal/ui/mounts/secret") == 1, asked
+
+    def test_cache_hits_use_no_thread(self, own_bao: Bao) -> None:
+        for i in range(4):
+            put(own_bao, f"/warm/s{i}", {"v": str(i)})
+        refs = [Secret.for_reference(f"/warm/s{i}") for i in range(4)]
+        with VaultResolver(address=own_bao.address, token=own_bao.root_token) as resolver:
+            resolve_all(resolver, refs)
+            started = threading.Thread.start
+            calls: list[str] = []
+
+            def counted(thread: threading.Thread) -> None:
+                calls.append(thread.name)
+                started(thread)
+
+            threading.Thread.start = counted  # type: ignore[method-assign]
+            try:
+                values = resolve_all(resolver, refs)
+            finally:
+                threading.Thread.start = started  # type: ignore[method-assign]
+        assert [v.reveal() for v in values if isinstance(v, SecretBytes)] == [
+            b"0",
+            b"1",
+            b"2",
+            b"3",
+        ]
+        assert calls == [], calls
