@@ -317,11 +317,17 @@ def test_set_user_id_program_gives_nothing(world: Path, tmp_path: Path, home: Pa
 
 class TestNothingOutlivesTheTask:
     def test_background_process(self, runner: Runner) -> None:
-        """`sleep 40 & exit 0`: run exits 0, and the sleep (with the secret) is gone."""
+        """`sleep 40 & exit 0`: run exits 0, and the sleep (with the secret) is gone the
+        moment run has exited. Its output goes to files, not pipes: a sleep left running
+        would hold pipes open, and waiting for their end would wait for the sleep to end
+        by itself (40s later, gone by then: the check would pass with the leak)."""
         value = canary()
         runner.store.put("/bg", {"v": value})
-        result = runner.run(secret_app("/bg", "sleep 40 & exit 0"))
-        assert result.returncode == 0, result.stderr.decode()
+        with (runner.tmp / "out").open("wb") as out, (runner.tmp / "err").open("wb") as err:
+            process = subprocess.Popen(
+                runner.command(secret_app("/bg", "sleep 40 & exit 0")), stdout=out, stderr=err
+            )
+            assert process.wait(timeout=30) == 0, (runner.tmp / "err").read_text()
         assert processes_holding(value) == []
         runner.assert_no_residue()
 
@@ -372,11 +378,22 @@ def test_cleanup_follows_no_planted_link(runner: Runner, tmp_path: Path) -> None
 # --- 4. a planted runtime directory ----------------------------------------------------
 
 
+#: This checkout, which the commands run as nobody import (not whichever checkout the
+#: virtualenv was installed from: its environment is not this process's).
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nobody_env(env: dict[str, str]) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env}
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[Path]:
     """A directory everyone can reach (pytest's are root's alone)."""
     if not all(p.stat().st_mode & 0o001 for p in Path(sys.executable).parents):
         pytest.skip("this checkout's virtualenv is not reachable by user nobody")
+    if not all(p.stat().st_mode & 0o001 for p in (ROOT, *ROOT.parents)):
+        pytest.skip("this checkout is not reachable by user nobody")
     base = Path(tempfile.mkdtemp(prefix="mesos-secrets-test-"))
     base.chmod(0o755)
     try:
@@ -396,7 +413,7 @@ NOBODY_PREFIX = (
 def as_nobody(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [*NOBODY_PREFIX, str(BIN), *args],
-        env={"PATH": os.environ["PATH"], **env},
+        env=nobody_env(env),
         capture_output=True,
         timeout=60,
         check=False,
@@ -768,7 +785,7 @@ def test_front_end_unreadable_by_its_own_user(world: Path) -> None:
     put = subprocess.run(
         [*NOBODY_PREFIX, str(BIN), "secret", "put", "/s", "v=-"],
         input=value.encode(),
-        env={"PATH": os.environ["PATH"], **env},
+        env=nobody_env(env),
         capture_output=True,
         check=False,
     )
@@ -787,7 +804,7 @@ def test_front_end_unreadable_by_its_own_user(world: Path) -> None:
     work = world / "work"
     process = subprocess.Popen(
         [*NOBODY_PREFIX, str(BIN), "run", str(app), "--work-dir", str(work)],
-        env={"PATH": os.environ["PATH"], **env},
+        env=nobody_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -522,12 +522,16 @@ def test_without_root(tmp_path: Path) -> None:
 
     if not all(p.stat().st_mode & 0o001 for p in Path(sys.executable).parents):
         pytest.skip("this checkout's virtualenv is not reachable by user nobody")
+    checkout = Path(__file__).resolve().parents[1]
+    if not all(p.stat().st_mode & 0o001 for p in (checkout, *checkout.parents)):
+        pytest.skip("this checkout is not reachable by user nobody")
     base = Path(tempfile.mkdtemp(prefix="mesos-secrets-nonroot-"))
     try:
         nobody = pwd.getpwnam("nobody")
         os.chown(base, nobody.pw_uid, nobody.pw_gid)
         env = {
             "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(checkout),  # this checkout's code, not the virtualenv's
             "MESOS_SECRETS_HOME": str(base / "store"),
             "HOME": str(base),
             "XDG_RUNTIME_DIR": str(base),
