@@ -14,6 +14,7 @@ still gets its own secrets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -183,6 +184,57 @@ class TestTaskToTask:
         finally:
             first.send_signal(signal.SIGTERM)
             first.communicate(timeout=30)
+
+    def test_pod_containers_do_not_see_each_other(self, runner: Runner) -> None:
+        """A pod's containers, as Mesos' nested containers by default: each in a PID
+        namespace of its own (neither the host's nor its sibling's), so one container
+        sees none of the other's processes, nor their environment, through /proc."""
+        value = canary()
+        runner.store.put("/pod/db", {"password": value})
+        look = "echo visible: $(cat /proc/[0-9]*/comm); cat /proc/[0-9]*/cmdline"
+        spec = {
+            "id": "/pod",
+            "environment": {"DB": {"secret": "db"}},
+            "secrets": {"db": {"source": "/pod/db@password"}},
+            "containers": [
+                {
+                    "name": "web",
+                    "resources": {"cpus": 0.1, "mem": 16},
+                    "exec": {"command": {"shell": "touch started; exec sleep 61"}},
+                },
+                {
+                    "name": "worker",
+                    "resources": {"cpus": 0.1, "mem": 16},
+                    "exec": {
+                        "command": {
+                            "shell": "touch started; while [ ! -e go ]; do sleep 0.05; done; "
+                            f"({look}) > seen.new 2>/dev/null; mv seen.new seen; exec sleep 60"
+                        }
+                    },
+                },
+            ],
+        }
+        process = runner.start(spec)
+        try:
+            for name in ("web", "worker"):
+                wait_for(runner.work / name / "started")
+            namespaces = set()
+            for pid in processes_holding(value):  # web's sleep, worker's shell (its sleeps)
+                with contextlib.suppress(FileNotFoundError):
+                    namespaces.add(os.readlink(f"/proc/{pid}/ns/pid"))
+            assert len(namespaces) == 2
+            assert os.readlink("/proc/self/ns/pid") not in namespaces
+            (runner.work / "worker" / "go").touch()
+            wait_for(runner.work / "worker" / "seen")
+            seen = (runner.work / "worker" / "seen").read_bytes()
+            visible = seen.split(b"visible:")[1].split(b"\n")[0].split()
+            assert visible[0] == b"mesos-init"  # its own init, PID 1
+            assert b"sleep" not in visible  # web's task: not even its name
+            assert b"61" not in seen  # nor its command line
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+        runner.assert_no_residue()
 
     def test_root_task_cannot_leave(self, runner: Runner, tmp_path: Path) -> None:
         """A root task has a reduced capability set (no mount to see the host's /proc
@@ -354,6 +406,36 @@ class TestNothingOutlivesTheTask:
         assert result.returncode == 0, result.stderr.decode()
         assert processes_holding(value) == []
         runner.assert_no_residue()
+
+    def test_recover_kills_a_survivor_without_cgroups(self, tmp_path: Path, home: Path) -> None:
+        """Without cgroups (a front end that is not root, or a host without a freezer),
+        a container still running after its front end let go of it is killed by
+        recover, through its init's recorded pid and start time."""
+        value = canary()
+        runtime = tmp_path / "runtime"
+        sandbox = tmp_path / "sandbox"
+        sandbox.mkdir()
+        command = CommandInfo(value=f"touch started; sleep 60; echo {value}")
+        task = TaskInfo(name="o", task_id="o", command=command)
+        with LocalResolver(home=home) as resolver:
+            chain = create_isolators(None, resolver, runtime)
+            first = Containerizer(chain, PosixLauncher(), runtime, cgroups=None)
+            container = first.launch(task, sandbox)
+            try:
+                wait_for(sandbox / "started")
+                # Its claim goes as its front end's death would, but the container lives
+                # on: what a parent-death signal missed.
+                first._claims.pop(container.id).release()
+                assert processes_holding(value)
+                again = Containerizer(chain, PosixLauncher(), runtime, cgroups=None)
+                assert again.recover() == [container.id]
+                wait_until(lambda: not processes_holding(value), timeout=10)
+                assert container.wait().signal == signal.SIGKILL
+            finally:
+                container.process.kill(signal.SIGKILL)
+                container.process.wait()
+                container.process.close()
+        assert os.listdir(runtime / "containers") == []
 
 
 # --- 3. links planted for the cleanup --------------------------------------------------
