@@ -31,7 +31,7 @@ from .secretbytes import SecretBytes
 
 __all__ = ["ResolveContext", "SecretResolver", "resolve_all", "select_field"]
 
-#: How many secrets of one container are fetched at once.
+#: How many secrets of one container are fetched at once, unless the resolver says.
 MAX_CONCURRENT_RESOLUTIONS = 8
 
 
@@ -67,6 +67,8 @@ class SecretResolver(abc.ABC):
     name: ClassVar[str] = ""
     #: Where each resolution is recorded; set from the configuration's [audit] table.
     audit: _audit.AuditLog | None = None
+    #: How many references :func:`resolve_all` resolves at once with this resolver.
+    concurrency: int = MAX_CONCURRENT_RESOLUTIONS
 
     def resolve(self, secret: Secret, context: ResolveContext | None = None) -> SecretBytes:
         """Return the value of ``secret``: inline for VALUE, from the store for REFERENCE.
@@ -304,8 +306,8 @@ def resolve_all(
         else:
             first[reference.name] = index
     leaders = list(first.values())
-    if len(leaders) > 1:
-        workers = min(MAX_CONCURRENT_RESOLUTIONS, len(leaders))
+    if len(leaders) > 1 and resolver.concurrency > 1:
+        workers = min(max(resolver.concurrency, 1), len(leaders))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resolve") as pool:
             answers = pool.map(one, [secrets[i] for i in leaders])
             for index, result in zip(leaders, answers, strict=True):

@@ -1783,3 +1783,26 @@ class TestStoreRequests:
             b"3",
         ]
         assert calls == [], calls
+
+
+@pytest.mark.parametrize(
+    ("address", "reads"),
+    [
+        ("http://127.0.0.1:8200", 2),
+        ("http://[::1]:8200", 2),
+        ("https://localhost:8200", 2),
+        ("https://vault.example:8200", 8),
+        ("https://10.0.0.7:8200", 8),
+    ],
+)
+def test_reads_at_once_by_where_the_store_is(address: str, reads: int) -> None:
+    """On loopback a read is CPU, shared with the store: two at once; elsewhere eight."""
+    with VaultResolver(address=address, token=CANARY) as resolver:
+        assert resolver.concurrency == reads
+    with VaultResolver(address=address, token=CANARY, concurrency=3) as resolver:
+        assert resolver.concurrency == 3
+
+
+def test_concurrency_is_checked() -> None:
+    with pytest.raises(ConfigError, match="'concurrency' of resolver 'vault' must be from 1"):
+        VaultResolver(address="http://127.0.0.1:8200", token=CANARY, concurrency=0)
