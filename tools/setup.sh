@@ -68,7 +68,7 @@ if ! compgen -G "$WHEELHOUSE/http_parser-$HTTP_PARSER_VERSION-*.whl" >/dev/null;
 fi
 
 step "installing mesos-secrets and its dependencies into $VENV"
-"${PIP[@]}" install --find-links "$WHEELHOUSE" -e '.[test,dev]'
+"${PIP[@]}" install --find-links "$WHEELHOUSE" -e '.[test,dev,bench]'
 "$VENV/bin/python" -c 'import http_parser.parser, pymesos' \
     || { echo "setup: pymesos does not import; see the http-parser note in tools/setup.sh" >&2; exit 1; }
 step "ready: $VENV"
