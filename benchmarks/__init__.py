@@ -1,0 +1,1 @@
+"""Benchmarks: pytest-benchmark micro-benchmarks and the side-by-side harness (compare)."""
