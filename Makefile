@@ -3,6 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-done
 PYTEST_ARGS ?=
+BENCH_ARGS  ?=
 
 .PHONY: setup test lint unit demo bench clean
 
@@ -27,6 +28,7 @@ demo: setup
 
 bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,mean,max,rounds
+	$(PY) -m benchmarks.compare $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
