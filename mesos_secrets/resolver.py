@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import abc
 import inspect
+import threading
 import time
 import typing
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -306,17 +306,44 @@ def resolve_all(
         else:
             first[reference.name] = index
     leaders = list(first.values())
-    if len(leaders) > 1 and resolver.concurrency > 1:
-        workers = min(max(resolver.concurrency, 1), len(leaders))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resolve") as pool:
-            answers = pool.map(one, [secrets[i] for i in leaders])
-            for index, result in zip(leaders, answers, strict=True):
-                results[index] = result
-    else:
-        for index in leaders:
-            results[index] = one(secrets[index])
+
+    def lead(index: int) -> None:
+        results[index] = one(secrets[index])
+
+    _each_in_threads(lead, leaders, min(max(resolver.concurrency, 1), len(leaders)))
     for index in later:
         results[index] = one(secrets[index])
     done = [result for result in results if result is not None]
     assert len(done) == len(secrets)
     return done
+
+
+def _each_in_threads(work: Callable[[int], None], items: Sequence[int], threads: int) -> None:
+    """``work(item)`` for every item, ``threads`` at a time: the calling thread is one of
+    them (a thread started costs more than a cached answer). An exception in any is
+    raised here, once all have stopped."""
+    pending = iter(items)
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def drain() -> None:
+        while not failures:
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            try:
+                work(item)
+            except BaseException as error:  # noqa: BLE001 (handed to the caller)
+                failures.append(error)
+
+    helpers = [
+        threading.Thread(target=drain, name=f"resolve-{n}", daemon=True) for n in range(threads - 1)
+    ]
+    for helper in helpers:
+        helper.start()
+    drain()
+    for helper in helpers:
+        helper.join()
+    if failures:
+        raise failures[0]
