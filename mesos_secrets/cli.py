@@ -8,40 +8,42 @@ stderr, never a traceback (``-v`` adds the traceback for debugging) and never a 
 from __future__ import annotations
 
 import argparse
-import datetime
-import getpass
-import json
-import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import load_config
 from .errors import MesosSecretsError, SecretValidationError, printable
 from .hardening import protect_process
-from .names import split_source
-from .registry import choose_resolver, get_resolver, resolvers
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    import logging
+    from pathlib import Path
+    from typing import Any
+
     from resolvers.local import LocalStore
 
     from .groups import AppList, Group
     from .marathon import App, SpecError
     from .pods import Pod
 
-__all__ = ["main"]
+# Each command imports what it needs when it runs: `--version` and `--help` load almost
+# nothing (not even pathlib or logging), and `run` only the machinery its spec asks for.
 
-log = logging.getLogger("mesos_secrets.cli")
+__all__ = ["main"]
 
 PROG = "mesos-secrets"
 
 
 class UsageError(MesosSecretsError):
     """Bad command-line usage (exit status 2)."""
+
+
+def _log() -> logging.Logger:
+    import logging  # noqa: PLC0415
+
+    return logging.getLogger("mesos_secrets.cli")
 
 
 def _store(args: argparse.Namespace) -> LocalStore:
@@ -59,17 +61,19 @@ def _read_field(spec: str, stdin_used: list[bool]) -> tuple[str, bytes]:
             raise UsageError("only one field can be read from standard input ('-')")
         stdin_used[0] = True
         if sys.stdin.isatty():
+            import getpass  # noqa: PLC0415
+
             return key, getpass.getpass(f"{key}: ").encode("utf-8")
         return key, sys.stdin.buffer.read()
     if source.startswith("@"):
-        path = Path(source[1:])
+        path = _path(source[1:])
         try:
             return key, path.read_bytes()
         except OSError as error:
             raise SecretValidationError(
                 f"cannot read the value of '{key}' from '{path}': {error.strerror}"
             ) from None
-    log.warning(
+    _log().warning(
         "the value of '%s' was given on the command line, where process listings and shell "
         "history can see it; prefer %s=- (standard input) or %s=@FILE",
         key,
@@ -93,6 +97,7 @@ def cmd_secret_put(args: argparse.Namespace) -> int:
 
 
 def cmd_secret_get(args: argparse.Namespace) -> int:
+    from .names import split_source  # noqa: PLC0415
     from .resolver import select_field  # noqa: PLC0415
     from .secret import Reference  # noqa: PLC0415
 
@@ -109,6 +114,8 @@ def cmd_secret_get(args: argparse.Namespace) -> int:
 
 
 def cmd_secret_ls(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
     infos = _store(args).list(args.prefix)
     if args.json:
         json.dump(
@@ -155,6 +162,9 @@ def cmd_secret_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .config import load_config  # noqa: PLC0415
+    from .registry import choose_resolver, get_resolver, resolvers  # noqa: PLC0415
+
     config = load_config(args.config, known=resolvers.names())
     name = choose_resolver(args.resolver, config)
     with get_resolver(name, config=config) as resolver:
@@ -164,6 +174,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_resolvers(args: argparse.Namespace) -> int:
+    from .registry import resolvers  # noqa: PLC0415
+
     for name in resolvers.names():
         print(name)
     return 0
@@ -173,7 +185,7 @@ def _load_spec(path: str, strict: bool = False) -> App | Pod | Group | AppList:
     from .marathon import load_spec  # noqa: PLC0415
 
     try:
-        text = Path(path).read_bytes()
+        text = _path(path).read_bytes()
     except OSError as error:
         raise SecretValidationError(f"cannot read spec '{path}': {error.strerror}") from None
     return load_spec(text, strict=strict)
@@ -181,6 +193,8 @@ def _load_spec(path: str, strict: bool = False) -> App | Pod | Group | AppList:
 
 def _report_spec_error(path: str, error: SpecError, as_json: bool) -> None:
     if as_json:
+        import json  # noqa: PLC0415
+
         json.dump(error.to_json(), sys.stdout, indent=2)
         print()
         return
@@ -204,9 +218,11 @@ def _spec_or_report(
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .acls import ACLs  # noqa: PLC0415
+    from .config import load_config  # noqa: PLC0415
     from .errors import SecretAccessDeniedError  # noqa: PLC0415
     from .groups import AppList, Group  # noqa: PLC0415
     from .marathon import App  # noqa: PLC0415
+    from .registry import resolvers  # noqa: PLC0415
     from .spec_reader import NOT_VALID, SpecError  # noqa: PLC0415
 
     spec = _spec_or_report(args, args.json)
@@ -237,6 +253,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_task_info(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
     from .marathon import App  # noqa: PLC0415
     from .pods import Pod  # noqa: PLC0415
 
@@ -256,6 +274,8 @@ def cmd_task_info(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config  # noqa: PLC0415
+    from .registry import resolvers  # noqa: PLC0415
     from .run import Interrupted, RunOptions, run_app  # noqa: PLC0415
 
     spec = _spec_or_report(args)
@@ -283,6 +303,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _seconds(text: str) -> float:
     """A duration option: a finite, non-negative number of seconds."""
+    import math  # noqa: PLC0415
+
     try:
         value = float(text)
     except ValueError:
@@ -292,14 +314,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _path(text: str) -> Path:
+    """A path argument (pathlib is loaded when a command takes one, not for `--version`)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    return Path(text)
+
+
 def _iso(timestamp: float) -> str:
+    import datetime  # noqa: PLC0415
+
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _add_access_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--acls",
-        type=Path,
+        type=_path,
         metavar="FILE",
         help="who may use which secret (default: config 'acls')",
     )
@@ -319,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--home",
         metavar="DIR",
-        type=Path,
+        type=_path,
         help="embedded store directory (default: $MESOS_SECRETS_HOME, "
         "else ~/.local/share/mesos-secrets)",
     )
@@ -366,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--home",
         metavar="DIR",
-        type=Path,
+        type=_path,
         default=argparse.SUPPRESS,
         help="the store's directory (as the global --home)",
     )
@@ -413,13 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", metavar="SPEC.json")
     run.add_argument(
         "--work-dir",
-        type=Path,
+        type=_path,
         metavar="DIR",
         help="the task's sandbox (kept afterwards; default: a temporary directory, removed)",
     )
     run.add_argument(
         "--runtime-dir",
-        type=Path,
+        type=_path,
         metavar="DIR",
         help="where containers' runtime state lives (default: /run/mesos-secrets as root)",
     )
@@ -447,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     protect_process()  # before anything is read: tokens, values, keys
     parser = build_parser()
     args = parser.parse_args(argv)
+    import logging  # noqa: PLC0415 (not before: `--version` and `--help` end in parse_args)
+
     logging.basicConfig(
         level=logging.DEBUG
         if args.verbose > 1
@@ -455,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else logging.WARNING,
         format=f"{PROG}: %(levelname)s: %(message)s",
     )
+    log = _log()
     if args.home is not None:
         os.environ["MESOS_SECRETS_HOME"] = str(args.home)
     try:

@@ -20,15 +20,12 @@ in memory. :func:`protect_process`, called first thing by each:
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 from collections.abc import Iterable
 
 from . import linux
 
 __all__ = ["SENSITIVE_VARIABLES", "protect_process", "scrub_environment"]
-
-log = logging.getLogger(__name__)
 
 #: Variables whose values are credentials: blanked from /proc/<pid>/environ.
 SENSITIVE_VARIABLES = (
