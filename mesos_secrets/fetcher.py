@@ -148,9 +148,9 @@ _SIZE = re.compile(r"(\d+)\s*([KMGT]?)(i?B)?", re.IGNORECASE)
 def default_cache_dir() -> Path:
     """Beside the image store: ``/var/lib/mesos-secrets/fetcher`` for root,
     ``~/.cache/mesos-secrets/fetcher`` (``$XDG_CACHE_HOME``) otherwise."""
-    from .images import default_store_dir  # noqa: PLC0415 (it imports the pipeline, which imports us)
+    from .containerizer.runtime import default_fetcher_cache_dir  # noqa: PLC0415 (not in the helper)
 
-    return default_store_dir().parent / "fetcher"
+    return default_fetcher_cache_dir()
 
 
 # --- URIs ------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ from typing import Any, TypeVar
 import attrs
 
 from .errors import SecretValidationError, printable
-from .marathon import PATH_ID, App, id_violations, parse_app
+from .marathon import COMMAND_FIELDS, PATH_ID, App, id_violations, parse_app
 from .mesos import TaskInfo
 from .spec_reader import INVALID_JSON, NOT_VALID, SpecError
 
@@ -98,8 +98,6 @@ GROUP_NOT_CHILD = "Group has to be child of groups with parent id"
 NO_APP_UPDATE_ID = "App Update must have app id set"
 #: Fields a group body can have (``GroupUpdate``); what counts towards ``NOT_ALONE``.
 GROUP_FIELDS = ("id", "apps", "groups", "dependencies", "scaleBy", "version", "enforceRole")
-#: Fields that make an object an app rather than an update of one.
-COMMAND_FIELDS = ("cmd", "args", "container")
 
 Path = tuple[str, ...]
 T = TypeVar("T", App, "Group")

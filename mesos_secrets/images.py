@@ -59,6 +59,7 @@ from dxf import exceptions as dxf_errors
 from . import linux, nofollow
 from ._codec import loads
 from .containerizer.pipeline import Rootfs
+from .containerizer.runtime import default_store_dir
 from .docker_config import DOCKER_HUB, RegistryAuth, canonical_registry, parse_docker_config
 from .errors import (
     ConfigError,
@@ -111,13 +112,6 @@ _ARCH = {
 
 #: Called with (event, detail, done bytes, total bytes) while an image is pulled.
 Progress = Callable[[str, str, int, int], None]
-
-
-def default_store_dir() -> Path:
-    if linux.is_root():
-        return Path("/var/lib/mesos-secrets/images")
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mesos-secrets" / "images"
 
 
 def this_platform() -> tuple[str, str]:

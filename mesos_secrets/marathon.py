@@ -98,6 +98,8 @@ VOLUME_UNDEFINED_SECRET = "volume.secret must refer to an existing secret"
 PULL_CONFIG_UNDEFINED_SECRET = "pullConfig.secret must refer to an existing secret"
 PULL_CONFIG_DOCKER = "pullConfig is not supported with Docker containerizer"
 NO_COMMAND = "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'."
+#: Fields that make an object an app rather than a group or an update of an app.
+COMMAND_FIELDS = ("cmd", "args", "container")
 
 
 def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -867,21 +869,31 @@ def load_spec(text: str | bytes, *, strict: bool = False) -> App | Pod | Group |
     :func:`~mesos_secrets.pods.parse_pod`, :func:`~mesos_secrets.groups.parse_group`
     and :func:`~mesos_secrets.groups.parse_app_list` for the rest.
     """
-    from .groups import is_group, parse_app_list, parse_group, partial_update  # noqa: PLC0415
-    from .pods import parse_pod  # noqa: PLC0415 (pods builds on this module)
-
+    # Pods and groups build on this module: each is loaded for a spec that may be one.
     try:
         obj = loads(text)
     except SecretValidationError as error:
         reason = error.message.removeprefix(f"{INVALID_JSON}: ")
         raise SpecError(INVALID_JSON, [(error.path or "/", reason)]) from None
     if isinstance(obj, list):
+        from .groups import parse_app_list  # noqa: PLC0415
+
         return parse_app_list(obj, strict=strict)
     if isinstance(obj, dict) and "containers" in obj:
+        from .pods import parse_pod  # noqa: PLC0415
+
         return parse_pod(obj, strict=strict)
-    if is_group(obj):
-        return parse_group(obj, strict=strict)
-    found = partial_update(obj)
-    if found is not None:
-        raise SpecError(NOT_VALID, [found])
+    # An object with an id and a command is an app: neither a group nor a partial update.
+    if not (
+        isinstance(obj, dict)
+        and obj.get("id") is not None
+        and any(obj.get(field) is not None for field in COMMAND_FIELDS)
+    ):
+        from .groups import is_group, parse_group, partial_update  # noqa: PLC0415
+
+        if is_group(obj):
+            return parse_group(obj, strict=strict)
+        found = partial_update(obj)
+        if found is not None:
+            raise SpecError(NOT_VALID, [found])
     return parse_app(obj, strict=strict)

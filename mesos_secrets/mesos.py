@@ -483,6 +483,8 @@ class TaskInfo(JSONModel):
     extra: Mapping[str, Any] = _extra_field()
 
     def __attrs_post_init__(self) -> None:
+        if self.extra.get("health_check") is None and self.extra.get("check") is None:
+            return  # nothing to check: the checks module is not loaded for it
         from .checks import parse_checks  # noqa: PLC0415 (checks are built on these models)
 
         parse_checks(self)  # as Mesos' master validates them

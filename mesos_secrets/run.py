@@ -10,37 +10,45 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import secrets
 import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeGuard
 
 import attrs
 
 from . import nofollow
-from .acls import ACLs
-from .checks import TaskChecks, parse_checks
 from .config import Config
 from .containerizer import Authorizer, Container, Containerizer, default_runtime_dir
 from .containerizer import capabilities as caps
 from .containerizer.launcher import PosixLauncher, Termination, keeping_the_terminal
 from .containerizer.runc import RuncLauncher
-from .containerizer.runtime import RuntimeDir
+from .containerizer.runtime import RuntimeDir, default_fetcher_cache_dir, default_store_dir
 from .errors import ConfigError, LaunchError, MesosSecretsError, printable
-from .fetcher import Fetcher
-from .groups import AppList, Group
-from .images import Progress, Provisioner, RegistryOptions, default_store_dir
-from .isolator import create_isolators
+from .isolator import ContainerConfig, TaskUser, create_isolators
 from .marathon import App
-from .mesos import ContainerType, TaskInfo
-from .pods import Pod
+from .mesos import CommandURI, ContainerType, TaskInfo
 from .registry import get_resolver
 from .resolver import ResolveContext, SecretResolver
+
+# What only some specs need is imported when one does: images and registries (python-dxf,
+# requests) for a task with an image, the fetcher (urllib3, archives) for one with URIs,
+# checks for one with a health check or check, pods and groups for those specs, ACLs when
+# configured. A command run on the host loads none of them.
+if TYPE_CHECKING:
+    from .checks import TaskChecks
+    from .containerizer.pipeline import Provisioner, Rootfs
+    from .fetcher import Fetcher
+    from .groups import AppList, Group
+    from .images import Progress
+    from .pods import Pod
 
 __all__ = ["Interrupted", "RunOptions", "build_containerizer", "log_progress", "run_app"]
 
@@ -95,7 +103,11 @@ def run_app(
         Path(config.runtime_dir) if config.runtime_dir else default_runtime_dir()
     )
     acls_file = options.acls or config.acls
-    acls = ACLs.load(acls_file) if acls_file else None
+    acls = None
+    if acls_file:
+        from .acls import ACLs  # noqa: PLC0415
+
+        acls = ACLs.load(acls_file)
     with get_resolver(config=config) as resolver:
         containerizer = build_containerizer(
             config,
@@ -144,9 +156,12 @@ def _tasks(spec: App | Pod | Group | AppList) -> tuple[tuple[TaskInfo, ...], lis
     or ``""``: that directory) and what they make up (``app``, ``pod``, ``group``)."""
     if isinstance(spec, App):
         return (spec.to_task_info(),), [""], "app"
-    if isinstance(spec, Pod):
+    if _is_pod(spec):
         tasks = spec.to_task_group().tasks
         return tasks, [task.name for task in tasks], "pod"
+    from .groups import AppList, Group  # noqa: PLC0415 (loaded already: the spec is one)
+
+    assert isinstance(spec, Group | AppList)
     what = f"the group '{spec.id}'" if isinstance(spec, Group) else "the array"
     apps = spec.apps_in_order()
     if not apps:
@@ -159,6 +174,13 @@ def _tasks(spec: App | Pod | Group | AppList) -> tuple[tuple[TaskInfo, ...], lis
     # no '_', so no two apps share one, where task names (``/a/b.c``, ``/a/c/b``) might.
     sandboxes = ["_".join(one.path) for one in apps]
     return tuple(one.to_task_info() for one in apps), sandboxes, "group"
+
+
+def _is_pod(spec: object) -> TypeGuard[Pod]:
+    """Whether ``spec`` is a pod, without loading the pods module (no Pod exists before
+    it is loaded)."""
+    pods = sys.modules.get("mesos_secrets.pods")
+    return pods is not None and isinstance(spec, pods.Pod)
 
 
 def _run_tasks(
@@ -183,7 +205,9 @@ def _run_tasks(
             ports = _host_ports(task)
             if ports:
                 log.info("task %s has host ports %s", task.task_id, ", ".join(map(str, ports)))
-            checks.append(_start_checks(task, container, options.grace_period))
+            task_checks = _start_checks(task, container, options.grace_period)
+            if task_checks is not None:
+                checks.append(task_checks)
         return _wait_all(containers, signals, kind)
     finally:
         for task_checks in checks:
@@ -206,9 +230,14 @@ def _host_ports(task: TaskInfo) -> list[int]:
     ]
 
 
-def _start_checks(task: TaskInfo, container: Container, grace_period: float) -> TaskChecks:
+def _start_checks(task: TaskInfo, container: Container, grace_period: float) -> TaskChecks | None:
     """The task's health check and check, run as the executor runs them; a task that
-    stays unhealthy is killed (SIGTERM, then SIGKILL after the grace period)."""
+    stays unhealthy is killed (SIGTERM, then SIGKILL after the grace period). None for a
+    task that has neither."""
+    if task.extra.get("health_check") is None and task.extra.get("check") is None:
+        return None
+    from .checks import TaskChecks, parse_checks  # noqa: PLC0415
+
     health_check, check = parse_checks(task)
 
     def update(healthy: bool | None, status: dict[str, Any] | None, reason: str) -> None:
@@ -277,10 +306,26 @@ def build_containerizer(
     chain = create_isolators(isolation or config.isolation, resolver, runtime_dir, config.isolators)
     images = dict(config.images or {})
     store = Path(images.get("store") or default_store_dir())
-    provisioner = Provisioner(
-        resolver, store, runtime_dir, RegistryOptions.from_config(images), progress=progress
-    )
-    fetcher = Fetcher.from_config(config.fetcher, progress=progress)
+
+    def make_provisioner() -> Provisioner:
+        from .images import Provisioner, RegistryOptions  # noqa: PLC0415
+
+        options = RegistryOptions.from_config(images)
+        return Provisioner(resolver, store, runtime_dir, options, progress=progress)
+
+    def make_fetcher() -> Fetcher:
+        from .fetcher import Fetcher  # noqa: PLC0415
+
+        return Fetcher.from_config(config.fetcher, progress=progress)
+
+    provisioner = _OnDemandProvisioner(make_provisioner, store, runtime_dir)
+    fetcher = _OnDemandFetcher(make_fetcher)
+    # A configured [images] or [fetcher] table is checked now, as it always was: a wrong
+    # setting fails the start, not the first task that has an image or URIs.
+    if images:
+        provisioner.load()
+    if config.fetcher:
+        fetcher.load()
     mask = [runtime_dir, store, fetcher.cache_dir, *resolver.private_paths()]
     if config.source:
         mask.append(Path(config.source))
@@ -294,6 +339,125 @@ def build_containerizer(
         authorize=authorize,
         fetcher=fetcher,
     )
+
+
+class _OnDemandProvisioner:
+    """The image provisioner (:mod:`.images`: python-dxf, requests), loaded and made the
+    first time a task has an image, or when a dead front end left something of its to
+    clean up. Until then, tasks on the host do not pay for it."""
+
+    def __init__(self, make: Callable[[], Provisioner], store: Path, runtime_dir: Path) -> None:
+        self._make = make
+        self._store = store
+        self._runtime_dir = runtime_dir
+        self._provisioner: Provisioner | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Provisioner:
+        with self._lock:
+            if self._provisioner is None:
+                self._provisioner = self._make()
+            return self._provisioner
+
+    def provision(self, task: TaskInfo, config: ContainerConfig) -> Rootfs | None:
+        mesos = task.container.mesos if task.container else None
+        if self._provisioner is None and (mesos is None or mesos.image is None):
+            return None  # the host's filesystem, as the provisioner would answer
+        return self.load().provision(task, config)
+
+    def destroy(self, container_id: str) -> None:
+        # What the provisioner keeps of a container (images.Provisioner.container_dir):
+        # an orphan's, from a front end that pulled, is there without it being loaded.
+        kept = self._runtime_dir / "containers" / container_id / "provisioner"
+        if self._provisioner is not None or os.path.lexists(kept):
+            self.load().destroy(container_id)
+
+    def recover(self) -> None:
+        # What dead pullers left is in the store's tmp/ (images.ImageStore.recover).
+        if self._provisioner is not None or _has_entries(self._store / "tmp"):
+            self.load().recover()
+
+
+class _OnDemandFetcher:
+    """The fetcher (:mod:`.fetcher`: urllib3, ssl, archives), loaded and made the first
+    time a task has URIs, or when a fetch that died left a partial download to remove."""
+
+    def __init__(self, make: Callable[[], Fetcher]) -> None:
+        self._make = make
+        self._fetcher: Fetcher | None = None
+        self._cache_dir: Path | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Fetcher:
+        with self._lock:
+            if self._fetcher is None:
+                fetcher = self._make()
+                # Asked now, which fixes it: a fetcher recovers the cache it has used.
+                self._cache_dir = fetcher.cache_dir
+                self._fetcher = fetcher
+            return self._fetcher
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where the fetcher caches; without a [fetcher] table (which loads the fetcher
+        at once), its default."""
+        return self._cache_dir or default_fetcher_cache_dir()
+
+    def fetch(
+        self,
+        uris: Iterable[CommandURI],
+        sandbox: Path | str,
+        *,
+        user: TaskUser | str | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
+        self.load().fetch(uris, sandbox, user=user, cancelled=cancelled)
+
+    def recover(self) -> None:
+        if self._fetcher is not None or _may_hold_partials(self.cache_dir):
+            self.load().recover()
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _has_entries(directory: Path) -> bool:
+    try:
+        with os.scandir(directory) as entries:
+            return any(True for _ in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True  # let the provisioner's recover say what is wrong
+
+
+def _may_hold_partials(cache: Path) -> bool:
+    """Whether the fetcher cache may hold a partial download, ``<uid>/<key>.part-<token>``
+    (see :meth:`.fetcher.Fetcher.recover`, which decides): True when in doubt."""
+    try:
+        root = os.open(cache, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True  # the fetcher's recover logs why it cannot clean it
+    try:
+        for name in os.listdir(root):
+            if not name.isdigit():
+                continue
+            try:
+                user = os.open(name, _DIR_FLAGS, dir_fd=root)
+            except OSError:
+                continue
+            try:
+                if any(".part-" in entry for entry in os.listdir(user)):
+                    return True
+            except OSError:
+                return True
+            finally:
+                os.close(user)
+        return False
+    finally:
+        os.close(root)
 
 
 #: The [containers] settings and their defaults (besides ``capabilities``).

@@ -16,6 +16,9 @@ from .pipeline import (
     Containerizer as Containerizer,
 )
 from .pipeline import (
+    Fetching as Fetching,
+)
+from .pipeline import (
     NoImages as NoImages,
 )
 from .pipeline import (
@@ -29,6 +32,7 @@ __all__ = [
     "Authorizer",
     "Container",
     "Containerizer",
+    "Fetching",
     "NoImages",
     "Provisioner",
     "default_runtime_dir",

@@ -23,7 +23,7 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, Protocol, Self
@@ -32,10 +32,9 @@ import attrs
 
 from .. import nofollow
 from ..errors import LaunchCancelled, LaunchError, MesosSecretsError
-from ..fetcher import Fetcher
 from ..image_config import ImageConfig
-from ..isolator import ContainerConfig, IsolatorChain, LaunchInfo, Mount
-from ..mesos import TaskInfo
+from ..isolator import ContainerConfig, IsolatorChain, LaunchInfo, Mount, TaskUser
+from ..mesos import CommandURI, TaskInfo
 from ..resolver import ResolveContext
 from . import cgroups as cgroups_module
 from .launcher import Launcher, Process, Termination, resolve_user
@@ -45,6 +44,7 @@ __all__ = [
     "Authorizer",
     "Container",
     "Containerizer",
+    "Fetching",
     "NoImages",
     "Provisioner",
     "Rootfs",
@@ -102,6 +102,22 @@ class NoImages:
         pass
 
 
+class Fetching(Protocol):
+    """Puts a task's URIs into its sandbox (:class:`~mesos_secrets.fetcher.Fetcher`);
+    ``recover`` removes the partial downloads of fetches that died."""
+
+    def fetch(
+        self,
+        uris: Iterable[CommandURI],
+        sandbox: Path | str,
+        *,
+        user: TaskUser | str | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None: ...
+
+    def recover(self) -> None: ...
+
+
 def _own_sandbox(config: ContainerConfig) -> None:
     """The task's user owns its sandbox (as root, the sandbox is handed over)."""
     info = config.sandbox.stat()
@@ -127,7 +143,7 @@ class Containerizer:
         provisioner: Provisioner | None = None,
         image_launcher: Launcher | None = None,
         cgroups: cgroups_module.Cgroups | Literal["detect"] | None = "detect",
-        fetcher: Fetcher | None = None,
+        fetcher: Fetching | None = None,
     ) -> None:
         self.isolators = isolators
         self.launcher = launcher
@@ -141,7 +157,11 @@ class Containerizer:
         self.cgroups: cgroups_module.Cgroups | None = (
             cgroups_module.detect() if isinstance(cgroups, str) else cgroups
         )
-        self.fetcher = fetcher or Fetcher()
+        if fetcher is None:
+            from ..fetcher import Fetcher  # noqa: PLC0415 (urllib3 and archives: when asked)
+
+            fetcher = Fetcher()
+        self.fetcher = fetcher
         self._claims: dict[str, Claim] = {}
 
     @property

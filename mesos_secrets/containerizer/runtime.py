@@ -41,7 +41,14 @@ from typing import Any
 from .. import linux, nofollow
 from ..errors import ConfigError, LaunchError
 
-__all__ = ["Claim", "RuntimeDir", "default_runtime_dir", "process_start_time"]
+__all__ = [
+    "Claim",
+    "RuntimeDir",
+    "default_fetcher_cache_dir",
+    "default_runtime_dir",
+    "default_store_dir",
+    "process_start_time",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,22 @@ def default_runtime_dir() -> Path:
     if runtime:
         return Path(runtime) / "mesos-secrets"
     return Path(tempfile.gettempdir()) / f"mesos-secrets-{os.geteuid()}"
+
+
+def default_store_dir() -> Path:
+    """The image store (:mod:`mesos_secrets.images`): ``/var/lib/mesos-secrets/images``
+    for root, ``~/.cache/mesos-secrets/images`` (``$XDG_CACHE_HOME``) otherwise. Here,
+    beside the runtime directory, so that front ends know it (to hide it from tasks, to
+    clean up after dead pullers) without loading the provisioner."""
+    if linux.is_root():
+        return Path("/var/lib/mesos-secrets/images")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mesos-secrets" / "images"
+
+
+def default_fetcher_cache_dir() -> Path:
+    """The fetcher's cache (:mod:`mesos_secrets.fetcher`), beside the image store."""
+    return default_store_dir().parent / "fetcher"
 
 
 def process_start_time(pid: int) -> str | None:
