@@ -18,7 +18,6 @@ when exactly one such module is listed it is the resolver chosen, as
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -114,6 +113,8 @@ def _loads_at(data: bytes, file: Path) -> Any:
 
 
 def _from_toml(data: bytes, file: Path) -> Config:
+    import tomllib  # noqa: PLC0415 (its regular expressions cost 3 ms: only with a file)
+
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
