@@ -4,7 +4,8 @@ Built-ins register through the same entry-point groups as third-party plugins
 (``mesos_secrets.resolvers``, ``mesos_secrets.isolators``), the way keyring does. Unlike
 keyring there is no automatic fallback: the resolver asked for is the one used, and if
 it cannot be loaded that is an error. Plugins are imported only when asked for, so one
-broken plugin does not break the others.
+broken plugin does not break the others. The entry points come from an index
+(:mod:`.plugin_index`) that is scanned again only when the installed distributions change.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from importlib import metadata
 from typing import Any, Generic, TypeVar
 
+from . import plugin_index
 from .audit import AuditLog
 from .config import RESOLVER_ENV, Config, load_config
 from .errors import ConfigError, PluginError
+from .plugin_index import ISOLATOR_GROUP, RESOLVER_GROUP, EntryPoint
 from .resolver import SecretResolver
 
 __all__ = [
@@ -32,8 +34,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RESOLVER_GROUP = "mesos_secrets.resolvers"
-ISOLATOR_GROUP = "mesos_secrets.isolators"
 DEFAULT_RESOLVER = "local"
 
 P = TypeVar("P")
@@ -108,9 +108,9 @@ class Registry(Generic[P]):
             plugin.name = name  # type: ignore[attr-defined]
         return plugin
 
-    def _entry_points(self) -> dict[str, metadata.EntryPoint]:
-        found: dict[str, metadata.EntryPoint] = {}
-        for entry in metadata.entry_points(group=self.group):
+    def _entry_points(self) -> dict[str, EntryPoint]:
+        found: dict[str, EntryPoint] = {}
+        for entry in plugin_index.entry_points(self.group):
             if entry.name in found and found[entry.name].value != entry.value:
                 log.warning(
                     "%s '%s' is provided twice (%s, %s); using the first",

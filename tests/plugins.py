@@ -33,9 +33,17 @@ def install_resolver(site: Path, name: str, source: str) -> None:
     site.mkdir(exist_ok=True)
     module = f"{name}_resolver"
     (site / f"{module}.py").write_text(source)
-    info = site / f"{module}-1.0.dist-info"
+    install_entry_point(site, module, name, f"{module}:Resolver")
+
+
+def install_entry_point(
+    site: Path, dist: str, name: str, value: str, group: str = "mesos_secrets.resolvers"
+) -> Path:
+    """Install distribution ``dist`` under ``site``: only its dist-info, with one entry
+    point (``name = value`` in ``group``). Returns the dist-info directory."""
+    site.mkdir(exist_ok=True)
+    info = site / f"{dist}-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        f"[mesos_secrets.resolvers]\n{name} = {module}:Resolver\n"
-    )
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {value}\n")
+    return info

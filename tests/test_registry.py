@@ -28,6 +28,8 @@ from mesos_secrets.testing import ValueOnlyResolverContract
 from resolvers.local import LocalResolver
 from resolvers.value import ValueResolver
 
+from .plugins import install_entry_point
+
 
 class Recording(SecretResolver):
     """A resolver that records what it was asked and built with."""
@@ -83,18 +85,12 @@ class TestEntryPoints:
         with pytest.raises(PluginError, match=r"unknown resolver 'nope' \(known: .*local.*value"):
             get_resolver("nope")
 
-    def test_broken_plugin_fails_loudly(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_broken_plugin_fails_loudly(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
         """A configured plugin that cannot be imported is an error, not a silent fallback."""
-        broken = metadata.EntryPoint("broken", "no_such_module:Thing", "mesos_secrets.resolvers")
-        real = metadata.entry_points
-
-        def entry_points(**kwargs: Any) -> Any:
-            found = list(real(**kwargs))
-            if kwargs.get("group") == "mesos_secrets.resolvers":
-                found.append(broken)
-            return found
-
-        monkeypatch.setattr(metadata, "entry_points", entry_points)
+        install_entry_point(tmp_path / "site", "broken", "broken", "no_such_module:Thing")
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
         with pytest.raises(
             PluginError, match="'broken' failed to load from 'no_such_module:Thing'"
         ):
