@@ -1,10 +1,17 @@
 """The container's init: makes a sealed container around one task, and is its PID 1.
 
-Run by a launcher as ``python -I -S init.py PLAN_FD REPORT_FD`` (a bare interpreter: the
-standard library and :mod:`mesos_secrets.linux`, loaded by path; nothing else of the
-package). A fresh process started this way, never a ``preexec_fn``, so that launching
-from a threaded front end (the executor) is safe. The plan (JSON, with the task's
-environment) comes through a pipe: no value is ever on a command line.
+Run by a launcher as ``python -I -S -c BOOT init.py PLAN_FD REPORT_FD`` (a bare
+interpreter, which ``BOOT`` (:data:`.launcher.BOOT`) has load this file by path, compiled
+once; it loads the standard library and :mod:`mesos_secrets.linux`, by path too, and
+nothing else of the package).
+A fresh process started this way, never a ``preexec_fn``, so that launching from a
+threaded front end (the executor) is safe. The plan (with the task's environment)
+comes through a pipe, as :mod:`marshal` data: no value is ever on a command line, and
+nothing but the front end that made the pipe can write to it.
+
+It starts on every launch, so it loads as little as it can: no json, base64, typing,
+contextlib (which would bring re, enum, functools and collections along), and signal's
+C module without the Python wrapper's enums.
 
 Two processes, after Mesos' ``mesos-containerizer launch`` (which is PID 1 of a container
 too, forwards signals, reaps, records the wait status):
@@ -39,27 +46,36 @@ nothing on it means the task's program was executed.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import importlib.util
-import json
+import binascii
+import marshal
 import os
 import select
-import signal
 import stat
 import sys
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from importlib.machinery import SourceFileLoader
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    import signal
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
+
     from mesos_secrets import linux
-else:  # a bare interpreter: the package is not importable, linux.py is beside us
-    _spec = importlib.util.spec_from_file_location(
+else:
+    import _signal as signal  # signal's names and functions, without its enums
+
+    def load(name: str, path: str) -> Any:
+        """A module, by path, compiled once (``__pycache__``) like any import."""
+        module = type(sys)(name)
+        module.__file__ = path
+        SourceFileLoader(name, path).exec_module(module)
+        return module
+
+    # A bare interpreter: the package is not importable, linux.py is beside us.
+    linux = load(
         "_mesos_secrets_linux",
         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "linux.py"),
     )
-    linux = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(linux)
 
 #: Signals passed on to the task (SIGKILL and SIGSTOP cannot be caught; SIGCHLD is ours).
 FORWARDED = (
@@ -89,8 +105,10 @@ class Report:
 
     def fail(self, message: str) -> None:
         if self.fd >= 0:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 (contextlib is not loaded here)
                 os.write(self.fd, message.encode("utf-8", "replace")[:4000])
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -118,14 +136,18 @@ def _forward_to(target: int, *, group: bool) -> None:
 
 
 def _send(target: int, signum: int, *, group: bool) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    try:
         if group:
-            with contextlib.suppress(ProcessLookupError):
+            try:  # noqa: SIM105 (contextlib is not loaded here)
                 os.killpg(target, signum)
+            except ProcessLookupError:
+                pass
             if os.getpgid(target) != target:  # it moved to a group of its own
                 os.kill(target, signum)
         else:
             os.kill(target, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _hold_signals() -> list[int]:
@@ -162,7 +184,8 @@ def begin(plan_fd: int, *, user_namespace: bool) -> dict[str, Any]:
         linux.set_dumpable(False)
         linux.disable_core_dumps()
         step = "read its plan"
-        plan: dict[str, Any] = json.loads(_read_all(plan_fd))
+        # From the front end, through a pipe no one else can write to.
+        plan: dict[str, Any] = marshal.loads(_read_all(plan_fd))  # noqa: S302
         if os.getppid() != plan["parent"]:
             raise SetupError("the front end that started it is gone")  # noqa: TRY301
         for fd, _ in plan.get("filesystems", ()):
@@ -179,7 +202,7 @@ def begin(plan_fd: int, *, user_namespace: bool) -> dict[str, Any]:
             linux.unshare(flags)
     except OSError as error:
         raise SetupError(f"cannot {step}: {error.strerror}") from None
-    except (SetupError, ValueError, KeyError) as error:
+    except (SetupError, ValueError, EOFError, TypeError, KeyError) as error:
         raise SetupError(f"cannot {step}: {error}") from None
     return plan
 
@@ -207,17 +230,24 @@ def supervise(plan: dict[str, Any], report: Report) -> NoReturn:
     _end_like(outcome, wait_status)
 
 
-@contextlib.contextmanager
-def _reporting(report: Report) -> Iterator[None]:
+class _Reporting:
     """Any failure before the task's program runs is reported, never a traceback: the
     front end reads end-of-file with nothing said as "the program runs"."""
-    try:
-        yield
-    except SetupError as error:
-        report.fail(f"cannot set up the task's container: {error}")
-        os._exit(SETUP_FAILED)
-    except BaseException as error:  # noqa: BLE001 (a bug of ours: say so, in one line)
-        report.fail(f"cannot set up the task's container: internal error ({type(error).__name__})")
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        if error is None:
+            return
+        if isinstance(error, SetupError):
+            self.report.fail(f"cannot set up the task's container: {error}")
+        else:  # a bug of ours: say so, in one line
+            why = f"internal error ({type(error).__name__})"
+            self.report.fail(f"cannot set up the task's container: {why}")
         os._exit(SETUP_FAILED)
 
 
@@ -260,7 +290,7 @@ def _end_like(outcome: list[str], wait_status: int) -> NoReturn:
 
 def pid1(plan: dict[str, Any], report: Report, status_w: int) -> NoReturn:
     held = _hold_signals()
-    with _reporting(report):
+    with _Reporting(report):
         try:
             make_mounts(plan)
         except OSError as error:
@@ -270,7 +300,7 @@ def pid1(plan: dict[str, Any], report: Report, status_w: int) -> NoReturn:
     task = os.fork()
     if task == 0:
         os.close(status_w)
-        with _reporting(report):
+        with _Reporting(report):
             run_task(plan["task"], report)
     _forward_to(task, group=True)  # before the report closes: see supervise()
     for signum in held:
@@ -538,8 +568,8 @@ def run_task(task: dict[str, Any], report: Report) -> NoReturn:
     except OSError as error:
         report.fail(f"cannot set up the task's container: cannot {step}: {error.strerror}")
         os._exit(SETUP_FAILED)
-    argv = [base64.b64decode(a) for a in task["argv"]]
-    env = {base64.b64decode(k): base64.b64decode(v) for k, v in task["env"]}
+    argv = [binascii.a2b_base64(a) for a in task["argv"]]
+    env = {binascii.a2b_base64(k): binascii.a2b_base64(v) for k, v in task["env"]}
     try:
         os.execvpe(os.fsencode(executable), argv, env)  # noqa: S606 (the task's own argv)
     except OSError as error:
@@ -582,7 +612,8 @@ def join(plan_fd: int) -> dict[str, Any]:
         linux.set_dumpable(False)
         linux.disable_core_dumps()
         step = "read its plan"
-        plan: dict[str, Any] = json.loads(_read_all(plan_fd))
+        # From the front end, through a pipe no one else can write to.
+        plan: dict[str, Any] = marshal.loads(_read_all(plan_fd))  # noqa: S302
         if os.getppid() != plan["parent"]:
             raise SetupError("the front end that started it is gone")  # noqa: TRY301
         target: int = plan["target"]
@@ -599,7 +630,7 @@ def join(plan_fd: int) -> dict[str, Any]:
         os.close(target)
     except OSError as error:
         raise SetupError(f"cannot {step}: {error.strerror}") from None
-    except (SetupError, ValueError, KeyError) as error:
+    except (SetupError, ValueError, EOFError, TypeError, KeyError) as error:
         raise SetupError(f"cannot {step}: {error}") from None
     return plan
 
@@ -612,7 +643,7 @@ def execute(plan: dict[str, Any], report: Report) -> NoReturn:
     if child == 0:
         os.close(lifeline_w)
         _die_with_supervisor(lifeline_r)
-        with _reporting(report):
+        with _Reporting(report):
             run_task(plan["task"], report)
     os.close(lifeline_r)
 
@@ -637,11 +668,11 @@ def main(argv: list[str]) -> NoReturn:
     os.set_inheritable(report.fd, False)  # the task must not hold it: its exec ends the launch
     if argv[3:] == ["--exec"]:
         linux.set_name("mesos-exec")
-        with _reporting(report):
+        with _Reporting(report):
             plan = join(int(argv[1]))
         execute(plan, report)
     linux.set_name("mesos-init")  # not "exe" (we are run as /proc/self/exe) in ps, top
-    with _reporting(report):
+    with _Reporting(report):
         plan = begin(int(argv[1]), user_namespace=argv[3:] == ["--user-namespace"])
     supervise(plan, report)
 

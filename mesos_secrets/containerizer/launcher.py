@@ -25,7 +25,7 @@ import abc
 import base64
 import contextlib
 import errno
-import json
+import marshal
 import os
 import pwd
 import select
@@ -63,8 +63,16 @@ __all__ = [
     "task_environment",
 ]
 
-#: The container init program, run by a bare interpreter.
+#: The container init program, run by a bare interpreter: ``python -I -S -c BOOT INIT
+#: ARGS…``, BOOT loading it by path as an import would, from its compiled form in
+#: ``__pycache__`` (a script run by path is compiled anew every time), then calling
+#: its ``main`` with INIT and the arguments.
 INIT = Path(__file__).with_name("init.py")
+BOOT = (
+    "import sys; from importlib.machinery import SourceFileLoader as L; "
+    "m = type(sys)('_mesos_secrets_init'); m.__file__ = sys.argv[1]; "
+    "L(m.__name__, sys.argv[1]).exec_module(m); m.main(sys.argv[1:])"
+)
 #: How long the init may take to make the container and start the task.
 START_TIMEOUT_S = 60.0
 #: Kernel interfaces no task may use: hidden (runc's defaults, for images too).
@@ -404,7 +412,7 @@ def start_init(
     plan = {**plan, "parent": os.getpid()}
     plan_r, plan_w = os.pipe2(os.O_CLOEXEC)
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
-    argv = [sys.executable, "-I", "-S", str(INIT), str(plan_r), str(report_w)]
+    argv = [sys.executable, "-I", "-S", "-c", BOOT, str(INIT), str(plan_r), str(report_w)]
     if user_namespace:
         argv.append("--user-namespace")
     elif mode is not None:
@@ -434,7 +442,7 @@ def start_init(
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
         try:
-            _write_all(plan_w, json.dumps(plan).encode("utf-8"), deadline)
+            _write_all(plan_w, marshal.dumps(plan), deadline)
         except BrokenPipeError:
             pass  # the init is gone already: its report says why
         finally:
