@@ -18,10 +18,11 @@ too, forwards signals, reaps, records the wait status):
 
 the supervisor (this process, in the front end's PID namespace)
     dies with the front end (parent-death signal), is not dumpable and writes no core,
-    joins the container's cgroups so every descendant is accounted for, unshares the
-    PID, mount and IPC namespaces (and a user namespace when not root), forks PID 1,
-    passes signals on to it, and ends as PID 1 reports the task ended: with the same
-    exit status, or killed by the same signal.
+    is in the container's cgroups so that every descendant is accounted for (the front
+    end moves it there before it hands it its plan, while this interpreter starts),
+    unshares the PID, mount and IPC namespaces (and a user namespace when not root),
+    forks PID 1, passes signals on to it, and ends as PID 1 reports the task ended: with
+    the same exit status, or killed by the same signal.
 
 PID 1 (in the new namespaces)
     makes the container's mounts in its own mount namespace only (the host's mount
@@ -35,8 +36,9 @@ PID 1 (in the new namespaces)
     end (parent-death signals, each asked for by the process itself: they are not
     inherited across fork), so a killed front end takes the whole container with it.
 
-With ``--exec``, it runs a command (a check) in a running container instead: it joins the
-container's cgroups and enters its namespaces (``setns`` through a pidfd), then forks
+With ``--exec``, it runs a command (a check) in a running container instead: in the
+container's cgroups (moved there as the supervisor is), it enters its namespaces
+(``setns`` through a pidfd), then forks
 the command, set up as the task is (its user, capabilities, directory, environment).
 
 Failures before the task runs are one line on the report pipe ("cannot start the task:
@@ -47,6 +49,7 @@ nothing on it means the task's program was executed.
 from __future__ import annotations
 
 import binascii
+import codecs
 import marshal
 import os
 import select
@@ -76,6 +79,11 @@ else:
         "_mesos_secrets_linux",
         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "linux.py"),
     )
+
+# Codecs load on first use, and with --exec the command is set up after entering the
+# container's mount namespace, where the standard library may not be (an image): the one
+# used then (to read /proc files) is loaded now.
+codecs.lookup("ascii")
 
 #: Signals passed on to the task (SIGKILL and SIGSTOP cannot be caught; SIGCHLD is ours).
 FORWARDED = (
@@ -190,10 +198,6 @@ def begin(plan_fd: int, *, user_namespace: bool) -> dict[str, Any]:
             raise SetupError("the front end that started it is gone")  # noqa: TRY301
         for fd, _ in plan.get("filesystems", ()):
             os.set_inheritable(fd, False)
-        for procs in plan.get("cgroups", ()):
-            step = f"join cgroup '{os.path.dirname(procs)}'"
-            with open(procs, "w", encoding="ascii") as out:
-                out.write("0")
         if not user_namespace:
             step = "create the container's namespaces"
             flags = linux.CLONE_NEWPID | linux.CLONE_NEWNS
@@ -602,7 +606,8 @@ def _enter(directory: str) -> None:
 
 def join(plan_fd: int) -> dict[str, Any]:
     """Become a process of a running container: tied to the front end, not dumpable, in
-    the container's cgroups (so that it dies with the container), then in its namespaces,
+    the container's cgroups (where the front end put it, so that it dies with the
+    container), then in its namespaces,
     entered through a pidfd on one of its processes (passed by the front end, which
     opened it while that process was known to be the container's)."""
     step = "ask to die with the front end"
@@ -618,10 +623,6 @@ def join(plan_fd: int) -> dict[str, Any]:
             raise SetupError("the front end that started it is gone")  # noqa: TRY301
         target: int = plan["target"]
         os.set_inheritable(target, False)
-        for procs in plan.get("cgroups", ()):
-            step = f"join cgroup '{os.path.dirname(procs)}'"
-            with open(procs, "w", encoding="ascii") as out:
-                out.write("0")
         step = "enter the container's namespaces"
         try:
             linux.setns(target, plan["namespaces"])

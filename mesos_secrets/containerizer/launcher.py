@@ -295,12 +295,8 @@ class InitProcess(Process):
         }
         target = self._find_target()
         return start_init(
-            {
-                "target": target,
-                "namespaces": plan.namespaces,
-                "cgroups": list(plan.cgroups),
-                "task": task,
-            },
+            {"target": target, "namespaces": plan.namespaces, "task": task},
+            cgroups=plan.cgroups,
             mode="--exec",
             fds=[target],
             stdin=subprocess.DEVNULL,
@@ -397,6 +393,7 @@ def _only_child(parent_fd: int, parent: int) -> tuple[int, int]:
 def start_init(
     plan: dict[str, Any],
     *,
+    cgroups: Sequence[str] = (),
     user_namespace: bool = False,
     mode: str | None = None,
     fds: Collection[int] = (),
@@ -406,8 +403,10 @@ def start_init(
 ) -> subprocess.Popen[bytes]:
     """Start the container init with ``plan``; return once the task's program runs.
 
-    ``fds`` (the detached filesystems) are passed to it. A failure before the task runs
-    is a :class:`LaunchError` with the init's one-line report.
+    It is put in ``cgroups`` (their ``cgroup.procs`` files) before it reads its plan,
+    so before it can start anything. ``fds`` (the detached filesystems) are passed to it.
+    A failure before the task runs is a :class:`LaunchError` with the init's one-line
+    report.
     """
     plan = {**plan, "parent": os.getpid()}
     plan_r, plan_w = os.pipe2(os.O_CLOEXEC)
@@ -442,7 +441,12 @@ def start_init(
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
         try:
-            _write_all(plan_w, marshal.dumps(plan), deadline)
+            # Here, while its interpreter starts, not by the init itself afterwards:
+            # moving a process into a cgroup can wait for the kernel (an RCU grace
+            # period on cgroup v1, 10-25 ms here), and both then wait at once.
+            failed = _join_cgroups(popen.pid, cgroups)
+            if failed is None:  # else no plan: the init ends, and this says why
+                _write_all(plan_w, marshal.dumps(plan), deadline)
         except BrokenPipeError:
             pass  # the init is gone already: its report says why
         finally:
@@ -452,10 +456,27 @@ def start_init(
         popen.kill()
         popen.wait()
         raise
+    message = failed or message
     if message is not None:
         popen.wait()
         raise LaunchError(message)
     return popen
+
+
+def _join_cgroups(pid: int, cgroups: Sequence[str]) -> str | None:
+    """Move ``pid`` (our child, not yet reaped: no other process can have its pid) into
+    each cgroup; what failed, as the init would have said it, or None."""
+    for procs in cgroups:
+        try:
+            with open(procs, "w", encoding="ascii") as out:
+                out.write(str(pid))
+        except OSError as error:
+            where = os.path.dirname(procs)
+            return (
+                f"cannot set up the task's container: cannot join cgroup '{where}': "
+                f"{error.strerror}"
+            )
+    return None
 
 
 def _write_all(fd: int, data: bytes, deadline: float) -> None:
@@ -547,7 +568,6 @@ class PosixLauncher(Launcher):
             "terminal": _is_terminal(stdin),
         }
         plan = {
-            "cgroups": list(config.cgroup_procs),
             "ipc": True,
             "filesystems": [[fs.fd, str(fs.at)] for fs in info.filesystems],
             "mounts": [mount.to_plan() for mount in info.mounts],
@@ -561,6 +581,7 @@ class PosixLauncher(Launcher):
         }
         popen = start_init(
             plan,
+            cgroups=config.cgroup_procs,
             user_namespace=not root,
             fds=[fs.fd for fs in info.filesystems],
             stdin=stdin,

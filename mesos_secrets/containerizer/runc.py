@@ -134,7 +134,6 @@ class RuncLauncher(Launcher):
                 Filesystem(state_fd, state),
             ]
             plan = {
-                "cgroups": list(config.cgroup_procs),
                 "ipc": False,  # runc makes the task's own
                 "filesystems": [[fs.fd, str(fs.at)] for fs in filesystems],
                 "mounts": [m.to_plan() for m in info.mounts if m.fstype is not None],
@@ -162,6 +161,7 @@ class RuncLauncher(Launcher):
             }
             popen = start_init(
                 plan,
+                cgroups=config.cgroup_procs,
                 fds=[fs.fd for fs in filesystems],
                 stdin=stdin,
                 stdout=stdout,
