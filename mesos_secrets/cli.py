@@ -475,6 +475,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line ``argv`` (default: this process's own, ``sys.argv``); returns
+    the exit status."""
+    status = _main(argv)
+    if argv is None:
+        # The process ends with this command. Whatever it built stays until then: frozen,
+        # the interpreter's last collections skip it instead of walking every object of
+        # every module loaded (~15 ms, a tenth of a `run`). Everything is still released
+        # and closed at exit as before; only garbage cycles left now are not collected.
+        import gc  # noqa: PLC0415
+
+        gc.freeze()
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     protect_process()  # before anything is read: tokens, values, keys
     parser = build_parser()
     args = parser.parse_args(argv)
