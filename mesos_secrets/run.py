@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import queue
-import secrets
 import signal
 import sys
 import tempfile
@@ -130,7 +129,7 @@ def run_app(
             except BaseException:
                 nofollow.remove_tree(base)
                 raise
-            root = base / secrets.token_hex(8)
+            root = base / os.urandom(8).hex()  # secrets.token_hex, without its imports
             root.mkdir()
         else:
             root = options.work_dir

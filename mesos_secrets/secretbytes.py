@@ -9,7 +9,6 @@ either would hand the value to whoever prints the result. Here ``repr``, ``str``
 
 from __future__ import annotations
 
-import hmac
 from typing import Any, NoReturn
 
 __all__ = ["SecretBytes"]
@@ -69,6 +68,8 @@ class SecretBytes:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, SecretBytes):
+            import hmac  # noqa: PLC0415 (it loads OpenSSL's hashlib: 2.5 ms of every start)
+
             return hmac.compare_digest(self._data, other._data)
         return NotImplemented
 

@@ -10,10 +10,9 @@ resource of 1 is ``1.0``.
 from __future__ import annotations
 
 import datetime
+import os
 import re
-import socket
 from collections.abc import Mapping
-from decimal import Decimal
 
 import attrs
 
@@ -34,7 +33,7 @@ class LaunchContext:
     """What Marathon knows only when it launches: the agent's host name, the app's
     version (a timestamp), whether the group's role is enforced, and the host ports."""
 
-    host: str = attrs.field(factory=socket.gethostname)
+    host: str = attrs.field(factory=lambda: os.uname().nodename)  # gethostname(2)
     version: str = attrs.field(factory=_now)
     enforce_role: bool = False
 
@@ -46,6 +45,8 @@ def java_double(value: float) -> str:
     if 1e-3 <= abs(value) < 1e7:
         text = repr(float(value))
         return text if "." in text else f"{text}.0"
+    from decimal import Decimal  # noqa: PLC0415 (only for such numbers)
+
     sign, digits, exponent = Decimal(repr(float(value))).normalize().as_tuple()
     assert isinstance(exponent, int)
     shown = "".join(map(str, digits))
