@@ -91,7 +91,6 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import sqlite3
 import stat
 import threading
@@ -101,11 +100,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import constant_time, hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.hmac import HMAC
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mesos_secrets.errors import (
     ConfigError,
@@ -119,6 +113,13 @@ from mesos_secrets.names import normalize_key, normalize_name
 from mesos_secrets.resolver import ResolveContext, SecretResolver, select_field
 from mesos_secrets.secret import Reference
 from mesos_secrets.secretbytes import SecretBytes
+
+# cryptography (and, through it, OpenSSL's hashlib) loads when the store is opened, in
+# the methods below that use it: a run that resolves nothing from the store does not pay
+# ~8 ms for it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["HOME_ENV", "LocalResolver", "LocalStore", "SecretInfo", "default_home"]
 
@@ -291,7 +292,7 @@ class LocalStore:
                     )
                 conn.execute("INSERT INTO versions VALUES (?, ?, ?)", (name, version, now))
                 for key, value in plain.items():
-                    nonce = secrets.token_bytes(NONCE_SIZE)
+                    nonce = os.urandom(NONCE_SIZE)
                     sealed = aead.encrypt(nonce, value, _aad(name, key, version))
                     conn.execute(
                         "INSERT INTO fields VALUES (?, ?, ?, ?, ?)",
@@ -458,6 +459,9 @@ class LocalStore:
     # --- authenticated metadata ------------------------------------------------------
 
     def _mac(self, domain: bytes, body: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+        from cryptography.hazmat.primitives.hmac import HMAC  # noqa: PLC0415
+
         assert self._mac_key is not None
         mac = HMAC(self._mac_key, hashes.SHA256())
         mac.update(domain + b"\0" + body)
@@ -473,6 +477,8 @@ class LocalStore:
 
     def _check(self, name: object, rows: _Rows, manifest: dict[str, bytes]) -> None:
         """The secret's rows are those the store last wrote for it."""
+        from cryptography.hazmat.primitives import constant_time  # noqa: PLC0415
+
         expected = manifest.get(name) if isinstance(name, str) else None
         if expected is None:
             raise self._tampered(name, _ADDED)
@@ -493,6 +499,8 @@ class LocalStore:
 
     def _manifest(self, conn: sqlite3.Connection) -> dict[str, bytes]:
         """The verified manifest: secret name -> MAC of its record."""
+        from cryptography.hazmat.primitives import constant_time  # noqa: PLC0415
+
         (data_version,) = conn.execute("PRAGMA data_version").fetchone()
         if self._verified is not None and self._verified[0] == data_version:
             return self._verified[1]
@@ -614,6 +622,10 @@ class LocalStore:
                 raise self._unusable(self.home, error) from None
             if not self.key_file.exists():
                 self._create_key()
+        from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: PLC0415
+
         key = self._read_key()
         self._aead = AESGCM(key)
         self._mac_key = HKDF(
@@ -665,7 +677,7 @@ class LocalStore:
         without waiting (it would have to upgrade a read lock it holds). Whoever links
         first wins; the others use that database.
         """
-        tmp = self.db_path.with_name(f".{self.db_path.name}.{secrets.token_hex(8)}")
+        tmp = self.db_path.with_name(f".{self.db_path.name}.{os.urandom(8).hex()}")
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         try:
             conn = sqlite3.connect(tmp, isolation_level=None)
@@ -769,7 +781,7 @@ class LocalStore:
         return len(manifest)
 
     def _keycheck(self, form: bytes) -> bytes:
-        nonce = secrets.token_bytes(NONCE_SIZE)
+        nonce = os.urandom(NONCE_SIZE)
         return nonce + self._cipher().encrypt(nonce, _KEYCHECK, form)
 
     def _read_key(self) -> bytes:
@@ -827,10 +839,10 @@ class LocalStore:
 
     def _write_key(self) -> None:
         self.key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.key_file.with_name(f".{self.key_file.name}.{secrets.token_hex(8)}")
+        tmp = self.key_file.with_name(f".{self.key_file.name}.{os.urandom(8).hex()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, secrets.token_bytes(KEY_SIZE))
+            os.write(fd, os.urandom(KEY_SIZE))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -878,6 +890,8 @@ def _reason(path: Path, error: OSError) -> str:
 
 def _unseal(aead: AESGCM, nonce: object, sealed: object, aad: bytes) -> bytes | None:
     """The plaintext, or None when the ciphertext (or its nonce) is not authentic."""
+    from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+
     if not isinstance(nonce, bytes) or not isinstance(sealed, bytes):
         return None
     try:
