@@ -189,13 +189,17 @@ class _Index:
 
     def entries(self) -> list[EntryPoint]:
         with self._lock:
+            try:
+                where = index_path()
+            except (RuntimeError, KeyError):  # no home directory to keep it in
+                return self._scan()[0]
             if not _standard_finders_only():
                 return self._scan()[0]
             paths = _path_key()
             if self._known is not None and _valid(self._known, paths):
                 return _entry_points(self._known)
             self._known = None
-            stored = _read(index_path())
+            stored = _read(where)
             if stored is not None and _valid(stored, paths):
                 self._known = stored
                 return _entry_points(stored)
@@ -209,7 +213,7 @@ class _Index:
                 and not _racy((sig for _, sig in paths + files), started)
             ):
                 index["paths"] = paths
-                _write(index_path(), index)
+                _write(where, index)
                 self._known = index
             return entries
 
@@ -302,9 +306,9 @@ def _safe(info: os.stat_result, kind: int) -> bool:
 
 def _open_directory(path: Path, *, create: bool) -> int | None:
     """The index's directory, opened without following a link, if it is safe."""
-    if create:
+    if create:  # its parents as any program makes them (~/.cache, /var/cache); it, 0700
         with contextlib.suppress(OSError):
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError):
                 os.mkdir(path, 0o700)
     try:

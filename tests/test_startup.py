@@ -356,3 +356,15 @@ def test_where_the_index_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     before = plugin_index.index_path()
     monkeypatch.syspath_prepend(str(tmp_path))
     assert plugin_index.index_path() != before  # each environment its own
+
+
+def test_no_home_no_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user without a home directory (an arbitrary uid in a container) scans."""
+    monkeypatch.setattr(os, "geteuid", lambda: 12345)
+    monkeypatch.delenv("HOME")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(plugin_index, "_index", plugin_index._Index())
+    monkeypatch.setattr("pwd.getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+    with pytest.raises((RuntimeError, KeyError)):
+        plugin_index.index_path()
+    assert "local" in [e.name for e in plugin_index.entry_points(RESOLVER_GROUP)]
