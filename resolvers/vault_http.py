@@ -286,6 +286,17 @@ def _capped(timeout: Any, left: float) -> Any:
     return left
 
 
+def _request_timeout(timeout: Any) -> Any:
+    """A request's timeout capped at what is left of the budget under way;
+    :class:`OutOfTime` when it is spent, so that no request starts."""
+    left = time_left()
+    if left is None:
+        return timeout
+    if left <= 0:
+        raise OutOfTime("the deadline has passed")
+    return _capped(timeout, left)
+
+
 class BudgetAdapter(HTTPAdapter):
     """Sends each request with what is left of the budget under way.
 
@@ -313,13 +324,13 @@ class BudgetAdapter(HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
-        left = time_left()
-        if left is not None:
-            if left <= 0:
-                raise OutOfTime("the deadline has passed", request=request)
-            timeout = _capped(timeout, left)
         return super().send(
-            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            request,
+            stream=stream,
+            timeout=_request_timeout(timeout),
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
         )
 
 
@@ -407,11 +418,7 @@ class Session:
         **_ignored: Any,  # verify, cert, proxies: fixed for the session
     ) -> Response:
         """Send one request; raise requests' exception for what went wrong on the way."""
-        left = time_left()
-        if left is not None:
-            if left <= 0:
-                raise OutOfTime("the deadline has passed")
-            timeout = _capped(timeout, left)
+        timeout = _request_timeout(timeout)
         if params:
             url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params, doseq=True)
         sent = dict(headers or {})
@@ -449,6 +456,7 @@ class Session:
 
 
 def _json_body(value: Any) -> bytes:
+    """A JSON body (in :meth:`Session.request` ``json`` is requests' keyword)."""
     return json.dumps(value, allow_nan=False).encode()
 
 
