@@ -59,7 +59,7 @@ from dxf import exceptions as dxf_errors
 from . import linux, nofollow
 from ._codec import loads
 from .containerizer.pipeline import Rootfs
-from .containerizer.runtime import default_store_dir
+from .containerizer.runtime import container_part, default_store_dir, pulls_under_way
 from .docker_config import DOCKER_HUB, RegistryAuth, canonical_registry, parse_docker_config
 from .errors import (
     ConfigError,
@@ -389,7 +389,7 @@ class ImageStore:
         self.rootfs_dir = self.root / "rootfs"
         self.records = self.root / "images"
         self.provenance = self.root / "sources"
-        self.tmp = self.root / "tmp"
+        self.tmp = pulls_under_way(self.root)
         self.locks = self.root / "locks"
         for directory in (
             self.blobs,
@@ -603,7 +603,7 @@ class Provisioner:
         return self._store
 
     def container_dir(self, container_id: str) -> Path:
-        return self.runtime_dir / "containers" / container_id / "provisioner"
+        return container_part(self.runtime_dir, container_id, "provisioner")
 
     def __call__(self, task: TaskInfo, config: ContainerConfig) -> Rootfs | None:
         return self.provision(task, config)
@@ -653,7 +653,7 @@ class Provisioner:
 
     def recover(self) -> None:
         root = self._store.root if isinstance(self._store, ImageStore) else Path(self._store)
-        if (root / "tmp").is_dir():
+        if pulls_under_way(root).is_dir():
             self.store.recover()
 
     # --- credentials ----------------------------------------------------------------

@@ -29,7 +29,13 @@ from .containerizer import Authorizer, Container, Containerizer, default_runtime
 from .containerizer import capabilities as caps
 from .containerizer.launcher import PosixLauncher, Termination, keeping_the_terminal
 from .containerizer.runc import RuncLauncher
-from .containerizer.runtime import RuntimeDir, default_fetcher_cache_dir, default_store_dir
+from .containerizer.runtime import (
+    RuntimeDir,
+    container_part,
+    default_fetcher_cache_dir,
+    default_store_dir,
+    pulls_under_way,
+)
 from .errors import ConfigError, LaunchError, MesosSecretsError, printable
 from .isolator import ContainerConfig, TaskUser, create_isolators
 from .marathon import App
@@ -365,15 +371,13 @@ class _OnDemandProvisioner:
         return self.load().provision(task, config)
 
     def destroy(self, container_id: str) -> None:
-        # What the provisioner keeps of a container (images.Provisioner.container_dir):
-        # an orphan's, from a front end that pulled, is there without it being loaded.
-        kept = self._runtime_dir / "containers" / container_id / "provisioner"
+        # An orphan's, from a front end that pulled, is there without it being loaded.
+        kept = container_part(self._runtime_dir, container_id, "provisioner")
         if self._provisioner is not None or os.path.lexists(kept):
             self.load().destroy(container_id)
 
     def recover(self) -> None:
-        # What dead pullers left is in the store's tmp/ (images.ImageStore.recover).
-        if self._provisioner is not None or _has_entries(self._store / "tmp"):
+        if self._provisioner is not None or _has_entries(pulls_under_way(self._store)):
             self.load().recover()
 
 

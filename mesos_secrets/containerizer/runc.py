@@ -48,6 +48,7 @@ from .launcher import (
     start_init,
     task_environment,
 )
+from .runtime import container_part
 
 __all__ = ["SANDBOX", "RuncLauncher"]
 
@@ -86,7 +87,7 @@ class RuncLauncher(Launcher):
         self.runc_path = shutil.which(runc) or runc
 
     def container_dir(self, container_id: str) -> Path:
-        return self.runtime_dir / "containers" / container_id / "runc"
+        return container_part(self.runtime_dir, container_id, "runc")
 
     @staticmethod
     def name_of(container_id: str) -> str:

@@ -78,6 +78,19 @@ def default_store_dir() -> Path:
     return Path(base) / "mesos-secrets" / "images"
 
 
+def container_part(runtime_dir: Path, container_id: str, keeper: str) -> Path:
+    """Where ``keeper`` (``provisioner``, ``runc``) keeps what it has of a container:
+    ``containers/<id>/<keeper>``. Here, so that a front end finds what a dead one's
+    provisioner left without loading the provisioner."""
+    return runtime_dir / "containers" / container_id / keeper
+
+
+def pulls_under_way(store: Path) -> Path:
+    """Where pulls keep their partial downloads and unpacks in the image store
+    ``store``: what one that died left is there, for recovery to remove."""
+    return store / "tmp"
+
+
 def default_fetcher_cache_dir() -> Path:
     """The fetcher's cache (:mod:`mesos_secrets.fetcher`), beside the image store."""
     return default_store_dir().parent / "fetcher"
