@@ -510,6 +510,9 @@ class Harness:
 
     def launch_environment(self) -> dict[str, str]:
         env = clean_environment()
+        # As installed packages are: with bytecode (the first round writes it), not
+        # compiling any module changed since on every launch.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         # The processes import this checkout, whichever the venv was installed from.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env.update(HOME=str(self.home), MESOS_SECRETS_HOME=str(self.store))
