@@ -34,7 +34,7 @@ from .errors import ConfigError, SecretAccessDeniedError, SecretValidationError
 from .mesos import TaskInfo
 from .resolver import ResolveContext
 
-__all__ = ["ACLs", "Entity", "Rule"]
+__all__ = ["ACLs", "Entity", "Rule", "secret_pattern"]
 
 
 @attrs.frozen
@@ -61,7 +61,7 @@ class Entity:
         return cls(values=tuple(values))
 
 
-def _pattern(glob: str) -> re.Pattern[str]:
+def secret_pattern(glob: str) -> re.Pattern[str]:
     """``*`` within a segment, ``**`` across segments; everything else literal."""
     out = []
     for part in re.split(r"(\*\*|\*)", "/" + glob.lstrip("/")):
@@ -76,7 +76,7 @@ class Rule:
     _patterns: tuple[re.Pattern[str], ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "_patterns", tuple(_pattern(v) for v in self.secrets.values))
+        object.__setattr__(self, "_patterns", tuple(secret_pattern(v) for v in self.secrets.values))
 
     def covers(self, principal: str | None) -> bool:
         if self.principals.kind == "ANY":

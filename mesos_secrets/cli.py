@@ -181,6 +181,65 @@ def cmd_resolvers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    import logging  # noqa: PLC0415
+
+    from .agent import build_agent  # noqa: PLC0415
+    from .agent.server import serve  # noqa: PLC0415
+    from .config import load_config  # noqa: PLC0415
+    from .registry import resolvers  # noqa: PLC0415
+
+    if not args.verbose:  # a daemon says what it does: start, stop, refusals
+        logging.getLogger("mesos_secrets.agent").setLevel(logging.INFO)
+    config = load_config(args.config, known=resolvers.names())
+    agent = build_agent(
+        config,
+        resolver=args.resolver,
+        acls=args.acls,
+        runtime_dir=args.runtime_dir,
+        socket=args.socket,
+        socket_group=args.socket_group,
+        cache_ttl=args.cache_ttl,
+        max_stale=args.max_stale,
+        executor_secret_key=args.executor_secret_key,
+        metrics_address=args.metrics_address,
+    )
+    return serve(agent)
+
+
+def cmd_agent_status(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from resolvers.agent import AgentResolver  # noqa: PLC0415
+
+    with AgentResolver(socket=str(args.socket) if args.socket else None) as client:
+        status = client.status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    agent = status.get("agent", {})
+    print(
+        f"agent pid {agent.get('pid')} on {agent.get('socket')}: resolver "
+        f"'{agent.get('resolver')}', {agent.get('cached')} cached, up {agent.get('uptime')}s"
+    )
+    for holder in status.get("containers", []):
+        ids = " ".join(
+            f"{name}={holder[name]}"
+            for name in ("framework_id", "executor_id", "task_id", "container_id")
+            if holder.get(name)
+        )
+        print(
+            f"{holder.get('principal') or '-'} (uid {holder.get('uid')}, pid {holder.get('pid')})"
+            f"{' ' + ids if ids else ''} since {holder.get('since')}"
+        )
+        for secret in holder.get("secrets", []):
+            key = f"@{secret['key']}" if secret.get("key") else ""
+            version = f" version {secret['version']}" if secret.get("version") else ""
+            stale = f", {secret['stale']}s stale" if secret.get("stale") else ""
+            print(f"  {secret['name']}{key}{version}, {secret['age']}s old{stale}")
+    return 0
+
+
 def _load_spec(path: str, strict: bool = False) -> App | Pod | Group | AppList:
     from .marathon import load_spec  # noqa: PLC0415
 
@@ -337,6 +396,53 @@ def _add_access_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--principal", help="the principal the spec runs as, for the ACLs")
 
 
+def _add_agent_parser(commands: Any) -> None:
+    agent = commands.add_parser(
+        "agent",
+        help="the node agent: serve secrets to every task on this node from one cache",
+        description="Run the node agent in the foreground: it alone holds the store's "
+        "credentials and answers the 'agent' resolver of run and the executor on its Unix "
+        "socket, checking each caller against the ACLs. Settings come from [agent] in the "
+        "configuration; these flags override them. 'agent status' prints what each "
+        "container holds.",
+    )
+    agent.add_argument(
+        "--socket", type=_path, metavar="PATH", help="default <runtime-dir>/agent.sock"
+    )
+    agent.add_argument("--socket-group", metavar="GROUP", help="the group that may connect")
+    agent.add_argument("--resolver", metavar="NAME", help="the store's resolver (not 'agent')")
+    agent.add_argument(
+        "--runtime-dir", type=_path, metavar="DIR", help="default /run/mesos-secrets as root"
+    )
+    agent.add_argument("--cache-ttl", type=_seconds, metavar="SECONDS", help="default 5")
+    agent.add_argument(
+        "--max-stale",
+        type=_seconds,
+        metavar="SECONDS",
+        help="serve a value up to this long past its TTL while the store is down (default 0)",
+    )
+    agent.add_argument(
+        "--executor-secret-key",
+        type=_path,
+        metavar="FILE",
+        help="the Mesos agent's executor JWT key, to check executors' tokens",
+    )
+    agent.add_argument(
+        "--metrics-address", metavar="HOST:PORT", help="serve Prometheus metrics on /metrics"
+    )
+    agent.add_argument("--acls", type=_path, metavar="FILE", help="default: config 'acls'")
+    agent.set_defaults(func=cmd_agent)
+    agent_actions = agent.add_subparsers(dest="action", metavar="ACTION")
+    agent_status = agent_actions.add_parser(
+        "status", help="each live container, its principal, and the secrets it holds"
+    )
+    agent_status.add_argument("--json", action="store_true", help="JSON output")
+    agent_status.add_argument(
+        "--socket", type=_path, metavar="PATH", default=argparse.SUPPRESS, help="the agent's"
+    )
+    agent_status.set_defaults(func=cmd_agent_status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -468,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_access_options(run)
     run.set_defaults(func=cmd_run)
+
+    _add_agent_parser(commands)
 
     resolvers_cmd = commands.add_parser("resolvers", help="list the available resolvers")
     resolvers_cmd.set_defaults(func=cmd_resolvers)

@@ -34,6 +34,7 @@ CONFIG_ENV = "MESOS_SECRETS_CONFIG"
 RESOLVER_ENV = "MESOS_SECRETS_RESOLVER"
 
 _TOP_LEVEL = {
+    "agent",
     "resolver",
     "resolvers",
     "isolation",
@@ -76,6 +77,8 @@ class Config:
     containers: Mapping[str, Any] | None = None
     #: The [fetcher] table: ``cache_dir``, ``cache_size``, ``timeout``, ``ca_bundle``.
     fetcher: Mapping[str, Any] | None = None
+    #: The [agent] table (the node agent): ``socket``, ``cache_ttl``, ``max_stale``…
+    agent: Mapping[str, Any] | None = None
     source: str | None = None
 
     def options_for(self, name: str) -> dict[str, Any]:
@@ -141,7 +144,9 @@ def _from_toml(data: bytes, file: Path) -> Config:
             f"configuration file '{file}': 'isolation' must be a string "
             '("environment_secret,volume_secret") or a list of names'
         )
-    tables_of = {name: doc.get(name) for name in ("audit", "images", "containers", "fetcher")}
+    tables_of = {
+        name: doc.get(name) for name in ("audit", "images", "containers", "fetcher", "agent")
+    }
     for name, table in tables_of.items():
         if table is not None and not isinstance(table, dict):
             raise ConfigError(f"configuration file '{file}': '{name}' must be a table, as [{name}]")
@@ -160,6 +165,7 @@ def _from_toml(data: bytes, file: Path) -> Config:
         images=tables_of["images"],
         containers=tables_of["containers"],
         fetcher=tables_of["fetcher"],
+        agent=tables_of["agent"],
         source=str(file),
     )
 

@@ -56,8 +56,8 @@ from .errors import LaunchCancelled, MesosSecretsError, SecretValidationError, p
 from .framework import BOOTSTRAP_ENV
 from .hardening import protect_process
 from .mesos import TaskInfo
-from .registry import get_resolver, resolvers
-from .resolver import ResolveContext, SecretResolver
+from .registry import choose_resolver, get_resolver, resolvers
+from .resolver import ResolveContext, SecretResolver, option_types
 from .run import build_containerizer, log_progress
 
 __all__ = ["SecretsExecutor", "main"]
@@ -119,9 +119,12 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         directory: Path,
         kill_grace_period: float = DEFAULT_KILL_GRACE_S,
         shutdown_grace_period: float = DEFAULT_SHUTDOWN_GRACE_S,
+        executor_token: str | None = None,
     ) -> None:
         self.config = config
         self._bootstrap = bootstrap
+        #: The Mesos executor token, for a resolver that presents it (the node agent's).
+        self._executor_token = executor_token
         self.runtime_dir = runtime_dir
         self.directory = directory
         self.kill_grace_period = kill_grace_period
@@ -223,8 +226,10 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         """Log in to the store (unwrapping the bootstrap now, once) and recover."""
         bootstrap, self._bootstrap = self._bootstrap, None
         try:
-            options = {"wrapped_token": bootstrap} if bootstrap else {}
-            name = "vault" if bootstrap else None
+            options: dict[str, Any] = {"wrapped_token": bootstrap} if bootstrap else {}
+            name = "vault" if bootstrap else choose_resolver(None, self.config)
+            if self._executor_token and "executor_token" in option_types(resolvers.load(name)):
+                options["executor_token"] = self._executor_token
             self.resolver = get_resolver(name, config=self.config, **options)
             self.resolver.check()
             acls = ACLs.load(self.config.acls) if self.config.acls else None
@@ -610,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         runtime_dir=runtime,
         directory=directory,
         shutdown_grace_period=shutdown_grace,
+        executor_token=token,
     )
     driver = AgentDriver(executor, token, reconnection)
     # Without it pymesos would kill the executor at once on SHUTDOWN.

@@ -69,6 +69,9 @@ class SecretResolver(abc.ABC):
     audit: _audit.AuditLog | None = None
     #: How many references :func:`resolve_all` resolves at once with this resolver.
     concurrency: int = MAX_CONCURRENT_RESOLUTIONS
+    #: Whether :meth:`resolve_references` answers many references in one exchange (the
+    #: node agent's client): :func:`resolve_all` then gives it all of them at once.
+    batched: ClassVar[bool] = False
 
     def resolve(self, secret: Secret, context: ResolveContext | None = None) -> SecretBytes:
         """Return the value of ``secret``: inline for VALUE, from the store for REFERENCE.
@@ -135,6 +138,28 @@ class SecretResolver(abc.ABC):
         self, reference: Reference, context: ResolveContext | None = None
     ) -> SecretBytes:
         """Fetch the secret ``reference`` names from the backend."""
+
+    def resolve_references(
+        self, references: Sequence[Reference], context: ResolveContext | None = None
+    ) -> list[SecretBytes | ResolverError]:
+        """Resolve several references, results in order, a failure in its value's place.
+
+        Called by :func:`resolve_all` when the resolver is :attr:`batched`; by default
+        one :meth:`resolve_reference` after another.
+        """
+        results: list[SecretBytes | ResolverError] = []
+        for reference in references:
+            try:
+                results.append(self.resolve_reference(reference, context))
+            except ResolverError as error:
+                results.append(error)
+        return results
+
+    def release(self, reference: Reference) -> bool:
+        """Nothing needs ``reference`` any more: give up what was obtained for it alone
+        (revoke its lease). True if something was given up, so a cached value of it is
+        no longer good. By default there is nothing to give up."""
+        return False
 
     def answers_at_once(self, reference: Reference) -> bool:
         """Whether resolving ``reference`` now would wait on nothing: no network, no
@@ -294,6 +319,8 @@ def resolve_all(
         except ResolverError as error:
             return error
 
+    if resolver.batched:
+        return _resolve_batch(resolver, secrets, context, one)
     results: list[SecretBytes | ResolverError | None] = [None] * len(secrets)
     first: dict[str, int] = {}  # a secret name: the index resolved first for it
     later: list[int] = []
@@ -313,6 +340,38 @@ def resolve_all(
     _each_in_threads(lead, leaders, min(max(resolver.concurrency, 1), len(leaders)))
     for index in later:
         results[index] = one(secrets[index])
+    done = [result for result in results if result is not None]
+    assert len(done) == len(secrets)
+    return done
+
+
+def _resolve_batch(
+    resolver: SecretResolver,
+    secrets: Sequence[Secret],
+    context: ResolveContext | None,
+    one: Callable[[Secret], SecretBytes | ResolverError],
+) -> list[SecretBytes | ResolverError]:
+    """Inline values here, every reference in one :meth:`~SecretResolver.resolve_references`
+    call, each recorded in the audit trail as :meth:`~SecretResolver.resolve` would."""
+    for secret in secrets:
+        _check_secret(secret)
+    results: list[SecretBytes | ResolverError | None] = [
+        None if secret.reference is not None else one(secret) for secret in secrets
+    ]
+    wanted = [i for i, secret in enumerate(secrets) if secret.reference is not None]
+    references = [secrets[i].reference for i in wanted]
+    started = time.monotonic()
+    answers = resolver.resolve_references(references, context)  # type: ignore[arg-type]
+    if len(answers) != len(wanted):
+        raise RuntimeError(f"resolver '{resolver.name}' answered {len(answers)} of {len(wanted)}")
+    seconds = time.monotonic() - started
+    for index, answer in zip(wanted, answers, strict=True):
+        results[index] = answer
+        if resolver.audit is not None:
+            error = answer if isinstance(answer, ResolverError) else None
+            resolver._record(
+                secrets[index].reference, context, error, seconds, {"batch": len(wanted)}
+            )
     done = [result for result in results if result is not None]
     assert len(done) == len(secrets)
     return done

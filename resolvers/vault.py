@@ -498,6 +498,10 @@ class _Cache:
         entry = self._entries.get(key)
         return entry is not None and entry[0] > time.monotonic()
 
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
@@ -632,6 +636,8 @@ class VaultResolver(SecretResolver):
         self._token_ttl: float | None = None
         self._token_looked_up = False  # by check(): the renewer need not
         self._leases: dict[str, tuple[float, bool]] = {}
+        #: The lease of each logical path read, while it is held.
+        self._lease_of: dict[str, str] = {}
         self._leases_lock = threading.Lock()
         self._token_failures = 0  # the renewer's, in a row
         self._lease_failures: dict[str, int] = {}
@@ -710,13 +716,32 @@ class VaultResolver(SecretResolver):
         with self._leases_lock:
             leases = list(self._leases)
             self._leases.clear()
+            self._lease_of.clear()
         with budget(self.deadline):  # revocations: one deadline for them all
             self._revoke(leases)
         self._logged_in = False
         self.client.token = None
         self._session.close()
 
-    def _revoke(self, leases: list[str]) -> None:
+    def release(self, reference: Reference) -> bool:
+        """Revoke the lease of a dynamic secret (a ``logical_mounts`` path) and forget its
+        fields: the next read gets new ones. KV secrets have no lease: nothing to do."""
+        path = reference.name.strip("/")
+        key = self._cache_key(path)
+        if key[0] != "logical":
+            return False
+        with self._leases_lock:
+            lease = self._lease_of.pop(path, None)
+            if lease is not None:
+                self._leases.pop(lease, None)
+        self._cache.forget(key)
+        if lease is None:
+            return False
+        with budget(self.deadline):
+            self._revoke([lease], token=False)
+        return True
+
+    def _revoke(self, leases: list[str], *, token: bool = True) -> None:
         """Best effort: whatever the store answers (or fails to), closing goes on."""
         for lease in leases:
             try:
@@ -725,7 +750,7 @@ class VaultResolver(SecretResolver):
                 log.warning(
                     "could not revoke a lease at %s: %s", self.address, type(error).__name__
                 )
-        if self._owns_token and self._logged_in:
+        if token and self._owns_token and self._logged_in:
             try:
                 self.client.auth.token.revoke_self()
             except Exception as error:  # noqa: BLE001 (named by type: its text may quote)
@@ -1100,6 +1125,7 @@ class VaultResolver(SecretResolver):
         if lease:
             with self._leases_lock:
                 self._leases[lease] = (time.monotonic() + duration * 2 / 3, renewable)
+                self._lease_of[path] = lease
         return fields
 
     # --- calls: retries and error mapping ----------------------------------------------

@@ -24,6 +24,7 @@ _OUR_VARIABLES = (
     "MESOS_SECRETS_HOME",
     "MESOS_SECRETS_RESOLVER",
     "MESOS_SECRETS_CONFIG",
+    "MESOS_SECRETS_AGENT_SOCKET",
     *(
         f"{prefix}_{name}"
         for prefix in ("VAULT", "BAO")

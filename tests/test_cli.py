@@ -177,7 +177,7 @@ class TestOtherCommands:
         assert b"unknown resolver 'nope'" in result.stderr
 
     def test_resolvers(self) -> None:
-        assert ok("resolvers").stdout.split() == [b"local", b"value", b"vault"]
+        assert ok("resolvers").stdout.split() == [b"agent", b"local", b"value", b"vault"]
 
     def test_version(self) -> None:
         assert ok("--version").stdout.startswith(b"mesos-secrets ")

@@ -1,0 +1,216 @@
+"""One cache for the node: every caller's answers, one store read per secret at a time.
+
+A value is fresh for its TTL (``cache_ttl``, or the first ``cache_ttls`` pattern that
+matches its name) after the store gave it; while fresh it is served from memory. Callers
+that want a secret being read already wait for that read instead of making their own
+(request coalescing): for the same key they share its outcome; for another key of the same
+secret they go next, answered by the resolver's own cache of the secret's fields, so a
+secret is read once whichever of its keys are asked for.
+
+When the store cannot be reached (the resolver raises
+:class:`~mesos_secrets.errors.ResolverUnavailableError`) a value that was good is served
+up to ``max_stale`` seconds past its freshness, saying by how much. Any other failure (not
+found, denied by the store) is final and nothing stale is served for it. Past
+``ttl + max_stale`` an entry is dropped.
+
+Who may see an answer is not this module's concern: the agent checks every caller
+before it asks (:mod:`.server`), cache hits included. Values are kept as
+:class:`~mesos_secrets.secretbytes.SecretBytes`, in this process's memory only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import NamedTuple
+
+from .. import audit as _audit
+from ..errors import ResolverError, ResolverUnavailableError
+from ..resolver import ResolveContext, SecretResolver
+from ..secret import Reference
+from ..secretbytes import SecretBytes
+
+__all__ = ["Answer", "Entry", "NodeCache"]
+
+#: How long a caller waits for a read another caller has under way, at most (the
+#: resolver's own deadline ends the read sooner).
+WAIT_FOR_READ_S = 60.0
+
+
+class Entry(NamedTuple):
+    """A value the store gave, and when."""
+
+    value: SecretBytes
+    fetched: float  # the clock's time of the read
+    fetched_at: float  # the wall clock's (for the inventory)
+    fresh_until: float
+    version: str | None
+
+
+class Answer(NamedTuple):
+    """What a caller gets: the value and how it came."""
+
+    value: SecretBytes
+    age: float
+    stale: float  # seconds past freshness (0: fresh)
+    version: str | None
+    hit: bool  # no store read of this caller's own
+    coalesced: bool  # waited for another caller's read
+
+
+class NodeCache:
+    """Values by ``(name, key)`` for every caller of the node (see the module)."""
+
+    def __init__(
+        self,
+        resolver: SecretResolver,
+        *,
+        ttl: float,
+        ttls: tuple[tuple[str, float], ...] = (),
+        max_stale: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from ..acls import secret_pattern  # noqa: PLC0415 (the agent loads it anyway)
+
+        self.resolver = resolver
+        self.ttl = ttl
+        self.max_stale = max_stale
+        self._ttls = tuple((secret_pattern(glob), seconds) for glob, seconds in ttls)
+        self._clock = clock
+        self._entries: dict[tuple[str, str | None], Entry] = {}
+        #: A secret's name: the read under way for it, and which key it is for.
+        self._reads: dict[str, tuple[Future[Answer], str | None]] = {}
+        self._lock = threading.Lock()
+        #: Counters for the metrics: store reads, hits, misses, coalesced, stale.
+        self.on_event: Callable[[str], None] = lambda event: None
+
+    def ttl_for(self, name: str) -> float:
+        path = "/" + name.lstrip("/")
+        for pattern, seconds in self._ttls:
+            if pattern.fullmatch(path):
+                return seconds
+        return self.ttl
+
+    def get(
+        self, reference: Reference, context: ResolveContext | None = None
+    ) -> Answer | ResolverError:
+        """The value of ``reference``, from memory while fresh, else from the resolver."""
+        key = (reference.name, reference.key)
+        coalesced = False
+        deadline = self._clock() + WAIT_FOR_READ_S
+        while True:
+            with self._lock:
+                now = self._clock()
+                entry = self._entries.get(key)
+                if entry is not None and now < entry.fresh_until:
+                    self.on_event("hit")
+                    return Answer(
+                        entry.value, now - entry.fetched, 0.0, entry.version, True, coalesced
+                    )
+                reading = self._reads.get(reference.name)
+                if reading is None:
+                    future: Future[Answer] = Future()
+                    self._reads[reference.name] = (future, reference.key)
+                    break
+            future, for_key = reading
+            self.on_event("coalesced")
+            coalesced = True
+            try:
+                outcome = future.result(timeout=max(0.0, deadline - self._clock()))
+            except ResolverError as error:
+                if for_key == reference.key:
+                    return error
+                continue  # another key of the secret failed: ours may not
+            except TimeoutError:
+                return ResolverUnavailableError(
+                    f"secret '{reference.name}': the store's answer did not come within "
+                    f"{WAIT_FOR_READ_S:.0f}s",
+                    reference=reference.name,
+                    key=reference.key,
+                    resolver=self.resolver.name,
+                )
+            if for_key == reference.key:
+                return outcome._replace(hit=True, coalesced=True)
+            # Another key of the same secret was read: ours now comes from the
+            # resolver's own cache of its fields, or is read next.
+        self.on_event("miss")
+        try:
+            answer = self._read(reference, context, key, coalesced)
+        except BaseException as error:
+            future.set_exception(error)
+            raise
+        finally:
+            with self._lock:
+                self._reads.pop(reference.name, None)
+        if isinstance(answer, ResolverError):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+        return answer
+
+    def _read(
+        self,
+        reference: Reference,
+        context: ResolveContext | None,
+        key: tuple[str, str | None],
+        coalesced: bool,
+    ) -> Answer | ResolverError:
+        token = _audit.start_notes()
+        try:
+            self.on_event("store_read")
+            value = self.resolver.resolve_reference(reference, context)
+        except ResolverUnavailableError as error:
+            return self._stale(key, error, coalesced)
+        except ResolverError as error:
+            return error
+        finally:
+            notes = _audit.finish_notes(token)
+        now, version = self._clock(), notes.get("version")
+        entry = Entry(
+            value,
+            now,
+            time.time(),
+            now + self.ttl_for(reference.name),
+            None if version is None else str(version),
+        )
+        with self._lock:
+            self._entries[key] = entry
+        return Answer(value, 0.0, 0.0, entry.version, False, coalesced)
+
+    def _stale(
+        self, key: tuple[str, str | None], error: ResolverUnavailableError, coalesced: bool
+    ) -> Answer | ResolverError:
+        """The last good value, if it is no more than ``max_stale`` past its freshness."""
+        with self._lock:
+            now = self._clock()
+            entry = self._entries.get(key)
+            if entry is None or now - entry.fresh_until > self.max_stale:
+                return error
+        self.on_event("stale")
+        stale = max(0.0, now - entry.fresh_until)
+        return Answer(entry.value, now - entry.fetched, stale, entry.version, True, coalesced)
+
+    def forget(self, reference: Reference) -> None:
+        """Drop every cached key of ``reference``'s secret (its lease was revoked)."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == reference.name]:
+                del self._entries[key]
+
+    def expire(self) -> None:
+        """Drop entries past ``ttl + max_stale``: they can no longer be served."""
+        with self._lock:
+            now = self._clock()
+            for key in [
+                k for k, e in self._entries.items() if now - e.fresh_until > self.max_stale
+            ]:
+                del self._entries[key]
+
+    def entries(self) -> Iterator[tuple[tuple[str, str | None], Entry]]:
+        with self._lock:
+            return iter(list(self._entries.items()))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -1,0 +1,178 @@
+"""The node agent's protocol: HTTP/1.1 with JSON bodies on a Unix socket.
+
+HTTP because it is what every language and tool already speaks (``curl
+--unix-socket``), served by the standard library on one side and read by
+:mod:`http.client` on the other; JSON as everything else here. A value travels only in a
+response body, base64-encoded, and nowhere else: not in a path, a header or a log line.
+
+``POST /v1/resolve``::
+
+    {"references": [{"name": "/myapp/db", "key": "password"}, ...],
+     "context": {"task_id": "web.1", "framework_id": "...", "executor_id": "...",
+                 "container_id": "..."}}
+
+    200 {"results": [{"value": "<base64>", "age": 1.5, "stale": 0.0, "version": "3"},
+                     {"error": {"kind": "denied", "message": "Secret /x is not ..."}}]}
+
+Each result is in its reference's place; ``age`` is how long ago the store gave the
+value (seconds), ``stale`` how far past its freshness it is when the store could not be
+reached (0 when fresh), ``version`` the store's version of it when the store says.
+``kind`` is ``not_found``, ``denied``, ``unavailable`` or ``error``.
+
+An executor sends its Mesos executor token, ``Authorization: Bearer <token>``: the
+agent checks it with the Mesos agent's key and takes the framework, executor and
+container ids from its claims instead of the body's. Every caller is known by its
+process's user (``SO_PEERCRED``), which names its principal.
+
+``POST /v1/release`` (``{"context": {...}}``): the caller's task (its ``container_id``,
+else its ``task_id``, else everything the calling process holds) no longer needs its
+secrets. ``GET /v1/status``: the inventory, for the agent's own user and root only.
+``GET /v1/health``: ``{"ok": true}`` once the agent serves.
+
+A request the agent refuses as a whole is answered ``4xx`` with ``{"error": {"kind":
+..., "message": ...}}``: ``bad_request`` (400), ``unauthenticated`` (401), ``forbidden``
+(403), ``not_found`` (404), ``method`` (405), ``too_large`` (413).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import (
+    ResolverError,
+    ResolverUnavailableError,
+    SecretAccessDeniedError,
+    SecretNotFoundError,
+    SecretValidationError,
+)
+from ..resolver import ResolveContext
+from ..secret import Reference
+from ..secretbytes import SecretBytes
+
+__all__ = [
+    "CONTEXT_FIELDS",
+    "MAX_BODY",
+    "MAX_REFERENCES",
+    "ProtocolError",
+    "answer_of",
+    "context_from_json",
+    "context_to_json",
+    "error_kind",
+    "error_of",
+    "references_from_json",
+    "references_to_json",
+]
+
+VERSION = "v1"
+RESOLVE = f"/{VERSION}/resolve"
+RELEASE = f"/{VERSION}/release"
+STATUS = f"/{VERSION}/status"
+HEALTH = f"/{VERSION}/health"
+#: The largest request body the agent reads (bytes).
+MAX_BODY = 1 << 20
+#: The most references one request may ask for.
+MAX_REFERENCES = 4096
+#: The ResolveContext fields a request may carry.
+CONTEXT_FIELDS = ("framework_id", "executor_id", "task_id", "container_id")
+
+_KINDS: tuple[tuple[type[ResolverError], str], ...] = (
+    (SecretNotFoundError, "not_found"),
+    (SecretAccessDeniedError, "denied"),
+    (ResolverUnavailableError, "unavailable"),
+)
+_ERRORS = {kind: cls for cls, kind in _KINDS}
+
+
+class ProtocolError(Exception):
+    """A request or an answer that does not follow the protocol; names where, never
+    what was sent."""
+
+    def __init__(self, message: str, status: int = 400, kind: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+def error_kind(error: ResolverError) -> str:
+    for cls, kind in _KINDS:
+        if isinstance(error, cls):
+            return kind
+    return "error"
+
+
+def error_of(kind: str, message: str, reference: Reference) -> ResolverError:
+    """The exception an answer's ``{"error": ...}`` stands for."""
+    cls = _ERRORS.get(kind, ResolverError)
+    return cls(message, reference=reference.name, key=reference.key, resolver="agent")
+
+
+def references_to_json(references: Sequence[Reference]) -> list[dict[str, str]]:
+    return [
+        {"name": r.name} if r.key is None else {"name": r.name, "key": r.key} for r in references
+    ]
+
+
+def references_from_json(raw: Any) -> list[Reference]:
+    if not isinstance(raw, list):
+        raise ProtocolError("/references: expected an array")
+    if len(raw) > MAX_REFERENCES:
+        raise ProtocolError(f"/references: at most {MAX_REFERENCES} in one request")
+    references = []
+    for i, item in enumerate(raw):
+        where = f"/references/{i}"
+        if not isinstance(item, dict) or not set(item) <= {"name", "key"}:
+            raise ProtocolError(f"{where}: expected an object with 'name' and optional 'key'")
+        name, key = item.get("name"), item.get("key")
+        if not isinstance(name, str) or not (key is None or isinstance(key, str)):
+            raise ProtocolError(f"{where}: 'name' and 'key' must be strings")
+        try:
+            references.append(Reference(name, key))
+        except SecretValidationError as error:
+            raise ProtocolError(f"{where}: {error}") from None
+    return references
+
+
+def context_to_json(context: ResolveContext | None) -> dict[str, str]:
+    if context is None:
+        return {}
+    return {name: value for name in CONTEXT_FIELDS if (value := getattr(context, name)) is not None}
+
+
+def context_from_json(raw: Any) -> dict[str, str]:
+    """The ids a request says it is for (not yet trusted: see the agent)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ProtocolError("/context: expected an object")
+    unknown = sorted(set(raw) - set(CONTEXT_FIELDS))
+    if unknown:
+        raise ProtocolError(
+            f"/context: unknown field(s) {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(CONTEXT_FIELDS)})"
+        )
+    for name, value in raw.items():
+        if not isinstance(value, str) or not value.isprintable() or len(value) > 1024:
+            raise ProtocolError(f"/context/{name}: expected a printable string")
+    return dict(raw)
+
+
+def value_to_json(value: SecretBytes) -> str:
+    return base64.b64encode(value.reveal()).decode("ascii")
+
+
+def answer_of(raw: Any, reference: Reference, where: str) -> SecretBytes | ResolverError:
+    """One result of a resolve answer, as the client returns it."""
+    if isinstance(raw, dict) and isinstance(raw.get("value"), str):
+        try:
+            return SecretBytes(base64.b64decode(raw["value"], validate=True))
+        except (binascii.Error, ValueError):
+            raise ProtocolError(f"{where}/value: not base64") from None
+    if isinstance(raw, dict) and isinstance(raw.get("error"), Mapping):
+        error = raw["error"]
+        kind, message = error.get("kind"), error.get("message")
+        if isinstance(kind, str) and isinstance(message, str):
+            return error_of(kind, message, reference)
+    raise ProtocolError(f"{where}: expected 'value' or 'error'")

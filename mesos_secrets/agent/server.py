@@ -1,0 +1,714 @@
+"""``mesos-secrets agent``: the node's one holder of store credentials, on a Unix socket.
+
+The Mesos agent resolves secrets once per node, through its ``SecretResolver`` module;
+this is that role for our front ends. It holds the configured resolver (``local``,
+``vault``, a plugin), answers every caller from one cache (:mod:`.cache`), and knows who
+asks: each connection's process by ``SO_PEERCRED`` (its uid names its principal,
+``[agent.principals]`` or the user's name), and an executor by its Mesos executor token,
+checked with the Mesos agent's key, whose claims give the framework, executor and
+container ids. The ACLs are checked on every request, cache hits included, and every
+decision goes to the audit trail.
+
+What each caller holds is recorded (the inventory, ``GET /v1/status``). A holding ends
+when its caller releases it (``POST /v1/release``, or the client closing) or its process
+ends; a secret no one holds any more is released by the resolver (a dynamic secret's
+lease revoked) and dropped from the cache.
+
+The socket is ``0660`` (its group: ``socket_group``), in a directory that must be ours or
+root's and writable by no one else; the agent refuses to start on a path that is not a
+socket of ours, or on one another agent serves. It runs in the foreground, logs to
+stderr, tells systemd when it is ready (``Type=notify``), and on SIGTERM or SIGINT stops
+serving, closes the resolver (its leases and token revoked) and removes its socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import grp
+import http.server
+import json
+import logging
+import os
+import pwd
+import signal
+import socket
+import socketserver
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .. import tokens
+from ..acls import ACLs
+from ..audit import AuditLog
+from ..containerizer.runtime import process_start_time
+from ..errors import (
+    ConfigError,
+    ResolverError,
+    SecretAccessDeniedError,
+    printable,
+)
+from ..resolver import ResolveContext, SecretResolver
+from ..secret import Reference
+from . import protocol
+from .cache import Answer, NodeCache
+from .metrics import AgentMetrics
+from .settings import AgentSettings
+
+__all__ = ["Agent", "Caller", "bind_socket", "serve"]
+
+log = logging.getLogger("mesos_secrets.agent")
+
+#: How often holders whose process ended are looked for, and stale entries dropped.
+SWEEP_S = 2.0
+_PEERCRED = struct.Struct("3i")
+
+
+@attrs.frozen
+class Caller:
+    """Who is on the other end of a connection: its process, user and principal, and
+    the ids its executor token proves (None without one)."""
+
+    pid: int
+    uid: int
+    gid: int
+    principal: str | None
+    start: str | None  # the process's start time: a reused pid is not the same caller
+    claims: Mapping[str, str] | None = None
+
+
+@attrs.define
+class _Holding:
+    version: str | None
+    fetched_at: float
+    stale: float
+
+
+@attrs.define
+class _Holder:
+    """One task's (or one process's) secrets."""
+
+    caller: Caller
+    context: dict[str, str]
+    since: float
+    secrets: dict[tuple[str, str | None], _Holding] = attrs.field(factory=dict)
+
+
+_HolderKey = tuple[int, str | None, str | None, str]
+
+
+class Agent:
+    """The agent's logic, without the socket: answers, releases, the inventory."""
+
+    def __init__(
+        self,
+        resolver: SecretResolver,
+        settings: AgentSettings,
+        *,
+        acls: ACLs | None = None,
+        audit: AuditLog | None = None,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.settings = settings
+        self.acls = acls
+        self.audit = audit
+        self.metrics = metrics or AgentMetrics()
+        self.cache = NodeCache(
+            resolver,
+            ttl=settings.cache_ttl,
+            ttls=settings.cache_ttls,
+            max_stale=settings.max_stale,
+        )
+        self.cache.on_event = self.metrics.event
+        self._key = _read_key(settings.executor_secret_key)
+        self._holders: dict[_HolderKey, _Holder] = {}
+        self._lock = threading.Lock()
+        self.started = time.time()
+
+    # --- who asks ---------------------------------------------------------------------
+
+    def caller(self, pid: int, uid: int, gid: int, token: str | None) -> Caller:
+        """The caller of a connection; a bad token is :class:`SecretAccessDeniedError`."""
+        claims = None
+        if token is not None:
+            if self._key is None:
+                raise SecretAccessDeniedError(
+                    "this agent checks no executor tokens (no [agent] executor_secret_key)"
+                )
+            claims = tokens.verify(token, self._key)
+            missing = [c for c in ("fid", "eid", "cid") if not claims.get(c)]
+            if missing:
+                raise SecretAccessDeniedError(f"JWT claims missing: {', '.join(missing)}")
+        return Caller(pid, uid, gid, self.principal_of(uid), process_start_time(pid), claims)
+
+    def principal_of(self, uid: int) -> str | None:
+        principal = self.settings.principals.get(uid)
+        if principal is not None:
+            return principal
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+
+    @staticmethod
+    def context_of(caller: Caller, claimed: Mapping[str, str]) -> ResolveContext:
+        """The request's ids, those an executor token proves replacing what it says."""
+        ids = dict(claimed)
+        if caller.claims is not None:
+            ids.update(
+                framework_id=caller.claims["fid"],
+                executor_id=caller.claims["eid"],
+                container_id=caller.claims["cid"],
+            )
+        return ResolveContext(principal=caller.principal, **ids)
+
+    # --- answers ----------------------------------------------------------------------
+
+    def resolve(
+        self, caller: Caller, references: Iterable[Reference], claimed: Mapping[str, str]
+    ) -> list[Answer | ResolverError]:
+        """Every reference for ``caller``: checked against the ACLs, then from the cache."""
+        context = self.context_of(caller, claimed)
+        started = time.monotonic()
+        results: list[Answer | ResolverError] = []
+        for reference in references:
+            begun = time.monotonic()
+            result = self._one(caller, context, reference)
+            results.append(result)
+            self._record(caller, context, reference, result, time.monotonic() - begun)
+        self.metrics.latency.labels(self.resolver.name).observe(time.monotonic() - started)
+        answered = [
+            (r, a) for r, a in zip(references, results, strict=False) if isinstance(a, Answer)
+        ]
+        if answered:
+            self._hold(caller, context, answered)
+        return results
+
+    def _one(
+        self, caller: Caller, context: ResolveContext, reference: Reference
+    ) -> Answer | ResolverError:
+        if self.acls is not None and not self.acls.allows(caller.principal, reference.name):
+            who = f"principal '{caller.principal}'" if caller.principal else f"uid {caller.uid}"
+            self.metrics.denied.inc()
+            return SecretAccessDeniedError(
+                f"Secret {reference.name} is not accessible to {who}",
+                reference=reference.name,
+                key=reference.key,
+                resolver="agent",
+            )
+        try:
+            return self.cache.get(reference, context)
+        except Exception as error:  # noqa: BLE001 (a plugin's bug: named by type only)
+            log.error("resolver '%s' failed: %s", self.resolver.name, type(error).__name__)
+            return ResolverError(
+                f"secret '{reference.name}': the resolver failed ({type(error).__name__})",
+                reference=reference.name,
+                key=reference.key,
+                resolver=self.resolver.name,
+            )
+
+    def _record(
+        self,
+        caller: Caller,
+        context: ResolveContext,
+        reference: Reference,
+        result: Answer | ResolverError,
+        seconds: float,
+    ) -> None:
+        from ..audit import outcome_of  # noqa: PLC0415 (already loaded)
+
+        error = result if isinstance(result, ResolverError) else None
+        outcome = outcome_of(error)
+        self.metrics.resolutions.labels(self.resolver.name, outcome).inc()
+        if self.audit is None:
+            return
+        answer = result if isinstance(result, Answer) else None
+        self.audit.write(
+            "resolve",
+            resolver=self.resolver.name,
+            via="agent",
+            reference=reference.name,
+            key=reference.key,
+            framework_id=context.framework_id,
+            executor_id=context.executor_id,
+            task_id=context.task_id,
+            container_id=context.container_id,
+            principal=caller.principal,
+            uid=caller.uid,
+            pid=caller.pid,
+            token=caller.claims is not None,
+            outcome=outcome,
+            error=str(error) if error is not None else None,
+            cache_hit=answer.hit if answer else None,
+            coalesced=answer.coalesced if answer and answer.coalesced else None,
+            stale_seconds=round(answer.stale, 3) if answer and answer.stale else None,
+            version=answer.version if answer else None,
+            duration_ms=round(seconds * 1000, 3),
+        )
+
+    # --- holdings ---------------------------------------------------------------------
+
+    @staticmethod
+    def _holder_key(caller: Caller, context: ResolveContext) -> _HolderKey:
+        task = context.container_id if caller.claims is None else None
+        return (
+            caller.pid,
+            caller.start,
+            caller.claims["cid"] if caller.claims else None,
+            task or context.task_id or "",
+        )
+
+    def _hold(
+        self,
+        caller: Caller,
+        context: ResolveContext,
+        answered: list[tuple[Reference, Answer]],
+    ) -> None:
+        key = self._holder_key(caller, context)
+        now = time.time()
+        with self._lock:
+            holder = self._holders.get(key)
+            if holder is None:
+                ids = {
+                    name: value
+                    for name in protocol.CONTEXT_FIELDS
+                    if (value := getattr(context, name)) is not None
+                }
+                holder = self._holders[key] = _Holder(caller, ids, now)
+            for reference, answer in answered:
+                holder.secrets[(reference.name, reference.key)] = _Holding(
+                    answer.version, now - answer.age, answer.stale
+                )
+            self.metrics.containers.set(len(self._holders))
+
+    def release(self, caller: Caller, claimed: Mapping[str, str]) -> int:
+        """End the caller's holdings: of the task the context names, else all of its
+        process's (or its executor container's). How many holders ended."""
+        context = self.context_of(caller, claimed)
+        wanted = self._holder_key(caller, context)
+        with self._lock:
+            ended = [
+                key
+                for key in self._holders
+                if key[:3] == wanted[:3] and (not wanted[3] or key[3] == wanted[3])
+            ]
+        self._end(ended)
+        return len(ended)
+
+    def sweep(self) -> None:
+        """End the holdings of processes that are gone; drop what can no longer be served."""
+        with self._lock:
+            gone = [
+                key
+                for key in self._holders
+                if key[1] is None or process_start_time(key[0]) != key[1]
+            ]
+        if gone:
+            self._end(gone)
+        self.cache.expire()
+
+    def _end(self, keys: list[_HolderKey]) -> None:
+        with self._lock:
+            ended = [self._holders.pop(key) for key in keys if key in self._holders]
+            still = {ref for holder in self._holders.values() for ref in holder.secrets}
+            self.metrics.containers.set(len(self._holders))
+        released = {ref for holder in ended for ref in holder.secrets} - still
+        for name, key in sorted(released, key=lambda ref: (ref[0], ref[1] or "")):
+            reference = Reference(name, key)
+            try:
+                if self.resolver.release(reference):
+                    self.cache.forget(reference)
+                    self.metrics.releases.inc()
+            except Exception as error:  # noqa: BLE001 (best effort; named by type only)
+                self.metrics.release_failures.inc()
+                log.warning("releasing secret '%s' failed: %s", name, type(error).__name__)
+
+    # --- the inventory ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        with self._lock:
+            holders = list(self._holders.values())
+        containers = []
+        for holder in sorted(holders, key=lambda h: h.since):
+            containers.append(
+                {
+                    "principal": holder.caller.principal,
+                    "uid": holder.caller.uid,
+                    "pid": holder.caller.pid,
+                    "token": holder.caller.claims is not None,
+                    **holder.context,
+                    "since": _iso(holder.since),
+                    "secrets": [
+                        {
+                            "name": name,
+                            "key": key,
+                            "version": holding.version,
+                            "age": round(now - holding.fetched_at, 3),
+                            "stale": round(holding.stale, 3),
+                        }
+                        for (name, key), holding in sorted(
+                            holder.secrets.items(), key=lambda item: (item[0][0], item[0][1] or "")
+                        )
+                    ],
+                }
+            )
+        return {
+            "agent": {
+                "pid": os.getpid(),
+                "resolver": self.resolver.name,
+                "socket": str(self.settings.socket),
+                "cache_ttl": self.settings.cache_ttl,
+                "max_stale": self.settings.max_stale,
+                "started": _iso(self.started),
+                "uptime": round(now - self.started, 3),
+                "cached": sum(1 for _ in self.cache.entries()),
+            },
+            "containers": containers,
+        }
+
+
+def _iso(when: float) -> str:
+    moment = datetime.datetime.fromtimestamp(when, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _read_key(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read the executor secret key '{path}': {error.strerror}"
+        ) from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
+            raise ConfigError(
+                f"the executor secret key '{path}' must be a regular file only its owner "
+                "can read (mode 0600 or 0400)"
+            )
+        key = file.read()
+    if not key:
+        raise ConfigError(f"the executor secret key '{path}' is empty")
+    return key
+
+
+# --- the socket ------------------------------------------------------------------------
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    block_on_close = False
+    agent: Agent
+
+    def server_bind(self) -> None:  # bound already (bind_socket)
+        pass
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, _ = self.socket.accept()
+        try:
+            raw = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        except OSError:
+            connection.close()
+            raise
+        return connection, _PEERCRED.unpack(raw)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mesos-secrets-agent"
+    sys_version = ""
+    server: _Server
+    client_address: tuple[int, int, int]  # type: ignore[assignment]
+    #: A connection idle this long is closed (its client reconnects).
+    timeout = 300
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # no access log: the audit trail says who asked for what
+
+    def log_error(self, format: str, *args: Any) -> None:
+        log.info("a client's request: %s", printable(format % args, 200))
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
+        agent = self.server.agent
+        routes: dict[str, tuple[str, Callable[[Caller, Any], tuple[int, Any]]]] = {
+            protocol.RESOLVE: ("POST", self._resolve),
+            protocol.RELEASE: ("POST", self._release),
+            protocol.STATUS: ("GET", self._status),
+            protocol.HEALTH: ("GET", lambda caller, body: (200, {"ok": True})),
+        }
+        try:
+            route = self._route(routes, method)
+            body = self._body() if method == "POST" else None
+            pid, uid, gid = self.client_address
+            try:
+                caller = agent.caller(pid, uid, gid, self._token())
+            except SecretAccessDeniedError as error:
+                agent.metrics.unauthenticated.inc()
+                if agent.audit is not None:
+                    agent.audit.write(
+                        "authenticate", uid=uid, pid=pid, outcome="denied", error=str(error)
+                    )
+                raise protocol.ProtocolError(str(error), 401, "unauthenticated") from None
+            status, answer = route[1](caller, body)
+        except protocol.ProtocolError as error:
+            status, answer = error.status, {"error": {"kind": error.kind, "message": str(error)}}
+        self._send(status, answer)
+
+    def _route(
+        self, routes: Mapping[str, tuple[str, Any]], method: str
+    ) -> tuple[str, Callable[[Caller, Any], tuple[int, Any]]]:
+        route = routes.get(self.path)
+        if route is None:
+            raise protocol.ProtocolError(f"no such path: {self.path}", 404, "not_found")
+        if route[0] != method:
+            raise protocol.ProtocolError(f"{self.path} takes {route[0]}", 405, "method")
+        return route
+
+    def _token(self) -> str | None:
+        header = self.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise protocol.ProtocolError(
+                "Authorization: expected 'Bearer <token>'", 401, "unauthenticated"
+            )
+        return token.strip()
+
+    def _body(self) -> Any:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise protocol.ProtocolError("a request body needs a Content-Length", 411, "length")
+        if int(length) > protocol.MAX_BODY:
+            self.close_connection = True
+            raise protocol.ProtocolError(
+                f"request body over {protocol.MAX_BODY} bytes", 413, "too_large"
+            )
+        data = self.rfile.read(int(length))
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError):
+            raise protocol.ProtocolError("the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise protocol.ProtocolError("the request body must be an object")
+        return body
+
+    def _resolve(self, caller: Caller, body: Any) -> tuple[int, Any]:
+        unknown = sorted(set(body) - {"references", "context"})
+        if unknown:
+            raise protocol.ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+        references = protocol.references_from_json(body.get("references"))
+        claimed = protocol.context_from_json(body.get("context"))
+        results = self.server.agent.resolve(caller, references, claimed)
+        return 200, {"results": [_result_json(result) for result in results]}
+
+    def _release(self, caller: Caller, body: Any) -> tuple[int, Any]:
+        unknown = sorted(set(body) - {"context"})
+        if unknown:
+            raise protocol.ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+        claimed = protocol.context_from_json(body.get("context"))
+        return 200, {"released": self.server.agent.release(caller, claimed)}
+
+    def _status(self, caller: Caller, body: Any) -> tuple[int, Any]:
+        if caller.uid not in (0, os.geteuid()):
+            raise protocol.ProtocolError(
+                "the inventory is for root and the agent's own user", 403, "forbidden"
+            )
+        return 200, self.server.agent.status()
+
+    def _send(self, status: int, answer: Any) -> None:
+        data = json.dumps(answer, separators=(",", ":")).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _result_json(result: Answer | ResolverError) -> dict[str, Any]:
+    if isinstance(result, ResolverError):
+        return {"error": {"kind": protocol.error_kind(result), "message": str(result)}}
+    out: dict[str, Any] = {
+        "value": protocol.value_to_json(result.value),
+        "age": round(result.age, 3),
+        "stale": round(result.stale, 3),
+    }
+    if result.version is not None:
+        out["version"] = result.version
+    return out
+
+
+def _check_directory(path: Path) -> None:
+    try:
+        parent = os.stat(path.parent)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot use socket '{path}': {error.strerror} ('{path.parent}')"
+        ) from None
+    if not stat.S_ISDIR(parent.st_mode) or parent.st_uid not in (0, os.geteuid()):
+        raise ConfigError(
+            f"cannot use socket '{path}': its directory belongs to uid {parent.st_uid}"
+        )
+    if parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX:
+        raise ConfigError(f"cannot use socket '{path}': others can write to its directory")
+
+
+def bind_socket(path: Path, group: str | None = None) -> socket.socket:
+    """A listening socket at ``path``, mode ``0660`` (group ``group``): refused when its
+    directory is not ours or root's or others can write to it, when something that is
+    not a socket of ours is there, or when another agent serves on it."""
+    path = Path(os.path.abspath(path))
+    _check_directory(path)
+    me = os.geteuid()
+    gid = None
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ConfigError(f"[agent] 'socket_group': no group '{group}'") from None
+    with contextlib.suppress(FileNotFoundError):
+        info = os.lstat(path)
+        if not stat.S_ISSOCK(info.st_mode) or info.st_uid != me:
+            raise ConfigError(
+                f"cannot use socket '{path}': something else is there (not a socket of uid {me})"
+            )
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(str(path))
+        except OSError as error:
+            if error.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                raise ConfigError(
+                    f"cannot use socket '{path}': {error.strerror or type(error).__name__}"
+                ) from None
+            os.unlink(path)  # a socket left by an agent that is gone
+        else:
+            raise ConfigError(f"another agent serves on '{path}'")
+        finally:
+            probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # no moment when others may connect
+    try:
+        listener.bind(str(path))
+    except OSError as error:
+        listener.close()
+        raise ConfigError(f"cannot bind socket '{path}': {error.strerror}") from None
+    finally:
+        os.umask(old)
+    if gid is not None:
+        os.chown(path, -1, gid)
+    os.chmod(path, 0o660)
+    listener.listen(128)
+    return listener
+
+
+def _notify(message: str) -> None:
+    """Tell systemd (``Type=notify``): one datagram to ``$NOTIFY_SOCKET``. Written out
+    rather than a dependency for it: the protocol is exactly this."""
+    where = os.environ.get("NOTIFY_SOCKET")
+    if not where:
+        return
+    address = "\0" + where[1:] if where.startswith("@") else where
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
+        out.connect(address)
+        out.sendall(message.encode("utf-8"))
+
+
+class Running:
+    """An agent serving on its socket, in threads (:func:`serve` runs one to its end)."""
+
+    def __init__(self, agent: Agent, listener: socket.socket) -> None:
+        self.agent = agent
+        self.path = agent.settings.socket
+        self._server = _Server(str(self.path), _Handler, bind_and_activate=False)
+        self._server.socket.close()
+        self._server.socket = listener
+        self._server.agent = agent
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, name="agent-serve", daemon=True),
+            threading.Thread(target=self._sweep, name="agent-sweep", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(SWEEP_S):
+            try:
+                self.agent.sweep()
+            except Exception as error:  # noqa: BLE001 (the next sweep tries again)
+                log.warning("sweeping holders failed: %s", type(error).__name__)
+
+    def stop(self) -> None:
+        """Stop serving, remove the socket, release everything, close the resolver."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        with self.agent._lock:
+            everyone = list(self.agent._holders)
+        self.agent._end(everyone)
+        self.agent.cache.clear()
+        self.agent.resolver.close()
+        self.agent.metrics.close()
+
+
+def serve(agent: Agent, *, ready: Callable[[Running], None] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; the exit status."""
+    listener = bind_socket(agent.settings.socket, agent.settings.socket_group)
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    running = Running(agent, listener)
+    try:
+        if agent.settings.metrics_address is not None:
+            host, port = agent.metrics.serve(*agent.settings.metrics_address)
+            log.info("metrics on http://%s:%d/metrics", host, port)
+        if agent.acls is None:
+            log.warning(
+                "no ACLs: every caller that can reach %s may read every secret the "
+                "resolver can (set 'acls')",
+                agent.settings.socket,
+            )
+        log.info(
+            "serving on %s with resolver '%s' (cache %gs, max stale %gs)",
+            agent.settings.socket,
+            agent.resolver.name,
+            agent.settings.cache_ttl,
+            agent.settings.max_stale,
+        )
+        _notify("READY=1")
+        if ready is not None:
+            ready(running)
+        while not stop.wait(3600):
+            pass
+        _notify("STOPPING=1")
+        log.info("stopping")
+    finally:
+        running.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0

@@ -1,0 +1,210 @@
+"""``agent``: secrets from the node agent (``mesos-secrets agent``), over its Unix socket.
+
+The client side of :mod:`mesos_secrets.agent`: the front end holds no store credentials;
+the agent answers from the node's cache, after checking who asks (this process's user,
+and for an executor its Mesos executor token, option ``executor_token``). Every secret
+of a launch goes in one request (:attr:`batched`).
+
+Options: ``socket`` (default ``$MESOS_SECRETS_AGENT_SOCKET``, else ``agent.sock`` in the
+runtime directory: ``/run/mesos-secrets`` for root), ``timeout`` (seconds for one
+exchange, default 30). An agent that is not running is a clear error naming the socket.
+:meth:`close` tells the agent this process's secrets are no longer needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mesos_secrets.agent import protocol
+from mesos_secrets.agent.settings import SOCKET_ENV, SOCKET_NAME
+from mesos_secrets.audit import note
+from mesos_secrets.errors import ConfigError, ResolverError, ResolverUnavailableError
+from mesos_secrets.resolver import ResolveContext, SecretResolver
+from mesos_secrets.secret import Reference
+from mesos_secrets.secretbytes import SecretBytes
+
+__all__ = ["AgentResolver"]
+
+
+class _Connection(http.client.HTTPConnection):
+    """HTTP/1.1 to a Unix socket (``http.client`` connects by host and port only)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def default_socket() -> Path:
+    from mesos_secrets.containerizer.runtime import default_runtime_dir  # noqa: PLC0415
+
+    return default_runtime_dir() / SOCKET_NAME
+
+
+class AgentResolver(SecretResolver):
+    """Asks the node agent. Thread-safe: one connection, one exchange at a time."""
+
+    name = "agent"
+    batched = True
+
+    def __init__(
+        self,
+        *,
+        socket: str | None = None,
+        timeout: float = 30.0,
+        executor_token: str | None = None,
+    ) -> None:
+        where = socket or os.environ.get(SOCKET_ENV) or str(default_socket())
+        self.socket = os.path.abspath(where)
+        if timeout <= 0:
+            raise ConfigError("option 'timeout' of resolver 'agent' must be positive")
+        self.timeout = float(timeout)
+        self._token = executor_token
+        self._connection: _Connection | None = None
+        self._lock = threading.Lock()
+        self._asked = False
+
+    def __repr__(self) -> str:
+        return f"<AgentResolver {self.socket}>"
+
+    # --- SecretResolver ---------------------------------------------------------------
+
+    def resolve_reference(
+        self, reference: Reference, context: ResolveContext | None = None
+    ) -> SecretBytes:
+        (result,) = self.resolve_references([reference], context)
+        if isinstance(result, ResolverError):
+            raise result
+        return result
+
+    def resolve_references(
+        self, references: Sequence[Reference], context: ResolveContext | None = None
+    ) -> list[SecretBytes | ResolverError]:
+        if not references:
+            return []
+        answer = self._exchange(
+            "POST",
+            protocol.RESOLVE,
+            {
+                "references": protocol.references_to_json(references),
+                "context": protocol.context_to_json(context),
+            },
+            references[0],
+        )
+        self._asked = True
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != len(references):
+            raise self._failed(references[0], "its answer does not follow the protocol")
+        out: list[SecretBytes | ResolverError] = []
+        stale = 0.0
+        for i, (raw, reference) in enumerate(zip(results, references, strict=True)):
+            try:
+                out.append(protocol.answer_of(raw, reference, f"/results/{i}"))
+            except protocol.ProtocolError as error:
+                raise self._failed(reference, f"its answer is malformed at {error}") from None
+            if isinstance(raw, dict) and isinstance(raw.get("stale"), int | float):
+                stale = max(stale, float(raw["stale"]))
+        if stale:
+            note(stale_seconds=stale)
+        return out
+
+    def check(self) -> None:
+        self._exchange("GET", protocol.HEALTH, None, None)
+
+    def status(self) -> Any:
+        """The agent's inventory (root and the agent's own user only)."""
+        return self._exchange("GET", protocol.STATUS, None, None)
+
+    def release(self, reference: Reference) -> bool:
+        return False  # the agent releases what its callers no longer hold
+
+    def close(self) -> None:
+        """Tell the agent this process no longer needs what it was given; disconnect."""
+        if self._asked:
+            self._asked = False
+            # On failure, the agent ends our holdings itself once this process is gone.
+            with contextlib.suppress(ResolverError):
+                self._exchange("POST", protocol.RELEASE, {"context": {}}, None)
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    # --- the exchange -----------------------------------------------------------------
+
+    def _exchange(self, method: str, path: str, body: Any, reference: Reference | None) -> Any:
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        with self._lock:
+            for attempt in (1, 2):  # a kept connection the agent closed: once more
+                connection = self._connection
+                fresh = connection is None
+                if connection is None:
+                    connection = self._connection = _Connection(self.socket, self.timeout)
+                try:
+                    connection.request(method, path, body=data, headers=headers)
+                    response = connection.getresponse()
+                    payload = response.read()
+                    break
+                except (ConnectionError, http.client.HTTPException, TimeoutError, OSError) as error:
+                    connection.close()
+                    self._connection = None
+                    if fresh or attempt == 2 or isinstance(error, TimeoutError):
+                        raise self._unreachable(reference, error) from None
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            raise self._failed(reference, f"it answered HTTP {response.status}, not JSON") from None
+        if response.status != 200:
+            refusal = answer.get("error") if isinstance(answer, dict) else None
+            message = refusal.get("message") if isinstance(refusal, dict) else None
+            kind = refusal.get("kind") if isinstance(refusal, dict) else None
+            text = f"the node agent refused the request: {message or f'HTTP {response.status}'}"
+            if kind == "unauthenticated" or response.status in (401, 403):
+                from mesos_secrets.errors import SecretAccessDeniedError  # noqa: PLC0415
+
+                raise SecretAccessDeniedError(text, **self._about(reference))
+            raise ResolverError(text, **self._about(reference))
+        return answer
+
+    def _about(self, reference: Reference | None) -> dict[str, Any]:
+        return {
+            "reference": reference.name if reference else None,
+            "key": reference.key if reference else None,
+            "resolver": self.name,
+        }
+
+    def _unreachable(self, reference: Reference | None, error: BaseException) -> ResolverError:
+        if isinstance(error, FileNotFoundError | ConnectionRefusedError):
+            why = "no agent is running there (start one: mesos-secrets agent)"
+        elif isinstance(error, PermissionError):
+            why = "permission denied (the socket is for the agent's user and group)"
+        elif isinstance(error, TimeoutError):
+            why = f"no answer within {self.timeout:g}s"
+        else:
+            why = getattr(error, "strerror", None) or type(error).__name__
+        return ResolverUnavailableError(
+            f"cannot reach the node agent at '{self.socket}': {why}", **self._about(reference)
+        )
+
+    def _failed(self, reference: Reference | None, why: str) -> ResolverError:
+        return ResolverError(f"the node agent at '{self.socket}': {why}", **self._about(reference))

@@ -1,0 +1,751 @@
+"""The node agent (``mesos-secrets agent``) and its client, the ``agent`` resolver.
+
+The agent runs as the real command, in a process of its own, against the embedded store
+or a real OpenBao whose audit device counts the store's reads; clients are the real
+resolver, ``mesos-secrets run``, and raw requests an attacker would write.
+"""
+
+from __future__ import annotations
+
+import grp
+import http.client
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesos_secrets import Secret
+from mesos_secrets.errors import (
+    ConfigError,
+    ResolverError,
+    ResolverUnavailableError,
+    SecretAccessDeniedError,
+)
+from mesos_secrets.resolver import ResolveContext, resolve_all
+from mesos_secrets.tokens import mint_executor_token
+from resolvers.agent import AgentResolver
+from resolvers.local import LocalStore
+
+from .bao import Bao, free_port, stop_process
+from .conftest import requires_root
+
+ROOT = Path(__file__).resolve().parents[1]
+MESOS_SECRETS = Path(sys.executable).parent / "mesos-secrets"
+CANARY = "canary-7c1f3e-agent-value"
+KEY = b"executor-secret-key-for-tests-0123456789"
+
+
+class NodeAgent:
+    """``mesos-secrets agent`` in a process of its own, with a configuration file."""
+
+    def __init__(
+        self,
+        base: Path,
+        *,
+        resolver: str = "local",
+        agent: str = "",
+        extra: str = "",
+        directory: Path | None = None,
+    ) -> None:
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.directory = directory or base / "run"
+        self.directory.mkdir(mode=0o755, exist_ok=True)
+        self.socket = self.directory / "agent.sock"
+        self.audit = base / "audit.log"
+        self.config = base / "agent.toml"
+        self.config.write_text(
+            f'resolver = "{resolver}"\n{extra}\n'
+            f'[audit]\nfile = "{self.audit}"\n'
+            f'[agent]\nsocket = "{self.socket}"\n{agent}\n'
+        )
+        self.log = base / "agent.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self, *flags: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        env.update(PYTHONPATH=str(ROOT), MESOS_SECRETS_CONFIG=str(self.config))
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(MESOS_SECRETS), "agent", *flags], stdout=out, stderr=out, env=env
+            )
+        deadline = time.monotonic() + 30
+        while not self.ready():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the agent exited: {self.log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the agent did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def ready(self) -> bool:
+        try:
+            return request(self.socket, "GET", "/v1/health")[0] == 200
+        except OSError:
+            return False
+
+    def client(self, **options: Any) -> AgentResolver:
+        return AgentResolver(socket=str(self.socket), **options)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        stop_process(self.process, sig)
+        return self.process.returncode
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.audit.exists():
+            return []
+        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+
+def request(
+    path: Path,
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One raw HTTP exchange on the agent's socket."""
+    connection = http.client.HTTPConnection("localhost", timeout=10)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(10)
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        raise
+    connection.sock = sock
+    try:
+        connection.request(method, url, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def resolve(path: Path, *refs: dict[str, str], **headers: str) -> tuple[int, Any]:
+    body = json.dumps({"references": list(refs)}).encode()
+    return request(path, "POST", "/v1/resolve", body, headers)
+
+
+@pytest.fixture
+def store(home: Path) -> LocalStore:
+    local = LocalStore(home)
+    local.put("/app/db", {"password": CANARY.encode(), "user": b"app"})
+    local.put("/other/key", {"value": b"other"})
+    return local
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A directory other users can reach (pytest's are root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="mesos-secrets-agent-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[..., NodeAgent]]:
+    started: list[NodeAgent] = []
+
+    def start(**options: Any) -> NodeAgent:
+        agent = NodeAgent(tmp_path / f"agent{len(started)}", **options)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        if agent.process is not None and agent.process.poll() is None:
+            assert agent.stop() == 0, agent.log.read_text()[-2000:]
+        assert not agent.socket.exists(), "the agent left its socket"
+        assert CANARY not in agent.log.read_text()
+
+
+# --- the basics -------------------------------------------------------------------------
+
+
+def test_resolves_through_the_agent(store: LocalStore, agents: Callable[..., NodeAgent]) -> None:
+    agent = agents()
+    with agent.client() as client:
+        values = resolve_all(
+            client,
+            [
+                Secret.for_reference("/app/db", "password"),
+                Secret.for_value(b"inline"),
+                Secret.for_reference("/app/db", "user"),
+                Secret.for_reference("/missing", "x"),
+            ],
+            ResolveContext(task_id="web.1"),
+        )
+    assert [v.reveal() for v in values[:3]] == [CANARY.encode(), b"inline", b"app"]  # type: ignore[union-attr]
+    assert isinstance(values[3], ResolverError)
+    assert "/missing" in str(values[3])
+    records = [r for r in agent.records() if r["event"] == "resolve"]
+    assert [(r["reference"], r["outcome"], r["task_id"]) for r in records] == [
+        ("/app/db", "ok", "web.1"),
+        ("/app/db", "ok", "web.1"),
+        ("/missing", "not_found", "web.1"),
+    ]
+    assert all(r["principal"] == "root" and r["uid"] == os.geteuid() for r in records)
+    assert CANARY not in agent.audit.read_text()
+
+
+def test_the_node_cache_answers_later_callers(
+    store: LocalStore, agents: Callable[..., NodeAgent]
+) -> None:
+    agent = agents(agent="cache_ttl = 60")
+    for _ in range(3):
+        with agent.client() as client:
+            assert (
+                client.resolve(Secret.for_reference("/app/db", "password")).reveal()
+                == CANARY.encode()
+            )
+    hits = [r["cache_hit"] for r in agent.records() if r["event"] == "resolve"]
+    assert hits == [False, True, True]
+
+
+@requires_root
+def test_run_uses_the_agent(
+    store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path
+) -> None:
+    agent = agents()
+    spec = tmp_path / "app.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "id": "/web",
+                "cmd": f'test "$PW" = {CANARY} && echo delivered',
+                "env": {"PW": {"secret": "db"}},
+                "secrets": {"db": {"source": "/app/db@password"}},
+            }
+        )
+    )
+    env = dict(
+        os.environ,
+        MESOS_SECRETS_RESOLVER="agent",
+        MESOS_SECRETS_AGENT_SOCKET=str(agent.socket),
+        MESOS_SECRETS_HOME=str(tmp_path / "no-store-here"),
+        PYTHONPATH=str(ROOT),
+    )
+    done = subprocess.run(
+        [str(MESOS_SECRETS), "run", "--runtime-dir", str(tmp_path / "rt"), str(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "delivered\n"
+    assert not (tmp_path / "no-store-here").exists()  # the store is the agent's alone
+    assert request(agent.socket, "GET", "/v1/status")[1]["containers"] == []  # released
+
+
+def test_no_agent_is_a_clear_error(tmp_path: Path) -> None:
+    where = tmp_path / "nothing.sock"
+    with (
+        AgentResolver(socket=str(where)) as client,
+        pytest.raises(ResolverUnavailableError) as caught,
+    ):
+        client.resolve(Secret.for_reference("/app/db", "password"))
+    assert str(caught.value) == (
+        f"cannot reach the node agent at '{where}': no agent is running there "
+        "(start one: mesos-secrets agent)"
+    )
+
+
+def test_no_agent_from_the_command_line(tmp_path: Path) -> None:
+    spec = tmp_path / "app.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "id": "/w",
+                "cmd": "true",
+                "env": {"A": {"secret": "s"}},
+                "secrets": {"s": {"source": "/x"}},
+            }
+        )
+    )
+    where = tmp_path / "agent.sock"
+    env = dict(
+        os.environ,
+        MESOS_SECRETS_RESOLVER="agent",
+        MESOS_SECRETS_AGENT_SOCKET=str(where),
+        PYTHONPATH=str(ROOT),
+    )
+    done = subprocess.run(
+        [str(MESOS_SECRETS), "run", "--runtime-dir", str(tmp_path / "rt"), str(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"cannot reach the node agent at '{where}'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_agent_will_not_be_its_own_client(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="cannot use the 'agent' resolver itself"):
+        NodeAgent(tmp_path / "a", resolver="agent")
+
+
+# --- who asks -----------------------------------------------------------------------------
+
+
+def test_an_executor_token_proves_its_ids(
+    store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path
+) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(KEY)
+    key.chmod(0o600)
+    agent = agents(agent=f'executor_secret_key = "{key}"')
+    token = mint_executor_token(KEY, "fw-1", "exec-1", "cont-1")
+    with agent.client(executor_token=token) as client:
+        # The body claims other ids: the token's win.
+        context = ResolveContext(framework_id="fw-evil", container_id="cont-evil", task_id="t1")
+        assert client.resolve(Secret.for_reference("/app/db", "user"), context).reveal() == b"app"
+    (record,) = [r for r in agent.records() if r["event"] == "resolve"]
+    assert (record["framework_id"], record["executor_id"], record["container_id"]) == (
+        "fw-1",
+        "exec-1",
+        "cont-1",
+    )
+    assert record["task_id"] == "t1"
+    assert record["token"] is True
+
+    forged = mint_executor_token(
+        b"not-the-agent-key-but-as-long-as-one-0123", "fw-1", "exec-1", "cont-1"
+    )
+    with (
+        agent.client(executor_token=forged) as client,
+        pytest.raises(SecretAccessDeniedError, match="Token signature does not match"),
+    ):
+        client.resolve(Secret.for_reference("/app/db", "user"))
+    status, answer = resolve(agent.socket, {"name": "/app/db"}, Authorization="Basic x")
+    assert status == 401
+    assert answer["error"]["kind"] == "unauthenticated"
+    denied = [r for r in agent.records() if r["event"] == "authenticate"]
+    assert [r["outcome"] for r in denied] == ["denied"]
+
+
+def test_a_token_without_a_key_is_refused(
+    store: LocalStore, agents: Callable[..., NodeAgent]
+) -> None:
+    agent = agents()
+    token = mint_executor_token(KEY, "fw", "ex", "c")
+    with (
+        agent.client(executor_token=token) as client,
+        pytest.raises(SecretAccessDeniedError, match="checks no executor tokens"),
+    ):
+        client.resolve(Secret.for_reference("/app/db", "user"))
+
+
+@requires_root
+def test_a_denied_caller_is_refused_a_cached_value(
+    store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path, reachable: Path
+) -> None:
+    """root may read /app/*, nobody may not: nobody is refused although root's read put
+    the value in the node's cache a moment before, and the refusal is in the audit."""
+    acls = tmp_path / "acls.json"
+    acls.write_text(
+        json.dumps(
+            {
+                "access_secrets": [
+                    {"principals": {"values": ["ops"]}, "secrets": {"values": ["/app/*"]}},
+                    {"principals": {"type": "ANY"}, "secrets": {"values": ["/other/*"]}},
+                ]
+            }
+        )
+    )
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    agent = agents(
+        agent='cache_ttl = 60\nsocket_group = "nogroup"\n[agent.principals]\n"0" = "ops"',
+        extra=f'acls = "{acls}"',
+        directory=reachable / "run",
+    )
+    assert agent.socket.stat().st_mode & 0o777 == 0o660
+    assert agent.socket.stat().st_gid == nogroup
+    with agent.client() as client:
+        assert (
+            client.resolve(Secret.for_reference("/app/db", "password")).reveal() == CANARY.encode()
+        )
+    nobody = pwd.getpwnam("nobody")
+    app, other, status = as_user(
+        nobody.pw_uid,
+        nogroup,
+        lambda: [
+            resolve(agent.socket, {"name": "/app/db", "key": "password"}),
+            resolve(agent.socket, {"name": "/other/key", "key": "value"}),
+            request(agent.socket, "GET", "/v1/status"),
+        ],
+    )
+    assert app == [
+        200,
+        {
+            "results": [
+                {
+                    "error": {
+                        "kind": "denied",
+                        "message": "Secret /app/db is not accessible to principal 'nobody'",
+                    }
+                }
+            ]
+        },
+    ]
+    assert other[1]["results"][0]["value"] == "b3RoZXI="  # "other"
+    assert status == [
+        403,
+        {"error": {"kind": "forbidden", "message": status[1]["error"]["message"]}},
+    ]
+    outcomes = [
+        (r["reference"], r["principal"], r["outcome"])
+        for r in agent.records()
+        if r["event"] == "resolve"
+    ]
+    assert outcomes == [
+        ("/app/db", "ops", "ok"),
+        ("/app/db", "nobody", "denied"),
+        ("/other/key", "nobody", "ok"),
+    ]
+
+
+def as_user(uid: int, gid: int, work: Callable[[], Any]) -> Any:
+    """``work()`` in a child process running as ``uid``:``gid`` (the agent knows callers
+    by the credentials of the process that connects); its JSON result."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no return from here
+        status = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            os.write(write, json.dumps(work()).encode())
+            status = 0
+        except BaseException as error:
+            os.write(2, f"as uid {uid}: {type(error).__name__}: {error}\n".encode())
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read, "rb") as out:
+        data = out.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, "the child failed"
+    return json.loads(data)
+
+
+# --- holdings and the inventory ---------------------------------------------------------
+
+
+def test_status_lists_holders_until_they_release(
+    store: LocalStore, agents: Callable[..., NodeAgent]
+) -> None:
+    agent = agents()
+    client = agent.client()
+    client.resolve(Secret.for_reference("/app/db", "password"), ResolveContext(task_id="web.1"))
+    status = client.status()
+    (holder,) = status["containers"]
+    assert (holder["task_id"], holder["principal"], holder["pid"]) == ("web.1", "root", os.getpid())
+    assert [(s["name"], s["key"]) for s in holder["secrets"]] == [("/app/db", "password")]
+    assert CANARY not in json.dumps(status)
+    shown = subprocess.run(
+        [str(MESOS_SECRETS), "agent", "status", "--socket", str(agent.socket)],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "task_id=web.1" in shown
+    assert "/app/db@password" in shown
+    client.close()
+    assert request(agent.socket, "GET", "/v1/status")[1]["containers"] == []
+
+
+def test_a_holder_that_dies_is_released(
+    store: LocalStore, agents: Callable[..., NodeAgent]
+) -> None:
+    agent = agents()
+    program = (
+        "import os\n"
+        "from mesos_secrets import Secret\n"
+        "from resolvers.agent import AgentResolver\n"
+        f"client = AgentResolver(socket={str(agent.socket)!r})\n"
+        "client.resolve(Secret.for_reference('/app/db', 'user'))\n"
+        "os._exit(0)  # no close(): as a process killed\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", program], env={"PYTHONPATH": str(ROOT)}, check=True, timeout=30
+    )
+    deadline = time.monotonic() + 10
+    while request(agent.socket, "GET", "/v1/status")[1]["containers"]:
+        assert time.monotonic() < deadline, "the dead holder was never released"
+        time.sleep(0.2)
+
+
+# --- the socket -----------------------------------------------------------------------------
+
+
+def test_refuses_a_path_that_is_not_its_socket(store: LocalStore, tmp_path: Path) -> None:
+    run = tmp_path / "a" / "run"
+    run.mkdir(parents=True)
+    (run / "agent.sock").write_text("not a socket")
+    with pytest.raises(RuntimeError, match="something else is there"):
+        NodeAgent(tmp_path / "a")
+    assert (run / "agent.sock").read_text() == "not a socket"
+
+
+def test_refuses_a_directory_others_can_write(store: LocalStore, tmp_path: Path) -> None:
+    run = tmp_path / "b" / "run"
+    run.mkdir(parents=True)
+    run.chmod(0o777)
+    with pytest.raises(RuntimeError, match="others can write to its directory"):
+        NodeAgent(tmp_path / "b")
+
+
+def test_refuses_a_socket_another_agent_serves(
+    store: LocalStore, agents: Callable[..., NodeAgent]
+) -> None:
+    first = agents()
+    second = subprocess.run(
+        [str(MESOS_SECRETS), "agent"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT), MESOS_SECRETS_CONFIG=str(first.config)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert second.stderr == f"mesos-secrets: error: another agent serves on '{first.socket}'\n"
+    assert first.ready()
+
+
+def test_restarts_over_the_socket_a_killed_agent_left(
+    store: LocalStore, agents: Callable[..., NodeAgent]
+) -> None:
+    agent = agents()
+    client = agent.client()
+    assert client.resolve(Secret.for_reference("/app/db", "user")).reveal() == b"app"
+    agent.stop(signal.SIGKILL)
+    assert agent.socket.exists()  # left behind
+    with pytest.raises(ResolverUnavailableError, match=f"at '{agent.socket}'"):
+        client.resolve(Secret.for_reference("/app/db", "user"))
+    agent.start()
+    assert client.resolve(Secret.for_reference("/app/db", "user")).reveal() == b"app"
+    client.close()
+
+
+# --- what an attacker sends -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status", "kind"),
+    [
+        ("POST", "/v1/resolve", b"{not json", 400, "bad_request"),
+        ("POST", "/v1/resolve", b"[]", 400, "bad_request"),
+        ("POST", "/v1/resolve", b'{"references": "x"}', 400, "bad_request"),
+        (
+            "POST",
+            "/v1/resolve",
+            b'{"references": [{"name": "/a", "value": "x"}]}',
+            400,
+            "bad_request",
+        ),
+        ("POST", "/v1/resolve", b'{"references": [{"name": ""}]}', 400, "bad_request"),
+        (
+            "POST",
+            "/v1/resolve",
+            b'{"references": [], "context": {"principal": "ops"}}',
+            400,
+            "bad_request",
+        ),
+        ("POST", "/v1/resolve", b"[" * 100000 + b"]" * 100000, 400, "bad_request"),
+        ("GET", "/v1/resolve", None, 405, "method"),
+        ("GET", "/../../etc/passwd", None, 404, "not_found"),
+    ],
+)
+def test_hostile_requests_get_one_clear_refusal(
+    store: LocalStore,
+    agents: Callable[..., NodeAgent],
+    method: str,
+    url: str,
+    body: bytes | None,
+    status: int,
+    kind: str,
+) -> None:
+    agent = agents()
+    got, answer = request(agent.socket, method, url, body)
+    assert (got, answer["error"]["kind"]) == (status, kind)
+    assert "\n" not in answer["error"]["message"]
+    assert agent.ready()  # and it goes on serving
+
+
+def test_an_oversized_body_is_not_read(store: LocalStore, agents: Callable[..., NodeAgent]) -> None:
+    agent = agents()
+    got, answer = request(
+        agent.socket, "POST", "/v1/resolve", None, {"Content-Length": str(1 << 30)}
+    )
+    assert (got, answer["error"]["kind"]) == (413, "too_large")
+    assert agent.ready()
+
+
+def test_a_client_that_never_finishes_does_not_block_others(
+    store: LocalStore, agents: Callable[..., NodeAgent]
+) -> None:
+    agent = agents()
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.connect(str(agent.socket))
+    stuck.sendall(b"POST /v1/resolve HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+    try:
+        with agent.client() as client:
+            assert client.resolve(Secret.for_reference("/app/db", "user")).reveal() == b"app"
+    finally:
+        stuck.close()
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def test_metrics(store: LocalStore, agents: Callable[..., NodeAgent]) -> None:
+    port = free_port()
+    agent = agents(agent=f'metrics_address = "127.0.0.1:{port}"\ncache_ttl = 60')
+    with agent.client() as client:
+        for _ in range(2):
+            client.resolve(Secret.for_reference("/app/db", "user"))
+        with pytest.raises(ResolverError):
+            client.resolve(Secret.for_reference("/nope", "x"))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert (
+        float(samples['mesos_secrets_agent_resolutions_total{outcome="ok",resolver="local"}']) == 2
+    )
+    assert (
+        float(
+            samples['mesos_secrets_agent_resolutions_total{outcome="not_found",resolver="local"}']
+        )
+        == 1
+    )
+    assert float(samples["mesos_secrets_agent_cache_hits_total"]) == 1
+    assert float(samples["mesos_secrets_agent_store_requests_total"]) == 2
+    assert "/app/db" not in text
+
+
+# --- against OpenBao ----------------------------------------------------------------------
+
+
+def _reads(bao: Bao, prefix: str) -> list[str]:
+    assert bao.audit_log is not None
+    return [
+        entry["request"]["path"]
+        for entry in map(json.loads, bao.audit_log.read_text().splitlines())
+        if entry.get("type") == "request" and entry["request"]["path"].startswith(prefix)
+    ]
+
+
+def _vault_agent(
+    agents: Callable[..., NodeAgent], bao: Bao, agent: str = "", **vault: Any
+) -> NodeAgent:
+    options = {"address": bao.address, "token": bao.root_token, **vault}
+    table = "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
+    return agents(resolver="vault", agent=agent, extra=f"[resolvers.vault]\n{table}\n")
+
+
+def test_many_clients_one_read_per_path(own_bao: Bao, agents: Callable[..., NodeAgent]) -> None:
+    """40 clients at once, each asking for the same 10 secrets: the store sees one read
+    of each path (its own audit device counts), every client gets every value."""
+    client = own_bao.client()
+    for i in range(10):
+        client.secrets.kv.v2.create_or_update_secret(
+            path=f"shared/s{i}", secret={"v": f"{CANARY}{i}"}
+        )
+    agent = _vault_agent(agents, own_bao, agent="cache_ttl = 60")
+    before = len(_reads(own_bao, "secret/data/shared"))
+    secrets = [Secret.for_reference(f"/shared/s{i}", "v") for i in range(10)]
+    barrier = threading.Barrier(40)
+    results: list[list[bytes]] = []
+
+    def one() -> None:
+        with agent.client() as c:
+            barrier.wait()
+            results.append([r.reveal() for r in resolve_all(c, secrets)])  # type: ignore[union-attr]
+
+    threads = [threading.Thread(target=one) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 40
+    assert all(r == [f"{CANARY}{i}".encode() for i in range(10)] for r in results)
+    assert len(_reads(own_bao, "secret/data/shared")) - before == 10
+    assert CANARY not in agent.audit.read_text()
+
+
+def test_store_outage_served_stale_within_the_bound(
+    own_bao: Bao, agents: Callable[..., NodeAgent]
+) -> None:
+    own_bao.client().secrets.kv.v2.create_or_update_secret(path="app/db", secret={"pw": "v1"})
+    agent = _vault_agent(
+        agents, own_bao, agent="cache_ttl = 0.5\nmax_stale = 4", cache_ttl=0, deadline=1
+    )
+    ref = Secret.for_reference("/app/db", "pw")
+    with agent.client() as client:
+        assert client.resolve(ref).reveal() == b"v1"
+        own_bao.stop()
+        time.sleep(1)
+        assert client.resolve(ref).reveal() == b"v1"  # stale, within 4 s past its TTL
+        stale = [r for r in agent.records() if r.get("stale_seconds")]
+        assert stale
+        assert 0 < stale[-1]["stale_seconds"] <= 4
+        time.sleep(4)
+        with pytest.raises(ResolverUnavailableError, match="cannot connect"):
+            client.resolve(ref)
+
+
+def test_fail_closed_by_default(own_bao: Bao, agents: Callable[..., NodeAgent]) -> None:
+    own_bao.client().secrets.kv.v2.create_or_update_secret(path="app/db", secret={"pw": "v1"})
+    agent = _vault_agent(agents, own_bao, agent="cache_ttl = 0.2", cache_ttl=0, deadline=1)
+    ref = Secret.for_reference("/app/db", "pw")
+    with agent.client() as client:
+        assert client.resolve(ref).reveal() == b"v1"
+        own_bao.stop()
+        time.sleep(0.5)
+        with pytest.raises(ResolverUnavailableError):
+            client.resolve(ref)
+
+
+def test_settings_are_checked(tmp_path: Path) -> None:
+    from mesos_secrets.agent.settings import AgentSettings
+
+    for table, message in [
+        ({"cache_ttl": -1}, "'cache_ttl' must not be negative"),
+        ({"max_stale": "x"}, "'max_stale' must be a number"),
+        ({"metrics_address": "nowhere"}, "'metrics_address' must be HOST:PORT"),
+        ({"principals": {"root": "ops"}}, "key 'root' is not a uid"),
+        ({"sockets": "/x"}, "unknown [agent] setting 'sockets'"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            AgentSettings.from_table(table, tmp_path)
+        assert message in str(caught.value)
+    settings = AgentSettings.from_table({"cache_ttl": 1}, tmp_path, cache_ttl=7.0, socket=None)
+    assert (settings.cache_ttl, settings.socket) == (7.0, tmp_path / "agent.sock")
