@@ -17,6 +17,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import socket
 import threading
 from collections.abc import Sequence
@@ -80,6 +81,8 @@ class AgentResolver(SecretResolver):
         self._connection: _Connection | None = None
         self._lock = threading.Lock()
         self._asked = False
+        #: Tells this client's holdings from another's in the same process.
+        self._client = secrets.token_hex(8)
 
     def __repr__(self) -> str:
         return f"<AgentResolver {self.socket}>"
@@ -105,6 +108,7 @@ class AgentResolver(SecretResolver):
             {
                 "references": protocol.references_to_json(references),
                 "context": protocol.context_to_json(context),
+                "client": self._client,
             },
             references[0],
         )
@@ -141,7 +145,9 @@ class AgentResolver(SecretResolver):
             self._asked = False
             # On failure, the agent ends our holdings itself once this process is gone.
             with contextlib.suppress(ResolverError):
-                self._exchange("POST", protocol.RELEASE, {"context": {}}, None)
+                self._exchange(
+                    "POST", protocol.RELEASE, {"context": {}, "client": self._client}, None
+                )
         with self._lock:
             if self._connection is not None:
                 self._connection.close()

@@ -11,7 +11,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import hvac
 
 from .bao import free_port, stop_process
 
@@ -90,3 +93,42 @@ class Postgres:
     def stop(self) -> None:
         stop_process(self.process, signal.SIGINT)  # "fast" shutdown: clients are cut off
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def database_engine(
+    root: hvac.Client, database: Postgres, default_ttl: str = "3s"
+) -> Callable[[], list[str]]:
+    """OpenBao's database engine at ``database/``, role ``app`` on ``database``; returns
+    a function listing the leases of ``database/creds/app`` now."""
+    root.sys.enable_secrets_engine("database", path="database")
+    root.adapter.post(
+        "/v1/database/config/pg",
+        json={
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{database.port}/postgres?sslmode=disable",
+            "username": "postgres",
+            "password": database.password,
+            "allowed_roles": "app",
+        },
+    )
+    root.adapter.post(
+        "/v1/database/roles/app",
+        json={
+            "db_name": "pg",
+            "creation_statements": [
+                "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+            ],
+            "default_ttl": default_ttl,
+            "max_ttl": "120s",
+        },
+    )
+
+    def leases() -> list[str]:
+        try:
+            return list(
+                root.adapter.list("/v1/sys/leases/lookup/database/creds/app")["data"]["keys"]
+            )
+        except hvac.exceptions.InvalidPath:
+            return []
+
+    return leases

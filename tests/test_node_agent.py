@@ -749,3 +749,37 @@ def test_settings_are_checked(tmp_path: Path) -> None:
         assert message in str(caught.value)
     settings = AgentSettings.from_table({"cache_ttl": 1}, tmp_path, cache_ttl=7.0, socket=None)
     assert (settings.cache_ttl, settings.socket) == (7.0, tmp_path / "agent.sock")
+
+
+@requires_root
+def test_a_lease_lives_while_any_holder_does(
+    own_bao: Bao, agents: Callable[..., NodeAgent]
+) -> None:
+    """A dynamic secret (OpenBao's database engine on a real PostgreSQL), held by two
+    tasks: one read and one lease for both, renewed past its TTL while either holds it,
+    revoked when the last lets go."""
+    from .postgres import Postgres, database_engine
+
+    database = Postgres()
+    try:
+        leases = database_engine(own_bao.client(), database)
+        agent = _vault_agent(agents, own_bao, agent="cache_ttl = 60", logical_mounts="database")
+        refs = [Secret.for_reference("/database/creds/app", k) for k in ("username", "password")]
+        first, second = agent.client(), agent.client()
+        a = resolve_all(first, refs, ResolveContext(task_id="a"))
+        b = resolve_all(second, refs, ResolveContext(task_id="b"))
+        assert [v.reveal() for v in a] == [v.reveal() for v in b]  # type: ignore[union-attr]
+        (lease,) = leases()
+        first.close()
+        time.sleep(4)  # past the 3 s TTL: only renewal keeps it
+        assert leases() == [lease]
+        info = own_bao.client().sys.read_lease(f"database/creds/app/{lease}")["data"]
+        assert info["ttl"] > 0
+        second.close()
+        assert leases() == []
+        # The next task gets credentials of its own, not the revoked ones.
+        with agent.client() as third:
+            c = resolve_all(third, refs, ResolveContext(task_id="c"))
+        assert c[0].reveal() != a[0].reveal()  # type: ignore[union-attr]
+    finally:
+        database.stop()

@@ -580,41 +580,12 @@ class TestRunWithVault:
 def test_dynamic_secret_lease(own_bao: Bao) -> None:
     """A dynamic secret (OpenBao's database engine on a real PostgreSQL): its lease is
     renewed while the resolver lives and revoked when it closes."""
-    from .postgres import Postgres
+    from .postgres import Postgres, database_engine
 
     database = Postgres()
     try:
+        leases = database_engine(own_bao.client(), database)
         root = own_bao.client()
-        root.sys.enable_secrets_engine("database", path="database")
-        root.adapter.post(
-            "/v1/database/config/pg",
-            json={
-                "plugin_name": "postgresql-database-plugin",
-                "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{database.port}/postgres?sslmode=disable",
-                "username": "postgres",
-                "password": database.password,
-                "allowed_roles": "app",
-            },
-        )
-        root.adapter.post(
-            "/v1/database/roles/app",
-            json={
-                "db_name": "pg",
-                "creation_statements": [
-                    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
-                ],
-                "default_ttl": "3s",
-                "max_ttl": "120s",
-            },
-        )
-
-        def leases() -> list[str]:
-            try:
-                return list(
-                    root.adapter.list("/v1/sys/leases/lookup/database/creds/app")["data"]["keys"]
-                )
-            except hvac.exceptions.InvalidPath:
-                return []
 
         with VaultResolver(
             address=own_bao.address, token=own_bao.root_token, logical_mounts="database"

@@ -24,9 +24,12 @@ agent checks it with the Mesos agent's key and takes the framework, executor and
 container ids from its claims instead of the body's. Every caller is known by its
 process's user (``SO_PEERCRED``), which names its principal.
 
-``POST /v1/release`` (``{"context": {...}}``): the caller's task (its ``container_id``,
-else its ``task_id``, else everything the calling process holds) no longer needs its
-secrets. ``GET /v1/status``: the inventory, for the agent's own user and root only.
+Both may carry ``"client"``: an id the client chose for itself (its holdings are its
+own, apart from another client's in the same process).
+
+``POST /v1/release`` (``{"context": {...}, "client": "..."}``): the client's task (its
+``container_id``, else its ``task_id``, else everything the client holds) no longer
+needs its secrets. ``GET /v1/status``: the inventory, for the agent's own user and root only.
 ``GET /v1/health``: ``{"ok": true}`` once the agent serves.
 
 A request the agent refuses as a whole is answered ``4xx`` with ``{"error": {"kind":
@@ -58,6 +61,7 @@ __all__ = [
     "MAX_REFERENCES",
     "ProtocolError",
     "answer_of",
+    "client_from_json",
     "context_from_json",
     "context_to_json",
     "error_kind",
@@ -157,6 +161,14 @@ def context_from_json(raw: Any) -> dict[str, str]:
         if not isinstance(value, str) or not value.isprintable() or len(value) > 1024:
             raise ProtocolError(f"/context/{name}: expected a printable string")
     return dict(raw)
+
+
+def client_from_json(raw: Any) -> str:
+    if raw is None:
+        return ""
+    if not isinstance(raw, str) or len(raw) > 64 or not raw.isprintable():
+        raise ProtocolError("/client: expected a printable string of at most 64 characters")
+    return raw
 
 
 def value_to_json(value: SecretBytes) -> str:

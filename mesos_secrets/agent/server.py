@@ -101,7 +101,9 @@ class _Holder:
     secrets: dict[tuple[str, str | None], _Holding] = attrs.field(factory=dict)
 
 
-_HolderKey = tuple[int, str | None, str | None, str]
+#: The caller's pid and start time, its executor container (token), the client
+#: instance within the process, and the task.
+_HolderKey = tuple[int, str | None, str | None, str, str]
 
 
 class Agent:
@@ -173,9 +175,14 @@ class Agent:
     # --- answers ----------------------------------------------------------------------
 
     def resolve(
-        self, caller: Caller, references: Iterable[Reference], claimed: Mapping[str, str]
+        self,
+        caller: Caller,
+        references: Iterable[Reference],
+        claimed: Mapping[str, str],
+        client: str = "",
     ) -> list[Answer | ResolverError]:
-        """Every reference for ``caller``: checked against the ACLs, then from the cache."""
+        """Every reference for ``caller``: checked against the ACLs, then from the cache.
+        ``client`` tells apart several clients in one process (their holdings)."""
         context = self.context_of(caller, claimed)
         started = time.monotonic()
         results: list[Answer | ResolverError] = []
@@ -189,7 +196,7 @@ class Agent:
             (r, a) for r, a in zip(references, results, strict=False) if isinstance(a, Answer)
         ]
         if answered:
-            self._hold(caller, context, answered)
+            self._hold(caller, context, client, answered)
         return results
 
     def _one(
@@ -257,12 +264,13 @@ class Agent:
     # --- holdings ---------------------------------------------------------------------
 
     @staticmethod
-    def _holder_key(caller: Caller, context: ResolveContext) -> _HolderKey:
+    def _holder_key(caller: Caller, context: ResolveContext, client: str) -> _HolderKey:
         task = context.container_id if caller.claims is None else None
         return (
             caller.pid,
             caller.start,
             caller.claims["cid"] if caller.claims else None,
+            client,
             task or context.task_id or "",
         )
 
@@ -270,9 +278,10 @@ class Agent:
         self,
         caller: Caller,
         context: ResolveContext,
+        client: str,
         answered: list[tuple[Reference, Answer]],
     ) -> None:
-        key = self._holder_key(caller, context)
+        key = self._holder_key(caller, context, client)
         now = time.time()
         with self._lock:
             holder = self._holders.get(key)
@@ -289,16 +298,16 @@ class Agent:
                 )
             self.metrics.containers.set(len(self._holders))
 
-    def release(self, caller: Caller, claimed: Mapping[str, str]) -> int:
-        """End the caller's holdings: of the task the context names, else all of its
-        process's (or its executor container's). How many holders ended."""
+    def release(self, caller: Caller, claimed: Mapping[str, str], client: str = "") -> int:
+        """End the client's holdings: of the task the context names, else all of them.
+        How many holders ended."""
         context = self.context_of(caller, claimed)
-        wanted = self._holder_key(caller, context)
+        wanted = self._holder_key(caller, context, client)
         with self._lock:
             ended = [
                 key
                 for key in self._holders
-                if key[:3] == wanted[:3] and (not wanted[3] or key[3] == wanted[3])
+                if key[:4] == wanted[:4] and (not wanted[4] or key[4] == wanted[4])
             ]
         self._end(ended)
         return len(ended)
@@ -511,20 +520,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return body
 
     def _resolve(self, caller: Caller, body: Any) -> tuple[int, Any]:
-        unknown = sorted(set(body) - {"references", "context"})
+        unknown = sorted(set(body) - {"references", "context", "client"})
         if unknown:
             raise protocol.ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}")
         references = protocol.references_from_json(body.get("references"))
         claimed = protocol.context_from_json(body.get("context"))
-        results = self.server.agent.resolve(caller, references, claimed)
+        client = protocol.client_from_json(body.get("client"))
+        results = self.server.agent.resolve(caller, references, claimed, client)
         return 200, {"results": [_result_json(result) for result in results]}
 
     def _release(self, caller: Caller, body: Any) -> tuple[int, Any]:
-        unknown = sorted(set(body) - {"context"})
+        unknown = sorted(set(body) - {"context", "client"})
         if unknown:
             raise protocol.ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}")
         claimed = protocol.context_from_json(body.get("context"))
-        return 200, {"released": self.server.agent.release(caller, claimed)}
+        client = protocol.client_from_json(body.get("client"))
+        return 200, {"released": self.server.agent.release(caller, claimed, client)}
 
     def _status(self, caller: Caller, body: Any) -> tuple[int, Any]:
         if caller.uid not in (0, os.geteuid()):
