@@ -24,6 +24,7 @@ from . import plugins
 from .agent import Agent
 from .bao import Bao
 from .conftest import mounts_under, requires_root
+from .node_agent import NodeAgent
 from .plugins import install_resolver
 from .residue import processes_holding
 from .test_run import sha
@@ -216,6 +217,47 @@ class TestTasks:
         agent.shutdown()
         assert process.wait(timeout=20) == 0
         assert not mounts_under(setup.tmp)
+
+    def test_through_the_node_agent(self, setup: Setup) -> None:
+        """The executor holds no store credentials: its secrets come from the node agent,
+        which knows it by its Mesos executor token. The agent's audit trail has the
+        framework, executor and container ids the token proves."""
+        put(setup.bao, "exec/db", {"password": "exec-db-password"})
+        key = setup.tmp / "executor-key"
+        key.write_bytes(KEY)
+        key.chmod(0o600)
+        options = f'address = "{setup.bao.address}"\ntoken = "{setup.bao.root_token}"'
+        node = NodeAgent(
+            setup.tmp / "node-agent",
+            resolver="vault",
+            agent=f'executor_secret_key = "{key}"',
+            extra=f"[resolvers.vault]\n{options}\n",
+        )
+        try:
+            agent = setup.agent()
+            process = setup.start(
+                agent,
+                environment={
+                    "MESOS_SECRETS_RESOLVER": "agent",
+                    "MESOS_SECRETS_AGENT_SOCKET": str(node.socket),
+                    "VAULT_ADDR": "",
+                },
+            )
+            assert agent.subscribed.wait(30), setup.log()
+            agent.launch(app_task(CHECK_APP, agent, "t1"))
+            agent.wait_for("t1", "TASK_FINISHED")
+            agent.shutdown()
+            assert process.wait(timeout=20) == 0
+            records = [r for r in node.records() if r["event"] == "resolve"]
+            assert {
+                (r["framework_id"], r["executor_id"], r["container_id"], r["task_id"], r["token"])
+                for r in records
+            } == {(FID, EID, agent.container_id, "t1", True)}
+            assert all(r["outcome"] == "ok" for r in records)
+            assert node.stop() == 0
+        finally:
+            if node.process is not None and node.process.poll() is None:
+                node.stop()
 
     def test_tokens_not_in_proc_environ(self, setup: Setup) -> None:
         """The agent's JWT and the bootstrap token: gone from the executor's
