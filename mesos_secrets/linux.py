@@ -35,6 +35,7 @@ __all__ = [
     "RESOLVE_NO_MAGICLINKS",
     "RESOLVE_NO_SYMLINKS",
     "RESOLVE_NO_XDEV",
+    "add_user_key",
     "attach_mount",
     "bind_mount",
     "bind_onto",
@@ -42,6 +43,9 @@ __all__ = [
     "clone_mount",
     "disable_core_dumps",
     "drop_bounding_capabilities",
+    "filesystem_type",
+    "find_user_key",
+    "invalidate_key",
     "is_root",
     "make_mounts_private",
     "make_tree_read_only",
@@ -50,6 +54,7 @@ __all__ = [
     "new_filesystem",
     "new_tmpfs",
     "openat2",
+    "read_key",
     "rename_noreplace",
     "set_capabilities",
     "set_dumpable",
@@ -90,6 +95,16 @@ _SYS_FSCONFIG = 431
 _SYS_FSMOUNT = 432
 _SYS_OPENAT2 = 437
 _SYS_MOUNT_SETATTR = 442
+_SYS_ADD_KEY = 248
+_SYS_KEYCTL = 250
+_KEY_SPEC_USER_KEYRING = -4
+_KEYCTL_INVALIDATE = 21
+_KEYCTL_SEARCH = 10
+_KEYCTL_READ = 11
+_NO_KEY = (errno.ENOKEY, errno.EKEYREVOKED, errno.EKEYEXPIRED)
+#: statfs' f_type of file systems kept in memory only.
+TMPFS_MAGIC = 0x01021994
+RAMFS_MAGIC = 0x858458F6
 _FSOPEN_CLOEXEC = 0x1
 _FSCONFIG_SET_FLAG = 0
 _FSCONFIG_SET_STRING = 1
@@ -441,3 +456,70 @@ def set_capabilities(effective: set[int]) -> None:
         raise _fail("capset")
     if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
         raise _fail("prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+
+
+# --- the kernel's keyring and statfs ---------------------------------------------------
+
+
+def add_user_key(description: str, payload: bytes) -> int:
+    """Put a ``user`` key in this user's keyring (memory only; it outlives the process
+    and ends with the user's last process, or at boot). Its id."""
+    return _syscall(
+        "add_key",
+        _SYS_ADD_KEY,
+        b"user",
+        description.encode(),
+        payload,
+        ctypes.c_size_t(len(payload)),
+        ctypes.c_int(_KEY_SPEC_USER_KEYRING),
+    )
+
+
+def find_user_key(description: str) -> int | None:
+    """The id of the ``user`` key ``description`` in this user's keyring, or None."""
+    result = _libc.syscall(
+        _SYS_KEYCTL,
+        ctypes.c_int(_KEYCTL_SEARCH),
+        ctypes.c_long(_KEY_SPEC_USER_KEYRING),
+        b"user",
+        description.encode(),
+        ctypes.c_long(0),
+    )
+    if result < 0:
+        if ctypes.get_errno() in (
+            errno.ENOKEY,
+            errno.EKEYREVOKED,
+            errno.EKEYEXPIRED,
+        ):
+            return None
+        raise _fail("keyctl search")
+    return int(result)
+
+
+def read_key(key: int, size: int = 64) -> bytes:
+    buffer = ctypes.create_string_buffer(size)
+    length = _syscall(
+        "keyctl read",
+        _SYS_KEYCTL,
+        ctypes.c_int(_KEYCTL_READ),
+        ctypes.c_long(key),
+        buffer,
+        ctypes.c_size_t(size),
+    )
+    return buffer.raw[: min(length, size)]
+
+
+def invalidate_key(key: int) -> None:
+    _syscall("keyctl invalidate", _SYS_KEYCTL, ctypes.c_int(_KEYCTL_INVALIDATE), ctypes.c_long(key))
+
+
+class _StatFS(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+
+def filesystem_type(path: str | os.PathLike[str]) -> int:
+    """statfs' ``f_type`` of the file system ``path`` is on (:data:`TMPFS_MAGIC`…)."""
+    info = _StatFS()
+    if _libc.statfs(_b(path), ctypes.byref(info)) != 0:
+        raise _fail("statfs", path)
+    return int(info.f_type) & 0xFFFFFFFF

@@ -3,6 +3,7 @@ requests on its socket."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -79,6 +80,22 @@ class NodeAgent:
         assert self.process is not None
         stop_process(self.process, sig)
         return self.process.returncode
+
+    def cleanup(self) -> None:
+        """What an agent keeps for the next one: the tmpfs beside its socket, and the
+        key of the kept cache in the user's keyring."""
+        from mesos_secrets import linux
+        from mesos_secrets.agent.snapshot import Snapshot
+
+        kept = Snapshot.__new__(Snapshot)
+        kept.directory = self.directory / "agent-cache"
+        kept.description = (
+            "mesos-secrets-agent:"
+            + hashlib.sha256(os.fsencode(os.path.abspath(self.socket))).hexdigest()[:16]
+        )
+        kept.discard()
+        while os.path.ismount(kept.directory):
+            linux.umount(kept.directory, detach=True)
 
     def records(self) -> list[dict[str, Any]]:
         if not self.audit.exists():

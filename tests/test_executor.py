@@ -258,6 +258,7 @@ class TestTasks:
         finally:
             if node.process is not None and node.process.poll() is None:
                 node.stop()
+            node.cleanup()
 
     def test_tokens_not_in_proc_environ(self, setup: Setup) -> None:
         """The agent's JWT and the bootstrap token: gone from the executor's

@@ -78,6 +78,7 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., NodeAgent]]:
             assert agent.stop() == 0, agent.log.read_text()[-2000:]
         assert not agent.socket.exists(), "the agent left its socket"
         assert CANARY not in agent.log.read_text()
+        agent.cleanup()
 
 
 # --- the basics -------------------------------------------------------------------------
@@ -264,7 +265,7 @@ def test_a_token_without_a_key_is_refused(
 
 @requires_root
 def test_a_denied_caller_is_refused_a_cached_value(
-    store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path, reachable: Path
+    reachable: Path, store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path
 ) -> None:
     """root may read /app/*, nobody may not: nobody is refused although root's read put
     the value in the node's cache a moment before, and the refusal is in the audit."""
@@ -688,3 +689,62 @@ def test_a_lease_lives_while_any_holder_does(
         assert c[0].reveal() != a[0].reveal()  # type: ignore[union-attr]
     finally:
         database.stop()
+
+
+# --- the cache across restarts ------------------------------------------------------------
+
+
+@requires_root
+def test_a_restarted_agent_serves_what_it_kept_through_an_outage(
+    own_bao: Bao, agents: Callable[..., NodeAgent]
+) -> None:
+    """Killed, then restarted while the store is down: the new agent answers from the
+    cache the old one kept (in memory only, sealed), as stale, within max_stale."""
+    own_bao.client().secrets.kv.v2.create_or_update_secret(path="app/db", secret={"pw": CANARY})
+    agent = _vault_agent(
+        agents, own_bao, agent="cache_ttl = 0.5\nmax_stale = 60", cache_ttl=0, deadline=1
+    )
+    ref = Secret.for_reference("/app/db", "pw")
+    with agent.client() as client:
+        assert client.resolve(ref).reveal() == CANARY.encode()
+    kept = agent.directory / "agent-cache" / "cache"
+    deadline = time.monotonic() + 10
+    while not kept.exists():
+        assert time.monotonic() < deadline, "the cache was never kept"
+        time.sleep(0.1)
+    from mesos_secrets import linux
+
+    assert linux.filesystem_type(kept.parent) == linux.TMPFS_MAGIC  # never on a disk
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert CANARY.encode() not in kept.read_bytes()
+    assert CANARY.encode().hex().encode() not in kept.read_bytes()
+    agent.stop(signal.SIGKILL)
+    own_bao.stop()
+    agent.start()
+    with agent.client() as client:
+        assert client.resolve(ref).reveal() == CANARY.encode()
+    (last,) = [r for r in agent.records() if r["event"] == "resolve"][-1:]
+    assert last["stale_seconds"] > 0
+    assert "kept from the last agent" in agent.log.read_text()
+
+
+@requires_root
+def test_a_kept_cache_that_does_not_open_is_discarded(
+    own_bao: Bao, agents: Callable[..., NodeAgent]
+) -> None:
+    own_bao.client().secrets.kv.v2.create_or_update_secret(path="app/db", secret={"pw": "v1"})
+    agent = _vault_agent(
+        agents, own_bao, agent="cache_ttl = 0.5\nmax_stale = 60", cache_ttl=0, deadline=1
+    )
+    with agent.client() as client:
+        client.resolve(Secret.for_reference("/app/db", "pw"))
+    assert agent.stop() == 0
+    kept = agent.directory / "agent-cache" / "cache"
+    data = bytearray(kept.read_bytes())
+    data[-1] ^= 1  # one bit changed
+    kept.write_bytes(bytes(data))
+    own_bao.stop()
+    agent.start()
+    with agent.client() as client, pytest.raises(ResolverUnavailableError):
+        client.resolve(Secret.for_reference("/app/db", "pw"))
+    assert "does not open with this node's key: discarded" in agent.log.read_text()

@@ -12,6 +12,7 @@ The client is the ``agent`` resolver (``resolvers/agent.py``), chosen as any res
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ def build_agent(
     from ..acls import ACLs  # noqa: PLC0415
     from ..audit import AuditLog  # noqa: PLC0415
     from ..containerizer.runtime import default_runtime_dir  # noqa: PLC0415
-    from ..errors import ConfigError  # noqa: PLC0415
+    from ..errors import ConfigError, ResolverUnavailableError  # noqa: PLC0415
     from ..registry import choose_resolver, get_resolver  # noqa: PLC0415
     from .server import Agent  # noqa: PLC0415
     from .settings import AgentSettings  # noqa: PLC0415
@@ -51,7 +52,10 @@ def build_agent(
     backend = get_resolver(chosen, config=config)
     audit, backend.audit = backend.audit, None  # the agent records every answer itself
     try:
-        backend.check()
+        try:
+            backend.check()
+        except ResolverUnavailableError as error:  # an outage: serve what the cache kept
+            logging.getLogger("mesos_secrets.agent").warning("%s", error)
         rules = acls or config.acls
         return Agent(
             backend,

@@ -32,11 +32,16 @@ from ..resolver import ResolveContext, SecretResolver
 from ..secret import Reference
 from ..secretbytes import SecretBytes
 
-__all__ = ["Answer", "Entry", "NodeCache"]
+__all__ = ["Answer", "Entry", "Kept", "NodeCache"]
 
 #: How long a caller waits for a read another caller has under way, at most (the
 #: resolver's own deadline ends the read sooner).
 WAIT_FOR_READ_S = 60.0
+
+
+#: An entry as kept across a restart: (name, key), value, age and freshness (seconds),
+#: version.
+Kept = tuple[tuple[str, str | None], SecretBytes, float, float, str | None]
 
 
 class Entry(NamedTuple):
@@ -85,6 +90,8 @@ class NodeCache:
         self._lock = threading.Lock()
         #: Counters for the metrics: store reads, hits, misses, coalesced, stale.
         self.on_event: Callable[[str], None] = lambda event: None
+        #: Whether entries changed since :meth:`kept` last said what they are.
+        self.changed = False
 
     def ttl_for(self, name: str) -> float:
         path = "/" + name.lstrip("/")
@@ -177,6 +184,7 @@ class NodeCache:
         )
         with self._lock:
             self._entries[key] = entry
+            self.changed = True
         return Answer(value, 0.0, 0.0, entry.version, False, coalesced)
 
     def _stale(
@@ -197,6 +205,7 @@ class NodeCache:
         with self._lock:
             for key in [k for k in self._entries if k[0] == reference.name]:
                 del self._entries[key]
+                self.changed = True
 
     def expire(self) -> None:
         """Drop entries past ``ttl + max_stale``: they can no longer be served."""
@@ -206,6 +215,34 @@ class NodeCache:
                 k for k, e in self._entries.items() if now - e.fresh_until > self.max_stale
             ]:
                 del self._entries[key]
+                self.changed = True
+
+    def kept(self) -> list[Kept]:
+        """Every entry that may still be served, as (key, value, age, freshness, version),
+        for the copy that survives a restart; clears :attr:`changed`."""
+        with self._lock:
+            now = self._clock()
+            self.changed = False
+            return [
+                (key, e.value, now - e.fetched, e.fresh_until - e.fetched, e.version)
+                for key, e in self._entries.items()
+                if now - e.fresh_until <= self.max_stale
+            ]
+
+    def restore(self, entries: list[Kept]) -> int:
+        """Entries kept by an earlier agent (ages as of now); those that may still be
+        served are taken. How many."""
+        taken = 0
+        with self._lock:
+            now = self._clock()
+            wall = time.time()
+            for key, value, age, fresh, version in entries:
+                fetched = now - age
+                if now - (fetched + fresh) > self.max_stale or key in self._entries:
+                    continue
+                self._entries[key] = Entry(value, fetched, wall - age, fetched + fresh, version)
+                taken += 1
+        return taken
 
     def entries(self) -> Iterator[tuple[tuple[str, str | None], Entry]]:
         with self._lock:
@@ -214,3 +251,4 @@ class NodeCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.changed = True

@@ -61,6 +61,7 @@ from . import protocol
 from .cache import Answer, NodeCache
 from .metrics import AgentMetrics
 from .settings import AgentSettings
+from .snapshot import Snapshot
 
 __all__ = ["Agent", "Caller", "bind_socket", "serve"]
 
@@ -68,6 +69,8 @@ log = logging.getLogger("mesos_secrets.agent")
 
 #: How often holders whose process ended are looked for, and stale entries dropped.
 SWEEP_S = 2.0
+#: How often the cache's copy is written while it changes.
+KEEP_S = 1.0
 _PEERCRED = struct.Struct("3i")
 
 
@@ -130,6 +133,8 @@ class Agent:
             max_stale=settings.max_stale,
         )
         self.cache.on_event = self.metrics.event
+        #: The cache's copy that survives a restart (None: not kept).
+        self.snapshot: Snapshot | None = None
         self._key = _read_key(settings.executor_secret_key)
         self._holders: dict[_HolderKey, _Holder] = {}
         self._lock = threading.Lock()
@@ -311,6 +316,23 @@ class Agent:
             ]
         self._end(ended)
         return len(ended)
+
+    def keep_in(self, snapshot: Snapshot | None) -> None:
+        """Keep the cache in ``snapshot`` from now on, first taking what it holds."""
+        self.snapshot = snapshot
+        if snapshot is not None:
+            restored = self.cache.restore(snapshot.load())
+            if restored:
+                log.info("%d cached value(s) kept from the last agent", restored)
+
+    def keep(self) -> None:
+        """Write the cache's copy, if it changed (:mod:`.snapshot`)."""
+        if self.snapshot is None or not self.cache.changed:
+            return
+        try:
+            self.snapshot.save(self.cache.kept())
+        except OSError as error:
+            log.warning("keeping the cache failed: %s", error.strerror or type(error).__name__)
 
     def sweep(self) -> None:
         """End the holdings of processes that are gone; drop what can no longer be served."""
@@ -662,10 +684,14 @@ class Running:
             thread.start()
 
     def _sweep(self) -> None:
-        while not self._stop.wait(SWEEP_S):
+        last = time.monotonic()
+        while not self._stop.wait(KEEP_S):
             try:
-                self.agent.sweep()
-            except Exception as error:  # noqa: BLE001 (the next sweep tries again)
+                self.agent.keep()
+                if time.monotonic() - last >= SWEEP_S:
+                    last = time.monotonic()
+                    self.agent.sweep()
+            except Exception as error:  # noqa: BLE001 (the next round tries again)
                 log.warning("sweeping holders failed: %s", type(error).__name__)
 
     def stop(self) -> None:
@@ -680,6 +706,8 @@ class Running:
         with self.agent._lock:
             everyone = list(self.agent._holders)
         self.agent._end(everyone)
+        self.agent.cache.expire()
+        self.agent.keep()  # for the next agent: what it may still serve
         self.agent.cache.clear()
         self.agent.resolver.close()
         self.agent.metrics.close()
@@ -688,6 +716,12 @@ class Running:
 def serve(agent: Agent, *, ready: Callable[[Running], None] | None = None) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
     listener = bind_socket(agent.settings.socket, agent.settings.socket_group)
+    try:  # once the socket is ours: its directory is the agent's
+        agent.keep_in(Snapshot.open(agent.settings.socket))
+    except BaseException:
+        listener.close()
+        os.unlink(agent.settings.socket)
+        raise
     stop = threading.Event()
     previous = {
         signum: signal.signal(signum, lambda *_: stop.set())
