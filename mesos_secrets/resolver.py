@@ -161,6 +161,11 @@ class SecretResolver(abc.ABC):
         no longer good. By default there is nothing to give up."""
         return False
 
+    def lease_renewals(self) -> tuple[int, int]:
+        """How many lease renewals the resolver has made, and how many of them failed
+        (the node agent's metrics). By default it renews none."""
+        return (0, 0)
+
     def answers_at_once(self, reference: Reference) -> bool:
         """Whether resolving ``reference`` now would wait on nothing: no network, no
         other thread (a fresh cache entry, an in-process store). :func:`resolve_all`

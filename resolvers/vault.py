@@ -641,6 +641,7 @@ class VaultResolver(SecretResolver):
         self._leases_lock = threading.Lock()
         self._token_failures = 0  # the renewer's, in a row
         self._lease_failures: dict[str, int] = {}
+        self._renewals = [0, 0]  # lease renewals made, failed
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._closed = False
@@ -722,6 +723,9 @@ class VaultResolver(SecretResolver):
         self._logged_in = False
         self.client.token = None
         self._session.close()
+
+    def lease_renewals(self) -> tuple[int, int]:
+        return self._renewals[0], self._renewals[1]
 
     def release(self, reference: Reference) -> bool:
         """Revoke the lease of a dynamic secret (a ``logical_mounts`` path) and forget its
@@ -1016,6 +1020,7 @@ class VaultResolver(SecretResolver):
             with budget(self.deadline):
                 duration = _lease_duration(self.client.sys.renew_lease(lease_id=lease))
         except Exception as error:  # noqa: BLE001 (the store's errors, or an unreadable answer)
+            self._renewals[1] += 1
             failures = self._lease_failures.get(lease, 0) + 1
             self._lease_failures[lease] = failures
             pause = _retry_in(failures)
@@ -1028,6 +1033,7 @@ class VaultResolver(SecretResolver):
                 if lease in self._leases:
                     self._leases[lease] = (time.monotonic() + pause, True)
             return
+        self._renewals[0] += 1
         self._lease_failures.pop(lease, None)
         with self._leases_lock:
             if lease in self._leases:

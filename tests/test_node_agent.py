@@ -530,6 +530,22 @@ def test_a_client_that_never_finishes_does_not_block_others(
 # --- metrics ------------------------------------------------------------------------------
 
 
+def metrics_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def metrics(port: int) -> dict[str, float]:
+    return {
+        name: float(value)
+        for name, value in (
+            line.rsplit(" ", 1)
+            for line in metrics_text(port).splitlines()
+            if line and not line.startswith("#")
+        )
+    }
+
+
 def test_metrics(store: LocalStore, agents: Callable[..., NodeAgent]) -> None:
     port = free_port()
     agent = agents(agent=f'metrics_address = "127.0.0.1:{port}"\ncache_ttl = 60')
@@ -538,11 +554,8 @@ def test_metrics(store: LocalStore, agents: Callable[..., NodeAgent]) -> None:
             client.resolve(Secret.for_reference("/app/db", "user"))
         with pytest.raises(ResolverError):
             client.resolve(Secret.for_reference("/nope", "x"))
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples = dict(
-        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
-    )
+    text = metrics_text(port)
+    samples = metrics(port)
     assert (
         float(samples['mesos_secrets_agent_resolutions_total{outcome="ok",resolver="local"}']) == 2
     )
@@ -554,6 +567,7 @@ def test_metrics(store: LocalStore, agents: Callable[..., NodeAgent]) -> None:
     )
     assert float(samples["mesos_secrets_agent_cache_hits_total"]) == 1
     assert float(samples["mesos_secrets_agent_store_requests_total"]) == 2
+    assert float(samples["mesos_secrets_agent_lease_renewals_total"]) == 0
     assert "/app/db" not in text
 
 
@@ -669,7 +683,13 @@ def test_a_lease_lives_while_any_holder_does(
     database = Postgres()
     try:
         leases = database_engine(own_bao.client(), database)
-        agent = _vault_agent(agents, own_bao, agent="cache_ttl = 60", logical_mounts="database")
+        port = free_port()
+        agent = _vault_agent(
+            agents,
+            own_bao,
+            agent=f'cache_ttl = 60\nmetrics_address = "127.0.0.1:{port}"',
+            logical_mounts="database",
+        )
         refs = [Secret.for_reference("/database/creds/app", k) for k in ("username", "password")]
         first, second = agent.client(), agent.client()
         a = resolve_all(first, refs, ResolveContext(task_id="a"))
@@ -681,6 +701,8 @@ def test_a_lease_lives_while_any_holder_does(
         assert leases() == [lease]
         info = own_bao.client().sys.read_lease(f"database/creds/app/{lease}")["data"]
         assert info["ttl"] > 0
+        assert "mesos_secrets_agent_lease_renewals_total" in metrics_text(port)
+        assert metrics(port)["mesos_secrets_agent_lease_renewals_total"] >= 1
         second.close()
         assert leases() == []
         # The next task gets credentials of its own, not the revoked ones.

@@ -8,9 +8,14 @@ the resolver and the outcome.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from ..resolver import SecretResolver
 
 __all__ = ["AgentMetrics"]
 
@@ -58,6 +63,10 @@ class AgentMetrics:
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
+    def watch(self, resolver: SecretResolver) -> None:
+        """Report ``resolver``'s lease renewals and their failures."""
+        self.registry.register(_Renewals(resolver))
+
     def event(self, name: str) -> None:
         """A cache event (:class:`~.cache.NodeCache`'s ``on_event``)."""
         self._events[name].inc()
@@ -73,3 +82,19 @@ class AgentMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _Renewals(Collector):
+    """The resolver's own count of lease renewals, read at each scrape."""
+
+    def __init__(self, resolver: SecretResolver) -> None:
+        self.resolver = resolver
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        made, failed = self.resolver.lease_renewals()
+        yield CounterMetricFamily(
+            f"{_PREFIX}_lease_renewals", "Lease renewals the resolver made", value=made
+        )
+        yield CounterMetricFamily(
+            f"{_PREFIX}_lease_renewal_failures", "Lease renewals that failed", value=failed
+        )

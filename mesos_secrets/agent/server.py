@@ -133,6 +133,7 @@ class Agent:
             max_stale=settings.max_stale,
         )
         self.cache.on_event = self.metrics.event
+        self.metrics.watch(resolver)
         #: The cache's copy that survives a restart (None: not kept).
         self.snapshot: Snapshot | None = None
         self._key = _read_key(settings.executor_secret_key)
