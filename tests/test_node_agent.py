@@ -770,3 +770,24 @@ def test_a_kept_cache_that_does_not_open_is_discarded(
     with agent.client() as client, pytest.raises(ResolverUnavailableError):
         client.resolve(Secret.for_reference("/app/db", "pw"))
     assert "does not open with this node's key: discarded" in agent.log.read_text()
+
+
+def test_tells_systemd_when_ready_and_stopping(
+    store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Type=notify``: READY=1 once it serves, STOPPING=1 on SIGTERM."""
+    where = tmp_path / "notify"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(where))
+    listener.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(where))
+    try:
+        agent = NodeAgent(tmp_path / "a")
+        try:
+            assert listener.recv(100) == b"READY=1"
+            assert agent.stop() == 0
+            assert listener.recv(100) == b"STOPPING=1"
+        finally:
+            agent.cleanup()
+    finally:
+        listener.close()
