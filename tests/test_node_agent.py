@@ -124,6 +124,26 @@ def test_the_node_cache_answers_later_callers(
     assert hits == [False, True, True]
 
 
+def run_through(
+    socket: Path, spec: Path, tmp_path: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``mesos-secrets run SPEC`` with the ``agent`` resolver on ``socket``."""
+    return subprocess.run(
+        [str(MESOS_SECRETS), "run", "--runtime-dir", str(tmp_path / "rt"), str(spec)],
+        env=dict(
+            os.environ,
+            MESOS_SECRETS_RESOLVER="agent",
+            MESOS_SECRETS_AGENT_SOCKET=str(socket),
+            PYTHONPATH=str(ROOT),
+            **env,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @requires_root
 def test_run_uses_the_agent(
     store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path
@@ -140,24 +160,10 @@ def test_run_uses_the_agent(
             }
         )
     )
-    env = dict(
-        os.environ,
-        MESOS_SECRETS_RESOLVER="agent",
-        MESOS_SECRETS_AGENT_SOCKET=str(agent.socket),
-        MESOS_SECRETS_HOME=str(tmp_path / "no-store-here"),
-        PYTHONPATH=str(ROOT),
-    )
-    done = subprocess.run(
-        [str(MESOS_SECRETS), "run", "--runtime-dir", str(tmp_path / "rt"), str(spec)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_through(agent.socket, spec, tmp_path, MESOS_SECRETS_HOME=str(tmp_path / "none"))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "delivered\n"
-    assert not (tmp_path / "no-store-here").exists()  # the store is the agent's alone
+    assert not (tmp_path / "none").exists()  # the store is the agent's alone
     assert request(agent.socket, "GET", "/v1/status")[1]["containers"] == []  # released
 
 
@@ -187,20 +193,7 @@ def test_no_agent_from_the_command_line(tmp_path: Path) -> None:
         )
     )
     where = tmp_path / "agent.sock"
-    env = dict(
-        os.environ,
-        MESOS_SECRETS_RESOLVER="agent",
-        MESOS_SECRETS_AGENT_SOCKET=str(where),
-        PYTHONPATH=str(ROOT),
-    )
-    done = subprocess.run(
-        [str(MESOS_SECRETS), "run", "--runtime-dir", str(tmp_path / "rt"), str(spec)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_through(where, spec, tmp_path)
     assert done.returncode == 1
     assert f"cannot reach the node agent at '{where}'" in done.stderr
     assert "Traceback" not in done.stderr
