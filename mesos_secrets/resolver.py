@@ -155,6 +155,15 @@ class SecretResolver(abc.ABC):
                 results.append(error)
         return results
 
+    def resolve_fields(
+        self, name: str, context: ResolveContext | None = None
+    ) -> Mapping[str, SecretBytes] | None:
+        """Every field of secret ``name``, from one read, or None when the resolver reads
+        key by key. The node agent caches a secret's fields together, so that the keys
+        it serves of one secret always come from the same read (a dynamic secret's user
+        name with its own password)."""
+        return None
+
     def release(self, reference: Reference) -> bool:
         """Nothing needs ``reference`` any more: give up what was obtained for it alone
         (revoke its lease). True if something was given up, so a cached value of it is

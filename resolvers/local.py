@@ -944,8 +944,22 @@ class LocalResolver(SecretResolver):
     def resolve_reference(
         self, reference: Reference, context: ResolveContext | None = None
     ) -> SecretBytes:
+        fields = self._fields_of(reference)
+        return select_field(
+            reference,
+            fields,
+            resolver=self.name,
+            where=f"the embedded store at '{self.store.home}'",
+        )
+
+    def resolve_fields(
+        self, name: str, context: ResolveContext | None = None
+    ) -> dict[str, SecretBytes]:
+        return self._fields_of(Reference(name))
+
+    def _fields_of(self, reference: Reference) -> dict[str, SecretBytes]:
         try:
-            fields = self.store.get(reference.name)
+            return self.store.get(reference.name)
         except SecretValidationError as error:
             raise ResolverError(
                 f"cannot resolve secret '{reference}': {error.message}",
@@ -953,12 +967,6 @@ class LocalResolver(SecretResolver):
                 key=reference.key,
                 resolver=self.name,
             ) from None
-        return select_field(
-            reference,
-            fields,
-            resolver=self.name,
-            where=f"the embedded store at '{self.store.home}'",
-        )
 
     def answers_at_once(self, reference: Reference) -> bool:
         return True  # the store is in this process: threads would only wait on the GIL

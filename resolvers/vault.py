@@ -636,8 +636,8 @@ class VaultResolver(SecretResolver):
         self._token_ttl: float | None = None
         self._token_looked_up = False  # by check(): the renewer need not
         self._leases: dict[str, tuple[float, bool]] = {}
-        #: The lease of each logical path read, while it is held.
-        self._lease_of: dict[str, str] = {}
+        #: The leases of each logical path read (one per read), while they are held.
+        self._lease_of: dict[str, list[str]] = {}
         self._leases_lock = threading.Lock()
         self._token_failures = 0  # the renewer's, in a row
         self._lease_failures: dict[str, int] = {}
@@ -654,6 +654,15 @@ class VaultResolver(SecretResolver):
     def resolve_reference(
         self, reference: Reference, context: ResolveContext | None = None
     ) -> SecretBytes:
+        fields = self._fields_of(reference)
+        return select_field(reference, fields, resolver=self.name, where=self.address)
+
+    def resolve_fields(
+        self, name: str, context: ResolveContext | None = None
+    ) -> dict[str, SecretBytes]:
+        return self._fields_of(Reference(name))
+
+    def _fields_of(self, reference: Reference) -> dict[str, SecretBytes]:
         path = reference.name.strip("/")
         if not path or "//" in path or ".." in path.split("/"):
             raise ResolverError(
@@ -677,7 +686,7 @@ class VaultResolver(SecretResolver):
             except TimeoutError:  # waiting for a read another caller has under way
                 raise self._expired(reference, "read") from None
         note(cache_hit=hit)
-        return select_field(reference, fields, resolver=self.name, where=self.address)
+        return fields
 
     def answers_at_once(self, reference: Reference) -> bool:
         return self._logged_in and self._cache.fresh(self._cache_key(reference.name.strip("/")))
@@ -728,21 +737,22 @@ class VaultResolver(SecretResolver):
         return self._renewals[0], self._renewals[1]
 
     def release(self, reference: Reference) -> bool:
-        """Revoke the lease of a dynamic secret (a ``logical_mounts`` path) and forget its
-        fields: the next read gets new ones. KV secrets have no lease: nothing to do."""
+        """Revoke the leases of a dynamic secret (a ``logical_mounts`` path: one per read
+        of it) and forget its fields: the next read gets new ones. KV secrets have no
+        lease: nothing to do."""
         path = reference.name.strip("/")
         key = self._cache_key(path)
         if key[0] != "logical":
             return False
         with self._leases_lock:
-            lease = self._lease_of.pop(path, None)
-            if lease is not None:
+            leases = self._lease_of.pop(path, [])
+            for lease in leases:
                 self._leases.pop(lease, None)
         self._cache.forget(key)
-        if lease is None:
+        if not leases:
             return False
         with budget(self.deadline):
-            self._revoke([lease], token=False)
+            self._revoke(leases, token=False)
         return True
 
     def _revoke(self, leases: list[str], *, token: bool = True) -> None:
@@ -1131,7 +1141,7 @@ class VaultResolver(SecretResolver):
         if lease:
             with self._leases_lock:
                 self._leases[lease] = (time.monotonic() + duration * 2 / 3, renewable)
-                self._lease_of[path] = lease
+                self._lease_of.setdefault(path, []).append(lease)
         return fields
 
     # --- calls: retries and error mapping ----------------------------------------------

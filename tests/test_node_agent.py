@@ -27,13 +27,17 @@ from typing import Any
 import pytest
 
 from mesos_secrets import Secret
+from mesos_secrets.agent.cache import Answer, NodeCache
 from mesos_secrets.errors import (
     ConfigError,
     ResolverError,
     ResolverUnavailableError,
     SecretAccessDeniedError,
+    SecretNotFoundError,
 )
-from mesos_secrets.resolver import ResolveContext, resolve_all
+from mesos_secrets.resolver import ResolveContext, SecretResolver, resolve_all, select_field
+from mesos_secrets.secret import Reference
+from mesos_secrets.secretbytes import SecretBytes
 from mesos_secrets.tokens import mint_executor_token
 from resolvers.agent import AgentResolver
 from resolvers.local import LocalStore
@@ -784,3 +788,91 @@ def test_tells_systemd_when_ready_and_stopping(
             agent.cleanup()
     finally:
         listener.close()
+
+
+# --- the node cache, in process ----------------------------------------------------------
+
+
+class Rotating(SecretResolver):
+    """A store whose every read of a secret gives a new pair of fields (a dynamic
+    secret's user and password), and that can be taken down."""
+
+    name = "rotating"
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.down = False
+
+    def resolve_fields(self, name: str, context: Any = None) -> dict[str, SecretBytes]:
+        if self.down:
+            raise ResolverUnavailableError("the store is down", reference=name)
+        self.reads += 1
+        return {"user": SecretBytes(f"u{self.reads}"), "password": SecretBytes(f"p{self.reads}")}
+
+    def resolve_reference(self, reference: Reference, context: Any = None) -> SecretBytes:
+        return select_field(reference, self.resolve_fields(reference.name), resolver=self.name)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_keys_served_of_a_secret_come_from_one_read() -> None:
+    """The user name read at t=0 and the password at t=3 came from one read; at t=6
+    (past the TTL) both are read again, together: never a user with another's password."""
+    store, clock = Rotating(), Clock()
+    cache = NodeCache(store, ttl=5, max_stale=0, clock=clock)
+
+    def get(key: str) -> bytes:
+        answer = cache.get(Reference("/db/creds", key))
+        assert not isinstance(answer, ResolverError)
+        return answer.value.reveal()
+
+    assert get("user") == b"u1"
+    clock.now += 3
+    assert get("password") == b"p1"
+    clock.now += 3
+    assert (get("user"), get("password")) == (b"u2", b"p2")
+    assert store.reads == 2
+
+
+def test_a_down_store_is_not_waited_for_again_while_stale_values_may_be_served() -> None:
+    store, clock = Rotating(), Clock()
+    cache = NodeCache(store, ttl=1, max_stale=60, clock=clock)
+    assert not isinstance(cache.get(Reference("/a", "user")), ResolverError)
+    assert not isinstance(cache.get(Reference("/b", "user")), ResolverError)
+    store.down = True
+    clock.now += 2
+    first = cache.get(Reference("/a", "user"))
+    assert isinstance(first, Answer)
+    assert first.stale == 1
+    store.down = False  # back, but the breaker is open: /b is served stale at once
+    second = cache.get(Reference("/b", "user"))
+    assert isinstance(second, Answer)
+    assert second.value.reveal() == b"u2"
+    assert store.reads == 2
+    clock.now += 10  # the breaker closes: the store is asked again
+    third = cache.get(Reference("/b", "user"))
+    assert isinstance(third, Answer)
+    assert third.stale == 0
+    assert store.reads == 3
+
+
+def test_a_secret_the_store_no_longer_has_is_not_served_stale() -> None:
+    store, clock = Rotating(), Clock()
+    cache = NodeCache(store, ttl=1, max_stale=60, clock=clock)
+    assert isinstance(cache.get(Reference("/a", "user")), Answer)
+    clock.now += 2
+
+    def gone(name: str, context: Any = None) -> dict[str, SecretBytes]:
+        raise SecretNotFoundError(f"secret '{name}' not found", reference=name)
+
+    store.resolve_fields = gone  # type: ignore[method-assign]
+    assert isinstance(cache.get(Reference("/a", "user")), SecretNotFoundError)
+    store.resolve_fields = Rotating.resolve_fields.__get__(store)  # type: ignore[method-assign]
+    store.down = True
+    assert isinstance(cache.get(Reference("/a", "user")), ResolverUnavailableError)

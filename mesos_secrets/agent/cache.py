@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from .. import audit as _audit
 from ..errors import ResolverError, ResolverUnavailableError
-from ..resolver import ResolveContext, SecretResolver
+from ..resolver import ResolveContext, SecretResolver, select_field
 from ..secret import Reference
 from ..secretbytes import SecretBytes
 
@@ -37,6 +37,9 @@ __all__ = ["Answer", "Entry", "Kept", "NodeCache"]
 #: How long a caller waits for a read another caller has under way, at most (the
 #: resolver's own deadline ends the read sooner).
 WAIT_FOR_READ_S = 60.0
+#: After the store could not be reached, for this long a value that may be served stale
+#: is served at once, rather than after another attempt's full deadline.
+BREAKER_S = 5.0
 
 
 #: An entry as kept across a restart: (name, key), value, age and freshness (seconds),
@@ -88,6 +91,7 @@ class NodeCache:
         #: A secret's name: the read under way for it, and which key it is for.
         self._reads: dict[str, tuple[Future[Answer], str | None]] = {}
         self._lock = threading.Lock()
+        self._down_until = 0.0
         #: Counters for the metrics: store reads, hits, misses, coalesced, stale.
         self.on_event: Callable[[str], None] = lambda event: None
         #: Whether entries changed since :meth:`kept` last said what they are.
@@ -131,6 +135,9 @@ class NodeCache:
                     return error
                 continue  # another key of the secret failed: ours may not
             except TimeoutError:
+                stale = self._stale(key, coalesced)
+                if stale is not None:
+                    return stale
                 return ResolverUnavailableError(
                     f"secret '{reference.name}': the store's answer did not come within "
                     f"{WAIT_FOR_READ_S:.0f}s",
@@ -164,38 +171,80 @@ class NodeCache:
         key: tuple[str, str | None],
         coalesced: bool,
     ) -> Answer | ResolverError:
+        """One store read: every field of the secret when the resolver gives them all
+        (kept together: the keys served of one secret come from one read), else the
+        key asked for."""
+        if self._down_until > self._clock():  # the store just failed: no wait for it
+            stale = self._stale(key, coalesced)
+            if stale is not None:
+                return stale
         token = _audit.start_notes()
+        scope: str | tuple[str, str | None] = reference.name  # what a final error spoils
         try:
             self.on_event("store_read")
-            value = self.resolver.resolve_reference(reference, context)
+            fields = self.resolver.resolve_fields(reference.name, context)
+            if fields is None:
+                scope = key
+                values = {key: self.resolver.resolve_reference(reference, context)}
+            else:
+                values = {(reference.name, k): v for k, v in fields.items()}
+                if len(fields) == 1:
+                    values[(reference.name, None)] = next(iter(fields.values()))
         except ResolverUnavailableError as error:
-            return self._stale(key, error, coalesced)
-        except ResolverError as error:
+            self._down_until = self._clock() + BREAKER_S
+            return self._stale(key, coalesced) or error
+        except ResolverError as error:  # final: what was kept of it is no longer good
+            self._drop(scope)
             return error
         finally:
             notes = _audit.finish_notes(token)
-        now, version = self._clock(), notes.get("version")
-        entry = Entry(
-            value,
-            now,
-            time.time(),
-            now + self.ttl_for(reference.name),
-            None if version is None else str(version),
-        )
-        with self._lock:
-            self._entries[key] = entry
-            self.changed = True
-        return Answer(value, 0.0, 0.0, entry.version, False, coalesced)
+        self._down_until = 0.0
+        version = notes.get("version")
+        kept = None if version is None else str(version)
+        self._store(reference.name, values, whole=fields is not None, version=kept)
+        if key not in values:  # not a key of the secret: the resolver's own words
+            assert fields is not None
+            try:
+                select_field(reference, fields, resolver=self.resolver.name)
+            except ResolverError as error:
+                return error
+        return Answer(values[key], 0.0, 0.0, kept, False, coalesced)
 
-    def _stale(
-        self, key: tuple[str, str | None], error: ResolverUnavailableError, coalesced: bool
-    ) -> Answer | ResolverError:
+    def _store(
+        self,
+        name: str,
+        values: dict[tuple[str, str | None], SecretBytes],
+        *,
+        whole: bool,
+        version: str | None,
+    ) -> None:
+        """Keep what one read gave; ``whole``: every field of the secret, which replace
+        whatever was kept of it."""
+        now = self._clock()
+        fresh = now + self.ttl_for(name)
+        with self._lock:
+            if whole:
+                for old in [k for k in self._entries if k[0] == name]:
+                    del self._entries[old]
+            for where, value in values.items():
+                self._entries[where] = Entry(value, now, time.time(), fresh, version)
+            self.changed = True
+
+    def _drop(self, what: str | tuple[str, str | None]) -> None:
+        with self._lock:
+            for old in [
+                k for k in self._entries if (k[0] == what if isinstance(what, str) else k == what)
+            ]:
+                del self._entries[old]
+                self.changed = True
+
+    def _stale(self, key: tuple[str, str | None], coalesced: bool) -> Answer | None:
         """The last good value, if it is no more than ``max_stale`` past its freshness."""
         with self._lock:
             now = self._clock()
             entry = self._entries.get(key)
             if entry is None or now - entry.fresh_until > self.max_stale:
-                return error
+                return None
         self.on_event("stale")
         stale = max(0.0, now - entry.fresh_until)
         return Answer(entry.value, now - entry.fetched, stale, entry.version, True, coalesced)
