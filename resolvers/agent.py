@@ -139,6 +139,11 @@ class AgentResolver(SecretResolver):
     def release(self, reference: Reference) -> bool:
         return False  # the agent releases what its callers no longer hold
 
+    def private_paths(self) -> tuple[Path, ...]:
+        """The agent's socket: no task may reach it (with its executor's uid, it could
+        ask for everything that user may read)."""
+        return (Path(self.socket),)
+
     def close(self) -> None:
         """Tell the agent this process no longer needs what it was given; disconnect."""
         if self._asked:

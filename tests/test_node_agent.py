@@ -99,7 +99,7 @@ def test_resolves_through_the_agent(store: LocalStore, agents: Callable[..., Nod
                 Secret.for_reference("/app/db", "user"),
                 Secret.for_reference("/missing", "x"),
             ],
-            ResolveContext(task_id="web.1"),
+            ResolveContext(task_id="web.1", principal="ops"),  # not believed: no token
         )
     assert [v.reveal() for v in values[:3]] == [CANARY.encode(), b"inline", b"app"]  # type: ignore[union-attr]
     assert isinstance(values[3], ResolverError)
@@ -158,7 +158,9 @@ def test_run_uses_the_agent(
         json.dumps(
             {
                 "id": "/web",
-                "cmd": f'test "$PW" = {CANARY} && echo delivered',
+                # The socket is hidden from the task: with its executor's uid it could
+                # ask for whatever that user may read.
+                "cmd": f'test "$PW" = {CANARY} && ! test -S {agent.socket} && echo delivered',
                 "env": {"PW": {"secret": "db"}},
                 "secrets": {"db": {"source": "/app/db@password"}},
             }
@@ -222,7 +224,9 @@ def test_an_executor_token_proves_its_ids(
     token = mint_executor_token(KEY, "fw-1", "exec-1", "cont-1")
     with agent.client(executor_token=token) as client:
         # The body claims other ids: the token's win.
-        context = ResolveContext(framework_id="fw-evil", container_id="cont-evil", task_id="t1")
+        context = ResolveContext(
+            framework_id="fw-evil", container_id="cont-evil", task_id="t1", principal="fw-p"
+        )
         assert client.resolve(Secret.for_reference("/app/db", "user"), context).reveal() == b"app"
     (record,) = [r for r in agent.records() if r["event"] == "resolve"]
     assert (record["framework_id"], record["executor_id"], record["container_id"]) == (
@@ -231,6 +235,7 @@ def test_an_executor_token_proves_its_ids(
         "cont-1",
     )
     assert record["task_id"] == "t1"
+    assert record["principal"] == "fw-p"  # an executor states its framework's
     assert record["token"] is True
 
     forged = mint_executor_token(
@@ -246,6 +251,26 @@ def test_an_executor_token_proves_its_ids(
     assert answer["error"]["kind"] == "unauthenticated"
     denied = [r for r in agent.records() if r["event"] == "authenticate"]
     assert [r["outcome"] for r in denied] == ["denied"]
+
+
+def test_require_token(store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path) -> None:
+    """With require_token, a caller without an executor token is refused unless its uid
+    is one [agent.principals] names."""
+    key = tmp_path / "key"
+    key.write_bytes(KEY)
+    key.chmod(0o600)
+    agent = agents(agent=f'require_token = true\nexecutor_secret_key = "{key}"')
+    with (
+        agent.client() as client,
+        pytest.raises(SecretAccessDeniedError, match="has no executor token"),
+    ):
+        client.resolve(Secret.for_reference("/app/db", "user"))
+    token = mint_executor_token(KEY, "fw", "ex", "c")
+    with agent.client(executor_token=token) as client:
+        assert client.resolve(Secret.for_reference("/app/db", "user")).reveal() == b"app"
+    named = agents(agent=f'require_token = true\n[agent.principals]\n"{os.geteuid()}" = "ops"')
+    with named.client() as client:
+        assert client.resolve(Secret.for_reference("/app/db", "user")).reveal() == b"app"
 
 
 def test_a_token_without_a_key_is_refused(
@@ -476,7 +501,7 @@ def test_restarts_over_the_socket_a_killed_agent_left(
         (
             "POST",
             "/v1/resolve",
-            b'{"references": [], "context": {"principal": "ops"}}',
+            b'{"references": [], "context": {"uid": "0"}}',
             400,
             "bad_request",
         ),

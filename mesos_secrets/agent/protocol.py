@@ -9,7 +9,7 @@ response body, base64-encoded, and nowhere else: not in a path, a header or a lo
 
     {"references": [{"name": "/myapp/db", "key": "password"}, ...],
      "context": {"task_id": "web.1", "framework_id": "...", "executor_id": "...",
-                 "container_id": "..."}}
+                 "container_id": "...", "principal": "..."}}
 
     200 {"results": [{"value": "<base64>", "age": 1.5, "stale": 0.0, "version": "3"},
                      {"error": {"kind": "denied", "message": "Secret /x is not ..."}}]}
@@ -21,8 +21,9 @@ reached (0 when fresh), ``version`` the store's version of it when the store say
 
 An executor sends its Mesos executor token, ``Authorization: Bearer <token>``: the
 agent checks it with the Mesos agent's key and takes the framework, executor and
-container ids from its claims instead of the body's. Every caller is known by its
-process's user (``SO_PEERCRED``), which names its principal.
+container ids from its claims instead of the body's, and the principal the body states
+(its framework's). Every other caller is known by its process's user
+(``SO_PEERCRED``), which names its principal; a principal it states is ignored.
 
 Both may carry ``"client"``: an id the client chose for itself (its holdings are its
 own, apart from another client's in the same process).
@@ -79,8 +80,10 @@ HEALTH = f"/{VERSION}/health"
 MAX_BODY = 1 << 20
 #: The most references one request may ask for.
 MAX_REFERENCES = 4096
-#: The ResolveContext fields a request may carry.
+#: The ResolveContext ids a request may carry.
 CONTEXT_FIELDS = ("framework_id", "executor_id", "task_id", "container_id")
+#: And the principal, which the agent takes only from an executor with a valid token.
+_STATED = (*CONTEXT_FIELDS, "principal")
 
 _KINDS: tuple[tuple[type[ResolverError], str], ...] = (
     (SecretNotFoundError, "not_found"),
@@ -142,7 +145,7 @@ def references_from_json(raw: Any) -> list[Reference]:
 def context_to_json(context: ResolveContext | None) -> dict[str, str]:
     if context is None:
         return {}
-    return {name: value for name in CONTEXT_FIELDS if (value := getattr(context, name)) is not None}
+    return {name: value for name in _STATED if (value := getattr(context, name)) is not None}
 
 
 def context_from_json(raw: Any) -> dict[str, str]:
@@ -151,11 +154,11 @@ def context_from_json(raw: Any) -> dict[str, str]:
         return {}
     if not isinstance(raw, dict):
         raise ProtocolError("/context: expected an object")
-    unknown = sorted(set(raw) - set(CONTEXT_FIELDS))
+    unknown = sorted(set(raw) - set(_STATED))
     if unknown:
         raise ProtocolError(
             f"/context: unknown field(s) {', '.join(map(repr, unknown))} "
-            f"(known: {', '.join(CONTEXT_FIELDS)})"
+            f"(known: {', '.join(_STATED)})"
         )
     for name, value in raw.items():
         if not isinstance(value, str) or not value.isprintable() or len(value) > 1024:

@@ -155,6 +155,11 @@ class Agent:
             missing = [c for c in ("fid", "eid", "cid") if not claims.get(c)]
             if missing:
                 raise SecretAccessDeniedError(f"JWT claims missing: {', '.join(missing)}")
+        elif self.settings.require_token and uid not in self.settings.principals:
+            raise SecretAccessDeniedError(
+                f"uid {uid} has no executor token: this agent answers executors, and the "
+                "users [agent.principals] names"
+            )
         return Caller(pid, uid, gid, self.principal_of(uid), process_start_time(pid), claims)
 
     def principal_of(self, uid: int) -> str | None:
@@ -168,15 +173,28 @@ class Agent:
 
     @staticmethod
     def context_of(caller: Caller, claimed: Mapping[str, str]) -> ResolveContext:
-        """The request's ids, those an executor token proves replacing what it says."""
-        ids = dict(claimed)
+        """Who asks, for the ACLs and the audit trail: the request's ids, those an
+        executor token proves replacing what it says. The principal is the caller's
+        user's, except for an executor with a valid token, which states its framework's
+        (the Mesos agent told it; its token shows it is that executor)."""
+        ids = {name: value for name, value in claimed.items() if name != "principal"}
+        principal = caller.principal
         if caller.claims is not None:
             ids.update(
                 framework_id=caller.claims["fid"],
                 executor_id=caller.claims["eid"],
                 container_id=caller.claims["cid"],
             )
-        return ResolveContext(principal=caller.principal, **ids)
+            principal = claimed.get("principal") or principal
+        return ResolveContext(principal=principal, **ids)
+
+    @staticmethod
+    def proven(caller: Caller, context: ResolveContext) -> ResolveContext:
+        """What the resolver is told: the principal, and ids only when a token proves
+        them (a resolver's policy must not rest on what a caller merely says)."""
+        if caller.claims is None:
+            return ResolveContext(principal=context.principal)
+        return context
 
     # --- answers ----------------------------------------------------------------------
 
@@ -208,8 +226,9 @@ class Agent:
     def _one(
         self, caller: Caller, context: ResolveContext, reference: Reference
     ) -> Answer | ResolverError:
-        if self.acls is not None and not self.acls.allows(caller.principal, reference.name):
-            who = f"principal '{caller.principal}'" if caller.principal else f"uid {caller.uid}"
+        principal = context.principal
+        if self.acls is not None and not self.acls.allows(principal, reference.name):
+            who = f"principal '{principal}'" if principal else f"uid {caller.uid}"
             self.metrics.denied.inc()
             return SecretAccessDeniedError(
                 f"Secret {reference.name} is not accessible to {who}",
@@ -218,7 +237,7 @@ class Agent:
                 resolver="agent",
             )
         try:
-            return self.cache.get(reference, context)
+            return self.cache.get(reference, self.proven(caller, context))
         except Exception as error:  # noqa: BLE001 (a plugin's bug: named by type only)
             log.error("resolver '%s' failed: %s", self.resolver.name, type(error).__name__)
             return ResolverError(
@@ -254,7 +273,7 @@ class Agent:
             executor_id=context.executor_id,
             task_id=context.task_id,
             container_id=context.container_id,
-            principal=caller.principal,
+            principal=context.principal,
             uid=caller.uid,
             pid=caller.pid,
             token=caller.claims is not None,
@@ -294,7 +313,7 @@ class Agent:
             if holder is None:
                 ids = {
                     name: value
-                    for name in protocol.CONTEXT_FIELDS
+                    for name in (*protocol.CONTEXT_FIELDS, "principal")
                     if (value := getattr(context, name)) is not None
                 }
                 holder = self._holders[key] = _Holder(caller, ids, now)
@@ -373,7 +392,7 @@ class Agent:
         for holder in sorted(holders, key=lambda h: h.since):
             containers.append(
                 {
-                    "principal": holder.caller.principal,
+                    "principal": holder.context.get("principal"),
                     "uid": holder.caller.uid,
                     "pid": holder.caller.pid,
                     "token": holder.caller.claims is not None,
@@ -483,11 +502,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             protocol.RESOLVE: ("POST", self._resolve),
             protocol.RELEASE: ("POST", self._release),
             protocol.STATUS: ("GET", self._status),
-            protocol.HEALTH: ("GET", lambda caller, body: (200, {"ok": True})),
+            protocol.HEALTH: ("GET", lambda caller, body: (200, {"ok": True})),  # see below
         }
         try:
             route = self._route(routes, method)
             body = self._body() if method == "POST" else None
+            if self.path == protocol.HEALTH:  # says nothing: asks no one who they are
+                self._send(200, {"ok": True})
+                return
             pid, uid, gid = self.client_address
             try:
                 caller = agent.caller(pid, uid, gid, self._token())

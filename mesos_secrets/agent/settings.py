@@ -9,6 +9,8 @@
     max_stale = 0                   # seconds past that it may be served while the store
                                     # cannot be reached (0: fail closed)
     executor_secret_key = "/etc/mesos/executor-secret-key"   # the Mesos agent's JWT key
+    require_token = false           # true: only executors (with their token) and the
+                                    # users [agent.principals] names may ask
     metrics_address = "127.0.0.1:9273"
 
     [agent.cache_ttls]              # per path, first match wins (ACL patterns: * and **)
@@ -41,6 +43,7 @@ _KNOWN = (
     "cache_ttls",
     "max_stale",
     "executor_secret_key",
+    "require_token",
     "metrics_address",
     "principals",
 )
@@ -74,6 +77,7 @@ class AgentSettings:
     cache_ttls: tuple[tuple[str, float], ...] = ()
     max_stale: float = 0.0
     executor_secret_key: Path | None = None
+    require_token: bool = False
     metrics_address: tuple[str, int] | None = None
     #: uid: principal.
     principals: Mapping[int, str] = attrs.field(factory=dict)
@@ -99,6 +103,9 @@ class AgentSettings:
                 raise ConfigError(f"[agent] '{name}' must be a path")
         if group is not None and (not isinstance(group, str) or not group):
             raise ConfigError("[agent] 'socket_group' must be a group name")
+        require = table.get("require_token", False)
+        if not isinstance(require, bool):
+            raise ConfigError("[agent] 'require_token' must be true or false")
         address = table.get("metrics_address")
         if address is not None and not isinstance(address, str):
             raise ConfigError("[agent] 'metrics_address' must be HOST:PORT")
@@ -125,6 +132,7 @@ class AgentSettings:
             ),
             max_stale=_seconds(table.get("max_stale", 0.0), "[agent] 'max_stale'"),
             executor_secret_key=Path(key) if key is not None else None,
+            require_token=require,
             metrics_address=(
                 parse_address(address, "[agent] 'metrics_address'") if address else None
             ),
