@@ -95,8 +95,8 @@ _SYS_FSCONFIG = 431
 _SYS_FSMOUNT = 432
 _SYS_OPENAT2 = 437
 _SYS_MOUNT_SETATTR = 442
-_SYS_ADD_KEY = 248
-_SYS_KEYCTL = 250
+#: add_key(2) and keyctl(2), by machine (their numbers differ; elsewhere: ENOSYS).
+_KEY_SYSCALLS = {"x86_64": (248, 250), "aarch64": (217, 219)}
 _KEY_SPEC_USER_KEYRING = -4
 _KEYCTL_INVALIDATE = 21
 _KEYCTL_SEARCH = 10
@@ -461,12 +461,19 @@ def set_capabilities(effective: set[int]) -> None:
 # --- the kernel's keyring and statfs ---------------------------------------------------
 
 
+def _key_syscalls() -> tuple[int, int]:
+    numbers = _KEY_SYSCALLS.get(os.uname().machine)
+    if numbers is None:
+        raise OSError(errno.ENOSYS, f"no keyring calls known on {os.uname().machine}")
+    return numbers
+
+
 def add_user_key(description: str, payload: bytes) -> int:
     """Put a ``user`` key in this user's keyring (memory only; it outlives the process
     and ends with the user's last process, or at boot). Its id."""
     return _syscall(
         "add_key",
-        _SYS_ADD_KEY,
+        _key_syscalls()[0],
         b"user",
         description.encode(),
         payload,
@@ -478,7 +485,7 @@ def add_user_key(description: str, payload: bytes) -> int:
 def find_user_key(description: str) -> int | None:
     """The id of the ``user`` key ``description`` in this user's keyring, or None."""
     result = _libc.syscall(
-        _SYS_KEYCTL,
+        _key_syscalls()[1],
         ctypes.c_int(_KEYCTL_SEARCH),
         ctypes.c_long(_KEY_SPEC_USER_KEYRING),
         b"user",
@@ -500,7 +507,7 @@ def read_key(key: int, size: int = 64) -> bytes:
     buffer = ctypes.create_string_buffer(size)
     length = _syscall(
         "keyctl read",
-        _SYS_KEYCTL,
+        _key_syscalls()[1],
         ctypes.c_int(_KEYCTL_READ),
         ctypes.c_long(key),
         buffer,
@@ -510,7 +517,12 @@ def read_key(key: int, size: int = 64) -> bytes:
 
 
 def invalidate_key(key: int) -> None:
-    _syscall("keyctl invalidate", _SYS_KEYCTL, ctypes.c_int(_KEYCTL_INVALIDATE), ctypes.c_long(key))
+    _syscall(
+        "keyctl invalidate",
+        _key_syscalls()[1],
+        ctypes.c_int(_KEYCTL_INVALIDATE),
+        ctypes.c_long(key),
+    )
 
 
 class _StatFS(ctypes.Structure):

@@ -7,7 +7,9 @@ of a launch goes in one request (:attr:`batched`).
 
 Options: ``socket`` (default ``$MESOS_SECRETS_AGENT_SOCKET``, else ``agent.sock`` in the
 runtime directory: ``/run/mesos-secrets`` for root), ``timeout`` (seconds for one
-exchange, default 30). An agent that is not running is a clear error naming the socket.
+exchange, default 30), ``agent_uid`` (the agent's user, when it is neither root nor this
+process's: the client gives its token to, and takes values from, no one else). An
+agent that is not running is a clear error naming the socket.
 :meth:`close` tells the agent this process's secrets are no longer needed.
 """
 
@@ -19,6 +21,7 @@ import json
 import os
 import secrets
 import socket
+import struct
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,30 +30,55 @@ from typing import Any
 from mesos_secrets.agent import protocol
 from mesos_secrets.agent.settings import SOCKET_ENV, SOCKET_NAME
 from mesos_secrets.audit import note
-from mesos_secrets.errors import ConfigError, ResolverError, ResolverUnavailableError
+from mesos_secrets.errors import (
+    ConfigError,
+    ResolverError,
+    ResolverUnavailableError,
+    SecretAccessDeniedError,
+)
 from mesos_secrets.resolver import ResolveContext, SecretResolver
 from mesos_secrets.secret import Reference
 from mesos_secrets.secretbytes import SecretBytes
 
 __all__ = ["AgentResolver"]
 
+_PEERCRED = struct.Struct("3i")
+
+
+class _Untrusted(OSError):
+    """The process on the socket is not one we may give a token to or take values from."""
+
 
 class _Connection(http.client.HTTPConnection):
-    """HTTP/1.1 to a Unix socket (``http.client`` connects by host and port only)."""
+    """HTTP/1.1 to a Unix socket (``http.client`` connects by host and port only), to
+    an agent running as root, as this user, or as ``agent_uid``."""
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float, agent_uid: int | None) -> None:
         super().__init__("localhost", timeout=timeout)
         self.path = path
+        self.trusted = {0, os.geteuid()} | ({agent_uid} if agent_uid is not None else set())
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
             sock.connect(self.path)
+            self._check_peer(sock)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
+
+    def _check_peer(self, sock: socket.socket) -> None:
+        _, uid, _ = _PEERCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        )
+        if uid not in self.trusted:
+            raise _Untrusted(
+                0,
+                f"the process serving it runs as uid {uid}, not root or this user "
+                "(set the option 'agent_uid' if that is the agent's)",
+            )
 
 
 def default_socket() -> Path:
@@ -71,6 +99,7 @@ class AgentResolver(SecretResolver):
         socket: str | None = None,
         timeout: float = 30.0,
         executor_token: str | None = None,
+        agent_uid: int | None = None,
     ) -> None:
         where = socket or os.environ.get(SOCKET_ENV) or str(default_socket())
         self.socket = os.path.abspath(where)
@@ -78,6 +107,7 @@ class AgentResolver(SecretResolver):
             raise ConfigError("option 'timeout' of resolver 'agent' must be positive")
         self.timeout = float(timeout)
         self._token = executor_token
+        self.agent_uid = agent_uid
         self._connection: _Connection | None = None
         self._lock = threading.Lock()
         self._asked = False
@@ -102,17 +132,21 @@ class AgentResolver(SecretResolver):
     ) -> list[SecretBytes | ResolverError]:
         if not references:
             return []
-        answer = self._exchange(
-            "POST",
-            protocol.RESOLVE,
-            {
-                "references": protocol.references_to_json(references),
-                "context": protocol.context_to_json(context),
-                "client": self._client,
-            },
-            references[0],
-        )
-        self._asked = True
+        self._asked = True  # before: the agent may record holdings even if no answer comes
+        try:
+            answer = self._exchange(
+                "POST",
+                protocol.RESOLVE,
+                {
+                    "references": protocol.references_to_json(references),
+                    "context": protocol.context_to_json(context),
+                    "client": self._client,
+                },
+                references[0],
+            )
+        except SecretAccessDeniedError:  # refused who we are: it recorded nothing
+            self._asked = False
+            raise
         results = answer.get("results") if isinstance(answer, dict) else None
         if not isinstance(results, list) or len(results) != len(references):
             raise self._failed(references[0], "its answer does not follow the protocol")
@@ -170,7 +204,9 @@ class AgentResolver(SecretResolver):
                 connection = self._connection
                 fresh = connection is None
                 if connection is None:
-                    connection = self._connection = _Connection(self.socket, self.timeout)
+                    connection = self._connection = _Connection(
+                        self.socket, self.timeout, self.agent_uid
+                    )
                 try:
                     connection.request(method, path, body=data, headers=headers)
                     response = connection.getresponse()
@@ -191,8 +227,6 @@ class AgentResolver(SecretResolver):
             kind = refusal.get("kind") if isinstance(refusal, dict) else None
             text = f"the node agent refused the request: {message or f'HTTP {response.status}'}"
             if kind == "unauthenticated" or response.status in (401, 403):
-                from mesos_secrets.errors import SecretAccessDeniedError  # noqa: PLC0415
-
                 raise SecretAccessDeniedError(text, **self._about(reference))
             raise ResolverError(text, **self._about(reference))
         return answer
@@ -205,7 +239,9 @@ class AgentResolver(SecretResolver):
         }
 
     def _unreachable(self, reference: Reference | None, error: BaseException) -> ResolverError:
-        if isinstance(error, FileNotFoundError | ConnectionRefusedError):
+        if isinstance(error, _Untrusted):
+            why = str(error.strerror)
+        elif isinstance(error, FileNotFoundError | ConnectionRefusedError):
             why = "no agent is running there (start one: mesos-secrets agent)"
         elif isinstance(error, PermissionError):
             why = "permission denied (the socket is for the agent's user and group)"

@@ -901,3 +901,70 @@ def test_a_secret_the_store_no_longer_has_is_not_served_stale() -> None:
     store.resolve_fields = Rotating.resolve_fields.__get__(store)  # type: ignore[method-assign]
     store.down = True
     assert isinstance(cache.get(Reference("/a", "user")), ResolverUnavailableError)
+
+
+@requires_root
+def test_the_client_trusts_no_agent_of_another_user(reachable: Path) -> None:
+    """A process of another user listening where the agent should be gets no token
+    and gives no values: the client checks who serves the socket."""
+    nobody = pwd.getpwnam("nobody")
+    theirs = reachable / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, nobody.pw_uid, nobody.pw_gid)
+    where = theirs / "agent.sock"
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a fake agent, as nobody: it accepts and waits
+        status = 1
+        try:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            fake.bind(str(where))
+            fake.listen(1)
+            os.write(ready_w, b"x")
+            connection, _ = fake.accept()
+            status = 3 if connection.recv(100) else 0  # 3: the client sent a request
+        finally:
+            os._exit(status)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"x"
+    os.close(ready_r)
+    token = mint_executor_token(KEY, "fw", "ex", "c")
+    with (
+        AgentResolver(socket=str(where), executor_token=token) as client,
+        pytest.raises(ResolverUnavailableError) as caught,
+    ):
+        client.resolve(Secret.for_reference("/app/db", "user"))
+    assert f"runs as uid {nobody.pw_uid}, not root or this user" in str(caught.value)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # it never saw the token
+
+
+def test_one_user_cannot_take_every_connection(
+    store: LocalStore, agents: Callable[..., NodeAgent]
+) -> None:
+    from mesos_secrets.agent.server import MAX_PER_UID
+
+    agent = agents()
+    held = []
+    try:
+        for _ in range(MAX_PER_UID):
+            held.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            held[-1].connect(str(agent.socket))
+            held[-1].sendall(b"GET /v1/health HTTP/1.1\r\n")  # and never finishes
+        time.sleep(0.5)
+        extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        extra.settimeout(10)
+        extra.connect(str(agent.socket))
+        extra.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
+        assert extra.recv(100) == b""  # closed at once, unanswered
+        extra.close()
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while not agent.ready():  # the slots come back once those close
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
+import fcntl
 import grp
 import http.server
 import json
@@ -37,6 +37,7 @@ import socket
 import socketserver
 import stat
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -71,6 +72,11 @@ log = logging.getLogger("mesos_secrets.agent")
 SWEEP_S = 2.0
 #: How often the cache's copy is written while it changes.
 KEEP_S = 1.0
+#: Connections served at once, in all and per user.
+MAX_CONNECTIONS = 512
+MAX_PER_UID = 64
+#: Holders one process may have (a client per task, a task per request).
+MAX_HOLDERS_PER_PROCESS = 1024
 _PEERCRED = struct.Struct("3i")
 
 
@@ -107,6 +113,11 @@ class _Holder:
 #: The caller's pid and start time, its executor container (token), the client
 #: instance within the process, and the task.
 _HolderKey = tuple[int, str | None, str | None, str, str]
+
+
+class TooManyHolders(protocol.ProtocolError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 429, "too_many")
 
 
 class Agent:
@@ -311,6 +322,12 @@ class Agent:
         with self._lock:
             holder = self._holders.get(key)
             if holder is None:
+                held = sum(1 for k in self._holders if k[:2] == key[:2])
+                if held >= MAX_HOLDERS_PER_PROCESS:
+                    raise TooManyHolders(
+                        f"process {caller.pid} holds secrets for {held} tasks already: "
+                        "release some first"
+                    )
                 ids = {
                     name: value
                     for name in (*protocol.CONTEXT_FIELDS, "principal")
@@ -357,10 +374,13 @@ class Agent:
     def sweep(self) -> None:
         """End the holdings of processes that are gone; drop what can no longer be served."""
         with self._lock:
+            # A caller whose start time cannot be read (another PID namespace, a
+            # hidden /proc) cannot be told from its pid's next owner: its holdings end
+            # when it releases them, and when the agent stops.
             gone = [
                 key
                 for key in self._holders
-                if key[1] is None or process_start_time(key[0]) != key[1]
+                if key[1] is not None and process_start_time(key[0]) != key[1]
             ]
         if gone:
             self._end(gone)
@@ -458,12 +478,44 @@ def _read_key(path: Path | None) -> bytes | None:
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """One thread per connection, within caps: :data:`MAX_CONNECTIONS` in all and
+    :data:`MAX_PER_UID` per user (one user cannot take every thread)."""
+
     daemon_threads = True
     block_on_close = False
     agent: Agent
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.closing = False
+        self._open: dict[int, int] = {}  # a connection's fd: its uid
+        self._count_lock = threading.Lock()
+
     def server_bind(self) -> None:  # bound already (bind_socket)
         pass
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        uid = client_address[1]
+        with self._count_lock:
+            if self.closing or len(self._open) >= MAX_CONNECTIONS:
+                return False
+            if sum(1 for u in self._open.values() if u == uid) >= MAX_PER_UID:
+                log.warning("uid %d has %d connections open: refusing more", uid, MAX_PER_UID)
+                return False
+            self._open[id(request)] = uid
+        return True
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._count_lock:
+            self._open.pop(id(request), None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, not a traceback per client that went away."""
+        error = sys.exception()
+        if isinstance(error, ConnectionError | TimeoutError):
+            return
+        log.error("serving a request failed: %s", type(error).__name__)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         connection, _ = self.socket.accept()
@@ -481,8 +533,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
     server: _Server
     client_address: tuple[int, int, int]  # type: ignore[assignment]
-    #: A connection idle this long is closed (its client reconnects).
-    timeout = 300
+    #: A connection idle this long, or a request this slow to arrive between two
+    #: reads, is closed (a client reconnects by itself).
+    timeout = 30
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # no access log: the audit trail says who asked for what
@@ -528,6 +581,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _route(
         self, routes: Mapping[str, tuple[str, Any]], method: str
     ) -> tuple[str, Callable[[Caller, Any], tuple[int, Any]]]:
+        if self.server.closing:
+            raise protocol.ProtocolError("the agent is stopping", 503, "unavailable")
         route = routes.get(self.path)
         if route is None:
             raise protocol.ProtocolError(f"no such path: {self.path}", 404, "not_found")
@@ -627,53 +682,91 @@ def _check_directory(path: Path) -> None:
         raise ConfigError(f"cannot use socket '{path}': others can write to its directory")
 
 
-def bind_socket(path: Path, group: str | None = None) -> socket.socket:
+@attrs.define
+class Bound:
+    """The agent's listening socket, and the lock that makes it the only agent there."""
+
+    path: Path
+    listener: socket.socket
+    lock: int
+    inode: tuple[int, int]
+
+    def remove(self) -> None:
+        """Close; remove the socket if it is still the one bound (not a later agent's)."""
+        self.listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            info = os.lstat(self.path)
+            if (info.st_dev, info.st_ino) == self.inode:
+                os.unlink(self.path)
+        os.close(self.lock)
+
+
+def bind_socket(path: Path, group: str | None = None) -> Bound:
     """A listening socket at ``path``, mode ``0660`` (group ``group``): refused when its
     directory is not ours or root's or others can write to it, when something that is
-    not a socket of ours is there, or when another agent serves on it."""
+    not a socket of ours is there, or when another agent serves on it (it holds the lock
+    ``PATH.lock``)."""
     path = Path(os.path.abspath(path))
     _check_directory(path)
-    me = os.geteuid()
     gid = None
     if group is not None:
         try:
             gid = grp.getgrnam(group).gr_gid
         except KeyError:
             raise ConfigError(f"[agent] 'socket_group': no group '{group}'") from None
-    with contextlib.suppress(FileNotFoundError):
-        info = os.lstat(path)
-        if not stat.S_ISSOCK(info.st_mode) or info.st_uid != me:
-            raise ConfigError(
-                f"cannot use socket '{path}': something else is there (not a socket of uid {me})"
-            )
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(1.0)
-            probe.connect(str(path))
-        except OSError as error:
-            if error.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                raise ConfigError(
-                    f"cannot use socket '{path}': {error.strerror or type(error).__name__}"
-                ) from None
-            os.unlink(path)  # a socket left by an agent that is gone
-        else:
-            raise ConfigError(f"another agent serves on '{path}'")
-        finally:
-            probe.close()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)  # no moment when others may connect
+    lock = _lock(path)
     try:
-        listener.bind(str(path))
-    except OSError as error:
-        listener.close()
-        raise ConfigError(f"cannot bind socket '{path}': {error.strerror}") from None
-    finally:
-        os.umask(old)
+        _remove_stale(path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # no moment when others may connect
+        try:
+            listener.bind(str(path))
+        except OSError as error:
+            listener.close()
+            raise ConfigError(f"cannot bind socket '{path}': {error.strerror}") from None
+        finally:
+            os.umask(old)
+    except BaseException:
+        os.close(lock)
+        raise
     if gid is not None:
         os.chown(path, -1, gid)
     os.chmod(path, 0o660)
     listener.listen(128)
-    return listener
+    info = os.lstat(path)
+    return Bound(path, listener, lock, (info.st_dev, info.st_ino))
+
+
+def _remove_stale(path: Path) -> None:
+    """A socket of ours left by an agent that is gone (it no longer holds the lock)."""
+    me = os.geteuid()
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != me:
+        raise ConfigError(
+            f"cannot use socket '{path}': something else is there (not a socket of uid {me})"
+        )
+    os.unlink(path)
+
+
+def _lock(path: Path) -> int:
+    where = f"{path}.lock"
+    try:
+        fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise ConfigError(f"cannot use socket '{path}': {error.strerror} ('{where}')") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise ConfigError(f"cannot use socket '{path}': '{where}' is not the agent's lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"another agent serves on '{path}'") from None
+    return fd
 
 
 def _notify(message: str) -> None:
@@ -691,12 +784,13 @@ def _notify(message: str) -> None:
 class Running:
     """An agent serving on its socket, in threads (:func:`serve` runs one to its end)."""
 
-    def __init__(self, agent: Agent, listener: socket.socket) -> None:
+    def __init__(self, agent: Agent, bound: Bound) -> None:
         self.agent = agent
         self.path = agent.settings.socket
+        self._socket = bound
         self._server = _Server(str(self.path), _Handler, bind_and_activate=False)
         self._server.socket.close()
-        self._server.socket = listener
+        self._server.socket = bound.listener
         self._server.agent = agent
         self._stop = threading.Event()
         self._threads = [
@@ -722,10 +816,11 @@ class Running:
         if self._stop.is_set():
             return
         self._stop.set()
+        self._server.closing = True  # requests on kept connections: 503 from now on
         self._server.shutdown()
         self._server.server_close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        self._threads[1].join()  # the last keep() is stop's own
+        self._socket.remove()
         with self.agent._lock:
             everyone = list(self.agent._holders)
         self.agent._end(everyone)
@@ -738,19 +833,18 @@ class Running:
 
 def serve(agent: Agent, *, ready: Callable[[Running], None] | None = None) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
-    listener = bind_socket(agent.settings.socket, agent.settings.socket_group)
+    bound = bind_socket(agent.settings.socket, agent.settings.socket_group)
     try:  # once the socket is ours: its directory is the agent's
         agent.keep_in(Snapshot.open(agent.settings.socket))
     except BaseException:
-        listener.close()
-        os.unlink(agent.settings.socket)
+        bound.remove()
         raise
     stop = threading.Event()
     previous = {
         signum: signal.signal(signum, lambda *_: stop.set())
         for signum in (signal.SIGTERM, signal.SIGINT)
     }
-    running = Running(agent, listener)
+    running = Running(agent, bound)
     try:
         if agent.settings.metrics_address is not None:
             host, port = agent.metrics.serve(*agent.settings.metrics_address)
