@@ -64,6 +64,7 @@ class NodeAgent:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the agent exited: {self.log.read_text()[-2000:]}")
             if time.monotonic() > deadline:
+                stop_process(self.process)
                 raise RuntimeError(f"the agent did not start: {self.log.read_text()[-2000:]}")
             time.sleep(0.05)
 
