@@ -913,18 +913,36 @@ class Harness:
         return True
 
     def stop_node_agent(self) -> int | None:
-        """SIGTERM, then SIGKILL if it lingers; its exit status (None: never started)."""
+        """SIGTERM, then SIGKILL if it lingers; its exit status (None: never started).
+        Then what it keeps for the next agent goes too (:meth:`discard_node_agent_cache`)."""
         process: subprocess.Popen[bytes] | None = getattr(self, "node_agent_process", None)
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        try:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        finally:
+            self.discard_node_agent_cache()
         return process.returncode
+
+    def discard_node_agent_cache(self) -> None:
+        """The agent's cache survives it, sealed, in ``agent-cache/`` beside its socket (as
+        root, a tmpfs it mounts there) under a key in the user's keyring: the key, the copy
+        and the mount go with the bench's work directory, as the tests' agents do."""
+        from mesos_secrets import linux  # noqa: PLC0415 (only for this part)
+        from mesos_secrets.agent.snapshot import Snapshot  # noqa: PLC0415
+
+        socket = Path(os.path.abspath(self.node_agent_socket))
+        description = "mesos-secrets-agent:" + hashlib.sha256(os.fsencode(socket)).hexdigest()[:16]
+        kept = Snapshot(socket.parent / "agent-cache", description, b"")
+        kept.discard()
+        while os.path.ismount(kept.directory):
+            linux.umount(kept.directory, detach=True)
 
     def agent_client_launch(self, prefix: str, directory: Path) -> Finished:
         """One fresh process resolving ``prefix{0..9}@v`` through the node agent."""
