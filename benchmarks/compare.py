@@ -934,15 +934,9 @@ class Harness:
         """The agent's cache survives it, sealed, in ``agent-cache/`` beside its socket (as
         root, a tmpfs it mounts there) under a key in the user's keyring: the key, the copy
         and the mount go with the bench's work directory, as the tests' agents do."""
-        from mesos_secrets import linux  # noqa: PLC0415 (only for this part)
-        from mesos_secrets.agent.snapshot import Snapshot  # noqa: PLC0415
+        from mesos_secrets.agent import snapshot  # noqa: PLC0415 (only for this part)
 
-        socket = Path(os.path.abspath(self.node_agent_socket))
-        description = "mesos-secrets-agent:" + hashlib.sha256(os.fsencode(socket)).hexdigest()[:16]
-        kept = Snapshot(socket.parent / "agent-cache", description, b"")
-        kept.discard()
-        while os.path.ismount(kept.directory):
-            linux.umount(kept.directory, detach=True)
+        snapshot.forget(Path(self.node_agent_socket))
 
     def agent_client_launch(self, prefix: str, directory: Path) -> Finished:
         """One fresh process resolving ``prefix{0..9}@v`` through the node agent."""

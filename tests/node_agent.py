@@ -3,7 +3,6 @@ requests on its socket."""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -85,18 +84,9 @@ class NodeAgent:
     def cleanup(self) -> None:
         """What an agent keeps for the next one: the tmpfs beside its socket, and the
         key of the kept cache in the user's keyring."""
-        from mesos_secrets import linux
-        from mesos_secrets.agent.snapshot import Snapshot
+        from mesos_secrets.agent import snapshot
 
-        kept = Snapshot.__new__(Snapshot)
-        kept.directory = self.directory / "agent-cache"
-        kept.description = (
-            "mesos-secrets-agent:"
-            + hashlib.sha256(os.fsencode(os.path.abspath(self.socket))).hexdigest()[:16]
-        )
-        kept.discard()
-        while os.path.ismount(kept.directory):
-            linux.umount(kept.directory, detach=True)
+        snapshot.forget(self.socket)
 
     def records(self) -> list[dict[str, Any]]:
         if not self.audit.exists():

@@ -37,7 +37,8 @@ def build_agent(
     from ..audit import AuditLog  # noqa: PLC0415
     from ..containerizer.runtime import default_runtime_dir  # noqa: PLC0415
     from ..errors import ConfigError, ResolverUnavailableError  # noqa: PLC0415
-    from ..registry import choose_resolver, get_resolver  # noqa: PLC0415
+    from ..registry import choose_resolver, get_resolver, resolvers  # noqa: PLC0415
+    from ..resolver import option_types  # noqa: PLC0415
     from .server import Agent  # noqa: PLC0415
     from .settings import AgentSettings  # noqa: PLC0415
 
@@ -49,7 +50,14 @@ def build_agent(
             "the node agent cannot use the 'agent' resolver itself: configure the store it "
             'reads (resolver = "vault", "local"…) for the agent, and \'agent\' for its clients'
         )
-    backend = get_resolver(chosen, config=config)
+    options = {}
+    # The agent's cache is the node's: a resolver's own beneath it would only hold
+    # values longer than the agent's TTL says (unless configured for the resolver).
+    if "cache_ttl" in option_types(resolvers.load(chosen)) and "cache_ttl" not in (
+        config.options_for(chosen)
+    ):
+        options["cache_ttl"] = 0
+    backend = get_resolver(chosen, config=config, **options)
     audit, backend.audit = backend.audit, None  # the agent records every answer itself
     try:
         try:

@@ -150,6 +150,7 @@ class Agent:
         self._key = _read_key(settings.executor_secret_key)
         self._holders: dict[_HolderKey, _Holder] = {}
         self._lock = threading.Lock()
+        self._names: dict[int, tuple[str | None, float]] = {}
         self.started = time.time()
 
     # --- who asks ---------------------------------------------------------------------
@@ -177,10 +178,15 @@ class Agent:
         principal = self.settings.principals.get(uid)
         if principal is not None:
             return principal
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return None
+        now = time.monotonic()
+        known = self._names.get(uid)
+        if known is None or known[1] < now:  # user names looked up again after a minute
+            try:
+                name: str | None = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = None
+            known = self._names[uid] = (name, now + 60.0)
+        return known[0]
 
     @staticmethod
     def context_of(caller: Caller, claimed: Mapping[str, str]) -> ResolveContext:
@@ -565,7 +571,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
             pid, uid, gid = self.client_address
             try:
-                caller = agent.caller(pid, uid, gid, self._token())
+                caller = self._caller(agent, pid, uid, gid, self._token())
             except SecretAccessDeniedError as error:
                 agent.metrics.unauthenticated.inc()
                 if agent.audit is not None:
@@ -577,6 +583,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except protocol.ProtocolError as error:
             status, answer = error.status, {"error": {"kind": error.kind, "message": str(error)}}
         self._send(status, answer)
+
+    def _caller(self, agent: Agent, pid: int, uid: int, gid: int, token: str | None) -> Caller:
+        """Who this connection's process is: worked out once per connection and token."""
+        known = getattr(self, "_known", None)
+        if known is not None and known[0] == token:
+            return known[1]  # type: ignore[no-any-return]
+        caller = agent.caller(pid, uid, gid, token)
+        self._known = (token, caller)
+        return caller
 
     def _route(
         self, routes: Mapping[str, tuple[str, Any]], method: str

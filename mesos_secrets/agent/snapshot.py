@@ -31,7 +31,7 @@ from .. import linux
 from ..secretbytes import SecretBytes
 from .cache import Kept
 
-__all__ = ["Snapshot"]
+__all__ = ["Snapshot", "forget"]
 
 log = logging.getLogger("mesos_secrets.agent")
 
@@ -55,8 +55,7 @@ class Snapshot:
     def open(cls, socket: Path) -> Snapshot | None:
         """The copy for the agent on ``socket``, or None (logged why) where it cannot be
         kept in memory only."""
-        directory = socket.parent / "agent-cache"
-        description = "mesos-secrets-agent:" + hashlib.sha256(os.fsencode(socket)).hexdigest()[:16]
+        directory, description = _where(socket)
         try:
             _memory_directory(directory)
             key = _keyring_key(description)
@@ -135,6 +134,22 @@ class Snapshot:
             key = linux.find_user_key(self.description)
             if key is not None:
                 linux.invalidate_key(key)
+
+
+def forget(socket: Path) -> None:
+    """Remove what an agent on ``socket`` kept for the next one: the sealed copy, its
+    key, and the tmpfs mounted for it."""
+    directory, description = _where(socket)
+    Snapshot(directory, description, b"").discard()
+    while os.path.ismount(directory):
+        linux.umount(directory, detach=True)
+
+
+def _where(socket: Path) -> tuple[Path, str]:
+    """The copy's directory, and the description of its key in the keyring."""
+    socket = Path(os.path.abspath(socket))
+    digest = hashlib.sha256(os.fsencode(socket)).hexdigest()[:16]
+    return socket.parent / "agent-cache", f"mesos-secrets-agent:{digest}"
 
 
 def _entries(document: Any) -> list[Kept]:
