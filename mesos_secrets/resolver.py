@@ -170,6 +170,11 @@ class SecretResolver(abc.ABC):
         no longer good. By default there is nothing to give up."""
         return False
 
+    def task_ended(self, context: ResolveContext) -> None:  # noqa: B027 (optional hook)
+        """The task ``context`` names has ended, its container gone: what was obtained
+        for it alone may go (the node agent's client tells the agent, which revokes the
+        leases no other task holds). By default nothing is kept per task."""
+
     def lease_renewals(self) -> tuple[int, int]:
         """How many lease renewals the resolver has made, and how many of them failed
         (the node agent's metrics). By default it renews none."""

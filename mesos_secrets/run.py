@@ -343,6 +343,7 @@ def build_containerizer(
         image_launcher=RuncLauncher(runtime_dir),
         authorize=authorize,
         fetcher=fetcher,
+        ended=resolver.task_ended,
     )
 
 

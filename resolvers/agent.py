@@ -173,6 +173,19 @@ class AgentResolver(SecretResolver):
     def release(self, reference: Reference) -> bool:
         return False  # the agent releases what its callers no longer hold
 
+    def task_ended(self, context: ResolveContext) -> None:
+        """Tell the agent the task's secrets are no longer needed (best effort: what is
+        left ends with this process)."""
+        if not self._asked:
+            return
+        with contextlib.suppress(ResolverError):
+            self._exchange(
+                "POST",
+                protocol.RELEASE,
+                {"context": protocol.context_to_json(context), "client": self._client},
+                None,
+            )
+
     def private_paths(self) -> tuple[Path, ...]:
         """The agent's socket: no task may reach it (with its executor's uid, it could
         ask for everything that user may read)."""

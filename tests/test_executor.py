@@ -24,7 +24,7 @@ from . import plugins
 from .agent import Agent
 from .bao import Bao
 from .conftest import mounts_under, requires_root
-from .node_agent import NodeAgent
+from .node_agent import NodeAgent, request
 from .plugins import install_resolver
 from .residue import processes_holding
 from .test_run import sha
@@ -246,6 +246,10 @@ class TestTasks:
             assert agent.subscribed.wait(30), setup.log()
             agent.launch(app_task(CHECK_APP, agent, "t1"))
             agent.wait_for("t1", "TASK_FINISHED")
+            # The task is gone: so are its holdings at the node agent (its leases would
+            # be revoked), while the executor goes on.
+            wait(lambda: request(node.socket, "GET", "/v1/status")[1]["containers"] == [], 10)
+            assert process.poll() is None
             agent.shutdown()
             assert process.wait(timeout=20) == 0
             records = [r for r in node.records() if r["event"] == "resolve"]

@@ -130,7 +130,8 @@ class Containerizer:
 
     ``cgroups``: the host's cgroups (found by default; None: none, as for non-root).
     ``fetcher``: puts tasks' URIs into their sandboxes (default: a :class:`Fetcher` with
-    its defaults).
+    its defaults). ``ended``: told each task's context once its container is gone (the
+    resolver's :meth:`~mesos_secrets.resolver.SecretResolver.task_ended`).
     """
 
     def __init__(
@@ -144,8 +145,10 @@ class Containerizer:
         image_launcher: Launcher | None = None,
         cgroups: cgroups_module.Cgroups | Literal["detect"] | None = "detect",
         fetcher: Fetching | None = None,
+        ended: Callable[[ResolveContext], None] | None = None,
     ) -> None:
         self.isolators = isolators
+        self.ended = ended
         self.launcher = launcher
         self.runtime = (
             runtime_dir if isinstance(runtime_dir, RuntimeDir) else RuntimeDir(runtime_dir)
@@ -163,6 +166,8 @@ class Containerizer:
             fetcher = Fetcher()
         self.fetcher = fetcher
         self._claims: dict[str, Claim] = {}
+        #: The context each container's secrets were resolved for, until it is gone.
+        self._contexts: dict[str, ResolveContext] = {}
 
     @property
     def containers_dir(self) -> Path:
@@ -252,6 +257,8 @@ class Containerizer:
         container_id = container_id or str(uuid.uuid4())
         claim = self.runtime.claim(CONTAINERS, container_id, {"task_id": task.task_id})
         self._claims[container_id] = claim
+        if context is not None:
+            self._contexts[container_id] = context
         try:
             if self.authorize is not None:
                 self.authorize(task, context)
@@ -339,6 +346,12 @@ class Containerizer:
             raise
         if claim is not None:
             claim.remove()
+        context = self._contexts.pop(container_id, None)
+        if context is not None and self.ended is not None:
+            try:
+                self.ended(context)
+            except MesosSecretsError as error:  # the task is gone whatever it says
+                log.warning("after container %s: %s", container_id, error)
 
     def _destroy_quietly(self, container_id: str) -> None:
         try:
