@@ -101,6 +101,7 @@ from typing import Any
 
 import attrs
 
+from mesos_secrets.audit import note
 from mesos_secrets.errors import (
     ConfigError,
     ResolverError,
@@ -335,6 +336,7 @@ class LocalStore:
                     resolver="local",
                 )
             aead = self._cipher()
+            note(version=wanted)  # the node agent's inventory shows it
             out: dict[str, SecretBytes] = {}
             for number, key, nonce, sealed in fields:
                 if number != wanted:

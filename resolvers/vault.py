@@ -420,7 +420,11 @@ def _fields(data: Mapping[str, Any]) -> dict[str, SecretBytes]:
 
 
 def _kv2_fields(answer: Any) -> dict[str, SecretBytes]:
-    return _fields(_object(_object(_body(answer), "data"), "data.data"))
+    data = _object(_body(answer), "data")
+    metadata = data.get("metadata")
+    if isinstance(metadata, Mapping) and isinstance(metadata.get("version"), int):
+        note(version=metadata["version"])  # the node agent's inventory shows it
+    return _fields(_object(data, "data.data"))
 
 
 def _kv1_fields(answer: Any) -> dict[str, SecretBytes]:

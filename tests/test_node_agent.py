@@ -392,7 +392,9 @@ def test_status_lists_holders_until_they_release(
     status = client.status()
     (holder,) = status["containers"]
     assert (holder["task_id"], holder["principal"], holder["pid"]) == ("web.1", "root", os.getpid())
-    assert [(s["name"], s["key"]) for s in holder["secrets"]] == [("/app/db", "password")]
+    assert [(s["name"], s["key"], s["version"]) for s in holder["secrets"]] == [
+        ("/app/db", "password", "1")
+    ]
     assert CANARY not in json.dumps(status)
     shown = subprocess.run(
         [str(MESOS_SECRETS), "agent", "status", "--socket", str(agent.socket)],
@@ -653,6 +655,8 @@ def test_store_outage_served_stale_within_the_bound(
     ref = Secret.for_reference("/app/db", "pw")
     with agent.client() as client:
         assert client.resolve(ref).reveal() == b"v1"
+        (held,) = client.status()["containers"][0]["secrets"]
+        assert held["version"] == "1"  # KV v2's own
         own_bao.stop()
         time.sleep(1)
         assert client.resolve(ref).reveal() == b"v1"  # stale, within 4 s past its TTL
