@@ -60,12 +60,20 @@ class AgentMetrics:
             "coalesced": self.coalesced,
             "stale": self.stale,
         }
+        self._resolved: dict[tuple[str, str], Any] = {}
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
     def watch(self, resolver: SecretResolver) -> None:
         """Report ``resolver``'s lease renewals and their failures."""
         self.registry.register(_Renewals(resolver))
+
+    def resolved(self, resolver: str, outcome: str) -> None:
+        """One reference answered (its labelled counter looked up once)."""
+        child = self._resolved.get((resolver, outcome))
+        if child is None:
+            child = self._resolved[(resolver, outcome)] = self.resolutions.labels(resolver, outcome)
+        child.inc()
 
     def event(self, name: str) -> None:
         """A cache event (:class:`~.cache.NodeCache`'s ``on_event``)."""

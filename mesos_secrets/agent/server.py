@@ -225,11 +225,12 @@ class Agent:
         """Every reference for ``caller``: checked against the ACLs, then from the cache.
         ``client`` tells apart several clients in one process (their holdings)."""
         context = self.context_of(caller, claimed)
+        told = self.proven(caller, context)
         started = time.monotonic()
         results: list[Answer | ResolverError] = []
         for reference in references:
             begun = time.monotonic()
-            result = self._one(caller, context, reference)
+            result = self._one(caller, context, told, reference)
             results.append(result)
             self._record(caller, context, reference, result, time.monotonic() - begun)
         self.metrics.latency.labels(self.resolver.name).observe(time.monotonic() - started)
@@ -241,7 +242,7 @@ class Agent:
         return results
 
     def _one(
-        self, caller: Caller, context: ResolveContext, reference: Reference
+        self, caller: Caller, context: ResolveContext, told: ResolveContext, reference: Reference
     ) -> Answer | ResolverError:
         principal = context.principal
         if self.acls is not None and not self.acls.allows(principal, reference.name):
@@ -254,7 +255,7 @@ class Agent:
                 resolver="agent",
             )
         try:
-            return self.cache.get(reference, self.proven(caller, context))
+            return self.cache.get(reference, told)
         except Exception as error:  # noqa: BLE001 (a plugin's bug: named by type only)
             log.error("resolver '%s' failed: %s", self.resolver.name, type(error).__name__)
             return ResolverError(
@@ -276,7 +277,7 @@ class Agent:
 
         error = result if isinstance(result, ResolverError) else None
         outcome = outcome_of(error)
-        self.metrics.resolutions.labels(self.resolver.name, outcome).inc()
+        self.metrics.resolved(self.resolver.name, outcome)
         if self.audit is None:
             return
         answer = result if isinstance(result, Answer) else None
@@ -661,7 +662,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, status: int, answer: Any) -> None:
         data = json.dumps(answer, separators=(",", ":")).encode("utf-8")
-        self.send_response(status)
+        self.send_response_only(status)  # no Date, no Server: nothing a client needs
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
