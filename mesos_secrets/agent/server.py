@@ -151,6 +151,8 @@ class Agent:
         self._holders: dict[_HolderKey, _Holder] = {}
         self._lock = threading.Lock()
         self._names: dict[int, tuple[str | None, float]] = {}
+        #: A secret's name: held while it is answered and recorded, or given up.
+        self._names_locks: dict[str, threading.Lock] = {}
         self.started = time.time()
 
     # --- who asks ---------------------------------------------------------------------
@@ -230,15 +232,14 @@ class Agent:
         results: list[Answer | ResolverError] = []
         for reference in references:
             begun = time.monotonic()
-            result = self._one(caller, context, told, reference)
+            # Answered and held in one step, which giving the secret up waits for.
+            with self._name_lock(reference.name):
+                result = self._one(caller, context, told, reference)
+                if isinstance(result, Answer):
+                    self._hold(caller, context, client, [(reference, result)])
             results.append(result)
             self._record(caller, context, reference, result, time.monotonic() - begun)
         self.metrics.latency.labels(self.resolver.name).observe(time.monotonic() - started)
-        answered = [
-            (r, a) for r, a in zip(references, results, strict=False) if isinstance(a, Answer)
-        ]
-        if answered:
-            self._hold(caller, context, client, answered)
         return results
 
     def _one(
@@ -400,14 +401,27 @@ class Agent:
             self.metrics.containers.set(len(self._holders))
         released = {ref for holder in ended for ref in holder.secrets} - still
         for name, key in sorted(released, key=lambda ref: (ref[0], ref[1] or "")):
-            reference = Reference(name, key)
-            try:
-                if self.resolver.release(reference):
-                    self.cache.forget(reference)
-                    self.metrics.releases.inc()
-            except Exception as error:  # noqa: BLE001 (best effort; named by type only)
-                self.metrics.release_failures.inc()
-                log.warning("releasing secret '%s' failed: %s", name, type(error).__name__)
+            # No one may be handed the secret while it is given up (revoked credentials
+            # served from the cache in between): answers for it wait for the name's lock.
+            with self._name_lock(name):
+                with self._lock:
+                    if any((name, key) in h.secrets for h in self._holders.values()):
+                        continue  # held again meanwhile: it stays
+                reference = Reference(name, key)
+                try:
+                    if self.resolver.release(reference):
+                        self.cache.forget(reference)
+                        self.metrics.releases.inc()
+                except Exception as error:  # noqa: BLE001 (best effort; named by type only)
+                    self.metrics.release_failures.inc()
+                    log.warning("releasing secret '%s' failed: %s", name, type(error).__name__)
+
+    def _name_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            lock = self._names_locks.get(name)
+            if lock is None:
+                lock = self._names_locks[name] = threading.Lock()
+            return lock
 
     # --- the inventory ----------------------------------------------------------------
 
