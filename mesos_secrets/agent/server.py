@@ -42,13 +42,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
 from .. import tokens
 from ..acls import ACLs
-from ..audit import AuditLog
+from ..audit import AuditLog, outcome_of
 from ..containerizer.runtime import process_start_time
 from ..errors import (
     ConfigError,
@@ -93,8 +93,7 @@ class Caller:
     claims: Mapping[str, str] | None = None
 
 
-@attrs.define
-class _Holding:
+class _Holding(NamedTuple):
     version: str | None
     fetched_at: float
     stale: float
@@ -274,8 +273,6 @@ class Agent:
         result: Answer | ResolverError,
         seconds: float,
     ) -> None:
-        from ..audit import outcome_of  # noqa: PLC0415 (already loaded)
-
         error = result if isinstance(result, ResolverError) else None
         outcome = outcome_of(error)
         self.metrics.resolved(self.resolver.name, outcome)
@@ -342,11 +339,11 @@ class Agent:
                     if (value := getattr(context, name)) is not None
                 }
                 holder = self._holders[key] = _Holder(caller, ids, now)
+                self.metrics.containers.set(len(self._holders))
             for reference, answer in answered:
                 holder.secrets[(reference.name, reference.key)] = _Holding(
                     answer.version, now - answer.age, answer.stale
                 )
-            self.metrics.containers.set(len(self._holders))
 
     def release(self, caller: Caller, claimed: Mapping[str, str], client: str = "") -> int:
         """End the client's holdings: of the task the context names, else all of them.
