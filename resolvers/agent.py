@@ -187,9 +187,12 @@ class AgentResolver(SecretResolver):
             )
 
     def private_paths(self) -> tuple[Path, ...]:
-        """The agent's socket: no task may reach it (with its executor's uid, it could
-        ask for everything that user may read)."""
-        return (Path(self.socket),)
+        """The directory of the agent's socket: no task may reach the socket (with its
+        executor's uid, it could ask for everything that user may read). The directory,
+        not the socket: a socket cannot be covered, and a mount over it would go when a
+        restarted agent replaces it. So the socket lives in a directory of its own (the
+        runtime directory, by default)."""
+        return (Path(self.socket).parent,)
 
     def close(self) -> None:
         """Tell the agent this process no longer needs what it was given; disconnect."""
@@ -239,6 +242,8 @@ class AgentResolver(SecretResolver):
             message = refusal.get("message") if isinstance(refusal, dict) else None
             kind = refusal.get("kind") if isinstance(refusal, dict) else None
             text = f"the node agent refused the request: {message or f'HTTP {response.status}'}"
+            if response.status == 503:  # stopping: another may be there soon
+                raise ResolverUnavailableError(text, **self._about(reference))
             if kind == "unauthenticated" or response.status in (401, 403):
                 raise SecretAccessDeniedError(text, **self._about(reference))
             raise ResolverError(text, **self._about(reference))

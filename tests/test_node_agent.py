@@ -27,7 +27,10 @@ from typing import Any
 import pytest
 
 from mesos_secrets import Secret
+from mesos_secrets.acls import ACLs
 from mesos_secrets.agent.cache import Answer, NodeCache
+from mesos_secrets.agent.server import Agent, Caller
+from mesos_secrets.agent.settings import AgentSettings
 from mesos_secrets.errors import (
     ConfigError,
     ResolverError,
@@ -63,6 +66,14 @@ def reachable() -> Iterator[Path]:
     """A directory other users can reach (pytest's are root's alone)."""
     path = Path(tempfile.mkdtemp(prefix="mesos-secrets-agent-"))
     path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A directory of root's outside /tmp."""
+    path = Path(tempfile.mkdtemp(prefix="mesos-secrets-agent-", dir="/var/tmp"))
     yield path
     shutil.rmtree(path)
 
@@ -150,9 +161,10 @@ def run_through(
 
 @requires_root
 def test_run_uses_the_agent(
-    store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path
+    outside_tmp: Path, store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path
 ) -> None:
-    agent = agents()
+    # Not under /tmp, which every task has a private one of anyway.
+    agent = agents(directory=outside_tmp / "run")
     spec = tmp_path / "app.json"
     spec.write_text(
         json.dumps(
@@ -220,7 +232,7 @@ def test_an_executor_token_proves_its_ids(
     key = tmp_path / "key"
     key.write_bytes(KEY)
     key.chmod(0o600)
-    agent = agents(agent=f'executor_secret_key = "{key}"')
+    agent = agents(agent=f'executor_secret_key = "{key}"\nexecutor_principals = ["fw-p"]')
     token = mint_executor_token(KEY, "fw-1", "exec-1", "cont-1")
     with agent.client(executor_token=token) as client:
         # The body claims other ids: the token's win.
@@ -236,6 +248,9 @@ def test_an_executor_token_proves_its_ids(
     )
     assert record["task_id"] == "t1"
     assert record["principal"] == "fw-p"  # an executor states its framework's
+    with agent.client(executor_token=token) as client:  # one not listed: its uid's
+        client.resolve(Secret.for_reference("/app/db", "user"), ResolveContext(principal="ops"))
+    assert [r for r in agent.records() if r["event"] == "resolve"][-1]["principal"] == "root"
     assert record["token"] is True
 
     forged = mint_executor_token(
@@ -253,23 +268,36 @@ def test_an_executor_token_proves_its_ids(
     assert [r["outcome"] for r in denied] == ["denied"]
 
 
-def test_require_token(store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path) -> None:
-    """With require_token, a caller without an executor token is refused unless its uid
-    is one [agent.principals] names."""
+@requires_root
+def test_require_token(
+    reachable: Path, store: LocalStore, agents: Callable[..., NodeAgent], tmp_path: Path
+) -> None:
+    """With require_token, a caller without an executor token is refused unless it is
+    root, the agent's user, or a uid [agent.principals] names."""
     key = tmp_path / "key"
     key.write_bytes(KEY)
     key.chmod(0o600)
-    agent = agents(agent=f'require_token = true\nexecutor_secret_key = "{key}"')
-    with (
-        agent.client() as client,
-        pytest.raises(SecretAccessDeniedError, match="has no executor token"),
-    ):
-        client.resolve(Secret.for_reference("/app/db", "user"))
+    agent = agents(
+        agent=f'require_token = true\nexecutor_secret_key = "{key}"\nsocket_group = "nogroup"',
+        directory=reachable / "run",
+    )
+    nobody = pwd.getpwnam("nobody")
+    nogroup = grp.getgrnam("nogroup").gr_gid
     token = mint_executor_token(KEY, "fw", "ex", "c")
-    with agent.client(executor_token=token) as client:
-        assert client.resolve(Secret.for_reference("/app/db", "user")).reveal() == b"app"
-    named = agents(agent=f'require_token = true\n[agent.principals]\n"{os.geteuid()}" = "ops"')
-    with named.client() as client:
+    without, with_token = as_user(
+        nobody.pw_uid,
+        nogroup,
+        lambda: [
+            resolve(agent.socket, {"name": "/app/db", "key": "user"}),
+            resolve(
+                agent.socket, {"name": "/app/db", "key": "user"}, Authorization=f"Bearer {token}"
+            ),
+        ],
+    )
+    assert without[0] == 401
+    assert "has no executor token" in without[1]["error"]["message"]
+    assert with_token[0] == 200
+    with agent.client() as client:  # root
         assert client.resolve(Secret.for_reference("/app/db", "user")).reveal() == b"app"
 
 
@@ -717,20 +745,19 @@ def test_a_lease_lives_while_any_holder_does(
             logical_mounts="database",
         )
         refs = [Secret.for_reference("/database/creds/app", k) for k in ("username", "password")]
-        first, second = agent.client(), agent.client()
-        a = resolve_all(first, refs, ResolveContext(task_id="a"))
-        b = resolve_all(second, refs, ResolveContext(task_id="b"))
-        assert [v.reveal() for v in a] == [v.reveal() for v in b]  # type: ignore[union-attr]
-        (lease,) = leases()
-        first.close()
-        time.sleep(4)  # past the 3 s TTL: only renewal keeps it
-        assert leases() == [lease]
-        info = own_bao.client().sys.read_lease(f"database/creds/app/{lease}")["data"]
-        assert info["ttl"] > 0
-        assert "mesos_secrets_agent_lease_renewals_total" in metrics_text(port)
-        assert metrics(port)["mesos_secrets_agent_lease_renewals_total"] >= 1
-        second.close()
-        assert leases() == []
+        with agent.client() as first, agent.client() as second:
+            a = resolve_all(first, refs, ResolveContext(task_id="a"))
+            b = resolve_all(second, refs, ResolveContext(task_id="b"))
+            assert [v.reveal() for v in a] == [v.reveal() for v in b]  # type: ignore[union-attr]
+            (lease,) = leases()
+            first.close()
+            time.sleep(3.5)  # past the 3 s TTL: only renewal keeps it
+            assert leases() == [lease]
+            info = own_bao.client().sys.read_lease(f"database/creds/app/{lease}")["data"]
+            assert info["last_renewal"]
+            assert metrics(port)["mesos_secrets_agent_lease_renewals_total"] >= 1
+            second.close()
+            assert leases() == []
         # The next task gets credentials of its own, not the revoked ones.
         with agent.client() as third:
             c = resolve_all(third, refs, ResolveContext(task_id="c"))
@@ -975,3 +1002,82 @@ def test_one_user_cannot_take_every_connection(
     while not agent.ready():  # the slots come back once those close
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+# --- the agent, in process --------------------------------------------------------------
+
+
+def in_process(resolver: SecretResolver, tmp_path: Path, ttl: float = 5) -> tuple[Agent, Caller]:
+    agent = Agent(resolver, AgentSettings.from_table({"cache_ttl": ttl}, tmp_path))
+    return agent, agent.caller(os.getpid(), os.getuid(), os.getgid(), None)
+
+
+class Leased(Rotating):
+    """A dynamic secret: every read a new pair; what was given up, counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released: list[str] = []
+
+    def release(self, reference: Reference) -> bool:
+        self.released.append(reference.name)
+        return True
+
+
+def test_a_secret_is_given_up_only_once_no_key_of_it_is_held(tmp_path: Path) -> None:
+    store = Leased()
+    agent, caller = in_process(store, tmp_path)
+    both = [Reference("/db", "user"), Reference("/db", "password")]
+    agent.resolve(caller, both, {"task_id": "a"})
+    agent.resolve(caller, both[1:], {"task_id": "b"})
+    assert agent.release(caller, {"task_id": "a"}) == 1
+    assert store.released == []  # b still holds a key of it
+    assert agent.release(caller, {"task_id": "b"}) == 1
+    assert store.released == ["/db"]
+
+
+def test_the_keys_of_one_request_come_from_one_read(tmp_path: Path) -> None:
+    """A read of another secret between two keys of /db crosses /db's TTL: the keys are
+    answered again, together, rather than a user name with another read's password."""
+    clock = Clock()
+
+    class Slow(Rotating):
+        def resolve_fields(self, name: str, context: Any = None) -> dict[str, SecretBytes]:
+            if name == "/other":
+                clock.now += 2  # the read takes long
+            return super().resolve_fields(name, context)
+
+    agent, caller = in_process(Slow(), tmp_path)
+    agent.cache._clock = clock
+    agent.resolve(caller, [Reference("/db", "user")], {})
+    clock.now += 4
+    got = agent.resolve(
+        caller,
+        [Reference("/db", "user"), Reference("/other", "user"), Reference("/db", "password")],
+        {},
+    )
+    values = [a.value.reveal() for a in got if isinstance(a, Answer)]
+    assert values[0][1:] == values[2][1:]  # u<n> with p<n>: one read
+
+
+def test_too_many_holders_is_refused_before_anything_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mesos_secrets.agent import server
+
+    monkeypatch.setattr(server, "MAX_HOLDERS_PER_PROCESS", 2)
+    store = Rotating()
+    agent, caller = in_process(store, tmp_path)
+    for task in ("a", "b"):
+        agent.resolve(caller, [Reference(f"/{task}", "user")], {"task_id": task})
+    reads = store.reads
+    with pytest.raises(server.TooManyHolders):
+        agent.resolve(caller, [Reference("/c", "user")], {"task_id": "c"})
+    assert store.reads == reads
+
+
+def test_refused_names_leave_no_lock_behind(tmp_path: Path) -> None:
+    agent, caller = in_process(Rotating(), tmp_path)
+    agent.acls = ACLs.from_json({"access_secrets": []})  # nothing for anyone
+    agent.resolve(caller, [Reference(f"/n{i}", "user") for i in range(100)], {})
+    assert len(agent._names) == 0

@@ -55,6 +55,7 @@ class Entry(NamedTuple):
     fetched_at: float  # the wall clock's (for the inventory)
     fresh_until: float
     version: str | None
+    read: int = 0  # which store read gave it: the keys of one secret share it
 
 
 class Answer(NamedTuple):
@@ -66,6 +67,7 @@ class Answer(NamedTuple):
     version: str | None
     hit: bool  # no store read of this caller's own
     coalesced: bool  # waited for another caller's read
+    read: int = 0  # which store read gave it
 
 
 class NodeCache:
@@ -92,6 +94,7 @@ class NodeCache:
         self._reads: dict[str, tuple[Future[Answer], str | None]] = {}
         self._lock = threading.Lock()
         self._down_until = 0.0
+        self._read_count = 0
         #: Counters for the metrics: store reads, hits, misses, coalesced, stale.
         self.on_event: Callable[[str], None] = lambda event: None
         #: Whether entries changed since :meth:`kept` last said what they are.
@@ -118,7 +121,13 @@ class NodeCache:
                 if entry is not None and now < entry.fresh_until:
                     self.on_event("hit")
                     return Answer(
-                        entry.value, now - entry.fetched, 0.0, entry.version, True, coalesced
+                        entry.value,
+                        now - entry.fetched,
+                        0.0,
+                        entry.version,
+                        True,
+                        coalesced,
+                        entry.read,
                     )
                 reading = self._reads.get(reference.name)
                 if reading is None:
@@ -201,14 +210,14 @@ class NodeCache:
         self._down_until = 0.0
         version = notes.get("version")
         kept = None if version is None else str(version)
-        self._store(reference.name, values, whole=fields is not None, version=kept)
+        read = self._store(reference.name, values, whole=fields is not None, version=kept)
         if key not in values:  # not a key of the secret: the resolver's own words
             assert fields is not None
             try:
                 select_field(reference, fields, resolver=self.resolver.name)
             except ResolverError as error:
                 return error
-        return Answer(values[key], 0.0, 0.0, kept, False, coalesced)
+        return Answer(values[key], 0.0, 0.0, kept, False, coalesced, read)
 
     def _store(
         self,
@@ -217,18 +226,22 @@ class NodeCache:
         *,
         whole: bool,
         version: str | None,
-    ) -> None:
+    ) -> int:
         """Keep what one read gave; ``whole``: every field of the secret, which replace
-        whatever was kept of it."""
+        whatever was kept of it. The read's number."""
         now = self._clock()
         fresh = now + self.ttl_for(name)
         with self._lock:
+            self._read_count += 1
             if whole:
                 for old in [k for k in self._entries if k[0] == name]:
                     del self._entries[old]
             for where, value in values.items():
-                self._entries[where] = Entry(value, now, time.time(), fresh, version)
+                self._entries[where] = Entry(
+                    value, now, time.time(), fresh, version, self._read_count
+                )
             self.changed = True
+            return self._read_count
 
     def _drop(self, what: str | tuple[str, str | None]) -> None:
         with self._lock:
@@ -247,7 +260,13 @@ class NodeCache:
                 return None
         self.on_event("stale")
         stale = max(0.0, now - entry.fresh_until)
-        return Answer(entry.value, now - entry.fetched, stale, entry.version, True, coalesced)
+        return Answer(
+            entry.value, now - entry.fetched, stale, entry.version, True, coalesced, entry.read
+        )
+
+    def stale(self, reference: Reference) -> Answer | None:
+        """A value of ``reference`` that may still be served although no longer fresh."""
+        return self._stale((reference.name, reference.key), True)
 
     def forget(self, reference: Reference) -> None:
         """Drop every cached key of ``reference``'s secret (its lease was revoked)."""
@@ -278,6 +297,10 @@ class NodeCache:
                 if now - e.fresh_until <= self.max_stale
             ]
 
+    def unkept(self) -> None:
+        """The copy was not written: write it again next time."""
+        self.changed = True
+
     def restore(self, entries: list[Kept]) -> int:
         """Entries kept by an earlier agent (ages as of now); those that may still be
         served are taken. How many."""
@@ -285,11 +308,18 @@ class NodeCache:
         with self._lock:
             now = self._clock()
             wall = time.time()
+            reads: dict[tuple[str, float], int] = {}  # a kept read: its keys, one number
             for key, value, age, fresh, version in entries:
                 fetched = now - age
                 if now - (fetched + fresh) > self.max_stale or key in self._entries:
                     continue
-                self._entries[key] = Entry(value, fetched, wall - age, fetched + fresh, version)
+                read = reads.get((key[0], round(age, 3)))
+                if read is None:
+                    self._read_count += 1
+                    read = reads[(key[0], round(age, 3))] = self._read_count
+                self._entries[key] = Entry(
+                    value, fetched, wall - age, fetched + fresh, version, read
+                )
                 taken += 1
         return taken
 

@@ -135,8 +135,10 @@ def references_from_json(raw: Any) -> list[Reference]:
         name, key = item.get("name"), item.get("key")
         if not isinstance(name, str) or not (key is None or isinstance(key, str)):
             raise ProtocolError(f"{where}: 'name' and 'key' must be strings")
-        try:
-            references.append(Reference(name, key))
+        if not name.strip("/"):
+            raise ProtocolError(f"{where}/name: a secret's name must not be empty")
+        try:  # one name for one secret: "db/x" and "/db/x/" are "/db/x"
+            references.append(Reference("/" + name.strip("/"), key))
         except SecretValidationError as error:
             raise ProtocolError(f"{where}: {error}") from None
     return references

@@ -40,7 +40,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -53,13 +53,14 @@ from ..containerizer.runtime import process_start_time
 from ..errors import (
     ConfigError,
     ResolverError,
+    ResolverUnavailableError,
     SecretAccessDeniedError,
     printable,
 )
 from ..resolver import ResolveContext, SecretResolver
 from ..secret import Reference
 from . import protocol
-from .cache import Answer, NodeCache
+from .cache import WAIT_FOR_READ_S, Answer, NodeCache
 from .metrics import AgentMetrics
 from .settings import AgentSettings
 from .snapshot import Snapshot
@@ -72,6 +73,8 @@ log = logging.getLogger("mesos_secrets.agent")
 SWEEP_S = 2.0
 #: How often the cache's copy is written while it changes.
 KEEP_S = 1.0
+#: How long a stop waits for the answers under way.
+STOP_WAIT_S = 5.0
 #: Connections served at once, in all and per user.
 MAX_CONNECTIONS = 512
 MAX_PER_UID = 64
@@ -114,6 +117,38 @@ class _Holder:
 _HolderKey = tuple[int, str | None, str | None, str, str]
 
 
+class _NameLocks:
+    """A lock per secret name, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, name: str, timeout: float | None = WAIT_FOR_READ_S) -> Iterator[bool]:
+        """Hold ``name``'s lock (waiting ``timeout`` at most); yields whether it is held."""
+        with self._lock:
+            lock, users = self._locks.get(name, (None, 0))
+            if lock is None:
+                lock = threading.Lock()
+            self._locks[name] = (lock, users + 1)
+        held = lock.acquire(timeout=-1 if timeout is None else timeout)
+        try:
+            yield held
+        finally:
+            if held:
+                lock.release()
+            with self._lock:
+                lock, users = self._locks[name]
+                if users == 1:
+                    del self._locks[name]
+                else:
+                    self._locks[name] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class TooManyHolders(protocol.ProtocolError):
     def __init__(self, message: str) -> None:
         super().__init__(message, 429, "too_many")
@@ -149,9 +184,9 @@ class Agent:
         self._key = _read_key(settings.executor_secret_key)
         self._holders: dict[_HolderKey, _Holder] = {}
         self._lock = threading.Lock()
-        self._names: dict[int, tuple[str | None, float]] = {}
+        self._users: dict[int, tuple[str | None, float]] = {}
         #: A secret's name: held while it is answered and recorded, or given up.
-        self._names_locks: dict[str, threading.Lock] = {}
+        self._names = _NameLocks()
         self.started = time.time()
 
     # --- who asks ---------------------------------------------------------------------
@@ -168,7 +203,11 @@ class Agent:
             missing = [c for c in ("fid", "eid", "cid") if not claims.get(c)]
             if missing:
                 raise SecretAccessDeniedError(f"JWT claims missing: {', '.join(missing)}")
-        elif self.settings.require_token and uid not in self.settings.principals:
+        elif (
+            self.settings.require_token
+            and uid not in self.settings.principals
+            and uid not in (0, os.geteuid())
+        ):
             raise SecretAccessDeniedError(
                 f"uid {uid} has no executor token: this agent answers executors, and the "
                 "users [agent.principals] names"
@@ -180,21 +219,22 @@ class Agent:
         if principal is not None:
             return principal
         now = time.monotonic()
-        known = self._names.get(uid)
+        known = self._users.get(uid)
         if known is None or known[1] < now:  # user names looked up again after a minute
             try:
                 name: str | None = pwd.getpwuid(uid).pw_name
             except KeyError:
                 name = None
-            known = self._names[uid] = (name, now + 60.0)
+            known = self._users[uid] = (name, now + 60.0)
         return known[0]
 
-    @staticmethod
-    def context_of(caller: Caller, claimed: Mapping[str, str]) -> ResolveContext:
+    def context_of(self, caller: Caller, claimed: Mapping[str, str]) -> ResolveContext:
         """Who asks, for the ACLs and the audit trail: the request's ids, those an
         executor token proves replacing what it says. The principal is the caller's
-        user's, except for an executor with a valid token, which states its framework's
-        (the Mesos agent told it; its token shows it is that executor)."""
+        user's, except for an executor with a valid token stating its framework's, when
+        it is one of ``executor_principals`` (a token never expires and names no
+        principal: whoever holds one may state any of those)."""
+        trusted = self.settings.executor_principals
         ids = {name: value for name, value in claimed.items() if name != "principal"}
         principal = caller.principal
         if caller.claims is not None:
@@ -203,7 +243,9 @@ class Agent:
                 executor_id=caller.claims["eid"],
                 container_id=caller.claims["cid"],
             )
-            principal = claimed.get("principal") or principal
+            stated = claimed.get("principal")
+            if stated is not None and stated in trusted:
+                principal = stated
         return ResolveContext(principal=principal, **ids)
 
     @staticmethod
@@ -224,36 +266,88 @@ class Agent:
         client: str = "",
     ) -> list[Answer | ResolverError]:
         """Every reference for ``caller``: checked against the ACLs, then from the cache.
-        ``client`` tells apart several clients in one process (their holdings)."""
+        ``client`` tells apart several clients in one process (their holdings).
+
+        The keys asked of one secret are answered together, from one read, and held in
+        the same step, which giving the secret up waits for."""
         context = self.context_of(caller, claimed)
         told = self.proven(caller, context)
+        self._check_room(caller, context, client)
         started = time.monotonic()
-        results: list[Answer | ResolverError] = []
-        for reference in references:
+        wanted = list(references)
+        results: list[Answer | ResolverError | None] = [None] * len(wanted)
+        by_name: dict[str, list[int]] = {}
+        for index, reference in enumerate(wanted):
+            refusal = self._refusal(caller, context, reference)
+            if refusal is not None:
+                results[index] = refusal
+                self._record(caller, context, reference, refusal, 0.0)
+            else:
+                by_name.setdefault(reference.name, []).append(index)
+        for indexes in by_name.values():
             begun = time.monotonic()
-            # Answered and held in one step, which giving the secret up waits for.
-            with self._name_lock(reference.name):
-                result = self._one(caller, context, told, reference)
-                if isinstance(result, Answer):
-                    self._hold(caller, context, client, [(reference, result)])
-            results.append(result)
-            self._record(caller, context, reference, result, time.monotonic() - begun)
+            group = [wanted[i] for i in indexes]
+            answers = self._answer_group(caller, context, group, told=told, client=client)
+            seconds = time.monotonic() - begun
+            for index, reference, answer in zip(indexes, group, answers, strict=True):
+                results[index] = answer
+                self._record(caller, context, reference, answer, seconds)
         self.metrics.latency.labels(self.resolver.name).observe(time.monotonic() - started)
-        return results
+        return [result for result in results if result is not None]
 
-    def _one(
-        self, caller: Caller, context: ResolveContext, told: ResolveContext, reference: Reference
-    ) -> Answer | ResolverError:
+    def _answer_group(
+        self,
+        caller: Caller,
+        context: ResolveContext,
+        group: list[Reference],
+        *,
+        told: ResolveContext,
+        client: str,
+    ) -> list[Answer | ResolverError]:
+        name = group[0].name
+        with self._names.hold(name) as held:
+            if not held:  # another caller's read of it has not ended in time
+                return [self._not_in_time(reference) for reference in group]
+            for _ in range(2):  # a read between two keys' answers: once more, all of them
+                answers = [self._one(told, reference) for reference in group]
+                reads = {a.read for a in answers if isinstance(a, Answer)}
+                if len(reads) <= 1:
+                    break
+            answered = [
+                (r, a) for r, a in zip(group, answers, strict=True) if isinstance(a, Answer)
+            ]
+            if answered:
+                self._hold(caller, context, client, answered)
+            return answers
+
+    def _not_in_time(self, reference: Reference) -> ResolverError:
+        stale = self.cache.stale(reference)
+        if stale is not None:
+            return stale  # type: ignore[return-value]
+        return ResolverUnavailableError(
+            f"secret '{reference.name}': the store's answer did not come within "
+            f"{WAIT_FOR_READ_S:.0f}s",
+            reference=reference.name,
+            key=reference.key,
+            resolver=self.resolver.name,
+        )
+
+    def _refusal(
+        self, caller: Caller, context: ResolveContext, reference: Reference
+    ) -> ResolverError | None:
         principal = context.principal
-        if self.acls is not None and not self.acls.allows(principal, reference.name):
-            who = f"principal '{principal}'" if principal else f"uid {caller.uid}"
-            self.metrics.denied.inc()
-            return SecretAccessDeniedError(
-                f"Secret {reference.name} is not accessible to {who}",
-                reference=reference.name,
-                key=reference.key,
-                resolver="agent",
-            )
+        if self.acls is None or self.acls.allows(principal, reference.name):
+            return None
+        who = f"principal '{principal}'" if principal else f"uid {caller.uid}"
+        self.metrics.denied.inc()
+        return SecretAccessDeniedError(
+            f"Secret {reference.name} is not accessible to {who}",
+            reference=reference.name,
+            key=reference.key,
+            resolver="agent",
+        )
+
+    def _one(self, told: ResolveContext, reference: Reference) -> Answer | ResolverError:
         try:
             return self.cache.get(reference, told)
         except Exception as error:  # noqa: BLE001 (a plugin's bug: named by type only)
@@ -315,6 +409,18 @@ class Agent:
             task or context.task_id or "",
         )
 
+    def _check_room(self, caller: Caller, context: ResolveContext, client: str) -> None:
+        """Refuse, before anything is read, a process holding too many tasks already."""
+        key = self._holder_key(caller, context, client)
+        with self._lock:
+            if key in self._holders:
+                return
+            held = sum(1 for k in self._holders if k[:2] == key[:2])
+        if held >= MAX_HOLDERS_PER_PROCESS:
+            raise TooManyHolders(
+                f"process {caller.pid} holds secrets for {held} tasks already: release some first"
+            )
+
     def _hold(
         self,
         caller: Caller,
@@ -327,12 +433,6 @@ class Agent:
         with self._lock:
             holder = self._holders.get(key)
             if holder is None:
-                held = sum(1 for k in self._holders if k[:2] == key[:2])
-                if held >= MAX_HOLDERS_PER_PROCESS:
-                    raise TooManyHolders(
-                        f"process {caller.pid} holds secrets for {held} tasks already: "
-                        "release some first"
-                    )
                 ids = {
                     name: value
                     for name in (*protocol.CONTEXT_FIELDS, "principal")
@@ -374,6 +474,7 @@ class Agent:
         try:
             self.snapshot.save(self.cache.kept())
         except OSError as error:
+            self.cache.unkept()
             log.warning("keeping the cache failed: %s", error.strerror or type(error).__name__)
 
     def sweep(self) -> None:
@@ -396,15 +497,19 @@ class Agent:
             ended = [self._holders.pop(key) for key in keys if key in self._holders]
             still = {ref for holder in self._holders.values() for ref in holder.secrets}
             self.metrics.containers.set(len(self._holders))
-        released = {ref for holder in ended for ref in holder.secrets} - still
-        for name, key in sorted(released, key=lambda ref: (ref[0], ref[1] or "")):
+        # A secret is given up as a whole (a dynamic secret's lease covers all its keys):
+        # only once no one holds any key of it.
+        released = {name for holder in ended for name, _ in holder.secrets} - {
+            name for name, _ in still
+        }
+        for name in sorted(released):
             # No one may be handed the secret while it is given up (revoked credentials
             # served from the cache in between): answers for it wait for the name's lock.
-            with self._name_lock(name):
+            with self._names.hold(name, timeout=None):
                 with self._lock:
-                    if any((name, key) in h.secrets for h in self._holders.values()):
+                    if any(n == name for h in self._holders.values() for n, _ in h.secrets):
                         continue  # held again meanwhile: it stays
-                reference = Reference(name, key)
+                reference = Reference(name)
                 try:
                     if self.resolver.release(reference):
                         self.cache.forget(reference)
@@ -412,13 +517,6 @@ class Agent:
                 except Exception as error:  # noqa: BLE001 (best effort; named by type only)
                     self.metrics.release_failures.inc()
                     log.warning("releasing secret '%s' failed: %s", name, type(error).__name__)
-
-    def _name_lock(self, name: str) -> threading.Lock:
-        with self._lock:
-            lock = self._names_locks.get(name)
-            if lock is None:
-                lock = self._names_locks[name] = threading.Lock()
-            return lock
 
     # --- the inventory ----------------------------------------------------------------
 
@@ -508,6 +606,20 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.closing = False
         self._open: dict[int, int] = {}  # a connection's fd: its uid
         self._count_lock = threading.Lock()
+        #: Requests being answered (a stop lets them end before it gives anything up).
+        self.busy = 0
+        self.idle = threading.Condition(self._count_lock)
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        with self._count_lock:
+            self.busy += 1
+        try:
+            yield
+        finally:
+            with self._count_lock:
+                self.busy -= 1
+                self.idle.notify_all()
 
     def server_bind(self) -> None:  # bound already (bind_socket)
         pass
@@ -575,6 +687,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             protocol.STATUS: ("GET", self._status),
             protocol.HEALTH: ("GET", lambda caller, body: (200, {"ok": True})),  # see below
         }
+        with self.server.answering():
+            self._answer(agent, method, routes)
+
+    def _answer(
+        self,
+        agent: Agent,
+        method: str,
+        routes: Mapping[str, tuple[str, Callable[[Caller, Any], tuple[int, Any]]]],
+    ) -> None:
         try:
             route = self._route(routes, method)
             body = self._body() if method == "POST" else None
@@ -705,7 +826,7 @@ def _check_directory(path: Path) -> None:
         raise ConfigError(
             f"cannot use socket '{path}': its directory belongs to uid {parent.st_uid}"
         )
-    if parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX:
+    if parent.st_mode & 0o022:
         raise ConfigError(f"cannot use socket '{path}': others can write to its directory")
 
 
@@ -846,6 +967,8 @@ class Running:
         self._server.closing = True  # requests on kept connections: 503 from now on
         self._server.shutdown()
         self._server.server_close()
+        with self._server.idle:  # the answers under way end first (a few seconds at most)
+            self._server.idle.wait_for(lambda: self._server.busy == 0, timeout=STOP_WAIT_S)
         self._threads[1].join()  # the last keep() is stop's own
         self._socket.remove()
         with self.agent._lock:

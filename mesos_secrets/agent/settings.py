@@ -9,8 +9,10 @@
     max_stale = 0                   # seconds past that it may be served while the store
                                     # cannot be reached (0: fail closed)
     executor_secret_key = "/etc/mesos/executor-secret-key"   # the Mesos agent's JWT key
-    require_token = false           # true: only executors (with their token) and the
-                                    # users [agent.principals] names may ask
+    require_token = false           # true: only executors (with their token), root, the
+                                    # agent's user and the users [agent.principals] names
+    executor_principals = ["marathon"]   # principals an executor with a valid token may
+                                    # state as its framework's (default none: its uid's)
     metrics_address = "127.0.0.1:9273"
 
     [agent.cache_ttls]              # per path, first match wins (ACL patterns: * and **)
@@ -44,6 +46,7 @@ _KNOWN = (
     "max_stale",
     "executor_secret_key",
     "require_token",
+    "executor_principals",
     "metrics_address",
     "principals",
 )
@@ -78,6 +81,8 @@ class AgentSettings:
     max_stale: float = 0.0
     executor_secret_key: Path | None = None
     require_token: bool = False
+    #: Principals an executor with a valid token may state (its framework's).
+    executor_principals: frozenset[str] = frozenset()
     metrics_address: tuple[str, int] | None = None
     #: uid: principal.
     principals: Mapping[int, str] = attrs.field(factory=dict)
@@ -106,6 +111,9 @@ class AgentSettings:
         require = table.get("require_token", False)
         if not isinstance(require, bool):
             raise ConfigError("[agent] 'require_token' must be true or false")
+        stated = table.get("executor_principals", [])
+        if not isinstance(stated, list) or not all(isinstance(p, str) and p for p in stated):
+            raise ConfigError("[agent] 'executor_principals' must be a list of principal names")
         address = table.get("metrics_address")
         if address is not None and not isinstance(address, str):
             raise ConfigError("[agent] 'metrics_address' must be HOST:PORT")
@@ -133,6 +141,7 @@ class AgentSettings:
             max_stale=_seconds(table.get("max_stale", 0.0), "[agent] 'max_stale'"),
             executor_secret_key=Path(key) if key is not None else None,
             require_token=require,
+            executor_principals=frozenset(stated),
             metrics_address=(
                 parse_address(address, "[agent] 'metrics_address'") if address else None
             ),
