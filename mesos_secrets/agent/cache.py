@@ -144,16 +144,7 @@ class NodeCache:
                     return error
                 continue  # another key of the secret failed: ours may not
             except TimeoutError:
-                stale = self._stale(key, coalesced)
-                if stale is not None:
-                    return stale
-                return ResolverUnavailableError(
-                    f"secret '{reference.name}': the store's answer did not come within "
-                    f"{WAIT_FOR_READ_S:.0f}s",
-                    reference=reference.name,
-                    key=reference.key,
-                    resolver=self.resolver.name,
-                )
+                return self.not_in_time(reference)
             if for_key == reference.key:
                 return outcome._replace(hit=True, coalesced=True)
             # Another key of the same secret was read: ours now comes from the
@@ -264,9 +255,19 @@ class NodeCache:
             entry.value, now - entry.fetched, stale, entry.version, True, coalesced, entry.read
         )
 
-    def stale(self, reference: Reference) -> Answer | None:
-        """A value of ``reference`` that may still be served although no longer fresh."""
-        return self._stale((reference.name, reference.key), True)
+    def not_in_time(self, reference: Reference) -> Answer | ResolverError:
+        """For a caller that waited for another's read of ``reference`` as long as it
+        may: a value that may still be served stale, else the store's silence."""
+        stale = self._stale((reference.name, reference.key), True)
+        if stale is not None:
+            return stale
+        return ResolverUnavailableError(
+            f"secret '{reference.name}': the store's answer did not come within "
+            f"{WAIT_FOR_READ_S:.0f}s",
+            reference=reference.name,
+            key=reference.key,
+            resolver=self.resolver.name,
+        )
 
     def forget(self, reference: Reference) -> None:
         """Drop every cached key of ``reference``'s secret (its lease was revoked)."""

@@ -53,7 +53,6 @@ from ..containerizer.runtime import process_start_time
 from ..errors import (
     ConfigError,
     ResolverError,
-    ResolverUnavailableError,
     SecretAccessDeniedError,
     printable,
 )
@@ -307,7 +306,7 @@ class Agent:
         name = group[0].name
         with self._names.hold(name) as held:
             if not held:  # another caller's read of it has not ended in time
-                return [self._not_in_time(reference) for reference in group]
+                return [self.cache.not_in_time(reference) for reference in group]
             for _ in range(2):  # a read between two keys' answers: once more, all of them
                 answers = [self._one(told, reference) for reference in group]
                 reads = {a.read for a in answers if isinstance(a, Answer)}
@@ -319,18 +318,6 @@ class Agent:
             if answered:
                 self._hold(caller, context, client, answered)
             return answers
-
-    def _not_in_time(self, reference: Reference) -> ResolverError:
-        stale = self.cache.stale(reference)
-        if stale is not None:
-            return stale  # type: ignore[return-value]
-        return ResolverUnavailableError(
-            f"secret '{reference.name}': the store's answer did not come within "
-            f"{WAIT_FOR_READ_S:.0f}s",
-            reference=reference.name,
-            key=reference.key,
-            resolver=self.resolver.name,
-        )
 
     def _refusal(
         self, caller: Caller, context: ResolveContext, reference: Reference
