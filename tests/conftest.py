@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,16 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_kv_versions() -> Iterator[None]:
+    """The Vault resolver keeps each mount's KV version per process, by address: tests'
+    servers come and go on ports the next test's server may get again."""
+    yield
+    vault = sys.modules.get("resolvers.vault")
+    if vault is not None:
+        vault._KV_VERSIONS.clear()
 
 
 @pytest.fixture
