@@ -178,13 +178,7 @@ class AgentResolver(SecretResolver):
         left ends with this process)."""
         if not self._asked:
             return
-        with contextlib.suppress(ResolverError):
-            self._exchange(
-                "POST",
-                protocol.RELEASE,
-                {"context": protocol.context_to_json(context), "client": self._client},
-                None,
-            )
+        self._release(protocol.context_to_json(context))
 
     def private_paths(self) -> tuple[Path, ...]:
         """The directory of the agent's socket: no task may reach the socket (with its
@@ -198,17 +192,21 @@ class AgentResolver(SecretResolver):
         """Tell the agent this process no longer needs what it was given; disconnect."""
         if self._asked:
             self._asked = False
-            # On failure, the agent ends our holdings itself once this process is gone.
-            with contextlib.suppress(ResolverError):
-                self._exchange(
-                    "POST", protocol.RELEASE, {"context": {}, "client": self._client}, None
-                )
+            self._release({})  # all of ours
         with self._lock:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
 
     # --- the exchange -----------------------------------------------------------------
+
+    def _release(self, context: dict[str, str]) -> None:
+        """Best effort: on failure, the agent ends our holdings itself once this process
+        is gone."""
+        with contextlib.suppress(ResolverError):
+            self._exchange(
+                "POST", protocol.RELEASE, {"context": context, "client": self._client}, None
+            )
 
     def _exchange(self, method: str, path: str, body: Any, reference: Reference | None) -> Any:
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()

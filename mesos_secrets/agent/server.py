@@ -420,11 +420,7 @@ class Agent:
         with self._lock:
             holder = self._holders.get(key)
             if holder is None:
-                ids = {
-                    name: value
-                    for name in (*protocol.CONTEXT_FIELDS, "principal")
-                    if (value := getattr(context, name)) is not None
-                }
+                ids = protocol.context_to_json(context)
                 holder = self._holders[key] = _Holder(caller, ids, now)
                 self.metrics.containers.set(len(self._holders))
             for reference, answer in answered:
@@ -445,6 +441,18 @@ class Agent:
             ]
         self._end(ended)
         return len(ended)
+
+    def close(self) -> None:
+        """Stop: every holding ends, what may still be served is kept for the next
+        agent, the resolver closes (its leases and token revoked)."""
+        with self._lock:
+            everyone = list(self._holders)
+        self._end(everyone)
+        self.cache.expire()
+        self.keep()
+        self.cache.clear()
+        self.resolver.close()
+        self.metrics.close()
 
     def keep_in(self, snapshot: Snapshot | None) -> None:
         """Keep the cache in ``snapshot`` from now on, first taking what it holds."""
@@ -958,14 +966,7 @@ class Running:
             self._server.idle.wait_for(lambda: self._server.busy == 0, timeout=STOP_WAIT_S)
         self._threads[1].join()  # the last keep() is stop's own
         self._socket.remove()
-        with self.agent._lock:
-            everyone = list(self.agent._holders)
-        self.agent._end(everyone)
-        self.agent.cache.expire()
-        self.agent.keep()  # for the next agent: what it may still serve
-        self.agent.cache.clear()
-        self.agent.resolver.close()
-        self.agent.metrics.close()
+        self.agent.close()
 
 
 def serve(agent: Agent, *, ready: Callable[[Running], None] | None = None) -> int:
