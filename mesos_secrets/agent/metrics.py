@@ -68,12 +68,16 @@ class AgentMetrics:
         """Report ``resolver``'s lease renewals and their failures."""
         self.registry.register(_Renewals(resolver))
 
-    def resolved(self, resolver: str, outcome: str) -> None:
-        """One reference answered (its labelled counter looked up once)."""
-        child = self._resolved.get((resolver, outcome))
-        if child is None:
-            child = self._resolved[(resolver, outcome)] = self.resolutions.labels(resolver, outcome)
-        child.inc()
+    def resolved(self, resolver: str, outcomes: dict[str, int]) -> None:
+        """References answered: how many of each outcome (each labelled counter looked
+        up once)."""
+        for outcome, count in outcomes.items():
+            child = self._resolved.get((resolver, outcome))
+            if child is None:
+                child = self._resolved[(resolver, outcome)] = self.resolutions.labels(
+                    resolver, outcome
+                )
+            child.inc(count)
 
     def event(self, name: str) -> None:
         """A cache event (:class:`~.cache.NodeCache`'s ``on_event``)."""

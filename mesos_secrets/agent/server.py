@@ -123,26 +123,32 @@ class _NameLocks:
         self._lock = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
 
+    def acquire(self, name: str, timeout: float | None = WAIT_FOR_READ_S) -> bool:
+        """Take ``name``'s lock (waiting ``timeout`` at most); whether it was taken. Each
+        call is matched by one :meth:`release`, taken or not."""
+        with self._lock:
+            lock, users = self._locks.get(name) or (threading.Lock(), 0)
+            self._locks[name] = (lock, users + 1)
+        return lock.acquire(timeout=-1 if timeout is None else timeout)
+
+    def release(self, name: str, held: bool) -> None:
+        with self._lock:
+            lock, users = self._locks[name]
+            if held:
+                lock.release()
+            if users == 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
+
     @contextlib.contextmanager
     def hold(self, name: str, timeout: float | None = WAIT_FOR_READ_S) -> Iterator[bool]:
-        """Hold ``name``'s lock (waiting ``timeout`` at most); yields whether it is held."""
-        with self._lock:
-            lock, users = self._locks.get(name, (None, 0))
-            if lock is None:
-                lock = threading.Lock()
-            self._locks[name] = (lock, users + 1)
-        held = lock.acquire(timeout=-1 if timeout is None else timeout)
+        """:meth:`acquire` and :meth:`release` around a block; yields whether held."""
+        held = self.acquire(name, timeout)
         try:
             yield held
         finally:
-            if held:
-                lock.release()
-            with self._lock:
-                lock, users = self._locks[name]
-                if users == 1:
-                    del self._locks[name]
-                else:
-                    self._locks[name] = (lock, users - 1)
+            self.release(name, held)
 
     def __len__(self) -> int:
         return len(self._locks)
@@ -271,40 +277,46 @@ class Agent:
         the same step, which giving the secret up waits for."""
         context = self.context_of(caller, claimed)
         told = self.proven(caller, context)
-        self._check_room(caller, context, client)
+        holder = self._holder_key(caller, context, client)
+        self._check_room(caller, holder)
         started = time.monotonic()
         wanted = list(references)
         results: list[Answer | ResolverError | None] = [None] * len(wanted)
+        outcomes: dict[str, int] = {}
         by_name: dict[str, list[int]] = {}
         for index, reference in enumerate(wanted):
             refusal = self._refusal(caller, context, reference)
             if refusal is not None:
                 results[index] = refusal
-                self._record(caller, context, reference, refusal, 0.0)
+                outcome = self._record(caller, context, reference, refusal, 0.0)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
             else:
                 by_name.setdefault(reference.name, []).append(index)
         for indexes in by_name.values():
             begun = time.monotonic()
             group = [wanted[i] for i in indexes]
-            answers = self._answer_group(caller, context, group, told=told, client=client)
+            answers = self._answer_group(holder, caller, context, group, told=told)
             seconds = time.monotonic() - begun
             for index, reference, answer in zip(indexes, group, answers, strict=True):
                 results[index] = answer
-                self._record(caller, context, reference, answer, seconds)
+                outcome = self._record(caller, context, reference, answer, seconds)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        self.metrics.resolved(self.resolver.name, outcomes)
         self.metrics.latency.labels(self.resolver.name).observe(time.monotonic() - started)
         return [result for result in results if result is not None]
 
     def _answer_group(
         self,
+        holder: _HolderKey,
         caller: Caller,
         context: ResolveContext,
         group: list[Reference],
         *,
         told: ResolveContext,
-        client: str,
     ) -> list[Answer | ResolverError]:
         name = group[0].name
-        with self._names.hold(name) as held:
+        held = self._names.acquire(name)
+        try:
             if not held:  # another caller's read of it has not ended in time
                 return [self.cache.not_in_time(reference) for reference in group]
             for _ in range(2):  # a read between two keys' answers: once more, all of them
@@ -316,8 +328,10 @@ class Agent:
                 (r, a) for r, a in zip(group, answers, strict=True) if isinstance(a, Answer)
             ]
             if answered:
-                self._hold(caller, context, client, answered)
+                self._hold(holder, caller, context, answered)
             return answers
+        finally:
+            self._names.release(name, held)
 
     def _refusal(
         self, caller: Caller, context: ResolveContext, reference: Reference
@@ -353,12 +367,12 @@ class Agent:
         reference: Reference,
         result: Answer | ResolverError,
         seconds: float,
-    ) -> None:
+    ) -> str:
+        """Audit one answer; its outcome (the metrics count them per request)."""
         error = result if isinstance(result, ResolverError) else None
         outcome = outcome_of(error)
-        self.metrics.resolved(self.resolver.name, outcome)
         if self.audit is None:
-            return
+            return outcome
         answer = result if isinstance(result, Answer) else None
         self.audit.write(
             "resolve",
@@ -382,6 +396,7 @@ class Agent:
             version=answer.version if answer else None,
             duration_ms=round(seconds * 1000, 3),
         )
+        return outcome
 
     # --- holdings ---------------------------------------------------------------------
 
@@ -396,9 +411,8 @@ class Agent:
             task or context.task_id or "",
         )
 
-    def _check_room(self, caller: Caller, context: ResolveContext, client: str) -> None:
+    def _check_room(self, caller: Caller, key: _HolderKey) -> None:
         """Refuse, before anything is read, a process holding too many tasks already."""
-        key = self._holder_key(caller, context, client)
         with self._lock:
             if key in self._holders:
                 return
@@ -410,12 +424,11 @@ class Agent:
 
     def _hold(
         self,
+        key: _HolderKey,
         caller: Caller,
         context: ResolveContext,
-        client: str,
         answered: list[tuple[Reference, Answer]],
     ) -> None:
-        key = self._holder_key(caller, context, client)
         now = time.time()
         with self._lock:
             holder = self._holders.get(key)
@@ -675,24 +688,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _handle(self, method: str) -> None:
-        agent = self.server.agent
-        routes: dict[str, tuple[str, Callable[[Caller, Any], tuple[int, Any]]]] = {
-            protocol.RESOLVE: ("POST", self._resolve),
-            protocol.RELEASE: ("POST", self._release),
-            protocol.STATUS: ("GET", self._status),
-            protocol.HEALTH: ("GET", lambda caller, body: (200, {"ok": True})),  # see below
-        }
         with self.server.answering():
-            self._answer(agent, method, routes)
+            self._answer(self.server.agent, method)
 
-    def _answer(
-        self,
-        agent: Agent,
-        method: str,
-        routes: Mapping[str, tuple[str, Callable[[Caller, Any], tuple[int, Any]]]],
-    ) -> None:
+    def _answer(self, agent: Agent, method: str) -> None:
         try:
-            route = self._route(routes, method)
+            route = self._route(method)
             body = self._body() if method == "POST" else None
             if self.path == protocol.HEALTH:  # says nothing: asks no one who they are
                 self._send(200, {"ok": True})
@@ -707,7 +708,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         "authenticate", uid=uid, pid=pid, outcome="denied", error=str(error)
                     )
                 raise protocol.ProtocolError(str(error), 401, "unauthenticated") from None
-            status, answer = route[1](caller, body)
+            status, answer = route(self, caller, body)
         except protocol.ProtocolError as error:
             status, answer = error.status, {"error": {"kind": error.kind, "message": str(error)}}
         self._send(status, answer)
@@ -721,17 +722,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._known = (token, caller)
         return caller
 
-    def _route(
-        self, routes: Mapping[str, tuple[str, Any]], method: str
-    ) -> tuple[str, Callable[[Caller, Any], tuple[int, Any]]]:
+    def _route(self, method: str) -> Callable[[_Handler, Caller, Any], tuple[int, Any]]:
         if self.server.closing:
             raise protocol.ProtocolError("the agent is stopping", 503, "unavailable")
-        route = routes.get(self.path)
+        route = _ROUTES.get(self.path)
         if route is None:
             raise protocol.ProtocolError(f"no such path: {self.path}", 404, "not_found")
         if route[0] != method:
             raise protocol.ProtocolError(f"{self.path} takes {route[0]}", 405, "method")
-        return route
+        return route[1]
 
     def _token(self) -> str | None:
         header = self.headers.get("Authorization")
@@ -795,6 +794,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         self.wfile.write(data)
+
+
+#: A path: its method, and what answers it (health is answered before anyone is asked
+#: who they are).
+_ROUTES: dict[str, tuple[str, Callable[[_Handler, Caller, Any], tuple[int, Any]]]] = {
+    protocol.RESOLVE: ("POST", _Handler._resolve),
+    protocol.RELEASE: ("POST", _Handler._release),
+    protocol.STATUS: ("GET", _Handler._status),
+    protocol.HEALTH: ("GET", lambda handler, caller, body: (200, {"ok": True})),
+}
 
 
 def _result_json(result: Answer | ResolverError) -> dict[str, Any]:
