@@ -145,7 +145,8 @@ def test_quick_run(tmp_path: Path) -> None:
     assert summary["node_agent_launches"] == node["launches"] == 20
     assert node["exit_status"] == 0
     assert is_figure(node["cold_n10_ms"], rounds)
-    assert is_figure(node["cached_n10_ms"], rounds)
+    assert is_figure(node["cached_n10_ms"], 5 * rounds)
+    assert is_figure(node["first_cached_n10_ms"], rounds)
     assert is_figure(node["launch_ms"], 20)
     assert node["store_reads"] >= 10
     assert set(node["store_reads_by_path"]) == {f"secret/data/bench/s{i}" for i in range(10)}
