@@ -585,9 +585,20 @@ class LocalStore:
                 if waited >= _BUSY_TIMEOUT_S
                 else f"another process is using it ({error}, after {waited:.1f}s)"
             )
+        elif self._full():
+            # SQLite says "disk I/O error" when it cannot make its journal: not corrupt.
+            reason = f"the file system it is on is full ({error})"
         else:
             reason = f"corrupted or not a mesos-secrets store ({error})"
         return StoreError(f"the embedded store '{_show(self.db_path)}' cannot be used: {reason}")
+
+    def _full(self) -> bool:
+        """Whether the file system under the store has no room left (for this user)."""
+        try:
+            space = os.statvfs(self.home)
+        except OSError:
+            return False
+        return space.f_bavail == 0 or space.f_favail == 0
 
     def _connection(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is not None and self._pid == os.getpid():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import multiprocessing
 import os
 import re
@@ -1218,3 +1219,47 @@ class TestResolver:
             assert r.resolve(Secret.for_reference("/s")).reveal() == b"v"
         assert (tmp_path / "k" / "key").exists()
         assert not (tmp_path / "db" / "key").exists()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs of the test's own (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    point = tmp_path / "small"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(point)], check=True)
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=True)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until its file system has no room left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"x" * 65536)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_is_named_not_called_corruption(small_fs: Path) -> None:
+    """SQLite calls a journal it cannot write a "disk I/O error": the error says the
+    file system is full (not that the store is corrupt), for writes and for reads, and
+    the store works again once there is room."""
+    store = LocalStore(small_fs / "home")
+    store.put("/a", {"v": "1"})
+    store.close()
+    fill(small_fs / "filler")
+    with pytest.raises(StoreError, match="the file system it is on is full") as raised:
+        store.put("/b", {"v": os.urandom(100_000)})
+    assert "corrupt" not in str(raised.value)
+    with pytest.raises(StoreError, match="the file system it is on is full"):
+        LocalStore(small_fs / "home").get("/a")
+    store.close()
+    (small_fs / "filler").unlink()
+    assert LocalStore(small_fs / "home").get("/a")["v"].reveal() == b"1"
