@@ -4,8 +4,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-done
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
+RELIABILITY_ARGS ?=
 
-.PHONY: setup test lint unit demo bench clean
+.PHONY: setup test lint unit demo bench reliability clean
 
 setup: $(STAMP)
 
@@ -29,6 +30,10 @@ demo: setup
 bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,mean,max,rounds
 	$(PY) -m benchmarks.compare $(BENCH_ARGS)
+
+# Launches under injected faults, the canary sweep, residue, fuzzing (root; ~20 min).
+reliability: setup
+	$(PY) -m reliability $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -1,0 +1,526 @@
+"""The launches the suite makes, each with canary values of its own, and how each ended.
+
+A launch is the real ``mesos-secrets run`` in a process of its own, on a spec whose task
+checks its secrets itself (a SHA-256 of each, compared in the task: no value on any
+command line) and prints ``all-checks-passed``. Its secrets are fresh canaries, put in
+the store the launch reads: the embedded store, OpenBao, or OpenBao through the node
+agent. A fault (:data:`FAULTS`) is injected before or during the launch.
+
+Every launch ends one of four ways:
+
+- ``succeeded``: exit 0, the task's checks passed;
+- ``failed_clearly``: a non-zero exit with our one-line error (``mesos-secrets:
+  error: ...``) and no traceback, or the end the fault itself forced (the task killed:
+  128+9; ``run`` killed);
+- ``failed_unclearly``: anything else (a traceback, a wrong value, an error that names
+  nothing);
+- ``hung``: still running at the deadline (then killed).
+
+After each launch (and, for a killed ``run``, after the next launch has recovered what
+it left) :mod:`.sweep` looks for the canaries where they must never be and for what the
+launch left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mesos_secrets.testing import canary
+from resolvers.local import LocalStore
+from tests.bao import Bao, free_port, stop_process
+from tests.hostile import SilentServer, SlowProxy
+from tests.node_agent import NodeAgent
+
+__all__ = [
+    "FAULTS",
+    "Lab",
+    "Launched",
+    "Outcome",
+    "Prepared",
+    "execute",
+    "launch",
+    "prepare",
+    "recover",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent / "mesos-secrets"
+#: A launch still running this long after it started has hung (the resolvers' own
+#: deadlines are 10 s; a launch that needs more than this is not going to end).
+DEADLINE_S = 60.0
+#: What the task prints once every check passed.
+PASSED = b"all-checks-passed"
+#: The one line our command prints when it fails.
+ERROR_LINE = b"mesos-secrets: error: "
+#: The secret volume's tmpfs holds 1 MiB by default: a secret over it cannot be written.
+OVERSIZED = 2 * 1024 * 1024
+
+#: fault -> (the stores it applies to, what it may end in)
+FAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "none": (("local", "vault", "agent"), ("succeeded",)),
+    "missing-secret": (("local", "vault", "agent"), ("failed_clearly",)),
+    "store-unreachable": (("vault",), ("failed_clearly",)),
+    "store-silent": (("vault",), ("failed_clearly",)),
+    "store-slow": (("vault",), ("succeeded", "failed_clearly")),
+    "store-trickling": (("vault",), ("succeeded", "failed_clearly")),
+    "store-sealed": (("vault",), ("failed_clearly",)),
+    "full-tmpfs": (("local", "vault"), ("failed_clearly",)),
+    "store-disk-full": (("local",), ("failed_clearly",)),
+    "task-killed": (("local", "vault", "agent"), ("failed_clearly",)),
+    "run-killed": (("local", "vault", "agent"), ("succeeded", "failed_clearly")),
+    "agent-killed": (("agent",), ("succeeded", "failed_clearly")),
+}
+
+
+@attrs.define
+class Outcome:
+    """How one launch ended, and what the sweep found after it."""
+
+    kind: str  # "app" or "pod"
+    store: str  # "local", "vault", "agent"
+    fault: str
+    result: str  # succeeded, failed_clearly, failed_unclearly, hung
+    seconds: float
+    exit_status: int | None
+    detail: str  # one line: the error, or why it is unclear
+    expected: bool  # the result is one the fault may end in
+    leaks: list[str] = attrs.field(factory=list)
+    residue: list[str] = attrs.field(factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class Lab:
+    """What the launches share: a directory, the embedded store, an OpenBao dev server,
+    a second one to seal, a node agent in front of the first, a runtime directory."""
+
+    def __init__(self, directory: Path, *, deadline: float | None = None) -> None:
+        self.directory = directory
+        #: The vault resolver's deadline for ``run`` (None: its default, 10 s).
+        self.deadline = deadline
+        directory.mkdir(parents=True, exist_ok=True)
+        self.home = directory / "store"
+        self.runtime = directory / "runtime"
+        self.logs = directory / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.local = LocalStore(self.home)
+        self._stack = contextlib.ExitStack()
+        try:
+            #: A file system of 256 KiB for a store whose disk is full.
+            self.small = directory / "small"
+            self.small.mkdir(exist_ok=True)
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(self.small)],
+                check=True,
+            )
+            self._stack.callback(subprocess.run, ["umount", "-l", str(self.small)], check=False)
+            self.bao = Bao(directory / "bao")
+            self._stack.callback(self.bao.stop)
+            self.sealable = Bao(directory / "bao-sealable")
+            self._stack.callback(self.sealable.stop)
+            self.agent = self._start_agent()
+            self._stack.callback(self._stop_agent)
+        except BaseException:
+            self._stack.close()
+            raise
+        self.count = 0
+
+    # --- the shared parts ---------------------------------------------------------------
+
+    def _start_agent(self) -> NodeAgent:
+        agent_dir = self.directory / "agent"
+        return NodeAgent(
+            agent_dir,
+            resolver="vault",
+            extra=f'[resolvers.vault]\naddress = "{self.bao.address}"\n'
+            f'token = "{self.bao.root_token}"\n',
+            agent="cache_ttl = 0\n",
+        )
+
+    def _stop_agent(self) -> None:
+        if self.agent.process is not None and self.agent.process.poll() is None:
+            self.agent.stop()
+        self.agent.cleanup()
+
+    def restart_agent(self) -> None:
+        """Start the node agent again (after a fault killed it)."""
+        if self.agent.process is not None and self.agent.process.poll() is None:
+            return
+        self.agent.start()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def environment(
+        self, store: str, *, address: str | None = None, home: Path | None = None
+    ) -> dict[str, str]:
+        """``run``'s environment for ``store``; ``address`` overrides OpenBao's, ``home``
+        the embedded store's."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("VAULT_", "BAO_", "MESOS_SECRETS_"))
+        }
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        config = self.directory / "run.toml"
+        if not config.exists():
+            deadline = f"deadline = {self.deadline}\n" if self.deadline else ""
+            config.write_text(f"[resolvers.vault]\n{deadline}")
+        env.update(
+            PYTHONPATH=str(ROOT),
+            MESOS_SECRETS_HOME=str(home or self.home),
+            MESOS_SECRETS_CONFIG=str(config),
+        )
+        if store == "local":
+            env["MESOS_SECRETS_RESOLVER"] = "local"
+        elif store == "vault":
+            env.update(
+                MESOS_SECRETS_RESOLVER="vault",
+                VAULT_ADDR=address or self.bao.address,
+                VAULT_TOKEN=self.bao.root_token,
+            )
+        else:
+            env.update(
+                MESOS_SECRETS_RESOLVER="agent", MESOS_SECRETS_AGENT_SOCKET=str(self.agent.socket)
+            )
+        return env
+
+    def put(
+        self,
+        store: str,
+        name: str,
+        fields: dict[str, bytes],
+        *,
+        bao: Bao | None = None,
+        home: Path | None = None,
+    ) -> None:
+        """``fields`` under ``name`` where ``store`` reads it (``home``: that embedded store)."""
+        if store == "local":
+            local = self.local if home is None else LocalStore(home)
+            try:
+                local.put(name, fields)
+            finally:
+                # No connection left open: the sweep reads the database file in this
+                # process, and closing any descriptor of it drops SQLite's POSIX locks.
+                local.close()
+            return
+        client = (bao or self.bao).client()
+        try:
+            client.secrets.kv.v2.create_or_update_secret(
+                path=name.strip("/"),
+                secret={k: v.decode() for k, v in fields.items()},
+                mount_point="secret",
+            )
+        finally:
+            client.adapter.close()
+
+
+# --- one launch ---------------------------------------------------------------------------
+
+
+def _spec(
+    kind: str, name: str, env_value: str, file_value: str, marker: str, linger: float
+) -> dict[str, Any]:
+    """An app or a pod whose task checks an environment and a file secret, then stays
+    ``linger`` seconds (long enough for a fault to find it running)."""
+    script = "; ".join(
+        [
+            "set -e",
+            f'test "$(printf %s "$DB_PASSWORD" | sha256sum | cut -c1-64)" = {_sha(env_value)}',
+            f'test "$(sha256sum < secrets/db | cut -c1-64)" = {_sha(file_value)}',
+            "echo all-checks-passed",
+            f"sleep {linger:g} # {marker}",
+        ]
+    )
+    secrets = {
+        "db": {"source": f"{name}@password"},
+        "dbfile": {"source": f"{name}@file"},
+    }
+    if kind == "app":
+        return {
+            "id": "/reliability/app",
+            "cmd": script,
+            "env": {"DB_PASSWORD": {"secret": "db"}},
+            "secrets": secrets,
+            "container": {
+                "type": "MESOS",
+                "volumes": [{"containerPath": "secrets/db", "secret": "dbfile"}],
+            },
+        }
+    return {
+        "id": "/reliability/pod",
+        "containers": [
+            {
+                "name": "c",
+                "resources": {"cpus": 0.1, "mem": 32},
+                "exec": {"command": {"shell": script}},
+                "environment": {"DB_PASSWORD": {"secret": "db"}},
+                "volumeMounts": [{"name": "s", "mountPath": "secrets/db"}],
+            }
+        ],
+        "volumes": [{"name": "s", "secret": "dbfile"}],
+        "secrets": secrets,
+    }
+
+
+@attrs.define
+class Launched:
+    """What :func:`launch` hands the sweep: the outcome, the canaries, the files."""
+
+    outcome: Outcome
+    canaries: tuple[str, str]
+    work: Path
+    output: bytes
+    recovered: bool = False
+
+
+@attrs.define
+class Prepared:
+    """A launch ready to go: its spec written, its secrets stored."""
+
+    number: int
+    kind: str
+    store: str
+    fault: str
+    canaries: tuple[str, str]
+    marker: str
+    spec: Path
+    work: Path
+
+
+def prepare(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> Prepared:
+    """Store fresh canaries for a launch of ``kind`` from ``store`` and write its spec."""
+    lab.count += 1
+    number = lab.count
+    env_value, file_value = canary(), canary()
+    marker = f"reliability-task-{number}-{rng.getrandbits(32):08x}"
+    name = f"/reliability/l{number}"
+    fields = {"password": env_value.encode(), "file": file_value.encode()}
+    if fault == "full-tmpfs":
+        fields["file"] = file_value.encode() + b"x" * OVERSIZED
+    if fault != "missing-secret":
+        lab.put(
+            store,
+            name,
+            fields,
+            bao=lab.sealable if fault == "store-sealed" else None,
+            home=lab.small / "store" if fault == "store-disk-full" else None,
+        )
+    spec = lab.directory / "specs" / f"l{number}.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    linger = {"task-killed": 30.0, "run-killed": 1.0, "agent-killed": 0.5}.get(fault, 0.0)
+    spec.write_text(json.dumps(_spec(kind, name, env_value, file_value, marker, linger)))
+    work = lab.directory / "work" / f"l{number}"
+    return Prepared(number, kind, store, fault, (env_value, file_value), marker, spec, work)
+
+
+def execute(lab: Lab, prepared: Prepared, rng: random.Random) -> Launched:
+    """Run a prepared launch with its fault injected; how it ended."""
+    fault, store = prepared.fault, prepared.store
+    target = lab.sealable if fault == "store-sealed" else lab.bao
+    with _fault(lab, fault, rng) as (address, during):
+        env = lab.environment(
+            store,
+            address=address or (target.address if store == "vault" else None),
+            home=lab.small / "store" if fault == "store-disk-full" else None,
+        )
+        argv = [
+            str(BIN),
+            "run",
+            str(prepared.spec),
+            "--work-dir",
+            str(prepared.work),
+            "--runtime-dir",
+            str(lab.runtime),
+        ]
+        outcome, output = _watch(argv, env, during, prepared.marker, rng)
+    outcome.kind, outcome.store, outcome.fault = prepared.kind, store, fault
+    outcome.expected = outcome.result in FAULTS[fault][1]
+    return Launched(outcome, prepared.canaries, prepared.work, output)
+
+
+def launch(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> Launched:
+    """One launch of ``kind`` from ``store`` with ``fault`` injected."""
+    return execute(lab, prepare(lab, kind, store, fault, rng), rng)
+
+
+During = Callable[[subprocess.Popen[bytes], str, random.Random], str | None]
+
+
+@contextlib.contextmanager
+def _fault(lab: Lab, fault: str, rng: random.Random) -> Iterator[tuple[str | None, During | None]]:
+    """The store address the launch uses (None: the usual one) and what to do while it
+    runs (None: nothing), for ``fault``; the fault undone afterwards."""
+    if fault == "store-unreachable":
+        yield f"http://127.0.0.1:{free_port()}", None  # nothing listens there
+    elif fault == "store-silent":
+        with SilentServer() as silent:
+            yield silent.address(), None
+    elif fault == "store-slow":
+        with SlowProxy(lab.bao.address, delay=rng.choice([0.2, 1.0, 6.0])) as proxy:
+            yield proxy.address(), None
+    elif fault == "store-trickling":
+        with SlowProxy(lab.bao.address, trickle=rng.choice([0.001, 0.01, 0.1])) as proxy:
+            yield proxy.address(), None
+    elif fault == "store-sealed":
+        lab.sealable.seal()
+        try:
+            yield None, None
+        finally:
+            lab.sealable.unseal()
+    elif fault == "store-disk-full":
+        filler = lab.small / "filler"
+        _fill(filler)
+        try:
+            yield None, None
+        finally:
+            filler.unlink()
+    elif fault == "task-killed":
+        yield None, _kill_task
+    elif fault == "run-killed":
+        yield None, _kill_run
+    elif fault == "agent-killed":
+        try:
+            yield None, lambda process, marker, rng: _kill_agent(lab, process, rng)
+        finally:
+            lab.restart_agent()
+    else:
+        yield None, None
+
+
+def recover(lab: Lab) -> Outcome:
+    """What the next launch does first: recover the runtime directory (a trivial app,
+    whose ``run`` cleans up every container no live ``run`` holds)."""
+    spec = lab.directory / "specs" / "recover.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps({"id": "/reliability/recover", "cmd": "true"}))
+    argv = [str(BIN), "run", str(spec), "--runtime-dir", str(lab.runtime)]
+    outcome, _ = _watch(argv, lab.environment("local"), None, "", random.Random(0))
+    return outcome
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until its file system has no room left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass  # full
+    finally:
+        os.close(fd)
+
+
+def _pids_with(marker: str) -> list[int]:
+    needle = marker.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+    return found
+
+
+def _kill_task(process: subprocess.Popen[bytes], marker: str, rng: random.Random) -> str | None:
+    """SIGKILL the task once it runs (its shell's command line holds the marker)."""
+    deadline = time.monotonic() + 20
+    while process.poll() is None and time.monotonic() < deadline:
+        pids = _pids_with(marker)
+        if pids:
+            time.sleep(rng.uniform(0, 0.1))
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return "killed the task"
+        time.sleep(0.005)
+    return None
+
+
+def _kill_run(process: subprocess.Popen[bytes], marker: str, rng: random.Random) -> str | None:
+    """SIGKILL ``run`` itself at a random point of the launch."""
+    time.sleep(rng.uniform(0.0, 0.6))
+    if process.poll() is None:
+        process.kill()
+        return "killed run"
+    return None
+
+
+def _kill_agent(lab: Lab, process: subprocess.Popen[bytes], rng: random.Random) -> str | None:
+    """SIGKILL the node agent at a random point of the launch, and start it again."""
+    time.sleep(rng.uniform(0.0, 0.4))
+    agent = lab.agent.process
+    if agent is not None and agent.poll() is None:
+        stop_process(agent, signal.SIGKILL)
+        lab.restart_agent()
+        return "killed the agent"
+    return None
+
+
+def _watch(
+    argv: list[str], env: dict[str, str], during: During | None, marker: str, rng: random.Random
+) -> tuple[Outcome, bytes]:
+    started = time.monotonic()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    injected = during(process, marker, rng) if during is not None else None
+    try:
+        output, _ = process.communicate(timeout=max(0.0, DEADLINE_S - (time.monotonic() - started)))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        return _outcome(
+            "hung", process.returncode, started, f"still running after {DEADLINE_S:g} s"
+        ), output
+    status = process.returncode
+    if status == 0 and PASSED in output:
+        return _outcome("succeeded", status, started, ""), output
+    if b"Traceback" in output:
+        return _outcome("failed_unclearly", status, started, "a traceback"), output
+    if injected == "killed run" and status == -signal.SIGKILL:
+        return _outcome("failed_clearly", status, started, "run killed (injected)"), output
+    if injected == "killed the task" and status == 128 + signal.SIGKILL:
+        return _outcome("failed_clearly", status, started, "the task killed (injected)"), output
+    errors = [line for line in output.splitlines() if line.startswith(ERROR_LINE)]
+    if status != 0 and errors:
+        line = errors[-1].decode(errors="replace")[:300]
+        return _outcome("failed_clearly", status, started, line), output
+    last = output.strip().splitlines()[-1:] or [b""]
+    why = f"exit {status} without our error line: {last[0].decode(errors='replace')[:200]}"
+    return _outcome("failed_unclearly", status, started, why), output
+
+
+def _outcome(result: str, status: int | None, started: float, detail: str) -> Outcome:
+    return Outcome(
+        kind="",
+        store="",
+        fault="",
+        result=result,
+        seconds=round(time.monotonic() - started, 3),
+        exit_status=status,
+        detail=detail,
+        expected=False,
+    )
