@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import sweep
+from . import executor, sweep
 from .launches import FAULTS, Lab, Launched, Outcome, execute, prepare, recover
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,16 +48,24 @@ def _print(line: str) -> None:
 def schedule(repeats: int, baseline: int, rng: random.Random) -> list[tuple[str, str, str]]:
     """(fault, store, kind) for every launch made one at a time, shuffled."""
     plan = []
-    for fault, (stores, _) in FAULTS.items():
+    for fault, stores in _faults().items():
         times = baseline if fault == "none" else repeats
         plan += [(fault, store, kind) for store in stores for kind in KINDS] * times
     rng.shuffle(plan)
     return plan
 
 
+def _faults() -> dict[str, tuple[str, ...]]:
+    """fault -> the front ends and stores it applies to (``executor``: the executor)."""
+    faults = {fault: stores for fault, (stores, _) in FAULTS.items()}
+    for fault in executor.FAULTS:
+        faults[fault] = (*faults.get(fault, ()), "executor")
+    return faults
+
+
 def quick_schedule(rng: random.Random) -> list[tuple[str, str, str]]:
     """Each fault once, from one of its stores, as an app or a pod."""
-    return [(fault, rng.choice(stores), rng.choice(KINDS)) for fault, (stores, _) in FAULTS.items()]
+    return [(fault, rng.choice(stores), rng.choice(KINDS)) for fault, stores in _faults().items()]
 
 
 class Run:
@@ -83,11 +91,14 @@ class Run:
 
     def one(self, fault: str, store: str, kind: str) -> Outcome:
         before = sweep.baseline()
-        launched = execute(self.lab, prepare(self.lab, kind, store, fault, self.rng), self.rng)
-        if fault == "run-killed":
+        if store == "executor":
+            launched = executor.executor_launch(self.lab, kind, fault, self.rng)
+        else:
+            launched = execute(self.lab, prepare(self.lab, kind, store, fault, self.rng), self.rng)
+        if fault in ("run-killed", "executor-killed"):
             recovery = recover(self.lab)  # the next run cleans up what the killed one left
             if recovery.exit_status != 0:
-                self.problems.append(f"recovery after run-killed: {recovery.detail}")
+                self.problems.append(f"recovery after {fault}: {recovery.detail}")
         leaks, residue = sweep.check(self.lab, launched, before)
         self._keep(launched, leaks, residue)
         return launched.outcome

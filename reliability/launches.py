@@ -131,7 +131,9 @@ class Lab:
                 ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(self.small)],
                 check=True,
             )
-            self._stack.callback(subprocess.run, ["umount", "-l", str(self.small)], check=False)
+            self._stack.callback(
+                subprocess.run, ["umount", "-l", str(self.small)], check=False, capture_output=True
+            )
             self.bao = Bao(directory / "bao")
             self._stack.callback(self.bao.stop)
             self.sealable = Bao(directory / "bao-sealable")
