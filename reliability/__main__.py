@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import executor, sweep
-from .launches import FAULTS, Lab, Launched, Outcome, execute, prepare, recover
+from .launches import FAULTS, IMAGE_FAULTS, Lab, Launched, Outcome, execute, prepare, recover
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "benchmarks" / "reliability.json"
@@ -50,9 +50,14 @@ def schedule(repeats: int, baseline: int, rng: random.Random) -> list[tuple[str,
     plan = []
     for fault, stores in _faults().items():
         times = baseline if fault == "none" else repeats
-        plan += [(fault, store, kind) for store in stores for kind in KINDS] * times
+        plan += [(fault, store, kind) for store in stores for kind in _kinds(fault, store)] * times
     rng.shuffle(plan)
     return plan
+
+
+def _kinds(fault: str, store: str) -> tuple[str, ...]:
+    """An app, a pod, and for some faults an app in a private image (not the executor's)."""
+    return (*KINDS, "image") if fault in IMAGE_FAULTS and store != "executor" else KINDS
 
 
 def _faults() -> dict[str, tuple[str, ...]]:
@@ -64,8 +69,13 @@ def _faults() -> dict[str, tuple[str, ...]]:
 
 
 def quick_schedule(rng: random.Random) -> list[tuple[str, str, str]]:
-    """Each fault once, from one of its stores, as an app or a pod."""
-    return [(fault, rng.choice(stores), rng.choice(KINDS)) for fault, stores in _faults().items()]
+    """Each fault once, from one of its stores, as an app, a pod or an image; and one
+    launch from a private image."""
+    plan = []
+    for fault, stores in _faults().items():
+        store = rng.choice(stores)
+        plan.append((fault, store, rng.choice(_kinds(fault, store))))
+    return [*plan, ("none", rng.choice(("local", "vault", "agent")), "image")]
 
 
 class Run:

@@ -23,11 +23,13 @@ launch left behind.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +69,9 @@ PASSED = b"all-checks-passed"
 ERROR_LINE = b"mesos-secrets: error: "
 #: The secret volume's tmpfs holds 1 MiB by default: a secret over it cannot be written.
 OVERSIZED = 2 * 1024 * 1024
+
+#: The faults a launch from a private image (kind ``image``) is made under.
+IMAGE_FAULTS = ("none", "missing-secret", "task-killed", "run-killed")
 
 #: fault -> (the stores it applies to, what it may end in)
 FAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -144,6 +149,8 @@ class Lab:
             self._stack.close()
             raise
         self.count = 0
+        self._registry: Any = None
+        self.registry_password = ""
 
     # --- the shared parts ---------------------------------------------------------------
 
@@ -162,6 +169,42 @@ class Lab:
             self.agent.stop()
         self.agent.cleanup()
 
+    def registry(self) -> Any:
+        """A private registry (Debian's docker-registry, TLS, htpasswd) holding busybox,
+        its password a canary of the lab's; started on first use."""
+        if self._registry is None:
+            from tests.registry import Registry, build_busybox  # noqa: PLC0415 (slow)
+
+            self.registry_password = canary()
+            layout = self.directory / "image" / "layout"
+            layout.parent.mkdir(parents=True, exist_ok=True)
+            build_busybox(layout)
+            registry = Registry(self.directory / "registry", {"pull": self.registry_password})
+            self._stack.callback(registry.stop)
+            registry.push(
+                layout,
+                "latest",
+                "private/busybox:latest",
+                user="pull",
+                password=self.registry_password,
+            )
+            self._registry = registry
+            (self.directory / "images.toml").write_text(
+                self._vault_table() + f'[images]\nstore = "{self.directory / "images"}"\n'
+                f'ca_bundle = "{registry.ca.ca.cert}"\n'
+            )
+        return self._registry
+
+    def pull_secret(self) -> bytes:
+        """A Docker config for the registry (its value holds the password canary)."""
+        registry = self.registry()
+        auth = base64.b64encode(f"pull:{self.registry_password}".encode()).decode()
+        return json.dumps({"auths": {registry.host: {"auth": auth}}}).encode()
+
+    def _vault_table(self) -> str:
+        deadline = f"deadline = {self.deadline}\n" if self.deadline else ""
+        return f"[resolvers.vault]\n{deadline}"
+
     def restart_agent(self) -> None:
         """Start the node agent again (after a fault killed it)."""
         if self.agent.process is not None and self.agent.process.poll() is None:
@@ -178,7 +221,12 @@ class Lab:
         self.close()
 
     def environment(
-        self, store: str, *, address: str | None = None, home: Path | None = None
+        self,
+        store: str,
+        *,
+        address: str | None = None,
+        home: Path | None = None,
+        image: bool = False,
     ) -> dict[str, str]:
         """``run``'s environment for ``store``; ``address`` overrides OpenBao's, ``home``
         the embedded store's."""
@@ -188,10 +236,9 @@ class Lab:
             if not k.startswith(("VAULT_", "BAO_", "MESOS_SECRETS_"))
         }
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        config = self.directory / "run.toml"
+        config = self.directory / ("images.toml" if image else "run.toml")
         if not config.exists():
-            deadline = f"deadline = {self.deadline}\n" if self.deadline else ""
-            config.write_text(f"[resolvers.vault]\n{deadline}")
+            config.write_text(self._vault_table())
         env.update(
             PYTHONPATH=str(ROOT),
             MESOS_SECRETS_HOME=str(home or self.home),
@@ -245,7 +292,13 @@ class Lab:
 
 
 def _spec(
-    kind: str, name: str, env_value: str, file_value: str, marker: str, linger: float
+    kind: str,
+    name: str,
+    env_value: str,
+    file_value: str,
+    marker: str,
+    linger: float,
+    image: str = "",
 ) -> dict[str, Any]:
     """An app or a pod whose task checks an environment and a file secret, then stays
     ``linger`` seconds (long enough for a fault to find it running)."""
@@ -262,6 +315,12 @@ def _spec(
         "db": {"source": f"{name}@password"},
         "dbfile": {"source": f"{name}@file"},
     }
+    if kind == "image":
+        spec = _spec("app", name, env_value, file_value, marker, linger)
+        spec["id"] = "/reliability/image"
+        spec["secrets"]["pull"] = {"source": f"{name}@pull"}
+        spec["container"]["docker"] = {"image": image, "pullConfig": {"secret": "pull"}}
+        return spec
     if kind == "app":
         return {
             "id": "/reliability/app",
@@ -294,7 +353,7 @@ class Launched:
     """What :func:`launch` hands the sweep: the outcome, the canaries, the files."""
 
     outcome: Outcome
-    canaries: tuple[str, str]
+    canaries: tuple[str, ...]
     work: Path
     output: bytes
     recovered: bool = False
@@ -308,7 +367,7 @@ class Prepared:
     kind: str
     store: str
     fault: str
-    canaries: tuple[str, str]
+    canaries: tuple[str, ...]
     marker: str
     spec: Path
     work: Path
@@ -322,6 +381,10 @@ def prepare(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> 
     marker = f"reliability-task-{number}-{rng.getrandbits(32):08x}"
     name = f"/reliability/l{number}"
     fields = {"password": env_value.encode(), "file": file_value.encode()}
+    image = ""
+    if kind == "image":
+        fields["pull"] = lab.pull_secret()
+        image = f"{lab.registry().host}/private/busybox:latest"
     if fault == "full-tmpfs":
         fields["file"] = file_value.encode() + b"x" * OVERSIZED
     if fault != "missing-secret":
@@ -335,9 +398,10 @@ def prepare(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> 
     spec = lab.directory / "specs" / f"l{number}.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
     linger = {"task-killed": 30.0, "run-killed": 1.0, "agent-killed": 0.5}.get(fault, 0.0)
-    spec.write_text(json.dumps(_spec(kind, name, env_value, file_value, marker, linger)))
+    spec.write_text(json.dumps(_spec(kind, name, env_value, file_value, marker, linger, image)))
     work = lab.directory / "work" / f"l{number}"
-    return Prepared(number, kind, store, fault, (env_value, file_value), marker, spec, work)
+    canaries = (env_value, file_value) + ((lab.registry_password,) if image else ())
+    return Prepared(number, kind, store, fault, canaries, marker, spec, work)
 
 
 def execute(lab: Lab, prepared: Prepared, rng: random.Random) -> Launched:
@@ -349,7 +413,10 @@ def execute(lab: Lab, prepared: Prepared, rng: random.Random) -> Launched:
             store,
             address=address or (target.address if store == "vault" else None),
             home=lab.small / "store" if fault == "store-disk-full" else None,
+            image=prepared.kind == "image",
         )
+        if prepared.kind == "image":  # pulled each time: the credentials used each time
+            shutil.rmtree(lab.directory / "images", ignore_errors=True)
         argv = [
             str(BIN),
             "run",
