@@ -29,7 +29,7 @@ from mesos_secrets.testing import canary
 from mesos_secrets.tokens import mint_executor_token
 from tests.agent import Agent
 
-from .launches import DEADLINE_S, ROOT, Lab, Launched, Outcome, _kill_task, _spec
+from .launches import DEADLINE_S, ROOT, Lab, Launched, Live, Outcome, _kill_task, _spec
 
 __all__ = ["FAULTS", "executor_launch"]
 
@@ -167,6 +167,8 @@ def _drive(
     number: int,
     rng: random.Random,
 ) -> Outcome:
+    live = Live(process, marker, rng, values)
+
     def outcome(result: str, detail: str) -> Outcome:
         return Outcome(
             kind=kind,
@@ -177,6 +179,7 @@ def _drive(
             exit_status=process.poll(),
             detail=detail,
             expected=False,
+            leaks=live.leaks,
         )
 
     if not agent.subscribed.wait(30):
@@ -189,7 +192,7 @@ def _drive(
         agent.launch_group(tasks)
     injected = None
     if fault == "task-killed":
-        injected = _kill_task(process, marker, rng)
+        injected = _kill_task(live)
     elif fault == "executor-killed":
         time.sleep(rng.uniform(0.0, 0.6))
         if process.poll() is None:

@@ -42,6 +42,7 @@ import attrs
 
 from mesos_secrets.testing import canary
 from resolvers.local import LocalStore
+from tests import residue
 from tests.bao import Bao, free_port, stop_process
 from tests.hostile import SilentServer, SlowProxy
 from tests.node_agent import NodeAgent
@@ -308,7 +309,8 @@ def _spec(
             f'test "$(printf %s "$DB_PASSWORD" | sha256sum | cut -c1-64)" = {_sha(env_value)}',
             f'test "$(sha256sum < secrets/db | cut -c1-64)" = {_sha(file_value)}',
             "echo all-checks-passed",
-            f"sleep {linger:g} # {marker}",
+            # Not a comment: busybox sh execs a last command in place of itself.
+            f"sleep {linger:g}; true {marker}",
         ]
     )
     secrets = {
@@ -426,7 +428,7 @@ def execute(lab: Lab, prepared: Prepared, rng: random.Random) -> Launched:
             "--runtime-dir",
             str(lab.runtime),
         ]
-        outcome, output = _watch(argv, env, during, prepared.marker, rng)
+        outcome, output = _watch(argv, env, during, prepared.marker, rng, prepared.canaries)
     outcome.kind, outcome.store, outcome.fault = prepared.kind, store, fault
     outcome.expected = outcome.result in FAULTS[fault][1]
     return Launched(outcome, prepared.canaries, prepared.work, output)
@@ -437,7 +439,19 @@ def launch(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> L
     return execute(lab, prepare(lab, kind, store, fault, rng), rng)
 
 
-During = Callable[[subprocess.Popen[bytes], str, random.Random], str | None]
+@attrs.define
+class Live:
+    """A launch under way, for what a fault does while it runs."""
+
+    process: subprocess.Popen[bytes]
+    marker: str  # in the task's command line
+    rng: random.Random
+    canaries: tuple[str, ...]
+    #: Where a canary was seen while the task ran, outside the task.
+    leaks: list[str] = attrs.field(factory=list)
+
+
+During = Callable[[Live], str | None]
 
 
 @contextlib.contextmanager
@@ -474,7 +488,7 @@ def _fault(lab: Lab, fault: str, rng: random.Random) -> Iterator[tuple[str | Non
         yield None, _kill_run
     elif fault == "agent-killed":
         try:
-            yield None, lambda process, marker, rng: _kill_agent(lab, process, rng)
+            yield None, lambda live: _kill_agent(lab, live)
         finally:
             lab.restart_agent()
     else:
@@ -488,7 +502,7 @@ def recover(lab: Lab) -> Outcome:
     spec.parent.mkdir(parents=True, exist_ok=True)
     spec.write_text(json.dumps({"id": "/reliability/recover", "cmd": "true"}))
     argv = [str(BIN), "run", str(spec), "--runtime-dir", str(lab.runtime)]
-    outcome, _ = _watch(argv, lab.environment("local"), None, "", random.Random(0))
+    outcome, _ = _watch(argv, lab.environment("local"), None, "", random.Random(0), ())
     return outcome
 
 
@@ -515,13 +529,15 @@ def _pids_with(marker: str) -> list[int]:
     return found
 
 
-def _kill_task(process: subprocess.Popen[bytes], marker: str, rng: random.Random) -> str | None:
-    """SIGKILL the task once it runs (its shell's command line holds the marker)."""
+def _kill_task(live: Live) -> str | None:
+    """SIGKILL the task once it runs (its shell's command line holds the marker); first,
+    look for its canaries in every other process's command line and environment."""
     deadline = time.monotonic() + 20
-    while process.poll() is None and time.monotonic() < deadline:
-        pids = _pids_with(marker)
+    while live.process.poll() is None and time.monotonic() < deadline:
+        pids = _pids_with(live.marker)
         if pids:
-            time.sleep(rng.uniform(0, 0.1))
+            time.sleep(live.rng.uniform(0, 0.1))
+            live.leaks += _holders(live)
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -530,18 +546,54 @@ def _kill_task(process: subprocess.Popen[bytes], marker: str, rng: random.Random
     return None
 
 
-def _kill_run(process: subprocess.Popen[bytes], marker: str, rng: random.Random) -> str | None:
+def _holders(live: Live) -> list[str]:
+    """Processes other than the task (its shell, whose command line has the marker, and
+    the shell's children) whose command line or environment holds a canary."""
+    found = []
+    for value in live.canaries:
+        for pid in residue.processes_holding(value):
+            if _is_task(pid, live.marker):
+                continue
+            found.append(f"process {pid} while the task ran: {_command_line(pid)}")
+    return found
+
+
+def _is_task(pid: int, marker: str) -> bool:
+    for candidate in (pid, _parent(pid)):
+        with contextlib.suppress(OSError):
+            if marker.encode() in Path(f"/proc/{candidate}/cmdline").read_bytes():
+                return True
+    return False
+
+
+def _parent(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ")[:80].decode(errors="replace")
+
+
+def _kill_run(live: Live) -> str | None:
     """SIGKILL ``run`` itself at a random point of the launch."""
-    time.sleep(rng.uniform(0.0, 0.6))
-    if process.poll() is None:
-        process.kill()
+    time.sleep(live.rng.uniform(0.0, 0.6))
+    if live.process.poll() is None:
+        live.process.kill()
         return "killed run"
     return None
 
 
-def _kill_agent(lab: Lab, process: subprocess.Popen[bytes], rng: random.Random) -> str | None:
+def _kill_agent(lab: Lab, live: Live) -> str | None:
     """SIGKILL the node agent at a random point of the launch, and start it again."""
-    time.sleep(rng.uniform(0.0, 0.4))
+    time.sleep(live.rng.uniform(0.0, 0.4))
     agent = lab.agent.process
     if agent is not None and agent.poll() is None:
         stop_process(agent, signal.SIGKILL)
@@ -551,11 +603,25 @@ def _kill_agent(lab: Lab, process: subprocess.Popen[bytes], rng: random.Random) 
 
 
 def _watch(
-    argv: list[str], env: dict[str, str], during: During | None, marker: str, rng: random.Random
+    argv: list[str],
+    env: dict[str, str],
+    during: During | None,
+    marker: str,
+    rng: random.Random,
+    canaries: tuple[str, ...],
 ) -> tuple[Outcome, bytes]:
     started = time.monotonic()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    injected = during(process, marker, rng) if during is not None else None
+    live = Live(process, marker, rng, canaries)
+    injected = during(live) if during is not None else None
+    outcome, output = _ended(process, injected, started)
+    outcome.leaks = live.leaks
+    return outcome, output
+
+
+def _ended(
+    process: subprocess.Popen[bytes], injected: str | None, started: float
+) -> tuple[Outcome, bytes]:
     try:
         output, _ = process.communicate(timeout=max(0.0, DEADLINE_S - (time.monotonic() - started)))
     except subprocess.TimeoutExpired:
