@@ -14,6 +14,7 @@ HTTP_PARSER_VERSION=0.9.0
 #   runc, umoci:           running tasks in images, unpacking images (run-time)
 #   docker-registry, skopeo, busybox-static: the registry and image the tests build and push
 #   postgresql:            a real database behind OpenBao's dynamic secrets, in the tests
+#   nftables:              packet loss on the reliability suite's veth (this kernel has no netem)
 APT_PACKAGES=(
     runc
     umoci
@@ -21,6 +22,7 @@ APT_PACKAGES=(
     skopeo
     busybox-static
     postgresql
+    nftables
 )
 
 step() { printf '==> %s\n' "$*" >&2; }
