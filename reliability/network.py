@@ -41,7 +41,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -129,6 +129,7 @@ class IsolatedNetwork:
         self._namespace = ""  # /proc/PID/ns/net of the holder
         self._namespace_id = ""  # what that link reads, e.g. "net:[4026532177]"
         self._processes: list[subprocess.Popen[Any]] = []
+        self._callbacks: list[Callable[[], object]] = []
         self._guard = False
         self._loss = 0
         self._closed = False
@@ -198,14 +199,16 @@ class IsolatedNetwork:
         return IPRoute(netns=self._namespace, flags=0)
 
     def close(self) -> None:
-        """Remove everything, in order: processes in the namespace, the nftables table,
-        the veth, the namespace's holder, the guard route. Every step is tried; if some
+        """Remove everything, in order: what :meth:`callback` was given (last first), the
+        processes still in the namespace, the nftables table, the veth, the namespace's
+        holder, the guard route. Every step is tried; if some
         failed, :class:`TeardownError` says which once all were tried."""
         if self._closed:
             return
         self._closed = True
         failures: list[str] = []
         for step in (
+            self._run_callbacks,
             self._stop_processes,
             self._drop_table,
             self._delete_veth,
@@ -229,6 +232,21 @@ class IsolatedNetwork:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def callback(self, function: Callable[[], object]) -> None:
+        """Call ``function`` first thing when closing (e.g. a server's own stop)."""
+        self._callbacks.append(function)
+
+    def _run_callbacks(self) -> None:
+        failures = []
+        while self._callbacks:
+            function = self._callbacks.pop()
+            try:
+                function()
+            except Exception as error:  # noqa: BLE001 (the others must still run)
+                failures.append(repr(error))
+        if failures:
+            raise RuntimeError("; ".join(failures))
 
     def pids(self) -> list[int]:
         """Processes in the namespace now, the holder included."""
@@ -396,7 +414,7 @@ class InNamespaceBao(Bao):
     listening on its address at a random port: ``address`` is ``http://ns_addr:port``.
 
     Without ``directory``, its log and home go to a temporary directory removed by
-    :meth:`stop`. The network's teardown stops it too, if :meth:`stop` was not called.
+    :meth:`stop`, which the network's teardown calls too (stopping twice is harmless).
     """
 
     def __init__(self, network: IsolatedNetwork, directory: Path | None = None) -> None:
@@ -408,6 +426,7 @@ class InNamespaceBao(Bao):
         except BaseException:
             self._remove_directory()
             raise
+        network.callback(self.stop)
 
     def client(self, token: str | None = None, *, timeout: float = 30.0) -> hvac.Client:
         """An hvac client with a ``timeout`` (seconds) on each request, and no proxy
