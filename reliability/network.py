@@ -139,20 +139,14 @@ class IsolatedNetwork:
     def start(self) -> Self:
         """Create the namespace, the veth and the addresses; on failure undo what was
         done, then raise."""
+        if self._closed or self._holder is not None:
+            raise RuntimeError("a network is started once")
         try:
             self._start_holder()
             with IPRoute() as ipr:
-                self.network = _pick_network(ipr)
+                self._claim_network(ipr)
                 hosts = list(self.network.hosts())
                 self.host_address, self.address = str(hosts[0]), str(hosts[1])
-                ipr.route(
-                    "add",
-                    dst=str(self.network.network_address),
-                    dst_len=self.network.prefixlen,
-                    type="unreachable",
-                    priority=GUARD_METRIC,
-                )
-                self._guard = True
                 assert self._holder is not None
                 ipr.link(
                     "add",
@@ -193,6 +187,27 @@ class IsolatedNetwork:
         self._namespace_id = os.readlink(self._namespace)
         if self._namespace_id == os.readlink("/proc/self/ns/net"):
             raise RuntimeError("unshare --net left the holder in the host's namespace")
+
+    def _claim_network(self, ipr: IPRoute) -> None:
+        """Pick a /30 and add its guard route, which another instance that picked the same
+        /30 at the same time cannot add again (the kernel says EEXIST): pick anew then."""
+        for _ in range(10):
+            self.network = _pick_network(ipr)
+            try:
+                ipr.route(
+                    "add",
+                    dst=str(self.network.network_address),
+                    dst_len=self.network.prefixlen,
+                    type="unreachable",
+                    priority=GUARD_METRIC,
+                )
+            except NetlinkError as error:
+                if error.code != errno.EEXIST:
+                    raise
+                continue
+            self._guard = True
+            return
+        raise RuntimeError("no /30 could be claimed: every pick was taken meanwhile")
 
     def _inside(self) -> IPRoute:
         """A netlink socket in the namespace (pyroute2 opens it by path: no mount)."""

@@ -7,6 +7,7 @@ table, route, process or namespace mount of it stays, on success and after an ex
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import time
@@ -184,6 +185,24 @@ class TestIsolatedNetwork:
             slow.adapter.close()
             assert relay.delayed == 2
         assert straight < 0.5
+
+
+class TestAddresses:
+    def test_two_networks_never_share_a_range(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Both picked the same /30 at once: the second to claim it picks another."""
+        same = ipaddress.IPv4Network("10.254.200.0/30")
+        picks: list[ipaddress.IPv4Network] = []
+        real = network_module._pick_network
+
+        def pick(ipr: Any) -> ipaddress.IPv4Network:
+            picks.append(same if len(picks) < 2 else real(ipr))
+            return picks[-1]
+
+        monkeypatch.setattr(network_module, "_pick_network", pick)
+        with IsolatedNetwork() as first, IsolatedNetwork() as second:
+            assert first.network == same
+            assert not second.network.overlaps(same)
+            assert len(picks) == 3
 
 
 class TestTeardown:
