@@ -142,17 +142,16 @@ class IsolatedNetwork:
         if self._closed or self._holder is not None:
             raise RuntimeError("a network is started once")
         try:
-            self._start_holder()
+            holder = self._start_holder()
             with IPRoute() as ipr:
                 self._claim_network(ipr)
                 hosts = list(self.network.hosts())
                 self.host_address, self.address = str(hosts[0]), str(hosts[1])
-                assert self._holder is not None
                 ipr.link(
                     "add",
                     ifname=self.host_interface,
                     kind="veth",
-                    peer={"ifname": self.peer_interface, "net_ns_pid": self._holder.pid},
+                    peer={"ifname": self.peer_interface, "net_ns_pid": holder},
                 )
                 (index,) = ipr.link_lookup(ifname=self.host_interface)
                 ipr.addr(
@@ -171,7 +170,8 @@ class IsolatedNetwork:
             raise
         return self
 
-    def _start_holder(self) -> None:
+    def _start_holder(self) -> int:
+        """Start the namespace's holder; its pid."""
         # `unshare` has made the namespace by the time the shell prints; the shell then
         # becomes `cat`, which ends when this process closes its stdin, or dies.
         self._holder = subprocess.Popen(  # noqa: S603 (a fixed argv)
@@ -187,6 +187,7 @@ class IsolatedNetwork:
         self._namespace_id = os.readlink(self._namespace)
         if self._namespace_id == os.readlink("/proc/self/ns/net"):
             raise RuntimeError("unshare --net left the holder in the host's namespace")
+        return self._holder.pid
 
     def _claim_network(self, ipr: IPRoute) -> None:
         """Pick a /30 and add its guard route, which another instance that picked the same
