@@ -174,7 +174,7 @@ class IsolatedNetwork:
         """Start the namespace's holder; its pid."""
         # `unshare` has made the namespace by the time the shell prints; the shell then
         # becomes `cat`, which ends when this process closes its stdin, or dies.
-        self._holder = subprocess.Popen(  # noqa: S603 (a fixed argv)
+        self._holder = subprocess.Popen(
             [_UNSHARE, "--net", "--", "sh", "-c", "echo ready; exec cat >/dev/null"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -348,7 +348,7 @@ class IsolatedNetwork:
         It is stopped, at the latest, when the network is closed."""
         if self._closed or self._holder is None:
             raise RuntimeError("the network is not up")
-        process: subprocess.Popen[Any] = subprocess.Popen(  # noqa: S603 (the harness's argv)
+        process: subprocess.Popen[Any] = subprocess.Popen(
             [_NSENTER, f"--net={self._namespace}", "--", *argv], **kwargs
         )
         self._processes.append(process)
@@ -391,7 +391,7 @@ class IsolatedNetwork:
         """Packets the loss rules have dropped since the last :meth:`loss` (0 without)."""
         if not self._loss:
             return 0
-        listing = subprocess.run(  # noqa: S603 (our table's name)
+        listing = subprocess.run(
             [_NFT, "list", "table", "inet", self.table],
             capture_output=True,
             text=True,
@@ -404,7 +404,7 @@ class IsolatedNetwork:
         )
 
     def _nft(self, ruleset: str) -> None:
-        result = subprocess.run(  # noqa: S603 (the ruleset goes by pipe)
+        result = subprocess.run(
             [_NFT, "-f", "-"], input=ruleset, capture_output=True, text=True, check=False
         )
         if result.returncode != 0:
