@@ -47,6 +47,8 @@ from tests.bao import Bao, free_port, stop_process
 from tests.hostile import SilentServer, SlowProxy
 from tests.node_agent import NodeAgent
 
+from .network import DelayRelay, InNamespaceBao, IsolatedNetwork
+
 __all__ = [
     "FAULTS",
     "Lab",
@@ -85,6 +87,9 @@ FAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "store-sealed": (("vault",), ("failed_clearly",)),
     "full-tmpfs": (("local", "vault"), ("failed_clearly",)),
     "store-disk-full": (("local",), ("failed_clearly",)),
+    "net-loss": (("vault",), ("succeeded", "failed_clearly")),
+    "net-latency": (("vault",), ("succeeded", "failed_clearly")),
+    "net-partition": (("vault",), ("succeeded", "failed_clearly")),
     "task-killed": (("local", "vault", "agent"), ("failed_clearly",)),
     "run-killed": (("local", "vault", "agent"), ("succeeded", "failed_clearly")),
     "agent-killed": (("agent",), ("succeeded", "failed_clearly")),
@@ -144,6 +149,11 @@ class Lab:
             self._stack.callback(self.bao.stop)
             self.sealable = Bao(directory / "bao-sealable")
             self._stack.callback(self.sealable.stop)
+            #: OpenBao in a network namespace of the lab's own, over a veth.
+            self.network = IsolatedNetwork().start()
+            self._stack.callback(self.network.close)
+            self.netbao = InNamespaceBao(self.network, directory / "bao-netns")
+            self.network.callback(self.netbao.stop)
             self.agent = self._start_agent()
             self._stack.callback(self._stop_agent)
         except BaseException:
@@ -228,9 +238,11 @@ class Lab:
         address: str | None = None,
         home: Path | None = None,
         image: bool = False,
+        bao: Bao | None = None,
     ) -> dict[str, str]:
-        """``run``'s environment for ``store``; ``address`` overrides OpenBao's, ``home``
-        the embedded store's."""
+        """``run``'s environment for ``store``: ``bao`` the OpenBao it reads (its address
+        overridden by ``address``), ``home`` the embedded store, ``image`` the configuration
+        with the lab's image store and registry CA."""
         env = {
             k: v
             for k, v in os.environ.items()
@@ -250,8 +262,8 @@ class Lab:
         elif store == "vault":
             env.update(
                 MESOS_SECRETS_RESOLVER="vault",
-                VAULT_ADDR=address or self.bao.address,
-                VAULT_TOKEN=self.bao.root_token,
+                VAULT_ADDR=address or (bao or self.bao).address,
+                VAULT_TOKEN=(bao or self.bao).root_token,
             )
         else:
             env.update(
@@ -394,7 +406,7 @@ def prepare(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> 
             store,
             name,
             fields,
-            bao=lab.sealable if fault == "store-sealed" else None,
+            bao=_store_for(lab, fault),
             home=lab.small / "store" if fault == "store-disk-full" else None,
         )
     spec = lab.directory / "specs" / f"l{number}.json"
@@ -409,13 +421,14 @@ def prepare(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> 
 def execute(lab: Lab, prepared: Prepared, rng: random.Random) -> Launched:
     """Run a prepared launch with its fault injected; how it ended."""
     fault, store = prepared.fault, prepared.store
-    target = lab.sealable if fault == "store-sealed" else lab.bao
+    target = _store_for(lab, fault)
     with _fault(lab, fault, rng) as (address, during):
         env = lab.environment(
             store,
             address=address or (target.address if store == "vault" else None),
             home=lab.small / "store" if fault == "store-disk-full" else None,
             image=prepared.kind == "image",
+            bao=target,
         )
         if prepared.kind == "image":  # pulled each time: the credentials used each time
             shutil.rmtree(lab.directory / "images", ignore_errors=True)
@@ -432,6 +445,13 @@ def execute(lab: Lab, prepared: Prepared, rng: random.Random) -> Launched:
     outcome.kind, outcome.store, outcome.fault = prepared.kind, store, fault
     outcome.expected = outcome.result in FAULTS[fault][1]
     return Launched(outcome, prepared.canaries, prepared.work, output)
+
+
+def _store_for(lab: Lab, fault: str) -> Bao:
+    """The OpenBao a launch with ``fault`` reads."""
+    if fault == "store-sealed":
+        return lab.sealable
+    return lab.netbao if fault.startswith("net-") else lab.bao
 
 
 def launch(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> Launched:
@@ -482,6 +502,9 @@ def _fault(lab: Lab, fault: str, rng: random.Random) -> Iterator[tuple[str | Non
             yield None, None
         finally:
             filler.unlink()
+    elif fault.startswith("net-"):
+        with _network_fault(lab, fault, rng) as injected:
+            yield injected
     elif fault == "task-killed":
         yield None, _kill_task
     elif fault == "run-killed":
@@ -580,6 +603,36 @@ def _command_line(pid: int) -> str:
     except OSError:
         return "?"
     return raw.replace(b"\0", b" ")[:80].decode(errors="replace")
+
+
+@contextlib.contextmanager
+def _network_fault(
+    lab: Lab, fault: str, rng: random.Random
+) -> Iterator[tuple[str | None, During | None]]:
+    """Between ``run`` and the OpenBao in the lab's network namespace: packets lost,
+    answers delayed, or the link taken down in the middle of the launch."""
+    if fault == "net-loss":
+        lab.network.loss(rng.choice([10, 30, 60, 100]))
+        try:
+            yield None, None
+        finally:
+            lab.network.loss(0)
+    elif fault == "net-latency":
+        with DelayRelay(lab.netbao.address, rng.choice([0.05, 0.5, 3.0])) as relay:
+            yield relay.address, None
+    else:
+        try:
+            yield None, lambda live: _partition(lab, live)
+        finally:
+            lab.network.up()
+
+
+def _partition(lab: Lab, live: Live) -> str | None:
+    """Take the link to OpenBao down at a random point of the launch (up once it ends):
+    within its first 150 ms, while ``run`` starts and reads (it has its values by then)."""
+    time.sleep(live.rng.uniform(0.0, 0.15))
+    lab.network.down()
+    return "partitioned"
 
 
 def _kill_run(live: Live) -> str | None:
