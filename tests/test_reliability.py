@@ -6,9 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+
+from mesos_secrets.testing import canary
+from reliability import sweep
+from reliability.launches import Launched, Outcome
 
 from .conftest import requires_root
 
@@ -37,3 +44,58 @@ def test_quick_run(tmp_path: Path) -> None:
     assert summary["fuzz_crashes"] == 0
     assert set(results["faults"]) >= {"none", "task-killed", "run-killed", "concurrent"}
     assert "| target |" in done.stdout
+
+
+# --- the sweep finds what it looks for ------------------------------------------------
+
+
+def _lab(tmp_path: Path) -> Any:
+    """What the sweep reads of a lab: its directories."""
+    for name in ("runtime", "store", "agent", "logs", "work"):
+        (tmp_path / name).mkdir()
+    return SimpleNamespace(
+        runtime=tmp_path / "runtime",
+        home=tmp_path / "store",
+        agent=SimpleNamespace(base=tmp_path / "agent"),
+        logs=tmp_path / "logs",
+    )
+
+
+def _launched(tmp_path: Path, value: str, output: bytes = b"") -> Launched:
+    outcome = Outcome("app", "local", "none", "succeeded", 0.1, 0, "", expected=True)
+    return Launched(outcome, (value,), tmp_path / "work", output)
+
+
+def test_the_sweep_finds_a_canary_in_a_file_and_in_the_output(tmp_path: Path) -> None:
+    lab, value = _lab(tmp_path), canary()
+    before = sweep.baseline()
+    (tmp_path / "logs" / "deep").mkdir()
+    (tmp_path / "logs" / "deep" / "trail.log").write_text(f"x {value} y")
+    leaks, residue = sweep.check(lab, _launched(tmp_path, value, value.encode()), before)
+    assert leaks == ["file " + str(tmp_path / "logs" / "deep" / "trail.log"), "the launch's output"]
+    assert residue == []
+    # Another launch's canary in the same file is not this one's leak.
+    assert sweep.check(lab, _launched(tmp_path, canary()), before)[0] == []
+
+
+def test_the_sweep_finds_a_canary_in_a_process_environment(tmp_path: Path) -> None:
+    lab, value = _lab(tmp_path), canary()
+    before = sweep.baseline()
+    holder = subprocess.Popen(["sleep", "60"], env={"LEAKED": value})
+    try:
+        leaks, _ = sweep.check(lab, _launched(tmp_path, value), before)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert leaks == [f"process {holder.pid}: sleep 60 "]
+
+
+def test_the_sweep_finds_what_a_launch_left_in_tmp(tmp_path: Path) -> None:
+    lab = _lab(tmp_path)
+    before = sweep.baseline()
+    left = Path(tempfile.mkdtemp(prefix="left-by-a-launch-"))
+    try:
+        _, residue = sweep.check(lab, _launched(tmp_path, canary()), before)
+    finally:
+        left.rmdir()
+    assert residue == [str(left)]
