@@ -84,7 +84,7 @@ FAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "store-silent": (("vault",), ("failed_clearly",)),
     "store-slow": (("vault",), ("succeeded", "failed_clearly")),
     "store-trickling": (("vault",), ("succeeded", "failed_clearly")),
-    "store-sealed": (("vault",), ("failed_clearly",)),
+    "store-sealed": (("vault",), ("succeeded", "failed_clearly")),
     "full-tmpfs": (("local", "vault"), ("failed_clearly",)),
     "store-disk-full": (("local",), ("failed_clearly",)),
     "net-loss": (("vault",), ("succeeded", "failed_clearly")),
@@ -489,10 +489,12 @@ def _fault(lab: Lab, fault: str, rng: random.Random) -> Iterator[tuple[str | Non
     elif fault == "store-trickling":
         with SlowProxy(lab.bao.address, trickle=rng.choice([0.001, 0.01, 0.1])) as proxy:
             yield proxy.address(), None
-    elif fault == "store-sealed":
-        lab.sealable.seal()
+    elif fault == "store-sealed":  # before the launch, or in its first 150 ms
+        before = rng.random() < 0.5
+        if before:
+            lab.sealable.seal()
         try:
-            yield None, None
+            yield None, None if before else lambda live: _seal(lab, live)
         finally:
             lab.sealable.unseal()
     elif fault == "store-disk-full":
@@ -625,6 +627,13 @@ def _network_fault(
             yield None, lambda live: _partition(lab, live)
         finally:
             lab.network.up()
+
+
+def _seal(lab: Lab, live: Live) -> str | None:
+    """Seal the launch's OpenBao at a random point of its start."""
+    time.sleep(live.rng.uniform(0.0, 0.15))
+    lab.sealable.seal()
+    return "sealed"
 
 
 def _partition(lab: Lab, live: Live) -> str | None:
