@@ -38,7 +38,16 @@ import requests
 
 from tests.bao import BAO, free_port, stop_process
 
-__all__ = ["NO_FORWARDING", "ClusterError", "NoForwardingProxy", "Node", "RaftCluster"]
+__all__ = [
+    "ACTIVE",
+    "NO_FORWARDING",
+    "SEALED",
+    "STANDBY",
+    "ClusterError",
+    "NoForwardingProxy",
+    "Node",
+    "RaftCluster",
+]
 
 T = TypeVar("T")
 
@@ -442,25 +451,27 @@ class RaftCluster:
     # --- stop ---------------------------------------------------------------------------
 
     @staticmethod
-    def _stop(process: subprocess.Popen[bytes]) -> None:
+    def _signal(process: subprocess.Popen[bytes], sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGCONT)  # a frozen node cannot handle SIGTERM
+            process.send_signal(sig)
+
+    def _stop(self, process: subprocess.Popen[bytes]) -> None:
+        self._signal(process, signal.SIGCONT)  # a frozen node cannot handle SIGTERM
         stop_process(process)
 
     def close(self) -> None:
-        """Stop every node: SIGTERM to all at once, then SIGKILL to any still running 10 s
-        later. Idempotent; the data and logs stay."""
+        """Stop every node: SIGTERM to all at once (a frozen one thawed first: a leader's
+        shutdown waits for its followers), then SIGKILL to any still running 10 s later.
+        Idempotent; the data and logs stay."""
         if self._closed:
             return
         self._closed = True
-        running = [node.process for node in self.nodes if node.alive]
+        running = [node.process for node in self.nodes if node.process and node.alive]
         for process in running:
-            assert process is not None
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
+            self._signal(process, signal.SIGCONT)
+            self._signal(process, signal.SIGTERM)
         for process in running:
-            assert process is not None
-            self._stop(process)
+            stop_process(process)
 
     def __enter__(self) -> Self:
         return self
