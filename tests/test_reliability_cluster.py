@@ -18,6 +18,7 @@ from reliability.cluster import (
     SEALED,
     STANDBY,
     ClusterError,
+    Node,
     NoForwardingProxy,
     RaftCluster,
 )
@@ -214,9 +215,9 @@ def test_startup_failure_shows_the_log(tmp_path: Path, monkeypatch: pytest.Monke
     left running."""
     write = RaftCluster._write_config
 
-    def broken(self: RaftCluster, node: object) -> None:
-        write(self, node)  # type: ignore[arg-type]
-        node.config.write_text(node.config.read_text() + "no_such_setting {\n")  # type: ignore[attr-defined]
+    def broken(self: RaftCluster, node: Node) -> None:
+        write(self, node)
+        node.config.write_text(node.config.read_text() + "no_such_setting {\n")
 
     monkeypatch.setattr(RaftCluster, "_write_config", broken)
     with pytest.raises(ClusterError, match=r"(?s)node1 exited \(\d+\) .*--- node1 .*bao\.log"):
