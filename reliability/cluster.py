@@ -216,6 +216,13 @@ class RaftCluster:
         ]
         try:
             self._start()
+        except ClusterError:
+            self.close()
+            raise
+        except Exception as error:  # an API call failed: what the nodes said explains it
+            tails = _tails(self.nodes)
+            self.close()
+            raise ClusterError(f"the cluster did not start: {error}{tails}") from error
         except BaseException:
             self.close()
             raise

@@ -223,3 +223,17 @@ def test_startup_failure_shows_the_log(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(ClusterError, match=r"(?s)node1 exited \(\d+\) .*--- node1 .*bao\.log"):
         RaftCluster(tmp_path)
     assert bao_processes(tmp_path) == []
+
+
+def test_failed_api_call_shows_the_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API call that fails during startup becomes a ClusterError with every node's log."""
+
+    def refused(self: RaftCluster, node: Node) -> None:
+        raise requests.ConnectionError(f"{node.name} refused")
+
+    monkeypatch.setattr(RaftCluster, "_submit_keys", refused)
+    with pytest.raises(
+        ClusterError, match=r"(?s)did not start: node1 refused.*--- node1 .*--- node3 "
+    ):
+        RaftCluster(tmp_path)
+    assert bao_processes(tmp_path) == []
