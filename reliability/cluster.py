@@ -264,7 +264,7 @@ class RaftCluster:
     def _spawn(self, node: Node) -> None:
         assert BAO
         with node.log.open("ab") as out:
-            node.process = subprocess.Popen(  # noqa: S603 (a fixed argv)
+            node.process = subprocess.Popen(
                 [BAO, "server", f"-config={node.config}"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
