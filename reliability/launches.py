@@ -47,6 +47,7 @@ from tests.bao import Bao, free_port, stop_process
 from tests.hostile import SilentServer, SlowProxy
 from tests.node_agent import NodeAgent
 
+from .cluster import NoForwardingProxy, RaftCluster
 from .network import DelayRelay, InNamespaceBao, IsolatedNetwork
 
 __all__ = [
@@ -76,6 +77,9 @@ OVERSIZED = 2 * 1024 * 1024
 #: The faults a launch from a private image (kind ``image``) is made under.
 IMAGE_FAULTS = ("none", "missing-secret", "task-killed", "run-killed")
 
+#: Faults of the raft cluster's.
+CLUSTER_FAULTS = ("leader-killed", "standby-forwards", "standby-redirects")
+
 #: fault -> (the stores it applies to, what it may end in)
 FAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "none": (("local", "vault", "agent"), ("succeeded",)),
@@ -90,6 +94,9 @@ FAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "net-loss": (("vault",), ("succeeded", "failed_clearly")),
     "net-latency": (("vault",), ("succeeded", "failed_clearly")),
     "net-partition": (("vault",), ("succeeded", "failed_clearly")),
+    "leader-killed": (("vault",), ("succeeded", "failed_clearly")),
+    "standby-forwards": (("vault",), ("succeeded",)),
+    "standby-redirects": (("vault",), ("succeeded",)),
     "task-killed": (("local", "vault", "agent"), ("failed_clearly",)),
     "run-killed": (("local", "vault", "agent"), ("succeeded", "failed_clearly")),
     "agent-killed": (("agent",), ("succeeded", "failed_clearly")),
@@ -154,6 +161,9 @@ class Lab:
             self._stack.callback(self.network.close)
             self.netbao = InNamespaceBao(self.network, directory / "bao-netns")
             self.network.callback(self.netbao.stop)
+            #: Three OpenBao nodes in raft, whose standbys forward (or redirect) reads.
+            self.cluster = RaftCluster(directory / "cluster", standby_reads=False)
+            self._stack.callback(self.cluster.close)
             self.agent = self._start_agent()
             self._stack.callback(self._stop_agent)
         except BaseException:
@@ -238,7 +248,7 @@ class Lab:
         address: str | None = None,
         home: Path | None = None,
         image: bool = False,
-        bao: Bao | None = None,
+        bao: Bao | _Cluster | None = None,
     ) -> dict[str, str]:
         """``run``'s environment for ``store``: ``bao`` the OpenBao it reads (its address
         overridden by ``address``), ``home`` the embedded store, ``image`` the configuration
@@ -277,7 +287,7 @@ class Lab:
         name: str,
         fields: dict[str, bytes],
         *,
-        bao: Bao | None = None,
+        bao: Bao | _Cluster | None = None,
         home: Path | None = None,
     ) -> None:
         """``fields`` under ``name`` where ``store`` reads it (``home``: that embedded store)."""
@@ -289,6 +299,9 @@ class Lab:
                 # No connection left open: the sweep reads the database file in this
                 # process, and closing any descriptor of it drops SQLite's POSIX locks.
                 local.close()
+            return
+        if isinstance(bao, _Cluster):
+            self.cluster.put_secret(name.strip("/"), {k: v.decode() for k, v in fields.items()})
             return
         client = (bao or self.bao).client()
         try:
@@ -447,10 +460,20 @@ def execute(lab: Lab, prepared: Prepared, rng: random.Random) -> Launched:
     return Launched(outcome, prepared.canaries, prepared.work, output)
 
 
-def _store_for(lab: Lab, fault: str) -> Bao:
+@attrs.frozen
+class _Cluster:
+    """The raft cluster, as a launch's store: the token; a node's address is the fault's."""
+
+    address: str
+    root_token: str
+
+
+def _store_for(lab: Lab, fault: str) -> Bao | _Cluster:
     """The OpenBao a launch with ``fault`` reads."""
     if fault == "store-sealed":
         return lab.sealable
+    if fault in CLUSTER_FAULTS:
+        return _Cluster(lab.cluster.leader().address, lab.cluster.root_token)
     return lab.netbao if fault.startswith("net-") else lab.bao
 
 
@@ -504,6 +527,9 @@ def _fault(lab: Lab, fault: str, rng: random.Random) -> Iterator[tuple[str | Non
             yield None, None
         finally:
             filler.unlink()
+    elif fault in CLUSTER_FAULTS:
+        with _cluster_fault(lab, fault, rng) as injected:
+            yield injected
     elif fault.startswith("net-"):
         with _network_fault(lab, fault, rng) as injected:
             yield injected
@@ -634,6 +660,36 @@ def _seal(lab: Lab, live: Live) -> str | None:
     time.sleep(live.rng.uniform(0.0, 0.15))
     lab.sealable.seal()
     return "sealed"
+
+
+@contextlib.contextmanager
+def _cluster_fault(
+    lab: Lab, fault: str, rng: random.Random
+) -> Iterator[tuple[str | None, During | None]]:
+    """Reads through one node of the raft cluster: a standby, which forwards them to the
+    leader or (asked not to forward) redirects the client there; or any node while the
+    leader is killed, then restarted and waited for once the launch has ended."""
+    cluster = lab.cluster
+    if fault == "standby-forwards":
+        yield rng.choice(cluster.standbys()).address, None
+    elif fault == "standby-redirects":
+        with NoForwardingProxy(rng.choice(cluster.standbys()).address) as proxy:
+            yield proxy.address, None
+    else:
+        leader = cluster.leader()
+        try:
+            yield rng.choice(cluster.nodes).address, lambda live: _kill_leader(lab, leader, live)
+        finally:
+            if not leader.alive:
+                cluster.restart(leader)
+            cluster.wait_healthy(timeout=60)
+
+
+def _kill_leader(lab: Lab, leader: Any, live: Live) -> str | None:
+    """SIGKILL the raft leader at a random point of the launch's start."""
+    time.sleep(live.rng.uniform(0.0, 0.15))
+    lab.cluster.kill(leader)
+    return "killed the leader"
 
 
 def _partition(lab: Lab, live: Live) -> str | None:
