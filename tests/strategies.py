@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import strategies as st
 
 from mesos_secrets import Secret
@@ -97,3 +99,131 @@ def json_trees(
 
 #: NaN and infinities included: ``json.dumps`` writes them, strict readers refuse them.
 hostile_json = json_trees(st.none() | st.booleans() | st.integers() | st.floats() | any_text)
+
+
+# --- hostile specs: for the readers of Marathon and Mesos JSON ------------------------------
+
+_env = st.dictionaries(
+    st.text(), hostile_json | st.fixed_dictionaries({"secret": hostile_json}), max_size=3
+)
+app_like = st.fixed_dictionaries(
+    {"id": st.sampled_from(["/a", "a/b", "/", ""]) | hostile_json},
+    optional={
+        "cmd": st.text() | hostile_json,
+        "args": st.lists(st.text(), max_size=3) | hostile_json,
+        "user": st.text() | hostile_json,
+        "env": _env | hostile_json,
+        "secrets": st.dictionaries(
+            st.text(), st.fixed_dictionaries({"source": st.text() | hostile_json}), max_size=3
+        )
+        | hostile_json,
+        "container": st.fixed_dictionaries(
+            {},
+            optional={
+                "type": st.sampled_from(["MESOS", "DOCKER"]) | hostile_json,
+                "volumes": st.lists(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "containerPath": st.text() | hostile_json,
+                            "secret": st.text() | hostile_json,
+                            "hostPath": st.text() | hostile_json,
+                            "mode": st.sampled_from(["RO", "RW"]) | hostile_json,
+                        },
+                    ),
+                    max_size=2,
+                )
+                | hostile_json,
+                "docker": hostile_json,
+            },
+        )
+        | hostile_json,
+        "cpus": hostile_json,
+        "mem": hostile_json,
+    },
+)
+pod_like = st.fixed_dictionaries(
+    {
+        "id": st.sampled_from(["/p"]) | hostile_json,
+        "containers": st.lists(
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["c", "d"]) | hostile_json},
+                optional={
+                    "exec": st.fixed_dictionaries(
+                        {
+                            "command": st.fixed_dictionaries({"shell": st.text()})
+                            | st.fixed_dictionaries({"argv": st.lists(st.text(), max_size=3)})
+                            | hostile_json
+                        }
+                    )
+                    | hostile_json,
+                    "resources": hostile_json,
+                    "environment": _env,
+                    "user": st.text() | hostile_json,
+                    "volumeMounts": hostile_json,
+                },
+            ),
+            max_size=2,
+        )
+        | hostile_json,
+    },
+    optional={"environment": _env | hostile_json, "volumes": hostile_json, "user": hostile_json},
+)
+#: JSON's edge cases, put where a spec has a number, a string, an object.
+_edges = st.sampled_from(
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e999",
+        "-1e999",
+        "9" * 5000,
+        "1" * 400,
+        "0.1",
+        "null",
+        '"\\u0000"',
+        '"\\ud800"',
+        '"a\\n"',
+        "[" * 2000 + "]" * 2000,
+        '{"a": 1, "a": 2}',
+    ]
+)
+edge_specs = st.builds(
+    '{{"id": "/a", "cmd": {}, "cpus": {}, "env": {{"A": {}, "B": {{"secret": {}}}}}, '
+    '"user": {}, "labels": {}}}'.format,
+    _edges | st.just('"true"'),
+    _edges | st.just("1"),
+    _edges | st.just('"x"'),
+    _edges | st.just('"s"'),
+    _edges | st.just("null"),
+    _edges | st.just("{}"),
+).map(str.encode)
+#: Bytes a spec reader may be handed: edge cases, garbage, JSON, app- and pod-like JSON.
+spec_documents = (
+    edge_specs
+    | st.binary()
+    | hostile_json.map(lambda v: json.dumps(v).encode())
+    | st.one_of(app_like, pod_like).map(lambda v: json.dumps(v).encode())
+    # Raw text around JSON's edge cases: NaN, huge numbers, escapes, duplicates.
+    | st.lists(
+        st.sampled_from(
+            [
+                '{"id":"/a","cmd":"x"',
+                ",",
+                '"cpus":',
+                "NaN",
+                "1e999",
+                "9" * 50,
+                '"\\u0000"',
+                '"\\ud800"',
+                '"env":{"A":"1","A":{"secret":"s"}}',
+                "}",
+                "[",
+                "]",
+                "-",
+                "0",
+            ]
+        ),
+        max_size=12,
+    ).map(lambda parts: "".join(parts).encode())
+)

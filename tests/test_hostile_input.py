@@ -31,7 +31,7 @@ from mesos_secrets.marathon import App, load_spec
 from mesos_secrets.mesos import TaskGroupInfo, TaskInfo
 from mesos_secrets.pods import Pod
 
-from .strategies import hostile_json, json_trees
+from .strategies import hostile_json, json_trees, spec_documents
 
 CLI = [str(Path(sys.executable).parent / "mesos-secrets")]
 
@@ -327,7 +327,6 @@ def test_hostile_acl_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 # --- properties ------------------------------------------------------------------------
 
-json_values = hostile_json
 #: What ``json.dumps`` writes and JSON allows: finite numbers.
 finite_json = json_trees(
     st.none()
@@ -337,132 +336,9 @@ finite_json = json_trees(
     | st.text(),
     st.text(),
 )
-_env = st.dictionaries(
-    st.text(), json_values | st.fixed_dictionaries({"secret": json_values}), max_size=3
-)
-app_like = st.fixed_dictionaries(
-    {"id": st.sampled_from(["/a", "a/b", "/", ""]) | json_values},
-    optional={
-        "cmd": st.text() | json_values,
-        "args": st.lists(st.text(), max_size=3) | json_values,
-        "user": st.text() | json_values,
-        "env": _env | json_values,
-        "secrets": st.dictionaries(
-            st.text(), st.fixed_dictionaries({"source": st.text() | json_values}), max_size=3
-        )
-        | json_values,
-        "container": st.fixed_dictionaries(
-            {},
-            optional={
-                "type": st.sampled_from(["MESOS", "DOCKER"]) | json_values,
-                "volumes": st.lists(
-                    st.fixed_dictionaries(
-                        {},
-                        optional={
-                            "containerPath": st.text() | json_values,
-                            "secret": st.text() | json_values,
-                            "hostPath": st.text() | json_values,
-                            "mode": st.sampled_from(["RO", "RW"]) | json_values,
-                        },
-                    ),
-                    max_size=2,
-                )
-                | json_values,
-                "docker": json_values,
-            },
-        )
-        | json_values,
-        "cpus": json_values,
-        "mem": json_values,
-    },
-)
-pod_like = st.fixed_dictionaries(
-    {
-        "id": st.sampled_from(["/p"]) | json_values,
-        "containers": st.lists(
-            st.fixed_dictionaries(
-                {"name": st.sampled_from(["c", "d"]) | json_values},
-                optional={
-                    "exec": st.fixed_dictionaries(
-                        {
-                            "command": st.fixed_dictionaries({"shell": st.text()})
-                            | st.fixed_dictionaries({"argv": st.lists(st.text(), max_size=3)})
-                            | json_values
-                        }
-                    )
-                    | json_values,
-                    "resources": json_values,
-                    "environment": _env,
-                    "user": st.text() | json_values,
-                    "volumeMounts": json_values,
-                },
-            ),
-            max_size=2,
-        )
-        | json_values,
-    },
-    optional={"environment": _env | json_values, "volumes": json_values, "user": json_values},
-)
-#: JSON's edge cases, put where a spec has a number, a string, an object.
-_edges = st.sampled_from(
-    [
-        "NaN",
-        "Infinity",
-        "-Infinity",
-        "1e999",
-        "-1e999",
-        "9" * 5000,
-        "1" * 400,
-        "0.1",
-        "null",
-        '"\\u0000"',
-        '"\\ud800"',
-        '"a\\n"',
-        "[" * 2000 + "]" * 2000,
-        '{"a": 1, "a": 2}',
-    ]
-)
-edge_specs = st.builds(
-    '{{"id": "/a", "cmd": {}, "cpus": {}, "env": {{"A": {}, "B": {{"secret": {}}}}}, '
-    '"user": {}, "labels": {}}}'.format,
-    _edges | st.just('"true"'),
-    _edges | st.just("1"),
-    _edges | st.just('"x"'),
-    _edges | st.just('"s"'),
-    _edges | st.just("null"),
-    _edges | st.just("{}"),
-).map(str.encode)
-documents = (
-    edge_specs
-    | st.binary()
-    | json_values.map(lambda v: json.dumps(v).encode())
-    | st.one_of(app_like, pod_like).map(lambda v: json.dumps(v).encode())
-    # Raw text around JSON's edge cases: NaN, huge numbers, escapes, duplicates.
-    | st.lists(
-        st.sampled_from(
-            [
-                '{"id":"/a","cmd":"x"',
-                ",",
-                '"cpus":',
-                "NaN",
-                "1e999",
-                "9" * 50,
-                '"\\u0000"',
-                '"\\ud800"',
-                '"env":{"A":"1","A":{"secret":"s"}}',
-                "}",
-                "[",
-                "]",
-                "-",
-                "0",
-            ]
-        ),
-        max_size=12,
-    ).map(lambda parts: "".join(parts).encode())
-)
 
 
-@given(documents)
+@given(spec_documents)
 def test_any_bytes_are_a_spec_or_a_typed_error(data: bytes) -> None:
     """``load_spec`` on anything: a valid App, Pod, Group or array, or a
     MesosSecretsError; a valid one converts to Mesos JSON that ``json`` writes without NaN or Infinity."""
@@ -480,7 +356,7 @@ def test_any_bytes_are_a_spec_or_a_typed_error(data: bytes) -> None:
         type(message).from_json(text)  # and what we write, we read back
 
 
-@given(documents)
+@given(spec_documents)
 def test_any_bytes_are_a_task_or_a_typed_error(data: bytes) -> None:
     """The executor's and the library's reader of Mesos JSON: the same promise."""
     for kind in (TaskInfo, TaskGroupInfo):
@@ -488,7 +364,7 @@ def test_any_bytes_are_a_task_or_a_typed_error(data: bytes) -> None:
             kind.from_json(data)
 
 
-@given(st.one_of(documents, json_values.map(lambda v: json.dumps({"rules": v}).encode())))
+@given(st.one_of(spec_documents, hostile_json.map(lambda v: json.dumps({"rules": v}).encode())))
 def test_any_acls_are_acls_or_a_typed_error(data: bytes) -> None:
     with contextlib.suppress(MesosSecretsError):
         ACLs.from_json(loads(data))
