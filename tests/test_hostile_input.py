@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -405,3 +406,43 @@ def test_config_loads_through_the_same_reader(tmp_path: Path) -> None:
     modules.write_text('{"libraries": [], "libraries": []}')
     with pytest.raises(SecretValidationError, match="appears more than once"):
         load_config(modules)
+
+
+# --- the node agent's socket ------------------------------------------------------------
+
+
+def raw_exchange(path: Path, request: bytes) -> bytes:
+    """``request`` as a client writes it, on a connection of its own; all it got back."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"\xb9", b"1\xb3"])
+def test_a_content_length_in_other_digits(length: bytes, tmp_path: Path) -> None:
+    """``²`` is a digit to ``str.isdigit`` but not to ``int``: the agent refused it
+    with nothing but a closed connection (and "serving a request failed: ValueError"
+    in its log). It is refused as any Content-Length it cannot read is."""
+    from mesos_secrets.agent.server import Agent, Running, bind_socket
+    from mesos_secrets.agent.settings import AgentSettings
+    from resolvers.local import LocalResolver
+
+    path = tmp_path / "agent.sock"
+    settings = AgentSettings.from_table({"socket": str(path)}, tmp_path)
+    running = Running(Agent(LocalResolver(tmp_path / "store"), settings), bind_socket(path))
+    try:
+        answer = raw_exchange(
+            path, b"POST /v1/resolve HTTP/1.1\r\nContent-Length: " + length + b"\r\n\r\n{}"
+        )
+    finally:
+        running.stop()
+    assert answer.startswith(b"HTTP/1.1 411 Length Required\r\n"), answer
+    assert b'{"error":{"kind":"length","message":"a request body needs a Content-Length"}}' in (
+        answer
+    )

@@ -745,7 +745,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _body(self) -> Any:
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        # isdigit() alone lets "²" through, which int() refuses; ASCII digits only.
+        if length is None or not (length.isascii() and length.isdigit()):
             raise protocol.ProtocolError("a request body needs a Content-Length", 411, "length")
         if int(length) > protocol.MAX_BODY:
             self.close_connection = True
