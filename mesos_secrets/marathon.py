@@ -802,6 +802,8 @@ def _read_volume(read: _Reader, volume: dict[str, Any], path: str) -> AppVolume 
         if isinstance(volume.get(kind), dict):
             mode = read.string(volume, "mode", path)
             size = read.number(volume[kind], "size", 0.0, f"{path}/{kind}")
+            if kind == "external":  # ExternalVolumeInfo.options: a map of strings
+                read.optional_obj(volume[kind].get("options"), f"{path}/{kind}/options")
             return AppOtherVolume(
                 kind,
                 container_path=read.min1(volume, "containerPath", path, required=True),

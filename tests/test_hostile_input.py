@@ -174,6 +174,17 @@ SPECS: dict[str, tuple[bytes, str]] = {
         json.dumps({"id": "/g", "apps": [{"cmd": "true", "env": {"PW": "x"}}]}).encode(),
         """/apps(0)/id: 'id' is undefined on object: {"cmd":…,"env":…}""",
     ),
+    "an external volume's options not an object": (
+        app(
+            container={
+                "type": "MESOS",
+                "volumes": [
+                    {"containerPath": "v", "mode": "RW", "external": {"name": "v", "options": []}}
+                ],
+            }
+        ),
+        "/container/volumes(0)/external/options: error.expected.jsobject",
+    ),
     "a partial update": (
         b'{"id": "/a", "instances": 2}',
         "/: no 'cmd', 'args' or 'container': a partial update of '/a'",
