@@ -73,7 +73,6 @@ import hashlib
 import json
 import logging
 import lzma
-import math
 import os
 import re
 import secrets
@@ -326,7 +325,7 @@ class Fetcher:
         ca_bundle: Path | str | None = None,
         progress: Progress | None = None,
     ) -> None:
-        if not 0 < timeout < math.inf:
+        if not 0 < timeout <= sys.float_info.max:
             raise ConfigError("the fetcher's timeout must be a positive number of seconds")
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.cache_size = cache_size
@@ -355,7 +354,7 @@ class Fetcher:
         if (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
-            or not 0 < timeout < math.inf
+            or not 0 < timeout <= sys.float_info.max
         ):
             raise ConfigError("[fetcher] 'timeout' must be a positive number of seconds")
         return cls(

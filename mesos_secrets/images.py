@@ -39,13 +39,13 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -161,7 +161,7 @@ class RegistryOptions:
         if (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
-            or not 0 < timeout < math.inf
+            or not 0 < timeout <= sys.float_info.max  # an int past a double too
         ):
             raise ConfigError("[images] 'timeout' must be a positive number of seconds")
         registry = table.get("registry")

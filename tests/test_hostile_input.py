@@ -26,7 +26,7 @@ from mesos_secrets import cli
 from mesos_secrets._codec import MAX_DEPTH, loads
 from mesos_secrets.acls import ACLs
 from mesos_secrets.config import load_config
-from mesos_secrets.errors import MesosSecretsError, SecretValidationError
+from mesos_secrets.errors import ConfigError, MesosSecretsError, SecretValidationError
 from mesos_secrets.groups import MAX_APPS, MAX_GROUPS, AppList, Group
 from mesos_secrets.marathon import App, load_spec
 from mesos_secrets.mesos import TaskGroupInfo, TaskInfo
@@ -269,6 +269,8 @@ def test_hostile_configuration(
         ("timeout = true", "[images] 'timeout' must be a positive number of seconds"),
         ('insecure_credentials = "no"', "[images] 'insecure_credentials' must be true or false"),
         ("ca_bundle = 1", "[images] 'ca_bundle' must be the path of a file of certificates"),
+        # An integer no double holds: float() of it raised OverflowError.
+        ("timeout = " + "9" * 400, "[images] 'timeout' must be a positive number of seconds"),
     ],
 )
 def test_hostile_images_settings(
@@ -281,6 +283,30 @@ def test_hostile_images_settings(
     assert status == 1
     assert message in err
     assert len(err.splitlines()) == 1, err
+
+
+def test_a_fetcher_timeout_past_a_double(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An integer no double holds: float() of it raised OverflowError."""
+    config = tmp_path / "config.toml"
+    config.write_text("[fetcher]\ntimeout = " + "9" * 400 + "\n")
+    (tmp_path / "spec.json").write_bytes(app())
+    status, err = run_cli(["--config", str(config), "run", str(tmp_path / "spec.json")], capsys)
+    assert status == 1
+    assert "[fetcher] 'timeout' must be a positive number of seconds" in err
+    assert len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("setting", ["cache_ttl", "max_stale"])
+def test_agent_seconds_past_a_double(setting: str, tmp_path: Path) -> None:
+    """An integer no double holds: math.isfinite() of it raised OverflowError."""
+    from mesos_secrets.agent.settings import AgentSettings
+
+    config = tmp_path / "config.toml"
+    config.write_text(f"[agent]\n{setting} = " + "9" * 400 + "\n")
+    with pytest.raises(ConfigError, match=f"'{setting}' must be a number of seconds"):
+        AgentSettings.from_table(load_config(config).agent, tmp_path)
 
 
 @pytest.mark.parametrize("where", ["a file", "under a file"])

@@ -24,7 +24,7 @@
 
 from __future__ import annotations
 
-import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,11 @@ def parse_address(text: str, where: str) -> tuple[str, int]:
 
 
 def _seconds(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not -sys.float_info.max <= value <= sys.float_info.max  # an int past a double too
+    ):
         raise ConfigError(f"{where} must be a number of seconds")
     if value < 0:
         raise ConfigError(f"{where} must not be negative")
