@@ -207,9 +207,13 @@ class JSONModel:
 
     @classmethod
     def from_json(cls: type[T], obj: Any) -> T:
-        """Build from Mesos v1 JSON: a decoded object, or JSON text."""
+        """Build from Mesos v1 JSON: a decoded object, or JSON text. Either is held to
+        :func:`loads`' limits (depth, lone surrogates): the executor reads a LAUNCH's
+        task from what its driver decoded, as deep as the stack allows."""
         if isinstance(obj, str | bytes):
             obj = loads(obj)
+        else:
+            _check_tree(obj)
         return typing.cast(T, _decode_model(cls, obj, ""))
 
     def to_json(self) -> dict[str, Any]:

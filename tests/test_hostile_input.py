@@ -438,6 +438,29 @@ def test_loads_limits(text: str, error: str | None) -> None:
         loads(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            '{"name": "t", "task_id": {"value": "t"}, "labels": ' + "[" * 700 + "]" * 700 + "}",
+            f"/labels: Invalid JSON: nested deeper than {MAX_DEPTH} levels",
+        ),
+        (
+            '{"name": "\\ud800", "task_id": {"value": "t"}}',
+            "/name: Invalid JSON: a string holds an unpaired UTF-16 surrogate",
+        ),
+    ],
+)
+def test_a_decoded_task_is_read_within_the_same_limits(text: str, error: str) -> None:
+    """The executor reads a LAUNCH's task from what its driver decoded (``json.loads``,
+    as deep as the stack allows): copying a field the task keeps as it is raised
+    RecursionError. It is refused as the same text is."""
+    for document in (text, json.loads(text)):
+        with pytest.raises(SecretValidationError) as caught:
+            TaskInfo.from_json(document)
+        assert str(caught.value) == error
+
+
 def test_config_loads_through_the_same_reader(tmp_path: Path) -> None:
     modules = tmp_path / "modules.json"
     modules.write_text('{"libraries": [], "libraries": []}')
