@@ -68,6 +68,7 @@ from .networking import (
     normalize_app,
     placeholder_ports,
     port_resources,
+    read_ip_address,
     read_labels,
     read_networks,
     read_port_definitions,
@@ -505,9 +506,7 @@ def parse_app(obj: Any, *, strict: bool = False) -> App:
     docker_mappings = read_port_mappings(
         read, raw_docker.get("portMappings"), "/container/docker/portMappings"
     )
-    ip_address = root.get("ipAddress")
-    if ip_address is not None and read.obj(ip_address, "/ipAddress") is None:
-        ip_address = None
+    ip_address = read_ip_address(read, root.get("ipAddress"))
     fetch = read_artifacts(read, root.get("fetch"), "/fetch")
     uris = read_uris(read, root.get("uris"))
     require_ports = bool(read.boolean(root, "requirePorts", ""))

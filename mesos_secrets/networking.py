@@ -169,6 +169,24 @@ def read_port_definitions(read: SpecReader, raw: Any) -> tuple[PortDefinition, .
     return tuple(found)
 
 
+def read_ip_address(read: SpecReader, raw: Any) -> dict[str, Any] | None:
+    """The deprecated ``ipAddress`` (``networkName``, ``labels``, ``discovery``'s
+    ``ports``: ``number``, ``name``, ``protocol``, ``labels``), of the types Marathon's
+    reader takes: what is not reported here is used as it is."""
+    path = "/ipAddress"
+    if raw is None or read.obj(raw, path) is None:
+        return None
+    read.string(raw, "networkName", path)
+    read_labels(read, raw.get("labels"), f"{path}/labels")
+    discovery = read.optional_obj(raw.get("discovery"), f"{path}/discovery")
+    for where, port in read.objects(discovery.get("ports"), f"{path}/discovery/ports"):
+        _int(read, port, "number", where)
+        read.string(port, "name", where)
+        read.string(port, "protocol", where)
+        read_labels(read, port.get("labels"), f"{where}/labels")
+    return dict(raw)
+
+
 def read_ports(read: SpecReader, raw: Any) -> tuple[int, ...] | None:
     """The legacy ``ports``: port numbers."""
     if raw is None:

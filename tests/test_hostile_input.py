@@ -185,6 +185,14 @@ SPECS: dict[str, tuple[bytes, str]] = {
         ),
         "/container/volumes(0)/external/options: error.expected.jsobject",
     ),
+    "a legacy discovery port's name not a string": (
+        app(ipAddress={"discovery": {"ports": [{"number": 80, "name": {"a": "b"}}]}}),
+        "/ipAddress/discovery/ports(0)/name: error.expected.jsstring",
+    ),
+    "legacy discovery ports not an array of objects": (
+        app(ipAddress={"discovery": {"ports": ["http"]}}),
+        "/ipAddress/discovery/ports(0): error.expected.jsobject",
+    ),
     "a partial update": (
         b'{"id": "/a", "instances": 2}',
         "/: no 'cmd', 'args' or 'container': a partial update of '/a'",
