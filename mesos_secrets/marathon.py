@@ -236,8 +236,9 @@ class App:
         if checks:
             extra["health_check"] = checks[0]
         if self.kill_grace_period is not None:
-            nanoseconds = int(self.kill_grace_period * 1e9)
-            extra["kill_policy"] = {"grace_period": {"nanoseconds": nanoseconds}}
+            extra["kill_policy"] = kill_policy(
+                self.kill_grace_period, "/taskKillGracePeriodSeconds"
+            )
         docker = self.container is not None and self.container.type is ContainerType.DOCKER
         marathon_env = app_env(
             task_id=task_id,
@@ -417,6 +418,18 @@ def secret_for(secrets: Mapping[str, str], name: str) -> Secret:
     (DC/OS behaviour), ``path@key`` naming one key."""
     path, key = split_source(secrets[name])
     return Secret.for_reference(path, key)
+
+
+#: The longest grace period Mesos holds: ``DurationInfo.nanoseconds`` is an int64.
+MAX_GRACE_PERIOD_S = (2**63 - 1) // 10**9
+
+
+def kill_policy(seconds: float, path: str) -> dict[str, Any]:
+    """A ``KillPolicy`` of ``seconds``: one Mesos cannot hold is not valid (at ``path``)."""
+    if seconds > MAX_GRACE_PERIOD_S:
+        message = f"must be at most {MAX_GRACE_PERIOD_S} seconds (Mesos' int64 nanoseconds)"
+        raise SpecError(NOT_VALID, [(path, message)])
+    return {"grace_period": {"nanoseconds": int(seconds * 1e9)}}
 
 
 def mount_path(path: str) -> str:

@@ -47,6 +47,7 @@ from .marathon import (
     check_sources,
     command_info,
     id_violations,
+    kill_policy,
     mount_path,
     persistent_disk,
     secret_for,
@@ -291,7 +292,7 @@ class Pod:
             task_id=build.task_id(container),
             command=command,
             container=self._container(index, container),
-            extra=self._task_extra(container, build),
+            extra=self._task_extra(index, container, build),
         )
 
     def _container(self, index: int, container: PodContainer) -> ContainerInfo:
@@ -355,7 +356,7 @@ class Pod:
             type=ContainerType.MESOS, volumes=tuple(volumes), mesos=mesos, extra=container_extra
         )
 
-    def _task_extra(self, container: PodContainer, build: _TaskBuild) -> dict[str, Any]:
+    def _task_extra(self, index: int, container: PodContainer, build: _TaskBuild) -> dict[str, Any]:
         """Resources, discovery, labels, the health check and the kill policy."""
         extra: dict[str, Any] = {
             "resources": _resources(container.cpus, container.mem, container.disk, container.gpus),
@@ -373,8 +374,8 @@ class Pod:
             if check is not None:
                 extra["health_check"] = check
         if container.kill_grace_period is not None:
-            nanoseconds = int(container.kill_grace_period * 1e9)
-            extra["kill_policy"] = {"grace_period": {"nanoseconds": nanoseconds}}
+            where = f"/containers({index})/lifecycle/killGracePeriodSeconds"
+            extra["kill_policy"] = kill_policy(container.kill_grace_period, where)
         return extra
 
 

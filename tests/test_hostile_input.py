@@ -193,6 +193,19 @@ SPECS: dict[str, tuple[bytes, str]] = {
         app(ipAddress={"discovery": {"ports": ["http"]}}),
         "/ipAddress/discovery/ports(0): error.expected.jsobject",
     ),
+    "a kill grace period Mesos cannot hold": (
+        app(taskKillGracePeriodSeconds=1e308),
+        "/taskKillGracePeriodSeconds: must be at most 9223372036 seconds",
+    ),
+    "a pod's kill grace period Mesos cannot hold": (
+        pod(
+            {
+                "exec": {"command": {"shell": "true"}},
+                "lifecycle": {"killGracePeriodSeconds": 9223372037},
+            }
+        ),
+        "/containers(0)/lifecycle/killGracePeriodSeconds: must be at most 9223372036 seconds",
+    ),
     "a partial update": (
         b'{"id": "/a", "instances": 2}',
         "/: no 'cmd', 'args' or 'container': a partial update of '/a'",
