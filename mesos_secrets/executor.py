@@ -549,7 +549,8 @@ def _grace_period(kill_policy: Any) -> float | None:
     grace = kill_policy.get("grace_period") if isinstance(kill_policy, Mapping) else None
     nanoseconds = grace.get("nanoseconds") if isinstance(grace, Mapping) else None
     if isinstance(nanoseconds, int | str) and not isinstance(nanoseconds, bool):
-        with contextlib.suppress(ValueError):
+        # Past a double (int64 at most from Mesos) is no grace period, as a malformed one.
+        with contextlib.suppress(ValueError, OverflowError):
             return max(0, int(nanoseconds)) / 1e9
     return None
 

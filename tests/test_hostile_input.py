@@ -482,6 +482,22 @@ def test_a_decoded_task_is_read_within_the_same_limits(text: str, error: str) ->
         assert str(caught.value) == error
 
 
+@pytest.mark.parametrize(
+    "nanoseconds",
+    [10**400, "9" * 400, "9" * 5000, "x", 1.5, None],
+    ids=["10**400", "400 nines", "5000 nines", "x", "1.5", "null"],
+)
+def test_a_launch_with_a_grace_period_past_a_double(nanoseconds: object) -> None:
+    """The executor reads a task's kill policy before the rest of its LAUNCH: 10**400
+    nanoseconds raised OverflowError in the driver's callback, and the driver gave up
+    handling the agent's events. A grace period it cannot read is none, as a malformed
+    one is."""
+    from mesos_secrets.executor import _grace_period
+
+    assert _grace_period({"grace_period": {"nanoseconds": nanoseconds}}) is None
+    assert _grace_period({"grace_period": {"nanoseconds": "1500000000"}}) == 1.5
+
+
 def test_config_loads_through_the_same_reader(tmp_path: Path) -> None:
     modules = tmp_path / "modules.json"
     modules.write_text('{"libraries": [], "libraries": []}')
