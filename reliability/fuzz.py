@@ -2,10 +2,11 @@
 
 ``make reliability`` asks for at least 100 000 inputs per parser and no crash. An input
 *crashes* a parser when anything but a :class:`~mesos_secrets.errors.MesosSecretsError`
-comes out of it (``KeyError``, ``RecursionError``, ``UnicodeEncodeError``…), or one whose
-message spans lines (the project's rule: one line naming what is wrong and where; every
-message of ours is one line today, :func:`~mesos_secrets.errors.printable` sees to it).
-Each parser is tried as a user reaches it:
+comes out of it (``KeyError``, ``RecursionError``, ``UnicodeEncodeError``, a warning, as
+warnings are errors in the tests…), or one whose message spans lines (the project's rule:
+one line naming what is wrong and where; every message of ours is one line today,
+:func:`~mesos_secrets.errors.printable` sees to it). Each parser is tried as a user
+reaches it:
 
 - ``marathon``: :func:`~mesos_secrets.marathon.load_spec`, what ``validate``,
   ``task-info`` and ``run`` read a spec file with (an app, a pod, a group or an array);
@@ -21,7 +22,8 @@ Each parser is tried as a user reaches it:
 - ``acls``: :meth:`ACLs.load <mesos_secrets.acls.ACLs.load>` on a file, and the rules it
   read applied to a few callers and secrets;
 - ``config``: :func:`~mesos_secrets.config.load_config` on a file (TOML, or a Mesos
-  modules manifest), and the tables ``run`` and ``agent`` read from what it returns:
+  modules manifest; a file written per input costs little beside the reading), and the
+  tables ``run`` and ``agent`` read from what it returns:
   ``[agent]`` (``AgentSettings.from_table``), ``[images]``, ``[fetcher]`` and
   ``[containers]`` (``run``'s private ``_container_options``, for want of a public one);
 - ``agent-protocol``: raw HTTP requests to a node agent serving in this process on a
@@ -33,7 +35,8 @@ Each parser is tried as a user reaches it:
   no longer answering ``GET /v1/health`` (asked every :data:`HEALTH_EVERY` inputs). The
   standard library's own refusal of malformed HTTP (``http.server``'s ``send_error``: a
   short HTML page, ``400``, ``414``, ``431``, ``501`` for a method there is no handler
-  for, ``505``) counts as a clear error.
+  for, ``505``; bare, as HTTP/0.9, to a request line without a version it can read)
+  counts as a clear error.
 
 Inputs. Seeds are real documents of each kind: Marathon's conformance corpus and the
 specs collected in the wild (``../shared/conformance``), the TaskInfos and TaskGroupInfos
@@ -56,7 +59,9 @@ whole document) and :data:`PER_EXAMPLE` inputs are made of it: the document, the
 mutations by a ``random.Random`` the plan seeds, inserting the plan's values. Hypothesis
 runs its generate phase alone, from a fixed seed, without a database: the same inputs for
 the same seed, nothing shrunk, and it never sees a failure, as every input's outcome is
-counted here rather than raised.
+counted here rather than raised. Measured on two cores, inputs a second: marathon 4 200,
+mesos 2 500, docker-config 10 000, acls 3 300, config 2 200, agent-protocol 2 100; 100 000
+inputs take 10 to 50 seconds.
 """
 
 from __future__ import annotations
@@ -187,7 +192,9 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def write_json(tree: Any, ascii_only: bool = True) -> bytes:
+def _write_json(tree: Any, ascii_only: bool = True) -> bytes:
+    """A document: JSON text, escaped to ASCII or not, encoded as it is even if that is
+    not UTF-8."""
     return _encode(_json_text(tree, ascii_only))
 
 
@@ -227,7 +234,7 @@ def _toml_value(value: Any) -> str:  # noqa: PLR0911
     return json.dumps(str(value))
 
 
-def write_toml(tree: Any, ascii_only: bool = True) -> bytes:
+def _write_toml(tree: Any, ascii_only: bool = True) -> bytes:
     """A configuration file: top-level keys, then a ``[table]`` per table and a
     ``[table.name]`` per table in one (``[resolvers.vault]``), deeper ones inline."""
     if not isinstance(tree, Mapping):
@@ -257,11 +264,11 @@ def _word(value: Any) -> str:
     return _json_text(value)
 
 
-def write_http(tree: Any, ascii_only: bool = True) -> bytes:
+def _write_http(tree: Any, ascii_only: bool = True) -> bytes:
     """A request from ``{"method", "path", "version", "headers": [[name, value]…],
     "body"}``: ``Content-Length`` added for a body, unless a header gives one already."""
     if not isinstance(tree, Mapping):
-        return write_json(tree, ascii_only)
+        return _write_json(tree, ascii_only)
     line = " ".join(_word(tree.get(part, "")) for part in ("method", "path", "version"))
     headers = tree.get("headers", [])
     lines = [
@@ -271,7 +278,7 @@ def write_http(tree: Any, ascii_only: bool = True) -> bytes:
     body = b""
     if "body" in tree:
         raw = tree["body"]
-        body = _encode(raw) if isinstance(raw, str) else write_json(raw, ascii_only)
+        body = _encode(raw) if isinstance(raw, str) else _write_json(raw, ascii_only)
         if not any(text.lower().startswith("content-length:") for text in lines):
             lines.append(f"Content-Length: {len(body)}")
     head = "\r\n".join([line, *lines]) + "\r\n\r\n"
@@ -282,9 +289,9 @@ def write_http(tree: Any, ascii_only: bool = True) -> bytes:
 
 
 _WRITERS: dict[str, Callable[[Any, bool], bytes]] = {
-    "json": write_json,
-    "toml": write_toml,
-    "http": write_http,
+    "json": _write_json,
+    "toml": _write_toml,
+    "http": _write_http,
     "bytes": lambda data, ascii_only: bytes(data),
 }
 
@@ -417,13 +424,13 @@ def _put(tree: Any, path: Sequence[Any], value: Any) -> Any:
     return copy
 
 
+@attrs.frozen
 class _Plan:
     """What one Hypothesis example gave: hostile values, texts and bytes to put in."""
 
-    def __init__(self, values: list[Any], texts: list[str], chunks: list[bytes]) -> None:
-        self.values = values
-        self.texts = texts
-        self.chunks = chunks
+    values: list[Any]
+    texts: list[str]
+    chunks: list[bytes]
 
 
 @attrs.frozen
@@ -1173,7 +1180,7 @@ class _AgentUnderFuzz:
             },
             self.directory,
         )
-        acls = ACLs.from_json(_ACLS[0] | {"permissive": False})
+        acls = ACLs.from_json(_ACLS[0])
         audit_file = self.directory / "audit.log"
         audit_file.unlink(missing_ok=True)
         agent = Agent(LocalResolver(home), settings, acls=acls, audit=AuditLog(audit_file))
@@ -1245,7 +1252,7 @@ def _agent_session() -> Iterator[Attempt]:
 
 
 def _request(body: Any) -> bytes:
-    return write_http(
+    return _write_http(
         {"method": "POST", "path": "/v1/resolve", "version": "HTTP/1.1", "body": body}
     )
 
@@ -1288,12 +1295,12 @@ TARGETS: dict[str, Target] = {
         "config",
         _config_seeds,
         st.binary()
-        | hostile_json.map(write_toml)
+        | hostile_json.map(_write_toml)
         | st.dictionaries(
             st.sampled_from(["resolver", "agent", "images", "fetcher", "containers", "x"]),
             hostile_json,
             max_size=3,
-        ).map(write_toml)
+        ).map(_write_toml)
         | hostile_json.map(lambda libraries: _dumps({"libraries": libraries})),
         _config_session,
     ),
