@@ -57,17 +57,21 @@ makes ~5 000 examples/s of ``st.binary()`` but ~800/s of hostile JSON trees, und
 (a seed for the mutator, a few hostile JSON values, texts and byte strings, and one
 whole document) and :data:`PER_EXAMPLE` inputs are made of it: the document, then
 mutations by a ``random.Random`` the plan seeds, inserting the plan's values. Hypothesis
-runs its generate phase alone, from a fixed seed, without a database: the same inputs for
-the same seed, nothing shrunk, and it never sees a failure, as every input's outcome is
-counted here rather than raised. Measured on two cores, inputs a second: marathon 4 200,
-mesos 2 500, docker-config 10 000, acls 3 300, config 2 200, agent-protocol 2 100; 100 000
-inputs take 10 to 50 seconds.
+runs its generate phase alone, from a fixed seed, without a database and without the
+literals of whatever local modules are loaded; the ids and ports a conversion draws are
+fixed too: the same inputs for the same seed in any process. Nothing is shrunk, and
+Hypothesis never sees a failure: every input's outcome is counted here, not raised.
+
+Measured on two cores, inputs a second: marathon 4 200, mesos 2 500, docker-config
+10 000, acls 3 300, config 2 200, agent-protocol 2 100; 100 000 inputs take 10 to 50
+seconds.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -79,6 +83,8 @@ import tempfile
 import threading
 import time
 import traceback
+import unittest.mock
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -153,6 +159,9 @@ class _Raw:
     def __init__(self, text: str) -> None:
         self.text = text
 
+    def __repr__(self) -> str:  # the same in every process, as the inputs
+        return f"_Raw({self.text[:40]!r})"
+
 
 class _Twice:
     """An object written with ``key`` given twice: first ``value``, then as in ``mapping``."""
@@ -161,6 +170,9 @@ class _Twice:
 
     def __init__(self, mapping: Mapping[str, Any], key: str, value: Any) -> None:
         self.mapping, self.key, self.value = mapping, key, value
+
+    def __repr__(self) -> str:
+        return f"_Twice({self.key!r})"
 
 
 def _json_text(tree: Any, ascii_only: bool = True) -> str:
@@ -558,9 +570,10 @@ class _Mutator:
                 [[node], {node: node}, len(node), node.encode("utf-8", "surrogatepass").hex(), None]
             )
         if isinstance(node, list):
-            return rng.choice([dict(enumerate(map(str, node))), node[:1], node * 3, len(node)])
+            as_object = {str(i): item for i, item in enumerate(node)}
+            return rng.choice([as_object, node[:1], node * 3, len(node)])
         if isinstance(node, dict):
-            return rng.choice([list(node.values()), list(node), str(node), len(node)])
+            return rng.choice([list(node.values()), list(node), _json_text(node), len(node)])
         return rng.choice(["", 0, [], {}])
 
     def _mutate_bytes(self, data: bytes, writer: str) -> bytes:
@@ -725,14 +738,21 @@ def _mesos_seeds() -> list[Seed]:
     from mesos_secrets.marathon import load_spec  # noqa: PLC0415
 
     seeds = []
-    for seed in _marathon_seeds():
-        if seed.writer != "json":
-            continue
-        try:
-            messages = _messages(load_spec(json.dumps(seed.tree)))
-        except MesosSecretsError:
-            continue
-        seeds += [Seed(message.to_json()) for message in messages]
+    # uuid4() as a counter and the random ports of PORT_* seeded: the ids and ports a
+    # conversion makes are the same in every process, and so are the inputs made of them.
+    counted = (uuid.UUID(int=number) for number in itertools.count(1))
+    with (
+        unittest.mock.patch("uuid.uuid4", side_effect=counted),
+        unittest.mock.patch("mesos_secrets.networking.random", random.Random(0)),  # noqa: S311
+    ):
+        for seed in _marathon_seeds():
+            if seed.writer != "json":
+                continue
+            try:
+                messages = _messages(load_spec(json.dumps(seed.tree)))
+            except MesosSecretsError:
+                continue
+            seeds += [Seed(message.to_json()) for message in messages]
     # The executor reads a task's kill policy first, apart from the rest; no spec of the
     # corpus sets taskKillGracePeriodSeconds, so a few tasks get one.
     policy = {"grace_period": {"nanoseconds": 3_000_000_000}}
@@ -1340,8 +1360,38 @@ def _plans(target: Target) -> st.SearchStrategy[tuple[int, _Plan, bytes]]:
     )
 
 
+@contextlib.contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis also draws literals of the local modules this process has loaded (its
+    "local constants"), which differ with what was imported before: none, so that a seed
+    makes the same inputs in the runner, a test or a shell. (Hypothesis' internals: if
+    they change, generation still works, only less reproducibly across processes.)"""
+    try:
+        from hypothesis.internal.conjecture import providers  # noqa: PLC0415
+        from hypothesis.internal.constants_ast import Constants  # noqa: PLC0415
+    except ImportError:
+        yield
+        return
+    if not hasattr(providers, "_get_local_constants"):
+        yield
+        return
+    providers.CONSTANTS_CACHE.cache.clear()  # what was drawn from the modules so far
+    try:
+        with unittest.mock.patch.object(
+            providers, "_get_local_constants", return_value=Constants()
+        ):
+            yield
+    finally:
+        providers.CONSTANTS_CACHE.cache.clear()
+
+
 def _generate(target: Target, count: int, seed: int, each: Callable[[bytes], None]) -> None:
     """Make ``count`` inputs for ``target`` from ``seed``, handing each to ``each``."""
+    with _no_local_constants():
+        _rounds(target, count, seed, each)
+
+
+def _rounds(target: Target, count: int, seed: int, each: Callable[[bytes], None]) -> None:
     corpus = _corpus(target)
     plans = _plans(target)
     made = 0

@@ -5,6 +5,10 @@ node agent, is counted and described rather than missed."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -47,6 +51,30 @@ def test_the_same_seed_makes_the_same_inputs(parser: str) -> None:
     assert inputs(parser, 100, seed=7) == first
     assert inputs(parser, 100, seed=8) != first
     assert len(set(first)) > 80  # mutations, not the seeds over and over
+
+
+DIGESTS = """
+import hashlib
+from reliability.fuzz import PARSERS, inputs
+for parser in PARSERS:
+    print(hashlib.sha256(b"".join(inputs(parser, 200, seed=11))).hexdigest())
+"""
+
+
+def test_the_same_seed_makes_the_same_inputs_in_another_process() -> None:
+    """What a run found, another run finds: nothing in the inputs hangs on this
+    process (its hash seed, the ids and ports conversions draw)."""
+    ours = [hashlib.sha256(b"".join(inputs(p, 200, seed=11))).hexdigest() for p in PARSERS]
+    environment = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(fuzzer.ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", DIGESTS],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+    )
+    assert done.stdout.split() == ours
 
 
 def test_an_unknown_parser_is_named() -> None:
