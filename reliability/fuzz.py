@@ -218,7 +218,7 @@ def _toml_key(key: Any) -> str:
     return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
-def _toml_value(value: Any) -> str:  # noqa: PLR0911
+def _toml_value(value: Any) -> str:
     """A TOML value: JSON's string escapes are TOML's; null, which TOML lacks, is ``{}``."""
     if isinstance(value, _Raw):
         return value.text
@@ -482,7 +482,7 @@ class _Mutator:
                 data = self._mutate_bytes(data, chosen.seed.writer)
         return data
 
-    def _mutate(self, chosen: _Prepared, tree: Any) -> Any:  # noqa: PLR0911
+    def _mutate(self, chosen: _Prepared, tree: Any) -> Any:
         rng = self.rng
         if chosen.seed.writer == "http" and rng.random() < 0.2:
             return self._header(tree)
@@ -538,7 +538,7 @@ class _Mutator:
             return rng.choice(_STRINGS)
         return f"unknown{rng.randrange(100)}"
 
-    def value(self, chosen: _Prepared) -> Any:  # noqa: PLR0911
+    def value(self, chosen: _Prepared) -> Any:
         rng = self.rng
         roll = rng.random()
         if roll < 0.25 and self.plan.values:
@@ -743,7 +743,7 @@ def _mesos_seeds() -> list[Seed]:
     counted = (uuid.UUID(int=number) for number in itertools.count(1))
     with (
         unittest.mock.patch("uuid.uuid4", side_effect=counted),
-        unittest.mock.patch("mesos_secrets.networking.random", random.Random(0)),  # noqa: S311
+        unittest.mock.patch("mesos_secrets.networking.random", random.Random(0)),
     ):
         for seed in _marathon_seeds():
             if seed.writer != "json":
@@ -1412,7 +1412,7 @@ def _rounds(target: Target, count: int, seed: int, each: Callable[[bytes], None]
         def run(plan: tuple[int, _Plan, bytes]) -> None:
             nonlocal made
             number, values, document = plan
-            rng = random.Random(number)  # noqa: S311 (inputs to try, not secrets)
+            rng = random.Random(number)
             mutator = _Mutator(corpus, rng, values)
             for index in range(min(PER_EXAMPLE, count - made)):
                 made += 1
