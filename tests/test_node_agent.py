@@ -565,6 +565,24 @@ def test_an_oversized_body_is_not_read(store: LocalStore, agents: Callable[..., 
     assert agent.ready()
 
 
+def test_a_body_without_its_length_ends_the_connection(
+    store: LocalStore, agents: Callable[..., NodeAgent]
+) -> None:
+    """Where a body without a Content-Length ends is unknown: after the 411 the agent
+    reads nothing more, so a request hidden in that body is never answered."""
+    agent = agents()
+    smuggled = b"GET /v1/health HTTP/1.1\r\n\r\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(agent.socket))
+        sock.sendall(b"POST /v1/resolve HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + smuggled)
+        answers = b""
+        while chunk := sock.recv(65536):
+            answers += chunk
+    assert answers.startswith(b"HTTP/1.1 411 ")
+    assert answers.count(b"HTTP/1.1 ") == 1
+
+
 def test_a_client_that_never_finishes_does_not_block_others(
     store: LocalStore, agents: Callable[..., NodeAgent]
 ) -> None:

@@ -747,6 +747,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         # isdigit() alone lets "²" through, which int() refuses; ASCII digits only.
         if length is None or not (length.isascii() and length.isdigit()):
+            # Where its body ends is unknown: what follows must not be read as a request.
+            self.close_connection = True
             raise protocol.ProtocolError("a request body needs a Content-Length", 411, "length")
         if int(length) > protocol.MAX_BODY:
             self.close_connection = True
