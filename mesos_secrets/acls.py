@@ -34,7 +34,7 @@ from .errors import ConfigError, SecretAccessDeniedError, SecretValidationError
 from .mesos import TaskInfo
 from .resolver import ResolveContext
 
-__all__ = ["ACLs", "Entity", "Rule", "secret_pattern"]
+__all__ = ["ACLs", "Entity", "Rule", "SecretPattern", "secret_pattern"]
 
 
 @attrs.frozen
@@ -61,19 +61,73 @@ class Entity:
         return cls(values=tuple(values))
 
 
-def secret_pattern(glob: str) -> re.Pattern[str]:
-    """``*`` within a segment, ``**`` across segments; everything else literal."""
-    out = []
-    for part in re.split(r"(\*\*|\*)", "/" + glob.lstrip("/")):
-        out.append(".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part))
-    return re.compile("".join(out))
+class SecretPattern:
+    """A secret name glob: ``*`` within a segment, ``**`` across segments, everything else
+    literal. Matched in time linear in the name for each token of the glob, whatever the
+    glob: the name is the caller's choice, and a regular expression of several ``*``
+    backtracks exponentially on a name that almost matches."""
+
+    __slots__ = ("_tokens", "glob")
+
+    _ONE, _ANY = "*", "**"  # tokens; every other token is one literal character
+
+    def __init__(self, glob: str) -> None:
+        self.glob = glob
+        tokens: list[str] = []
+        for part in re.split(r"(\*\*|\*)", "/" + glob.lstrip("/")):
+            if part in (self._ONE, self._ANY):
+                if tokens and tokens[-1] in (self._ONE, self._ANY):  # a run of stars:
+                    if part == self._ANY:  # the widest of them
+                        tokens[-1] = self._ANY
+                    continue
+                tokens.append(part)
+            else:
+                tokens.extend(part)
+        self._tokens = tuple(tokens)
+
+    def __repr__(self) -> str:
+        return f"SecretPattern({self.glob!r})"
+
+    def fullmatch(self, name: str) -> bool:
+        """Whether ``name`` as a whole matches (the states of an NFA, advanced together)."""
+        tokens = self._tokens
+        states = self._closure({0})
+        for char in name:
+            following = set()
+            for state in states:
+                if state == len(tokens):
+                    continue
+                token = tokens[state]
+                if token == self._ANY or (token == self._ONE and char != "/"):
+                    following.add(state)  # a star takes the character and stays
+                elif token == char:
+                    following.add(state + 1)
+            if not following:
+                return False
+            states = self._closure(following)
+        return len(tokens) in states
+
+    def _closure(self, states: set[int]) -> set[int]:
+        """And every state reached by a star taking nothing."""
+        out = set(states)
+        for start in states:
+            at = start
+            while at < len(self._tokens) and self._tokens[at] in (self._ONE, self._ANY):
+                at += 1
+                out.add(at)
+        return out
+
+
+def secret_pattern(glob: str) -> SecretPattern:
+    """The :class:`SecretPattern` of ``glob``."""
+    return SecretPattern(glob)
 
 
 @attrs.frozen
 class Rule:
     principals: Entity
     secrets: Entity
-    _patterns: tuple[re.Pattern[str], ...] = attrs.field(init=False, repr=False, eq=False)
+    _patterns: tuple[SecretPattern, ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_patterns", tuple(secret_pattern(v) for v in self.secrets.values))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mesos_secrets import ConfigError, SecretAccessDeniedError
-from mesos_secrets.acls import ACLs
+from mesos_secrets.acls import ACLs, secret_pattern
 
 from .conftest import requires_root
 from .test_run import BIN, Runner
@@ -180,3 +183,34 @@ def test_validate_with_acls(tmp_path: Path) -> None:
             }
         ],
     }
+
+
+def _regex_of(glob: str) -> re.Pattern[str]:
+    """What a glob means, as a regular expression (the oracle; it backtracks)."""
+    out = []
+    for part in re.split(r"(\*\*|\*)", "/" + glob.lstrip("/")):
+        out.append(".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part))
+    return re.compile("".join(out))
+
+
+@given(
+    glob=st.text(alphabet="ab/*.", max_size=10),
+    name=st.text(alphabet="ab/.", max_size=12).map(lambda n: "/" + n),
+)
+def test_a_secret_pattern_matches_as_its_regular_expression(glob: str, name: str) -> None:
+    assert secret_pattern(glob).fullmatch(name) == bool(_regex_of(glob).fullmatch(name))
+
+
+@pytest.mark.timeout(30)
+def test_a_pattern_of_many_stars_cannot_stall_a_check() -> None:
+    """The caller chooses the name: one that almost matches a glob of many ``*`` would
+    keep a backtracking matcher busy for hours (0.5 s already at 10 stars)."""
+    acls = ACLs.from_json(
+        {
+            "access_secrets": [
+                {"principals": {"type": "ANY"}, "secrets": {"values": ["/" + "*a" * 25 + "*b"]}}
+            ]
+        }
+    )
+    assert not acls.allows("p", "/" + "a" * 80)
+    assert acls.allows("p", "/" + "a" * 30 + "b")
