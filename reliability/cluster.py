@@ -68,13 +68,13 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import hvac
 import requests
 
 from tests.bao import BAO, free_port, stop_process
+from tests.hostile import Closing
 
 __all__ = [
     "ACTIVE",
@@ -171,7 +171,7 @@ def _tails(nodes: Iterable[Node]) -> str:
     return "".join(f"\n--- {node.name} ({node.log}):\n{node.tail()}" for node in nodes)
 
 
-class RaftCluster:
+class RaftCluster(Closing):
     """A running raft cluster of ``nodes`` OpenBao servers; a context manager.
 
     ``standby_reads`` is OpenBao's own default (since 2.5): a standby serves reads from
@@ -518,19 +518,8 @@ class RaftCluster:
         for process in running:
             stop_process(process)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class NoForwardingProxy:
+class NoForwardingProxy(Closing):
     """An HTTP relay to ``upstream`` (a node's address) that adds
     :data:`NO_FORWARDING` to every request and passes the answers back as they are: in
     front of a standby of a cluster without standby reads, a standby that answers every
@@ -580,14 +569,3 @@ class NoForwardingProxy:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

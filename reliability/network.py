@@ -52,7 +52,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from tests.bao import Bao
-from tests.hostile import SlowProxy
+from tests.hostile import Closing, SlowProxy
 
 __all__ = ["DelayRelay", "InNamespaceBao", "IsolatedNetwork", "TeardownError"]
 
@@ -474,7 +474,7 @@ class InNamespaceBao(Bao):
         self.stop()
 
 
-class DelayRelay:
+class DelayRelay(Closing):
     """Latency: a TCP relay on the host's ``127.0.0.1`` (random port) to ``target``
     (``host:port`` or a URL), which holds each answer back ``delay`` seconds.
 
@@ -499,14 +499,3 @@ class DelayRelay:
     def close(self) -> None:
         """Stop listening and close every relayed connection."""
         self._proxy.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

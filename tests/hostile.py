@@ -26,7 +26,25 @@ from typing import Self
 _REQUEST_HEAD = re.compile(rb"^[A-Z]+ /")
 
 
-class _Listener:
+class Closing:
+    """A context manager whose exit is :meth:`close`."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Listener(Closing):
     """A loopback listening socket and the connections it accepted, all closed on exit."""
 
     def __init__(self) -> None:
@@ -64,17 +82,6 @@ class _Listener:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class SilentServer(_Listener):
@@ -168,7 +175,7 @@ class SlowProxy(_Listener):
 Answer = tuple[int, bytes, str]
 
 
-class ScriptedServer:
+class ScriptedServer(Closing):
     """An HTTP/1.1 server on loopback answering from ``answers``, keyed by
     ``"METHOD /path"`` (no query). What is not listed gets a 404 with no errors.
 
@@ -227,14 +234,3 @@ class ScriptedServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
