@@ -116,7 +116,7 @@ def executor_launch(lab: Lab, kind: str, fault: str, rng: random.Random) -> Laun
     sandbox.mkdir(parents=True)
     config = sandbox.parent / "executor.toml"
     if not config.exists():
-        config.write_text(f'runtime_dir = "{lab.runtime}"\n')
+        config.write_text(f'runtime_dir = "{lab.runtime}"\n[audit]\nfile = "{lab.audit}"\n')
     env = {
         "PATH": os.environ["PATH"],
         "PYTHONPATH": str(ROOT),

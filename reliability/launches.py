@@ -139,6 +139,8 @@ class Lab:
         self.runtime = directory / "runtime"
         self.logs = directory / "logs"
         self.logs.mkdir(exist_ok=True)
+        #: The audit trail of every ``run`` and executor.
+        self.audit = self.logs / "audit.log"
         self.local = LocalStore(self.home)
         self._stack = contextlib.ExitStack()
         try:
@@ -223,8 +225,9 @@ class Lab:
         return json.dumps({"auths": {registry.host: {"auth": auth}}}).encode()
 
     def _vault_table(self) -> str:
+        """The resolver's deadline, and the audit trail the sweep reads."""
         deadline = f"deadline = {self.deadline}\n" if self.deadline else ""
-        return f"[resolvers.vault]\n{deadline}"
+        return f'[audit]\nfile = "{self.audit}"\n[resolvers.vault]\n{deadline}'
 
     def restart_agent(self) -> None:
         """Start the node agent again (after a fault killed it)."""

@@ -45,6 +45,7 @@ class Baseline:
     snapshot: residue.Snapshot
     links: frozenset[str]
     tmp: frozenset[str]
+    cores: frozenset[Path]
 
 
 def _links() -> frozenset[str]:
@@ -58,8 +59,14 @@ def _tmp() -> frozenset[str]:
     return frozenset(os.listdir(TMP))
 
 
+def _cores() -> frozenset[Path]:
+    """Core files where the kernel writes them (``core_pattern`` here is ``core``: in
+    the crashing process's directory, the suite's own for ``run`` and the executor)."""
+    return frozenset(Path.cwd().glob("core*"))
+
+
 def baseline() -> Baseline:
-    return Baseline(residue.snapshot(), _links(), _tmp())
+    return Baseline(residue.snapshot(), _links(), _tmp(), _cores())
 
 
 def check(lab: Lab, launched: Launched, before: Baseline) -> tuple[list[str], list[str]]:
@@ -73,6 +80,7 @@ def check(lab: Lab, launched: Launched, before: Baseline) -> tuple[list[str], li
     mine = {value.encode() for value in launched.canaries}
     roots = [launched.work, lab.runtime, lab.home, lab.agent.base, lab.logs]
     roots += [TMP / name for name in _tmp() - before.tmp]
+    roots += sorted(_cores() - before.cores)
     for path, values in canaries_in_files(roots).items():
         if values & mine:
             found.add(f"file {path}")
@@ -121,4 +129,5 @@ def _residue(lab: Lab, before: Baseline) -> list[str]:
             found += [f"runtime claim {claim}" for claim in sorted(claims.iterdir())]
     found += [f"link {name}" for name in sorted(_links() - before.links)]
     found += [f"{TMP / name}" for name in sorted(_tmp() - before.tmp)]
+    found += [f"core file {path}" for path in sorted(_cores() - before.cores)]
     return found
