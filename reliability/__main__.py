@@ -87,6 +87,7 @@ class Run:
         self.outcomes: list[Outcome] = []
         self.canaries: set[str] = set()
         self.problems: list[str] = []
+        self.recovery_failures = 0
 
     def _keep(self, launched: Launched, leaks: list[str], residue: list[str]) -> None:
         outcome = launched.outcome
@@ -108,6 +109,7 @@ class Run:
         if fault in ("run-killed", "executor-killed"):
             recovery = recover(self.lab)  # the next run cleans up what the killed one left
             if recovery.exit_status != 0:
+                self.recovery_failures += 1
                 self.problems.append(f"recovery after {fault}: {recovery.detail}")
         leaks, residue = sweep.check(self.lab, launched, before)
         self._keep(launched, leaks, residue)
@@ -126,9 +128,10 @@ class Run:
                 pool.map(lambda p, s: execute(self.lab, p, random.Random(s)), prepared, seeds)
             )
         for index, one in enumerate(launched):
-            leaks, residue = sweep.check(self.lab, one, before)
+            # The batch's residue once, charged to its first launch (all ran at once).
+            leaks, residue = sweep.check(self.lab, one, before, residue_too=index == 0)
             one.outcome.fault = "concurrent"
-            self._keep(one, leaks, residue if index == 0 else [])  # the batch's, once
+            self._keep(one, leaks, residue)
         return [one.outcome for one in launched]
 
 
@@ -148,11 +151,18 @@ def fuzz_all(inputs: int, seed: int, progress: Callable[[str], None]) -> dict[st
     return results
 
 
-def summarize(outcomes: list[Outcome], fuzzed: dict[str, Any], leaked: int) -> dict[str, Any]:
+def summarize(
+    outcomes: list[Outcome], fuzzed: dict[str, Any], leaked: int, recovery_failures: int
+) -> dict[str, Any]:
     counts = {result: sum(1 for o in outcomes if o.result == result) for result in RESULTS}
     return {
         "launches": len(outcomes),
-        "faulted": sum(1 for o in outcomes if o.fault not in ("none", "concurrent")),
+        # Under a fault that was applied (one that strikes while the launch runs may
+        # find it over already).
+        "faulted": sum(1 for o in outcomes if o.fault not in ("none", "concurrent") and o.injected),
+        "fault_missed": sum(
+            1 for o in outcomes if o.fault not in ("none", "concurrent") and not o.injected
+        ),
         "succeeded": counts["succeeded"],
         "failed_clearly": counts["failed_clearly"],
         "failed_unclearly": counts["failed_unclearly"],
@@ -160,6 +170,7 @@ def summarize(outcomes: list[Outcome], fuzzed: dict[str, Any], leaked: int) -> d
         "unexpected": sum(1 for o in outcomes if not o.expected),
         "leaked_canaries": sum(1 for o in outcomes if o.leaks) + leaked,
         "residue": sum(1 for o in outcomes if o.residue),
+        "recovery_failures": recovery_failures,
         "fuzz_inputs": sum(f["inputs"] for f in fuzzed.values()),
         "fuzz_crashes": sum(f["crashes"] for f in fuzzed.values()),
     }
@@ -174,6 +185,7 @@ def by_fault(outcomes: list[Outcome]) -> dict[str, Any]:
             "launches": len(mine),
             **{result: sum(1 for o in mine if o.result == result) for result in RESULTS},
             "unexpected": sum(1 for o in mine if not o.expected),
+            "fault_missed": sum(1 for o in mine if not o.injected),
             "leaks": sum(len(o.leaks) for o in mine),
             "residue": sum(len(o.residue) for o in mine),
             "stores": sorted({o.store for o in mine}),
@@ -202,6 +214,12 @@ def targets(summary: dict[str, Any], fuzzed: dict[str, Any], *, full: bool) -> l
         ),
         ("leaked canaries", summary["leaked_canaries"], "0", summary["leaked_canaries"] == 0),
         ("launches with residue", summary["residue"], "0", summary["residue"] == 0),
+        (
+            "recoveries that failed",
+            summary["recovery_failures"],
+            "0",
+            summary["recovery_failures"] == 0,
+        ),
         ("fuzz crashes", summary["fuzz_crashes"], "0", summary["fuzz_crashes"] == 0),
     ]
     if full:
@@ -334,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         fuzzed = fuzz_all(inputs, seed, _print) if inputs else {}
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    summary = summarize(run.outcomes, fuzzed, len(stray))
+    summary = summarize(run.outcomes, fuzzed, len(stray), run.recovery_failures)
     results = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {

@@ -29,7 +29,18 @@ from mesos_secrets.testing import canary
 from mesos_secrets.tokens import mint_executor_token
 from tests.agent import Agent
 
-from .launches import DEADLINE_S, ROOT, Lab, Launched, Live, Outcome, _kill_task, _spec
+from .launches import (
+    CRASHES,
+    DEADLINE_S,
+    ROOT,
+    Lab,
+    Launched,
+    Live,
+    Outcome,
+    _kill_task,
+    _spec,
+    outliving,
+)
 
 __all__ = ["FAULTS", "executor_launch"]
 
@@ -45,6 +56,9 @@ TERMINAL = {
     "TASK_DROPPED",
 }
 POLICY = "reliability-read"
+
+#: Faults that strike while the launch runs.
+DURING = ("task-killed", "executor-killed")
 
 #: fault -> what it may end in
 FAULTS: dict[str, tuple[str, ...]] = {
@@ -140,7 +154,7 @@ def executor_launch(lab: Lab, kind: str, fault: str, rng: random.Random) -> Laun
         process = subprocess.Popen(
             [str(EXECUTOR)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    linger = {"task-killed": 30.0, "executor-killed": 1.0}.get(fault, 0.0)
+    linger = {"task-killed": 30.0, "executor-killed": 30.0}.get(fault, 0.0)
     try:
         outcome = _drive(agent, process, kind, fault, name, values, marker, linger, number, rng)
     finally:
@@ -150,8 +164,14 @@ def executor_launch(lab: Lab, kind: str, fault: str, rng: random.Random) -> Laun
             process.wait()
         agent.stop()
     outcome.seconds = round(time.monotonic() - started, 3)
+    written = log.read_bytes()
+    if any(crash in written for crash in CRASHES):
+        outcome.result, outcome.detail = "failed_unclearly", "a traceback or a crash in its log"
+    elif outcome.result != "hung" and fault != "executor-killed" and process.returncode != 0:
+        outcome.result = "failed_unclearly"
+        outcome.detail = f"the executor exited {process.returncode} after SHUTDOWN"
     outcome.expected = outcome.result in FAULTS[fault]
-    output = json.dumps(agent.updates).encode() + b"\n" + log.read_bytes()
+    output = json.dumps(agent.updates).encode() + b"\n" + written
     return Launched(outcome, values, sandbox, output)
 
 
@@ -180,6 +200,7 @@ def _drive(
             detail=detail,
             expected=False,
             leaks=live.leaks,
+            injected=live.injected if fault in DURING else "before the launch",
         )
 
     if not agent.subscribed.wait(30):
@@ -192,13 +213,13 @@ def _drive(
         agent.launch_group(tasks)
     injected = None
     if fault == "task-killed":
-        injected = _kill_task(live)
+        injected = live.injected = _kill_task(live)
     elif fault == "executor-killed":
         time.sleep(rng.uniform(0.0, 0.6))
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            injected = "killed the executor"
+            injected = live.injected = "killed the executor"
     deadline = time.monotonic() + DEADLINE_S
     while True:
         finals = {i: [s for s in agent.states(i) if s in TERMINAL] for i in ids}
@@ -215,6 +236,9 @@ def _drive(
             )
         time.sleep(0.01)
     if injected == "killed the executor":
+        outlived = outliving(marker)
+        if outlived:
+            return outcome("failed_unclearly", f"the task (pids {outlived}) outlived its executor")
         return outcome("failed_clearly", "the executor killed (injected)")
     agent.shutdown()
     try:

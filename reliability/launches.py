@@ -42,7 +42,6 @@ import attrs
 
 from mesos_secrets.testing import canary
 from resolvers.local import LocalStore
-from tests import residue
 from tests.bao import Bao, free_port, stop_process
 from tests.hostile import SilentServer, SlowProxy
 from tests.node_agent import NodeAgent
@@ -71,6 +70,8 @@ DEADLINE_S = 60.0
 PASSED = b"all-checks-passed"
 #: The one line our command prints when it fails.
 ERROR_LINE = b"mesos-secrets: error: "
+#: What no launch may print, whatever it ends in.
+CRASHES = (b"Traceback (most recent call last)", b"Fatal Python error", b"panic: ")
 #: The secret volume's tmpfs holds 1 MiB by default: a secret over it cannot be written.
 OVERSIZED = 2 * 1024 * 1024
 
@@ -116,6 +117,9 @@ class Outcome:
     detail: str  # one line: the error, or why it is unclear
     expected: bool  # the result is one the fault may end in
     leaks: list[str] = attrs.field(factory=list)
+    #: What a fault that strikes while the launch runs did (None: it found nothing to
+    #: strike, the launch having ended first); faults set up before the launch say so.
+    injected: str | None = "before the launch"
     residue: list[str] = attrs.field(factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -427,7 +431,8 @@ def prepare(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> 
         )
     spec = lab.directory / "specs" / f"l{number}.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
-    linger = {"task-killed": 30.0, "run-killed": 1.0, "agent-killed": 0.5}.get(fault, 0.0)
+    # A task still running when its run is killed: the container must die with run.
+    linger = {"task-killed": 30.0, "run-killed": 30.0, "agent-killed": 0.5}.get(fault, 0.0)
     spec.write_text(json.dumps(_spec(kind, name, env_value, file_value, marker, linger, image)))
     work = lab.directory / "work" / f"l{number}"
     canaries = (env_value, file_value) + ((lab.registry_password,) if image else ())
@@ -495,6 +500,14 @@ class Live:
     canaries: tuple[str, ...]
     #: Where a canary was seen while the task ran, outside the task.
     leaks: list[str] = attrs.field(factory=list)
+    #: What the fault did while the launch ran (None: nothing yet).
+    injected: str | None = None
+    #: The task's processes still alive 5 s after its front end was killed.
+    outlived: list[int] = attrs.field(factory=list)
+    #: The processes there before the launch.
+    known: frozenset[int] = attrs.field(
+        factory=lambda: frozenset(int(e) for e in os.listdir("/proc") if e.isdigit())
+    )
 
 
 During = Callable[[Live], str | None]
@@ -520,7 +533,7 @@ def _fault(lab: Lab, fault: str, rng: random.Random) -> Iterator[tuple[str | Non
         if before:
             lab.sealable.seal()
         try:
-            yield None, None if before else lambda live: _seal(lab, live)
+            yield None, (lambda live: "sealed before") if before else lambda live: _seal(lab, live)
         finally:
             lab.sealable.unseal()
     elif fault == "store-disk-full":
@@ -603,13 +616,14 @@ def _kill_task(live: Live) -> str | None:
 def _holders(live: Live) -> list[str]:
     """Processes other than the task (its shell, whose command line has the marker, and
     the shell's children) whose command line or environment holds a canary."""
-    found = []
-    for value in live.canaries:
-        for pid in residue.processes_holding(value):
-            if _is_task(pid, live.marker):
-                continue
-            found.append(f"process {pid} while the task ran: {_command_line(pid)}")
-    return found
+    from . import sweep  # noqa: PLC0415 (it reads this module's types)
+
+    needles = {needle for value in live.canaries for needle in sweep.encodings(value)}
+    return [
+        f"process {pid} while the task ran: {command}"
+        for pid, command in sweep.processes_holding(needles, known=live.known)
+        if not _is_task(pid, live.marker)
+    ]
 
 
 def _is_task(pid: int, marker: str) -> bool:
@@ -659,8 +673,11 @@ def _network_fault(
 
 
 def _seal(lab: Lab, live: Live) -> str | None:
-    """Seal the launch's OpenBao at a random point of its start."""
-    time.sleep(live.rng.uniform(0.0, 0.15))
+    """Seal the launch's OpenBao at a random point of its start (its reads begin some
+    100 ms in, once the interpreter and the resolver are loaded)."""
+    time.sleep(live.rng.uniform(0.05, 0.3))
+    if live.process.poll() is not None:
+        return None  # the launch ended first
     lab.sealable.seal()
     return "sealed"
 
@@ -690,7 +707,9 @@ def _cluster_fault(
 
 def _kill_leader(lab: Lab, leader: Any, live: Live) -> str | None:
     """SIGKILL the raft leader at a random point of the launch's start."""
-    time.sleep(live.rng.uniform(0.0, 0.15))
+    time.sleep(live.rng.uniform(0.05, 0.3))
+    if live.process.poll() is not None:
+        return None  # the launch ended first
     lab.cluster.kill(leader)
     return "killed the leader"
 
@@ -698,7 +717,9 @@ def _kill_leader(lab: Lab, leader: Any, live: Live) -> str | None:
 def _partition(lab: Lab, live: Live) -> str | None:
     """Take the link to OpenBao down at a random point of the launch (up once it ends):
     within its first 150 ms, while ``run`` starts and reads (it has its values by then)."""
-    time.sleep(live.rng.uniform(0.0, 0.15))
+    time.sleep(live.rng.uniform(0.05, 0.3))
+    if live.process.poll() is not None:
+        return None  # the launch ended first
     lab.network.down()
     return "partitioned"
 
@@ -708,15 +729,25 @@ def _kill_run(live: Live) -> str | None:
     time.sleep(live.rng.uniform(0.0, 0.6))
     if live.process.poll() is None:
         live.process.kill()
+        live.outlived = outliving(live.marker)
         return "killed run"
     return None
+
+
+def outliving(marker: str, within: float = 5.0) -> list[int]:
+    """The task's processes (by ``marker``) still there ``within`` seconds after its
+    front end died: none may be, as the container dies with its front end."""
+    deadline = time.monotonic() + within
+    while (pids := _pids_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pids
 
 
 def _kill_agent(lab: Lab, live: Live) -> str | None:
     """SIGKILL the node agent at a random point of the launch, and start it again."""
     time.sleep(live.rng.uniform(0.0, 0.4))
     agent = lab.agent.process
-    if agent is not None and agent.poll() is None:
+    if live.process.poll() is None and agent is not None and agent.poll() is None:
         stop_process(agent, signal.SIGKILL)
         lab.restart_agent()
         return "killed the agent"
@@ -732,11 +763,17 @@ def _watch(
     canaries: tuple[str, ...],
 ) -> tuple[Outcome, bytes]:
     started = time.monotonic()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     live = Live(process, marker, rng, canaries)
-    injected = during(live) if during is not None else None
+    injected = during(live) if during is not None else "before the launch"
     outcome, output = _ended(process, injected, started)
+    if live.outlived:
+        outcome.result = "failed_unclearly"
+        outcome.detail = f"the task (pids {live.outlived}) outlived its killed run"
     outcome.leaks = live.leaks
+    outcome.injected = injected
     return outcome, output
 
 
@@ -746,27 +783,43 @@ def _ended(
     try:
         output, _ = process.communicate(timeout=max(0.0, DEADLINE_S - (time.monotonic() - started)))
     except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-        return _outcome(
-            "hung", process.returncode, started, f"still running after {DEADLINE_S:g} s"
-        ), output
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        try:
+            output, _ = process.communicate(timeout=5)
+            why = f"still running after {DEADLINE_S:g} s"
+        except subprocess.TimeoutExpired:  # what run started holds its output open
+            assert process.stdout is not None
+            process.stdout.close()
+            process.wait()
+            output, why = b"", f"something of it outlived run, {DEADLINE_S:g} s in"
+        return _outcome("hung", process.returncode, started, why), output
     status = process.returncode
+    lines = output.strip().splitlines()
+    if any(crash in output for crash in CRASHES):
+        return _outcome("failed_unclearly", status, started, "a traceback or a crash"), output
     if status == 0 and PASSED in output:
         return _outcome("succeeded", status, started, ""), output
-    if b"Traceback" in output:
-        return _outcome("failed_unclearly", status, started, "a traceback"), output
     if injected == "killed run" and status == -signal.SIGKILL:
         return _outcome("failed_clearly", status, started, "run killed (injected)"), output
     if injected == "killed the task" and status == 128 + signal.SIGKILL:
         return _outcome("failed_clearly", status, started, "the task killed (injected)"), output
-    errors = [line for line in output.splitlines() if line.startswith(ERROR_LINE)]
-    if status != 0 and errors:
-        line = errors[-1].decode(errors="replace")[:300]
-        return _outcome("failed_clearly", status, started, line), output
-    last = output.strip().splitlines()[-1:] or [b""]
-    why = f"exit {status} without our error line: {last[0].decode(errors='replace')[:200]}"
+    # Our error: exit status 1, and the last line, saying what failed and where.
+    if status == 1 and lines and _clear(lines[-1]):
+        return _outcome(
+            "failed_clearly", status, started, lines[-1].decode(errors="replace")[:300]
+        ), output
+    last = lines[-1:] or [b""]
+    why = f"exit {status}, and not our error line last: {last[0].decode(errors='replace')[:200]}"
     return _outcome("failed_unclearly", status, started, why), output
+
+
+def _clear(line: bytes) -> bool:
+    """Our one-line error, naming a secret, a store, an image or a volume."""
+    if not line.startswith(ERROR_LINE):
+        return False
+    text = line[len(ERROR_LINE) :]
+    return any(word in text for word in (b"'/reliability/", b"http://", b"https://", b"store"))
 
 
 def _outcome(result: str, status: int | None, started: float, detail: str) -> Outcome:

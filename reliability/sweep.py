@@ -15,23 +15,36 @@ directory, a veth, an entry in ``/tmp``.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from tests import residue
 
-from .launches import Lab, Launched
+if TYPE_CHECKING:
+    from .launches import Lab, Launched
 
-__all__ = ["Baseline", "baseline", "canaries_in_files", "check"]
+__all__ = [
+    "Baseline",
+    "baseline",
+    "canaries_in_files",
+    "check",
+    "encodings",
+    "files_holding",
+    "processes_holding",
+]
 
 #: What :func:`mesos_secrets.testing.canary` makes.
 CANARY_SHAPE = re.compile(rb"CANARY[A-Za-z0-9]{24}")
+#: The same in hex (any case).
+HEX_SHAPE = re.compile(rb"(?i:43414e415259(?:[0-9a-f]{2}){24})")
 #: Files larger than this are read in part only (none of ours should be).
 MAX_READ = 64 * 1024 * 1024
 #: The shared temporary directory, watched for what a launch leaves (only listed).
@@ -46,6 +59,7 @@ class Baseline:
     links: frozenset[str]
     tmp: frozenset[str]
     cores: frozenset[Path]
+    pids: frozenset[int]
 
 
 def _links() -> frozenset[str]:
@@ -66,25 +80,73 @@ def _cores() -> frozenset[Path]:
 
 
 def baseline() -> Baseline:
-    return Baseline(residue.snapshot(), _links(), _tmp(), _cores())
+    pids = frozenset(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
+    return Baseline(residue.snapshot(), _links(), _tmp(), _cores(), pids)
 
 
-def check(lab: Lab, launched: Launched, before: Baseline) -> tuple[list[str], list[str]]:
-    """After ``launched`` ended: where its canaries are (leaks), and what it left."""
+def check(
+    lab: Lab, launched: Launched, before: Baseline, *, residue_too: bool = True
+) -> tuple[list[str], list[str]]:
+    """After ``launched`` ended: where its canaries are, as they are or encoded (leaks),
+    and, with ``residue_too``, what it left."""
     found = set()
-    for value in launched.canaries:
-        if value.encode() in launched.output:
-            found.add("the launch's output")
-        for pid in residue.processes_holding(value):
-            found.add(f"process {pid}: {_command(pid)}")
-    mine = {value.encode() for value in launched.canaries}
-    roots = [launched.work, lab.runtime, lab.home, lab.agent.base, lab.logs]
+    needles = {needle for value in launched.canaries for needle in encodings(value)}
+    if any(needle in launched.output for needle in needles):
+        found.add("the launch's output")
+    for pid, command in processes_holding(needles, known=before.pids):
+        found.add(f"process {pid}: {command}")
+    roots = [launched.work, lab.runtime, lab.home, lab.agent.base, lab.logs, lab.small]
+    roots.append(lab.directory / "images")
     roots += [TMP / name for name in _tmp() - before.tmp]
     roots += sorted(_cores() - before.cores)
-    for path, values in canaries_in_files(roots).items():
-        if values & mine:
-            found.add(f"file {path}")
-    return sorted(found), _residue(lab, before)
+    found.update(f"file {path}" for path in files_holding(roots, needles))
+    return sorted(found), _residue(lab, before) if residue_too else []
+
+
+def encodings(value: str) -> set[bytes]:
+    """``value`` as it is, in hex and in base64 (at each of the three alignments it can
+    have inside a longer encoded text, the edge characters left out: a Docker config's
+    ``auth`` is the base64 of ``user:password``)."""
+    raw = value.encode()
+    out = {raw, raw.hex().encode(), raw.hex().upper().encode()}
+    for skew in range(3):
+        data = bytes(skew) + raw
+        encoded = base64.b64encode(data)
+        first = 1 if skew else 0  # the first group holds padding bytes
+        out.add(encoded[first * 4 : (len(data) // 3) * 4])
+    return {needle for needle in out if len(needle) >= 16}
+
+
+def processes_holding(
+    needles: set[bytes], known: frozenset[int] = frozenset()
+) -> list[tuple[int, str]]:
+    """Every process (but this one) whose command line or environment holds a needle;
+    one that cannot be read is reported too (root reads every process's), unless it is
+    one of ``known`` (there before the launch: the machine's own init)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            data = b"".join(
+                Path(f"/proc/{entry}/{name}").read_bytes() for name in ("cmdline", "environ")
+            )
+        except FileNotFoundError:
+            continue  # gone
+        except ProcessLookupError:
+            continue
+        except OSError as error:
+            if int(entry) not in known:
+                found.append((int(entry), f"unreadable ({error.strerror})"))
+            continue
+        if any(needle in data for needle in needles):
+            found.append((int(entry), _command(int(entry))))
+    return found
+
+
+def files_holding(roots: Iterable[Path], needles: set[bytes]) -> list[Path]:
+    """Every regular file under ``roots`` holding a needle."""
+    return [path for path, data in _files(roots) if any(needle in data for needle in needles)]
 
 
 def _command(pid: int) -> str:
@@ -99,9 +161,9 @@ def _command(pid: int) -> str:
         return "?"
 
 
-def canaries_in_files(roots: Iterable[Path]) -> dict[Path, set[bytes]]:
-    """Every regular file under ``roots`` holding something shaped like a canary."""
-    found: dict[Path, set[bytes]] = {}
+def _files(roots: Iterable[Path]) -> Iterator[tuple[Path, bytes]]:
+    """Every regular file under ``roots`` and what it holds (its first :data:`MAX_READ`
+    bytes)."""
     for root in roots:
         if root.is_file():
             files: Iterable[Path] = [root]
@@ -112,12 +174,20 @@ def canaries_in_files(roots: Iterable[Path]) -> dict[Path, set[bytes]]:
         for path in files:
             try:
                 with path.open("rb") as file:
-                    data = file.read(MAX_READ)
+                    yield path, file.read(MAX_READ)
             except OSError:
                 continue
-            values = set(CANARY_SHAPE.findall(data))
-            if values:
-                found[path] = values
+
+
+def canaries_in_files(roots: Iterable[Path]) -> dict[Path, set[bytes]]:
+    """Every regular file under ``roots`` holding something shaped like a canary, as it
+    is or in hex (what it holds, as the canary's own text)."""
+    found: dict[Path, set[bytes]] = {}
+    for path, data in _files(roots):
+        values = set(CANARY_SHAPE.findall(data))
+        values.update(bytes.fromhex(h.decode()) for h in HEX_SHAPE.findall(data))
+        if values:
+            found[path] = values
     return found
 
 
@@ -130,4 +200,32 @@ def _residue(lab: Lab, before: Baseline) -> list[str]:
     found += [f"link {name}" for name in sorted(_links() - before.links)]
     found += [f"{TMP / name}" for name in sorted(_tmp() - before.tmp)]
     found += [f"core file {path}" for path in sorted(_cores() - before.cores)]
+    partial = lab.directory / "images" / "tmp"  # downloads and unpacks under way
+    if partial.is_dir():
+        found += [f"partial image download {path}" for path in sorted(partial.iterdir())]
+    found += [
+        f"process {pid}: {command}"
+        for pid, command in _new_processes(before.pids)
+        if not any(service in command for service in SERVICES)
+    ]
+    return found
+
+
+#: What the lab itself starts again while launches run (a node agent or a raft node
+#: restarted after a fault): not a launch's leftover.
+SERVICES = ("bao server", "mesos-secrets agent", "docker-registry")
+
+
+def _new_processes(known: frozenset[int]) -> list[tuple[int, str]]:
+    """Processes started since ``known`` was taken, still running (zombies aside)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in known or int(entry) == os.getpid():
+            continue
+        try:
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            found.append((int(entry), _command(int(entry))))
     return found

@@ -3,6 +3,7 @@ once, a few launches at once, a few hundred inputs per parser; its targets all m
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -51,13 +52,15 @@ def test_quick_run(tmp_path: Path) -> None:
 
 def _lab(tmp_path: Path) -> Any:
     """What the sweep reads of a lab: its directories."""
-    for name in ("runtime", "store", "agent", "logs", "work"):
+    for name in ("runtime", "store", "agent", "logs", "work", "small"):
         (tmp_path / name).mkdir()
     return SimpleNamespace(
         runtime=tmp_path / "runtime",
         home=tmp_path / "store",
         agent=SimpleNamespace(base=tmp_path / "agent"),
         logs=tmp_path / "logs",
+        small=tmp_path / "small",
+        directory=tmp_path,
     )
 
 
@@ -99,3 +102,29 @@ def test_the_sweep_finds_what_a_launch_left_in_tmp(tmp_path: Path) -> None:
     finally:
         left.rmdir()
     assert residue == [str(left)]
+
+
+def test_the_sweep_finds_a_canary_encoded(tmp_path: Path) -> None:
+    """In base64 inside a longer text (a Docker config's ``auth``, a status update's
+    ``data``) and in hex (a record, a dump): still the canary."""
+    lab, value = _lab(tmp_path), canary()
+    before = sweep.baseline()
+    auth = base64.b64encode(f"pull:{value}".encode())
+    (tmp_path / "work" / "dump").write_text(f"[{value.encode().hex().upper()}]")
+    leaks, _ = sweep.check(lab, _launched(tmp_path, value, b'{"auth":"' + auth + b'"}'), before)
+    assert leaks == ["file " + str(tmp_path / "work" / "dump"), "the launch's output"]
+    assert sweep.canaries_in_files([tmp_path / "work"]) == {
+        tmp_path / "work" / "dump": {value.encode()}
+    }
+
+
+def test_the_sweep_finds_a_process_a_launch_left(tmp_path: Path) -> None:
+    lab = _lab(tmp_path)
+    before = sweep.baseline()
+    left = subprocess.Popen(["sleep", "60"])
+    try:
+        _, residue = sweep.check(lab, _launched(tmp_path, canary()), before)
+    finally:
+        left.kill()
+        left.wait()
+    assert residue == [f"process {left.pid}: sleep 60 "]
