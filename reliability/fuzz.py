@@ -98,6 +98,8 @@ from hypothesis import strategies as st
 from mesos_secrets.errors import MesosSecretsError, SecretValidationError, printable
 from tests.strategies import any_text, deeply_nested, hostile_json, spec_documents, tasks
 
+from .sweep import encodings
+
 __all__ = [
     "ANSWER_WITHIN_S",
     "HEALTH_EVERY",
@@ -788,12 +790,19 @@ def _auth(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+#: The seeds' passwords: no error may hold one, as it is or encoded (a pull secret's
+#: whole document is secret; an error names where it is wrong, never what it holds).
+_PASSWORDS = ("CANARYfuzzPassword0pullSecret01", "CANARYfuzzPassword1pullSecret02")
+_PASSWORD_NEEDLES: frozenset[bytes] = frozenset(
+    needle for password in _PASSWORDS for needle in encodings(password)
+)
+
 _DOCKER_CONFIGS: list[Any] = [
-    {"auths": {"registry.example.com": {"auth": _auth("user", "pass")}}},
+    {"auths": {"registry.example.com": {"auth": _auth("user", _PASSWORDS[0])}}},
     {
         "auths": {
             "https://index.docker.io/v1/": {"auth": _auth("u", "p:q"), "email": "u@example.com"},
-            "r.example:5000": {"username": "u", "password": "p"},
+            "r.example:5000": {"username": "u", "password": _PASSWORDS[1]},
             "ghcr.io": {"identitytoken": "token"},
             "quay.io": {},
         },
@@ -810,9 +819,15 @@ def _try_docker_config(data: bytes) -> None:
     from mesos_secrets.docker_config import parse_docker_config  # noqa: PLC0415
     from mesos_secrets.secretbytes import SecretBytes  # noqa: PLC0415
 
-    config = parse_docker_config(SecretBytes(data), source="secret '/pull'")
-    for registry in (*config.registries, "docker.io", "registry.example.com"):
-        config.credentials_for(registry)
+    try:
+        config = parse_docker_config(SecretBytes(data), source="secret '/pull'")
+        for registry in (*config.registries, "docker.io", "registry.example.com"):
+            config.credentials_for(registry)
+    except MesosSecretsError as error:
+        text = str(error).encode("utf-8", "surrogateescape")
+        if any(needle in text for needle in _PASSWORD_NEEDLES):
+            raise Crash(f"{type(error).__name__} holds a password of the document") from None
+        raise
 
 
 _ACLS: list[Any] = [

@@ -188,7 +188,7 @@ class Lab:
             resolver="vault",
             extra=f'[resolvers.vault]\naddress = "{self.bao.address}"\n'
             f'token = "{self.bao.root_token}"\n',
-            agent="cache_ttl = 0\n",
+            agent="cache_ttl = 30\n",
         )
 
     def _stop_agent(self) -> None:
