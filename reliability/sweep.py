@@ -49,6 +49,8 @@ HEX_SHAPE = re.compile(rb"(?i:43414e415259(?:[0-9a-f]{2}){24})")
 MAX_READ = 64 * 1024 * 1024
 #: The shared temporary directory, watched for what a launch leaves (only listed).
 TMP = Path(tempfile.gettempdir())
+#: How every temporary file or directory of ours is named there.
+OURS = "mesos-secrets"
 
 
 @attrs.frozen
@@ -70,7 +72,9 @@ def _links() -> frozenset[str]:
 
 
 def _tmp() -> frozenset[str]:
-    return frozenset(os.listdir(TMP))
+    """Our entries in the shared temporary directory (``run``'s default sandboxes and
+    runtime directory; whatever else the machine's other users put there is theirs)."""
+    return frozenset(name for name in os.listdir(TMP) if name.startswith(OURS))
 
 
 def _cores() -> frozenset[Path]:
@@ -223,9 +227,9 @@ def _new_processes(known: frozenset[int]) -> list[tuple[int, str]]:
         if not entry.isdigit() or int(entry) in known or int(entry) == os.getpid():
             continue
         try:
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+            state, parent = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
             continue
-        if state != "Z":
+        if state != "Z" and parent != "2":  # not a zombie, not a kernel thread (kthreadd's)
             found.append((int(entry), _command(int(entry))))
     return found

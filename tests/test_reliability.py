@@ -96,7 +96,7 @@ def test_the_sweep_finds_a_canary_in_a_process_environment(tmp_path: Path) -> No
 def test_the_sweep_finds_what_a_launch_left_in_tmp(tmp_path: Path) -> None:
     lab = _lab(tmp_path)
     before = sweep.baseline()
-    left = Path(tempfile.mkdtemp(prefix="left-by-a-launch-"))
+    left = Path(tempfile.mkdtemp(prefix="mesos-secrets-left-by-a-launch-"))
     try:
         _, residue = sweep.check(lab, _launched(tmp_path, canary()), before)
     finally:
