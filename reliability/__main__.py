@@ -101,7 +101,7 @@ class Run:
         self.problems += [f"{where}: left {thing}" for thing in residue]
 
     def one(self, fault: str, store: str, kind: str) -> Outcome:
-        before = sweep.baseline()
+        before = sweep.baseline(self.lab)
         if store == "executor":
             launched = executor.executor_launch(self.lab, kind, fault, self.rng)
         else:
@@ -117,7 +117,7 @@ class Run:
 
     def concurrent(self, count: int) -> list[Outcome]:
         """``count`` launches at once on the one runtime directory, from every store."""
-        before = sweep.baseline()
+        before = sweep.baseline(self.lab)
         prepared = [
             prepare(self.lab, self.rng.choice(KINDS), store, "none", self.rng)
             for store in [("local", "vault", "agent")[i % 3] for i in range(count)]

@@ -569,7 +569,10 @@ def recover(lab: Lab) -> Outcome:
     spec.parent.mkdir(parents=True, exist_ok=True)
     spec.write_text(json.dumps({"id": "/reliability/recover", "cmd": "true"}))
     argv = [str(BIN), "run", str(spec), "--runtime-dir", str(lab.runtime)]
-    outcome, _ = _watch(argv, lab.environment("local"), None, "", random.Random(0), ())
+    # The node's configuration, its image store included: recovery cleans what a killed
+    # pull left there too.
+    env = lab.environment("local", image=lab._registry is not None)
+    outcome, _ = _watch(argv, env, None, "", random.Random(0), ())
     return outcome
 
 
@@ -815,11 +818,14 @@ def _ended(
 
 
 def _clear(line: bytes) -> bool:
-    """Our one-line error, naming a secret, a store, an image or a volume."""
+    """Our one-line error, naming a secret, a store (the node agent's socket) or a volume."""
     if not line.startswith(ERROR_LINE):
         return False
     text = line[len(ERROR_LINE) :]
-    return any(word in text for word in (b"'/reliability/", b"http://", b"https://", b"store"))
+    return any(
+        word in text
+        for word in (b"'/reliability/", b"http://", b"https://", b"store", b"node agent")
+    )
 
 
 def _outcome(result: str, status: int | None, started: float, detail: str) -> Outcome:

@@ -62,6 +62,7 @@ class Baseline:
     tmp: frozenset[str]
     cores: frozenset[Path]
     pids: frozenset[int]
+    partials: frozenset[Path] = frozenset()
 
 
 def _links() -> frozenset[str]:
@@ -83,9 +84,16 @@ def _cores() -> frozenset[Path]:
     return frozenset(Path.cwd().glob("core*"))
 
 
-def baseline() -> Baseline:
+def _partials(lab: Lab) -> frozenset[Path]:
+    """Image downloads and unpacks under way in the lab's image store."""
+    partial = lab.directory / "images" / "tmp"
+    return frozenset(partial.iterdir()) if partial.is_dir() else frozenset()
+
+
+def baseline(lab: Lab | None = None) -> Baseline:
     pids = frozenset(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
-    return Baseline(residue.snapshot(), _links(), _tmp(), _cores(), pids)
+    partials = _partials(lab) if lab is not None else frozenset()
+    return Baseline(residue.snapshot(), _links(), _tmp(), _cores(), pids, partials)
 
 
 def check(
@@ -204,9 +212,7 @@ def _residue(lab: Lab, before: Baseline) -> list[str]:
     found += [f"link {name}" for name in sorted(_links() - before.links)]
     found += [f"{TMP / name}" for name in sorted(_tmp() - before.tmp)]
     found += [f"core file {path}" for path in sorted(_cores() - before.cores)]
-    partial = lab.directory / "images" / "tmp"  # downloads and unpacks under way
-    if partial.is_dir():
-        found += [f"partial image download {path}" for path in sorted(partial.iterdir())]
+    found += [f"partial image download {path}" for path in sorted(_partials(lab) - before.partials)]
     found += [
         f"process {pid}: {command}"
         for pid, command in _new_processes(before.pids)
