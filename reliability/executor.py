@@ -81,7 +81,6 @@ def _policy(lab: Lab) -> None:
 
 def _tasks(
     kind: str,
-    agent: Agent,
     name: str,
     values: tuple[str, str],
     marker: str,
@@ -205,7 +204,7 @@ def _drive(
 
     if not agent.subscribed.wait(30):
         return outcome("failed_unclearly", "the executor did not subscribe in 30 s")
-    tasks = _tasks(kind, agent, name, values, marker, linger, number)
+    tasks = _tasks(kind, name, values, marker, linger, number)
     ids = [task["task_id"]["value"] for task in tasks]
     if kind == "app":
         agent.launch(tasks[0])

@@ -42,12 +42,14 @@ import attrs
 
 from mesos_secrets.testing import canary
 from resolvers.local import LocalStore
+from tests import residue
 from tests.bao import Bao, free_port, stop_process
 from tests.hostile import SilentServer, SlowProxy
 from tests.node_agent import NodeAgent
 
 from .cluster import NoForwardingProxy, RaftCluster
 from .network import DelayRelay, InNamespaceBao, IsolatedNetwork
+from .sweep import encodings
 
 __all__ = [
     "FAULTS",
@@ -217,7 +219,7 @@ class Lab:
             )
             self._registry = registry
             (self.directory / "images.toml").write_text(
-                self._vault_table() + f'[images]\nstore = "{self.directory / "images"}"\n'
+                self._base_config() + f'[images]\nstore = "{self.directory / "images"}"\n'
                 f'ca_bundle = "{registry.ca.ca.cert}"\n'
             )
         return self._registry
@@ -228,7 +230,7 @@ class Lab:
         auth = base64.b64encode(f"pull:{self.registry_password}".encode()).decode()
         return json.dumps({"auths": {registry.host: {"auth": auth}}}).encode()
 
-    def _vault_table(self) -> str:
+    def _base_config(self) -> str:
         """The resolver's deadline, and the audit trail the sweep reads."""
         deadline = f"deadline = {self.deadline}\n" if self.deadline else ""
         return f'[audit]\nfile = "{self.audit}"\n[resolvers.vault]\n{deadline}'
@@ -268,7 +270,7 @@ class Lab:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         config = self.directory / ("images.toml" if image else "run.toml")
         if not config.exists():
-            config.write_text(self._vault_table())
+            config.write_text(self._base_config())
         env.update(
             PYTHONPATH=str(ROOT),
             MESOS_SECRETS_HOME=str(home or self.home),
@@ -619,12 +621,10 @@ def _kill_task(live: Live) -> str | None:
 def _holders(live: Live) -> list[str]:
     """Processes other than the task (its shell, whose command line has the marker, and
     the shell's children) whose command line or environment holds a canary."""
-    from . import sweep  # noqa: PLC0415 (it reads this module's types)
-
-    needles = {needle for value in live.canaries for needle in sweep.encodings(value)}
+    needles = {needle for value in live.canaries for needle in encodings(value)}
     return [
         f"process {pid} while the task ran: {command}"
-        for pid, command in sweep.processes_holding(needles, known=live.known)
+        for pid, command in residue.holders(needles, known=live.known)
         if not _is_task(pid, live.marker)
     ]
 
@@ -643,14 +643,6 @@ def _parent(pid: int) -> int:
             if line.startswith("PPid:"):
                 return int(line.split()[1])
     return 0
-
-
-def _command_line(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return "?"
-    return raw.replace(b"\0", b" ")[:80].decode(errors="replace")
 
 
 @contextlib.contextmanager

@@ -195,13 +195,7 @@ class IsolatedNetwork:
         for _ in range(10):
             self.network = _pick_network(ipr)
             try:
-                ipr.route(
-                    "add",
-                    dst=str(self.network.network_address),
-                    dst_len=self.network.prefixlen,
-                    type="unreachable",
-                    priority=GUARD_METRIC,
-                )
+                self._guard_route(ipr, "add")
             except NetlinkError as error:
                 if error.code != errno.EEXIST:
                     raise
@@ -323,18 +317,22 @@ class IsolatedNetwork:
             holder.kill()
             holder.wait()
 
+    def _guard_route(self, ipr: IPRoute, command: str) -> None:
+        """Add or delete the ``unreachable`` route under the network's /30."""
+        ipr.route(
+            command,
+            dst=str(self.network.network_address),
+            dst_len=self.network.prefixlen,
+            type="unreachable",
+            priority=GUARD_METRIC,
+        )
+
     def _delete_guard(self) -> None:
         if not self._guard:
             return
         with IPRoute() as ipr:
             try:
-                ipr.route(
-                    "del",
-                    dst=str(self.network.network_address),
-                    dst_len=self.network.prefixlen,
-                    type="unreachable",
-                    priority=GUARD_METRIC,
-                )
+                self._guard_route(ipr, "del")
             except NetlinkError as error:
                 if error.code != errno.ESRCH:
                     raise

@@ -38,7 +38,6 @@ __all__ = [
     "check",
     "encodings",
     "files_holding",
-    "processes_holding",
 ]
 
 #: What :func:`mesos_secrets.testing.canary` makes.
@@ -105,7 +104,7 @@ def check(
     needles = {needle for value in launched.canaries for needle in encodings(value)}
     if any(needle in launched.output for needle in needles):
         found.add("the launch's output")
-    for pid, command in processes_holding(needles, known=before.pids):
+    for pid, command in residue.holders(needles, known=before.pids):
         found.add(f"process {pid}: {command}")
     roots = [launched.work, lab.runtime, lab.home, lab.agent.base, lab.logs, lab.small]
     roots.append(lab.directory / "images")
@@ -129,48 +128,9 @@ def encodings(value: str) -> set[bytes]:
     return {needle for needle in out if len(needle) >= 16}
 
 
-def processes_holding(
-    needles: set[bytes], known: frozenset[int] = frozenset()
-) -> list[tuple[int, str]]:
-    """Every process (but this one) whose command line or environment holds a needle;
-    one that cannot be read is reported too (root reads every process's), unless it is
-    one of ``known`` (there before the launch: the machine's own init)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            data = b"".join(
-                Path(f"/proc/{entry}/{name}").read_bytes() for name in ("cmdline", "environ")
-            )
-        except FileNotFoundError:
-            continue  # gone
-        except ProcessLookupError:
-            continue
-        except OSError as error:
-            if int(entry) not in known:
-                found.append((int(entry), f"unreadable ({error.strerror})"))
-            continue
-        if any(needle in data for needle in needles):
-            found.append((int(entry), _command(int(entry))))
-    return found
-
-
 def files_holding(roots: Iterable[Path], needles: set[bytes]) -> list[Path]:
     """Every regular file under ``roots`` holding a needle."""
     return [path for path, data in _files(roots) if any(needle in data for needle in needles)]
-
-
-def _command(pid: int) -> str:
-    try:
-        return (
-            Path(f"/proc/{pid}/cmdline")
-            .read_bytes()
-            .replace(b"\0", b" ")[:80]
-            .decode(errors="replace")
-        )
-    except OSError:
-        return "?"
 
 
 def _files(roots: Iterable[Path]) -> Iterator[tuple[Path, bytes]]:
@@ -237,5 +197,5 @@ def _new_processes(known: frozenset[int]) -> list[tuple[int, str]]:
         except (OSError, ValueError):
             continue
         if state != "Z" and parent != "2":  # not a zombie, not a kernel thread (kthreadd's)
-            found.append((int(entry), _command(int(entry))))
+            found.append((int(entry), residue.command_line(int(entry))))
     return found

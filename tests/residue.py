@@ -13,14 +13,21 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import attrs
 
 from mesos_secrets.containerizer import cgroups
 
-__all__ = ["Snapshot", "host_mount_changes", "processes_holding", "snapshot"]
+__all__ = [
+    "Snapshot",
+    "command_line",
+    "holders",
+    "host_mount_changes",
+    "processes_holding",
+    "snapshot",
+]
 
 
 def _namespaces() -> dict[tuple[str, str], set[int]]:
@@ -126,15 +133,39 @@ def host_mount_changes() -> Iterator[list[str]]:
 def processes_holding(value: str | bytes) -> list[int]:
     """Every process whose environment or command line holds ``value`` (as root)."""
     needle = value.encode() if isinstance(value, str) else value
+    return [pid for pid, _ in holders({needle})]
+
+
+def holders(
+    needles: Collection[bytes], *, known: Collection[int] | None = None
+) -> list[tuple[int, str]]:
+    """Every process but this one whose command line or environment holds one of
+    ``needles``, with its command line. With ``known``, a process whose command line or
+    environment cannot be read is one too (root reads every process's), unless it is one
+    of ``known`` (there before: the machine's own init)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
+        pid, readable, unreadable = int(entry), [], None
         for name in ("environ", "cmdline"):
             try:
-                if needle in Path(f"/proc/{entry}/{name}").read_bytes():
-                    found.append(int(entry))
-                    break
-            except OSError:
-                continue
+                readable.append(Path(f"/proc/{entry}/{name}").read_bytes())
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # gone
+            except OSError as error:
+                unreadable = error.strerror
+        if any(needle in data for data in readable for needle in needles):
+            found.append((pid, command_line(pid)))
+        elif unreadable and known is not None and pid not in known:
+            found.append((pid, f"unreadable ({unreadable})"))
     return found
+
+
+def command_line(pid: int, width: int = 80) -> str:
+    """``pid``'s command line, its arguments joined by spaces, at most ``width`` long."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ")[:width].decode(errors="replace")
