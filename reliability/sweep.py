@@ -44,6 +44,9 @@ __all__ = [
 CANARY_SHAPE = re.compile(rb"CANARY[A-Za-z0-9]{24}")
 #: The same in hex (any case).
 HEX_SHAPE = re.compile(rb"(?i:43414e415259(?:[0-9a-f]{2}){24})")
+#: A run of base64 long enough to hold a canary (30 bytes: 40 characters), standard or
+#: URL-safe, padded or not.
+BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{40,}")
 #: Files larger than this are read in part only (none of ours should be).
 MAX_READ = 64 * 1024 * 1024
 #: The shared temporary directory, watched for what a launch leaves (only listed).
@@ -153,13 +156,34 @@ def _files(roots: Iterable[Path]) -> Iterator[tuple[Path, bytes]]:
 
 def canaries_in_files(roots: Iterable[Path]) -> dict[Path, set[bytes]]:
     """Every regular file under ``roots`` holding something shaped like a canary, as it
-    is or in hex (what it holds, as the canary's own text)."""
+    is, in hex or in base64 (what it holds, as the canary's own text)."""
     found: dict[Path, set[bytes]] = {}
     for path, data in _files(roots):
         values = set(CANARY_SHAPE.findall(data))
         values.update(bytes.fromhex(h.decode()) for h in HEX_SHAPE.findall(data))
+        values.update(_in_base64(data))
         if values:
             found[path] = values
+    return found
+
+
+def _in_base64(data: bytes) -> set[bytes]:
+    """Canaries inside runs of base64 (standard or URL-safe) in ``data``: each run
+    decoded from each of its first four characters, as the encoded text may start
+    anywhere in a quantum."""
+    found: set[bytes] = set()
+    for run in BASE64_RUN.findall(data):
+        standard = run.replace(b"-", b"+").replace(b"_", b"/")
+        for start in range(4):
+            chunk = standard[start:]
+            if len(chunk) % 4 == 1:  # a lone character decodes to nothing
+                chunk = chunk[:-1]
+            chunk += b"=" * (-len(chunk) % 4)
+            try:
+                decoded = base64.b64decode(chunk, validate=True)
+            except ValueError:
+                continue
+            found.update(CANARY_SHAPE.findall(decoded))
     return found
 
 

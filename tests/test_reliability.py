@@ -118,6 +118,24 @@ def test_the_sweep_finds_a_canary_encoded(tmp_path: Path) -> None:
     }
 
 
+def test_the_final_pass_finds_canaries_in_base64_at_any_alignment(tmp_path: Path) -> None:
+    """The whole-directory pass knows no launch's values: it finds the canary's shape in
+    base64 too, wherever in the encoded text it starts, standard or URL-safe."""
+    values = [canary() for _ in range(4)]
+    work = tmp_path / "work"
+    work.mkdir()
+    for skew, value in enumerate(values[:3]):
+        encoded = base64.b64encode(b"u" * skew + f":{value}".encode())
+        (work / f"auth{skew}").write_bytes(b'{"auth":"' + encoded + b'"}')
+    (work / "url").write_bytes(b"?t=" + base64.urlsafe_b64encode(b"\xfb\xff" + values[3].encode()))
+    (work / "innocent").write_bytes(base64.b64encode(b"no canary here, only text " * 4))
+    found = sweep.canaries_in_files([work])
+    assert found == {
+        **{work / f"auth{skew}": {values[skew].encode()} for skew in range(3)},
+        work / "url": {values[3].encode()},
+    }
+
+
 def test_the_sweep_finds_a_process_a_launch_left(tmp_path: Path) -> None:
     lab = _lab(tmp_path)
     before = sweep.baseline()
