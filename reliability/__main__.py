@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "benchmarks" / "reliability.json"
 RESULTS = ("succeeded", "failed_clearly", "failed_unclearly", "hung")
 KINDS = ("app", "pod")
+#: The front ends and stores of launches made at once (``executor``: the executor).
+CONCURRENT_STORES = ("local", "vault", "agent", "executor")
 
 #: Full-run targets.
 MIN_LAUNCHES = 500
@@ -56,8 +58,9 @@ def schedule(repeats: int, baseline: int, rng: random.Random) -> list[tuple[str,
 
 
 def _kinds(fault: str, store: str) -> tuple[str, ...]:
-    """An app, a pod, and for some faults an app in a private image (not the executor's)."""
-    return (*KINDS, "image") if fault in IMAGE_FAULTS and store != "executor" else KINDS
+    """An app, a pod, and for some faults an app in a private image."""
+    images = executor.IMAGE_FAULTS if store == "executor" else IMAGE_FAULTS
+    return (*KINDS, "image") if fault in images else KINDS
 
 
 def _faults() -> dict[str, tuple[str, ...]]:
@@ -107,7 +110,11 @@ class Run:
         else:
             launched = execute(self.lab, prepare(self.lab, kind, store, fault, self.rng), self.rng)
         if fault in ("run-killed", "executor-killed"):
-            recovery = recover(self.lab)  # the next run cleans up what the killed one left
+            # The next front end on the node cleans up what the killed one left.
+            if fault == "run-killed":
+                recovery = recover(self.lab)
+            else:
+                recovery = executor.restart(self.lab, image=kind == "image")
             if recovery.exit_status != 0:
                 self.recovery_failures += 1
                 self.problems.append(f"recovery after {fault}: {recovery.detail}")
@@ -116,17 +123,33 @@ class Run:
         return launched.outcome
 
     def concurrent(self, count: int) -> list[Outcome]:
-        """``count`` launches at once on the one runtime directory, from every store."""
+        """``count`` launches at once on the one runtime directory and image store: apps,
+        pods and apps in a private image (one in five, pulled at once), through ``run``
+        from every store and through executors."""
+        plan = [
+            (CONCURRENT_STORES[i % len(CONCURRENT_STORES)], "image" if i % 5 == 4 else kind)
+            for i, kind in enumerate(self.rng.choice(KINDS) for _ in range(count))
+        ]
+        for image in (False, True):  # the executors' configuration, written before any reads it
+            executor.prepare_lab(self.lab, image=image)
+        shutil.rmtree(self.lab.directory / "images", ignore_errors=True)
         before = sweep.baseline(self.lab)
         prepared = [
-            prepare(self.lab, self.rng.choice(KINDS), store, "none", self.rng)
-            for store in [("local", "vault", "agent")[i % 3] for i in range(count)]
+            None if store == "executor" else prepare(self.lab, kind, store, "none", self.rng)
+            for store, kind in plan
         ]
-        seeds = [self.rng.getrandbits(32) for _ in prepared]
+        seeds = [self.rng.getrandbits(32) for _ in plan]
+
+        def one(index: int) -> Launched:
+            rng = random.Random(seeds[index])
+            ready = prepared[index]
+            if ready is None:
+                kind = plan[index][1]
+                return executor.executor_launch(self.lab, kind, "none", rng, fresh_pull=False)
+            return execute(self.lab, ready, rng, fresh_pull=False)
+
         with ThreadPoolExecutor(max_workers=count) as pool:
-            launched = list(
-                pool.map(lambda p, s: execute(self.lab, p, random.Random(s)), prepared, seeds)
-            )
+            launched = list(pool.map(one, range(count)))
         for index, one in enumerate(launched):
             # The batch's residue once, charged to its first launch (all ran at once).
             leaks, residue = sweep.check(self.lab, one, before, residue_too=index == 0)

@@ -2,9 +2,14 @@
 agent double (:mod:`tests.agent`, which follows the v1 executor API), authenticated with
 an executor token and a one-time bootstrap token for OpenBao, as Mesos would start it.
 
-Each launch starts a fresh executor, sends it a LAUNCH (an app) or a LAUNCH_GROUP (a pod
-of two tasks), waits for the tasks' terminal states, then SHUTDOWN and the executor's
-exit. A task ends ``succeeded`` on TASK_FINISHED (its own checks of its secrets passed),
+Each launch starts a fresh executor, sends it a LAUNCH (an app, or an app in a private
+image whose pull secret the executor reads) or a LAUNCH_GROUP (a pod of two tasks), waits
+for the tasks' terminal states, then SHUTDOWN and the executor's exit. An executor killed
+mid-launch is followed by a fresh one on the node (:func:`restart`), which recovers what
+the killed one left; the token the killed one held is revoked by its framework (here,
+the suite), as no one else knows it.
+
+A task ends ``succeeded`` on TASK_FINISHED (its own checks of its secrets passed),
 ``failed_clearly`` on TASK_FAILED / TASK_ERROR / TASK_KILLED with a one-line message,
 ``hung`` when no terminal state comes by the deadline. The status updates and the
 executor's log are the launch's output, swept for the canaries like ``run``'s.
@@ -16,6 +21,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,12 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from mesos_secrets.framework import BOOTSTRAP_ENV, executor_info, launch_json, mint_bootstrap
 from mesos_secrets.marathon import parse_app
 from mesos_secrets.testing import canary
 from mesos_secrets.tokens import mint_executor_token
 from tests.agent import Agent
 
+from . import sweep
 from .launches import (
     CRASHES,
     DEADLINE_S,
@@ -42,7 +51,7 @@ from .launches import (
     outliving,
 )
 
-__all__ = ["FAULTS", "executor_launch"]
+__all__ = ["FAULTS", "IMAGE_FAULTS", "executor_launch", "prepare_lab", "restart"]
 
 EXECUTOR = Path(sys.executable).parent / "mesos-secrets-executor"
 KEY = b"reliability-executor-secret-key!"
@@ -67,16 +76,39 @@ FAULTS: dict[str, tuple[str, ...]] = {
     "task-killed": ("failed_clearly",),
     "executor-killed": ("succeeded", "failed_clearly"),
 }
+#: The faults an app in a private image is launched under through the executor.
+IMAGE_FAULTS = tuple(FAULTS)
 
 
-def _policy(lab: Lab) -> None:
-    client = lab.bao.client()
-    try:
-        client.sys.create_or_update_policy(
-            POLICY, 'path "secret/data/reliability/*" { capabilities = ["read"] }'
-        )
-    finally:
-        client.adapter.close()
+def prepare_lab(lab: Lab, *, image: bool = False) -> None:
+    """What every executor launch needs first: the policy of its tokens, its
+    configuration (``image``: the one with the image store, the registry started)."""
+    if not getattr(lab, "executor_policy", False):
+        client = lab.bao.client()
+        try:
+            client.sys.create_or_update_policy(
+                POLICY, 'path "secret/data/reliability/*" { capabilities = ["read"] }'
+            )
+        finally:
+            client.adapter.close()
+        lab.executor_policy = True  # type: ignore[attr-defined]
+    _config(lab, image=image)
+
+
+def _config(lab: Lab, *, image: bool) -> Path:
+    """The executors' configuration: the lab's runtime directory, audit trail and
+    resolver deadline; ``image``: its image store and registry CA too."""
+    config = lab.directory / ("executor-images.toml" if image else "executor.toml")
+    if not config.exists():
+        text = f'runtime_dir = "{lab.runtime}"\n' + lab._base_config()
+        if image:
+            registry = lab.registry()
+            text += (
+                f'[images]\nstore = "{lab.directory / "images"}"\n'
+                f'ca_bundle = "{registry.ca.ca.cert}"\n'
+            )
+        config.write_text(text)
+    return config
 
 
 def _tasks(
@@ -86,35 +118,41 @@ def _tasks(
     marker: str,
     linger: float,
     number: int,
+    image: str,
 ) -> list[dict[str, Any]]:
-    spec = _spec("app", name, values[0], values[1], marker, linger)
+    spec = _spec("image" if image else "app", name, values[0], values[1], marker, linger, image)
     spec["id"] = "/reliability/exec"
     info = executor_info(f"reliability-executor-{number}", framework_id=FID)
-    count = 1 if kind == "app" else 2
+    count = 2 if kind == "pod" else 1
     return [
         launch_json(parse_app(spec).to_task_info(task_id=f"e{number}-{i}"), info, agent_id="a1")
         for i in range(count)
     ]
 
 
-def executor_launch(lab: Lab, kind: str, fault: str, rng: random.Random) -> Launched:
-    """One launch through a fresh executor, with ``fault`` injected."""
-    if not getattr(lab, "executor_policy", False):
-        _policy(lab)
-        lab.executor_policy = True  # type: ignore[attr-defined]
-    lab.count += 1
-    number = lab.count
-    values = (canary(), canary())
-    marker = f"reliability-task-{number}-{rng.getrandbits(32):08x}"
-    name = f"/reliability/e{number}"
-    if fault != "missing-secret":
-        lab.put("vault", name, {"password": values[0].encode(), "file": values[1].encode()})
+@attrs.define
+class _Executor:
+    """An executor started for a launch, with the agent double it talks to."""
+
+    number: int
+    agent: Agent
+    process: subprocess.Popen[bytes]
+    sandbox: Path
+    log: Path
+    #: The tokens minted for it (only looked up when it is to be killed).
+    tokens: frozenset[str]
+
+
+def _start(lab: Lab, number: int, *, image: bool, track_tokens: bool = False) -> _Executor:
+    """A fresh executor, with a one-time bootstrap token of its own, as Mesos starts one."""
     eid = f"reliability-executor-{number}"
+    before = sweep.tokens(lab) if track_tokens else frozenset()
     client = lab.bao.client()
     try:
         bootstrap = mint_bootstrap(client, policies=[POLICY], ttl="10m", wrap_ttl="60s")
     finally:
         client.adapter.close()
+    minted = sweep.tokens(lab) - before if track_tokens else frozenset()
     info = executor_info(
         eid, framework_id=FID, bootstrap=bootstrap, environment={"VAULT_ADDR": lab.bao.address}
     )
@@ -127,9 +165,7 @@ def executor_launch(lab: Lab, kind: str, fault: str, rng: random.Random) -> Laun
     )
     sandbox = lab.directory / "work" / f"e{number}"
     sandbox.mkdir(parents=True)
-    config = sandbox.parent / "executor.toml"
-    if not config.exists():
-        config.write_text(f'runtime_dir = "{lab.runtime}"\n[audit]\nfile = "{lab.audit}"\n')
+    config = _config(lab, image=image)
     env = {
         "PATH": os.environ["PATH"],
         "PYTHONPATH": str(ROOT),
@@ -148,21 +184,56 @@ def executor_launch(lab: Lab, kind: str, fault: str, rng: random.Random) -> Laun
         BOOTSTRAP_ENV: bootstrap.value.data.reveal().decode(),  # type: ignore[union-attr]
     }
     log = sandbox / "executor.log"
-    started = time.monotonic()
     with log.open("ab") as out:
         process = subprocess.Popen(
             [str(EXECUTOR)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+    return _Executor(number, agent, process, sandbox, log, minted)
+
+
+def _stop(started: _Executor) -> None:
+    if started.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(started.process.pid, signal.SIGKILL)
+        started.process.wait()
+    started.agent.stop()
+
+
+def executor_launch(
+    lab: Lab, kind: str, fault: str, rng: random.Random, *, fresh_pull: bool = True
+) -> Launched:
+    """One launch through a fresh executor, with ``fault`` injected. ``kind``: an app,
+    a pod, or an app in a private image (pulled again when ``fresh_pull``)."""
+    image = kind == "image"
+    prepare_lab(lab, image=image)
+    started_at = time.monotonic()
+    number = lab.next_number()
+    values = (canary(), canary())
+    marker = f"reliability-task-{number}-{rng.getrandbits(32):08x}"
+    name = f"/reliability/e{number}"
+    fields = {"password": values[0].encode(), "file": values[1].encode()}
+    reference = ""
+    if image:
+        fields["pull"] = lab.pull_secret()
+        reference = f"{lab.registry().host}/private/busybox:latest"
+        if fresh_pull:
+            shutil.rmtree(lab.directory / "images", ignore_errors=True)
+    if fault != "missing-secret":
+        lab.put("vault", name, fields)
+    started = _start(lab, number, image=image, track_tokens=fault == "executor-killed")
     linger = {"task-killed": 30.0, "executor-killed": 30.0}.get(fault, 0.0)
+    tasks = _tasks(kind, name, values, marker, linger, number, reference)
+    canaries = values + ((lab.registry_password,) if image else ())
+    live = Live.of(lab, kind, marker, rng, canaries)
+    live.process = started.process
     try:
-        outcome = _drive(agent, process, kind, fault, name, values, marker, linger, number, rng)
+        outcome = _drive(started.agent, live, kind, fault, tasks)
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        agent.stop()
-    outcome.seconds = round(time.monotonic() - started, 3)
+        _stop(started)
+    if live.injected is not None and live.injected.startswith("killed the executor"):
+        _revoke(lab, started.tokens)  # as its framework would, on hearing it is gone
+    outcome.seconds = round(time.monotonic() - started_at, 3)
+    process, log = started.process, started.log
     written = log.read_bytes()
     if any(crash in written for crash in CRASHES):
         outcome.result, outcome.detail = "failed_unclearly", "a traceback or a crash in its log"
@@ -170,23 +241,62 @@ def executor_launch(lab: Lab, kind: str, fault: str, rng: random.Random) -> Laun
         outcome.result = "failed_unclearly"
         outcome.detail = f"the executor exited {process.returncode} after SHUTDOWN"
     outcome.expected = outcome.result in FAULTS[fault]
-    output = json.dumps(agent.updates).encode() + b"\n" + written
-    return Launched(outcome, values, sandbox, output)
+    output = json.dumps(started.agent.updates).encode() + b"\n" + written
+    return Launched(outcome, canaries, started.sandbox, output)
 
 
-def _drive(
-    agent: Agent,
-    process: subprocess.Popen[bytes],
-    kind: str,
-    fault: str,
-    name: str,
-    values: tuple[str, str],
-    marker: str,
-    linger: float,
-    number: int,
-    rng: random.Random,
-) -> Outcome:
-    live = Live(process, marker, rng, values)
+def _revoke(lab: Lab, accessors: frozenset[str]) -> None:
+    client = lab.bao.client()
+    try:
+        for accessor in accessors:
+            with contextlib.suppress(Exception):  # gone already (a wrapping token unwrapped)
+                client.auth.token.revoke_accessor(accessor)
+    finally:
+        client.adapter.close()
+
+
+def restart(lab: Lab, *, image: bool) -> Outcome:
+    """A fresh executor on the node after one was killed: it recovers the runtime
+    directory (and the image store) as it starts, then is shut down. Its outcome:
+    ``succeeded`` when it subscribed and exited 0 with nothing crashing in its log."""
+    prepare_lab(lab, image=image)
+    started_at = time.monotonic()
+    started = _start(lab, lab.next_number(), image=image)
+    result, detail = "succeeded", ""
+    try:
+        if not started.agent.subscribed.wait(30):
+            result, detail = "failed_unclearly", "the restarted executor did not subscribe"
+        else:
+            started.agent.shutdown()
+            try:
+                started.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                result, detail = "hung", "the restarted executor did not exit after SHUTDOWN"
+    finally:
+        _stop(started)
+    written = started.log.read_bytes()
+    if result == "succeeded" and (
+        started.process.returncode != 0 or any(crash in written for crash in CRASHES)
+    ):
+        result = "failed_unclearly"
+        detail = (
+            f"the restarted executor exited {started.process.returncode}: "
+            + (written.decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+        )
+    return Outcome(
+        kind="image" if image else "app",
+        store="executor",
+        fault="restart",
+        result=result,
+        seconds=round(time.monotonic() - started_at, 3),
+        exit_status=0 if result == "succeeded" else 1,
+        detail=detail,
+        expected=result == "succeeded",
+    )
+
+
+def _drive(agent: Agent, live: Live, kind: str, fault: str, tasks: list[dict[str, Any]]) -> Outcome:
+    process = live.process
 
     def outcome(result: str, detail: str) -> Outcome:
         return Outcome(
@@ -204,25 +314,25 @@ def _drive(
 
     if not agent.subscribed.wait(30):
         return outcome("failed_unclearly", "the executor did not subscribe in 30 s")
-    tasks = _tasks(kind, name, values, marker, linger, number)
     ids = [task["task_id"]["value"] for task in tasks]
-    if kind == "app":
-        agent.launch(tasks[0])
-    else:
+    if kind == "pod":
         agent.launch_group(tasks)
+    else:
+        agent.launch(tasks[0])
     injected = None
     if fault == "task-killed":
         injected = live.injected = _kill_task(live)
     elif fault == "executor-killed":
-        time.sleep(rng.uniform(0.0, 0.6))
-        if process.poll() is None:
+        moment = live.moment(0.6)
+        if moment is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            injected = live.injected = "killed the executor"
+            injected = live.injected = f"killed the executor {moment}"
+    killed = (injected or "").startswith("killed the executor")
     deadline = time.monotonic() + DEADLINE_S
     while True:
         finals = {i: [s for s in agent.states(i) if s in TERMINAL] for i in ids}
-        if all(finals.values()) or (injected == "killed the executor"):
+        if all(finals.values()) or killed:
             break
         if process.poll() is not None and not all(finals.values()):
             return outcome(
@@ -234,8 +344,8 @@ def _drive(
                 "hung", f"no terminal state in {DEADLINE_S:g} s: {[agent.states(i) for i in ids]}"
             )
         time.sleep(0.01)
-    if injected == "killed the executor":
-        outlived = outliving(marker)
+    if killed:
+        outlived = outliving(live.marker)
         if outlived:
             return outcome("failed_unclearly", f"the task (pids {outlived}) outlived its executor")
         return outcome("failed_clearly", "the executor killed (injected)")

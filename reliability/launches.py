@@ -33,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -178,8 +179,15 @@ class Lab:
             self._stack.close()
             raise
         self.count = 0
+        self._numbers = threading.Lock()
         self._registry: Any = None
         self.registry_password = ""
+
+    def next_number(self) -> int:
+        """A number for a new launch, unique in the lab (launches may start at once)."""
+        with self._numbers:
+            self.count += 1
+            return self.count
 
     # --- the shared parts ---------------------------------------------------------------
 
@@ -411,8 +419,7 @@ class Prepared:
 
 def prepare(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> Prepared:
     """Store fresh canaries for a launch of ``kind`` from ``store`` and write its spec."""
-    lab.count += 1
-    number = lab.count
+    number = lab.next_number()
     env_value, file_value = canary(), canary()
     marker = f"reliability-task-{number}-{rng.getrandbits(32):08x}"
     name = f"/reliability/l{number}"
@@ -441,8 +448,12 @@ def prepare(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> 
     return Prepared(number, kind, store, fault, canaries, marker, spec, work)
 
 
-def execute(lab: Lab, prepared: Prepared, rng: random.Random) -> Launched:
-    """Run a prepared launch with its fault injected; how it ended."""
+def execute(
+    lab: Lab, prepared: Prepared, rng: random.Random, *, fresh_pull: bool = True
+) -> Launched:
+    """Run a prepared launch with its fault injected; how it ended. ``fresh_pull``: an
+    image is pulled again (its credentials used again) rather than taken from the image
+    store (not while other launches use the store)."""
     fault, store = prepared.fault, prepared.store
     target = _store_for(lab, fault)
     with _fault(lab, fault, rng) as (address, during):
@@ -453,7 +464,7 @@ def execute(lab: Lab, prepared: Prepared, rng: random.Random) -> Launched:
             image=prepared.kind == "image",
             bao=target,
         )
-        if prepared.kind == "image":  # pulled each time: the credentials used each time
+        if prepared.kind == "image" and fresh_pull:
             shutil.rmtree(lab.directory / "images", ignore_errors=True)
         argv = [
             str(BIN),
@@ -464,7 +475,8 @@ def execute(lab: Lab, prepared: Prepared, rng: random.Random) -> Launched:
             "--runtime-dir",
             str(lab.runtime),
         ]
-        outcome, output = _watch(argv, env, during, prepared.marker, rng, prepared.canaries)
+        live = Live.of(lab, prepared.kind, prepared.marker, rng, prepared.canaries)
+        outcome, output = _watch(argv, env, during, live)
     outcome.kind, outcome.store, outcome.fault = prepared.kind, store, fault
     outcome.expected = outcome.result in FAULTS[fault][1]
     return Launched(outcome, prepared.canaries, prepared.work, output)
@@ -492,6 +504,20 @@ def launch(lab: Lab, kind: str, store: str, fault: str, rng: random.Random) -> L
     return execute(lab, prepare(lab, kind, store, fault, rng), rng)
 
 
+#: Where in a launch a fault that strikes while it runs may strike: after a random
+#: delay, or once something is seen from outside: its container claimed (then come its
+#: cgroups, its image, its secrets), its secrets read (the audit trail has a new record;
+#: then come its volumes and its process), its task running.
+MOMENTS = ("delay", "claimed", "resolved", "running")
+#: ... and, from a private image, while the image is being pulled.
+IMAGE_MOMENTS = (*MOMENTS, "pulling")
+#: The moments at which a store fault still finds the launch reading: its container is
+#: claimed just before its image is provisioned and its secrets resolved.
+READING = ("delay", "claimed")
+#: How long to wait for a moment before taking the launch to have ended without it.
+MOMENT_S = 20.0
+
+
 @attrs.define
 class Live:
     """A launch under way, for what a fault does while it runs."""
@@ -500,6 +526,13 @@ class Live:
     marker: str  # in the task's command line
     rng: random.Random
     canaries: tuple[str, ...]
+    #: Where the moments of :data:`MOMENTS` are seen: the runtime directory, the image
+    #: store, the launch's work directory (None: only a delay).
+    runtime: Path | None = None
+    images: Path | None = None
+    moments: tuple[str, ...] = ("delay",)
+    #: The audit trails, and their sizes before the launch.
+    audits: tuple[tuple[Path, int], ...] = ()
     #: Where a canary was seen while the task ran, outside the task.
     leaks: list[str] = attrs.field(factory=list)
     #: What the fault did while the launch ran (None: nothing yet).
@@ -510,6 +543,78 @@ class Live:
     known: frozenset[int] = attrs.field(
         factory=lambda: frozenset(int(e) for e in os.listdir("/proc") if e.isdigit())
     )
+    #: The container claims and the image downloads there before the launch.
+    claims: frozenset[str] = frozenset()
+    partials: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(
+        cls,
+        lab: Lab,
+        kind: str,
+        marker: str,
+        rng: random.Random,
+        canaries: tuple[str, ...],
+    ) -> Live:
+        """A launch of ``kind`` about to start (its process set once started)."""
+        images = lab.directory / "images"
+        live = cls(
+            None,  # type: ignore[arg-type]
+            marker,
+            rng,
+            canaries,
+            runtime=lab.runtime,
+            images=images,
+            moments=IMAGE_MOMENTS if kind == "image" else MOMENTS,
+            audits=tuple((path, _size(path)) for path in (lab.audit, lab.agent.audit)),
+        )
+        live.claims = _listing(lab.runtime / "containers")
+        live.partials = _listing(images / "tmp")
+        return live
+
+    def claimed(self) -> bool:
+        return self.runtime is not None and bool(
+            _listing(self.runtime / "containers") - self.claims
+        )
+
+    def pulling(self) -> bool:
+        return self.images is not None and bool(_listing(self.images / "tmp") - self.partials)
+
+    def resolved(self) -> bool:
+        return any(_size(path) > size for path, size in self.audits)
+
+    def running(self) -> bool:
+        return bool(_pids_with(self.marker))
+
+    def moment(self, delay: float, among: tuple[str, ...] | None = None) -> str | None:
+        """Wait for a moment of the launch, one of ``among`` (default: :attr:`moments`)
+        chosen at random (a delay: up to ``delay`` seconds); what it was, or None if the
+        launch ended first."""
+        moment = self.rng.choice([m for m in among or self.moments if m in self.moments])
+        if moment == "delay":
+            time.sleep(self.rng.uniform(0.0, delay))
+            return "after a random delay" if self.process.poll() is None else None
+        seen: Callable[[], bool] = getattr(self, moment)
+        deadline = time.monotonic() + MOMENT_S
+        while self.process.poll() is None and time.monotonic() < deadline:
+            if seen():
+                return f"once {moment}"
+            time.sleep(0.002)
+        return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _listing(directory: Path) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(directory))
+    except OSError:
+        return frozenset()
 
 
 During = Callable[[Live], str | None]
@@ -574,7 +679,7 @@ def recover(lab: Lab) -> Outcome:
     # The node's configuration, its image store included: recovery cleans what a killed
     # pull left there too.
     env = lab.environment("local", image=lab._registry is not None)
-    outcome, _ = _watch(argv, env, None, "", random.Random(0), ())
+    outcome, _ = _watch(argv, env, None, Live(None, "", random.Random(0), ()))  # type: ignore[arg-type]
     return outcome
 
 
@@ -668,13 +773,14 @@ def _network_fault(
 
 
 def _seal(lab: Lab, live: Live) -> str | None:
-    """Seal the launch's OpenBao at a random point of its start (its reads begin some
-    100 ms in, once the interpreter and the resolver are loaded)."""
-    time.sleep(live.rng.uniform(0.05, 0.3))
-    if live.process.poll() is not None:
+    """Seal the launch's OpenBao while it starts: after a random delay (its reads begin
+    some 100 ms in, once the interpreter and the resolver are loaded) or once its
+    container is claimed."""
+    moment = live.moment(0.3, READING)
+    if moment is None or live.process.poll() is not None:
         return None  # the launch ended first
     lab.sealable.seal()
-    return "sealed"
+    return f"sealed {moment}"
 
 
 @contextlib.contextmanager
@@ -701,31 +807,31 @@ def _cluster_fault(
 
 
 def _kill_leader(lab: Lab, leader: Any, live: Live) -> str | None:
-    """SIGKILL the raft leader at a random point of the launch's start."""
-    time.sleep(live.rng.uniform(0.05, 0.3))
-    if live.process.poll() is not None:
+    """SIGKILL the raft leader while the launch starts (as :func:`_seal`)."""
+    moment = live.moment(0.3, READING)
+    if moment is None or live.process.poll() is not None:
         return None  # the launch ended first
     lab.cluster.kill(leader)
-    return "killed the leader"
+    return f"killed the leader {moment}"
 
 
 def _partition(lab: Lab, live: Live) -> str | None:
-    """Take the link to OpenBao down at a random point of the launch (up once it ends):
-    within its first 150 ms, while ``run`` starts and reads (it has its values by then)."""
-    time.sleep(live.rng.uniform(0.05, 0.3))
-    if live.process.poll() is not None:
+    """Take the link to OpenBao down while the launch starts (as :func:`_seal`; up once
+    it ends)."""
+    moment = live.moment(0.3, READING)
+    if moment is None or live.process.poll() is not None:
         return None  # the launch ended first
     lab.network.down()
-    return "partitioned"
+    return f"partitioned {moment}"
 
 
 def _kill_run(live: Live) -> str | None:
-    """SIGKILL ``run`` itself at a random point of the launch."""
-    time.sleep(live.rng.uniform(0.0, 0.6))
-    if live.process.poll() is None:
+    """SIGKILL ``run`` itself at a moment of the launch."""
+    moment = live.moment(0.6)
+    if moment is not None and live.process.poll() is None:
         live.process.kill()
         live.outlived = outliving(live.marker)
-        return "killed run"
+        return f"killed run {moment}"
     return None
 
 
@@ -739,29 +845,26 @@ def outliving(marker: str, within: float = 5.0) -> list[int]:
 
 
 def _kill_agent(lab: Lab, live: Live) -> str | None:
-    """SIGKILL the node agent at a random point of the launch, and start it again."""
-    time.sleep(live.rng.uniform(0.0, 0.4))
+    """SIGKILL the node agent at a moment of the launch, and start it again."""
+    moment = live.moment(0.4)
     agent = lab.agent.process
-    if live.process.poll() is None and agent is not None and agent.poll() is None:
+    if moment is None or live.process.poll() is not None or agent is None:
+        return None
+    if agent.poll() is None:
         stop_process(agent, signal.SIGKILL)
         lab.restart_agent()
-        return "killed the agent"
+        return f"killed the agent {moment}"
     return None
 
 
 def _watch(
-    argv: list[str],
-    env: dict[str, str],
-    during: During | None,
-    marker: str,
-    rng: random.Random,
-    canaries: tuple[str, ...],
+    argv: list[str], env: dict[str, str], during: During | None, live: Live
 ) -> tuple[Outcome, bytes]:
     started = time.monotonic()
-    process = subprocess.Popen(
+    live.process = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
-    live = Live(process, marker, rng, canaries)
+    process = live.process
     injected = during(live) if during is not None else "before the launch"
     outcome, output = _ended(process, injected, started)
     if live.outlived:
@@ -795,7 +898,7 @@ def _ended(
         return _outcome("failed_unclearly", status, started, "a traceback or a crash"), output
     if status == 0 and PASSED in output:
         return _outcome("succeeded", status, started, ""), output
-    if injected == "killed run" and status == -signal.SIGKILL:
+    if (injected or "").startswith("killed run") and status == -signal.SIGKILL:
         return _outcome("failed_clearly", status, started, "run killed (injected)"), output
     if injected == "killed the task" and status == 128 + signal.SIGKILL:
         return _outcome("failed_clearly", status, started, "the task killed (injected)"), output

@@ -10,7 +10,8 @@ a canary, so one pass finds every launch's.
 
 Residue is what was not there before the launch: a process in a namespace of its own, a
 mount, a cgroup of ours (:mod:`tests.residue`), a container claim in the runtime
-directory, a veth, an entry in ``/tmp``.
+directory, a veth, an entry in ``/tmp``, a partial image download, a holding the node
+agent still records for a caller that is gone, a store token an executor did not revoke.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from tests import residue
+from tests.node_agent import request
 
 if TYPE_CHECKING:
     from .launches import Lab, Launched
@@ -65,6 +68,8 @@ class Baseline:
     cores: frozenset[Path]
     pids: frozenset[int]
     partials: frozenset[Path] = frozenset()
+    #: None: not looked at (no lab given).
+    tokens: frozenset[str] | None = None
 
 
 def _links() -> frozenset[str]:
@@ -92,10 +97,46 @@ def _partials(lab: Lab) -> frozenset[Path]:
     return frozenset(partial.iterdir()) if partial.is_dir() else frozenset()
 
 
+def tokens(lab: Lab) -> frozenset[str]:
+    """The accessors of the tokens alive in the lab's OpenBao (where executors get
+    theirs)."""
+    client = lab.bao.client()
+    try:
+        return frozenset(client.auth.token.list_accessors()["data"]["keys"])
+    finally:
+        client.adapter.close()
+
+
+#: How long the node agent may take to end the holdings of a caller that died (its
+#: sweep runs every 2 s).
+HOLDINGS_S = 5.0
+
+
+def _holdings(lab: Lab) -> list[str]:
+    """What the node agent still records as held, once its callers are all gone."""
+    deadline = time.monotonic() + HOLDINGS_S
+    while True:
+        try:
+            status, answer = request(lab.agent.socket, "GET", "/v1/status")
+        except OSError:
+            return []  # not running: a fault killed it, and nothing is held until it is back
+        held = answer.get("containers", []) if status == 200 else []
+        if not held or time.monotonic() > deadline:
+            return [
+                f"node agent holding for pid {holder['pid']}: "
+                + ", ".join(sorted({s["name"] for s in holder["secrets"]}))
+                for holder in held
+            ]
+        time.sleep(0.1)
+
+
 def baseline(lab: Lab | None = None) -> Baseline:
     pids = frozenset(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
-    partials = _partials(lab) if lab is not None else frozenset()
-    return Baseline(residue.snapshot(), _links(), _tmp(), _cores(), pids, partials)
+    if lab is None:
+        return Baseline(residue.snapshot(), _links(), _tmp(), _cores(), pids)
+    return Baseline(
+        residue.snapshot(), _links(), _tmp(), _cores(), pids, _partials(lab), tokens(lab)
+    )
 
 
 def check(
@@ -197,6 +238,9 @@ def _residue(lab: Lab, before: Baseline) -> list[str]:
     found += [f"{TMP / name}" for name in sorted(_tmp() - before.tmp)]
     found += [f"core file {path}" for path in sorted(_cores() - before.cores)]
     found += [f"partial image download {path}" for path in sorted(_partials(lab) - before.partials)]
+    if before.tokens is not None:
+        found += [f"unrevoked store token {a}" for a in sorted(tokens(lab) - before.tokens)]
+        found += _holdings(lab)
     found += [
         f"process {pid}: {command}"
         for pid, command in _new_processes(before.pids)

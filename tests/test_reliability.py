@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,8 +18,11 @@ import pytest
 from mesos_secrets.testing import canary
 from reliability import sweep
 from reliability.launches import Launched, Outcome
+from resolvers.local import LocalStore
 
+from .bao import Bao
 from .conftest import requires_root
+from .node_agent import NodeAgent, request, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,17 +54,19 @@ def test_quick_run(tmp_path: Path) -> None:
 # --- the sweep finds what it looks for ------------------------------------------------
 
 
-def _lab(tmp_path: Path) -> Any:
-    """What the sweep reads of a lab: its directories."""
+def _lab(tmp_path: Path, bao: Bao | None = None, agent: NodeAgent | None = None) -> Any:
+    """What the sweep reads of a lab: its directories; its OpenBao and node agent, for
+    the tokens and the holdings (none: not looked at)."""
     for name in ("runtime", "store", "agent", "logs", "work", "small"):
-        (tmp_path / name).mkdir()
+        (tmp_path / name).mkdir(exist_ok=True)
     return SimpleNamespace(
         runtime=tmp_path / "runtime",
         home=tmp_path / "store",
-        agent=SimpleNamespace(base=tmp_path / "agent"),
+        agent=agent or SimpleNamespace(base=tmp_path / "agent", socket=tmp_path / "none.sock"),
         logs=tmp_path / "logs",
         small=tmp_path / "small",
         directory=tmp_path,
+        bao=bao,
     )
 
 
@@ -146,3 +152,44 @@ def test_the_sweep_finds_a_process_a_launch_left(tmp_path: Path) -> None:
         left.kill()
         left.wait()
     assert residue == [f"process {left.pid}: sleep 60 "]
+
+
+@requires_root
+def test_the_sweep_finds_a_store_token_no_one_revoked(tmp_path: Path, bao: Bao) -> None:
+    """An executor revokes its token as it shuts down: one still alive after the launch
+    is residue."""
+    lab = _lab(tmp_path, bao=bao)
+    before = sweep.baseline(lab)
+    client = bao.client()
+    try:
+        accessor = client.auth.token.create(policies=["default"], ttl="5m")["auth"]["accessor"]
+        try:
+            _, residue = sweep.check(lab, _launched(tmp_path, canary()), before)
+        finally:
+            client.auth.token.revoke_accessor(accessor)
+    finally:
+        client.adapter.close()
+    assert residue == [f"unrevoked store token {accessor}"]
+    assert sweep.check(lab, _launched(tmp_path, canary()), before)[1] == []
+
+
+@requires_root
+def test_the_sweep_finds_a_holding_the_node_agent_still_records(
+    tmp_path: Path, bao: Bao, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holding the agent keeps for a caller (here: this process, which never releases
+    it) is residue once the launch is over; released, it is gone."""
+    LocalStore(home).put("/reliability/held", {"password": canary().encode()})
+    monkeypatch.setattr(sweep, "HOLDINGS_S", 0.5)
+    agent = NodeAgent(tmp_path / "node-agent")
+    try:
+        lab = _lab(tmp_path, bao=bao, agent=agent)
+        before = sweep.baseline(lab)
+        assert resolve(agent.socket, {"name": "/reliability/held", "key": "password"})[0] == 200
+        _, residue = sweep.check(lab, _launched(tmp_path, canary()), before)
+        assert residue == [f"node agent holding for pid {os.getpid()}: /reliability/held"]
+        assert request(agent.socket, "POST", "/v1/release", b"{}")[0] == 200
+        assert sweep.check(lab, _launched(tmp_path, canary()), before)[1] == []
+    finally:
+        agent.stop()
+        agent.cleanup()
