@@ -33,6 +33,7 @@ import contextlib
 import json
 import queue
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -294,7 +295,7 @@ class Agent:
         }
 
     def _listen(self, port: int) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler)
+        self.server = _Server(("127.0.0.1", port), self._handler)
         self.server.daemon_threads = True
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
         self.up_since = time.monotonic()
@@ -424,3 +425,11 @@ class Agent:
                 ]
         with self._changed:
             self._staging.update(tasks)
+
+
+class _Server(ThreadingHTTPServer):
+    """An executor that goes away mid-request (killed, as tests do) is no error."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exception(), ConnectionError):
+            super().handle_error(request, client_address)
