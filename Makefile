@@ -30,6 +30,7 @@ demo: setup
 bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,mean,max,rounds
 	$(PY) -m benchmarks.compare $(BENCH_ARGS)
+	$(PY) -m benchmarks.revocation
 
 # Launches under injected faults, the canary sweep, residue, fuzzing (root; ~20 min).
 reliability: setup

@@ -240,6 +240,80 @@ def cmd_agent_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent_refresh(args: argparse.Namespace) -> int:
+    from resolvers.agent import AgentResolver  # noqa: PLC0415
+
+    with AgentResolver(socket=str(args.socket) if args.socket else None) as client:
+        answer = client.refresh(args.name)
+    name = "/" + args.name.strip("/")
+    version = f" (version {answer['version']})" if answer.get("version") else ""
+    if answer.get("changed"):
+        print(f"secret '{name}' changed{version}: {answer.get('told', 0)} task(s) told")
+    else:
+        print(f"secret '{name}' is unchanged{version}")
+    return 0
+
+
+#: How often ``revoke`` looks whether the tasks it revoked have stopped.
+_REVOKE_POLL_S = 0.02
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from resolvers.agent import AgentResolver  # noqa: PLC0415
+
+    if args.all:
+        scope, value = "all", ""
+    elif args.secret is not None:
+        value = args.secret
+        scope = "prefix" if value.endswith(("/", "/*")) else "secret"
+        value = value.removesuffix("*")
+    elif args.task is not None:
+        scope, value = "task", args.task
+    else:
+        scope, value = "framework", args.framework
+    started = time.monotonic()
+    with AgentResolver(socket=str(args.socket) if args.socket else None) as client:
+        answer = client.revoke(scope, value, args.reason or "")
+        number = answer["revocation"]
+        waiting: list[dict[str, Any]] = []
+        deadline = started + args.wait
+        while True:
+            waiting = [
+                entry
+                for entry in client.status().get("stopping", [])
+                if entry.get("revocation") == number
+            ]
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(_REVOKE_POLL_S)
+    seconds = time.monotonic() - started
+    if args.json:
+        print(json.dumps({**answer, "seconds": round(seconds, 3), "not_stopped": waiting}))
+    else:
+        names = answer.get("names", [])
+        tasks = answer.get("tasks", [])
+        print(
+            f"{answer.get('reason')}: {len(names)} secret(s) forgotten, {len(tasks)} task(s) "
+            f"told to stop; {len(tasks) - len(waiting)} stopped in {seconds:.3f} s"
+        )
+        for name in names:
+            print(f"  secret {name}")
+        for task in tasks:
+            print(f"  task {task.get('task_id', '?')}")
+    if waiting:
+        ids = ", ".join(str(entry.get("task_id", entry.get("pid"))) for entry in waiting)
+        print(
+            f"{PROG}: error: {len(waiting)} task(s) had not stopped {args.wait:g} s after the "
+            f"revocation: {ids}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _load_spec(path: str, strict: bool = False) -> App | Pod | Group | AppList:
     from .marathon import load_spec  # noqa: PLC0415
 
@@ -441,27 +515,53 @@ def _add_agent_parser(commands: Any) -> None:
         "--socket", type=_path, metavar="PATH", default=argparse.SUPPRESS, help="the agent's"
     )
     agent_status.set_defaults(func=cmd_agent_status)
+    agent_refresh = agent_actions.add_parser(
+        "refresh",
+        help="read a secret from the store now; tell the tasks holding it if it changed",
+    )
+    agent_refresh.add_argument("name", help="the secret's name, e.g. /myapp/db")
+    agent_refresh.add_argument(
+        "--socket", type=_path, metavar="PATH", default=argparse.SUPPRESS, help="the agent's"
+    )
+    agent_refresh.set_defaults(func=cmd_agent_refresh)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Deliver secrets to Mesos tasks; manage the embedded secret store.",
+def _add_revoke_parser(commands: Any) -> None:
+    revoke = commands.add_parser(
+        "revoke",
+        help="break-glass: revoke secrets on this node and stop the tasks holding them",
+        description="Tell the node agent to revoke: the tasks that hold the secrets named "
+        "(or the task, the framework, everything) are killed at once with a message saying "
+        "why, their holdings end (their dynamic secrets' leases are revoked), the agent's "
+        "cache forgets the secrets, their executor tokens are refused from then on, and the "
+        "audit trail records it. Waits until every such task has stopped. Exit status 1 "
+        "if some had not stopped within --wait.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
-    parser.add_argument(
-        "--config", metavar="FILE", help="configuration file (default: $MESOS_SECRETS_CONFIG)"
+    scope = revoke.add_mutually_exclusive_group(required=True)
+    scope.add_argument(
+        "--secret",
+        metavar="NAME",
+        help="a secret by name, or every secret under a prefix ending in '/' (e.g. /myapp/)",
     )
-    parser.add_argument(
-        "--home",
-        metavar="DIR",
-        type=_path,
-        help="embedded store directory (default: $MESOS_SECRETS_HOME, "
-        "else ~/.local/share/mesos-secrets)",
+    scope.add_argument("--task", metavar="ID", help="every secret of one task")
+    scope.add_argument("--framework", metavar="ID", help="every secret of a framework's tasks")
+    scope.add_argument("--all", action="store_true", help="everything this node's agent gave")
+    revoke.add_argument("--reason", help="why, for the tasks' messages and the audit trail")
+    revoke.add_argument(
+        "--wait",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the tasks to stop (default 30)",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    revoke.add_argument("--json", action="store_true", help="JSON output")
+    revoke.add_argument(
+        "--socket", type=_path, metavar="PATH", help="the agent's (default: as the resolver)"
+    )
+    revoke.set_defaults(func=cmd_revoke)
 
+
+def _add_secret_parser(commands: Any) -> None:
     secret = commands.add_parser("secret", help="manage secrets in the embedded store")
     actions = secret.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -508,6 +608,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="the store's directory (as the global --home)",
     )
     migrate.set_defaults(func=cmd_secret_migrate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Deliver secrets to Mesos tasks; manage the embedded secret store.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
+    parser.add_argument(
+        "--config", metavar="FILE", help="configuration file (default: $MESOS_SECRETS_CONFIG)"
+    )
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        type=_path,
+        help="embedded store directory (default: $MESOS_SECRETS_HOME, "
+        "else ~/.local/share/mesos-secrets)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_secret_parser(commands)
 
     check = commands.add_parser("check", help="check that the configured resolver works")
     check.add_argument("--resolver", metavar="NAME", help="resolver to check")
@@ -576,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     _add_agent_parser(commands)
+    _add_revoke_parser(commands)
 
     resolvers_cmd = commands.add_parser("resolvers", help="list the available resolvers")
     resolvers_cmd.set_defaults(func=cmd_resolvers)

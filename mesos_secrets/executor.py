@@ -22,6 +22,10 @@ REASON_CONTAINER_LAUNCH_FAILED and a message naming the secret or path — never
 value. KILL stops a task and cleans up; SHUTDOWN stops them all, revokes the token and
 exits within the grace period.
 
+With the node agent's resolver, a task whose secrets are revoked on the node
+(``mesos-secrets revoke``) is killed at once, with no grace period, and its TASK_KILLED
+says so (:mod:`.watcher`).
+
 A task's health check and check (:mod:`.checks`) start once it runs: TASK_RUNNING
 updates carry ``healthy`` (reason REASON_TASK_HEALTH_CHECK_STATUS_UPDATED) and
 ``check_status`` (REASON_TASK_CHECK_STATUS_UPDATED); a task that stays unhealthy is
@@ -59,6 +63,7 @@ from .mesos import TaskInfo
 from .registry import choose_resolver, get_resolver, resolvers
 from .resolver import ResolveContext, SecretResolver, option_types
 from .run import build_containerizer, log_progress
+from .watcher import Watcher
 
 __all__ = ["SecretsExecutor", "main"]
 
@@ -96,6 +101,10 @@ class _Task:
     ended: bool = False
     #: Its health check and check, once it runs.
     checks: TaskChecks | None = None
+    #: What it asks for its secrets with, once launched.
+    context: ResolveContext | None = None
+    #: Why its secrets were revoked (it is then killed at once).
+    revoked: str | None = None
 
 
 class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
@@ -140,6 +149,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         self._tasks: dict[str, _Task] = {}
         self._threads: list[threading.Thread] = []
         self._shutting_down = False
+        self._watcher: Watcher | None = None
 
     # --- pymesos callbacks (camelCase at this one boundary) -----------------------------
 
@@ -154,7 +164,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             isinstance(c, Mapping) and c.get("type") == "TASK_KILLING_STATE" for c in capabilities
         )
         log.info("registered with agent %s", (agent_info.get("id") or {}).get("value"))
-        self._start()
+        self._start(driver)
 
     def reregistered(self, driver: Any, agent_info: Any) -> None:
         log.info("re-registered with the agent")
@@ -217,13 +227,16 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                     log.error("cleaning up after task %s failed: %s", task.task_id, error)
             why = "the executor shut down" + ("" if ran else " before the task ran")
             self._end(driver, task, "TASK_KILLED", f"Task killed: {why}")
+        if self._watcher is not None:
+            self._watcher.stop()
         if self.resolver is not None:
             self.resolver.close()
 
     # --- the work -------------------------------------------------------------------
 
-    def _start(self) -> None:
-        """Log in to the store (unwrapping the bootstrap now, once) and recover."""
+    def _start(self, driver: Any) -> None:
+        """Log in to the store (unwrapping the bootstrap now, once) and recover; with
+        the node agent's resolver, watch for revocations."""
         bootstrap, self._bootstrap = self._bootstrap, None
         try:
             options: dict[str, Any] = {"wrapped_token": bootstrap} if bootstrap else {}
@@ -243,6 +256,13 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             orphans = self.containerizer.recover()
             if orphans:
                 log.warning("cleaned up %d container(s) left by an earlier executor", len(orphans))
+            if self.resolver.watches:
+                self._watcher = Watcher(
+                    self.resolver,
+                    revoked=lambda context, why: self._revoked(driver, context, why),
+                    reattach=self._reattach,
+                ).start()
+                self._watcher.watching.wait(timeout=5)
         except MesosSecretsError as error:
             self.setup_error = f"the executor cannot use the secret store: {error}"
             log.error("%s", self.setup_error)
@@ -324,7 +344,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         if task.killing:
             # Killed for failing its health check: Mesos' executors say so with `healthy`.
             unhealthy = False if checks is not None and checks.unhealthy_kill else None
-            message = f"Task {termination.describe()}"
+            message = f"Task {termination.describe()}" + _revocation(task)
             self._end(driver, task, "TASK_KILLED", message, healthy=unhealthy)
         elif termination.status == 0:
             self._end(driver, task, "TASK_FINISHED", "Command exited with status 0")
@@ -362,7 +382,8 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                     cancelled=lambda: task.killing,
                 )
         except LaunchCancelled:  # killed (or shut down) while its secrets were resolved
-            self._end(driver, task, "TASK_KILLED", "Task killed before it was launched")
+            message = "Task killed before it was launched" + _revocation(task)
+            self._end(driver, task, "TASK_KILLED", message)
             return None
         except MesosSecretsError as error:
             self._end(driver, task, "TASK_FAILED", str(error), REASON_LAUNCH_FAILED)
@@ -373,9 +394,10 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             return None
         with self._lock:
             task.container = container
+            task.context = context
             killing = task.killing
         if killing:  # a KILL arrived between the last check and the start
-            self._signal(driver, task, container)
+            self._signal(driver, task, container, _kill_signal(task))
         return container
 
     def _start_checks(self, driver: Any, task: _Task, container: Container) -> None:
@@ -407,11 +429,38 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             task.checks = checks
         checks.start()
 
-    def _kill(self, driver: Any, task: _Task, grace_period: float | None) -> None:
-        """Kill ``task``: SIGTERM now, SIGKILL to the whole container after the grace
-        period (the given one, else its TaskInfo's, else the default). A task not yet
-        started is not started. A second kill may shorten the grace period, never
-        lengthen it, as the command executor does."""
+    def _revoked(self, driver: Any, context: Mapping[str, str], why: str) -> None:
+        """The task's secrets were revoked on the node: kill it now, saying why."""
+        with self._lock:
+            task = self._tasks.get(context.get("task_id", ""))
+            if task is None:
+                return
+            task.revoked = why
+        log.warning("task %s: its secrets were revoked: killing it now", task.task_id)
+        self._kill(driver, task, 0.0, signal.SIGKILL)
+
+    def _reattach(self) -> None:
+        """Tell a restarted node agent what the running tasks hold (by asking again)."""
+        with self._lock:
+            running = [t for t in self._tasks.values() if t.container is not None]
+        for task in running:
+            assert task.container is not None
+            assert self.resolver is not None
+            references = [s.reference for s in task.container.task.secrets() if s.reference]
+            if references and task.context is not None:
+                self.resolver.resolve_references(references, task.context)
+
+    def _kill(
+        self,
+        driver: Any,
+        task: _Task,
+        grace_period: float | None,
+        signum: signal.Signals = signal.SIGTERM,
+    ) -> None:
+        """Kill ``task``: SIGTERM (``signum``) now, SIGKILL to the whole container after
+        the grace period (the given one, else its TaskInfo's, else the default). A task
+        not yet started is not started. A second kill may shorten the grace period,
+        never lengthen it, as the command executor does."""
         grace = next(
             g for g in (grace_period, task.grace_period, self.kill_grace_period) if g is not None
         )
@@ -434,20 +483,27 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         if checks is not None:
             checks.stop()  # as Mesos' executors: a task being killed is not checked
         if container is not None:
-            self._signal(driver, task, container)
+            self._signal(driver, task, container, signum)
 
-    def _signal(self, driver: Any, task: _Task, container: Container) -> None:
+    def _signal(
+        self,
+        driver: Any,
+        task: _Task,
+        container: Container,
+        signum: signal.Signals = signal.SIGTERM,
+    ) -> None:
         with self._lock:
             if task.ended:  # it ended while its checks were being stopped
                 return
         if self.task_killing_state:
             self._update(driver, task.task_id, "TASK_KILLING")
         log.info(
-            "task %s: SIGTERM, SIGKILL in %.1f s",
+            "task %s: %s, SIGKILL in %.1f s",
             task.task_id,
+            signum.name,
             max(0.0, task.kill_deadline - time.monotonic()),
         )
-        container.kill(signal.SIGTERM)
+        container.kill(signum)
         with self._lock:
             if not task.ended:
                 delay = max(0.0, task.kill_deadline - time.monotonic())
@@ -529,6 +585,16 @@ def _task_id(raw: Any) -> str:
     task_id = raw.get("task_id") if isinstance(raw, Mapping) else None
     value = task_id.get("value") if isinstance(task_id, Mapping) else None
     return value if isinstance(value, str) else "?"
+
+
+def _kill_signal(task: _Task) -> signal.Signals:
+    """A task whose secrets were revoked gets no grace period."""
+    return signal.SIGKILL if task.revoked else signal.SIGTERM
+
+
+def _revocation(task: _Task) -> str:
+    """What a TASK_KILLED adds for a task whose secrets were revoked."""
+    return f": its secrets were revoked on this node ({task.revoked})" if task.revoked else ""
 
 
 def _escalation(container: Container, delay: float) -> threading.Timer:

@@ -175,6 +175,20 @@ class SecretResolver(abc.ABC):
         for it alone may go (the node agent's client tells the agent, which revokes the
         leases no other task holds). By default nothing is kept per task."""
 
+    #: Whether :meth:`watch` says what happens to the secrets this client's tasks hold.
+    watches: ClassVar[bool] = False
+
+    def watch(self, after: int | None, wait: float) -> Mapping[str, Any]:
+        """What happened to the secrets this client's tasks hold since event ``after``
+        (a new version, a revocation), waiting up to ``wait`` seconds for something to
+        happen: the node agent's answer (:mod:`mesos_secrets.agent.events`). Only for a
+        resolver that :attr:`watches`."""
+        raise NotImplementedError(f"resolver '{self.name}' is told of no changes")
+
+    def stop_watching(self) -> None:  # noqa: B027 (optional hook)
+        """End a :meth:`watch` under way in another thread, now, and every one after
+        it (one that is about to start too)."""
+
     def lease_renewals(self) -> tuple[int, int]:
         """How many lease renewals the resolver has made, and how many of them failed
         (the node agent's metrics). By default it renews none."""

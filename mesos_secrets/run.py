@@ -4,6 +4,9 @@ Resolve, (provision), isolate, launch, wait, clean up. The exit status is the ta
 (128 + N when a signal N killed it). SIGINT, SIGTERM and SIGHUP are passed on to the
 task; if it is still running ``grace_period`` seconds later it is killed. Before the
 task starts they abort the launch. Either way nothing is left behind.
+
+With the node agent's resolver, a task whose secrets are revoked on the node
+(``mesos-secrets revoke``) is killed at once, and ``run`` says so (:mod:`.watcher`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeGuard
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from .groups import AppList, Group
     from .images import Progress
     from .pods import Pod
+    from .watcher import Watcher
 
 __all__ = ["Interrupted", "RunOptions", "build_containerizer", "log_progress", "run_app"]
 
@@ -149,6 +153,7 @@ def run_app(
                     signals,
                     options,
                     kind=kind,
+                    resolver=resolver,
                 )
         finally:
             if claim is not None:
@@ -196,15 +201,20 @@ def _run_tasks(
     options: RunOptions,
     *,
     kind: str,
+    resolver: SecretResolver | None = None,
 ) -> int:
     containers: list[Container] = []
     checks: list[TaskChecks] = []
+    revoked: dict[str, str] = {}  # task id: why
+    watcher = _watch(resolver, containers, revoked, options) if resolver is not None else None
     try:
         for task, sandbox in zip(tasks, sandboxes, strict=True):
             sandbox.mkdir(parents=True, exist_ok=True)
             context = ResolveContext(task_id=task.task_id, principal=options.principal)
             container = containerizer.launch(task, sandbox, context=context)
             containers.append(container)
+            if task.task_id in revoked:  # revoked while it was being launched
+                container.kill(signal.SIGKILL)
             signals.forward_to(container)
             log.info("task %s is running (container %s)", task.task_id, container.id)
             ports = _host_ports(task)
@@ -213,8 +223,10 @@ def _run_tasks(
             task_checks = _start_checks(task, container, options.grace_period)
             if task_checks is not None:
                 checks.append(task_checks)
-        return _wait_all(containers, signals, kind)
+        return _wait_all(containers, signals, kind, revoked)
     finally:
+        if watcher is not None:
+            watcher.stop()
         for task_checks in checks:
             task_checks.stop()
         for container in containers:
@@ -222,6 +234,42 @@ def _run_tasks(
                 container.destroy()
             except (MesosSecretsError, OSError) as error:
                 log.error("could not clean up container %s: %s", container.id, error)
+
+
+def _watch(
+    resolver: SecretResolver,
+    containers: list[Container],
+    revoked: dict[str, str],
+    options: RunOptions,
+) -> Watcher | None:
+    """With a resolver that is told of revocations (the node agent's): a watcher that
+    kills a task whose secrets are revoked, at once; started, and registered with the
+    agent, before any task asks for its secrets."""
+    if not resolver.watches:
+        return None
+    from .watcher import Watcher  # noqa: PLC0415
+
+    def kill(context: Mapping[str, str], reason: str) -> None:
+        task_id = context.get("task_id")
+        if task_id is None:
+            return
+        revoked[task_id] = reason
+        for container in list(containers):
+            if container.task.task_id == task_id and container.poll() is None:
+                log.warning("task %s: its secrets were revoked: killing it now", task_id)
+                container.kill(signal.SIGKILL)
+
+    def reattach() -> None:
+        for container in list(containers):
+            task = container.task
+            references = [s.reference for s in task.secrets() if s.reference is not None]
+            if container.poll() is None and references:
+                context = ResolveContext(task_id=task.task_id, principal=options.principal)
+                resolver.resolve_references(references, context)
+
+    watcher = Watcher(resolver, revoked=kill, reattach=reattach).start()
+    watcher.watching.wait(timeout=5)
+    return watcher
 
 
 def _host_ports(task: TaskInfo) -> list[int]:
@@ -267,11 +315,13 @@ def _kill_if_running(container: Container) -> None:
         container.kill(signal.SIGKILL)
 
 
-def _wait_all(containers: list[Container], signals: _Signals, kind: str) -> int:
+def _wait_all(
+    containers: list[Container], signals: _Signals, kind: str, revoked: Mapping[str, str]
+) -> int:
     """Wait for every task; the first failure stops the rest and gives the status."""
     if len(containers) == 1:
         termination = containers[0].wait()
-        _report(containers[0].task.task_id, termination)
+        _report(containers[0].task.task_id, termination, revoked)
         return termination.status
     done: queue.Queue[tuple[Container, Termination]] = queue.Queue()
     for container in containers:
@@ -279,7 +329,7 @@ def _wait_all(containers: list[Container], signals: _Signals, kind: str) -> int:
     first_failure: int | None = None
     for _ in containers:
         container, termination = done.get()
-        _report(container.task.task_id, termination)
+        _report(container.task.task_id, termination, revoked)
         if termination.status != 0 and first_failure is None:
             first_failure = termination.status
             log.warning(
@@ -536,8 +586,15 @@ def _terminal_progress() -> Progress:
     return show
 
 
-def _report(task_id: str, termination: Termination) -> None:
-    if termination.signal is not None:
+def _report(task_id: str, termination: Termination, revoked: Mapping[str, str]) -> None:
+    why = revoked.get(task_id)
+    if why is not None and termination.signal is not None:
+        print(
+            f"mesos-secrets: task {task_id} was {termination.describe()}: its secrets were "
+            f"revoked on this node ({printable(why)})",
+            file=sys.stderr,
+        )
+    elif termination.signal is not None:
         print(f"mesos-secrets: task {task_id} was {termination.describe()}", file=sys.stderr)
     else:
         log.info("task %s %s", task_id, termination.describe())

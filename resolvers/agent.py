@@ -11,6 +11,11 @@ exchange, default 30), ``agent_uid`` (the agent's user, when it is neither root 
 process's: the client gives its token to, and takes values from, no one else). An
 agent that is not running is a clear error naming the socket.
 :meth:`close` tells the agent this process's secrets are no longer needed.
+
+:meth:`watch` asks what happened to this client's holdings (a new version, a
+revocation), on a connection of its own: a watch waits for news, and no resolve waits
+behind it. :meth:`refresh` and :meth:`revoke` are the administrator's (``mesos-secrets
+agent refresh``, ``mesos-secrets revoke``).
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ class AgentResolver(SecretResolver):
 
     name = "agent"
     batched = True
+    watches = True
 
     def __init__(
         self,
@@ -113,6 +119,13 @@ class AgentResolver(SecretResolver):
         self._asked = False
         #: Tells this client's holdings from another's in the same process.
         self._client = secrets.token_hex(8)
+        #: The connection of the watch under way (another thread may end it).
+        self._watching: _Connection | None = None
+        self._watch_lock = threading.Lock()
+        self._closed = False
+        self._stopped = False
+        #: The run of the agent the last watch was answered by.
+        self._epoch: str | None = None
 
     def __repr__(self) -> str:
         return f"<AgentResolver {self.socket}>"
@@ -173,6 +186,59 @@ class AgentResolver(SecretResolver):
     def release(self, reference: Reference) -> bool:
         return False  # the agent releases what its callers no longer hold
 
+    def watch(self, after: int | None, wait: float = protocol.MAX_WAIT) -> Any:
+        body: dict[str, Any] = {"client": self._client, "wait": wait}
+        if after is not None:
+            body["after"] = after
+        if self._epoch is not None:  # another agent than this one answers at once
+            body["epoch"] = self._epoch
+        connection = _Connection(self.socket, wait + self.timeout, self.agent_uid)
+        try:  # connected before it is shown: stop_watching always has a socket to end
+            connection.connect()
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            raise self._unreachable(None, error) from None
+        with self._watch_lock:
+            if self._closed or self._stopped:
+                connection.close()
+                raise ResolverUnavailableError("no more watching", resolver=self.name)
+            self._watching = connection
+        try:
+            status, payload = self._send(connection, "POST", protocol.WATCH, body, None)
+        finally:
+            with self._watch_lock:
+                self._watching = None
+            connection.close()
+        answer = self._answer(status, payload, None)
+        if not (
+            isinstance(answer, dict)
+            and isinstance(answer.get("seq"), int)
+            and isinstance(answer.get("events"), list)
+            and isinstance(answer.get("epoch"), str)
+        ):
+            raise self._failed(None, "its answer to a watch does not follow the protocol")
+        self._epoch = answer["epoch"]
+        return answer
+
+    def stop_watching(self) -> None:
+        with self._watch_lock:
+            self._stopped = True  # a watch about to start does not
+            connection = self._watching
+        if connection is not None and connection.sock is not None:
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+
+    def refresh(self, name: str) -> Any:
+        """Have the agent read ``name`` from the store now and tell its holders if it
+        changed (root and the agent's own user only)."""
+        return self._exchange("POST", protocol.REFRESH, {"name": name}, Reference(name))
+
+    def revoke(self, scope: str, value: str = "", reason: str = "") -> Any:
+        """Break-glass revocation on this node (root and the agent's own user only):
+        see :mod:`mesos_secrets.agent.server`."""
+        body = {"scope": scope, "value": value, "reason": reason}
+        return self._exchange("POST", protocol.REVOKE, body, None)
+
     def task_ended(self, context: ResolveContext) -> None:
         """Tell the agent the task's secrets are no longer needed (best effort: what is
         left ends with this process)."""
@@ -190,6 +256,9 @@ class AgentResolver(SecretResolver):
 
     def close(self) -> None:
         """Tell the agent this process no longer needs what it was given; disconnect."""
+        with self._watch_lock:
+            self._closed = True
+        self.stop_watching()
         if self._asked:
             self._asked = False
             self._release({})  # all of ours
@@ -208,11 +277,32 @@ class AgentResolver(SecretResolver):
                 "POST", protocol.RELEASE, {"context": context, "client": self._client}, None
             )
 
-    def _exchange(self, method: str, path: str, body: Any, reference: Reference | None) -> Any:
-        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+    def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def _send(
+        self,
+        connection: _Connection,
+        method: str,
+        path: str,
+        body: Any,
+        reference: Reference | None,
+    ) -> tuple[int, bytes]:
+        """One exchange on a connection of its own: the status and the body."""
+        data = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            connection.request(method, path, body=data, headers=self._headers())
+            response = connection.getresponse()
+            return response.status, response.read()
+        except (ConnectionError, http.client.HTTPException, TimeoutError, OSError) as error:
+            raise self._unreachable(reference, error) from None
+
+    def _exchange(self, method: str, path: str, body: Any, reference: Reference | None) -> Any:
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = self._headers()
         with self._lock:
             for attempt in (1, 2):  # a kept connection the agent closed: once more
                 connection = self._connection
@@ -231,18 +321,22 @@ class AgentResolver(SecretResolver):
                     self._connection = None
                     if fresh or attempt == 2 or isinstance(error, TimeoutError):
                         raise self._unreachable(reference, error) from None
+        return self._answer(response.status, payload, reference)
+
+    def _answer(self, status: int, payload: bytes, reference: Reference | None) -> Any:
+        """The JSON of an answer; an error for a refusal."""
         try:
             answer = json.loads(payload)
         except ValueError:
-            raise self._failed(reference, f"it answered HTTP {response.status}, not JSON") from None
-        if response.status != 200:
+            raise self._failed(reference, f"it answered HTTP {status}, not JSON") from None
+        if status != 200:
             refusal = answer.get("error") if isinstance(answer, dict) else None
             message = refusal.get("message") if isinstance(refusal, dict) else None
             kind = refusal.get("kind") if isinstance(refusal, dict) else None
-            text = f"the node agent refused the request: {message or f'HTTP {response.status}'}"
-            if response.status == 503:  # stopping: another may be there soon
+            text = f"the node agent refused the request: {message or f'HTTP {status}'}"
+            if status == 503:  # stopping: another may be there soon
                 raise ResolverUnavailableError(text, **self._about(reference))
-            if kind == "unauthenticated" or response.status in (401, 403):
+            if kind == "unauthenticated" or status in (401, 403):
                 raise SecretAccessDeniedError(text, **self._about(reference))
             raise ResolverError(text, **self._about(reference))
         return answer

@@ -583,6 +583,25 @@ def test_a_body_without_its_length_ends_the_connection(
     assert answers.count(b"HTTP/1.1 ") == 1
 
 
+def test_a_request_refused_before_its_body_is_read_ends_the_connection(
+    store: LocalStore, agents: Callable[..., NodeAgent]
+) -> None:
+    """A POST refused before its body is read (no such path; the agent stopping): the
+    body must not be read as the next request, so the agent reads nothing more."""
+    agent = agents()
+    smuggled = b"GET /v1/health HTTP/1.1\r\n\r\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(agent.socket))
+        head = f"POST /v1/nothing HTTP/1.1\r\nContent-Length: {len(smuggled)}\r\n\r\n"
+        sock.sendall(head.encode() + smuggled)
+        answers = b""
+        while chunk := sock.recv(65536):
+            answers += chunk
+    assert answers.startswith(b"HTTP/1.1 404 ")
+    assert answers.count(b"HTTP/1.1 ") == 1
+
+
 def test_a_client_that_never_finishes_does_not_block_others(
     store: LocalStore, agents: Callable[..., NodeAgent]
 ) -> None:

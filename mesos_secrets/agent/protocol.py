@@ -33,6 +33,28 @@ own, apart from another client's in the same process).
 needs its secrets. ``GET /v1/status``: the inventory, for the agent's own user and root only.
 ``GET /v1/health``: ``{"ok": true}`` once the agent serves.
 
+``POST /v1/watch`` (``{"client": "...", "after": 12, "wait": 20, "epoch": "..."}``): what
+happened to the secrets the client's tasks hold since event ``after``, waiting up to
+``wait`` seconds (at most 25) for something to happen; without ``after``, or when
+``epoch`` (the agent's run, as the last watch was answered) is not this agent's, at once,
+the last event's number::
+
+    200 {"epoch": "...", "seq": 14,
+         "events": [{"seq": 13, "kind": "revoked", "names": ["/myapp/db"],
+                     "reason": "...", "context": {"task_id": "web.1"}}, ...]}
+
+``kind`` is ``changed`` (a new version is in the store: ask again) or ``revoked`` (stop
+the task: its secrets were revoked; ``reason`` says by whom and why). Events name
+secrets, never values.
+
+For root and the agent's own user: ``POST /v1/refresh`` (``{"name": "/myapp/db"}``):
+read the secret from the store now; if its version or value changed, its holders are
+told (``changed``). ``POST /v1/revoke`` (``{"scope": "secret", "value": "/myapp/db",
+"reason": "..."}``, scope ``secret``, ``prefix``, ``task``, ``framework`` or ``all``):
+break-glass: the matching holders are told to stop their tasks, their holdings end
+(leases revoked), the cache forgets the secrets, and their executor tokens are refused
+from then on.
+
 A request the agent refuses as a whole is answered ``4xx`` with ``{"error": {"kind":
 ..., "message": ...}}``: ``bad_request`` (400), ``unauthenticated`` (401), ``forbidden``
 (403), ``not_found`` (404), ``method`` (405), ``too_large`` (413).
@@ -76,6 +98,13 @@ RESOLVE = f"/{VERSION}/resolve"
 RELEASE = f"/{VERSION}/release"
 STATUS = f"/{VERSION}/status"
 HEALTH = f"/{VERSION}/health"
+WATCH = f"/{VERSION}/watch"
+REFRESH = f"/{VERSION}/refresh"
+REVOKE = f"/{VERSION}/revoke"
+#: The longest a watch waits for an event (below the agent's 30 s idle timeout).
+MAX_WAIT = 25.0
+#: What a revocation may be scoped to.
+SCOPES = ("secret", "prefix", "task", "framework", "all")
 #: The largest request body the agent reads (bytes).
 MAX_BODY = 1 << 20
 #: The most references one request may ask for.
@@ -174,6 +203,48 @@ def client_from_json(raw: Any) -> str:
     if not isinstance(raw, str) or len(raw) > 64 or not raw.isprintable():
         raise ProtocolError("/client: expected a printable string of at most 64 characters")
     return raw
+
+
+def name_from_json(raw: Any, where: str) -> str:
+    """A secret's name, as the agent keeps it (``/a/b``)."""
+    if not isinstance(raw, str) or not raw.strip("/") or len(raw) > 1024:
+        raise ProtocolError(f"{where}: expected a secret's name")
+    try:
+        return Reference("/" + raw.strip("/")).name
+    except SecretValidationError as error:
+        raise ProtocolError(f"{where}: {error}") from None
+
+
+def watch_from_json(body: Mapping[str, Any]) -> tuple[int | None, float, str | None]:
+    """A watch request's ``after``, ``wait`` and ``epoch``."""
+    after, wait, epoch = body.get("after"), body.get("wait", MAX_WAIT), body.get("epoch")
+    if after is not None and (
+        not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 1 << 62
+    ):
+        raise ProtocolError("/after: expected an event's number")
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= MAX_WAIT:
+        raise ProtocolError(f"/wait: expected seconds, from 0 to {MAX_WAIT:g}")
+    if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
+        raise ProtocolError("/epoch: expected the agent's run, as a watch was answered")
+    return after, float(wait), epoch
+
+
+def scope_from_json(body: Mapping[str, Any]) -> tuple[str, str, str]:
+    """A revocation's scope, what it names, and why (``reason``, optional)."""
+    scope, value, reason = body.get("scope"), body.get("value"), body.get("reason", "")
+    if scope not in SCOPES:
+        raise ProtocolError(f"/scope: expected one of {', '.join(SCOPES)}")
+    if not isinstance(reason, str) or len(reason) > 1024 or not reason.isprintable():
+        raise ProtocolError("/reason: expected a printable string of at most 1024 characters")
+    if scope == "all":
+        if value not in (None, ""):
+            raise ProtocolError("/value: scope 'all' takes no value")
+        return scope, "", reason
+    if scope in ("secret", "prefix"):
+        return scope, name_from_json(value, "/value"), reason
+    if not isinstance(value, str) or not value or len(value) > 1024 or not value.isprintable():
+        raise ProtocolError(f"/value: expected the {scope}'s id")
+    return scope, value, reason
 
 
 def value_to_json(value: SecretBytes) -> str:

@@ -14,6 +14,12 @@ when its caller releases it (``POST /v1/release``, or the client closing) or its
 ends; a secret no one holds any more is released by the resolver (a dynamic secret's
 lease revoked) and dropped from the cache.
 
+Front ends watch their holdings (:mod:`.events`): they are told when a secret one of
+their tasks holds changes in the store (``mesos-secrets agent refresh``) or is revoked
+(``mesos-secrets revoke``, the break-glass: the matching tasks are stopped, their
+holdings end, the cache forgets the secrets, their executor tokens are refused from
+then on, and the audit trail says so).
+
 The socket is ``0660`` (its group: ``socket_group``), in a directory that must be ours or
 root's and writable by no one else; the agent refuses to start on a path that is not a
 socket of ours, or on one another agent serves. It runs in the foreground, logs to
@@ -60,6 +66,7 @@ from ..resolver import ResolveContext, SecretResolver
 from ..secret import Reference
 from . import protocol
 from .cache import WAIT_FOR_READ_S, Answer, NodeCache
+from .events import EventLog
 from .metrics import AgentMetrics
 from .settings import AgentSettings
 from .snapshot import Snapshot
@@ -79,6 +86,8 @@ MAX_CONNECTIONS = 512
 MAX_PER_UID = 64
 #: Holders one process may have (a client per task, a task per request).
 MAX_HOLDERS_PER_PROCESS = 1024
+#: Revoked holders and executor containers remembered (their requests refused).
+MAX_REVOKED = 65536
 _PEERCRED = struct.Struct("3i")
 
 
@@ -193,6 +202,17 @@ class Agent:
         #: A secret's name: held while it is answered and recorded, or given up.
         self._names = _NameLocks()
         self.started = time.time()
+        #: What the front ends are told about their holdings.
+        self.events = EventLog()
+        #: Holders whose secrets were revoked, and executor containers whose tokens
+        #: are refused from then on (Mesos' executor tokens never expire): why.
+        self._revoked: dict[_HolderKey, str] = {}
+        self._revoked_containers: dict[str, str] = {}
+        #: Revoked holders whose task has not stopped yet (its front end releases it
+        #: once it has, or its process ends): the revocation's number, its task's ids,
+        #: since when.
+        self._stopping: dict[_HolderKey, tuple[int, dict[str, str], float]] = {}
+        self._revocations = 0
 
     # --- who asks ---------------------------------------------------------------------
 
@@ -208,6 +228,11 @@ class Agent:
             missing = [c for c in ("fid", "eid", "cid") if not claims.get(c)]
             if missing:
                 raise SecretAccessDeniedError(f"JWT claims missing: {', '.join(missing)}")
+            why = self._revoked_containers.get(claims["cid"])
+            if why is not None:
+                raise SecretAccessDeniedError(
+                    f"the executor token of container '{claims['cid']}' was revoked ({why})"
+                )
         elif (
             self.settings.require_token
             and uid not in self.settings.principals
@@ -278,6 +303,11 @@ class Agent:
         context = self.context_of(caller, claimed)
         told = self.proven(caller, context)
         holder = self._holder_key(caller, context, client)
+        why = self._revoked.get(holder)
+        if why is not None:
+            raise protocol.ProtocolError(
+                f"the secrets of this task were revoked ({why})", 403, "forbidden"
+            )
         self._check_room(caller, holder)
         started = time.monotonic()
         wanted = list(references)
@@ -452,12 +482,172 @@ class Agent:
                 for key in self._holders
                 if key[:4] == wanted[:4] and (not wanted[4] or key[4] == wanted[4])
             ]
+            for key in [
+                k
+                for k in self._stopping
+                if k[:4] == wanted[:4] and (not wanted[4] or k[4] == wanted[4])
+            ]:
+                del self._stopping[key]  # its task stopped: its front end says so
         self._end(ended)
         return len(ended)
+
+    # --- what holders are told ------------------------------------------------------
+
+    def watch(
+        self,
+        caller: Caller,
+        client: str,
+        after: int | None,
+        wait: float,
+        epoch: str | None = None,
+    ) -> dict[str, Any]:
+        """The events for the caller's (and its ``client``'s) holdings after ``after``
+        (:class:`.events.EventLog`); without ``after``, or for a watcher of another
+        agent's run (``epoch``), at once, the last event's number."""
+        mine = (caller.pid, caller.start, caller.claims["cid"] if caller.claims else None, client)
+        answer: dict[str, Any] = {"epoch": self.events.epoch}
+        if after is None or (epoch is not None and epoch != self.events.epoch):
+            return {**answer, "seq": self.events.seq, "events": []}
+        seq, found, missed = self.events.wait(lambda key: key[:4] == mine, after, wait)
+        answer.update(seq=seq, events=[event.to_json() for event in found])
+        if missed:
+            answer["missed"] = True
+        return answer
+
+    def refresh(self, caller: Caller, name: str) -> dict[str, Any]:
+        """Read ``name`` from the store now; when its version or value changed (or it
+        was not cached), its holders are told to ask again."""
+        reference = Reference(name)
+        with self._names.hold(name, timeout=None):
+            before = {key: entry for key, entry in self.cache.entries() if key[0] == name}
+            self.cache.forget(reference)
+            answer = self.cache.get(reference)
+            after = {key: entry for key, entry in self.cache.entries() if key[0] == name}
+        if isinstance(answer, ResolverError) and not after:
+            self._audit_admin("refresh", caller, reference=name, outcome=outcome_of(answer))
+            raise protocol.ProtocolError(str(answer), 502, protocol.error_kind(answer))
+        changed = (
+            not before
+            or set(before) != set(after)
+            or any(
+                before[key].version != entry.version or before[key].value != entry.value
+                for key, entry in after.items()
+            )
+        )
+        told = 0
+        if changed:
+            with self._lock:
+                holders = [
+                    (key, holder.context, [name])
+                    for key, holder in self._holders.items()
+                    if any(held == name for held, _ in holder.secrets)
+                ]
+            told = self.events.add("changed", holders, f"secret '{name}' changed in the store")
+        version = next((entry.version for entry in after.values()), None)
+        self._audit_admin(
+            "refresh",
+            caller,
+            reference=name,
+            outcome="ok",
+            changed=changed,
+            holders=told,
+            version=version,
+        )
+        return {"changed": changed, "version": version, "told": told}
+
+    def revoke(self, caller: Caller, scope: str, value: str, reason: str = "") -> dict[str, Any]:
+        """Break-glass (see the module): every holder ``scope`` and ``value`` match is
+        told to stop its task and refused from then on (its executor token too), its
+        holdings end (their leases revoked), and the secrets concerned leave the cache.
+        What was revoked."""
+        who = caller.principal or f"uid {caller.uid}"
+        what = "every secret" if scope == "all" else f"{scope} '{value}'"
+        why = f"revoked by {who}: {what}" + (f" ({reason})" if reason else "")
+        prefix = value.rstrip("/") + "/"
+
+        def named(name: str) -> bool:
+            if scope == "secret":
+                return name == value
+            if scope == "prefix":
+                return name == value or name.startswith(prefix)
+            return True
+
+        with self._lock:
+            matched = {
+                key: holder
+                for key, holder in self._holders.items()
+                if (
+                    holder.context.get("task_id") == value
+                    if scope == "task"
+                    else holder.context.get("framework_id") == value
+                    if scope == "framework"
+                    else any(named(name) for name, _ in holder.secrets)
+                )
+            }
+            told = [
+                (key, dict(holder.context), {n for n, _ in holder.secrets if named(n)})
+                for key, holder in matched.items()
+            ]
+            self._revocations += 1
+            number = self._revocations
+            now = time.time()
+            for key, holder in matched.items():
+                self._remember(self._revoked, key, why)
+                if key[2] is not None:  # an executor's container: its token goes too
+                    self._remember(self._revoked_containers, key[2], why)
+                if key[1] is not None:  # told to stop, until it says it has
+                    self._stopping[key] = (number, dict(holder.context), now)
+        names = {name for _, _, held in told for name in held}
+        if scope in ("secret", "prefix", "all"):  # what no one holds but the cache has
+            names |= {key[0] for key, _ in self.cache.entries() if named(key[0])}
+        self.events.add("revoked", told, why)
+        self._end(list(matched))  # leases revoked once no one else holds them
+        for name in sorted(names):
+            with self._names.hold(name, timeout=None):
+                self.cache.forget(Reference(name))
+        tasks = [protocol.context_to_json(ResolveContext(**_ids(c))) for _, c, _ in told]
+        self._audit_admin(
+            "revoke",
+            caller,
+            scope=scope,
+            value=value or None,
+            reason=reason or None,
+            outcome="ok",
+            names=sorted(names),
+            holders=len(told),
+        )
+        log.warning(
+            "%s: %d task(s) told to stop, %d secret(s) forgotten", why, len(told), len(names)
+        )
+        return {
+            "revocation": number,
+            "holders": len(told),
+            "names": sorted(names),
+            "tasks": tasks,
+            "reason": why,
+        }
+
+    @staticmethod
+    def _remember(where: dict[Any, str], key: Any, why: str) -> None:
+        if len(where) >= MAX_REVOKED:
+            del where[next(iter(where))]  # the oldest
+        where[key] = why
+
+    def _audit_admin(self, event: str, caller: Caller, **fields: Any) -> None:
+        if self.audit is not None:
+            self.audit.write(
+                event,
+                via="agent",
+                principal=caller.principal,
+                uid=caller.uid,
+                pid=caller.pid,
+                **fields,
+            )
 
     def close(self) -> None:
         """Stop: every holding ends, what may still be served is kept for the next
         agent, the resolver closes (its leases and token revoked)."""
+        self.events.close()
         with self._lock:
             everyone = list(self._holders)
         self._end(everyone)
@@ -498,6 +688,10 @@ class Agent:
             ]
         if gone:
             self._end(gone)
+        with self._lock:  # a revoked holder whose process ended asks nothing more
+            for where in (self._revoked, self._stopping):
+                for key in [k for k in where if process_start_time(k[0]) != k[1]]:
+                    del where[key]
         self.cache.expire()
 
     def _end(self, keys: list[_HolderKey]) -> None:
@@ -532,6 +726,7 @@ class Agent:
         now = time.time()
         with self._lock:
             holders = list(self._holders.values())
+            stopping = sorted(self._stopping.items(), key=lambda item: item[1][2])
         containers = []
         for holder in sorted(holders, key=lambda h: h.since):
             containers.append(
@@ -568,7 +763,15 @@ class Agent:
                 "cached": sum(1 for _ in self.cache.entries()),
             },
             "containers": containers,
+            "stopping": [
+                {"revocation": number, **context, "pid": key[0], "since": _iso(since)}
+                for key, (number, context, since) in stopping
+            ],
         }
+
+
+def _ids(context: Mapping[str, str]) -> dict[str, str]:
+    return {name: context[name] for name in protocol.CONTEXT_FIELDS if name in context}
 
 
 def _iso(when: float) -> str:
@@ -692,9 +895,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._answer(self.server.agent, method)
 
     def _answer(self, agent: Agent, method: str) -> None:
+        read = method != "POST"  # whether the request's body is read
         try:
             route = self._route(method)
             body = self._body() if method == "POST" else None
+            read = True
             if self.path == protocol.HEALTH:  # says nothing: asks no one who they are
                 self._send(200, {"ok": True})
                 return
@@ -711,6 +916,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status, answer = route(self, caller, body)
         except protocol.ProtocolError as error:
             status, answer = error.status, {"error": {"kind": error.kind, "message": str(error)}}
+            if not read:  # refused unread (stopping, no such path): its body is no request
+                self.close_connection = True
         self._send(status, answer)
 
     def _caller(self, agent: Agent, pid: int, uid: int, gid: int, token: str | None) -> Caller:
@@ -789,6 +996,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             )
         return 200, self.server.agent.status()
 
+    def _watch(self, caller: Caller, body: Any) -> tuple[int, Any]:
+        unknown = sorted(set(body) - {"client", "after", "wait", "epoch"})
+        if unknown:
+            raise protocol.ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+        client = protocol.client_from_json(body.get("client"))
+        after, wait, epoch = protocol.watch_from_json(body)
+        return 200, self.server.agent.watch(caller, client, after, wait, epoch)
+
+    def _refresh(self, caller: Caller, body: Any) -> tuple[int, Any]:
+        _administrator(caller, "refreshing a secret")
+        unknown = sorted(set(body) - {"name"})
+        if unknown:
+            raise protocol.ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+        name = protocol.name_from_json(body.get("name"), "/name")
+        return 200, self.server.agent.refresh(caller, name)
+
+    def _revoke(self, caller: Caller, body: Any) -> tuple[int, Any]:
+        _administrator(caller, "revoking")
+        unknown = sorted(set(body) - {"scope", "value", "reason"})
+        if unknown:
+            raise protocol.ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+        scope, value, reason = protocol.scope_from_json(body)
+        return 200, self.server.agent.revoke(caller, scope, value, reason)
+
     def _send(self, status: int, answer: Any) -> None:
         data = json.dumps(answer, separators=(",", ":")).encode("utf-8")
         self.send_response_only(status)  # no Date, no Server: nothing a client needs
@@ -805,8 +1036,19 @@ _ROUTES: dict[str, tuple[str, Callable[[_Handler, Caller, Any], tuple[int, Any]]
     protocol.RESOLVE: ("POST", _Handler._resolve),
     protocol.RELEASE: ("POST", _Handler._release),
     protocol.STATUS: ("GET", _Handler._status),
+    protocol.WATCH: ("POST", _Handler._watch),
+    protocol.REFRESH: ("POST", _Handler._refresh),
+    protocol.REVOKE: ("POST", _Handler._revoke),
     protocol.HEALTH: ("GET", lambda handler, caller, body: (200, {"ok": True})),
 }
+
+
+def _administrator(caller: Caller, what: str) -> None:
+    """Only root and the agent's own user (and never through an executor's token)."""
+    if caller.uid not in (0, os.geteuid()) or caller.claims is not None:
+        raise protocol.ProtocolError(
+            f"{what} is for root and the agent's own user", 403, "forbidden"
+        )
 
 
 def _result_json(result: Answer | ResolverError) -> dict[str, Any]:
@@ -972,6 +1214,7 @@ class Running:
             return
         self._stop.set()
         self._server.closing = True  # requests on kept connections: 503 from now on
+        self.agent.events.close()  # watches waiting for news answer now
         self._server.shutdown()
         self._server.server_close()
         with self._server.idle:  # the answers under way end first (a few seconds at most)
@@ -990,14 +1233,22 @@ def serve(agent: Agent, *, ready: Callable[[Running], None] | None = None) -> in
         bound.remove()
         raise
     stop = threading.Event()
-    previous = {
-        signum: signal.signal(signum, lambda *_: stop.set())
-        for signum in (signal.SIGTERM, signal.SIGINT)
-    }
-    running = Running(agent, bound)
+    stopping = {signal.SIGTERM, signal.SIGINT}
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in stopping}
+    # The threads started from here on (and theirs) never take SIGTERM or SIGINT: the
+    # main thread does, at once, rather than only when its wait next wakes.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    try:
+        running = Running(agent, bound)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
     try:
         if agent.settings.metrics_address is not None:
-            host, port = agent.metrics.serve(*agent.settings.metrics_address)
+            signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+            try:
+                host, port = agent.metrics.serve(*agent.settings.metrics_address)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
             log.info("metrics on http://%s:%d/metrics", host, port)
         if agent.acls is None:
             log.warning(
@@ -1015,7 +1266,7 @@ def serve(agent: Agent, *, ready: Callable[[Running], None] | None = None) -> in
         _notify("READY=1")
         if ready is not None:
             ready(running)
-        while not stop.wait(3600):
+        while not stop.wait(1.0):  # a signal another thread took: seen within a second
             pass
         _notify("STOPPING=1")
         log.info("stopping")

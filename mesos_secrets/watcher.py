@@ -1,0 +1,139 @@
+"""What a front end hears about the secrets its tasks hold, and what it does about it.
+
+With the node agent's resolver (:attr:`SecretResolver.watches`), a front end (``run``,
+the executor) keeps one watch open on the agent (:mod:`mesos_secrets.agent.events`):
+
+- ``revoked``: the break-glass (``mesos-secrets revoke``). The task is killed at once,
+  with no grace period (its secrets may be in an attacker's hands), and its front end
+  says why: ``run`` on stderr, the executor in the TASK_KILLED update.
+- ``changed``: a new version of a secret the task holds is in the store. A running task
+  keeps what it was given; it gets the new version when it is launched again.
+- The agent restarted: the holdings it knew are gone with it, so the watcher asks the
+  new one for each running task's secrets again (they are recorded as held again, and a
+  revocation reaches the task again).
+
+A watch that fails (the agent stopping, restarting) is tried again, backing off up to
+:data:`MAX_BACKOFF_S`; the task runs on meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+
+from .errors import ResolverError
+from .resolver import SecretResolver
+
+__all__ = ["Watcher"]
+
+log = logging.getLogger(__name__)
+
+#: The longest wait between two failed watches.
+MAX_BACKOFF_S = 5.0
+
+#: What is done with a task's context and the event's reason (revoked) or names
+#: (changed).
+OnRevoked = Callable[[Mapping[str, str], str], None]
+OnChanged = Callable[[Mapping[str, str], tuple[str, ...]], None]
+
+
+class Watcher:
+    """A thread watching ``resolver``'s holdings until :meth:`stop`."""
+
+    def __init__(
+        self,
+        resolver: SecretResolver,
+        *,
+        revoked: OnRevoked,
+        changed: OnChanged | None = None,
+        reattach: Callable[[], None] | None = None,
+        wait: float = 25.0,
+    ) -> None:
+        self.resolver = resolver
+        self._revoked = revoked
+        self._changed = changed
+        self._reattach = reattach
+        self._wait = wait
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="secret-watcher", daemon=True)
+        #: Set once the first watch was answered: from then on nothing is missed.
+        self.watching = threading.Event()
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.resolver.stop_watching()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        after: int | None = None
+        epoch: str | None = None
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                answer = self.resolver.watch(after, self._wait)
+            except ResolverError as error:
+                if self._stop.is_set():
+                    return
+                log.debug("watching the node agent: %s", error)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            backoff = 0.1
+            if answer["epoch"] != epoch:
+                if epoch is not None:  # a new agent: what it knew of us is gone
+                    log.warning("the node agent restarted: telling it what the tasks hold")
+                    self._again()
+                    after = None
+                    epoch = answer["epoch"]
+                    continue
+                epoch = answer["epoch"]
+            if after is None:
+                after = answer["seq"]
+                self.watching.set()
+                continue
+            if answer.get("missed"):
+                log.warning("the node agent dropped events before they were read")
+            for event in answer["events"]:
+                self._handle(event)
+            after = answer["seq"]
+
+    def _again(self) -> None:
+        if self._reattach is None:
+            return
+        try:
+            self._reattach()
+        except ResolverError as error:
+            log.warning("telling the node agent what the tasks hold failed: %s", error)
+
+    def _handle(self, event: Mapping[str, Any]) -> None:
+        context = event.get("context") or {}
+        names = tuple(event.get("names") or ())
+        kind = event.get("kind")
+        try:
+            if kind == "revoked":
+                self._revoked(context, str(event.get("reason") or "revoked"))
+            elif kind == "changed":
+                if self._changed is not None:
+                    self._changed(context, names)
+                else:
+                    log.info(
+                        "task %s: %s changed in the store; the running task keeps what it "
+                        "was given",
+                        context.get("task_id", "?"),
+                        ", ".join(f"'{n}'" for n in names),
+                    )
+        except Exception as error:  # noqa: BLE001 (one event's failure must not end the watch)
+            log.error("handling a '%s' event failed: %s", kind, type(error).__name__)
