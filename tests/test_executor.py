@@ -142,6 +142,21 @@ class Setup:
         self.processes.append(process)
         return process
 
+    def through(self, node: NodeAgent) -> tuple[Agent, subprocess.Popen[bytes]]:
+        """An executor whose resolver is the node agent ``node`` (no store of its own),
+        subscribed."""
+        agent = self.agent()
+        process = self.start(
+            agent,
+            environment={
+                "MESOS_SECRETS_RESOLVER": "agent",
+                "MESOS_SECRETS_AGENT_SOCKET": str(node.socket),
+                "VAULT_ADDR": "",
+            },
+        )
+        assert agent.subscribed.wait(30), self.log()
+        return agent, process
+
     def log(self, sandbox: str = "sandbox") -> str:
         return (self.tmp / sandbox / "executor.log").read_text(errors="replace")
 
@@ -234,16 +249,7 @@ class TestTasks:
             extra=f"[resolvers.vault]\n{options}\n",
         )
         try:
-            agent = setup.agent()
-            process = setup.start(
-                agent,
-                environment={
-                    "MESOS_SECRETS_RESOLVER": "agent",
-                    "MESOS_SECRETS_AGENT_SOCKET": str(node.socket),
-                    "VAULT_ADDR": "",
-                },
-            )
-            assert agent.subscribed.wait(30), setup.log()
+            agent, process = setup.through(node)
             agent.launch(app_task(CHECK_APP, agent, "t1"))
             agent.wait_for("t1", "TASK_FINISHED")
             # The task is gone: so are its holdings at the node agent (its leases would

@@ -354,16 +354,7 @@ def test_the_executor_kills_a_revoked_task_and_says_why(
     node: NodeAgent,
 ) -> None:
     _secrets(bao, "/revocation/a")
-    agent = setup.agent()
-    process = setup.start(
-        agent,
-        environment={
-            "MESOS_SECRETS_RESOLVER": "agent",
-            "MESOS_SECRETS_AGENT_SOCKET": str(node.socket),
-            "VAULT_ADDR": "",
-        },
-    )
-    assert agent.subscribed.wait(30), setup.log()
+    agent, process = setup.through(node)
     spec = {
         "cmd": "sleep 60",
         "env": {"SECRET": {"secret": "s"}},
