@@ -425,10 +425,19 @@ class ImageStore:
             except BlockingIOError:
                 return  # a pull or an unpack is under way: a later recover will do
             left = os.listdir(self.tmp)
+            removed = 0
             for name in left:
-                nofollow.remove_tree(self.tmp / name)
-            if left:
-                log.warning("removed %d partial download(s) from the image store", len(left))
+                try:
+                    nofollow.remove_tree(self.tmp / name)
+                    removed += 1
+                except OSError as error:  # still written to: the next recover removes it
+                    log.warning(
+                        "cannot remove the partial download '%s' yet: %s",
+                        self.tmp / name,
+                        error.strerror or type(error).__name__,
+                    )
+            if removed:
+                log.warning("removed %d partial download(s) from the image store", removed)
         finally:
             os.close(fd)
 
@@ -548,14 +557,16 @@ class ImageStore:
             work = Path(tempfile.mkdtemp(dir=self.tmp, prefix="unpack-"))
             try:
                 result = subprocess.run(  # noqa: S603 (paths and a digest only)
-                    [
-                        shutil.which("umoci") or "/usr/bin/umoci",
-                        "raw",
-                        "unpack",
-                        "--image",
-                        f"{self.oci}:{ref_name}",
-                        str(work / "rootfs"),
-                    ],
+                    _dies_with_us(
+                        [
+                            shutil.which("umoci") or "/usr/bin/umoci",
+                            "raw",
+                            "unpack",
+                            "--image",
+                            f"{self.oci}:{ref_name}",
+                            str(work / "rootfs"),
+                        ]
+                    ),
                     capture_output=True,
                     text=True,
                     check=False,
@@ -569,6 +580,14 @@ class ImageStore:
             finally:
                 nofollow.remove_tree(work)
         return target
+
+
+def _dies_with_us(argv: list[str]) -> list[str]:
+    """``argv`` run so that it is killed when the thread that started it dies (util-linux
+    ``setpriv --pdeathsig``, never a ``preexec_fn`` in a threaded process): an unpack
+    whose front end was killed does not go on writing into the store by itself."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
 
 class Provisioner:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -11,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -927,6 +929,71 @@ def test_partial_unpack_of_a_dead_front_end_is_removed(runner: ImageRunner) -> N
     assert result.returncode == 0, result.stderr.decode()
     assert b"removed 2 partial download(s) from the image store" in result.stderr
     runner.assert_no_residue()
+
+
+def test_an_unpack_dies_with_the_front_end_that_started_it(tmp_path: Path) -> None:
+    """A front end killed while umoci unpacks (SIGKILL: nothing of it runs after) must
+    not leave umoci writing into the store by itself, where the next front end's
+    recover would be removing the same directory."""
+    fake = tmp_path / "bin" / "umoci"
+    fake.parent.mkdir()
+    started = tmp_path / "umoci.pid"
+    fake.write_text(f"#!/bin/sh\necho $$ > {started}\nexec sleep 60\n")
+    fake.chmod(0o755)
+    script = (
+        "import sys; from pathlib import Path; from mesos_secrets.images import ImageStore; "
+        f"ImageStore(Path({str(tmp_path / 'store')!r})).rootfs('sha256:' + '0' * 64, 'ref')"
+    )
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    front_end = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        wait_until(lambda: started.exists() and started.read_text().strip(), 20)
+        unpacker = int(started.read_text())
+        front_end.kill()
+        front_end.wait()
+        wait_until(lambda: not _alive(unpacker), 5)
+    finally:
+        if front_end.poll() is None:
+            front_end.kill()
+            front_end.wait()
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(started.read_text()), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_recover_goes_on_past_what_it_cannot_remove_yet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partial download that cannot be removed yet (still written to, busy) is left
+    for a later recover, with a warning; the rest goes, and nothing fails."""
+    from mesos_secrets import images
+
+    store = ImageStore(tmp_path / "store")
+    (store.tmp / "unpack-busy" / "rootfs").mkdir(parents=True)
+    (store.tmp / "blob-dead").write_bytes(b"partial")
+    remove_tree = images.nofollow.remove_tree
+
+    def busy(path: Path, *args: Any, **kwargs: Any) -> None:
+        if Path(path).name == "unpack-busy":
+            raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY))
+        remove_tree(path, *args, **kwargs)
+
+    monkeypatch.setattr(images.nofollow, "remove_tree", busy)
+    store.recover()
+    assert sorted(os.listdir(store.tmp)) == ["unpack-busy"]
+    assert "cannot remove the partial download" in caplog.text
+    assert "Directory not empty" in caplog.text
+    monkeypatch.setattr(images.nofollow, "remove_tree", remove_tree)
+    store.recover()
+    assert os.listdir(store.tmp) == []
 
 
 def test_bearer_token_registry(tmp_path: Path, home: Path, layout: Path) -> None:
