@@ -32,7 +32,7 @@ bench: setup
 	$(PY) -m benchmarks.compare $(BENCH_ARGS)
 	$(PY) -m benchmarks.revocation
 
-# Launches under injected faults, the canary sweep, residue, fuzzing (root; ~20 min).
+# Launches under injected faults, the canary sweep, residue, fuzzing (root; ~30 min).
 reliability: setup
 	$(PY) -m reliability $(RELIABILITY_ARGS)
 
