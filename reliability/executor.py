@@ -323,11 +323,12 @@ def _drive(agent: Agent, live: Live, kind: str, fault: str, tasks: list[dict[str
     if fault == "task-killed":
         injected = live.injected = _kill_task(live)
     elif fault == "executor-killed":
-        moment = live.moment(0.6)
-        if moment is not None and process.poll() is None:
+
+        def kill() -> None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            injected = live.injected = f"killed the executor {moment}"
+
+        injected = live.injected = live.strike(0.6, kill, "killed the executor")
     killed = (injected or "").startswith("killed the executor")
     deadline = time.monotonic() + DEADLINE_S
     while True:

@@ -602,6 +602,21 @@ class Live:
             time.sleep(0.002)
         return None
 
+    def strike(
+        self,
+        delay: float,
+        act: Callable[[], bool | None],
+        what: str,
+        among: tuple[str, ...] | None = None,
+    ) -> str | None:
+        """At a moment of the launch (:meth:`moment`), if it still runs: ``act()``. What
+        was done and when, or None if the launch ended first (or ``act`` said False:
+        nothing to strike)."""
+        moment = self.moment(delay, among)
+        if moment is None or self.process.poll() is not None or act() is False:
+            return None
+        return f"{what} {moment}"
+
 
 def _size(path: Path) -> int:
     try:
@@ -776,11 +791,7 @@ def _seal(lab: Lab, live: Live) -> str | None:
     """Seal the launch's OpenBao while it starts: after a random delay (its reads begin
     some 100 ms in, once the interpreter and the resolver are loaded) or once its
     container is claimed."""
-    moment = live.moment(0.3, READING)
-    if moment is None or live.process.poll() is not None:
-        return None  # the launch ended first
-    lab.sealable.seal()
-    return f"sealed {moment}"
+    return live.strike(0.3, lab.sealable.seal, "sealed", READING)
 
 
 @contextlib.contextmanager
@@ -808,31 +819,23 @@ def _cluster_fault(
 
 def _kill_leader(lab: Lab, leader: Any, live: Live) -> str | None:
     """SIGKILL the raft leader while the launch starts (as :func:`_seal`)."""
-    moment = live.moment(0.3, READING)
-    if moment is None or live.process.poll() is not None:
-        return None  # the launch ended first
-    lab.cluster.kill(leader)
-    return f"killed the leader {moment}"
+    return live.strike(0.3, lambda: lab.cluster.kill(leader), "killed the leader", READING)
 
 
 def _partition(lab: Lab, live: Live) -> str | None:
     """Take the link to OpenBao down while the launch starts (as :func:`_seal`; up once
     it ends)."""
-    moment = live.moment(0.3, READING)
-    if moment is None or live.process.poll() is not None:
-        return None  # the launch ended first
-    lab.network.down()
-    return f"partitioned {moment}"
+    return live.strike(0.3, lab.network.down, "partitioned", READING)
 
 
 def _kill_run(live: Live) -> str | None:
     """SIGKILL ``run`` itself at a moment of the launch."""
-    moment = live.moment(0.6)
-    if moment is not None and live.process.poll() is None:
+
+    def kill() -> None:
         live.process.kill()
         live.outlived = outliving(live.marker)
-        return f"killed run {moment}"
-    return None
+
+    return live.strike(0.6, kill, "killed run")
 
 
 def outliving(marker: str, within: float = 5.0) -> list[int]:
@@ -846,15 +849,16 @@ def outliving(marker: str, within: float = 5.0) -> list[int]:
 
 def _kill_agent(lab: Lab, live: Live) -> str | None:
     """SIGKILL the node agent at a moment of the launch, and start it again."""
-    moment = live.moment(0.4)
-    agent = lab.agent.process
-    if moment is None or live.process.poll() is not None or agent is None:
-        return None
-    if agent.poll() is None:
+
+    def kill() -> bool:
+        agent = lab.agent.process
+        if agent is None or agent.poll() is not None:
+            return False
         stop_process(agent, signal.SIGKILL)
         lab.restart_agent()
-        return f"killed the agent {moment}"
-    return None
+        return True
+
+    return live.strike(0.4, kill, "killed the agent")
 
 
 def _watch(
