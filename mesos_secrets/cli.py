@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+    from resolvers.agent import AgentResolver
     from resolvers.local import LocalStore
 
     from .groups import AppList, Group
@@ -207,12 +208,17 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return serve(agent)
 
 
+def _agent_client(args: argparse.Namespace) -> AgentResolver:
+    """The node agent's client, on ``--socket`` or where the resolver finds it."""
+    from resolvers.agent import AgentResolver  # noqa: PLC0415
+
+    return AgentResolver(socket=str(args.socket) if args.socket else None)
+
+
 def cmd_agent_status(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
-    from resolvers.agent import AgentResolver  # noqa: PLC0415
-
-    with AgentResolver(socket=str(args.socket) if args.socket else None) as client:
+    with _agent_client(args) as client:
         status = client.status()
     if args.json:
         print(json.dumps(status, indent=2))
@@ -241,9 +247,7 @@ def cmd_agent_status(args: argparse.Namespace) -> int:
 
 
 def cmd_agent_refresh(args: argparse.Namespace) -> int:
-    from resolvers.agent import AgentResolver  # noqa: PLC0415
-
-    with AgentResolver(socket=str(args.socket) if args.socket else None) as client:
+    with _agent_client(args) as client:
         answer = client.refresh(args.name)
     name = "/" + args.name.strip("/")
     version = f" (version {answer['version']})" if answer.get("version") else ""
@@ -262,8 +266,6 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from resolvers.agent import AgentResolver  # noqa: PLC0415
-
     if args.all:
         scope, value = "all", ""
     elif args.secret is not None:
@@ -275,7 +277,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     else:
         scope, value = "framework", args.framework
     started = time.monotonic()
-    with AgentResolver(socket=str(args.socket) if args.socket else None) as client:
+    with _agent_client(args) as client:
         answer = client.revoke(scope, value, args.reason or "")
         number = answer["revocation"]
         waiting: list[dict[str, Any]] = []

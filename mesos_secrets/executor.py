@@ -260,7 +260,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                 self._watcher = Watcher(
                     self.resolver,
                     revoked=lambda context, why: self._revoked(driver, context, why),
-                    reattach=self._reattach,
+                    held=self._held,
                 ).start()
                 self._watcher.watching.wait(timeout=5)
         except MesosSecretsError as error:
@@ -439,16 +439,14 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         log.warning("task %s: its secrets were revoked: killing it now", task.task_id)
         self._kill(driver, task, 0.0, signal.SIGKILL)
 
-    def _reattach(self) -> None:
-        """Tell a restarted node agent what the running tasks hold (by asking again)."""
+    def _held(self) -> list[tuple[TaskInfo, ResolveContext]]:
+        """The running tasks, and the context each asks for its secrets with."""
         with self._lock:
-            running = [t for t in self._tasks.values() if t.container is not None]
-        for task in running:
-            assert task.container is not None
-            assert self.resolver is not None
-            references = [s.reference for s in task.container.task.secrets() if s.reference]
-            if references and task.context is not None:
-                self.resolver.resolve_references(references, task.context)
+            return [
+                (t.container.task, t.context)
+                for t in self._tasks.values()
+                if t.container is not None and t.context is not None
+            ]
 
     def _kill(
         self,

@@ -210,8 +210,7 @@ def _run_tasks(
     try:
         for task, sandbox in zip(tasks, sandboxes, strict=True):
             sandbox.mkdir(parents=True, exist_ok=True)
-            context = ResolveContext(task_id=task.task_id, principal=options.principal)
-            container = containerizer.launch(task, sandbox, context=context)
+            container = containerizer.launch(task, sandbox, context=_context(task, options))
             containers.append(container)
             if task.task_id in revoked:  # revoked while it was being launched
                 container.kill(signal.SIGKILL)
@@ -259,17 +258,17 @@ def _watch(
                 log.warning("task %s: its secrets were revoked: killing it now", task_id)
                 container.kill(signal.SIGKILL)
 
-    def reattach() -> None:
-        for container in list(containers):
-            task = container.task
-            references = [s.reference for s in task.secrets() if s.reference is not None]
-            if container.poll() is None and references:
-                context = ResolveContext(task_id=task.task_id, principal=options.principal)
-                resolver.resolve_references(references, context)
+    def held() -> list[tuple[TaskInfo, ResolveContext]]:
+        return [(c.task, _context(c.task, options)) for c in list(containers) if c.poll() is None]
 
-    watcher = Watcher(resolver, revoked=kill, reattach=reattach).start()
+    watcher = Watcher(resolver, revoked=kill, held=held).start()
     watcher.watching.wait(timeout=5)
     return watcher
+
+
+def _context(task: TaskInfo, options: RunOptions) -> ResolveContext:
+    """What a task asks for its secrets with."""
+    return ResolveContext(task_id=task.task_id, principal=options.principal)
 
 
 def _host_ports(task: TaskInfo) -> list[int]:

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any, Self
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Self
 
 from .errors import ResolverError
-from .resolver import SecretResolver
+from .resolver import ResolveContext, SecretResolver
+
+if TYPE_CHECKING:
+    from .mesos import TaskInfo
 
 __all__ = ["Watcher"]
 
@@ -48,13 +51,14 @@ class Watcher:
         *,
         revoked: OnRevoked,
         changed: OnChanged | None = None,
-        reattach: Callable[[], None] | None = None,
+        held: Callable[[], Iterable[tuple[TaskInfo, ResolveContext]]] | None = None,
         wait: float = 25.0,
     ) -> None:
         self.resolver = resolver
         self._revoked = revoked
         self._changed = changed
-        self._reattach = reattach
+        #: The running tasks, and the context each asks for its secrets with.
+        self._held = held
         self._wait = wait
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="secret-watcher", daemon=True)
@@ -111,10 +115,15 @@ class Watcher:
             after = answer["seq"]
 
     def _again(self) -> None:
-        if self._reattach is None:
+        """Ask the (new) agent again for every running task's secrets: it records them
+        as held, so that a revocation reaches those tasks."""
+        if self._held is None:
             return
         try:
-            self._reattach()
+            for task, context in self._held():
+                references = [s.reference for s in task.secrets() if s.reference is not None]
+                if references:
+                    self.resolver.resolve_references(references, context)
         except ResolverError as error:
             log.warning("telling the node agent what the tasks hold failed: %s", error)
 

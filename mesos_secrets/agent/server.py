@@ -477,16 +477,8 @@ class Agent:
         context = self.context_of(caller, claimed)
         wanted = self._holder_key(caller, context, client)
         with self._lock:
-            ended = [
-                key
-                for key in self._holders
-                if key[:4] == wanted[:4] and (not wanted[4] or key[4] == wanted[4])
-            ]
-            for key in [
-                k
-                for k in self._stopping
-                if k[:4] == wanted[:4] and (not wanted[4] or k[4] == wanted[4])
-            ]:
+            ended = [key for key in self._holders if _within(key, wanted)]
+            for key in [k for k in self._stopping if _within(k, wanted)]:
                 del self._stopping[key]  # its task stopped: its front end says so
         self._end(ended)
         return len(ended)
@@ -678,19 +670,12 @@ class Agent:
     def sweep(self) -> None:
         """End the holdings of processes that are gone; drop what can no longer be served."""
         with self._lock:
-            # A caller whose start time cannot be read (another PID namespace, a
-            # hidden /proc) cannot be told from its pid's next owner: its holdings end
-            # when it releases them, and when the agent stops.
-            gone = [
-                key
-                for key in self._holders
-                if key[1] is not None and process_start_time(key[0]) != key[1]
-            ]
+            gone = [key for key in self._holders if _gone(key)]
         if gone:
             self._end(gone)
         with self._lock:  # a revoked holder whose process ended asks nothing more
             for where in (self._revoked, self._stopping):
-                for key in [k for k in where if process_start_time(k[0]) != k[1]]:
+                for key in [k for k in where if _gone(k)]:
                     del where[key]
         self.cache.expire()
 
@@ -768,6 +753,20 @@ class Agent:
                 for key, (number, context, since) in stopping
             ],
         }
+
+
+def _gone(key: _HolderKey) -> bool:
+    """Whether the holder's process ended. A caller whose start time cannot be read
+    (another PID namespace, a hidden /proc) cannot be told from its pid's next owner:
+    it is never taken to be gone (its holdings end when it releases them, and when the
+    agent stops)."""
+    return key[1] is not None and process_start_time(key[0]) != key[1]
+
+
+def _within(key: _HolderKey, wanted: _HolderKey) -> bool:
+    """Whether ``key`` is among what a release for ``wanted`` ends: the same process
+    and client, and its task, or every task when ``wanted`` names none."""
+    return key[:4] == wanted[:4] and (not wanted[4] or key[4] == wanted[4])
 
 
 def _ids(context: Mapping[str, str]) -> dict[str, str]:
@@ -1224,6 +1223,21 @@ class Running:
         self.agent.close()
 
 
+#: The signals that stop the agent.
+_STOPPING = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextlib.contextmanager
+def _threads_ignore_stopping() -> Iterator[None]:
+    """The threads started in the block (and theirs) never take SIGTERM or SIGINT: the
+    main thread does, at once, rather than only when its wait next wakes."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
+
+
 def serve(agent: Agent, *, ready: Callable[[Running], None] | None = None) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
     bound = bind_socket(agent.settings.socket, agent.settings.socket_group)
@@ -1233,22 +1247,13 @@ def serve(agent: Agent, *, ready: Callable[[Running], None] | None = None) -> in
         bound.remove()
         raise
     stop = threading.Event()
-    stopping = {signal.SIGTERM, signal.SIGINT}
-    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in stopping}
-    # The threads started from here on (and theirs) never take SIGTERM or SIGINT: the
-    # main thread does, at once, rather than only when its wait next wakes.
-    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-    try:
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in _STOPPING}
+    with _threads_ignore_stopping():
         running = Running(agent, bound)
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
     try:
         if agent.settings.metrics_address is not None:
-            signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-            try:
+            with _threads_ignore_stopping():
                 host, port = agent.metrics.serve(*agent.settings.metrics_address)
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
             log.info("metrics on http://%s:%d/metrics", host, port)
         if agent.acls is None:
             log.warning(
