@@ -189,6 +189,26 @@ class SecretResolver(abc.ABC):
         """End a :meth:`watch` under way in another thread, now, and every one after
         it (one that is about to start too)."""
 
+    def rollout_begin(
+        self, app: str, change: str, task_id: str, batch: int, timeout: float
+    ) -> tuple[bool, str]:
+        """May the task restart now for the new version ``change``? Waits for its turn
+        (the node agent's :mod:`~mesos_secrets.agent.rollouts`): (True, "") or (False,
+        why the rollout stopped). Without an agent to coordinate: at once."""
+        return True, ""
+
+    def rollout_end(self, app: str, change: str, task_id: str, healthy: bool) -> None:  # noqa: B027
+        """The task restarted for ``change``, and is (or is not) healthy again."""
+
+    def uncache(self, name: str) -> None:  # noqa: B027 (optional hook)
+        """Forget whatever the resolver keeps of ``name`` itself, so that its next read
+        asks the store (the node agent refreshing it). By default nothing is kept."""
+
+    def refresh_every(self, context: ResolveContext, seconds: float | None) -> None:  # noqa: B027
+        """Have the secrets of the task ``context`` names read again every ``seconds``
+        (about: with jitter), its holders told of a new version (:meth:`watch`); None:
+        only when pushed. Only for a resolver that :attr:`watches`; by default nothing."""
+
     def lease_renewals(self) -> tuple[int, int]:
         """How many lease renewals the resolver has made, and how many of them failed
         (the node agent's metrics). By default it renews none."""

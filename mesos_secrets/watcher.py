@@ -6,8 +6,11 @@ the executor) keeps one watch open on the agent (:mod:`mesos_secrets.agent.event
 - ``revoked``: the break-glass (``mesos-secrets revoke``). The task is killed at once,
   with no grace period (its secrets may be in an attacker's hands), and its front end
   says why: ``run`` on stderr, the executor in the TASK_KILLED update.
-- ``changed``: a new version of a secret the task holds is in the store. A running task
-  keeps what it was given; it gets the new version when it is launched again.
+- ``changed``: a new version of a secret the task holds is in the store. What the task
+  gets of it is its policy's (:mod:`.rotation`: files rewritten in place, a signal, a
+  restart); without one, a running task keeps what it was given.
+- ``stale``: a secret the task holds could not be read again: it keeps the last good
+  value, or is stopped, as its policy says.
 - The agent restarted: the holdings it knew are gone with it, so the watcher asks the
   new one for each running task's secrets again (they are recorded as held again, and a
   revocation reaches the task again).
@@ -36,10 +39,11 @@ log = logging.getLogger(__name__)
 #: The longest wait between two failed watches.
 MAX_BACKOFF_S = 5.0
 
-#: What is done with a task's context and the event's reason (revoked) or names
-#: (changed).
+#: What is done with a task's context and the event's reason (revoked); names and
+#: change (changed); names and reason (stale).
 OnRevoked = Callable[[Mapping[str, str], str], None]
-OnChanged = Callable[[Mapping[str, str], tuple[str, ...]], None]
+OnChanged = Callable[[Mapping[str, str], tuple[str, ...], str], None]
+OnStale = Callable[[Mapping[str, str], tuple[str, ...], str], None]
 
 
 class Watcher:
@@ -51,12 +55,14 @@ class Watcher:
         *,
         revoked: OnRevoked,
         changed: OnChanged | None = None,
+        stale: OnStale | None = None,
         held: Callable[[], Iterable[tuple[TaskInfo, ResolveContext]]] | None = None,
         wait: float = 25.0,
     ) -> None:
         self.resolver = resolver
         self._revoked = revoked
         self._changed = changed
+        self._stale = stale
         #: The running tasks, and the context each asks for its secrets with.
         self._held = held
         self._wait = wait
@@ -134,9 +140,12 @@ class Watcher:
         try:
             if kind == "revoked":
                 self._revoked(context, str(event.get("reason") or "revoked"))
+            elif kind == "stale":
+                if self._stale is not None:
+                    self._stale(context, names, str(event.get("reason") or "stale"))
             elif kind == "changed":
                 if self._changed is not None:
-                    self._changed(context, names)
+                    self._changed(context, names, str(event.get("change") or ""))
                 else:
                     log.info(
                         "task %s: %s changed in the store; the running task keeps what it "

@@ -126,6 +126,8 @@ class AgentResolver(SecretResolver):
         self._stopped = False
         #: The run of the agent the last watch was answered by.
         self._epoch: str | None = None
+        #: How often each task wants its secrets read again (sent with its requests).
+        self._refresh: dict[ResolveContext, float] = {}
 
     def __repr__(self) -> str:
         return f"<AgentResolver {self.socket}>"
@@ -146,17 +148,16 @@ class AgentResolver(SecretResolver):
         if not references:
             return []
         self._asked = True  # before: the agent may record holdings even if no answer comes
+        body: dict[str, Any] = {
+            "references": protocol.references_to_json(references),
+            "context": protocol.context_to_json(context),
+            "client": self._client,
+        }
+        refresh = self._refresh.get(context) if context is not None else None
+        if refresh is not None:
+            body["refresh"] = refresh
         try:
-            answer = self._exchange(
-                "POST",
-                protocol.RESOLVE,
-                {
-                    "references": protocol.references_to_json(references),
-                    "context": protocol.context_to_json(context),
-                    "client": self._client,
-                },
-                references[0],
-            )
+            answer = self._exchange("POST", protocol.RESOLVE, body, references[0])
         except SecretAccessDeniedError:  # refused who we are: it recorded nothing
             self._asked = False
             raise
@@ -228,6 +229,39 @@ class AgentResolver(SecretResolver):
             with contextlib.suppress(OSError):
                 connection.sock.shutdown(socket.SHUT_RDWR)
 
+    def refresh_every(self, context: ResolveContext, seconds: float | None) -> None:
+        """Sent with the task's requests from now on (the agent reads its secrets again
+        on that interval: :mod:`mesos_secrets.agent.poller`)."""
+        if seconds is None:
+            self._refresh.pop(context, None)
+        else:
+            self._refresh[context] = seconds
+
+    def rollout_begin(
+        self, app: str, change: str, task_id: str, batch: int, timeout: float
+    ) -> tuple[bool, str]:
+        body = {
+            "phase": "begin",
+            "app": app,
+            "change": change,
+            "task": task_id,
+            "batch": batch,
+            "timeout": timeout,
+            "wait": protocol.MAX_WAIT - 5,
+        }
+        while True:
+            answer = self._exchange("POST", protocol.ROLLOUT, body, None)
+            go = answer.get("go") if isinstance(answer, dict) else None
+            if isinstance(go, bool):
+                reason = answer.get("reason")
+                return go, reason if isinstance(reason, str) else ""
+            if not isinstance(answer, dict) or "go" not in answer:
+                raise self._failed(None, "its answer to a rollout does not follow the protocol")
+
+    def rollout_end(self, app: str, change: str, task_id: str, healthy: bool) -> None:
+        body = {"phase": "end", "app": app, "change": change, "task": task_id, "healthy": healthy}
+        self._exchange("POST", protocol.ROLLOUT, body, None)
+
     def refresh(self, name: str) -> Any:
         """Have the agent read ``name`` from the store now and tell its holders if it
         changed (root and the agent's own user only)."""
@@ -242,6 +276,7 @@ class AgentResolver(SecretResolver):
     def task_ended(self, context: ResolveContext) -> None:
         """Tell the agent the task's secrets are no longer needed (best effort: what is
         left ends with this process)."""
+        self._refresh.pop(context, None)
         if not self._asked:
             return
         self._release(protocol.context_to_json(context))

@@ -428,7 +428,11 @@ def _kv2_fields(answer: Any) -> dict[str, SecretBytes]:
 
 
 def _kv1_fields(answer: Any) -> dict[str, SecretBytes]:
-    return _fields(_object(_body(answer), "data"))
+    body = _body(answer)
+    ttl = _seconds(body, "lease_duration")
+    if ttl:  # a KV version 1 secret's "ttl": how often its readers should read it again
+        note(lease_seconds=ttl)
+    return _fields(_object(body, "data"))
 
 
 #: resolve_all's reads at once by default, to a store on this machine and elsewhere.
@@ -1123,6 +1127,10 @@ class VaultResolver(SecretResolver):
             _kv1_fields,
         )
 
+    def uncache(self, name: str) -> None:
+        """The next read of ``name`` asks the store (the node agent refreshes it)."""
+        self._cache.forget(self._cache_key(name.strip("/")))
+
     def _read_logical(self, reference: Reference, path: str) -> dict[str, SecretBytes]:
         def parse(
             answer: Any,
@@ -1146,6 +1154,9 @@ class VaultResolver(SecretResolver):
             with self._leases_lock:
                 self._leases[lease] = (time.monotonic() + duration * 2 / 3, renewable)
                 self._lease_of.setdefault(path, []).append(lease)
+            note(dynamic=True)  # each read makes new credentials: read again only as due
+        if duration and not renewable:  # given for a while only: read again before its end
+            note(lease_seconds=duration)
         return fields
 
     # --- calls: retries and error mapping ----------------------------------------------

@@ -20,6 +20,8 @@ before it asks (:mod:`.server`), cache hits included. Values are kept as
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +58,9 @@ class Entry(NamedTuple):
     fresh_until: float
     version: str | None
     read: int = 0  # which store read gave it: the keys of one secret share it
+    digest: bytes = b""  # of the value (keyed, this process's): tells values apart
+    lease: float | None = None  # seconds the store gave it for, when it must be read again
+    dynamic: bool = False  # each read makes new credentials (a lease): read only as due
 
 
 class Answer(NamedTuple):
@@ -68,6 +73,7 @@ class Answer(NamedTuple):
     hit: bool  # no store read of this caller's own
     coalesced: bool  # waited for another caller's read
     read: int = 0  # which store read gave it
+    digest: bytes = b""  # of the value: which value a holder has, without keeping it
 
 
 class NodeCache:
@@ -95,6 +101,7 @@ class NodeCache:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._read_count = 0
+        self._digest_key = secrets.token_bytes(32)
         #: Counters for the metrics: store reads, hits, misses, coalesced, stale.
         self.on_event: Callable[[str], None] = lambda event: None
         #: Whether entries changed since :meth:`kept` last said what they are.
@@ -128,6 +135,7 @@ class NodeCache:
                         True,
                         coalesced,
                         entry.read,
+                        entry.digest,
                     )
                 reading = self._reads.get(reference.name)
                 if reading is None:
@@ -170,11 +178,14 @@ class NodeCache:
         context: ResolveContext | None,
         key: tuple[str, str | None],
         coalesced: bool,
+        *,
+        force: bool = False,
     ) -> Answer | ResolverError:
         """One store read: every field of the secret when the resolver gives them all
         (kept together: the keys served of one secret come from one read), else the
-        key asked for."""
-        if self._down_until > self._clock():  # the store just failed: no wait for it
+        key asked for. ``force`` (:meth:`reread`): the store is asked even while it was
+        just down, and its silence is returned rather than a stale value."""
+        if not force and self._down_until > self._clock():  # the store just failed
             stale = self._stale(key, coalesced)
             if stale is not None:
                 return stale
@@ -192,7 +203,7 @@ class NodeCache:
                     values[(reference.name, None)] = next(iter(fields.values()))
         except ResolverUnavailableError as error:
             self._down_until = self._clock() + BREAKER_S
-            return self._stale(key, coalesced) or error
+            return error if force else self._stale(key, coalesced) or error
         except ResolverError as error:  # final: what was kept of it is no longer good
             self._drop(scope)
             return error
@@ -201,14 +212,53 @@ class NodeCache:
         self._down_until = 0.0
         version = notes.get("version")
         kept = None if version is None else str(version)
-        read = self._store(reference.name, values, whole=fields is not None, version=kept)
+        lease = notes.get("lease_seconds")
+        lease = float(lease) if isinstance(lease, int | float) and lease > 0 else None
+        read = self._store(
+            reference.name,
+            values,
+            whole=fields is not None,
+            version=kept,
+            lease=lease,
+            dynamic=bool(notes.get("dynamic")),
+        )
         if key not in values:  # not a key of the secret: the resolver's own words
             assert fields is not None
             try:
                 select_field(reference, fields, resolver=self.resolver.name)
             except ResolverError as error:
                 return error
-        return Answer(values[key], 0.0, 0.0, kept, False, coalesced, read)
+        return Answer(values[key], 0.0, 0.0, kept, False, coalesced, read, self.digest(values[key]))
+
+    def reread(self, reference: Reference) -> Answer | ResolverError:
+        """Read ``reference``'s secret from the store now, fresh or not (a refresh: the
+        caller holds the secret's name, so no other read of it is under way). A new
+        value replaces what is kept; when the store cannot be reached, what is kept stays
+        (the last good value) and the store's silence is returned."""
+        self.on_event("miss")
+        self.resolver.uncache(reference.name)
+        return self._read(reference, None, (reference.name, reference.key), False, force=True)
+
+    def digest(self, value: SecretBytes) -> bytes:
+        """A keyed digest of ``value`` (the key is this process's, in memory only): which
+        value a holder has, without keeping the value."""
+        return hashlib.blake2b(value.reveal(), key=self._digest_key, digest_size=16).digest()
+
+    def lease_due(self, name: str) -> float | None:
+        """When (the clock's time) ``name`` should be read again because the store gave
+        it for a while only (a lease that is not renewed, a ``ttl``): two thirds of it."""
+        with self._lock:
+            dues = [
+                e.fetched + e.lease * 2 / 3
+                for k, e in self._entries.items()
+                if k[0] == name and e.lease is not None
+            ]
+        return min(dues) if dues else None
+
+    def dynamic(self, name: str) -> bool:
+        """Whether ``name`` is a dynamic secret (each read makes new credentials)."""
+        with self._lock:
+            return any(e.dynamic for k, e in self._entries.items() if k[0] == name)
 
     def _store(
         self,
@@ -217,6 +267,8 @@ class NodeCache:
         *,
         whole: bool,
         version: str | None,
+        lease: float | None = None,
+        dynamic: bool = False,
     ) -> int:
         """Keep what one read gave; ``whole``: every field of the secret, which replace
         whatever was kept of it. The read's number."""
@@ -229,7 +281,15 @@ class NodeCache:
                     del self._entries[old]
             for where, value in values.items():
                 self._entries[where] = Entry(
-                    value, now, time.time(), fresh, version, self._read_count
+                    value,
+                    now,
+                    time.time(),
+                    fresh,
+                    version,
+                    self._read_count,
+                    self.digest(value),
+                    lease,
+                    dynamic,
                 )
             self.changed = True
             return self._read_count
@@ -252,7 +312,14 @@ class NodeCache:
         self.on_event("stale")
         stale = max(0.0, now - entry.fresh_until)
         return Answer(
-            entry.value, now - entry.fetched, stale, entry.version, True, coalesced, entry.read
+            entry.value,
+            now - entry.fetched,
+            stale,
+            entry.version,
+            True,
+            coalesced,
+            entry.read,
+            entry.digest,
         )
 
     def not_in_time(self, reference: Reference) -> Answer | ResolverError:
@@ -319,7 +386,7 @@ class NodeCache:
                     self._read_count += 1
                     read = reads[(key[0], round(age, 3))] = self._read_count
                 self._entries[key] = Entry(
-                    value, fetched, wall - age, fetched + fresh, version, read
+                    value, fetched, wall - age, fetched + fresh, version, read, self.digest(value)
                 )
                 taken += 1
         return taken

@@ -2,8 +2,10 @@
 
 A front end (``run``, the executor) watches its own holdings (``POST /v1/watch``,
 :mod:`.protocol`): it is told when a secret one of its tasks holds has a new version in
-the store (``changed``: ask again) or was revoked (``revoked``: stop the task, for the
-reason given). Events are numbered; a watcher asks for those after the last it saw, and
+the store (``changed``: ask again; ``change`` names the new version, the same for every
+holder told of it), could not be read again (``stale``: the task keeps what it has, or
+stops, as its policy says) or was revoked (``revoked``: stop the task, for the reason
+given). Events are numbered; a watcher asks for those after the last it saw, and
 waits for the next when there is none. The last :data:`KEPT` events are kept: a watcher
 that falls further behind has missed some, and is told so (``missed``).
 
@@ -34,11 +36,13 @@ class Event:
     seq: int
     #: The holder it is for (the agent's key of a task's holdings).
     holder: Hashable
-    kind: str  # "changed" or "revoked"
+    kind: str  # "changed", "stale" or "revoked"
     names: tuple[str, ...]
     reason: str
     #: The task's ids, as it stated them when it asked (task_id, container_id…).
     context: Mapping[str, str]
+    #: Which new version (``changed``): the same for every holder told of it.
+    change: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +51,7 @@ class Event:
             "names": list(self.names),
             "reason": self.reason,
             "context": dict(self.context),
+            **({"change": self.change} if self.change else {}),
         }
 
 
@@ -72,6 +77,8 @@ class EventLog:
         kind: str,
         told: Iterable[tuple[Hashable, Mapping[str, str], Iterable[str]]],
         reason: str = "",
+        *,
+        change: str = "",
     ) -> int:
         """Tell each (holder, its context, the names concerned) ``kind``; how many."""
         count = 0
@@ -80,7 +87,15 @@ class EventLog:
                 self._seq += 1
                 count += 1
                 self._events.append(
-                    Event(self._seq, holder, kind, tuple(sorted(names)), reason, dict(context))
+                    Event(
+                        self._seq,
+                        holder,
+                        kind,
+                        tuple(sorted(names)),
+                        reason,
+                        dict(context),
+                        change,
+                    )
                 )
             if count:
                 self._changed.notify_all()

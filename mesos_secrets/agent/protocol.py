@@ -26,7 +26,9 @@ container ids from its claims instead of the body's, and the principal the body 
 (``SO_PEERCRED``), which names its principal; a principal it states is ignored.
 
 Both may carry ``"client"``: an id the client chose for itself (its holdings are its
-own, apart from another client's in the same process).
+own, apart from another client's in the same process); and ``"refresh"``: how often (in
+seconds, 1 to 86400) the task wants its secrets read again, to be told of new versions
+(:mod:`.poller`).
 
 ``POST /v1/release`` (``{"context": {...}, "client": "..."}``): the client's task (its
 ``container_id``, else its ``task_id``, else everything the client holds) no longer
@@ -43,9 +45,17 @@ the last event's number::
          "events": [{"seq": 13, "kind": "revoked", "names": ["/myapp/db"],
                      "reason": "...", "context": {"task_id": "web.1"}}, ...]}
 
-``kind`` is ``changed`` (a new version is in the store: ask again) or ``revoked`` (stop
-the task: its secrets were revoked; ``reason`` says by whom and why). Events name
-secrets, never values.
+``kind`` is ``changed`` (a new version is in the store: ask again; ``change`` names it,
+the same for every task told), ``stale`` (it could not be read again: ``reason`` says
+why; the task keeps what it has, or stops, as its policy says) or ``revoked`` (stop the
+task: its secrets were revoked; ``reason`` says by whom and why). Events name secrets,
+never values.
+
+``POST /v1/rollout``: a front end restarting a task for a new version asks its turn
+(``{"phase": "begin", "app": "/web", "change": "...", "task": "web.1", "batch": 1,
+"timeout": 60, "wait": 20}`` -> ``{"go": true}``, ``{"go": false, "reason": "..."}`` or,
+after ``wait`` seconds, ``{"go": null}``: ask again), then says how it went (``{"phase":
+"end", ..., "healthy": true}``): :mod:`.rollouts`.
 
 For root and the agent's own user: ``POST /v1/refresh`` (``{"name": "/myapp/db"}``):
 read the secret from the store now; if its version or value changed, its holders are
@@ -101,6 +111,7 @@ HEALTH = f"/{VERSION}/health"
 WATCH = f"/{VERSION}/watch"
 REFRESH = f"/{VERSION}/refresh"
 REVOKE = f"/{VERSION}/revoke"
+ROLLOUT = f"/{VERSION}/rollout"
 #: The longest a watch waits for an event (below the agent's 30 s idle timeout).
 MAX_WAIT = 25.0
 #: What a revocation may be scoped to.
@@ -213,6 +224,49 @@ def name_from_json(raw: Any, where: str) -> str:
         return Reference("/" + raw.strip("/")).name
     except SecretValidationError as error:
         raise ProtocolError(f"{where}: {error}") from None
+
+
+#: The intervals a task may ask its secrets to be read again at (seconds).
+MIN_REFRESH, MAX_REFRESH = 1.0, 86400.0
+
+
+def refresh_from_json(raw: Any) -> float | None:
+    """A resolve request's ``refresh``: how often the task wants its secrets read again."""
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, int | float)
+        or isinstance(raw, bool)
+        or not MIN_REFRESH <= raw <= MAX_REFRESH
+    ):
+        raise ProtocolError(f"/refresh: expected seconds, from {MIN_REFRESH:g} to {MAX_REFRESH:g}")
+    return float(raw)
+
+
+def rollout_from_json(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A rollout request's fields, checked (see the module)."""
+    phase = body.get("phase")
+    if phase not in ("begin", "end"):
+        raise ProtocolError("/phase: expected 'begin' or 'end'")
+    out: dict[str, Any] = {"phase": phase}
+    for name in ("app", "change", "task"):
+        value = body.get(name)
+        if not isinstance(value, str) or not value or len(value) > 1024 or not value.isprintable():
+            raise ProtocolError(f"/{name}: expected a printable string")
+        out[name] = value
+    if phase == "end":
+        if not isinstance(body.get("healthy"), bool):
+            raise ProtocolError("/healthy: expected true or false")
+        out["healthy"] = body["healthy"]
+        return out
+    batch, timeout, wait = body.get("batch", 1), body.get("timeout", 60), body.get("wait", 20)
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 1000:
+        raise ProtocolError("/batch: expected a number of tasks from 1 to 1000")
+    for name, value, high in (("timeout", timeout, 86400.0), ("wait", wait, MAX_WAIT)):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= high:
+            raise ProtocolError(f"/{name}: expected seconds, from 0 to {high:g}")
+    out.update(batch=batch, timeout=float(timeout), wait=float(wait))
+    return out
 
 
 def watch_from_json(body: Mapping[str, Any]) -> tuple[int | None, float, str | None]:

@@ -68,6 +68,8 @@ from . import protocol
 from .cache import WAIT_FOR_READ_S, Answer, NodeCache
 from .events import EventLog
 from .metrics import AgentMetrics
+from .poller import Poller
+from .rollouts import RolloutKey, Rollouts
 from .settings import AgentSettings
 from .snapshot import Snapshot
 
@@ -79,6 +81,8 @@ log = logging.getLogger("mesos_secrets.agent")
 SWEEP_S = 2.0
 #: How often the cache's copy is written while it changes.
 KEEP_S = 1.0
+#: How often the poller looks for secrets due to be read again.
+POLL_TICK_S = 0.25
 #: How long a stop waits for the answers under way.
 STOP_WAIT_S = 5.0
 #: Connections served at once, in all and per user.
@@ -108,6 +112,8 @@ class _Holding(NamedTuple):
     version: str | None
     fetched_at: float
     stale: float
+    digest: bytes = b""  # which value it holds (the cache's keyed digest)
+    told: bytes = b""  # the newer value its holder was told of (once each)
 
 
 @attrs.define
@@ -118,6 +124,8 @@ class _Holder:
     context: dict[str, str]
     since: float
     secrets: dict[tuple[str, str | None], _Holding] = attrs.field(factory=dict)
+    #: How often it wants its secrets read again (seconds; None: only when pushed).
+    refresh: float | None = None
 
 
 #: The caller's pid and start time, its executor container (token), the client
@@ -213,6 +221,11 @@ class Agent:
         #: since when.
         self._stopping: dict[_HolderKey, tuple[int, dict[str, str], float]] = {}
         self._revocations = 0
+        #: Secrets that could not be refreshed: since when (wall clock), and why.
+        self._failing: dict[str, tuple[float, str]] = {}
+        self._closing = False
+        #: Restarts for new versions, a few tasks of an app at a time.
+        self.rollouts = Rollouts(stopped=self._rollout_stopped)
 
     # --- who asks ---------------------------------------------------------------------
 
@@ -294,9 +307,11 @@ class Agent:
         references: Iterable[Reference],
         claimed: Mapping[str, str],
         client: str = "",
+        refresh: float | None = None,
     ) -> list[Answer | ResolverError]:
         """Every reference for ``caller``: checked against the ACLs, then from the cache.
-        ``client`` tells apart several clients in one process (their holdings).
+        ``client`` tells apart several clients in one process (their holdings);
+        ``refresh``, how often the task wants its secrets read again (:mod:`.poller`).
 
         The keys asked of one secret are answered together, from one read, and held in
         the same step, which giving the secret up waits for."""
@@ -325,7 +340,7 @@ class Agent:
         for indexes in by_name.values():
             begun = time.monotonic()
             group = [wanted[i] for i in indexes]
-            answers = self._answer_group(holder, caller, context, group, told=told)
+            answers = self._answer_group(holder, caller, context, group, told=told, refresh=refresh)
             seconds = time.monotonic() - begun
             for index, reference, answer in zip(indexes, group, answers, strict=True):
                 results[index] = answer
@@ -343,6 +358,7 @@ class Agent:
         group: list[Reference],
         *,
         told: ResolveContext,
+        refresh: float | None = None,
     ) -> list[Answer | ResolverError]:
         name = group[0].name
         held = self._names.acquire(name)
@@ -358,7 +374,7 @@ class Agent:
                 (r, a) for r, a in zip(group, answers, strict=True) if isinstance(a, Answer)
             ]
             if answered:
-                self._hold(holder, caller, context, answered)
+                self._hold(holder, caller, context, answered, refresh)
             return answers
         finally:
             self._names.release(name, held)
@@ -458,6 +474,7 @@ class Agent:
         caller: Caller,
         context: ResolveContext,
         answered: list[tuple[Reference, Answer]],
+        refresh: float | None = None,
     ) -> None:
         now = time.time()
         with self._lock:
@@ -466,9 +483,11 @@ class Agent:
                 ids = protocol.context_to_json(context)
                 holder = self._holders[key] = _Holder(caller, ids, now)
                 self.metrics.containers.set(len(self._holders))
+            if refresh is not None:
+                holder.refresh = refresh
             for reference, answer in answered:
                 holder.secrets[(reference.name, reference.key)] = _Holding(
-                    answer.version, now - answer.age, answer.stale
+                    answer.version, now - answer.age, answer.stale, answer.digest
                 )
 
     def release(self, caller: Caller, claimed: Mapping[str, str], client: str = "") -> int:
@@ -507,34 +526,20 @@ class Agent:
         return answer
 
     def refresh(self, caller: Caller, name: str) -> dict[str, Any]:
-        """Read ``name`` from the store now; when its version or value changed (or it
-        was not cached), its holders are told to ask again."""
-        reference = Reference(name)
-        with self._names.hold(name, timeout=None):
-            before = {key: entry for key, entry in self.cache.entries() if key[0] == name}
-            self.cache.forget(reference)
-            answer = self.cache.get(reference)
-            after = {key: entry for key, entry in self.cache.entries() if key[0] == name}
-        if isinstance(answer, ResolverError) and not after:
+        """Read ``name`` from the store now (``mesos-secrets agent refresh``: a push from
+        outside); the holders whose value it changed are told. When the store cannot
+        be reached, the value kept stays, and so do the tasks' own."""
+        before = {key: entry for key, entry in self.cache.entries() if key[0] == name}
+        answer, told = self._reread(name)
+        after = {key: entry for key, entry in self.cache.entries() if key[0] == name}
+        if isinstance(answer, ResolverError):
             self._audit_admin("refresh", caller, reference=name, outcome=outcome_of(answer))
             raise protocol.ProtocolError(str(answer), 502, protocol.error_kind(answer))
-        changed = (
+        changed = bool(told) or (
             not before
             or set(before) != set(after)
-            or any(
-                before[key].version != entry.version or before[key].value != entry.value
-                for key, entry in after.items()
-            )
+            or any(before[key].digest != entry.digest for key, entry in after.items())
         )
-        told = 0
-        if changed:
-            with self._lock:
-                holders = [
-                    (key, holder.context, [name])
-                    for key, holder in self._holders.items()
-                    if any(held == name for held, _ in holder.secrets)
-                ]
-            told = self.events.add("changed", holders, f"secret '{name}' changed in the store")
         version = next((entry.version for entry in after.values()), None)
         self._audit_admin(
             "refresh",
@@ -546,6 +551,133 @@ class Agent:
             version=version,
         )
         return {"changed": changed, "version": version, "told": told}
+
+    def poll(self, name: str, why: str = "interval") -> str:
+        """Read a held secret again (:mod:`.poller`: its holders' interval, or its lease
+        ending): ``changed`` (holders told), ``same``, or ``failed`` (the holders were
+        told it is stale once, when it began to fail: they keep their value, or stop
+        their task, as each task's policy says)."""
+        answer, told = self._reread(name)
+        if self._closing:
+            return "same"
+        if isinstance(answer, ResolverError):
+            if self.audit is not None:
+                self.audit.write(
+                    "refresh",
+                    via="agent",
+                    reference=name,
+                    by=why,
+                    outcome=outcome_of(answer),
+                    error=str(answer),
+                )
+            return "failed"
+        if told and self.audit is not None:
+            version = next((e.version for k, e in self.cache.entries() if k[0] == name), None)
+            self.audit.write(
+                "refresh",
+                via="agent",
+                reference=name,
+                by=why,
+                outcome="ok",
+                changed=True,
+                holders=told,
+                version=version,
+            )
+        return "changed" if told else "same"
+
+    def _reread(self, name: str) -> tuple[Answer | ResolverError, int]:
+        """Read ``name`` from the store now; tell its holders what changed for them (a
+        new value, or that it can no longer be refreshed). The answer, and how many
+        holders were told of a new value."""
+        reference = Reference(name)
+        with self._names.hold(name, timeout=None):
+            answer = self.cache.reread(reference)
+        if isinstance(answer, ResolverError):
+            self._failed_refresh(name, answer)
+            return answer, 0
+        with self._lock:
+            self._failing.pop(name, None)
+        return answer, self._tell_changed(name)
+
+    def _tell_changed(self, name: str) -> int:
+        """Tell each holder of ``name`` whose value is no longer the store's (once per new
+        value). How many were told."""
+        digests = {key: entry.digest for key, entry in self.cache.entries() if key[0] == name}
+        version = next((e.version for k, e in self.cache.entries() if k[0] == name), None)
+        told = []
+        with self._lock:
+            for key, holder in self._holders.items():
+                newer = False
+                for held, holding in list(holder.secrets.items()):
+                    if held[0] != name:
+                        continue
+                    new = digests.get(held)
+                    if new is None or new in (holding.digest, holding.told):
+                        continue
+                    holder.secrets[held] = holding._replace(told=new)
+                    newer = True
+                if newer:
+                    told.append((key, holder.context, [name]))
+        change = f"{name}@{version or ''}:{next(iter(digests.values()), b'').hex()[:12]}"
+        return self.events.add(
+            "changed", told, f"secret '{name}' changed in the store", change=change
+        )
+
+    def rollout(self, caller: Caller, request: Mapping[str, Any]) -> dict[str, Any]:
+        """A front end's turn to restart a task for a new version, or how it went
+        (:mod:`.rollouts`); rollouts are the caller's principal's (else its uid's)."""
+        key = (caller.principal or f"uid {caller.uid}", request["app"], request["change"])
+        if request["phase"] == "end":
+            self.rollouts.end(key, request["task"], request["healthy"])
+            return {"ok": True}
+        go, why = self.rollouts.begin(
+            key, request["task"], request["batch"], request["timeout"], request["wait"]
+        )
+        return {"go": go, **({"reason": why} if why else {})}
+
+    def _rollout_stopped(self, key: RolloutKey, why: str) -> None:
+        log.warning("the restarts of app %s for %s stopped: %s", key[1], key[2], why)
+        if self.audit is not None:
+            self.audit.write(
+                "rollout",
+                via="agent",
+                principal=key[0],
+                app=key[1],
+                change=key[2],
+                outcome="stopped",
+                error=why,
+            )
+
+    def _failed_refresh(self, name: str, error: ResolverError) -> None:
+        """The store did not give ``name`` again: its holders are told once (until it
+        is read again), and the inventory says since when."""
+        with self._lock:
+            first = name not in self._failing
+            self._failing[name] = (self._failing.get(name, (time.time(), ""))[0], str(error))
+            told = [
+                (key, holder.context, [name])
+                for key, holder in self._holders.items()
+                if any(held == name for held, _ in holder.secrets)
+            ]
+        if first and not self._closing:
+            log.warning("secret '%s' could not be refreshed: %s", name, error)
+            self.events.add("stale", told, f"secret '{name}' could not be refreshed: {error}")
+
+    def polled(self) -> dict[str, float]:
+        """The secrets held by a task that wants them read again, and the shortest
+        interval any of their holders asked for (seconds)."""
+        wanted: dict[str, float] = {}
+        with self._lock:
+            for holder in self._holders.values():
+                if holder.refresh is None:
+                    continue
+                for name, _ in holder.secrets:
+                    wanted[name] = min(wanted.get(name, holder.refresh), holder.refresh)
+        return wanted
+
+    def held_names(self) -> set[str]:
+        with self._lock:
+            return {name for holder in self._holders.values() for name, _ in holder.secrets}
 
     def revoke(self, caller: Caller, scope: str, value: str, reason: str = "") -> dict[str, Any]:
         """Break-glass (see the module): every holder ``scope`` and ``value`` match is
@@ -639,6 +771,7 @@ class Agent:
     def close(self) -> None:
         """Stop: every holding ends, what may still be served is kept for the next
         agent, the resolver closes (its leases and token revoked)."""
+        self._closing = True  # a refresh failing from now on is the agent's stop
         self.events.close()
         with self._lock:
             everyone = list(self._holders)
@@ -722,6 +855,7 @@ class Agent:
                     "token": holder.caller.claims is not None,
                     **holder.context,
                     "since": _iso(holder.since),
+                    **({"refresh": holder.refresh} if holder.refresh is not None else {}),
                     "secrets": [
                         {
                             "name": name,
@@ -729,6 +863,7 @@ class Agent:
                             "version": holding.version,
                             "age": round(now - holding.fetched_at, 3),
                             "stale": round(holding.stale, 3),
+                            **self._refresh_status(name, holding),
                         }
                         for (name, key), holding in sorted(
                             holder.secrets.items(), key=lambda item: (item[0][0], item[0][1] or "")
@@ -752,7 +887,20 @@ class Agent:
                 {"revocation": number, **context, "pid": key[0], "since": _iso(since)}
                 for key, (number, context, since) in stopping
             ],
+            "rollouts": self.rollouts.status(),
         }
+
+    def _refresh_status(self, name: str, holding: _Holding) -> dict[str, Any]:
+        """What the inventory says of a holding's freshness: a newer value it was told of
+        and has not taken (``outdated``), and since when its secret cannot be refreshed."""
+        out: dict[str, Any] = {}
+        if holding.told:
+            out["outdated"] = True
+        failing = self._failing.get(name)
+        if failing is not None:
+            out["refresh_failing_since"] = _iso(failing[0])
+            out["refresh_error"] = failing[1]
+        return out
 
 
 def _gone(key: _HolderKey) -> bool:
@@ -971,13 +1119,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return body
 
     def _resolve(self, caller: Caller, body: Any) -> tuple[int, Any]:
-        unknown = sorted(set(body) - {"references", "context", "client"})
+        unknown = sorted(set(body) - {"references", "context", "client", "refresh"})
         if unknown:
             raise protocol.ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}")
         references = protocol.references_from_json(body.get("references"))
         claimed = protocol.context_from_json(body.get("context"))
         client = protocol.client_from_json(body.get("client"))
-        results = self.server.agent.resolve(caller, references, claimed, client)
+        refresh = protocol.refresh_from_json(body.get("refresh"))
+        results = self.server.agent.resolve(caller, references, claimed, client, refresh)
         return 200, {"results": [_result_json(result) for result in results]}
 
     def _release(self, caller: Caller, body: Any) -> tuple[int, Any]:
@@ -1011,6 +1160,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         name = protocol.name_from_json(body.get("name"), "/name")
         return 200, self.server.agent.refresh(caller, name)
 
+    def _rollout(self, caller: Caller, body: Any) -> tuple[int, Any]:
+        known = {"phase", "app", "change", "task", "batch", "timeout", "wait", "healthy"}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise protocol.ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+        return 200, self.server.agent.rollout(caller, protocol.rollout_from_json(body))
+
     def _revoke(self, caller: Caller, body: Any) -> tuple[int, Any]:
         _administrator(caller, "revoking")
         unknown = sorted(set(body) - {"scope", "value", "reason"})
@@ -1038,6 +1194,7 @@ _ROUTES: dict[str, tuple[str, Callable[[_Handler, Caller, Any], tuple[int, Any]]
     protocol.WATCH: ("POST", _Handler._watch),
     protocol.REFRESH: ("POST", _Handler._refresh),
     protocol.REVOKE: ("POST", _Handler._revoke),
+    protocol.ROLLOUT: ("POST", _Handler._rollout),
     protocol.HEALTH: ("GET", lambda handler, caller, body: (200, {"ok": True})),
 }
 
@@ -1189,9 +1346,11 @@ class Running:
         self._server.socket = bound.listener
         self._server.agent = agent
         self._stop = threading.Event()
+        self.poller = Poller(agent)
         self._threads = [
             threading.Thread(target=self._server.serve_forever, name="agent-serve", daemon=True),
             threading.Thread(target=self._sweep, name="agent-sweep", daemon=True),
+            threading.Thread(target=self._poll, name="agent-poller", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -1206,6 +1365,13 @@ class Running:
                     self.agent.sweep()
             except Exception as error:  # noqa: BLE001 (the next round tries again)
                 log.warning("sweeping holders failed: %s", type(error).__name__)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(POLL_TICK_S):
+            try:
+                self.poller.tick()
+            except Exception as error:  # noqa: BLE001 (the next round tries again)
+                log.warning("planning refreshes failed: %s", type(error).__name__)
 
     def stop(self) -> None:
         """Stop serving, remove the socket, release everything, close the resolver."""
