@@ -62,6 +62,7 @@ from .hardening import protect_process
 from .mesos import TaskInfo
 from .registry import choose_resolver, get_resolver, resolvers
 from .resolver import ResolveContext, SecretResolver, option_types
+from .rotation import RELAUNCH_BACKOFF_S, RotationPolicy, Rotator, stop_container, wait_healthy
 from .run import build_containerizer, log_progress
 from .watcher import Watcher
 
@@ -105,6 +106,18 @@ class _Task:
     context: ResolveContext | None = None
     #: Why its secrets were revoked (it is then killed at once).
     revoked: str | None = None
+    #: Why it was stopped as failed: a secret it may not run without an up-to-date
+    #: value of could not be refreshed (:mod:`.rotation`).
+    failure: str | None = None
+    #: Its sandbox and TaskInfo, once launched (a restart launches it there again).
+    sandbox: Path | None = None
+    info: TaskInfo | None = None
+    #: Why it is being restarted for a new version of its secrets (None: it is not),
+    #: whether it was launched again (None: not yet), and the verdict of its last
+    #: health check since it started.
+    restart: str | None = None
+    relaunched: bool | None = None
+    health: bool | None = None
 
 
 class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
@@ -150,6 +163,8 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         self._threads: list[threading.Thread] = []
         self._shutting_down = False
         self._watcher: Watcher | None = None
+        #: Told when a task's container is replaced (a restart ends).
+        self._replaced = threading.Condition(self._lock)
 
     # --- pymesos callbacks (camelCase at this one boundary) -----------------------------
 
@@ -257,9 +272,16 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             if orphans:
                 log.warning("cleaned up %d container(s) left by an earlier executor", len(orphans))
             if self.resolver.watches:
+                rotator = Rotator(
+                    self.resolver,
+                    self.containerizer.isolators,
+                    lambda task_id: self._rotating(driver, task_id),
+                )
                 self._watcher = Watcher(
                     self.resolver,
                     revoked=lambda context, why: self._revoked(driver, context, why),
+                    changed=rotator.changed,
+                    stale=rotator.stale,
                     held=self._held,
                 ).start()
                 self._watcher.watching.wait(timeout=5)
@@ -305,6 +327,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             self._update(driver, task_id, "TASK_STARTING")
             try:
                 info = TaskInfo.from_json(dict(raw))
+                RotationPolicy.of_task(info)  # its labels of ours are good
             except SecretValidationError as error:
                 self._end(driver, task, "TASK_FAILED", str(error), "REASON_TASK_INVALID")
                 return
@@ -329,7 +352,22 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             if not task.killing:  # killed as it started: TASK_KILLING was its last word
                 self._update(driver, task.task_id, "TASK_RUNNING")
                 self._start_checks(driver, task, container)
-            termination = container.wait()
+            while True:
+                termination = container.wait()
+                # A restart is not the task's end: it is launched again here, by the
+                # thread that lives as long as the task (a task's init dies with the
+                # thread that started it: PR_SET_PDEATHSIG).
+                with self._lock:
+                    why = task.restart
+                if why is None:
+                    break
+                relaunched = self._relaunch(task, container, why)
+                with self._replaced:
+                    task.restart, task.relaunched = None, relaunched is not None
+                    self._replaced.notify_all()
+                if relaunched is None:
+                    break
+                container = relaunched
         finally:
             with self._lock:
                 if task.timer is not None:
@@ -341,7 +379,9 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                 container.destroy()
             except (MesosSecretsError, OSError) as error:
                 log.error("cleaning up after task %s failed: %s", task.task_id, error)
-        if task.killing:
+        if task.failure is not None:
+            self._end(driver, task, "TASK_FAILED", f"Task {termination.describe()}: {task.failure}")
+        elif task.killing:
             # Killed for failing its health check: Mesos' executors say so with `healthy`.
             unhealthy = False if checks is not None and checks.unhealthy_kill else None
             message = f"Task {termination.describe()}" + _revocation(task)
@@ -364,6 +404,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         sandbox = tasks / f"{_safe(task_id)}.{secrets.token_hex(6)}"
         sandbox.mkdir()
         log.info("task %s runs in %s", task_id, sandbox)
+        task.sandbox, task.info = sandbox, info
         context = ResolveContext(
             framework_id=self.framework_id,
             executor_id=self.executor_id,
@@ -371,16 +412,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             principal=self.principal,
         )
         try:
-            with _output(sandbox, "stdout") as out, _output(sandbox, "stderr") as err:
-                container = self.containerizer.launch(
-                    info,
-                    sandbox,
-                    context=context,
-                    stdout=out,
-                    stderr=err,
-                    container_id=task.container_id,
-                    cancelled=lambda: task.killing,
-                )
+            container = self._start_container(task, info, sandbox, context)
         except LaunchCancelled:  # killed (or shut down) while its secrets were resolved
             message = "Task killed before it was launched" + _revocation(task)
             self._end(driver, task, "TASK_KILLED", message)
@@ -400,12 +432,98 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             self._signal(driver, task, container, _kill_signal(task))
         return container
 
+    def _start_container(
+        self, task: _Task, info: TaskInfo, sandbox: Path, context: ResolveContext
+    ) -> Container:
+        assert self.containerizer is not None
+        assert self.resolver is not None
+        interval = RotationPolicy.of_task(info).refresh_interval
+        if self.resolver.watches and interval is not None:
+            self.resolver.refresh_every(context, interval)
+        with _output(sandbox, "stdout") as out, _output(sandbox, "stderr") as err:
+            return self.containerizer.launch(
+                info,
+                sandbox,
+                context=context,
+                stdout=out,
+                stderr=err,
+                container_id=task.container_id,
+                cancelled=lambda: task.killing,
+            )
+
+    def _rotating(self, driver: Any, task_id: str) -> _Rotating | None:
+        """The running task ``task_id``, as the rotator acts on it."""
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.killing or task.ended or task.restart is not None:
+                return None
+            if task.container is None or task.info is None:
+                return None
+        return _Rotating(self, driver, task)
+
+    def _restart(self, driver: Any, task: _Task, why: str, timeout: float) -> bool:
+        """Stop the task's container, to be launched again in its sandbox by the task's
+        own thread (:meth:`_supervise`); True once it is healthy again within
+        ``timeout`` seconds."""
+        with self._lock:
+            old, info = task.container, task.info
+            if task.killing or task.ended or old is None or info is None:
+                return False
+            if old.poll() is not None:  # it ended on its own: that is its end
+                return False
+            task.restart, task.relaunched = why, None
+            checks, task.checks = task.checks, None
+        log.info("task %s: restarting it (%s)", task.task_id, why)
+        if checks is not None:
+            checks.stop()
+        stop_container(old, next(g for g in (task.grace_period, self.kill_grace_period) if g))
+        with self._replaced:
+            self._replaced.wait_for(lambda: task.relaunched is not None)
+            container = task.container
+            launched = bool(task.relaunched)
+        if not launched or container is None:
+            return False
+        self._update(driver, task.task_id, "TASK_RUNNING", f"restarted: {why}")
+        self._start_checks(driver, task, container)
+        return wait_healthy(
+            container, lambda: task.health, info.extra.get("health_check") is not None, timeout
+        )
+
+    def _relaunch(self, task: _Task, old: Container, why: str) -> Container | None:
+        """Clean up after the stopped container and launch the task again in its
+        sandbox (backing off after a failure); the new container, or None."""
+        try:
+            old.destroy()
+        except (MesosSecretsError, OSError) as error:
+            log.error("cleaning up after task %s failed: %s", task.task_id, error)
+        info, sandbox, context = task.info, task.sandbox, task.context
+        if info is None or sandbox is None or context is None:
+            return None
+        for pause in (0.0, *RELAUNCH_BACKOFF_S):
+            time.sleep(pause)
+            if task.killing:
+                return None
+            task.container_id = str(uuid.uuid4())
+            try:
+                container = self._start_container(task, info, sandbox, context)
+            except (MesosSecretsError, OSError) as error:
+                log.warning("task %s: launching it again failed: %s", task.task_id, error)
+                continue
+            with self._lock:
+                task.health = None
+                task.container = container
+            return container
+        task.failure = f"it could not be launched again after its restart ({why})"
+        return None
+
     def _start_checks(self, driver: Any, task: _Task, container: Container) -> None:
         """The task's health check and check (validated with the task), run from now on:
         TASK_RUNNING updates carry their results; an unhealthy task is killed."""
         health_check, check = parse_checks(container.task)
 
         def update(healthy: bool | None, check_status: dict[str, Any] | None, reason: str) -> None:
+            if healthy is not None:
+                task.health = healthy
             self._update(
                 driver,
                 task.task_id,
@@ -576,6 +694,38 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             driver.sendStatusUpdate(status)
         except (RuntimeError, OSError) as error:
             log.error("could not send %s for task %s: %s", state, task_id, error)
+
+
+@attrs.define
+class _Rotating:
+    """A task of the executor as the rotator acts on it (:class:`.rotation.RotatingTask`)."""
+
+    executor: SecretsExecutor
+    driver: Any
+    running: _Task
+
+    @property
+    def task(self) -> TaskInfo:
+        assert self.running.info is not None
+        return self.running.info
+
+    @property
+    def container_id(self) -> str:
+        container = self.running.container
+        assert container is not None
+        return container.id
+
+    def signal(self, signum: int) -> None:
+        container = self.running.container
+        if container is not None:
+            container.kill(signum)
+
+    def restart(self, why: str, timeout: float) -> bool:
+        return self.executor._restart(self.driver, self.running, why, timeout)
+
+    def fail(self, why: str) -> None:
+        self.running.failure = why
+        self.executor._kill(self.driver, self.running, None)
 
 
 def _task_id(raw: Any) -> str:

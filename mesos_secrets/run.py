@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from .groups import AppList, Group
     from .images import Progress
     from .pods import Pod
+    from .rotation import Rotator
     from .watcher import Watcher
 
 __all__ = ["Interrupted", "RunOptions", "build_containerizer", "log_progress", "run_app"]
@@ -203,67 +205,73 @@ def _run_tasks(
     kind: str,
     resolver: SecretResolver | None = None,
 ) -> int:
-    containers: list[Container] = []
-    checks: list[TaskChecks] = []
-    revoked: dict[str, str] = {}  # task id: why
-    watcher = _watch(resolver, containers, revoked, options) if resolver is not None else None
+    slots: list[_Slot] = []
+    stopped: dict[str, str] = {}  # task id: why it was stopped (revoked, stale)
+    watching = (
+        _watch(resolver, containerizer, slots, stopped, options) if resolver is not None else None
+    )
     try:
         for task, sandbox in zip(tasks, sandboxes, strict=True):
             sandbox.mkdir(parents=True, exist_ok=True)
-            container = containerizer.launch(task, sandbox, context=_context(task, options))
-            containers.append(container)
-            if task.task_id in revoked:  # revoked while it was being launched
-                container.kill(signal.SIGKILL)
-            signals.forward_to(container)
-            log.info("task %s is running (container %s)", task.task_id, container.id)
+            slot = _Slot(
+                containerizer, task, sandbox, options=options, resolver=resolver, stopped=stopped
+            )
+            slot.launch()
+            slots.append(slot)
+            if task.task_id in stopped:  # revoked while it was being launched
+                slot.kill(signal.SIGKILL)
+            signals.forward_to(slot)
             ports = _host_ports(task)
             if ports:
                 log.info("task %s has host ports %s", task.task_id, ", ".join(map(str, ports)))
-            task_checks = _start_checks(task, container, options.grace_period)
-            if task_checks is not None:
-                checks.append(task_checks)
-        return _wait_all(containers, signals, kind, revoked)
+        return _wait_all(slots, signals, kind, stopped)
     finally:
-        if watcher is not None:
+        if watching is not None:
+            watcher, rotator = watching
+            rotator.join()  # a restart under way says how it went
             watcher.stop()
-        for task_checks in checks:
-            task_checks.stop()
-        for container in containers:
-            try:
-                container.destroy()
-            except (MesosSecretsError, OSError) as error:
-                log.error("could not clean up container %s: %s", container.id, error)
+        for slot in slots:
+            slot.destroy()
 
 
 def _watch(
     resolver: SecretResolver,
-    containers: list[Container],
-    revoked: dict[str, str],
+    containerizer: Containerizer,
+    slots: list[_Slot],
+    stopped: dict[str, str],
     options: RunOptions,
-) -> Watcher | None:
-    """With a resolver that is told of revocations (the node agent's): a watcher that
-    kills a task whose secrets are revoked, at once; started, and registered with the
-    agent, before any task asks for its secrets."""
+) -> tuple[Watcher, Rotator] | None:
+    """With a resolver that is told of what happens to the tasks' secrets (the node
+    agent's): a watcher that kills a task whose secrets are revoked, at once, and acts on
+    new versions as each task's labels say (:mod:`.rotation`); started, and registered
+    with the agent, before any task asks for its secrets."""
     if not resolver.watches:
         return None
+    from .rotation import Rotator  # noqa: PLC0415
     from .watcher import Watcher  # noqa: PLC0415
+
+    def find(task_id: str) -> _Slot | None:
+        return next((s for s in list(slots) if s.task.task_id == task_id and s.running()), None)
 
     def kill(context: Mapping[str, str], reason: str) -> None:
         task_id = context.get("task_id")
         if task_id is None:
             return
-        revoked[task_id] = reason
-        for container in list(containers):
-            if container.task.task_id == task_id and container.poll() is None:
-                log.warning("task %s: its secrets were revoked: killing it now", task_id)
-                container.kill(signal.SIGKILL)
+        stopped[task_id] = f"its secrets were revoked on this node ({reason})"
+        slot = find(task_id)
+        if slot is not None:
+            log.warning("task %s: its secrets were revoked: killing it now", task_id)
+            slot.kill(signal.SIGKILL)
 
     def held() -> list[tuple[TaskInfo, ResolveContext]]:
-        return [(c.task, _context(c.task, options)) for c in list(containers) if c.poll() is None]
+        return [(s.task, _context(s.task, options)) for s in list(slots) if s.running()]
 
-    watcher = Watcher(resolver, revoked=kill, held=held).start()
+    rotator = Rotator(resolver, containerizer.isolators, find)
+    watcher = Watcher(
+        resolver, revoked=kill, changed=rotator.changed, stale=rotator.stale, held=held
+    ).start()
     watcher.watching.wait(timeout=5)
-    return watcher
+    return watcher, rotator
 
 
 def _context(task: TaskInfo, options: RunOptions) -> ResolveContext:
@@ -282,10 +290,15 @@ def _host_ports(task: TaskInfo) -> list[int]:
     ]
 
 
-def _start_checks(task: TaskInfo, container: Container, grace_period: float) -> TaskChecks | None:
+def _start_checks(
+    task: TaskInfo,
+    container: Container,
+    grace_period: float,
+    health: Callable[[bool], None] | None = None,
+) -> TaskChecks | None:
     """The task's health check and check, run as the executor runs them; a task that
     stays unhealthy is killed (SIGTERM, then SIGKILL after the grace period). None for a
-    task that has neither."""
+    task that has neither. ``health`` is told each health check's verdict."""
     if task.extra.get("health_check") is None and task.extra.get("check") is None:
         return None
     from .checks import TaskChecks, parse_checks  # noqa: PLC0415
@@ -293,6 +306,8 @@ def _start_checks(task: TaskInfo, container: Container, grace_period: float) -> 
     health_check, check = parse_checks(task)
 
     def update(healthy: bool | None, status: dict[str, Any] | None, reason: str) -> None:
+        if healthy is not None and health is not None:
+            health(healthy)
         if status is not None:
             log.info("task %s check: %s", task.task_id, json.dumps(status, sort_keys=True))
 
@@ -314,26 +329,22 @@ def _kill_if_running(container: Container) -> None:
         container.kill(signal.SIGKILL)
 
 
-def _wait_all(
-    containers: list[Container], signals: _Signals, kind: str, revoked: Mapping[str, str]
-) -> int:
+def _wait_all(slots: list[_Slot], signals: _Signals, kind: str, stopped: Mapping[str, str]) -> int:
     """Wait for every task; the first failure stops the rest and gives the status."""
-    if len(containers) == 1:
-        termination = containers[0].wait()
-        _report(containers[0].task.task_id, termination, revoked)
+    if len(slots) == 1:
+        termination = slots[0].wait()
+        _report(slots[0].task.task_id, termination, stopped)
         return termination.status
-    done: queue.Queue[tuple[Container, Termination]] = queue.Queue()
-    for container in containers:
-        threading.Thread(target=lambda c=container: done.put((c, c.wait())), daemon=True).start()
+    done: queue.Queue[tuple[_Slot, Termination]] = queue.Queue()
+    for slot in slots:
+        threading.Thread(target=lambda c=slot: done.put((c, c.wait())), daemon=True).start()
     first_failure: int | None = None
-    for _ in containers:
-        container, termination = done.get()
-        _report(container.task.task_id, termination, revoked)
+    for _ in slots:
+        slot, termination = done.get()
+        _report(slot.task.task_id, termination, stopped)
         if termination.status != 0 and first_failure is None:
             first_failure = termination.status
-            log.warning(
-                "task %s failed: stopping the %s's other tasks", container.task.task_id, kind
-            )
+            log.warning("task %s failed: stopping the %s's other tasks", slot.task.task_id, kind)
             signals.stop_all(signal.SIGTERM)
     return first_failure or 0
 
@@ -585,12 +596,11 @@ def _terminal_progress() -> Progress:
     return show
 
 
-def _report(task_id: str, termination: Termination, revoked: Mapping[str, str]) -> None:
-    why = revoked.get(task_id)
-    if why is not None and termination.signal is not None:
+def _report(task_id: str, termination: Termination, stopped: Mapping[str, str]) -> None:
+    why = stopped.get(task_id)
+    if why is not None:
         print(
-            f"mesos-secrets: task {task_id} was {termination.describe()}: its secrets were "
-            f"revoked on this node ({printable(why)})",
+            f"mesos-secrets: task {task_id} {_ended(termination)}: {printable(why)}",
             file=sys.stderr,
         )
     elif termination.signal is not None:
@@ -599,12 +609,184 @@ def _report(task_id: str, termination: Termination, revoked: Mapping[str, str]) 
         log.info("task %s %s", task_id, termination.describe())
 
 
+def _ended(termination: Termination) -> str:
+    if termination.signal is not None:
+        return f"was {termination.describe()}"
+    return termination.describe()
+
+
+class _Slot:
+    """A task of ``run`` and its container: a new one after each restart for a new
+    version of its secrets (:mod:`.rotation`). What the front end waits for, signals and
+    kills."""
+
+    def __init__(
+        self,
+        containerizer: Containerizer,
+        task: TaskInfo,
+        sandbox: Path,
+        *,
+        options: RunOptions,
+        resolver: SecretResolver | None,
+        stopped: dict[str, str],
+    ) -> None:
+        self.containerizer = containerizer
+        self.task = task
+        self.sandbox = sandbox
+        self.options = options
+        self.resolver = resolver
+        self._stopped = stopped
+        self.container: Container | None = None
+        self.checks: TaskChecks | None = None
+        self._health: bool | None = None  # its last health check's verdict
+        self._changing = threading.Condition()
+        #: Why it is being restarted (None: it is not), and whether it was launched
+        #: again (None: not yet).
+        self._restarting: str | None = None
+        self._relaunched: bool | None = None
+        self._ending = threading.Event()  # stopped for good: no restart
+
+    @property
+    def container_id(self) -> str:
+        assert self.container is not None
+        return self.container.id
+
+    def launch(self) -> None:
+        """Launch the task (again): its container, its checks."""
+        from .rotation import RotationPolicy  # noqa: PLC0415 (loaded: labels checked)
+
+        task, context = self.task, _context(self.task, self.options)
+        interval = RotationPolicy.of_task(task).refresh_interval
+        if self.resolver is not None and self.resolver.watches and interval is not None:
+            self.resolver.refresh_every(context, interval)
+        container = self.containerizer.launch(task, self.sandbox, context=context)
+        self.container = container
+        log.info("task %s is running (container %s)", task.task_id, container.id)
+        self._health = None
+        self.checks = _start_checks(task, container, self.options.grace_period, self._told)
+
+    def _told(self, healthy: bool) -> None:
+        self._health = healthy
+
+    def running(self) -> bool:
+        container = self.container
+        return container is not None and not self._ending.is_set() and container.poll() is None
+
+    def poll(self) -> Termination | None:
+        container = self.container
+        if self._restarting is not None or container is None:
+            return None
+        return container.poll()
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        """Pass ``sig`` on to the task, which is ending (no restart after)."""
+        self._ending.set()
+        self.signal(sig)
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the task (for a new version of its secrets)."""
+        container = self.container
+        if container is not None:
+            container.kill(signum)
+
+    def fail(self, why: str) -> None:
+        """Stop the task (SIGTERM, SIGKILL after the grace period): it failed, for ``why``."""
+        self._stopped[self.task.task_id] = why
+        self._ending.set()
+        container = self.container
+        if container is not None:
+            container.kill(signal.SIGTERM)
+            timer = threading.Timer(self.options.grace_period, _kill_if_running, (container,))
+            timer.daemon = True
+            timer.start()
+
+    def wait(self) -> Termination:
+        """The task's end: that of its last container. A restart is not an end: the
+        task is launched again here, by the thread that waits for it, which lives as
+        long as the task does (a task's init dies with the thread that started it:
+        ``PR_SET_PDEATHSIG``)."""
+        while True:
+            container = self.container
+            assert container is not None
+            termination = container.wait()
+            with self._changing:
+                why = self._restarting
+            if why is None:
+                return termination
+            launched = self._relaunch(container, why)
+            with self._changing:
+                self._restarting = None
+                self._relaunched = launched
+                self._changing.notify_all()
+            if not launched:
+                return termination
+
+    def restart(self, why: str, timeout: float) -> bool:
+        """Stop the task and have it launched again (by :meth:`wait`); True once it is
+        healthy again within ``timeout`` seconds (its health checks pass; without any,
+        it keeps running for :data:`~.rotation.RUNNING_IS_HEALTHY_S`)."""
+        from .rotation import stop_container, wait_healthy  # noqa: PLC0415
+
+        with self._changing:
+            old = self.container
+            if self._ending.is_set() or old is None or old.poll() is not None:
+                return False
+            self._restarting, self._relaunched = why, None
+        log.info("task %s: restarting it (%s)", self.task.task_id, why)
+        if self.checks is not None:
+            self.checks.stop()
+            self.checks = None
+        stop_container(old, self.options.grace_period)
+        with self._changing:
+            self._changing.wait_for(lambda: self._relaunched is not None)
+            launched = bool(self._relaunched)
+        if not launched:
+            return False
+        container = self.container
+        assert container is not None
+        checked = self.task.extra.get("health_check") is not None
+        return wait_healthy(container, lambda: self._health, checked, timeout)
+
+    def _relaunch(self, old: Container, why: str) -> bool:
+        """Clean up after the stopped container, and launch the task again (backing
+        off after a failure); whether it runs again."""
+        from .rotation import RELAUNCH_BACKOFF_S  # noqa: PLC0415
+
+        try:
+            old.destroy()
+        except (MesosSecretsError, OSError) as error:
+            log.error("could not clean up container %s: %s", old.id, error)
+        for pause in (0.0, *RELAUNCH_BACKOFF_S):
+            if self._ending.is_set():
+                return False
+            time.sleep(pause)
+            try:
+                self.launch()
+            except MesosSecretsError as error:
+                log.warning("task %s: launching it again failed: %s", self.task.task_id, error)
+            else:
+                return True
+        self._stopped[self.task.task_id] = f"it could not be launched again ({why})"
+        return False
+
+    def destroy(self) -> None:
+        self._ending.set()
+        if self.checks is not None:
+            self.checks.stop()
+        container = self.container
+        if container is not None:
+            try:
+                container.destroy()
+            except (MesosSecretsError, OSError) as error:
+                log.error("could not clean up container %s: %s", container.id, error)
+
+
 class _Signals:
     """Signal handling around a run: abort before the tasks start, pass on once they run."""
 
     def __init__(self, grace_period: float) -> None:
         self.grace_period = grace_period
-        self.containers: list[Container] = []
+        self.containers: list[_Slot] = []
         self.timer: threading.Timer | None = None
         self.previous: dict[int, Any] = {}
 
@@ -613,7 +795,7 @@ class _Signals:
             self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def forward_to(self, container: Container) -> None:
+    def forward_to(self, container: _Slot) -> None:
         self.containers.append(container)
 
     def stop_all(self, signum: int) -> None:

@@ -1,0 +1,445 @@
+"""Rotation: what a running task does when a secret it holds gets a new version.
+
+Mesos delivers a secret once, at launch. With the node agent (:mod:`.agent`), a front end
+(``run``, the executor) hears of new versions (:mod:`.watcher`) and, as the task's
+labels say (Marathon passes an app's ``labels`` into its TaskInfo):
+
+``mesos-secrets/refresh-interval`` (seconds, 1 to 86400)
+    How often the agent reads the task's secrets again to notice a new version (with
+    jitter). Without it, only a push (``mesos-secrets agent refresh NAME``) or the end
+    of a lease makes the agent look.
+``mesos-secrets/on-change`` (``noop``, ``signal:SIGHUP`` or any signal name, ``restart``)
+    What happens once a new version is known. File secrets are rewritten in place in
+    every case but ``restart``, atomically (:mod:`isolators.volume_secret`: a ``..data``
+    link swapped, as the kubelet does); ``signal`` then sends the signal to the task,
+    once per new version; ``restart`` stops the task and launches it again (environment
+    secrets, which cannot change in a running process, change only so), a few tasks of
+    an app at a time (:class:`~.agent.rollouts.Rollouts`): the next only once the last
+    are healthy again, and none once one is not. Default ``noop``.
+``mesos-secrets/restart-batch`` (default 1), ``mesos-secrets/restart-timeout`` (seconds,
+default 60)
+    How many tasks of the app restart at once on this node, and how long a restarted
+    task has to become healthy (its health checks pass; without any, to keep running)
+    before the rollout stops.
+``mesos-secrets/optional`` (secret names, comma-separated, or ``*``)
+    Secrets the task may start without: one that cannot be read at launch is left out
+    (no variable, no file) and delivered once it can be. Others fail the launch.
+``mesos-secrets/fail-on-refresh-error`` (secret names, comma-separated, or ``*``)
+    Secrets the task must not run without the store's current version of: when the
+    agent cannot read one again, the task is stopped and fails, saying why. Others keep
+    the last good value, and the agent's inventory says since when it could not be read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+
+from .errors import MesosSecretsError, SecretValidationError, printable
+
+if TYPE_CHECKING:
+    from .containerizer import Container
+    from .isolator import IsolatorChain
+    from .mesos import TaskInfo
+    from .resolver import SecretResolver
+
+__all__ = [
+    "LABELS",
+    "OnChange",
+    "RotatingTask",
+    "RotationPolicy",
+    "Rotator",
+    "label_violations",
+]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "mesos-secrets/"
+REFRESH_INTERVAL = PREFIX + "refresh-interval"
+ON_CHANGE = PREFIX + "on-change"
+RESTART_BATCH = PREFIX + "restart-batch"
+RESTART_TIMEOUT = PREFIX + "restart-timeout"
+OPTIONAL = PREFIX + "optional"
+FAIL_ON_REFRESH_ERROR = PREFIX + "fail-on-refresh-error"
+#: Every label of ours.
+LABELS = (
+    REFRESH_INTERVAL,
+    ON_CHANGE,
+    RESTART_BATCH,
+    RESTART_TIMEOUT,
+    OPTIONAL,
+    FAIL_ON_REFRESH_ERROR,
+)
+
+MIN_INTERVAL, MAX_INTERVAL = 1.0, 86400.0
+DEFAULT_RESTART_TIMEOUT = 60.0
+#: A restarted task without health checks counts as healthy once it ran this long.
+RUNNING_IS_HEALTHY_S = 2.0
+#: A relaunch that fails is tried again after these pauses, then the task fails.
+RELAUNCH_BACKOFF_S = (1.0, 2.0, 4.0)
+
+
+@attrs.frozen
+class OnChange:
+    """``noop``, ``signal`` (with its signal) or ``restart``."""
+
+    kind: str = "noop"
+    signum: int | None = None
+
+    def __str__(self) -> str:
+        if self.signum is not None:
+            return f"signal:{signal.Signals(self.signum).name}"
+        return self.kind
+
+
+def _names(value: str) -> frozenset[str]:
+    return frozenset(_normal(n) if n.strip() != "*" else "*" for n in value.split(",") if n.strip())
+
+
+def _normal(name: str) -> str:
+    return "/" + name.strip().strip("/")
+
+
+@attrs.frozen
+class RotationPolicy:
+    """A task's rotation labels, read (see the module)."""
+
+    refresh_interval: float | None = None
+    on_change: OnChange = OnChange()
+    restart_batch: int = 1
+    restart_timeout: float = DEFAULT_RESTART_TIMEOUT
+    optional: frozenset[str] = frozenset()
+    fail_on_refresh_error: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, str]) -> RotationPolicy:
+        """The policy ``labels`` state; a :class:`SecretValidationError` naming the first
+        bad label."""
+        found = label_violations(labels)
+        if found:
+            path, message = found[0]
+            raise SecretValidationError(message, path)
+        interval = labels.get(REFRESH_INTERVAL)
+        batch = labels.get(RESTART_BATCH)
+        timeout = labels.get(RESTART_TIMEOUT)
+        return cls(
+            refresh_interval=float(interval) if interval is not None else None,
+            on_change=_on_change(labels.get(ON_CHANGE, "noop")) or OnChange(),
+            restart_batch=int(batch) if batch is not None else 1,
+            restart_timeout=float(timeout) if timeout is not None else DEFAULT_RESTART_TIMEOUT,
+            optional=_names(labels.get(OPTIONAL, "")),
+            fail_on_refresh_error=_names(labels.get(FAIL_ON_REFRESH_ERROR, "")),
+        )
+
+    @classmethod
+    def of_task(cls, task: TaskInfo) -> RotationPolicy:
+        """The policy of a TaskInfo's labels (``{"labels": [{"key", "value"}]}``)."""
+        return cls.from_labels(task_labels(task))
+
+    def is_optional(self, name: str) -> bool:
+        return "*" in self.optional or _normal(name) in self.optional
+
+    def fails_on_refresh_error(self, name: str) -> bool:
+        return "*" in self.fail_on_refresh_error or _normal(name) in self.fail_on_refresh_error
+
+    @property
+    def rotates(self) -> bool:
+        """Whether anything of it needs watching beyond revocation."""
+        return self != RotationPolicy()
+
+
+def task_labels(task: TaskInfo) -> dict[str, str]:
+    raw = task.extra.get("labels")
+    items = raw.get("labels") if isinstance(raw, Mapping) else None
+    labels: dict[str, str] = {}
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+            value = item.get("value")
+            labels[item["key"]] = value if isinstance(value, str) else ""
+    return labels
+
+
+def _on_change(value: str) -> OnChange | None:
+    if value in ("noop", "restart"):
+        return OnChange(value)
+    kind, _, name = value.partition(":")
+    if kind != "signal":
+        return None
+    name = name.strip().upper() or "SIGHUP"
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        signum = signal.Signals[name]
+    except KeyError:
+        return None
+    if signum in (signal.SIGKILL, signal.SIGSTOP):
+        return None
+    return OnChange("signal", int(signum))
+
+
+def _seconds(value: str, low: float, high: float) -> float | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and low <= seconds <= high else None
+
+
+def _names_ok(value: str) -> bool:
+    names = [n.strip() for n in value.split(",")]
+    return bool(value.strip()) and all(n and "//" not in n for n in names)
+
+
+#: Each label: whether a value is good, and what a good one is.
+_CHECKS: dict[str, tuple[Callable[[str], bool], str]] = {
+    REFRESH_INTERVAL: (
+        lambda v: _seconds(v, MIN_INTERVAL, MAX_INTERVAL) is not None,
+        f"a number of seconds from {MIN_INTERVAL:g} to {MAX_INTERVAL:g}",
+    ),
+    ON_CHANGE: (
+        lambda v: _on_change(v) is not None,
+        "noop, restart or signal:<NAME> (a signal such as SIGHUP or SIGUSR1; not SIGKILL "
+        "or SIGSTOP)",
+    ),
+    RESTART_BATCH: (
+        lambda v: v.strip().isdigit() and 1 <= int(v) <= 1000,
+        "a number of tasks from 1 to 1000",
+    ),
+    RESTART_TIMEOUT: (
+        lambda v: _seconds(v, 1.0, 86400.0) is not None,
+        "a number of seconds from 1 to 86400",
+    ),
+    OPTIONAL: (_names_ok, "'*' or secret names, comma-separated"),
+    FAIL_ON_REFRESH_ERROR: (_names_ok, "'*' or secret names, comma-separated"),
+}
+
+
+def label_violations(labels: Mapping[str, str], path: str = "/labels") -> list[tuple[str, str]]:
+    """What is wrong with the ``mesos-secrets/`` labels, as (JSON path, message)."""
+    found = []
+    for key, value in labels.items():
+        if not key.startswith(PREFIX):
+            continue
+        check = _CHECKS.get(key)
+        if check is None:
+            found.append(
+                (f"{path}/{key}", f"unknown label of mesos-secrets (known: {', '.join(LABELS)})")
+            )
+        elif not check[0](value):
+            found.append((f"{path}/{key}", f"'{printable(value)}' is not {check[1]}"))
+    return found
+
+
+class RotatingTask(Protocol):
+    """A running task as a front end shows it to the :class:`Rotator`."""
+
+    @property
+    def task(self) -> TaskInfo: ...
+
+    @property
+    def container_id(self) -> str: ...
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the task."""
+
+    def restart(self, why: str, timeout: float) -> bool:
+        """Stop the task and launch it again; True once it is healthy again within
+        ``timeout`` seconds (its health checks pass; without any, it keeps running)."""
+
+    def fail(self, why: str) -> None:
+        """Stop the task; it failed, for ``why``."""
+
+
+class Rotator:
+    """Acts on what the watcher hears for a front end's tasks (see the module).
+
+    ``find`` gives the running task of a task id (None: not running, or not ours).
+    """
+
+    def __init__(
+        self,
+        resolver: SecretResolver,
+        isolators: IsolatorChain,
+        find: Callable[[str], RotatingTask | None],
+    ) -> None:
+        self.resolver = resolver
+        self.isolators = isolators
+        self._find = find
+        self._threads: list[threading.Thread] = []
+        #: The restarts under way (past their turn): their rollout hears how they went.
+        self._under_way: set[threading.Thread] = set()
+
+    def _task(self, context: Mapping[str, str]) -> tuple[RotatingTask, RotationPolicy] | None:
+        task_id = context.get("task_id")
+        running = self._find(task_id) if task_id else None
+        if running is None:
+            return None
+        return running, RotationPolicy.of_task(running.task)
+
+    def changed(self, context: Mapping[str, str], names: tuple[str, ...], change: str) -> None:
+        """New versions of ``names`` are in the store: act as the task's policy says."""
+        found = self._task(context)
+        if found is None:
+            return
+        running, policy = found
+        task_id = running.task.task_id
+        what = ", ".join(f"'{n}'" for n in names)
+        if policy.on_change.kind == "restart":
+            thread = threading.Thread(
+                target=self._restart,
+                args=(running, policy, names, change),
+                name="secret-restart",
+                daemon=True,
+            )
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
+            return
+        try:
+            refreshed = self.isolators.refresh(running.container_id, names)
+        except MesosSecretsError as error:
+            self.stale(context, names, str(error))
+            return
+        if refreshed.updated:
+            log.info(
+                "task %s: the new version of %s is in its file(s) %s",
+                task_id,
+                what,
+                ", ".join(refreshed.updated),
+            )
+            if policy.on_change.signum is not None:
+                log.info("task %s: sending it %s", task_id, policy.on_change)
+                running.signal(policy.on_change.signum)
+        if refreshed.fixed:
+            log.warning(
+                "task %s: %s keep(s) the value it started with (on-change is '%s'; only a "
+                "restart changes them)",
+                task_id,
+                ", ".join(refreshed.fixed),
+                policy.on_change,
+            )
+
+    def stale(self, context: Mapping[str, str], names: tuple[str, ...], why: str) -> None:
+        """``names`` could not be read again: the task keeps what it has, or fails."""
+        found = self._task(context)
+        if found is None:
+            return
+        running, policy = found
+        fatal = [n for n in names if policy.fails_on_refresh_error(n)]
+        if fatal:
+            message = (
+                f"secret '{fatal[0]}' could not be refreshed and the task may not run on "
+                f"an old value ({FAIL_ON_REFRESH_ERROR}): {why}"
+            )
+            log.error("task %s: %s", running.task.task_id, message)
+            running.fail(message)
+            return
+        log.warning(
+            "task %s keeps the last good value of %s: %s",
+            running.task.task_id,
+            ", ".join(f"'{n}'" for n in names),
+            why,
+        )
+
+    def _restart(
+        self,
+        running: RotatingTask,
+        policy: RotationPolicy,
+        names: tuple[str, ...],
+        change: str,
+    ) -> None:
+        task = running.task
+        app = app_of(task)
+        what = ", ".join(f"'{n}'" for n in names)
+        try:
+            go, why = self.resolver.rollout_begin(
+                app, change, task.task_id, policy.restart_batch, policy.restart_timeout
+            )
+        except MesosSecretsError as error:
+            log.error("task %s: no restart for the new %s: %s", task.task_id, what, error)
+            return
+        if not go:
+            log.warning(
+                "task %s stays on the old version of %s: the rollout stopped (%s)",
+                task.task_id,
+                what,
+                why,
+            )
+            return
+        log.info("task %s: restarting it for the new version of %s", task.task_id, what)
+        self._under_way.add(threading.current_thread())
+        try:
+            self._restarted(running, policy, app, change, what)
+        finally:
+            self._under_way.discard(threading.current_thread())
+
+    def _restarted(
+        self, running: RotatingTask, policy: RotationPolicy, app: str, change: str, what: str
+    ) -> None:
+        task = running.task
+        started = time.monotonic()
+        healthy = running.restart(f"a new version of {what}", policy.restart_timeout)
+        log.log(
+            logging.INFO if healthy else logging.ERROR,
+            "task %s %s after its restart (%.1fs)",
+            task.task_id,
+            "is healthy" if healthy else "did not become healthy",
+            time.monotonic() - started,
+        )
+        try:
+            self.resolver.rollout_end(app, change, task.task_id, healthy)
+        except MesosSecretsError as error:
+            log.error(
+                "task %s: telling the node agent how the restart went: %s", task.task_id, error
+            )
+
+    def join(self, timeout: float = 10.0) -> None:
+        """Wait for the restarts under way to say how they went (a front end about to
+        end: its tasks have, so they do at once)."""
+        for thread in list(self._under_way):
+            thread.join(timeout)
+
+
+def app_of(task: TaskInfo) -> str:
+    """The app a task belongs to: Marathon's ``MARATHON_APP_ID`` in its environment, else
+    its name."""
+    environment = task.command.environment if task.command else None
+    for variable in environment.variables if environment else ():
+        if variable.name == "MARATHON_APP_ID" and variable.value is not None:
+            return str(variable.value)
+    return task.name or task.task_id
+
+
+def stop_container(container: Container, grace_period: float) -> None:
+    """Stop a task for its restart: SIGTERM, SIGKILL to the whole container if it still
+    runs ``grace_period`` seconds later; returns once it has ended."""
+    container.kill(signal.SIGTERM)
+    deadline = time.monotonic() + grace_period
+    while container.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if container.poll() is None:
+        container.kill(signal.SIGKILL)
+    container.wait()
+
+
+def wait_healthy(
+    container: Container, health: Callable[[], bool | None], checked: bool, timeout: float
+) -> bool:
+    """Whether a restarted task is healthy again within ``timeout`` seconds: with a health
+    check (``checked``), once ``health()`` says so (False, or the task ending: not);
+    without, once it kept running for :data:`RUNNING_IS_HEALTHY_S`."""
+    deadline = time.monotonic() + (timeout if checked else min(RUNNING_IS_HEALTHY_S, timeout))
+    while time.monotonic() < deadline:
+        verdict = health()
+        if container.poll() is not None or verdict is False:
+            return False
+        if verdict:
+            return True
+        time.sleep(0.05)
+    return not checked and container.poll() is None
