@@ -86,11 +86,25 @@ def config_for(
     )
 
 
-def read_on(tmpfs: Filesystem, mount: Mount) -> bytes:
-    """A secret file, read from the detached tmpfs through its fd."""
-    fd = os.open(Path(mount.source).name, os.O_RDONLY, dir_fd=tmpfs.fd)
+def read_on(tmpfs: Filesystem, name: str) -> bytes:
+    """A file of the detached tmpfs (``..data/0``, ``..1/2``), read through its fd."""
+    fd = os.open(name, os.O_RDONLY, dir_fd=tmpfs.fd)
     with os.fdopen(fd, "rb") as source:
         return source.read()
+
+
+def names_on(tmpfs: int, directory: str = ".") -> list[str]:
+    """What a directory of the tmpfs holds (its fd is an O_PATH one: opened anew)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=tmpfs)
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def on_tmpfs(mount: Mount, tmpfs: Filesystem) -> str:
+    """The name on the tmpfs of a single file bound from it (``..1/0``)."""
+    return str(Path(mount.source).relative_to(tmpfs.at))
 
 
 def env_secret(name: str, ref: str, key: str | None = None) -> Variable:
@@ -182,7 +196,9 @@ class TestVolumeSecret:
         return info
 
     def test_tmpfs_file(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
-        """A secret file on a bounded nosuid/nodev/noexec tmpfs of its own, 0400, task-owned."""
+        """A secret file on a bounded nosuid/nodev/noexec tmpfs of its own, 0400, task-owned,
+        in generation ``..1`` behind ``..data``; the whole tmpfs is bound read-only at
+        ``.mesos-secrets`` and the container path is a relative link into it."""
         nobody = resolve_user("nobody")
         iso = VolumeSecretIsolator(resolver, runtime_dir)
         info = iso.prepare(
@@ -191,48 +207,56 @@ class TestVolumeSecret:
         assert info is not None
         (mount,) = info.mounts
         (tmpfs,) = info.filesystems
-        assert mount.source.parent == tmpfs.at  # the file, where the tmpfs will be attached
-        assert read_on(tmpfs, mount) == b"password"
+        assert mount.source == tmpfs.at  # the whole tmpfs, where it will be attached
         assert mount.read_only
-        assert mount.target == sandbox / "some" / "my_secret"
-        assert mount.target.read_bytes() == b""  # the placeholder on the host side
+        assert mount.target == sandbox / ".mesos-secrets"
         assert mount.base == sandbox
-        assert mount.inode == identity(mount.target.stat())
-        source = os.stat(Path(mount.source).name, dir_fd=tmpfs.fd)
+        assert mount.inode == identity(mount.target.lstat())
+        assert list(mount.target.iterdir()) == []  # the mount point on the host side
+        link = sandbox / "some" / "my_secret"
+        assert os.readlink(link) == "../.mesos-secrets/..data/0"
+        assert os.readlink("..data", dir_fd=tmpfs.fd) == "..1"
+        assert names_on(tmpfs.fd) == ["..1", "..data"]
+        assert read_on(tmpfs, "..data/0") == b"password"
+        source = os.stat("..1/0", dir_fd=tmpfs.fd)
         assert stat.S_IMODE(source.st_mode) == 0o400
         assert (source.st_uid, source.st_gid) == (nobody.uid, nobody.gid)
-        root = os.fstat(tmpfs.fd)
-        assert stat.S_IMODE(root.st_mode) == 0o700
-        assert root.st_uid == nobody.uid
+        for directory in (os.fstat(tmpfs.fd), os.stat("..1", dir_fd=tmpfs.fd)):
+            assert stat.S_IMODE(directory.st_mode) == 0o755
+            assert (directory.st_uid, directory.st_gid) == (0, 0)
         fs = os.fstatvfs(tmpfs.fd)
         assert fs.f_flag & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC) == (
             os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC
         )
-        assert fs.f_blocks * fs.f_frsize == 1 << 20
+        assert fs.f_blocks * fs.f_frsize == 2 << 20  # twice the cap: room for a new generation
         assert (sandbox / "some").stat().st_uid == nobody.uid
+        assert link.lstat().st_uid == nobody.uid
         iso.cleanup("c1")
-        assert not (sandbox / "some").exists()
+        assert list(sandbox.iterdir()) == []
         assert not (runtime_dir / "containers" / "c1" / "volume_secret").exists()
         iso.cleanup("c1")  # idempotent
 
     def test_never_mounted_on_the_host(
         self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
     ) -> None:
-        """The tmpfs is detached: in no mount table; our fd goes once the task runs."""
+        """The tmpfs is detached: in no mount table; our fd stays (for refreshes) until
+        cleanup, not a moment longer."""
         iso = VolumeSecretIsolator(resolver, runtime_dir)
         info = iso.prepare(config_for(sandbox, volumes=(file_secret("a"),)))
         assert info is not None
         fd = info.filesystems[0].fd
         assert os.fstat(fd)  # alive, and mounted nowhere
         assert not mounts_under(runtime_dir)
+        assert not mounts_under(sandbox)
         # No mount of ours: its source field is exactly SOURCE (the node agent's kept
         # cache, "mesos-secrets-agent", is another thing that may be mounted here).
         sources = [line.split(" - ")[1].split()[1] for line in _mountinfo()]
         assert SOURCE not in sources
         iso.isolate("c1", os.getpid())
+        assert os.fstat(fd)  # the task runs: kept
+        iso.cleanup("c1")
         with pytest.raises(OSError, match="Bad file descriptor"):
             os.fstat(fd)
-        iso.cleanup("c1")
 
     def test_rw_volume_is_writable_by_owner(
         self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
@@ -241,10 +265,16 @@ class TestVolumeSecret:
         iso = VolumeSecretIsolator(resolver, runtime_dir)
         info = iso.prepare(config_for(sandbox, volumes=(volume,)))
         assert info is not None
-        name = Path(info.mounts[0].source).name
+        (mount,) = info.mounts  # a single file, bound as before: not rotatable
+        name = on_tmpfs(mount, info.filesystems[0])
+        assert name == "..1/0"
         assert stat.S_IMODE(os.stat(name, dir_fd=info.filesystems[0].fd).st_mode) == 0o600
-        assert not info.mounts[0].read_only
+        assert not mount.read_only
+        assert mount.target == sandbox / "rw"
+        assert (sandbox / "rw").read_bytes() == b""  # its placeholder
+        assert not (sandbox / ".mesos-secrets").exists()  # no rotatable volume, no bind
         iso.cleanup("c1")
+        assert list(sandbox.iterdir()) == []
 
     def test_size_cap(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
         """A secret over the cap is an error before anything is created."""
@@ -267,7 +297,7 @@ class TestVolumeSecret:
         iso = VolumeSecretIsolator(resolver, runtime_dir, size="4MiB")
         info = iso.prepare(config_for(sandbox, volumes=(file_secret("big", "/big", None),)))
         assert info is not None
-        assert len(read_on(info.filesystems[0], info.mounts[0])) == 2 << 20
+        assert len(read_on(info.filesystems[0], "..data/0")) == 2 << 20
         iso.cleanup("c1")
 
     def test_total_size_cap(
@@ -320,6 +350,7 @@ class TestVolumeSecret:
             resolver, runtime_dir, config_for(sandbox, volumes=(file_secret(str(host)),))
         )
         assert info.mounts[0].target == host
+        assert on_tmpfs(info.mounts[0], info.filesystems[0]) == "..1/0"  # never via ..data
         assert host.read_text() == "original"
         VolumeSecretIsolator(resolver, runtime_dir).cleanup("c1")
         assert host.read_text() == "original"
@@ -478,7 +509,8 @@ def test_recover_after_crash(resolver: LocalResolver, sandbox: Path, runtime_dir
     )
     assert not mounts_under(runtime_dir)
     assert (runtime_dir / "containers" / "orphan").exists()
-    assert (sandbox / "s").exists()
+    assert os.readlink(sandbox / "s") == ".mesos-secrets/..data/0"
+    assert (sandbox / ".mesos-secrets").is_dir()
     containerizer = Containerizer(
         create_isolators(None, resolver, runtime_dir), PosixLauncher(), runtime_dir
     )
@@ -486,7 +518,7 @@ def test_recover_after_crash(resolver: LocalResolver, sandbox: Path, runtime_dir
     assert containerizer.cgroups.exists("orphan")
     assert containerizer.recover() == ["orphan"]
     assert list((runtime_dir / "containers").iterdir()) == []
-    assert not (sandbox / "s").exists()
+    assert list(sandbox.iterdir()) == []
     assert not containerizer.cgroups.exists("orphan")
 
 
@@ -538,7 +570,7 @@ def test_noswap_fallback(
             )
         )
         assert info is not None
-        assert read_on(info.filesystems[0], info.mounts[0]) == b"password"
+        assert read_on(info.filesystems[0], "..data/0") == b"password"
         iso.cleanup(container_id)
     assert [("noswap" in o) for o in options_seen] == [True, False, False]
     assert caplog.text.count("no 'noswap' option") == 1
