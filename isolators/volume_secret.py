@@ -53,6 +53,7 @@ import stat
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 
@@ -168,6 +169,9 @@ class _Container:
     #: The sizes of the files of the volumes that never change, by index.
     fixed_sizes: Mapping[int, int] = attrs.field(factory=dict)
     generation: int = 1
+    #: The generation ``..data`` left, whose files go a moment later, and when.
+    retiring: int | None = None
+    timer: threading.Timer | None = None
     #: Held while the tmpfs is written, and by cleanup before the fd is closed.
     lock: threading.Lock = attrs.field(factory=threading.Lock)
 
@@ -177,6 +181,10 @@ class VolumeSecretIsolator(Isolator):
 
     name = "volume_secret"
     provides = frozenset({SECRET_VOLUMES})
+    #: How long the old generation's files stay once ``..data`` left them: a reader that
+    #: read the link just before the swap still finds the file it is opening (removed at
+    #: once, it would find nothing). A refresh in the meantime removes them first.
+    retire_after_s: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -620,6 +628,7 @@ class VolumeSecretIsolator(Isolator):
             if state.fd < 0:  # cleaned up meanwhile
                 log.debug("no secret volumes of container %s to refresh here", container_id)
                 return None
+            self._retire_now(state)  # so that a new generation always fits
             named = [plan for plan in state.plans if plan.reference in names]
             if not named:
                 return None
@@ -709,8 +718,12 @@ class VolumeSecretIsolator(Isolator):
             with contextlib.suppress(OSError):
                 nofollow.remove_tree_at(state.fd, _generation(new))
             raise
-        old, state.generation = state.generation, new
-        self._retire(state, old, rotatable)
+        state.retiring, state.generation = state.generation, new
+        if state.timer is not None:
+            state.timer.cancel()
+        state.timer = threading.Timer(self.retire_after_s, self._retire_later, (state,))
+        state.timer.daemon = True
+        state.timer.start()
 
     @staticmethod
     def _present(state: _Container, plans: Sequence[_Plan]) -> dict[int, int]:
@@ -726,18 +739,27 @@ class VolumeSecretIsolator(Isolator):
             os.close(fd)
         return sizes
 
+    def _retire_later(self, state: _Container) -> None:
+        with state.lock:
+            if state.fd >= 0:  # else cleaned up: the tmpfs is gone with its fd
+                self._retire_now(state)
+
     @staticmethod
-    def _retire(state: _Container, number: int, plans: Sequence[_Plan]) -> None:
-        """Remove generation ``number``'s rotatable files (a reader that has one open
-        keeps it), and the directory once empty (the fixed volumes' files stay where
-        they are bound from)."""
-        name = _generation(number)
+    def _retire_now(state: _Container) -> None:
+        """Remove the rotatable files of the generation ``..data`` left (a reader that has
+        one open keeps it), and its directory once empty (the fixed volumes' files stay
+        where they are bound from)."""
+        if state.retiring is None:
+            return
+        name = _generation(state.retiring)
+        state.retiring = None
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=state.fd)
             try:
-                for plan in plans:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(str(plan.index), dir_fd=fd)
+                for plan in state.plans:
+                    if plan.rotatable:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(str(plan.index), dir_fd=fd)
                 remaining = os.listdir(fd)
             finally:
                 os.close(fd)
@@ -753,6 +775,8 @@ class VolumeSecretIsolator(Isolator):
             state = self._containers.pop(container_id, None)
         if state is not None:
             with state.lock:  # after a refresh under way: the fd is not closed under it
+                if state.timer is not None:
+                    state.timer.cancel()
                 os.close(state.fd)
                 state.fd = -1
         directory = self.container_dir(container_id)
