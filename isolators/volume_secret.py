@@ -19,13 +19,17 @@ unbounded ramfs, world-readable and root-owned, and checks no paths. Here:
   which works on the host's filesystem and in an image alike (where the sandbox is
   ``/mnt/mesos/sandbox``). :meth:`VolumeSecretIsolator.refresh` writes a new generation
   and swaps ``..data`` with one ``rename(2)``: a reader that opened the file keeps the
-  old value, one that opens it afterwards gets the new one, none ever sees a mix. A
+  old value, one that opens it afterwards gets the new one, none ever sees a mix (the
+  old generation's files go a second later, for a reader already on its way). A
   single-file bind, as before, would pin the file's inode, as a Kubernetes ``subPath``
   does: a new value could never reach the task;
 - an absolute path (an existing host file, bound over in the task's own mount
   namespace, or a path inside the image) and an RW volume stay single-file binds of
   ``..1/<index>``, never through ``..data``: they keep their value while the task runs
   (a refresh reports them as ``fixed``);
+- a secret the container's ``optional`` names that cannot be resolved at launch gets
+  no file and no bind; a rotatable volume's link is made all the same, and leads
+  nowhere until a refresh delivers the file;
 - ``..``, NUL and empty components are refused by the model, a path at or beneath
   ``.mesos-secrets``, a ``.mesos-secrets`` already in the sandbox and anything already at
   a rotatable volume's path are refused here, and a symbolic link anywhere on the way
