@@ -4,22 +4,45 @@ Mesos' ``volume/secret`` isolator (``reference/mesos.md`` §6) puts each secret 
 unbounded ramfs, world-readable and root-owned, and checks no paths. Here:
 
 - one tmpfs per container, ``nosuid,nodev,noexec``, ``noswap`` where the kernel has it
-  (a warning where it does not), capped at ``size`` (default 1 MiB); a secret over the
-  cap is an error before anything is written, never a truncated file;
-- each secret written atomically (temporary file, then rename) with mode ``0400``
-  (``0600`` for an RW volume), owned by the task's user, in a ``0700`` directory;
-- target paths as in Mesos: relative ones inside the sandbox, absolute ones inside the
-  image's root filesystem or, without an image, an existing host file bound over in
-  the task's own mount namespace; ``..``, NUL and empty components are refused by the
-  model, and a symbolic link anywhere on the way is refused here (and again by the
-  launcher, which also checks that each mount point is still the inode made for it);
+  (a warning where it does not); the secrets may take ``size`` (default 1 MiB) in all,
+  and the tmpfs is twice that, so that a new generation of them always fits beside the
+  old one; a secret over the cap is an error before anything is written, never a
+  truncated file;
+- on it, as the kubelet lays out a secret volume: a directory per generation (``..1``,
+  ``..2``…, root's, ``0755``) holding the files by volume index (``0``, ``1``…; mode
+  ``0400``, ``0600`` for an RW volume, owned by the task's user), and a link
+  ``..data -> ..N`` to the current one. A generation is complete before ``..data``
+  points to it, and never changed afterwards;
+- a read-only volume at a relative path (the common case) is rotatable: the whole
+  tmpfs is bound read-only at ``<sandbox>/.mesos-secrets``, and the container path is a
+  relative link to ``.mesos-secrets/..data/<index>`` (``a/pw -> ../.mesos-secrets/..data/0``),
+  which works on the host's filesystem and in an image alike (where the sandbox is
+  ``/mnt/mesos/sandbox``). :meth:`VolumeSecretIsolator.refresh` writes a new generation
+  and swaps ``..data`` with one ``rename(2)``: a reader that opened the file keeps the
+  old value, one that opens it afterwards gets the new one, none ever sees a mix (the
+  old generation's files go a second later, for a reader already on its way). A
+  single-file bind, as before, would pin the file's inode, as a Kubernetes ``subPath``
+  does: a new value could never reach the task;
+- an absolute path (an existing host file, bound over in the task's own mount
+  namespace, or a path inside the image) and an RW volume stay single-file binds of
+  ``..1/<index>``, never through ``..data``: they keep their value while the task runs
+  (a refresh reports them as ``fixed``);
+- a secret the container's ``optional`` names that cannot be resolved at launch gets
+  no file and no bind; a rotatable volume's link is made all the same, and leads
+  nowhere until a refresh delivers the file;
+- ``..``, NUL and empty components are refused by the model, a path at or beneath
+  ``.mesos-secrets``, a ``.mesos-secrets`` already in the sandbox and anything already at
+  a rotatable volume's path are refused here, and a symbolic link anywhere on the way
+  is refused here (and again by the launcher, which also checks that each mount point
+  is still the inode made for it);
 - the tmpfs is never mounted on the host: it is a detached filesystem (``fsmount``),
-  written through its fd, and attached only inside the task's mount namespace. No
-  other process can see it or copy it into a namespace of its own, and it vanishes
-  with the task (or with us, should we die before the task starts);
-- the placeholders made in the sandbox are journalled with their inodes and removed
-  by fd at cleanup, only if they are still those inodes: a task that swaps a directory
-  for a link cannot steer the cleanup (run as root) outside its sandbox.
+  written through its fd (kept until cleanup, for refreshes), and attached only inside
+  the task's mount namespace. No other process can see it or copy it into a namespace
+  of its own, and it vanishes with the task (or with us, should we die);
+- what is made in the sandbox (directories, ``.mesos-secrets``, placeholders, links) is
+  journalled with its inode and removed by fd at cleanup, only if it is still that
+  inode: a task that swaps a directory for a link cannot steer the cleanup (run as
+  root) outside its sandbox.
 """
 
 from __future__ import annotations
@@ -31,7 +54,10 @@ import logging
 import os
 import re
 import stat
+import threading
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 
@@ -44,19 +70,28 @@ from mesos_secrets.isolator import (
     Isolator,
     LaunchInfo,
     Mount,
+    Refreshed,
+    TaskUser,
 )
 from mesos_secrets.mesos import ContainerType, Volume, VolumeMode
-from mesos_secrets.resolver import SecretResolver
+from mesos_secrets.resolver import ResolveContext, SecretResolver
+from mesos_secrets.secret import Secret
 from mesos_secrets.secretbytes import SecretBytes
 
-__all__ = ["VolumeSecretIsolator", "parse_size"]
+__all__ = ["SECRETS_DIR", "VolumeSecretIsolator", "parse_size"]
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 #: The source name of our tmpfs mounts, as mount tables show it.
 SOURCE = "mesos-secrets"
+#: Where the tmpfs appears in the sandbox, for the rotatable volumes' links.
+SECRETS_DIR = ".mesos-secrets"
+#: The link to the current generation, and the name its replacement is made under.
+DATA = "..data"
+_DATA_NEXT = "..data.tmp"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)(i?b?)\s*", re.IGNORECASE)
 _WARNED_SWAP = False
 
@@ -82,20 +117,67 @@ def human(size: int) -> str:
     return f"{size} bytes"
 
 
+def _generation(number: int) -> str:
+    return f"..{number}"
+
+
+def _pages(size: int) -> int:
+    return -(-size // PAGE_SIZE) * PAGE_SIZE
+
+
 @attrs.frozen
 class _Plan:
-    """Where one secret volume goes: ``base / relative``, or a host file ``host``."""
+    """Where secret volume number ``index`` goes: ``base / relative``, or a host file
+    ``host``. A read-only one in the sandbox is ``rotatable`` (a link into the tmpfs)."""
 
     volume: Volume
+    index: int
     base: Path | None = None
     relative: str = ""
     host: Path | None = None
     host_inode: nofollow.Identity | None = None
 
     @property
+    def secret(self) -> Secret:
+        assert self.volume.secret is not None  # only SECRET volumes are planned
+        return self.volume.secret
+
+    @property
     def label(self) -> str:
-        secret = self.volume.secret
-        return f"volume '{self.volume.container_path}' ({secret.describe() if secret else '?'})"
+        return f"volume '{self.volume.container_path}' ({self.secret.describe()})"
+
+    @property
+    def reference(self) -> str | None:
+        """The secret's reference name (what a refresh names); None for a VALUE."""
+        return self.secret.reference.name if self.secret.reference is not None else None
+
+    @property
+    def rotatable(self) -> bool:
+        return not self.volume.container_path.startswith("/") and self.mode is VolumeMode.RO
+
+    @property
+    def mode(self) -> VolumeMode:
+        return self.volume.mode
+
+
+@attrs.define(eq=False)
+class _Container:
+    """What refreshes need of a running container's volumes (never a value): the tmpfs
+    fd, who resolves for it, its user, its volumes and its current generation."""
+
+    fd: int
+    context: ResolveContext | None
+    user: TaskUser
+    plans: tuple[_Plan, ...]
+    optional: frozenset[str]
+    #: The sizes of the files of the volumes that never change, by index.
+    fixed_sizes: Mapping[int, int] = attrs.field(factory=dict)
+    generation: int = 1
+    #: The generation ``..data`` left, whose files go a moment later, and when.
+    retiring: int | None = None
+    timer: threading.Timer | None = None
+    #: Held while the tmpfs is written, and by cleanup before the fd is closed.
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
 
 
 class VolumeSecretIsolator(Isolator):
@@ -103,6 +185,10 @@ class VolumeSecretIsolator(Isolator):
 
     name = "volume_secret"
     provides = frozenset({SECRET_VOLUMES})
+    #: How long the old generation's files stay once ``..data`` left them: a reader that
+    #: read the link just before the swap still finds the file it is opening (removed at
+    #: once, it would find nothing). A refresh in the meantime removes them first.
+    retire_after_s: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -114,8 +200,9 @@ class VolumeSecretIsolator(Isolator):
         super().__init__(resolver, runtime_dir)
         self.size = parse_size(size)
         self.noswap = noswap
-        #: The detached tmpfs of each container, until its task runs.
-        self._filesystems: dict[str, int] = {}
+        #: The detached tmpfs of each container and what refreshes need, until cleanup.
+        self._containers: dict[str, _Container] = {}
+        self._lock = threading.Lock()
 
     # --- prepare ----------------------------------------------------------------------
 
@@ -126,124 +213,207 @@ class VolumeSecretIsolator(Isolator):
             return None
         if container.type is not ContainerType.MESOS:
             raise self._error(
-                config, "Can only prepare the secret volume isolator for a MESOS container"
+                config.container_id,
+                "Can only prepare the secret volume isolator for a MESOS container",
             )
         if not linux.is_root():
             raise self._error(
-                config,
+                config.container_id,
                 f"SECRET volumes ({', '.join(v.container_path for v in volumes)}) need root: "
                 "the volume_secret isolator mounts a tmpfs and binds files in the task's "
                 "own mount namespace",
             )
         # Every check that needs no secret comes first: a bad path resolves nothing.
-        plans = [self._plan(config, volume) for volume in volumes]
+        plans = [self._plan(config, index, volume) for index, volume in enumerate(volumes)]
+        self._check_distinct(config, plans)
         values = self._resolve(config, plans)
-        self._check_sizes(config, plans, values)
+        sizes = [None if v is None else len(v) for v in values]
+        self._check_sizes(config.container_id, list(zip(plans, sizes, strict=True)))
 
         directory = self.container_dir(config.container_id)
+        tmpfs = -1
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             staging = directory / "tmpfs"  # where it is attached, in the task's namespace
             staging.mkdir(mode=0o700, exist_ok=True)
             tmpfs = self._new_tmpfs(config)
-            self._filesystems[config.container_id] = tmpfs
-            sandbox = Path(os.path.realpath(config.sandbox))
-            mounts = []
-            for index, (plan, value) in enumerate(zip(plans, values, strict=True)):
-                name = self._write(config, plan, tmpfs, index, value)
-                read_only = plan.volume.mode is VolumeMode.RO
-                if plan.host is not None:
-                    target, base, inode = plan.host, None, plan.host_inode
-                elif config.rootfs is not None and plan.base == config.rootfs:
-                    # In an image: runc makes the mount point, inside the image's overlay.
-                    target, base, inode = plan.base / plan.relative, None, None
-                else:
-                    target, inode = self._mount_point(config, plan, sandbox, directory)
-                    base = sandbox
-                mounts.append(Mount(staging / name, target, read_only, base=base, inode=inode))
+            state = _Container(
+                fd=tmpfs,
+                context=config.context,
+                user=config.user,
+                plans=tuple(plans),
+                optional=config.optional,
+                fixed_sizes={
+                    p.index: size
+                    for p, size in zip(plans, sizes, strict=True)
+                    if size is not None and not p.rotatable
+                },
+            )
+            first = {p.index: v for p, v in zip(plans, values, strict=True) if v is not None}
+            self._write_generation(config.container_id, state, 1, first)
+            os.symlink(_generation(1), DATA, dir_fd=state.fd)
+            mounts = self._mounts(config, plans, first, staging, directory)
+            with self._lock:  # complete: refreshes may use it from now on
+                self._containers[config.container_id] = state
         except BaseException:
+            if tmpfs >= 0:
+                os.close(tmpfs)
             # The chain would clean up too; an isolator used alone must not leave anything.
             self.cleanup(config.container_id)
             raise
         log.info(
-            "%d secret(s) written to the tmpfs of container %s", len(mounts), config.container_id
+            "%d secret(s) written to the tmpfs of container %s",
+            len(first),
+            config.container_id,
         )
         return LaunchInfo(
             mounts=tuple(mounts),
             detach=(staging,),
-            filesystems=(Filesystem(tmpfs, staging),),
+            filesystems=(Filesystem(state.fd, staging),),
         )
 
-    def _error(self, config: ContainerConfig, message: str) -> IsolatorError:
-        return IsolatorError(message, isolator=self.name, container_id=config.container_id)
+    def _mounts(
+        self,
+        config: ContainerConfig,
+        plans: Sequence[_Plan],
+        written: Collection[int],
+        staging: Path,
+        directory: Path,
+    ) -> list[Mount]:
+        """The tmpfs bound at ``.mesos-secrets`` and a link for each rotatable volume; a
+        single-file bind of ``..1/<index>`` for each other volume ``written``."""
+        sandbox = Path(os.path.realpath(config.sandbox))
+        mounts = []
+        if any(plan.rotatable for plan in plans):
+            at, made = self._secrets_dir(config, sandbox, directory)
+            mounts.append(Mount(staging, at, read_only=True, base=sandbox, inode=made))
+        for plan in plans:
+            if plan.rotatable:  # made even for a missing optional secret: a refresh
+                self._make_entry(config, plan, sandbox, directory, link=True)
+                continue
+            if plan.index not in written:  # optional, not resolved: nothing bound
+                continue
+            source = staging / _generation(1) / str(plan.index)
+            read_only = plan.mode is VolumeMode.RO
+            if plan.host is not None:
+                target, base, inode = plan.host, None, plan.host_inode
+            elif config.rootfs is not None and plan.base == config.rootfs:
+                # In an image: runc makes the mount point, inside the image's overlay.
+                target, base, inode = plan.base / plan.relative, None, None
+            else:
+                target, inode = self._make_entry(config, plan, sandbox, directory)
+                base = sandbox
+            mounts.append(Mount(source, target, read_only, base=base, inode=inode))
+        return mounts
 
-    def _plan(self, config: ContainerConfig, volume: Volume) -> _Plan:
+    def _error(self, container_id: str, message: str) -> IsolatorError:
+        return IsolatorError(message, isolator=self.name, container_id=container_id)
+
+    def _plan(self, config: ContainerConfig, index: int, volume: Volume) -> _Plan:
         path = volume.container_path
         if not path.startswith("/"):
-            return _Plan(volume, base=config.sandbox, relative=path)
+            parts = [part for part in path.split("/") if part != "."]
+            if not parts:
+                raise self._error(
+                    config.container_id,
+                    f"container path '{path}' is the sandbox itself, not a file in it",
+                )
+            if parts[0] == SECRETS_DIR:
+                raise self._error(
+                    config.container_id,
+                    f"container path '{path}' is in '{SECRETS_DIR}', the sandbox directory "
+                    "that holds the secret volumes' tmpfs; choose another path",
+                )
+            return _Plan(volume, index, base=config.sandbox, relative="/".join(parts))
         if config.rootfs is not None:
-            return _Plan(volume, base=config.rootfs, relative=path.lstrip("/"))
+            return _Plan(volume, index, base=config.rootfs, relative=path.lstrip("/"))
         # No image: an existing host file, bound over in the task's mount namespace.
         no_links = linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS
         try:
             fd = linux.openat2(linux.AT_FDCWD, path, os.O_PATH, no_links)
         except FileNotFoundError:
-            raise self._error(config, f"Absolute container path '{path}' does not exist") from None
+            raise self._error(
+                config.container_id, f"Absolute container path '{path}' does not exist"
+            ) from None
         except OSError as error:
             if error.errno == errno.ELOOP:
                 raise self._error(
-                    config,
+                    config.container_id,
                     f"Absolute container path '{path}' goes through a symbolic link; secret "
                     "volumes are never written through links",
                 ) from None
-            raise self._error(config, f"cannot open '{path}': {error.strerror}") from None
+            raise self._error(
+                config.container_id, f"cannot open '{path}': {error.strerror}"
+            ) from None
         try:
             info = os.fstat(fd)
         finally:
             os.close(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise self._error(config, f"Absolute container path '{path}' is not a regular file")
-        return _Plan(volume, host=Path(path), host_inode=nofollow.identity(info))
+            raise self._error(
+                config.container_id, f"Absolute container path '{path}' is not a regular file"
+            )
+        return _Plan(volume, index, host=Path(path), host_inode=nofollow.identity(info))
 
-    def _resolve(self, config: ContainerConfig, plans: list[_Plan]) -> list[SecretBytes]:
-        return self.resolve_each(
-            config, [(p.label, p.volume.secret) for p in plans if p.volume.secret is not None]
-        )
-
-    def _check_sizes(
-        self, config: ContainerConfig, plans: list[_Plan], values: list[SecretBytes]
-    ) -> None:
-        total = 0
-        for plan, value in zip(plans, values, strict=True):
-            if len(value) > self.size:
+    def _check_distinct(self, config: ContainerConfig, plans: Sequence[_Plan]) -> None:
+        """Two volumes at one path of the sandbox would be one file, or one over the other."""
+        seen: set[str] = set()
+        for plan in plans:
+            if plan.base is None or plan.base == config.rootfs:
+                continue
+            if plan.relative in seen:
                 raise self._error(
-                    config,
-                    f"{plan.label} is {human(len(value))}, more than the secret volume size "
+                    config.container_id,
+                    f"container path '{plan.volume.container_path}' is given to more than "
+                    "one secret volume",
+                )
+            seen.add(plan.relative)
+
+    def _resolve(self, config: ContainerConfig, plans: list[_Plan]) -> list[SecretBytes | None]:
+        return self.resolve_each(config, [(p.label, p.secret) for p in plans])
+
+    def _check_sizes(self, container_id: str, sizes: Sequence[tuple[_Plan, int | None]]) -> None:
+        """Each secret, and all of them (page-rounded), within the cap. None: no file."""
+        total = 0
+        for plan, size in sizes:
+            if size is None:
+                continue
+            if size > self.size:
+                raise self._error(
+                    container_id,
+                    f"{plan.label} is {human(size)}, more than the secret volume size "
                     f"cap of {human(self.size)} (option 'size' of the volume_secret isolator)",
                 )
-            total += -(-len(value) // PAGE_SIZE) * PAGE_SIZE
+            total += _pages(size)
         if total > self.size:
+            count = sum(size is not None for _, size in sizes)
             raise self._error(
-                config,
-                f"the {len(values)} secret volumes take {human(total)} on the tmpfs, more than "
+                container_id,
+                f"the {count} secret volumes take {human(total)} on the tmpfs, more than "
                 f"the size cap of {human(self.size)} (option 'size' of the volume_secret isolator)",
             )
 
     def _new_tmpfs(self, config: ContainerConfig) -> int:
-        """The container's tmpfs, detached: an fd of its root, mounted nowhere."""
+        """The container's tmpfs, detached: an fd of its root, mounted nowhere.
+
+        Twice the cap: a new generation always fits beside the current one. Its root is
+        root's and ``0755``: it is only ever seen inside the task's own mount namespace,
+        and the files in it are the task user's, ``0400``.
+        """
         global _WARNED_SWAP  # noqa: PLW0603 (once per process)
-        user = config.user
         options: dict[str, str | None] = {
-            "size": str(self.size),
-            "mode": "0700",
-            "uid": str(user.uid),
-            "gid": str(user.gid),
+            "size": str(2 * self.size),
+            "mode": "0755",
+            "uid": "0",
+            "gid": "0",
         }
         flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         try:
             fd, noswap = linux.new_tmpfs(options, flags, source=SOURCE, noswap=self.noswap)
         except OSError as error:
-            raise self._error(config, f"cannot make the secret tmpfs: {error.strerror}") from None
+            raise self._error(
+                config.container_id, f"cannot make the secret tmpfs: {error.strerror}"
+            ) from None
         if self.noswap and not noswap and not _WARNED_SWAP:
             _WARNED_SWAP = True
             log.warning(
@@ -252,40 +422,116 @@ class VolumeSecretIsolator(Isolator):
             )
         return fd
 
+    def _write_generation(
+        self,
+        container_id: str,
+        state: _Container,
+        number: int,
+        values: Mapping[int, SecretBytes],
+        *,
+        keep: Collection[int] = (),
+    ) -> None:
+        """Make generation ``number``: ``values`` by volume index, and the files of
+        ``keep`` (indexes) linked from the current generation, unchanged. Nothing points
+        to it yet, so each file can be written in place; on any failure it is removed."""
+        name = _generation(number)
+        os.mkdir(name, 0o755, dir_fd=state.fd)
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=state.fd)
+            try:
+                os.fchmod(fd, 0o755)
+                if keep:
+                    current = os.open(_generation(state.generation), _DIR_FLAGS, dir_fd=state.fd)
+                    try:
+                        for index in keep:
+                            os.link(
+                                str(index),
+                                str(index),
+                                src_dir_fd=current,
+                                dst_dir_fd=fd,
+                                follow_symlinks=False,
+                            )
+                    finally:
+                        os.close(current)
+                for plan in state.plans:
+                    value = values.get(plan.index)
+                    if value is not None:
+                        self._write(container_id, state.user, plan, fd, value)
+            finally:
+                os.close(fd)
+        except BaseException:
+            try:
+                nofollow.remove_tree_at(state.fd, name)
+            except OSError as error:
+                log.warning("could not remove the unfinished secret generation: %s", error)
+            raise
+
     def _write(
-        self, config: ContainerConfig, plan: _Plan, tmpfs: int, index: int, value: SecretBytes
-    ) -> str:
-        """Write one secret atomically: a private temporary file, then rename(2)."""
-        final = str(index)
-        temporary = f".{index}.tmp"
-        mode = 0o600 if plan.volume.mode is VolumeMode.RW else 0o400
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temporary, flags, mode, dir_fd=tmpfs)
+        self, container_id: str, user: TaskUser, plan: _Plan, dir_fd: int, value: SecretBytes
+    ) -> None:
+        """Write one secret, as ``index`` in the generation directory ``dir_fd``."""
+        mode = 0o600 if plan.mode is VolumeMode.RW else 0o400
+        fd = os.open(str(plan.index), _NEW_FILE, mode, dir_fd=dir_fd)
         try:
             view = memoryview(value.reveal())
             while view:
                 view = view[os.write(fd, view) :]
-            os.fchown(fd, config.user.uid, config.user.gid)
+            os.fchown(fd, user.uid, user.gid)
             os.fchmod(fd, mode)
         except OSError as error:
             if error.errno == errno.ENOSPC:
                 raise self._error(
-                    config, f"{plan.label} does not fit in the {human(self.size)} secret tmpfs"
+                    container_id,
+                    f"{plan.label} does not fit in the {human(2 * self.size)} secret tmpfs",
                 ) from None
             raise
         finally:
             os.close(fd)
-        os.rename(temporary, final, src_dir_fd=tmpfs, dst_dir_fd=tmpfs)
-        return final
 
-    def _mount_point(
-        self, config: ContainerConfig, plan: _Plan, sandbox: Path, directory: Path
+    def _secrets_dir(
+        self, config: ContainerConfig, sandbox: Path, directory: Path
     ) -> tuple[Path, nofollow.Identity]:
-        """Create ``sandbox/relative`` (an empty file) without following any symbolic link.
+        """Create ``sandbox/.mesos-secrets``, where the tmpfs is bound: a directory of
+        ours, journalled; whatever is there already (the task's) is refused, never used."""
+        fd = nofollow.open_directory(sandbox)
+        try:
+            base = nofollow.identity(os.fstat(fd))
+            try:
+                os.mkdir(SECRETS_DIR, 0o755, dir_fd=fd)
+            except FileExistsError:
+                raise self._error(
+                    config.container_id,
+                    f"the sandbox has a '{SECRETS_DIR}' already ({_kind(fd, SECRETS_DIR)}), "
+                    "where the secret volumes' tmpfs goes: it is never reused or followed",
+                ) from None
+            made = os.open(SECRETS_DIR, _DIR_FLAGS, dir_fd=fd)
+            try:
+                info = os.fstat(made)
+                _record(directory / "created.json", sandbox, base, [SECRETS_DIR], info)
+                os.fchmod(made, 0o755)
+            finally:
+                os.close(made)
+            return sandbox / SECRETS_DIR, nofollow.identity(info)
+        finally:
+            os.close(fd)
+
+    def _make_entry(
+        self,
+        config: ContainerConfig,
+        plan: _Plan,
+        sandbox: Path,
+        directory: Path,
+        *,
+        link: bool = False,
+    ) -> tuple[Path, nofollow.Identity]:
+        """Create ``sandbox/relative`` without following any symbolic link: an empty
+        file (a mount point), or with ``link`` a relative link to the volume's file under
+        ``.mesos-secrets/..data``.
 
         Parent directories are made as needed. Each entry made is journalled with its
         inode as soon as it exists, so cleanup can remove it (and only it) after a crash.
-        Returns the mount point and its inode.
+        Returns its path and inode. An existing file is bound over, as in Mesos; a link
+        is made only where there is nothing yet.
         """
         parts = plan.relative.split("/")
         journal = directory / "created.json"
@@ -309,18 +555,22 @@ class VolumeSecretIsolator(Isolator):
                 fd = next_fd
             last = parts[-1]
             walked = walked / last
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            if link:
+                target = "../" * (len(parts) - 1) + f"{SECRETS_DIR}/{DATA}/{plan.index}"
+                try:
+                    os.symlink(target, last, dir_fd=fd)
+                except FileExistsError:
+                    raise self._taken(config, plan, walked, fd, last) from None
+                info = os.stat(last, dir_fd=fd, follow_symlinks=False)
+                _record(journal, sandbox, base, parts, info, link=target)
+                os.chown(last, config.user.uid, config.user.gid, dir_fd=fd, follow_symlinks=False)
+                return walked, nofollow.identity(info)
             try:
-                placeholder = os.open(last, flags, 0o400, dir_fd=fd)
+                placeholder = os.open(last, _NEW_FILE, 0o400, dir_fd=fd)
             except FileExistsError:
                 info = os.stat(last, dir_fd=fd, follow_symlinks=False)
                 if not stat.S_ISREG(info.st_mode):
-                    kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
-                    raise self._error(
-                        config,
-                        f"container path '{plan.volume.container_path}' is {kind} at "
-                        f"'{walked}'; secret volumes are never written through links",
-                    ) from None
+                    raise self._taken(config, plan, walked, fd, last) from None
                 return walked, nofollow.identity(info)
             try:
                 info = os.fstat(placeholder)
@@ -331,28 +581,208 @@ class VolumeSecretIsolator(Isolator):
         finally:
             os.close(fd)
 
+    def _taken(
+        self, config: ContainerConfig, plan: _Plan, walked: Path, dir_fd: int, name: str
+    ) -> IsolatorError:
+        kind = _kind(dir_fd, name)
+        if kind == "a symbolic link":
+            return self._error(
+                config.container_id,
+                f"container path '{plan.volume.container_path}' is a symbolic link at "
+                f"'{walked}'; secret volumes are never written through links",
+            )
+        if plan.rotatable:
+            return self._error(
+                config.container_id,
+                f"container path '{plan.volume.container_path}' is taken at '{walked}' "
+                f"({kind}); a secret volume's link is made only where there is nothing yet",
+            )
+        return self._error(
+            config.container_id,
+            f"container path '{plan.volume.container_path}' is {kind} at '{walked}', not "
+            "a regular file",
+        )
+
     def _not_followed(
         self, config: ContainerConfig, plan: _Plan, walked: Path, error: OSError
     ) -> IsolatorError:
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
             what = "a symbolic link" if walked.is_symlink() else "not a directory"
             return self._error(
-                config,
+                config.container_id,
                 f"container path '{plan.volume.container_path}' goes through '{walked}', which "
                 f"is {what}; secret volumes are never written through links",
             )
-        return self._error(config, f"cannot create '{walked}': {error.strerror}")
+        return self._error(config.container_id, f"cannot create '{walked}': {error.strerror}")
 
-    # --- after launch, and cleanup -------------------------------------------------------
+    # --- while the task runs --------------------------------------------------------------
 
-    def isolate(self, container_id: str, pid: int) -> None:
-        """The task has the tmpfs attached in its namespace now: our fd is not needed."""
-        fd = self._filesystems.pop(container_id, None)
-        if fd is not None:
+    def refresh(self, container_id: str, names: Collection[str]) -> Refreshed | None:
+        """Deliver the current values of the secrets named to the container's rotatable
+        volumes: a new generation, then ``..data`` swapped to it, then the old one
+        removed. Nothing is written when no value changed. A failure (a secret that
+        cannot be resolved, a full tmpfs) is an :class:`IsolatorError` naming the volume,
+        and leaves the current generation as it was."""
+        with self._lock:
+            state = self._containers.get(container_id)
+        if state is None:
+            log.debug("no secret volumes of container %s to refresh here", container_id)
+            return None
+        with state.lock:
+            if state.fd < 0:  # cleaned up meanwhile
+                log.debug("no secret volumes of container %s to refresh here", container_id)
+                return None
+            self._retire_now(state)  # so that a new generation always fits
+            named = [plan for plan in state.plans if plan.reference in names]
+            if not named:
+                return None
+            fixed = tuple(plan.label for plan in named if not plan.rotatable)
+            rotatable = [plan for plan in named if plan.rotatable]
+            if not rotatable:
+                return Refreshed(fixed=fixed)
+            values = self.resolve_for(
+                container_id,
+                state.context,
+                [(plan.label, plan.secret) for plan in rotatable],
+                optional=state.optional,
+            )
+            try:
+                current = self._read_current(state, rotatable)
+                changed: dict[int, SecretBytes] = {}
+                updated = []
+                for plan, value in zip(rotatable, values, strict=True):
+                    # An optional secret that still cannot be resolved keeps what it has.
+                    if value is not None and current.get(plan.index) != value:
+                        changed[plan.index] = value
+                        updated.append(plan.label)
+                if not changed:
+                    return Refreshed(fixed=fixed)
+                self._swap(container_id, state, changed)
+            except OSError as error:
+                raise self._error(
+                    container_id, f"cannot refresh the secret volumes: {error.strerror}"
+                ) from None
+            log.info(
+                "%d secret volume(s) of container %s have new values (generation %d)",
+                len(updated),
+                container_id,
+                state.generation,
+            )
+            return Refreshed(updated=tuple(updated), fixed=fixed)
+
+    def _read_current(self, state: _Container, plans: Sequence[_Plan]) -> dict[int, SecretBytes]:
+        """The current generation's files of ``plans``, by index (none: no file yet)."""
+        values: dict[int, SecretBytes] = {}
+        fd = os.open(_generation(state.generation), _DIR_FLAGS, dir_fd=state.fd)
+        try:
+            for plan in plans:
+                try:
+                    file = os.open(
+                        str(plan.index), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+                    )
+                except FileNotFoundError:
+                    continue
+                try:
+                    chunks = []
+                    while chunk := os.read(file, 1 << 16):
+                        chunks.append(chunk)
+                    values[plan.index] = SecretBytes(b"".join(chunks))
+                finally:
+                    os.close(file)
+        finally:
             os.close(fd)
+        return values
+
+    def _swap(
+        self, container_id: str, state: _Container, changed: Mapping[int, SecretBytes]
+    ) -> None:
+        """Write generation N+1 (``changed``, and the other rotatable files as they are),
+        point ``..data`` to it with one rename, then remove generation N's files."""
+        rotatable = [plan for plan in state.plans if plan.rotatable]
+        present = self._present(state, rotatable)
+        sizes: list[tuple[_Plan, int | None]] = []
+        for plan in state.plans:
+            value = changed.get(plan.index)
+            if value is not None:
+                sizes.append((plan, len(value)))
+            elif plan.rotatable:
+                sizes.append((plan, present.get(plan.index)))
+            else:
+                sizes.append((plan, state.fixed_sizes.get(plan.index)))
+        self._check_sizes(container_id, sizes)  # the cap holds for every generation
+        new = state.generation + 1
+        keep = [index for index in present if index not in changed]
+        self._write_generation(container_id, state, new, changed, keep=keep)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_DATA_NEXT, dir_fd=state.fd)
+            os.symlink(_generation(new), _DATA_NEXT, dir_fd=state.fd)
+            os.rename(_DATA_NEXT, DATA, src_dir_fd=state.fd, dst_dir_fd=state.fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                nofollow.remove_tree_at(state.fd, _generation(new))
+            raise
+        state.retiring, state.generation = state.generation, new
+        if state.timer is not None:
+            state.timer.cancel()
+        state.timer = threading.Timer(self.retire_after_s, self._retire_later, (state,))
+        state.timer.daemon = True
+        state.timer.start()
+
+    @staticmethod
+    def _present(state: _Container, plans: Sequence[_Plan]) -> dict[int, int]:
+        """The sizes of ``plans``' files in the current generation, by index."""
+        sizes: dict[int, int] = {}
+        fd = os.open(_generation(state.generation), _DIR_FLAGS, dir_fd=state.fd)
+        try:
+            for plan in plans:
+                info = nofollow.stat_at(fd, str(plan.index))
+                if info is not None and stat.S_ISREG(info.st_mode):
+                    sizes[plan.index] = info.st_size
+        finally:
+            os.close(fd)
+        return sizes
+
+    def _retire_later(self, state: _Container) -> None:
+        with state.lock:
+            if state.fd >= 0:  # else cleaned up: the tmpfs is gone with its fd
+                self._retire_now(state)
+
+    @staticmethod
+    def _retire_now(state: _Container) -> None:
+        """Remove the rotatable files of the generation ``..data`` left (a reader that has
+        one open keeps it), and its directory once empty (the fixed volumes' files stay
+        where they are bound from)."""
+        if state.retiring is None:
+            return
+        name = _generation(state.retiring)
+        state.retiring = None
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=state.fd)
+            try:
+                for plan in state.plans:
+                    if plan.rotatable:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(str(plan.index), dir_fd=fd)
+                remaining = os.listdir(fd)
+            finally:
+                os.close(fd)
+            if not remaining:
+                os.rmdir(name, dir_fd=state.fd)
+        except OSError as error:
+            log.warning("could not remove secret generation %s: %s", name, error.strerror)
+
+    # --- cleanup ------------------------------------------------------------------------
 
     def cleanup(self, container_id: str) -> None:
-        self.isolate(container_id, 0)
+        with self._lock:
+            state = self._containers.pop(container_id, None)
+        if state is not None:
+            with state.lock:  # after a refresh under way: the fd is not closed under it
+                if state.timer is not None:
+                    state.timer.cancel()
+                os.close(state.fd)
+                state.fd = -1
         directory = self.container_dir(container_id)
         if not directory.exists():
             return
@@ -361,16 +791,39 @@ class VolumeSecretIsolator(Isolator):
         nofollow.remove_tree(directory)
 
 
+def _kind(dir_fd: int, name: str) -> str:
+    """What ``name`` is, in words (never followed)."""
+    info = nofollow.stat_at(dir_fd, name)
+    if info is None:
+        return "gone"
+    if stat.S_ISLNK(info.st_mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(info.st_mode):
+        return "a directory"
+    if stat.S_ISREG(info.st_mode):
+        return "a file"
+    return "not a regular file"
+
+
 def _record(
-    journal: Path, base: Path, base_inode: nofollow.Identity, parts: list[str], info: os.stat_result
+    journal: Path,
+    base: Path,
+    base_inode: nofollow.Identity,
+    parts: list[str],
+    info: os.stat_result,
+    *,
+    link: str | None = None,
 ) -> None:
-    """Journal an entry prepare made: where, and which inode (never a value)."""
-    entry = {
+    """Journal an entry prepare made: where, which inode, and for a symbolic link what it
+    points to (never a value)."""
+    entry: dict[str, object] = {
         "base": os.fspath(base),
         "base_inode": list(base_inode),
         "path": "/".join(parts),
         "inode": list(nofollow.identity(info)),
     }
+    if link is not None:
+        entry["link"] = link
     with journal.open("a", encoding="utf-8") as out:
         out.write(json.dumps(entry) + "\n")
         out.flush()
@@ -394,7 +847,8 @@ def _read_journal(journal: Path) -> list[dict[str, object]]:
 
 
 def _remove_created(entry: dict[str, object]) -> None:
-    """Remove a placeholder file or directory we made, only if it is still that inode.
+    """Remove a placeholder file, a link or a directory we made, only if it is still
+    that inode (a link: and still pointing where we made it point).
 
     From an fd of the sandbox (checked to be the sandbox it was), walking down without
     following links: whatever the task did to the names on the way, nothing outside
@@ -402,7 +856,7 @@ def _remove_created(entry: dict[str, object]) -> None:
     files in stays.
     """
     base, base_inode = entry.get("base"), entry.get("base_inode")
-    path, inode = entry.get("path"), entry.get("inode")
+    path, inode, link = entry.get("path"), entry.get("inode"), entry.get("link")
     if not (isinstance(base, str) and isinstance(path, str)):
         return
     parent, _, name = path.rpartition("/")
@@ -420,7 +874,10 @@ def _remove_created(entry: dict[str, object]) -> None:
             info = nofollow.stat_at(directory, name)
             if info is None or list(nofollow.identity(info)) != inode:
                 return
-            if stat.S_ISREG(info.st_mode) and info.st_size == 0:
+            if link is not None:
+                if stat.S_ISLNK(info.st_mode) and os.readlink(name, dir_fd=directory) == link:
+                    os.unlink(name, dir_fd=directory)
+            elif stat.S_ISREG(info.st_mode) and info.st_size == 0:
                 os.unlink(name, dir_fd=directory)
             elif stat.S_ISDIR(info.st_mode):
                 with contextlib.suppress(OSError):  # only if empty: the task's files stay

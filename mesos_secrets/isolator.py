@@ -7,6 +7,8 @@ container:
 - ``prepare(config)``: before launch; returns what the task gets (:class:`LaunchInfo`:
   environment variables and bind mounts), or None;
 - ``isolate(container_id, pid)``: just after the task started;
+- ``refresh(container_id, names)``: while it runs, deliver the current values of the
+  secrets named, where the isolator can (:class:`Refreshed` says what it did);
 - ``cleanup(container_id)``: after the task ended, *or* after a failed prepare, *or*
   for an orphan found after a crash; it must be idempotent and work from what is on
   disk alone.
@@ -43,6 +45,7 @@ __all__ = [
     "IsolatorChain",
     "LaunchInfo",
     "Mount",
+    "Refreshed",
     "TaskUser",
     "create_isolators",
     "isolators",
@@ -91,6 +94,15 @@ class ContainerConfig:
     cgroup_procs: tuple[str, ...] = ()
     #: runc's ``cgroupsPath`` for a task in an image, inside the container's cgroup.
     runc_cgroup: str | None = None
+    #: Reference names (``"*"``: all) whose resolution may fail at launch: the task then
+    #: starts without them (no variable, no file), and a later refresh may deliver them.
+    optional: frozenset[str] = frozenset()
+
+
+def is_optional(optional: Collection[str], secret: Secret) -> bool:
+    """Whether ``secret`` is one of ``optional`` (reference names, or ``"*"``)."""
+    reference = secret.reference
+    return "*" in optional or (reference is not None and reference.name in optional)
 
 
 @attrs.frozen
@@ -173,6 +185,20 @@ class LaunchInfo:
         )
 
 
+@attrs.frozen
+class Refreshed:
+    """What a refresh did for one container: ``updated`` (descriptions of what now has
+    the new value, e.g. "volume 'db/pw' (secret '/db')"), ``fixed`` (what holds one of
+    the secrets but cannot change while the task runs: environment variables, absolute
+    or RW volumes)."""
+
+    updated: tuple[str, ...] = ()
+    fixed: tuple[str, ...] = ()
+
+    def merge(self, other: Refreshed) -> Refreshed:
+        return Refreshed(self.updated + other.updated, self.fixed + other.fixed)
+
+
 class Isolator(abc.ABC):
     """Base class of every isolator. Subclasses take options as keyword arguments."""
 
@@ -191,20 +217,44 @@ class Isolator(abc.ABC):
 
     def resolve_each(
         self, config: ContainerConfig, wanted: Sequence[tuple[str, Secret]]
-    ) -> list[SecretBytes]:
+    ) -> list[SecretBytes | None]:
         """Resolve a container's secrets at once; a failure names what it was for.
 
         ``wanted`` pairs a description ("environment variable 'DB' (secret '/db')") with
-        each secret; the first failure is an :class:`IsolatorError` with that description.
+        each secret; the first failure is an :class:`IsolatorError` with that description,
+        but for a secret ``config.optional`` names: None takes its value's place.
         """
-        values = resolve_all(self.resolver, [secret for _, secret in wanted], config.context)
-        resolved = []
-        for (what, _), value in zip(wanted, values, strict=True):
+        return self.resolve_for(
+            config.container_id, config.context, wanted, optional=config.optional
+        )
+
+    def resolve_for(
+        self,
+        container_id: str,
+        context: ResolveContext | None,
+        wanted: Sequence[tuple[str, Secret]],
+        *,
+        optional: Collection[str] = frozenset(),
+    ) -> list[SecretBytes | None]:
+        """:meth:`resolve_each` for a container known by its id and context (a refresh)."""
+        values = resolve_all(self.resolver, [secret for _, secret in wanted], context)
+        resolved: list[SecretBytes | None] = []
+        for (what, secret), value in zip(wanted, values, strict=True):
             if isinstance(value, ResolverError):
+                if is_optional(optional, secret):
+                    # A ResolverError names what failed, never a value.
+                    log.warning(
+                        "container %s: %s is optional and left out: cannot resolve it: %s",
+                        container_id,
+                        what,
+                        value,
+                    )
+                    resolved.append(None)
+                    continue
                 raise IsolatorError(
                     f"cannot resolve {what}: {value}",
                     isolator=self.name,
-                    container_id=config.container_id,
+                    container_id=container_id,
                 ) from value
             resolved.append(value)
         return resolved
@@ -223,6 +273,11 @@ class Isolator(abc.ABC):
 
     def isolate(self, container_id: str, pid: int) -> None:  # noqa: B027 (optional hook)
         """Called once the task runs, with its pid."""
+
+    def refresh(self, container_id: str, names: Collection[str]) -> Refreshed | None:
+        """Deliver the current values of the secrets named (reference names) to the
+        running container, if this isolator can. Default: None (nothing of it here)."""
+        return None
 
     def cleanup(self, container_id: str) -> None:  # noqa: B027 (optional hook)
         """Remove everything prepare made. Idempotent."""
@@ -339,6 +394,39 @@ class IsolatorChain:
     def recover(self, alive: Collection[str]) -> None:
         for isolator in self.isolators:
             isolator.recover(alive)
+
+    def refresh(self, container_id: str, names: Collection[str]) -> Refreshed:
+        """Deliver the current values of the secrets named to a running container.
+
+        Every isolator is asked; what they did is merged. The first error is raised (an
+        :class:`IsolatorError`) once all were asked: one that cannot deliver does not
+        keep the others from it.
+        """
+        merged = Refreshed()
+        errors: list[MesosSecretsError | OSError] = []
+        for isolator in self.isolators:
+            try:
+                refreshed = isolator.refresh(container_id, names)
+            except (MesosSecretsError, OSError) as error:
+                log.error(
+                    "isolator '%s' failed to refresh container %s: %s",
+                    isolator.name,
+                    container_id,
+                    error,
+                )
+                errors.append(error)
+                continue
+            if refreshed is not None:
+                merged = merged.merge(refreshed)
+        if errors:
+            first = errors[0]
+            if isinstance(first, IsolatorError):
+                raise first
+            raise IsolatorError(
+                f"refresh of container {container_id} failed: {first}",
+                container_id=container_id,
+            ) from first
+        return merged
 
     def cleanup(self, container_id: str) -> None:
         """Clean up in reverse order; every isolator is tried, the first error is raised."""

@@ -641,8 +641,8 @@ def _launch_eight_and_inspect(tmp_path: Path, home: Path, shared: Path, values: 
             (pid,) = processes_holding(value)
             mountinfo = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
             points = [line.split()[4] for line in mountinfo]
-            own = str(runners[i].work.resolve() / "secrets" / "db")
-            assert own in points  # its own secret, bound where it belongs
+            own = str(runners[i].work.resolve() / ".mesos-secrets")
+            assert own in points  # its own secrets' tmpfs, bound where it belongs
             others = [str(r.work.resolve()) for j, r in enumerate(runners) if j != i]
             assert not [p for p in points if p.startswith(tuple(others))]
             assert not [p for p in points if p.startswith(f"{shared}/")]

@@ -138,6 +138,8 @@ CHECKS = "; ".join(
         f'test "$(sha256sum < /etc/db-password | cut -c1-64)" = {sha("db-password")}',
         f'test "$(sha256sum < secrets/db | cut -c1-64)" = {sha("db-password")}',
         'test "$(stat -c %a /etc/db-password)" = 400',
+        'test "$(readlink secrets/db)" = ../.mesos-secrets/..data/1',
+        'test "$(stat -L -c %a secrets/db)" = 400',
         "! (echo x > /etc/db-password) 2>/dev/null",
         'test "$(pwd)" = /mnt/mesos/sandbox',
         'test "$MESOS_SANDBOX" = /mnt/mesos/sandbox',
@@ -190,6 +192,42 @@ class TestRunInImage:
         spec = runner.app(cmd=CHECKS, volumes=VOLUMES) | {"env": {"DB": {"secret": "db"}}}
         result = runner.run(spec)
         assert result.returncode == 0, result.stderr.decode()
+        runner.assert_no_residue()
+
+    def test_rotation_in_the_image(self, runner: ImageRunner) -> None:
+        """In an image the relative volume's link resolves in the sandbox as on the host
+        (``/mnt/mesos/sandbox/.mesos-secrets``): a refresh reaches the running task; the
+        absolute one, bound into the image, keeps its value."""
+        from mesos_secrets.config import load_config
+        from mesos_secrets.isolator import Refreshed
+        from mesos_secrets.marathon import parse_app
+        from mesos_secrets.run import build_containerizer
+        from resolvers.local import LocalResolver
+
+        from .test_rotation_volumes import probe
+
+        first, second = canary(), canary()
+        runner.store.put("/app/db", {"password": first})
+        spec = runner.app(cmd="touch started; exec sleep 600", volumes=VOLUMES)
+        task = parse_app({"id": "/test/app", **spec} | {"user": "nobody"}).to_task_info()
+        sandbox = runner.work
+        sandbox.mkdir()
+        with LocalResolver(home=runner.home) as resolver:
+            containerizer = build_containerizer(
+                load_config(runner.config), resolver, runner.runtime
+            )
+            with containerizer.launch(task, sandbox) as container:
+                wait_for(sandbox / "started")
+                assert probe(container, sandbox, "cat secrets/db /etc/db-password") == first * 2
+                runner.store.put("/app/db", {"password": second})
+                assert containerizer.isolators.refresh(container.id, ["/app/db"]) == Refreshed(
+                    updated=("volume 'secrets/db' (secret '/app/db@password')",),
+                    fixed=("volume '/etc/db-password' (secret '/app/db@password')",),
+                )
+                assert probe(container, sandbox, "cat secrets/db /etc/db-password") == (
+                    second + first
+                )
+                assert probe(container, sandbox, "stat -L -c '%a %u' secrets/db") == "400 65534\n"
         runner.assert_no_residue()
 
     def test_second_launch_pulls_nothing(self, runner: ImageRunner) -> None:

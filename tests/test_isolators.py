@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,7 @@ from mesos_secrets.isolator import (
     IsolatorChain,
     LaunchInfo,
     Mount,
+    Refreshed,
     TaskUser,
     create_isolators,
     parse_isolation,
@@ -75,6 +78,7 @@ def config_for(
     kind: ContainerType = ContainerType.MESOS,
     user: TaskUser | None = None,
     container_id: str = "c1",
+    optional: frozenset[str] = frozenset(),
 ) -> ContainerConfig:
     return ContainerConfig(
         container_id=container_id,
@@ -83,14 +87,29 @@ def config_for(
         command=CommandInfo(value="true", environment=Environment(variables=env)),
         container=ContainerInfo(type=kind, volumes=volumes) if volumes else None,
         context=ResolveContext(task_id="t"),
+        optional=optional,
     )
 
 
-def read_on(tmpfs: Filesystem, mount: Mount) -> bytes:
-    """A secret file, read from the detached tmpfs through its fd."""
-    fd = os.open(Path(mount.source).name, os.O_RDONLY, dir_fd=tmpfs.fd)
+def read_on(tmpfs: Filesystem, name: str) -> bytes:
+    """A file of the detached tmpfs (``..data/0``, ``..1/2``), read through its fd."""
+    fd = os.open(name, os.O_RDONLY, dir_fd=tmpfs.fd)
     with os.fdopen(fd, "rb") as source:
         return source.read()
+
+
+def names_on(tmpfs: int, directory: str = ".") -> list[str]:
+    """What a directory of the tmpfs holds (its fd is an O_PATH one: opened anew)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=tmpfs)
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def on_tmpfs(mount: Mount, tmpfs: Filesystem) -> str:
+    """The name on the tmpfs of a single file bound from it (``..1/0``)."""
+    return str(Path(mount.source).relative_to(tmpfs.at))
 
 
 def env_secret(name: str, ref: str, key: str | None = None) -> Variable:
@@ -158,6 +177,44 @@ class TestEnvironmentSecret:
         ):
             EnvironmentSecretIsolator(resolver, runtime_dir).prepare(config_for(sandbox, env=env))
 
+    def test_optional_secret_left_unset(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """An optional secret that cannot be resolved leaves its variable unset; one
+        that is not optional still fails the prepare."""
+        env = (env_secret("OK", "/db", "user"), env_secret("LATER", "/nope"))
+        iso = EnvironmentSecretIsolator(resolver, runtime_dir)
+        for optional in ({"/nope"}, {"*"}):
+            info = iso.prepare(config_for(sandbox, env=env, optional=frozenset(optional)))
+            assert info is not None
+            assert list(info.environment) == ["OK"]
+        with pytest.raises(IsolatorError, match=r"'LATER' \(secret '/nope'\).*not found"):
+            iso.prepare(config_for(sandbox, env=env, optional=frozenset({"/db"})))
+
+    def test_refresh_reports_the_variables_as_fixed(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """A running process's environment cannot change: the variables holding a secret
+        named are fixed; a container it knows nothing of, or forgot, is None."""
+        resolver.store.put("/other", {"v": "x"})
+        iso = EnvironmentSecretIsolator(resolver, runtime_dir)
+        env = (
+            env_secret("U", "/db", "user"),
+            env_secret("P", "/db", "password"),
+            env_secret("O", "/other"),
+        )
+        assert iso.prepare(config_for(sandbox, env=env)) is not None
+        assert iso.refresh("c1", ["/db"]) == Refreshed(
+            fixed=(
+                "environment variable 'U' (secret '/db@user')",
+                "environment variable 'P' (secret '/db@password')",
+            )
+        )
+        assert iso.refresh("c1", ["/nope"]) is None
+        assert iso.refresh("c2", ["/db"]) is None
+        iso.cleanup("c1")
+        assert iso.refresh("c1", ["/db"]) is None
+
     def test_null_bytes_in_resolved_value(
         self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
     ) -> None:
@@ -182,7 +239,9 @@ class TestVolumeSecret:
         return info
 
     def test_tmpfs_file(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
-        """A secret file on a bounded nosuid/nodev/noexec tmpfs of its own, 0400, task-owned."""
+        """A secret file on a bounded nosuid/nodev/noexec tmpfs of its own, 0400, task-owned,
+        in generation ``..1`` behind ``..data``; the whole tmpfs is bound read-only at
+        ``.mesos-secrets`` and the container path is a relative link into it."""
         nobody = resolve_user("nobody")
         iso = VolumeSecretIsolator(resolver, runtime_dir)
         info = iso.prepare(
@@ -191,48 +250,56 @@ class TestVolumeSecret:
         assert info is not None
         (mount,) = info.mounts
         (tmpfs,) = info.filesystems
-        assert mount.source.parent == tmpfs.at  # the file, where the tmpfs will be attached
-        assert read_on(tmpfs, mount) == b"password"
+        assert mount.source == tmpfs.at  # the whole tmpfs, where it will be attached
         assert mount.read_only
-        assert mount.target == sandbox / "some" / "my_secret"
-        assert mount.target.read_bytes() == b""  # the placeholder on the host side
+        assert mount.target == sandbox / ".mesos-secrets"
         assert mount.base == sandbox
-        assert mount.inode == identity(mount.target.stat())
-        source = os.stat(Path(mount.source).name, dir_fd=tmpfs.fd)
+        assert mount.inode == identity(mount.target.lstat())
+        assert list(mount.target.iterdir()) == []  # the mount point on the host side
+        link = sandbox / "some" / "my_secret"
+        assert os.readlink(link) == "../.mesos-secrets/..data/0"
+        assert os.readlink("..data", dir_fd=tmpfs.fd) == "..1"
+        assert names_on(tmpfs.fd) == ["..1", "..data"]
+        assert read_on(tmpfs, "..data/0") == b"password"
+        source = os.stat("..1/0", dir_fd=tmpfs.fd)
         assert stat.S_IMODE(source.st_mode) == 0o400
         assert (source.st_uid, source.st_gid) == (nobody.uid, nobody.gid)
-        root = os.fstat(tmpfs.fd)
-        assert stat.S_IMODE(root.st_mode) == 0o700
-        assert root.st_uid == nobody.uid
+        for directory in (os.fstat(tmpfs.fd), os.stat("..1", dir_fd=tmpfs.fd)):
+            assert stat.S_IMODE(directory.st_mode) == 0o755
+            assert (directory.st_uid, directory.st_gid) == (0, 0)
         fs = os.fstatvfs(tmpfs.fd)
         assert fs.f_flag & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC) == (
             os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC
         )
-        assert fs.f_blocks * fs.f_frsize == 1 << 20
+        assert fs.f_blocks * fs.f_frsize == 2 << 20  # twice the cap: room for a new generation
         assert (sandbox / "some").stat().st_uid == nobody.uid
+        assert link.lstat().st_uid == nobody.uid
         iso.cleanup("c1")
-        assert not (sandbox / "some").exists()
+        assert list(sandbox.iterdir()) == []
         assert not (runtime_dir / "containers" / "c1" / "volume_secret").exists()
         iso.cleanup("c1")  # idempotent
 
     def test_never_mounted_on_the_host(
         self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
     ) -> None:
-        """The tmpfs is detached: in no mount table; our fd goes once the task runs."""
+        """The tmpfs is detached: in no mount table; our fd stays (for refreshes) until
+        cleanup, not a moment longer."""
         iso = VolumeSecretIsolator(resolver, runtime_dir)
         info = iso.prepare(config_for(sandbox, volumes=(file_secret("a"),)))
         assert info is not None
         fd = info.filesystems[0].fd
         assert os.fstat(fd)  # alive, and mounted nowhere
         assert not mounts_under(runtime_dir)
+        assert not mounts_under(sandbox)
         # No mount of ours: its source field is exactly SOURCE (the node agent's kept
         # cache, "mesos-secrets-agent", is another thing that may be mounted here).
         sources = [line.split(" - ")[1].split()[1] for line in _mountinfo()]
         assert SOURCE not in sources
         iso.isolate("c1", os.getpid())
+        assert os.fstat(fd)  # the task runs: kept
+        iso.cleanup("c1")
         with pytest.raises(OSError, match="Bad file descriptor"):
             os.fstat(fd)
-        iso.cleanup("c1")
 
     def test_rw_volume_is_writable_by_owner(
         self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
@@ -241,10 +308,16 @@ class TestVolumeSecret:
         iso = VolumeSecretIsolator(resolver, runtime_dir)
         info = iso.prepare(config_for(sandbox, volumes=(volume,)))
         assert info is not None
-        name = Path(info.mounts[0].source).name
+        (mount,) = info.mounts  # a single file, bound as before: not rotatable
+        name = on_tmpfs(mount, info.filesystems[0])
+        assert name == "..1/0"
         assert stat.S_IMODE(os.stat(name, dir_fd=info.filesystems[0].fd).st_mode) == 0o600
-        assert not info.mounts[0].read_only
+        assert not mount.read_only
+        assert mount.target == sandbox / "rw"
+        assert (sandbox / "rw").read_bytes() == b""  # its placeholder
+        assert not (sandbox / ".mesos-secrets").exists()  # no rotatable volume, no bind
         iso.cleanup("c1")
+        assert list(sandbox.iterdir()) == []
 
     def test_size_cap(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
         """A secret over the cap is an error before anything is created."""
@@ -267,7 +340,7 @@ class TestVolumeSecret:
         iso = VolumeSecretIsolator(resolver, runtime_dir, size="4MiB")
         info = iso.prepare(config_for(sandbox, volumes=(file_secret("big", "/big", None),)))
         assert info is not None
-        assert len(read_on(info.filesystems[0], info.mounts[0])) == 2 << 20
+        assert len(read_on(info.filesystems[0], "..data/0")) == 2 << 20
         iso.cleanup("c1")
 
     def test_total_size_cap(
@@ -320,9 +393,108 @@ class TestVolumeSecret:
             resolver, runtime_dir, config_for(sandbox, volumes=(file_secret(str(host)),))
         )
         assert info.mounts[0].target == host
+        assert on_tmpfs(info.mounts[0], info.filesystems[0]) == "..1/0"  # never via ..data
         assert host.read_text() == "original"
         VolumeSecretIsolator(resolver, runtime_dir).cleanup("c1")
         assert host.read_text() == "original"
+
+    def test_each_kind_of_volume(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path, tmp_path: Path
+    ) -> None:
+        """Only a read-only volume in the sandbox is a link into the tmpfs; an RW one and
+        an absolute one are single files bound from ``..1``, never through ``..data``."""
+        host = tmp_path / "host-file"
+        host.write_text("original")
+        volumes = (
+            file_secret("ro"),
+            Volume.for_secret("rw", Secret.for_reference("/db", "user"), VolumeMode.RW),
+            file_secret(str(host)),
+        )
+        iso = VolumeSecretIsolator(resolver, runtime_dir)
+        info = iso.prepare(config_for(sandbox, volumes=volumes))
+        assert info is not None
+        (tmpfs,) = info.filesystems
+        tree, rw, absolute = info.mounts
+        assert (tree.source, tree.target) == (tmpfs.at, sandbox / ".mesos-secrets")
+        assert (on_tmpfs(rw, tmpfs), rw.target, rw.read_only) == ("..1/1", sandbox / "rw", False)
+        assert (on_tmpfs(absolute, tmpfs), absolute.target) == ("..1/2", host)
+        assert os.readlink(sandbox / "ro") == ".mesos-secrets/..data/0"
+        assert names_on(tmpfs.fd, "..1") == ["0", "1", "2"]
+        assert read_on(tmpfs, "..1/1") == b"app"
+        iso.cleanup("c1")
+        assert list(sandbox.iterdir()) == []
+        assert host.read_text() == "original"
+
+    @pytest.mark.parametrize("path", [".mesos-secrets", ".mesos-secrets/x", "./.mesos-secrets/a/b"])
+    def test_path_in_the_tmpfs_directory(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path, path: str
+    ) -> None:
+        with pytest.raises(
+            IsolatorError, match=rf"^container path '{re.escape(path)}' is in '\.mesos-secrets'"
+        ):
+            self.prepare(resolver, runtime_dir, config_for(sandbox, volumes=(file_secret(path),)))
+        assert list(sandbox.iterdir()) == []
+
+    def test_existing_file_at_a_rotatable_path(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        """A link cannot be made over what is there (it is never replaced, nor written)."""
+        (sandbox / "pw").write_text("the task's own")
+        with pytest.raises(
+            IsolatorError, match=r"container path 'pw' is taken at '.*/pw' \(a file\)"
+        ):
+            self.prepare(resolver, runtime_dir, config_for(sandbox, volumes=(file_secret("pw"),)))
+        assert (sandbox / "pw").read_text() == "the task's own"
+        assert [p.name for p in sandbox.iterdir()] == ["pw"]
+        assert not (runtime_dir / "containers" / "c1" / "volume_secret").exists()
+
+    def test_same_path_twice(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
+    ) -> None:
+        volumes = (file_secret("a/pw"), file_secret("./a/pw", "/db", "user"))
+        with pytest.raises(IsolatorError, match="'./a/pw' is given to more than one"):
+            self.prepare(resolver, runtime_dir, config_for(sandbox, volumes=volumes))
+        assert list(sandbox.iterdir()) == []
+
+    def test_optional_missing_secret(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path, tmp_path: Path
+    ) -> None:
+        """An optional secret that cannot be resolved: no file, nothing bound; a rotatable
+        volume's link is made all the same (dangling until a refresh delivers)."""
+        host = tmp_path / "host-file"
+        host.write_text("original")
+        volumes = (file_secret("later", "/nope", None), file_secret(str(host), "/nope", None))
+        iso = VolumeSecretIsolator(resolver, runtime_dir)
+        info = iso.prepare(config_for(sandbox, volumes=volumes, optional=frozenset({"/nope"})))
+        assert info is not None
+        (tree,) = info.mounts  # no bind over the host file
+        assert tree.target == sandbox / ".mesos-secrets"
+        assert names_on(info.filesystems[0].fd, "..1") == []
+        assert os.readlink(sandbox / "later") == ".mesos-secrets/..data/0"
+        resolver.store.put("/nope", {"v": "now"})
+        assert iso.refresh("c1", ["/nope"]) == Refreshed(
+            updated=("volume 'later' (secret '/nope')",),
+            fixed=(f"volume '{host}' (secret '/nope')",),
+        )
+        assert read_on(info.filesystems[0], "..data/0") == b"now"
+        iso.cleanup("c1")
+        assert list(sandbox.iterdir()) == []
+
+    def test_link_cleanup_is_by_inode_and_target(
+        self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path, tmp_path: Path
+    ) -> None:
+        """Links the task replaced (another link, a file) stay; ours go."""
+        volumes = (file_secret("a"), file_secret("b"), file_secret("c"))
+        iso = VolumeSecretIsolator(resolver, runtime_dir)
+        iso.prepare(config_for(sandbox, volumes=volumes))
+        (sandbox / "a").unlink()
+        (sandbox / "a").symlink_to("/etc/passwd")
+        (sandbox / "b").unlink()
+        (sandbox / "b").write_text("mine")
+        iso.cleanup("c1")
+        assert os.readlink(sandbox / "a") == "/etc/passwd"
+        assert (sandbox / "b").read_text() == "mine"
+        assert sorted(p.name for p in sandbox.iterdir()) == ["a", "b"]
 
     def test_missing_secret_leaves_nothing(
         self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path
@@ -432,6 +604,47 @@ class TestChain:
         assert not volume.container_dir("c1").exists()
         assert not (sandbox / "my_secret").exists()
 
+    def test_refreshed_merge(self) -> None:
+        one = Refreshed(updated=("a",), fixed=("x",))
+        assert one.merge(Refreshed(updated=("b",))) == Refreshed(("a", "b"), ("x",))
+        assert Refreshed().merge(Refreshed()) == Refreshed()
+
+    def test_refresh_merges_and_raises_the_first_error(
+        self, resolver: LocalResolver, runtime_dir: Path
+    ) -> None:
+        """Every isolator is asked, even after one fails; what they did is merged; an
+        error is an IsolatorError (an OSError too)."""
+        asked: list[str] = []
+
+        class Reporting(Isolator):
+            name = "reporting"
+
+            def prepare(self, config: ContainerConfig) -> LaunchInfo | None:
+                return None
+
+            def refresh(self, container_id: str, names: Collection[str]) -> Refreshed | None:
+                asked.append(self.name)
+                return Refreshed(updated=tuple(f"{self.name} {n}" for n in names))
+
+        class Broken(Reporting):
+            name = "broken"
+
+            def refresh(self, container_id: str, names: Collection[str]) -> Refreshed | None:
+                asked.append(self.name)
+                raise OSError(errno.EIO, "Input/output error")
+
+        quiet = Failing(resolver, runtime_dir)
+        ok = Reporting(resolver, runtime_dir)
+        assert quiet.refresh("c1", ["/db"]) is None  # the default: nothing of it here
+        chain = IsolatorChain([quiet, ok, ok])
+        assert chain.refresh("c1", ["/db"]) == Refreshed(updated=("reporting /db",) * 2)
+        asked.clear()
+        chain = IsolatorChain([Broken(resolver, runtime_dir), ok])
+        with pytest.raises(IsolatorError, match="refresh of container c1 failed: .*Input/output"):
+            chain.refresh("c1", ["/db"])
+        assert asked == ["broken", "reporting"]
+        assert IsolatorChain([]).refresh("c1", ["/db"]) == Refreshed()
+
     @requires_root
     def test_merge(self, resolver: LocalResolver, sandbox: Path, runtime_dir: Path) -> None:
         chain = create_isolators(None, resolver, runtime_dir)
@@ -478,7 +691,8 @@ def test_recover_after_crash(resolver: LocalResolver, sandbox: Path, runtime_dir
     )
     assert not mounts_under(runtime_dir)
     assert (runtime_dir / "containers" / "orphan").exists()
-    assert (sandbox / "s").exists()
+    assert os.readlink(sandbox / "s") == ".mesos-secrets/..data/0"
+    assert (sandbox / ".mesos-secrets").is_dir()
     containerizer = Containerizer(
         create_isolators(None, resolver, runtime_dir), PosixLauncher(), runtime_dir
     )
@@ -486,7 +700,7 @@ def test_recover_after_crash(resolver: LocalResolver, sandbox: Path, runtime_dir
     assert containerizer.cgroups.exists("orphan")
     assert containerizer.recover() == ["orphan"]
     assert list((runtime_dir / "containers").iterdir()) == []
-    assert not (sandbox / "s").exists()
+    assert list(sandbox.iterdir()) == []
     assert not containerizer.cgroups.exists("orphan")
 
 
@@ -538,7 +752,7 @@ def test_noswap_fallback(
             )
         )
         assert info is not None
-        assert read_on(info.filesystems[0], info.mounts[0]) == b"password"
+        assert read_on(info.filesystems[0], "..data/0") == b"password"
         iso.cleanup(container_id)
     assert [("noswap" in o) for o in options_seen] == [True, False, False]
     assert caplog.text.count("no 'noswap' option") == 1

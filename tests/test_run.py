@@ -99,9 +99,10 @@ def checking_app(env_value: str, file_value: str, *, user: str | None = None) ->
             "set -e",
             f'test "$(printf %s "$DB_PASSWORD" | sha256sum | cut -c1-64)" = {sha(env_value)}',
             f'test "$(sha256sum < secrets/db | cut -c1-64)" = {sha(file_value)}',
-            'test "$(stat -c %a secrets/db)" = 400',
-            f'test "$(stat -c %U secrets/db)" = {owner}',
-            'test "$(stat -f -c %T secrets/db)" = tmpfs',
+            'test "$(stat -L -c %a secrets/db)" = 400',
+            f'test "$(stat -L -c %U secrets/db)" = {owner}',
+            'test "$(stat -L -f -c %T secrets/db)" = tmpfs',
+            'test "$(readlink secrets/db)" = ../.mesos-secrets/..data/0',
             "! (echo x > secrets/db) 2>/dev/null",
             "echo all-checks-passed",
         ]

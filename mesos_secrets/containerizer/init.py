@@ -330,6 +330,13 @@ def make_mounts(plan: dict[str, Any]) -> None:
         linux.make_mounts_private()
     except OSError as error:
         raise SetupError(f"cannot make the mounts private: {error.strerror}") from None
+    sandbox: str = plan.get("sandbox") or ""
+    sealed = bool(plan.get("read_only_host")) and bool(sandbox)
+    if sealed:
+        _seal_host(sandbox)
+    # After the seal, which makes every mount read-only: a detached filesystem's mount is
+    # its owner's too (the secret volumes' isolator writes new values through it while
+    # the task runs), and must stay as it was made.
     for fd, target in plan.get("filesystems", ()):
         try:
             linux.attach_mount(fd, target)
@@ -337,10 +344,6 @@ def make_mounts(plan: dict[str, Any]) -> None:
             raise SetupError(
                 f"cannot attach a filesystem at '{target}': {error.strerror}"
             ) from None
-    sandbox: str = plan.get("sandbox") or ""
-    sealed = bool(plan.get("read_only_host")) and bool(sandbox)
-    if sealed:
-        _seal_host(sandbox)
     for mount in plan.get("mounts", ()):
         _mount(mount)
     for point in plan.get("detach", ()):

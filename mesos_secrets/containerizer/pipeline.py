@@ -23,7 +23,7 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, Protocol, Self
@@ -246,8 +246,12 @@ class Containerizer:
         stdout: IO[Any] | int | None = None,
         stderr: IO[Any] | int | None = None,
         cancelled: Callable[[], bool] | None = None,
+        optional: Collection[str] = (),
     ) -> Container:
         """Run ``task`` in ``sandbox``; on any failure nothing is left behind.
+
+        ``optional``: reference names (``"*"``: all) of secrets the task may start
+        without, should they not resolve (:attr:`ContainerConfig.optional`).
 
         ``cancelled`` is asked while the task's URIs are fetched and just before its
         process would start, once its secrets are resolved: if it answers true (the task
@@ -270,6 +274,7 @@ class Containerizer:
                 container=task.container,
                 task_id=task.task_id,
                 context=context,
+                optional=frozenset(optional),
             )
             if self.cgroups is not None:
                 config = attrs.evolve(

@@ -13,9 +13,11 @@ reaches a disk, and is gone while the task runs.
 
 In the container: the image's root filesystem (an overlay; see ``images``), the
 sandbox at ``/mnt/mesos/sandbox`` as in Mesos (``MESOS_SANDBOX``, and the working
-directory unless the image names its own WorkingDir), and each secret file bound
-read-only at its path — an absolute ``container_path`` inside the image, a relative one
-inside the sandbox. What runs is the task's command merged with the image's Entrypoint
+directory unless the image names its own WorkingDir), the secret volumes' tmpfs bound
+read-only at ``/mnt/mesos/sandbox/.mesos-secrets`` (a relative ``container_path`` is a
+relative link into it, made in the sandbox: it resolves there as on the host), and each
+other secret file bound at its path — an absolute ``container_path`` inside the image,
+an RW one inside the sandbox. What runs is the task's command merged with the image's Entrypoint
 and Cmd, with the image's Env under the task's environment (``image_config``).
 """
 
