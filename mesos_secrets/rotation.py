@@ -155,6 +155,13 @@ class RotationPolicy:
         return self != RotationPolicy()
 
 
+def optional_of(task: TaskInfo) -> frozenset[str]:
+    """The reference names (``"*"``: all) a task's ``mesos-secrets/optional`` label
+    names, as references spell them (with and without the leading ``/``)."""
+    names = RotationPolicy.of_task(task).optional
+    return frozenset(names | {n.lstrip("/") for n in names if n != "*"})
+
+
 def task_labels(task: TaskInfo) -> dict[str, str]:
     raw = task.extra.get("labels")
     items = raw.get("labels") if isinstance(raw, Mapping) else None

@@ -281,6 +281,38 @@ def test_an_agent_refresh_is_a_push_without_an_interval(
     assert run.file("hups") == ""  # noop: no signal
 
 
+def test_an_optional_secret_missing_at_launch_arrives_later(
+    bao: Bao, node: NodeAgent, runs: Callable[[str, dict[str, Any]], Run]
+) -> None:
+    bao.client().secrets.kv.v2.delete_metadata_and_all_versions(path="rotation/later")
+    run = runs(
+        "later",
+        _app(
+            "later",
+            "/rotation/later",
+            {"mesos-secrets/refresh-interval": "1", "mesos-secrets/optional": "/rotation/later"},
+        ),
+    )
+    _wait((run.sandbox / "hups").exists, what="the task to start without it")
+    assert not (run.sandbox / "seen").exists()
+    (held,) = _status(node)["containers"][0]["secrets"]
+    assert held["missing"] is True
+    value = canary()
+    put(bao, "rotation/later", {"password": value})
+    _wait(lambda: run.file("seen") == value, timeout=10, what="the secret once it exists")
+    assert run.process.poll() is None
+
+
+def test_a_missing_secret_that_is_not_optional_fails_the_launch(
+    bao: Bao, node: NodeAgent, runs: Callable[[str, dict[str, Any]], Run]
+) -> None:
+    bao.client().secrets.kv.v2.delete_metadata_and_all_versions(path="rotation/never")
+    run = runs("never", _app("never", "/rotation/never", {"mesos-secrets/optional": "/other"}))
+    assert run.process.wait(timeout=30) != 0
+    assert "volume 'secret/pw' (secret '/rotation/never@password')" in run.stop()
+    assert _status(node)["containers"] == []  # nothing held for a task that never ran
+
+
 #: A task that records each start, and is healthy once ``ready`` exists, 1 s after it
 #: starts, if its secret says "good".
 RESTARTED = (

@@ -370,11 +370,10 @@ class Agent:
                 reads = {a.read for a in answers if isinstance(a, Answer)}
                 if len(reads) <= 1:
                     break
-            answered = [
-                (r, a) for r, a in zip(group, answers, strict=True) if isinstance(a, Answer)
-            ]
-            if answered:
-                self._hold(holder, caller, context, answered, refresh)
+            # A secret the store could not give is held too, with no value: a task that
+            # may start without it (optional) is told once the store has it.
+            answered = list(zip(group, answers, strict=True))
+            self._hold(holder, caller, context, answered, refresh)
             return answers
         finally:
             self._names.release(name, held)
@@ -473,7 +472,7 @@ class Agent:
         key: _HolderKey,
         caller: Caller,
         context: ResolveContext,
-        answered: list[tuple[Reference, Answer]],
+        answered: list[tuple[Reference, Answer | ResolverError]],
         refresh: float | None = None,
     ) -> None:
         now = time.time()
@@ -486,9 +485,13 @@ class Agent:
             if refresh is not None:
                 holder.refresh = refresh
             for reference, answer in answered:
-                holder.secrets[(reference.name, reference.key)] = _Holding(
-                    answer.version, now - answer.age, answer.stale, answer.digest
-                )
+                where = (reference.name, reference.key)
+                if isinstance(answer, Answer):
+                    holder.secrets[where] = _Holding(
+                        answer.version, now - answer.age, answer.stale, answer.digest
+                    )
+                elif where not in holder.secrets:  # it keeps what it had, if anything
+                    holder.secrets[where] = _Holding(None, now, 0.0)
 
     def release(self, caller: Caller, claimed: Mapping[str, str], client: str = "") -> int:
         """End the client's holdings: of the task the context names, else all of them.
@@ -894,6 +897,8 @@ class Agent:
         """What the inventory says of a holding's freshness: a newer value it was told of
         and has not taken (``outdated``), and since when its secret cannot be refreshed."""
         out: dict[str, Any] = {}
+        if not holding.digest:
+            out["missing"] = True  # the store did not give it (an optional secret)
         if holding.told:
             out["outdated"] = True
         failing = self._failing.get(name)

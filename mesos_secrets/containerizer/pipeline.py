@@ -36,6 +36,7 @@ from ..image_config import ImageConfig
 from ..isolator import ContainerConfig, IsolatorChain, LaunchInfo, Mount, TaskUser
 from ..mesos import CommandURI, TaskInfo
 from ..resolver import ResolveContext
+from ..rotation import optional_of
 from . import cgroups as cgroups_module
 from .launcher import Launcher, Process, Termination, resolve_user
 from .runtime import Claim, RuntimeDir, default_runtime_dir, process_start_time
@@ -246,12 +247,13 @@ class Containerizer:
         stdout: IO[Any] | int | None = None,
         stderr: IO[Any] | int | None = None,
         cancelled: Callable[[], bool] | None = None,
-        optional: Collection[str] = (),
+        optional: Collection[str] | None = None,
     ) -> Container:
         """Run ``task`` in ``sandbox``; on any failure nothing is left behind.
 
         ``optional``: reference names (``"*"``: all) of secrets the task may start
-        without, should they not resolve (:attr:`ContainerConfig.optional`).
+        without, should they not resolve (:attr:`ContainerConfig.optional`); by default
+        those its ``mesos-secrets/optional`` label names (:mod:`..rotation`).
 
         ``cancelled`` is asked while the task's URIs are fetched and just before its
         process would start, once its secrets are resolved: if it answers true (the task
@@ -274,7 +276,7 @@ class Containerizer:
                 container=task.container,
                 task_id=task.task_id,
                 context=context,
-                optional=frozenset(optional),
+                optional=frozenset(optional if optional is not None else optional_of(task)),
             )
             if self.cgroups is not None:
                 config = attrs.evolve(
