@@ -485,3 +485,41 @@ def test_the_executor_restarts_a_task_for_a_new_version(
     agent.wait_for("t1", "TASK_KILLED")
     agent.shutdown()
     assert process.wait(timeout=20) == 0, setup.log()
+
+
+def test_a_kv_ttl_is_a_refresh_interval_of_its_own(
+    tmp_path: Path, bao: Bao, runs: Callable[[str, dict[str, Any]], Run]
+) -> None:
+    """A KV version 1 secret with a ``ttl`` is read again before it runs out (two thirds
+    into it), though no task asked for an interval."""
+    client = bao.client()
+    if "rotation-kv1/" not in client.sys.list_mounted_secrets_engines()["data"]:
+        client.sys.enable_secrets_engine("kv", path="rotation-kv1", options={"version": "1"})
+    first, second = canary(), canary()
+    kv1 = client.secrets.kv.v1
+    kv1.create_or_update_secret("app", {"password": first, "ttl": "3s"}, mount_point="rotation-kv1")
+    agent = NodeAgent(
+        tmp_path / "kv1-agent",
+        resolver="vault",
+        agent="cache_ttl = 300\n",
+        extra=(
+            f'[resolvers.vault]\naddress = "{bao.address}"\ntoken = "{bao.root_token}"\n'
+            'mount = "rotation-kv1"\nkv_version = 1\n'
+        ),
+    )
+    try:
+        run = Run(tmp_path, agent, "kv1", _app("kv1", "/app", {}))
+        try:
+            _wait(lambda: run.file("seen") == first, what="the first value")
+            kv1.create_or_update_secret(
+                "app", {"password": second, "ttl": "3s"}, mount_point="rotation-kv1"
+            )
+            _wait(lambda: run.file("seen") == second, timeout=8, what="the value after its ttl")
+            refreshes = [r for r in agent.records() if r["event"] == "refresh"]
+            assert refreshes
+            assert {r["by"] for r in refreshes} == {"lease"}
+        finally:
+            print(run.stop())
+    finally:
+        assert agent.stop() == 0
+        agent.cleanup()

@@ -222,6 +222,8 @@ class NodeCache:
             lease=lease,
             dynamic=bool(notes.get("dynamic")),
         )
+        if key not in values and force and values:  # a refresh: the read, not a key, is what counts
+            key = next(iter(values))
         if key not in values:  # not a key of the secret: the resolver's own words
             assert fields is not None
             try:
