@@ -239,11 +239,34 @@ def cmd_agent_status(args: argparse.Namespace) -> int:
             f"{' ' + ids if ids else ''} since {holder.get('since')}"
         )
         for secret in holder.get("secrets", []):
-            key = f"@{secret['key']}" if secret.get("key") else ""
-            version = f" version {secret['version']}" if secret.get("version") else ""
-            stale = f", {secret['stale']}s stale" if secret.get("stale") else ""
-            print(f"  {secret['name']}{key}{version}, {secret['age']}s old{stale}")
+            print(f"  {_holding_line(secret)}")
+    for rollout in status.get("rollouts", []):
+        stopped = f": stopped, {rollout['stopped']}" if rollout.get("stopped") else ""
+        print(
+            f"rollout of app {rollout['app']} for {rollout['change']}: "
+            f"{len(rollout['healthy'])} restarted and healthy, "
+            f"{len(rollout['restarting'])} restarting{stopped}"
+        )
     return 0
+
+
+def _holding_line(secret: dict[str, Any]) -> str:
+    """One secret a caller holds, as ``agent status`` shows it."""
+    key = f"@{secret['key']}" if secret.get("key") else ""
+    if secret.get("missing"):
+        return f"{secret['name']}{key}: not in the store (optional), waited for"
+    version = f" version {secret['version']}" if secret.get("version") else ""
+    line = f"{secret['name']}{key}{version}, {secret['age']}s old"
+    if secret.get("stale"):
+        line += f", {secret['stale']}s stale"
+    if secret.get("outdated"):
+        line += ", a newer version is in the store"
+    if secret.get("refresh_failing_since"):
+        line += (
+            f", cannot be refreshed since {secret['refresh_failing_since']} "
+            f"({secret.get('refresh_error', '')})"
+        )
+    return line
 
 
 def cmd_agent_refresh(args: argparse.Namespace) -> int:

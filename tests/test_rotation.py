@@ -252,6 +252,18 @@ def test_an_outage_keeps_the_last_good_value_and_says_since_when(
         assert held["refresh_failing_since"]
         assert "refresh_error" in held
         assert held["age"] > 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESOS_SECRETS_")}
+        env.update(PYTHONPATH=str(ROOT), MESOS_SECRETS_AGENT_SOCKET=str(node.socket))
+        shown = subprocess.run(
+            [str(MESOS_SECRETS), "agent", "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        assert "/rotation/outage@password version " in shown
+        assert ", cannot be refreshed since " in shown
     finally:
         bao.unseal()
     second = canary()
