@@ -62,7 +62,7 @@ from typing import ClassVar
 import attrs
 
 from mesos_secrets import linux, nofollow
-from mesos_secrets.errors import ConfigError, IsolatorError
+from mesos_secrets.errors import ConfigError, IsolatorError, printable
 from mesos_secrets.isolator import (
     SECRET_VOLUMES,
     ContainerConfig,
@@ -774,6 +774,20 @@ class VolumeSecretIsolator(Isolator):
 
     # --- cleanup ------------------------------------------------------------------------
 
+    def verify(self, container_id: str) -> None:
+        """After the fetch: what prepare made in the sandbox is still there as it made
+        it. A fetched file, or an archive's member, at a secret volume's path would
+        otherwise take the secret's place in silence (the fetcher replaces links)."""
+        for entry in _read_journal(self.container_dir(container_id) / "created.json"):
+            if not _still_ours(entry):
+                raise IsolatorError(
+                    f"'{printable(str(entry.get('path')))}' in the sandbox was replaced after "
+                    "the secret volumes were prepared (by a fetched URI or one of its "
+                    "archive's members?): a secret volume's path is never overwritten",
+                    isolator=self.name,
+                    container_id=container_id,
+                )
+
     def cleanup(self, container_id: str) -> None:
         with self._lock:
             state = self._containers.pop(container_id, None)
@@ -844,6 +858,35 @@ def _read_journal(journal: Path) -> list[dict[str, object]]:
         if isinstance(entry, dict):
             entries.append(entry)
     return entries
+
+
+def _still_ours(entry: dict[str, object]) -> bool:
+    """Whether an entry prepare made is still there, as it made it (the same inode; a
+    link: pointing where it was made to point). Looked at without following links."""
+    base, base_inode = entry.get("base"), entry.get("base_inode")
+    path, inode, link = entry.get("path"), entry.get("inode"), entry.get("link")
+    if not (isinstance(base, str) and isinstance(path, str)):
+        return False
+    parent, _, name = path.rpartition("/")
+    try:
+        root = nofollow.open_directory(base)
+        try:
+            if list(nofollow.identity(os.fstat(root))) != base_inode:
+                return False
+            directory = nofollow.open_directory(parent, dir_fd=root) if parent else os.dup(root)
+            try:
+                info = nofollow.stat_at(directory, name)
+                if info is None or list(nofollow.identity(info)) != inode:
+                    return False
+                if link is None:
+                    return True
+                return stat.S_ISLNK(info.st_mode) and os.readlink(name, dir_fd=directory) == link
+            finally:
+                os.close(directory)
+        finally:
+            os.close(root)
+    except OSError:
+        return False
 
 
 def _remove_created(entry: dict[str, object]) -> None:

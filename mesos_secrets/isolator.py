@@ -274,6 +274,10 @@ class Isolator(abc.ABC):
     def isolate(self, container_id: str, pid: int) -> None:  # noqa: B027 (optional hook)
         """Called once the task runs, with its pid."""
 
+    def verify(self, container_id: str) -> None:  # noqa: B027 (optional hook)
+        """After the task's URIs were fetched into its sandbox, before it starts: raise
+        :class:`IsolatorError` if what prepare made there was replaced."""
+
     def refresh(self, container_id: str, names: Collection[str]) -> Refreshed | None:
         """Deliver the current values of the secrets named (reference names) to the
         running container, if this isolator can. Default: None (nothing of it here)."""
@@ -394,6 +398,10 @@ class IsolatorChain:
     def recover(self, alive: Collection[str]) -> None:
         for isolator in self.isolators:
             isolator.recover(alive)
+
+    def verify(self, container_id: str) -> None:
+        for isolator in self.isolators:
+            isolator.verify(container_id)
 
     def refresh(self, container_id: str, names: Collection[str]) -> Refreshed:
         """Deliver the current values of the secrets named to a running container.

@@ -10,6 +10,9 @@ import hashlib
 import itertools
 import os
 import pwd
+import shutil
+import tarfile
+import tempfile
 import uuid
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -31,7 +34,7 @@ from mesos_secrets import (
 from mesos_secrets.containerizer import Container, Containerizer
 from mesos_secrets.containerizer.launcher import PosixLauncher
 from mesos_secrets.isolator import Refreshed, create_isolators
-from mesos_secrets.mesos import VolumeMode
+from mesos_secrets.mesos import CommandURI, VolumeMode
 from mesos_secrets.testing import canary, leaks
 from resolvers.local import LocalResolver
 
@@ -370,3 +373,39 @@ class TestOptional:
 
 def test_an_unknown_container_is_nothing_to_refresh(rig: Rig) -> None:
     assert rig.containerizer.isolators.refresh("no-such-container", [DB]) == Refreshed()
+
+
+@pytest.mark.parametrize("how", ["output_file", "archive"])
+def test_a_fetch_never_takes_a_secrets_place(rig: Rig, tmp_path: Path, how: str) -> None:
+    """The fetcher replaces links it finds (never writing through them): a fetched file,
+    or an archive's member, at a secret's path would be read as the secret. It fails the
+    launch instead, and leaves nothing."""
+    public = Path(tempfile.mkdtemp())  # the task's user reads what it fetches
+    public.chmod(0o755)
+    decoy = public / "decoy"
+    decoy.mkdir()
+    (decoy / "pw").write_text("not the secret")
+    if how == "archive":
+        source = public / "decoy.tar"
+        with tarfile.open(source, "w") as tar:
+            tar.add(decoy / "pw", arcname="s/pw")
+        uri = CommandURI(value=f"file://{source}")
+    else:
+        uri = CommandURI(value=f"file://{decoy / 'pw'}", output_file="s/pw")
+    (source if how == "archive" else decoy / "pw").chmod(0o644)
+    decoy.chmod(0o755)
+    rig.put("the secret")
+    task = TaskInfo(
+        name="fetching",
+        task_id="fetching",
+        command=CommandInfo(value="cat s/pw > copy", user="nobody", uris=(uri,)),
+        container=ContainerInfo(type=ContainerInfo.Type.MESOS, volumes=(file_at("s/pw"),)),
+    )
+    try:
+        with pytest.raises(IsolatorError, match=r"'s/pw' in the sandbox was replaced after"):
+            rig.containerizer.launch(task, rig.sandbox)
+    finally:
+        shutil.rmtree(public)
+    assert not (rig.sandbox / "copy").exists()
+    assert not (rig.sandbox / ".mesos-secrets").exists()
+    assert mounts_under(rig.tmp) == []

@@ -301,6 +301,7 @@ class Containerizer:
                 self.fetcher.fetch(
                     task.command.uris, config.sandbox, user=config.user, cancelled=cancelled
                 )
+                self.isolators.verify(container_id)
             if cancelled is not None and cancelled():
                 raise LaunchCancelled(f"task '{task.task_id}' was killed before it started")  # noqa: TRY301
             process = launcher.launch(config, info, stdin=stdin, stdout=stdout, stderr=stderr)
