@@ -24,7 +24,11 @@ exits within the grace period.
 
 With the node agent's resolver, a task whose secrets are revoked on the node
 (``mesos-secrets revoke``) is killed at once, with no grace period, and its TASK_KILLED
-says so (:mod:`.watcher`).
+says so (:mod:`.watcher`). New versions of its secrets reach it as its labels say
+(:mod:`.rotation`): its files rewritten in place, a signal, or a restart in the same
+sandbox, under the same task id (the task stays TASK_RUNNING; an update says
+``restarted: …``); a secret it may not run on an old value of that cannot be read
+again makes it TASK_FAILED, saying which and why.
 
 A task's health check and check (:mod:`.checks`) start once it runs: TASK_RUNNING
 updates carry ``healthy`` (reason REASON_TASK_HEALTH_CHECK_STATUS_UPDATED) and

@@ -6,7 +6,9 @@ task; if it is still running ``grace_period`` seconds later it is killed. Before
 task starts they abort the launch. Either way nothing is left behind.
 
 With the node agent's resolver, a task whose secrets are revoked on the node
-(``mesos-secrets revoke``) is killed at once, and ``run`` says so (:mod:`.watcher`).
+(``mesos-secrets revoke``) is killed at once, and ``run`` says so (:mod:`.watcher`);
+new versions of its secrets reach it as its labels say (:mod:`.rotation`), a restart
+launching it again in the same sandbox.
 """
 
 from __future__ import annotations
