@@ -24,6 +24,7 @@ from mesos_secrets.isolator import (
     LaunchInfo,
     Refreshed,
 )
+from mesos_secrets.names import agent_name
 from mesos_secrets.resolver import SecretResolver
 from mesos_secrets.secretbytes import SecretBytes
 
@@ -72,7 +73,12 @@ class EnvironmentSecretIsolator(Isolator):
 
     def refresh(self, container_id: str, names: Collection[str]) -> Refreshed | None:
         """The variables holding a secret named: fixed for as long as the task runs."""
-        fixed = tuple(what for what, name in self._variables.get(container_id, ()) if name in names)
+        wanted = {agent_name(name) for name in names}
+        fixed = tuple(
+            what
+            for what, name in self._variables.get(container_id, ())
+            if agent_name(name) in wanted
+        )
         return Refreshed(fixed=fixed) if fixed else None
 
     def cleanup(self, container_id: str) -> None:

@@ -74,6 +74,7 @@ from mesos_secrets.isolator import (
     TaskUser,
 )
 from mesos_secrets.mesos import ContainerType, Volume, VolumeMode
+from mesos_secrets.names import agent_name
 from mesos_secrets.resolver import ResolveContext, SecretResolver
 from mesos_secrets.secret import Secret
 from mesos_secrets.secretbytes import SecretBytes
@@ -633,7 +634,12 @@ class VolumeSecretIsolator(Isolator):
                 log.debug("no secret volumes of container %s to refresh here", container_id)
                 return None
             self._retire_now(state)  # so that a new generation always fits
-            named = [plan for plan in state.plans if plan.reference in names]
+            wanted = {agent_name(name) for name in names}
+            named = [
+                plan
+                for plan in state.plans
+                if plan.reference is not None and agent_name(plan.reference) in wanted
+            ]
             if not named:
                 return None
             fixed = tuple(plan.label for plan in named if not plan.rotatable)

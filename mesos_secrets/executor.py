@@ -39,10 +39,12 @@ killed, its TASK_KILLED saying ``healthy: false``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
 import signal
+import stat
 import sys
 import threading
 import time
@@ -365,7 +367,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                     why = task.restart
                 if why is None:
                     break
-                relaunched = self._relaunch(task, container, why)
+                relaunched = self._relaunch(driver, task, container, why)
                 with self._replaced:
                     task.restart, task.relaunched = None, relaunched is not None
                     self._replaced.notify_all()
@@ -465,26 +467,29 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                 return None
         return _Rotating(self, driver, task)
 
-    def _restart(self, driver: Any, task: _Task, why: str, timeout: float) -> bool:
+    def _restart(self, driver: Any, task: _Task, why: str, timeout: float) -> bool | None:
         """Stop the task's container, to be launched again in its sandbox by the task's
         own thread (:meth:`_supervise`); True once it is healthy again within
-        ``timeout`` seconds."""
+        ``timeout`` seconds; None if it was not restarted (it ended, or is killed)."""
         with self._lock:
             old, info = task.container, task.info
             if task.killing or task.ended or old is None or info is None:
-                return False
+                return None
             if old.poll() is not None:  # it ended on its own: that is its end
-                return False
+                return None
             task.restart, task.relaunched = why, None
             checks, task.checks = task.checks, None
         log.info("task %s: restarting it (%s)", task.task_id, why)
         if checks is not None:
             checks.stop()
-        stop_container(old, next(g for g in (task.grace_period, self.kill_grace_period) if g))
+        grace = task.grace_period if task.grace_period is not None else self.kill_grace_period
+        stop_container(old, grace)
         with self._replaced:
             self._replaced.wait_for(lambda: task.relaunched is not None)
             container = task.container
             launched = bool(task.relaunched)
+        if _stopping(task):  # killed, or ended, meanwhile
+            return None
         if not launched or container is None:
             return False
         self._update(driver, task.task_id, "TASK_RUNNING", f"restarted: {why}")
@@ -493,7 +498,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             container, lambda: task.health, info.extra.get("health_check") is not None, timeout
         )
 
-    def _relaunch(self, task: _Task, old: Container, why: str) -> Container | None:
+    def _relaunch(self, driver: Any, task: _Task, old: Container, why: str) -> Container | None:
         """Clean up after the stopped container and launch the task again in its
         sandbox (backing off after a failure); the new container, or None."""
         try:
@@ -510,12 +515,17 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             task.container_id = str(uuid.uuid4())
             try:
                 container = self._start_container(task, info, sandbox, context)
+            except LaunchCancelled:  # killed while it was launched again
+                return None
             except (MesosSecretsError, OSError) as error:
                 log.warning("task %s: launching it again failed: %s", task.task_id, error)
                 continue
             with self._lock:
                 task.health = None
                 task.container = container
+                killing = _killing(task)  # read again: another thread may have set it
+            if killing:  # a KILL (or a revocation) came while it was launched again
+                self._signal(driver, task, container, _kill_signal(task))
             return container
         task.failure = f"it could not be launched again after its restart ({why})"
         return None
@@ -546,7 +556,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             kill=lambda: self._kill(driver, task, None),
         )
         with self._lock:
-            if task.killing:  # killed already: Mesos does not check a task it kills
+            if task.killing or task.ended:  # Mesos does not check a task it kills
                 return
             task.checks = checks
         checks.start()
@@ -724,12 +734,20 @@ class _Rotating:
         if container is not None:
             container.kill(signum)
 
-    def restart(self, why: str, timeout: float) -> bool:
+    def restart(self, why: str, timeout: float) -> bool | None:
         return self.executor._restart(self.driver, self.running, why, timeout)
 
     def fail(self, why: str) -> None:
         self.running.failure = why
         self.executor._kill(self.driver, self.running, None)
+
+
+def _killing(task: _Task) -> bool:
+    return task.killing
+
+
+def _stopping(task: _Task) -> bool:
+    return task.killing or task.ended
 
 
 def _task_id(raw: Any) -> str:
@@ -785,9 +803,18 @@ def _safe(task_id: str) -> str:
 
 
 def _output(sandbox: Path, name: str) -> IO[bytes]:
-    """A task's stdout or stderr, appended to, never through a link the task planted."""
+    """A task's stdout or stderr, appended to, never through a link the task planted;
+    and, as it is opened again after a restart in a sandbox the task had, only a plain
+    file of its own (not a FIFO that would block, a device, nor a hard link to another
+    file)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    return os.fdopen(os.open(sandbox / name, flags, 0o644), "ab")
+    fd = os.open(sandbox / name, flags | os.O_NONBLOCK, 0o644)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise OSError(errno.EPERM, "not a plain file of the task's", str(sandbox / name))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
 
 
 def main(argv: list[str] | None = None) -> int:

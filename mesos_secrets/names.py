@@ -39,6 +39,12 @@ def normalize_name(name: str) -> str:
     return "/" + path
 
 
+def agent_name(name: str) -> str:
+    """A reference's name as the node agent keeps and names it: ``db/x`` and ``/db/x/``
+    are ``/db/x`` (never refused: a name the agent has spoken of is compared with it)."""
+    return "/" + name.strip("/")
+
+
 def normalize_key(key: str) -> str:
     """Check a key (a field of a secret) and return it unchanged."""
     if not isinstance(key, str) or not _KEY.fullmatch(key):

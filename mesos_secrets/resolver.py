@@ -197,8 +197,11 @@ class SecretResolver(abc.ABC):
         why the rollout stopped). Without an agent to coordinate: at once."""
         return True, ""
 
-    def rollout_end(self, app: str, change: str, task_id: str, healthy: bool) -> None:  # noqa: B027
-        """The task restarted for ``change``, and is (or is not) healthy again."""
+    def rollout_end(  # noqa: B027 (optional hook)
+        self, app: str, change: str, task_id: str, healthy: bool | None
+    ) -> None:
+        """The task restarted for ``change``, and is (or is not) healthy again; None: it
+        was not restarted (it ended first), which frees its turn."""
 
     def uncache(self, name: str) -> None:  # noqa: B027 (optional hook)
         """Forget whatever the resolver keeps of ``name`` itself, so that its next read

@@ -256,9 +256,10 @@ class RotatingTask(Protocol):
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the task."""
 
-    def restart(self, why: str, timeout: float) -> bool:
+    def restart(self, why: str, timeout: float) -> bool | None:
         """Stop the task and launch it again; True once it is healthy again within
-        ``timeout`` seconds (its health checks pass; without any, it keeps running)."""
+        ``timeout`` seconds (its health checks pass; without any, it keeps running);
+        None if it was not restarted (it ended, or is being stopped)."""
 
     def fail(self, why: str) -> None:
         """Stop the task; it failed, for ``why``."""
@@ -280,6 +281,10 @@ class Rotator:
         self.isolators = isolators
         self._find = find
         self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        #: One restart of a task at a time; when its last began, and how it went.
+        self._task_locks: dict[str, threading.Lock] = {}
+        self._last: dict[str, tuple[float, bool | None]] = {}
         #: The restarts under way (past their turn): their rollout hears how they went.
         self._under_way: set[threading.Thread] = set()
 
@@ -301,7 +306,7 @@ class Rotator:
         if policy.on_change.kind == "restart":
             thread = threading.Thread(
                 target=self._restart,
-                args=(running, policy, names, change),
+                args=(running, policy, names, change, time.monotonic()),
                 name="secret-restart",
                 daemon=True,
             )
@@ -360,51 +365,75 @@ class Rotator:
         policy: RotationPolicy,
         names: tuple[str, ...],
         change: str,
+        known: float,
     ) -> None:
+        """Restart the task for ``change`` (known since ``known``), when its turn in the
+        app's rollout comes. One restart of a task at a time: a version known before a
+        restart began is in that restart, which is its outcome too."""
         task = running.task
         app = app_of(task)
         what = ", ".join(f"'{n}'" for n in names)
-        try:
-            go, why = self.resolver.rollout_begin(
-                app, change, task.task_id, policy.restart_batch, policy.restart_timeout
-            )
-        except MesosSecretsError as error:
-            log.error("task %s: no restart for the new %s: %s", task.task_id, what, error)
-            return
-        if not go:
-            log.warning(
-                "task %s stays on the old version of %s: the rollout stopped (%s)",
-                task.task_id,
-                what,
-                why,
-            )
-            return
-        log.info("task %s: restarting it for the new version of %s", task.task_id, what)
-        self._under_way.add(threading.current_thread())
-        try:
-            self._restarted(running, policy, app, change, what)
-        finally:
-            self._under_way.discard(threading.current_thread())
+        with self._lock:
+            lock = self._task_locks.setdefault(task.task_id, threading.Lock())
+        with lock:
+            go, why = self._begin(app, change, task.task_id, policy, what)
+            if go is None:
+                return
+            if not go:
+                log.warning(
+                    "task %s stays on the old version of %s: the rollout stopped (%s)",
+                    task.task_id,
+                    what,
+                    why,
+                )
+                return
+            last = self._last.get(task.task_id)
+            if last is not None and last[0] >= known:
+                log.info("task %s has the new version of %s already", task.task_id, what)
+                self._end(app, change, task.task_id, last[1])
+                return
+            log.info("task %s: restarting it for the new version of %s", task.task_id, what)
+            self._under_way.add(threading.current_thread())
+            try:
+                started = time.monotonic()
+                self._last[task.task_id] = (started, None)
+                healthy = running.restart(f"a new version of {what}", policy.restart_timeout)
+                self._last[task.task_id] = (started, healthy)
+                if healthy is None:
+                    log.info("task %s ended before its restart", task.task_id)
+                else:
+                    log.log(
+                        logging.INFO if healthy else logging.ERROR,
+                        "task %s %s after its restart (%.1fs)",
+                        task.task_id,
+                        "is healthy" if healthy else "did not become healthy",
+                        time.monotonic() - started,
+                    )
+                self._end(app, change, task.task_id, healthy)
+            finally:
+                self._under_way.discard(threading.current_thread())
 
-    def _restarted(
-        self, running: RotatingTask, policy: RotationPolicy, app: str, change: str, what: str
-    ) -> None:
-        task = running.task
-        started = time.monotonic()
-        healthy = running.restart(f"a new version of {what}", policy.restart_timeout)
-        log.log(
-            logging.INFO if healthy else logging.ERROR,
-            "task %s %s after its restart (%.1fs)",
-            task.task_id,
-            "is healthy" if healthy else "did not become healthy",
-            time.monotonic() - started,
-        )
+    def _begin(
+        self, app: str, change: str, task_id: str, policy: RotationPolicy, what: str
+    ) -> tuple[bool | None, str]:
+        """The task's turn in the rollout; (None, "") if the agent cannot say (tried
+        again for a while: it may be restarting)."""
+        for pause in (0.0, *RELAUNCH_BACKOFF_S, 8.0):
+            time.sleep(pause)
+            try:
+                return self.resolver.rollout_begin(
+                    app, change, task_id, policy.restart_batch, policy.restart_timeout
+                )
+            except MesosSecretsError as error:
+                failure = error
+        log.error("task %s: no restart for the new %s: %s", task_id, what, failure)
+        return None, ""
+
+    def _end(self, app: str, change: str, task_id: str, healthy: bool | None) -> None:
         try:
-            self.resolver.rollout_end(app, change, task.task_id, healthy)
+            self.resolver.rollout_end(app, change, task_id, healthy)
         except MesosSecretsError as error:
-            log.error(
-                "task %s: telling the node agent how the restart went: %s", task.task_id, error
-            )
+            log.error("task %s: telling the node agent of its restart: %s", task_id, error)
 
     def join(self, timeout: float = 10.0) -> None:
         """Wait for the restarts under way to say how they went (a front end about to

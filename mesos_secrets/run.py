@@ -42,7 +42,7 @@ from .containerizer.runtime import (
     default_store_dir,
     pulls_under_way,
 )
-from .errors import ConfigError, LaunchError, MesosSecretsError, printable
+from .errors import ConfigError, LaunchCancelled, LaunchError, MesosSecretsError, printable
 from .isolator import ContainerConfig, TaskUser, create_isolators
 from .marathon import App
 from .mesos import CommandURI, ContainerType, TaskInfo
@@ -661,8 +661,12 @@ class _Slot:
         interval = RotationPolicy.of_task(task).refresh_interval
         if self.resolver is not None and self.resolver.watches and interval is not None:
             self.resolver.refresh_every(context, interval)
-        container = self.containerizer.launch(task, self.sandbox, context=context)
+        container = self.containerizer.launch(
+            task, self.sandbox, context=context, cancelled=self._ending.is_set
+        )
         self.container = container
+        if self._ending.is_set():  # killed (or failed) while it was launched again
+            container.kill(signal.SIGKILL)
         log.info("task %s is running (container %s)", task.task_id, container.id)
         self._health = None
         self.checks = _start_checks(task, container, self.options.grace_period, self._told)
@@ -723,16 +727,17 @@ class _Slot:
             if not launched:
                 return termination
 
-    def restart(self, why: str, timeout: float) -> bool:
+    def restart(self, why: str, timeout: float) -> bool | None:
         """Stop the task and have it launched again (by :meth:`wait`); True once it is
         healthy again within ``timeout`` seconds (its health checks pass; without any,
-        it keeps running for :data:`~.rotation.RUNNING_IS_HEALTHY_S`)."""
+        it keeps running for :data:`~.rotation.RUNNING_IS_HEALTHY_S`); None if it was
+        not restarted, having ended or being stopped."""
         from .rotation import stop_container, wait_healthy  # noqa: PLC0415
 
         with self._changing:
             old = self.container
             if self._ending.is_set() or old is None or old.poll() is not None:
-                return False
+                return None
             self._restarting, self._relaunched = why, None
         log.info("task %s: restarting it (%s)", self.task.task_id, why)
         if self.checks is not None:
@@ -743,7 +748,7 @@ class _Slot:
             self._changing.wait_for(lambda: self._relaunched is not None)
             launched = bool(self._relaunched)
         if not launched:
-            return False
+            return None if self._ending.is_set() else False
         container = self.container
         assert container is not None
         checked = self.task.extra.get("health_check") is not None
@@ -764,6 +769,8 @@ class _Slot:
             time.sleep(pause)
             try:
                 self.launch()
+            except LaunchCancelled:
+                return False
             except MesosSecretsError as error:
                 log.warning("task %s: launching it again failed: %s", self.task.task_id, error)
             else:

@@ -249,8 +249,13 @@ class AgentResolver(SecretResolver):
             "timeout": timeout,
             "wait": protocol.MAX_WAIT - 5,
         }
-        while True:
-            answer = self._exchange("POST", protocol.ROLLOUT, body, None)
+        while True:  # on a connection of its own: the long wait holds up no other call
+            connection = _Connection(self.socket, self.timeout, self.agent_uid)
+            try:
+                status, payload = self._send(connection, "POST", protocol.ROLLOUT, body, None)
+            finally:
+                connection.close()
+            answer = self._answer(status, payload, None)
             go = answer.get("go") if isinstance(answer, dict) else None
             if isinstance(go, bool):
                 reason = answer.get("reason")
@@ -258,7 +263,7 @@ class AgentResolver(SecretResolver):
             if not isinstance(answer, dict) or "go" not in answer:
                 raise self._failed(None, "its answer to a rollout does not follow the protocol")
 
-    def rollout_end(self, app: str, change: str, task_id: str, healthy: bool) -> None:
+    def rollout_end(self, app: str, change: str, task_id: str, healthy: bool | None) -> None:
         body = {"phase": "end", "app": app, "change": change, "task": task_id, "healthy": healthy}
         self._exchange("POST", protocol.ROLLOUT, body, None)
 

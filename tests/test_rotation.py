@@ -535,3 +535,14 @@ def test_a_kv_ttl_is_a_refresh_interval_of_its_own(
     finally:
         assert agent.stop() == 0
         agent.cleanup()
+
+
+def test_only_a_tasks_own_front_end_takes_part_in_its_rollout(node: NodeAgent) -> None:
+    """A caller that holds nothing for a task can neither take its turn nor stop its
+    app's rollout."""
+    for phase in ({"phase": "begin", "wait": 0}, {"phase": "end", "healthy": False}):
+        body = {"app": "/web", "change": "v2", "task": "someone-elses.1", **phase}
+        status, answer = request(node.socket, "POST", "/v1/rollout", json.dumps(body).encode())
+        assert status == 403
+        assert "holds no secrets of this caller's" in answer["error"]["message"]
+    assert _status(node)["rollouts"] == []

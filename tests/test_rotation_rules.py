@@ -7,15 +7,24 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
 
+from mesos_secrets import audit
+from mesos_secrets.agent.cache import NodeCache
 from mesos_secrets.agent.poller import JITTER, MAX_READS, Poller
 from mesos_secrets.agent.rollouts import GRACE_S, Rollouts
+from mesos_secrets.containerizer.launcher import Termination
 from mesos_secrets.errors import SecretValidationError
 from mesos_secrets.marathon import load_spec
-from mesos_secrets.rotation import OnChange, RotationPolicy, label_violations
+from mesos_secrets.mesos import TaskInfo
+from mesos_secrets.resolver import SecretResolver
+from mesos_secrets.rotation import OnChange, RotationPolicy, Rotator, label_violations
+from mesos_secrets.run import RunOptions, _Slot
+from mesos_secrets.secret import Reference
+from mesos_secrets.secretbytes import SecretBytes
 from mesos_secrets.spec_reader import SpecError
 
 # --- labels -------------------------------------------------------------------------
@@ -102,11 +111,9 @@ class _Cache:
         self.leases: dict[str, float] = {}
         self.dynamic_names: set[str] = set()
 
-    def lease_due(self, name: str) -> float | None:
-        return self.leases.get(name)
-
-    def dynamic(self, name: str) -> bool:
-        return name in self.dynamic_names
+    def read_again(self) -> dict[str, tuple[float | None, bool]]:
+        names = set(self.leases) | self.dynamic_names
+        return {n: (self.leases.get(n), n in self.dynamic_names) for n in names}
 
 
 class _Agent:
@@ -282,3 +289,187 @@ def test_a_task_that_never_reports_stops_the_rollout() -> None:
     go, why = rollouts.begin(("alice", "/web", "v2"), "b", 1, 10.0, 0)
     assert go is False
     assert "did not say how its restart went" in why
+
+
+# --- the agent's cache remembers what kind of secret it read ------------------------------
+
+
+def test_a_dynamic_secret_stays_dynamic_once_its_value_expired() -> None:
+    """Read on an interval, a dynamic secret would make new credentials each time."""
+
+    class Dynamic(SecretResolver):
+        name = "dynamic"
+        reads = 0
+
+        def resolve_reference(self, reference: Any, context: Any = None) -> SecretBytes:
+            raise NotImplementedError
+
+        def resolve_fields(self, name: str, context: Any = None) -> dict[str, SecretBytes]:
+            Dynamic.reads += 1
+            audit.note(dynamic=True, lease_seconds=30)
+            return {"password": SecretBytes(f"p{Dynamic.reads}")}
+
+    clock = _Clock()
+    cache = NodeCache(Dynamic(), ttl=5.0, max_stale=0.0, clock=clock)
+    cache.get(Reference("/creds", "password"))
+    clock.now += 6
+    cache.expire()  # the value is gone from the cache
+    assert list(cache.entries()) == []
+    assert cache.read_again() == {"/creds": (1000.0 + 20.0, True)}
+    agent = _Agent()
+    agent.cache = cache  # type: ignore[assignment]
+    agent.held, agent.intervals = {"/creds"}, {"/creds": 1.0}
+    poller = Poller(agent, clock=clock, draw=lambda low, high: high)  # type: ignore[arg-type]
+    for _ in range(5):
+        clock.now += 1.0
+        poller.tick()
+    _settle(poller)
+    assert agent.reads == []  # not on the interval
+    clock.now = 1000.0 + 20.5
+    assert poller.tick() == ["/creds"]  # before its lease ends
+    _settle(poller)
+    assert agent.reads == [("/creds", "lease")]
+    cache.forget(Reference("/creds"))  # given up: nothing more to plan for it
+    assert cache.read_again() == {}
+
+
+# --- a front end's rotator --------------------------------------------------------------
+
+
+class _Running:
+    """A task as the rotator sees it; its restarts recorded."""
+
+    def __init__(self) -> None:
+        self.task = TaskInfo.from_json(
+            {
+                "name": "web",
+                "task_id": {"value": "web.1"},
+                "agent_id": {"value": "a"},
+                "command": {"value": "true"},
+                "labels": {"labels": [{"key": "mesos-secrets/on-change", "value": "restart"}]},
+            }
+        )
+        self.container_id = "c1"
+        self.restarts: list[str] = []
+
+    def signal(self, signum: int) -> None:
+        raise AssertionError("not for a restart")
+
+    def restart(self, why: str, timeout: float) -> bool | None:
+        self.restarts.append(why)
+        time.sleep(0.2)
+        return True
+
+    def fail(self, why: str) -> None:
+        raise AssertionError("not for a restart")
+
+
+class _Rollouts:
+    """The agent's side of the rollout, recorded; the first turn comes late."""
+
+    name = "agent"
+
+    def __init__(self) -> None:
+        self.begun: list[str] = []
+        self.ended: list[tuple[str, bool | None]] = []
+
+    def rollout_begin(self, app: str, change: str, task: str, batch: int, timeout: float) -> Any:
+        self.begun.append(change)
+        if change == "v2":
+            time.sleep(0.3)  # v3 becomes known while v2 waits its turn
+        return True, ""
+
+    def rollout_end(self, app: str, change: str, task: str, healthy: bool | None) -> None:
+        self.ended.append((change, healthy))
+
+
+def test_a_version_known_before_a_restart_began_is_in_that_restart() -> None:
+    running, rollouts = _Running(), _Rollouts()
+    rotator = Rotator(rollouts, None, lambda task_id: running)  # type: ignore[arg-type]
+    rotator.changed({"task_id": "web.1"}, ("/db",), "v2")
+    time.sleep(0.1)
+    rotator.changed({"task_id": "web.1"}, ("/db",), "v3")
+    deadline = time.monotonic() + 5
+    while len(rollouts.ended) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(running.restarts) == 1  # one restart, never two at once
+    assert sorted(rollouts.ended) == [("v2", True), ("v3", True)]
+
+
+def test_a_version_known_after_a_restart_began_restarts_it_again() -> None:
+    running, rollouts = _Running(), _Rollouts()
+    rotator = Rotator(rollouts, None, lambda task_id: running)  # type: ignore[arg-type]
+    rotator.changed({"task_id": "web.1"}, ("/db",), "v1")
+    time.sleep(0.1)  # v1's restart is under way: it may have read the old value
+    rotator.changed({"task_id": "web.1"}, ("/db",), "v3")
+    deadline = time.monotonic() + 5
+    while len(rollouts.ended) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(running.restarts) == 2
+    assert rollouts.ended == [("v1", True), ("v3", True)]
+
+
+def test_a_kill_while_a_task_is_launched_again_reaches_the_new_container(tmp_path: Any) -> None:
+    """run: a signal that lands while a restart launches the task again is not lost on
+    the old, dead container."""
+
+    class Container:
+        def __init__(self) -> None:
+            self.id = str(uuid.uuid4())
+            self.ended = threading.Event()
+            self.signals: list[int] = []
+
+        def kill(self, sig: int = signal.SIGTERM) -> None:
+            self.signals.append(sig)
+            self.ended.set()
+
+        def poll(self) -> Any:
+            return Termination.from_returncode(-9) if self.ended.is_set() else None
+
+        def wait(self) -> Any:
+            self.ended.wait()
+            return Termination.from_returncode(-9)
+
+        def destroy(self) -> None:
+            self.ended.set()
+
+    class Containerizer:
+        isolators = None
+        delay = 0.0
+
+        def __init__(self) -> None:
+            self.launched: list[Container] = []
+
+        def launch(self, task: Any, sandbox: Any, **kwargs: Any) -> Container:
+            time.sleep(self.delay)
+            self.launched.append(Container())
+            return self.launched[-1]
+
+    task = TaskInfo.from_json(
+        {
+            "name": "t",
+            "task_id": {"value": "t.1"},
+            "agent_id": {"value": "a"},
+            "command": {"value": "true"},
+        }
+    )
+    containerizer = Containerizer()
+    slot = _Slot(
+        containerizer,  # type: ignore[arg-type]
+        task,
+        tmp_path,
+        options=RunOptions(grace_period=1.0),
+        resolver=None,
+        stopped={},
+    )
+    slot.launch()
+    containerizer.delay = 0.5
+    threading.Thread(target=slot.wait, daemon=True).start()
+    threading.Thread(target=slot.restart, args=("a new version", 5), daemon=True).start()
+    time.sleep(0.2)  # launching again
+    slot.kill(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while len(containerizer.launched) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert containerizer.launched[-1].signals  # the new one was stopped too

@@ -409,3 +409,15 @@ def test_a_fetch_never_takes_a_secrets_place(rig: Rig, tmp_path: Path, how: str)
     assert not (rig.sandbox / "copy").exists()
     assert not (rig.sandbox / ".mesos-secrets").exists()
     assert mounts_under(rig.tmp) == []
+
+
+def test_a_name_spelled_without_its_slash_still_rotates(rig: Rig) -> None:
+    """The agent names every secret ``/a/b``; a task may have said ``a/b``."""
+    first, second = canary(), canary()
+    rig.put(first)
+    with rig.launch(file_at("pw", name=DB.lstrip("/"))) as container:
+        assert rig.probe(container, "cat pw") == first
+        rig.put(second)
+        refreshed = rig.refresh(container, DB)
+        assert refreshed.updated == (label("pw", DB.lstrip("/")),)
+        assert rig.probe(container, "cat pw") == second

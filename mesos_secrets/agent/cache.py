@@ -102,6 +102,8 @@ class NodeCache:
         self._down_until = 0.0
         self._read_count = 0
         self._digest_key = secrets.token_bytes(32)
+        #: Each secret's last read: when, the lease it came with, whether dynamic.
+        self._reads_of: dict[str, tuple[float, float | None, bool]] = {}
         #: Counters for the metrics: store reads, hits, misses, coalesced, stale.
         self.on_event: Callable[[str], None] = lambda event: None
         #: Whether entries changed since :meth:`kept` last said what they are.
@@ -237,7 +239,13 @@ class NodeCache:
         caller holds the secret's name, so no other read of it is under way). A new
         value replaces what is kept; when the store cannot be reached, what is kept stays
         (the last good value) and the store's silence is returned."""
-        self.on_event("miss")
+        if self._down_until > self._clock():  # it just failed: no wait for it again
+            return ResolverUnavailableError(
+                f"secret '{reference.name}': the store could not be reached moments ago",
+                reference=reference.name,
+                resolver=self.resolver.name,
+            )
+        self.on_event("refresh")
         self.resolver.uncache(reference.name)
         return self._read(reference, None, (reference.name, reference.key), False, force=True)
 
@@ -246,21 +254,16 @@ class NodeCache:
         value a holder has, without keeping the value."""
         return hashlib.blake2b(value.reveal(), key=self._digest_key, digest_size=16).digest()
 
-    def lease_due(self, name: str) -> float | None:
-        """When (the clock's time) ``name`` should be read again because the store gave
-        it for a while only (a lease that is not renewed, a ``ttl``): two thirds of it."""
+    def read_again(self) -> dict[str, tuple[float | None, bool]]:
+        """For each secret read: when (the clock's time) it should be read again because
+        the store gave it for a while only (two thirds into a lease that is not renewed,
+        or a ``ttl``; None: no such end), and whether it is dynamic (each read makes new
+        credentials). Kept apart from the values, which expire sooner."""
         with self._lock:
-            dues = [
-                e.fetched + e.lease * 2 / 3
-                for k, e in self._entries.items()
-                if k[0] == name and e.lease is not None
-            ]
-        return min(dues) if dues else None
-
-    def dynamic(self, name: str) -> bool:
-        """Whether ``name`` is a dynamic secret (each read makes new credentials)."""
-        with self._lock:
-            return any(e.dynamic for k, e in self._entries.items() if k[0] == name)
+            return {
+                name: (None if lease is None else fetched + lease * 2 / 3, dynamic)
+                for name, (fetched, lease, dynamic) in self._reads_of.items()
+            }
 
     def _store(
         self,
@@ -281,6 +284,7 @@ class NodeCache:
             if whole:
                 for old in [k for k in self._entries if k[0] == name]:
                     del self._entries[old]
+            self._reads_of[name] = (now, lease, dynamic)
             for where, value in values.items():
                 self._entries[where] = Entry(
                     value,
@@ -341,6 +345,7 @@ class NodeCache:
     def forget(self, reference: Reference) -> None:
         """Drop every cached key of ``reference``'s secret (its lease was revoked)."""
         with self._lock:
+            self._reads_of.pop(reference.name, None)
             for key in [k for k in self._entries if k[0] == reference.name]:
                 del self._entries[key]
                 self.changed = True
@@ -400,4 +405,5 @@ class NodeCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._reads_of.clear()
             self.changed = True

@@ -50,6 +50,7 @@ class AgentMetrics:
         self.unauthenticated = counter("unauthenticated_requests", "Requests with a bad token")
         self.releases = counter("lease_releases", "Secrets given up once no holder needed them")
         self.release_failures = counter("lease_release_failures", "Releases that failed")
+        self.refreshes = counter("refreshes", "Held secrets read again (polls and pushes)")
         self.containers = Gauge(
             f"{_PREFIX}_active_containers", "Callers holding secrets", registry=self.registry
         )
@@ -59,6 +60,7 @@ class AgentMetrics:
             "store_read": self.store_requests,
             "coalesced": self.coalesced,
             "stale": self.stale,
+            "refresh": self.refreshes,
         }
         self._resolved: dict[tuple[str, str], Any] = {}
         self._server: Any = None

@@ -57,12 +57,18 @@ class Poller:
         self._reading: set[str] = set()
         self._lock = threading.Lock()
 
-    def _plan(self, name: str, interval: float | None, now: float) -> tuple[float, str] | None:
-        """When ``name`` should next be read, and why; None: never, as things stand."""
+    def _plan(
+        self,
+        interval: float | None,
+        now: float,
+        known: tuple[float | None, bool],
+    ) -> tuple[float, str] | None:
+        """When a secret should next be read, and why; None: never, as things stand.
+        ``known``: when its lease wants it read again, and whether it is dynamic."""
+        lease, dynamic = known
         due: tuple[float, str] | None = None
-        if interval is not None and not self.agent.cache.dynamic(name):
+        if interval is not None and not dynamic:
             due = (now + self._draw(JITTER * interval, interval), "interval")
-        lease = self.agent.cache.lease_due(name)
         if lease is not None and (due is None or lease < due[0]):
             due = (max(lease, now), "lease")
         return due
@@ -72,6 +78,7 @@ class Poller:
         now = self._clock()
         intervals = self.agent.polled()
         held = self.agent.held_names()
+        known = self.agent.cache.read_again()
         started = []
         with self._lock:
             for name in list(self._due):
@@ -81,7 +88,7 @@ class Poller:
                 if name in self._reading:
                     continue
                 if name not in self._due:
-                    planned = self._plan(name, intervals.get(name), now)
+                    planned = self._plan(intervals.get(name), now, known.get(name, (None, False)))
                     if planned is None:
                         continue
                     self._due[name] = planned

@@ -255,8 +255,8 @@ def rollout_from_json(body: Mapping[str, Any]) -> dict[str, Any]:
             raise ProtocolError(f"/{name}: expected a printable string")
         out[name] = value
     if phase == "end":
-        if not isinstance(body.get("healthy"), bool):
-            raise ProtocolError("/healthy: expected true or false")
+        if "healthy" not in body or not isinstance(body["healthy"], bool | None):
+            raise ProtocolError("/healthy: expected true, false or null (not restarted)")
         out["healthy"] = body["healthy"]
         return out
     batch, timeout, wait = body.get("batch", 1), body.get("timeout", 60), body.get("wait", 20)

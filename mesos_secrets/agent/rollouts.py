@@ -29,6 +29,8 @@ __all__ = ["GRACE_S", "Rollouts"]
 GRACE_S = 30.0
 #: A rollout nothing happened to for this long is forgotten.
 FORGET_S = 3600.0
+#: Rollouts remembered at once, at most.
+MAX_ROLLOUTS = 1024
 
 #: (principal or uid, app, change).
 RolloutKey = tuple[str, str, str]
@@ -43,6 +45,8 @@ class _Rollout:
     #: Tasks restarting, since when.
     restarting: dict[str, float] = attrs.field(factory=dict)
     healthy: list[str] = attrs.field(factory=list)
+    #: Tasks whose turn came but that ended before they restarted.
+    skipped: int = 0
     #: Why it stopped (None: it goes on).
     stopped: str | None = None
 
@@ -75,6 +79,8 @@ class Rollouts:
                 rollout = self._rollouts.get(key)
                 if rollout is None:
                     self._forget_old(now)
+                    if len(self._rollouts) >= MAX_ROLLOUTS:
+                        return False, f"{MAX_ROLLOUTS} rollouts are under way on this node"
                     rollout = self._rollouts[key] = _Rollout(batch, timeout, now, now)
                 while True:
                     now = self._clock()
@@ -94,16 +100,19 @@ class Rollouts:
             for stop in stops:
                 self._tell(*stop)
 
-    def end(self, key: RolloutKey, task: str, healthy: bool) -> None:
-        """``task`` restarted, and is (or is not) healthy again."""
+    def end(self, key: RolloutKey, task: str, healthy: bool | None) -> None:
+        """``task`` restarted, and is (or is not) healthy again; None: it was not
+        restarted (it ended first), which frees its turn and stops nothing."""
         stop = None
         with self._changed:
             rollout = self._rollouts.get(key)
-            if rollout is None:
-                return
+            if rollout is None or task not in rollout.restarting:
+                return  # only a task whose turn it was says how it went
             rollout.restarting.pop(task, None)
             rollout.touched = self._clock()
-            if healthy:
+            if healthy is None:
+                rollout.skipped += 1
+            elif healthy:
                 rollout.healthy.append(task)
             elif rollout.stopped is None:
                 rollout.stopped = f"task {task} did not become healthy after its restart"

@@ -92,6 +92,8 @@ MAX_PER_UID = 64
 MAX_HOLDERS_PER_PROCESS = 1024
 #: Revoked holders and executor containers remembered (their requests refused).
 MAX_REVOKED = 65536
+#: Secrets a holder may wait for that the store did not have (optional ones).
+MAX_MISSING = 256
 _PEERCRED = struct.Struct("3i")
 
 
@@ -114,6 +116,7 @@ class _Holding(NamedTuple):
     stale: float
     digest: bytes = b""  # which value it holds (the cache's keyed digest)
     told: bytes = b""  # the newer value its holder was told of (once each)
+    warned: bool = False  # told that it cannot be refreshed (once, until it can)
 
 
 @attrs.define
@@ -490,7 +493,9 @@ class Agent:
                     holder.secrets[where] = _Holding(
                         answer.version, now - answer.age, answer.stale, answer.digest
                     )
-                elif where not in holder.secrets:  # it keeps what it had, if anything
+                elif where not in holder.secrets and (  # it keeps what it had, if any
+                    sum(1 for h in holder.secrets.values() if not h.digest) < MAX_MISSING
+                ):
                     holder.secrets[where] = _Holding(None, now, 0.0)
 
     def release(self, caller: Caller, claimed: Mapping[str, str], client: str = "") -> int:
@@ -533,7 +538,9 @@ class Agent:
         outside); the holders whose value it changed are told. When the store cannot
         be reached, the value kept stays, and so do the tasks' own."""
         before = {key: entry for key, entry in self.cache.entries() if key[0] == name}
-        answer, told = self._reread(name)
+        reread = self._reread(name)
+        assert reread is not None  # not held_only: always read
+        answer, told = reread
         after = {key: entry for key, entry in self.cache.entries() if key[0] == name}
         if isinstance(answer, ResolverError):
             self._audit_admin("refresh", caller, reference=name, outcome=outcome_of(answer))
@@ -560,9 +567,10 @@ class Agent:
         ending): ``changed`` (holders told), ``same``, or ``failed`` (the holders were
         told it is stale once, when it began to fail: they keep their value, or stop
         their task, as each task's policy says)."""
-        answer, told = self._reread(name)
-        if self._closing:
+        reread = self._reread(name, held_only=True)
+        if reread is None or self._closing:
             return "same"
+        answer, told = reread
         if isinstance(answer, ResolverError):
             if self.audit is not None:
                 self.audit.write(
@@ -588,18 +596,28 @@ class Agent:
             )
         return "changed" if told else "same"
 
-    def _reread(self, name: str) -> tuple[Answer | ResolverError, int]:
+    def _reread(
+        self, name: str, *, held_only: bool = False
+    ) -> tuple[Answer | ResolverError, int] | None:
         """Read ``name`` from the store now; tell its holders what changed for them (a
         new value, or that it can no longer be refreshed). The answer, and how many
-        holders were told of a new value."""
+        holders were told of a new value. ``held_only`` (a poll): None, and no read, if
+        no one holds it any more (it was given up: a read would make a lease no one
+        holds)."""
         reference = Reference(name)
         with self._names.hold(name, timeout=None):
+            if held_only and name not in self.held_names():
+                return None
             answer = self.cache.reread(reference)
         if isinstance(answer, ResolverError):
             self._failed_refresh(name, answer)
             return answer, 0
         with self._lock:
             self._failing.pop(name, None)
+            for holder in self._holders.values():  # told again should it fail again
+                for held, holding in list(holder.secrets.items()):
+                    if held[0] == name and holding.warned:
+                        holder.secrets[held] = holding._replace(warned=False)
         return answer, self._tell_changed(name)
 
     def _tell_changed(self, name: str) -> int:
@@ -630,6 +648,19 @@ class Agent:
         """A front end's turn to restart a task for a new version, or how it went
         (:mod:`.rollouts`); rollouts are the caller's principal's (else its uid's)."""
         key = (caller.principal or f"uid {caller.uid}", request["app"], request["change"])
+        mine = (caller.pid, caller.start, caller.claims["cid"] if caller.claims else None)
+        with self._lock:
+            holds = any(
+                k[:3] == mine and holder.context.get("task_id") == request["task"]
+                for k, holder in self._holders.items()
+            )
+        if not holds:
+            raise protocol.ProtocolError(
+                f"task '{printable(request['task'])}' holds no secrets of this caller's: "
+                "only a task's own front end takes part in its rollout",
+                403,
+                "forbidden",
+            )
         if request["phase"] == "end":
             self.rollouts.end(key, request["task"], request["healthy"])
             return {"ok": True}
@@ -652,19 +683,26 @@ class Agent:
             )
 
     def _failed_refresh(self, name: str, error: ResolverError) -> None:
-        """The store did not give ``name`` again: its holders are told once (until it
-        is read again), and the inventory says since when."""
+        """The store did not give ``name`` again: each of its holders is told once
+        (until it is read again; a holder that came during the outage at the next
+        failure), and the inventory says since when."""
         with self._lock:
             first = name not in self._failing
             self._failing[name] = (self._failing.get(name, (time.time(), ""))[0], str(error))
-            told = [
-                (key, holder.context, [name])
-                for key, holder in self._holders.items()
-                if any(held == name for held, _ in holder.secrets)
-            ]
-        if first and not self._closing:
+            told = []
+            for key, holder in self._holders.items():
+                warned = False
+                for held, holding in list(holder.secrets.items()):
+                    if held[0] == name and not holding.warned:
+                        holder.secrets[held] = holding._replace(warned=True)
+                        warned = True
+                if warned:
+                    told.append((key, holder.context, [name]))
+        if self._closing:
+            return
+        if first:
             log.warning("secret '%s' could not be refreshed: %s", name, error)
-            self.events.add("stale", told, f"secret '{name}' could not be refreshed: {error}")
+        self.events.add("stale", told, f"secret '{name}' could not be refreshed: {error}")
 
     def polled(self) -> dict[str, float]:
         """The secrets held by a task that wants them read again, and the shortest
@@ -813,6 +851,9 @@ class Agent:
             for where in (self._revoked, self._stopping):
                 for key in [k for k in where if _gone(k)]:
                     del where[key]
+            held = {name for holder in self._holders.values() for name, _ in holder.secrets}
+            for name in [n for n in self._failing if n not in held]:
+                del self._failing[name]
         self.cache.expire()
 
     def _end(self, keys: list[_HolderKey]) -> None:
