@@ -288,6 +288,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                     revoked=lambda context, why: self._revoked(driver, context, why),
                     changed=rotator.changed,
                     stale=rotator.stale,
+                    resync=rotator.resync,
                     held=self._held,
                 ).start()
                 self._watcher.watching.wait(timeout=5)

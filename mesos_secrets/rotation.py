@@ -301,8 +301,6 @@ class Rotator:
         if found is None:
             return
         running, policy = found
-        task_id = running.task.task_id
-        what = ", ".join(f"'{n}'" for n in names)
         if policy.on_change.kind == "restart":
             thread = threading.Thread(
                 target=self._restart,
@@ -313,6 +311,22 @@ class Rotator:
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             thread.start()
             return
+        self._rewrite(context, running, policy, names, told=True)
+
+    def _rewrite(
+        self,
+        context: Mapping[str, str],
+        running: RotatingTask,
+        policy: RotationPolicy,
+        names: tuple[str, ...],
+        *,
+        told: bool,
+    ) -> None:
+        """The task's files of ``names`` compared with the store's, rewritten where they
+        differ, and the task signalled if its policy says so. ``told``: the agent said
+        they changed (what cannot change in place is then said to keep its value)."""
+        task_id = running.task.task_id
+        what = ", ".join(f"'{n}'" for n in names)
         try:
             refreshed = self.isolators.refresh(running.container_id, names)
         except MesosSecretsError as error:
@@ -328,7 +342,7 @@ class Rotator:
             if policy.on_change.signum is not None:
                 log.info("task %s: sending it %s", task_id, policy.on_change)
                 running.signal(policy.on_change.signum)
-        if refreshed.fixed:
+        if refreshed.fixed and told:
             log.warning(
                 "task %s: %s keep(s) the value it started with (on-change is '%s'; only a "
                 "restart changes them)",
@@ -336,6 +350,16 @@ class Rotator:
                 ", ".join(refreshed.fixed),
                 policy.on_change,
             )
+
+    def resync(self, context: Mapping[str, str], names: tuple[str, ...]) -> None:
+        """The agent restarted: a version may have come while no agent watched. Files
+        are compared with the store's and rewritten (and the task signalled) where they
+        differ; a task that restarts for a new version is left as it is until the next
+        one (what it was given is not known)."""
+        found = self._task(context)
+        if found is None or found[1].on_change.kind == "restart":
+            return
+        self._rewrite(context, *found, names, told=False)
 
     def stale(self, context: Mapping[str, str], names: tuple[str, ...], why: str) -> None:
         """``names`` could not be read again: the task keeps what it has, or fails."""

@@ -270,7 +270,12 @@ def _watch(
 
     rotator = Rotator(resolver, containerizer.isolators, find)
     watcher = Watcher(
-        resolver, revoked=kill, changed=rotator.changed, stale=rotator.stale, held=held
+        resolver,
+        revoked=kill,
+        changed=rotator.changed,
+        stale=rotator.stale,
+        resync=rotator.resync,
+        held=held,
     ).start()
     watcher.watching.wait(timeout=5)
     return watcher, rotator

@@ -56,6 +56,7 @@ class Watcher:
         revoked: OnRevoked,
         changed: OnChanged | None = None,
         stale: OnStale | None = None,
+        resync: Callable[[Mapping[str, str], tuple[str, ...]], None] | None = None,
         held: Callable[[], Iterable[tuple[TaskInfo, ResolveContext]]] | None = None,
         wait: float = 25.0,
     ) -> None:
@@ -63,6 +64,7 @@ class Watcher:
         self._revoked = revoked
         self._changed = changed
         self._stale = stale
+        self._resync = resync
         #: The running tasks, and the context each asks for its secrets with.
         self._held = held
         self._wait = wait
@@ -122,14 +124,20 @@ class Watcher:
 
     def _again(self) -> None:
         """Ask the (new) agent again for every running task's secrets: it records them
-        as held, so that a revocation reaches those tasks."""
+        as held, so that a revocation reaches those tasks. It records what the store has
+        now, which a task may not: a version that came while no agent watched is looked
+        for (``resync``: the files compared, and rewritten if they differ)."""
         if self._held is None:
             return
         try:
             for task, context in self._held():
                 references = [s.reference for s in task.secrets() if s.reference is not None]
-                if references:
-                    self.resolver.resolve_references(references, context)
+                if not references:
+                    continue
+                self.resolver.resolve_references(references, context)
+                if self._resync is not None and context.task_id is not None:
+                    names = tuple(sorted({"/" + r.name.strip("/") for r in references}))
+                    self._resync({"task_id": context.task_id}, names)
         except ResolverError as error:
             log.warning("telling the node agent what the tasks hold failed: %s", error)
 

@@ -546,3 +546,41 @@ def test_only_a_tasks_own_front_end_takes_part_in_its_rollout(node: NodeAgent) -
         assert status == 403
         assert "holds no secrets of this caller's" in answer["error"]["message"]
     assert _status(node)["rollouts"] == []
+
+
+def test_a_version_that_came_while_the_agent_was_down_reaches_the_task(
+    tmp_path: Path, bao: Bao
+) -> None:
+    """The next agent knows nothing of what the tasks were given, and its first read
+    (the value kept across the restart expired) is the new version: the front ends
+    compare their files with the store's when they tell it what they hold."""
+    first, second = canary(), canary()
+    put(bao, "rotation/down", {"password": first})
+    agent = NodeAgent(
+        tmp_path / "short-agent",
+        resolver="vault",
+        agent="cache_ttl = 1\n",
+        extra=f'[resolvers.vault]\naddress = "{bao.address}"\ntoken = "{bao.root_token}"\n',
+    )
+    try:
+        run = Run(
+            tmp_path,
+            agent,
+            "down",
+            _app("down", "/rotation/down", {"mesos-secrets/on-change": "signal"}),
+        )
+        try:
+            _wait(lambda: run.file("seen") == first, what="the first value")
+            assert agent.stop() == 0
+            put(bao, "rotation/down", {"password": second})
+            time.sleep(1.5)  # what the agent kept has expired
+            agent.start()
+            _wait(lambda: run.file("seen") == second, timeout=20, what="the value after it")
+            _wait(lambda: run.file("hups") == "hup\n", timeout=5, what="the signal")
+            time.sleep(1)
+            assert run.file("hups") == "hup\n"
+        finally:
+            print(run.stop())
+    finally:
+        assert agent.stop() == 0
+        agent.cleanup()
