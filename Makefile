@@ -31,6 +31,7 @@ bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,mean,max,rounds
 	$(PY) -m benchmarks.compare $(BENCH_ARGS)
 	$(PY) -m benchmarks.revocation
+	$(PY) -m benchmarks.rotation
 
 # Launches under injected faults, the canary sweep, residue, fuzzing (root; ~30 min).
 reliability: setup
