@@ -71,6 +71,8 @@ def _round(
     processes = []
     old, new = os.urandom(16).hex(), os.urandom(16).hex()
     put(old)
+    refresh = [binary, "agent", "refresh", SECRET]
+    subprocess.run(refresh, env=env, capture_output=True, check=True)  # the agent has it
     try:
         for number in range(tasks):
             sandbox = Path(tempfile.mkdtemp(dir=directory, prefix=f"task{number}-"))
@@ -88,16 +90,21 @@ def _round(
                     ],
                     env=env,
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stderr=(directory / f"task{number}.log").open("wb"),
                     start_new_session=True,
                 )
             )
-        _until(lambda: all(_seen(s) == old for s in sandboxes), "the tasks to start")
+        try:
+            _until(lambda: all(_seen(s) == old for s in sandboxes), "the tasks to start")
+        except RuntimeError:
+            for number, sandbox in enumerate(sandboxes):
+                if _seen(sandbox) != old:
+                    log = (directory / f"task{number}.log").read_text(errors="replace")
+                    print(f"task {number} did not start: {log[-2000:]}", file=sys.stderr)
+            raise
         put(new)
         started = time.monotonic()
-        subprocess.run(
-            [binary, "agent", "refresh", SECRET], env=env, capture_output=True, check=True
-        )
+        subprocess.run(refresh, env=env, capture_output=True, check=True)
         _until(lambda: all(_seen(s) == new for s in sandboxes), "every task to have it")
         return time.monotonic() - started
     finally:

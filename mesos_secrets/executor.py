@@ -483,6 +483,8 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         log.info("task %s: restarting it (%s)", task.task_id, why)
         if checks is not None:
             checks.stop()
+        if info.extra.get("health_check") is not None:  # not healthy while it restarts
+            self._update(driver, task.task_id, "TASK_RUNNING", f"restarting: {why}", healthy=False)
         grace = task.grace_period if task.grace_period is not None else self.kill_grace_period
         stop_container(old, grace)
         with self._replaced:

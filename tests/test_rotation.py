@@ -486,6 +486,11 @@ def test_the_executor_restarts_a_task_for_a_new_version(
         timeout=5,
         what="the update saying so",
     )
+    (restarting,) = [
+        u for u in agent.updates if u.get("message", "").startswith("restarting: a new version")
+    ]
+    assert restarting["state"] == "TASK_RUNNING"
+    assert restarting["healthy"] is False  # not healthy while it restarts
     (rollout,) = _wait(
         lambda: (r := _status(node)["rollouts"]) and r[0]["healthy"] == ["t1"] and r,
         timeout=10,

@@ -5,6 +5,7 @@ rollouts (a few tasks at a time, stopping at the first that is not healthy)."""
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -14,8 +15,10 @@ import pytest
 
 from mesos_secrets import audit
 from mesos_secrets.agent.cache import NodeCache
+from mesos_secrets.agent.events import EventLog
 from mesos_secrets.agent.poller import JITTER, MAX_READS, Poller
 from mesos_secrets.agent.rollouts import GRACE_S, Rollouts
+from mesos_secrets.agent.server import _hung_up
 from mesos_secrets.containerizer.launcher import Termination
 from mesos_secrets.errors import SecretValidationError
 from mesos_secrets.marathon import load_spec
@@ -473,3 +476,19 @@ def test_a_kill_while_a_task_is_launched_again_reaches_the_new_container(tmp_pat
         time.sleep(0.01)
     time.sleep(0.1)
     assert containerizer.launched[-1].signals  # the new one was stopped too
+
+
+def test_a_watch_whose_client_went_away_ends_within_a_second() -> None:
+    """Else it holds one of its user's connections for the whole wait (25 s): a node
+    whose front ends come and go would run out of them."""
+    ours, theirs = socket.socketpair()
+    try:
+        assert not _hung_up(ours)
+        log = EventLog()
+        started = time.monotonic()
+        threading.Timer(0.2, theirs.close).start()
+        assert log.wait(lambda holder: True, 0, 25, gone=lambda: _hung_up(ours))[1] == []
+        assert time.monotonic() - started < 2.5
+        assert _hung_up(ours)
+    finally:
+        ours.close()

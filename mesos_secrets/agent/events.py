@@ -102,11 +102,18 @@ class EventLog:
         return count
 
     def wait(
-        self, mine: Any, after: int, wait: float, *, clock: Any = time.monotonic
+        self,
+        mine: Any,
+        after: int,
+        wait: float,
+        *,
+        gone: Any = None,
+        clock: Any = time.monotonic,
     ) -> tuple[int, list[Event], bool]:
         """The events after ``after`` for the holders ``mine(holder)`` accepts, waiting up
         to ``wait`` seconds for one: (the last number, those events, whether some were
-        missed, having been dropped before they were asked for)."""
+        missed, having been dropped before they were asked for). ``gone()``, asked each
+        second, ends the wait early: the watcher went away (its connection closed)."""
         deadline = clock() + wait
         with self._changed:
             while True:
@@ -115,7 +122,9 @@ class EventLog:
                 remaining = deadline - clock()
                 if found or self._closed or remaining <= 0:
                     return self._seq, found, missed
-                self._changed.wait(remaining)
+                self._changed.wait(min(remaining, 1.0))
+                if gone is not None and gone():
+                    return self._seq, [], missed
 
     def close(self) -> None:
         """Wake every watcher: the agent stops."""

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import pwd
+import select
 import signal
 import socket
 import socketserver
@@ -85,9 +86,10 @@ KEEP_S = 1.0
 POLL_TICK_S = 0.25
 #: How long a stop waits for the answers under way.
 STOP_WAIT_S = 5.0
-#: Connections served at once, in all and per user.
-MAX_CONNECTIONS = 512
-MAX_PER_UID = 64
+#: Connections served at once, in all and per user (each front end keeps two: its
+#: requests and its watch; executors on a node all run as one user).
+MAX_CONNECTIONS = 1024
+MAX_PER_UID = 256
 #: Holders one process may have (a client per task, a task per request).
 MAX_HOLDERS_PER_PROCESS = 1024
 #: Revoked holders and executor containers remembered (their requests refused).
@@ -519,6 +521,8 @@ class Agent:
         after: int | None,
         wait: float,
         epoch: str | None = None,
+        *,
+        gone: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """The events for the caller's (and its ``client``'s) holdings after ``after``
         (:class:`.events.EventLog`); without ``after``, or for a watcher of another
@@ -527,7 +531,7 @@ class Agent:
         answer: dict[str, Any] = {"epoch": self.events.epoch}
         if after is None or (epoch is not None and epoch != self.events.epoch):
             return {**answer, "seq": self.events.seq, "events": []}
-        seq, found, missed = self.events.wait(lambda key: key[:4] == mine, after, wait)
+        seq, found, missed = self.events.wait(lambda key: key[:4] == mine, after, wait, gone=gone)
         answer.update(seq=seq, events=[event.to_json() for event in found])
         if missed:
             answer["missed"] = True
@@ -1196,7 +1200,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise protocol.ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}")
         client = protocol.client_from_json(body.get("client"))
         after, wait, epoch = protocol.watch_from_json(body)
-        return 200, self.server.agent.watch(caller, client, after, wait, epoch)
+        return 200, self.server.agent.watch(
+            caller, client, after, wait, epoch, gone=lambda: _hung_up(self.connection)
+        )
 
     def _refresh(self, caller: Caller, body: Any) -> tuple[int, Any]:
         _administrator(caller, "refreshing a secret")
@@ -1243,6 +1249,16 @@ _ROUTES: dict[str, tuple[str, Callable[[_Handler, Caller, Any], tuple[int, Any]]
     protocol.ROLLOUT: ("POST", _Handler._rollout),
     protocol.HEALTH: ("GET", lambda handler, caller, body: (200, {"ok": True})),
 }
+
+
+def _hung_up(connection: socket.socket) -> bool:
+    """Whether the client closed its end (a watcher that went away: its wait need not
+    go on, holding a connection of its user's)."""
+    try:
+        ready, _, _ = select.select([connection], [], [], 0)
+        return bool(ready) and connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def _administrator(caller: Caller, what: str) -> None:
