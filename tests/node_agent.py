@@ -11,12 +11,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from resolvers.agent import AgentResolver
 
-from .bao import stop_process
+from .bao import Bao, stop_process
 
 #: This checkout, which the agent imports (not whichever the virtualenv was made from).
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,3 +123,27 @@ def request(
 def resolve(path: Path, *refs: dict[str, str], **headers: str) -> tuple[int, Any]:
     body = json.dumps({"references": list(refs)}).encode()
     return request(path, "POST", "/v1/resolve", body, headers)
+
+
+def eventually(condition: Callable[[], Any], timeout: float = 20.0, what: str = "it") -> Any:
+    """``condition()``'s first true answer, asked every 20 ms for up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return result
+
+
+def bao_agent(base: Path, bao: Bao, key: bytes, agent: str = "") -> NodeAgent:
+    """A node agent reading ``bao`` with its root token, checking executors' tokens with
+    ``key``; ``agent``: more of its ``[agent]`` table."""
+    path = base / "executor.key"
+    path.write_bytes(key)
+    path.chmod(0o600)
+    return NodeAgent(
+        base / "node-agent",
+        resolver="vault",
+        agent=f'executor_secret_key = "{path}"\n{agent}',
+        extra=f'[resolvers.vault]\naddress = "{bao.address}"\ntoken = "{bao.root_token}"\n',
+    )

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,33 +22,17 @@ from mesos_secrets.tokens import mint_executor_token
 
 from .bao import Bao
 from .conftest import requires_root
-from .node_agent import MESOS_SECRETS, ROOT, NodeAgent, request, resolve
+from .node_agent import MESOS_SECRETS, ROOT, NodeAgent, bao_agent, request, resolve
+from .node_agent import eventually as _wait
 from .test_executor import EID, FID, KEY, Setup, app_task, put, setup  # noqa: F401
 
 pytestmark = requires_root
 
 
-def _wait(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
-    return result
-
-
 @pytest.fixture
 def node(tmp_path: Path, bao: Bao) -> Iterator[NodeAgent]:
     """The node agent, reading the OpenBao, checking executors' tokens with ``KEY``."""
-    key = tmp_path / "executor.key"
-    key.write_bytes(KEY)
-    key.chmod(0o600)
-    agent = NodeAgent(
-        tmp_path / "node-agent",
-        resolver="vault",
-        agent=f'executor_secret_key = "{key}"\ncache_ttl = 60\n',
-        extra=f'[resolvers.vault]\naddress = "{bao.address}"\ntoken = "{bao.root_token}"\n',
-    )
+    agent = bao_agent(tmp_path, bao, KEY, "cache_ttl = 60\n")
     yield agent
     if agent.process is not None and agent.process.poll() is None:
         assert agent.stop() == 0

@@ -22,36 +22,17 @@ from mesos_secrets.testing import canary
 
 from .bao import Bao
 from .conftest import requires_root
-from .node_agent import MESOS_SECRETS, ROOT, NodeAgent, request
+from .node_agent import MESOS_SECRETS, ROOT, NodeAgent, bao_agent, request
+from .node_agent import eventually as _wait
 from .test_executor import KEY, Setup, app_task, put, setup  # noqa: F401
 
 pytestmark = requires_root
 
 
-def _wait(condition: Callable[[], Any], timeout: float = 20.0, what: str = "it") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return result
-
-
 @pytest.fixture
 def node(tmp_path: Path, bao: Bao) -> Iterator[NodeAgent]:
     """The node agent, reading the OpenBao (its own cache long: only polls read again)."""
-    key = tmp_path / "executor.key"
-    key.write_bytes(KEY)
-    key.chmod(0o600)
-    agent = NodeAgent(
-        tmp_path / "node-agent",
-        resolver="vault",
-        agent=f'executor_secret_key = "{key}"\ncache_ttl = 300\nmax_stale = 300\n',
-        extra=(
-            f'[resolvers.vault]\naddress = "{bao.address}"\ntoken = "{bao.root_token}"\n'
-            "deadline = 2\n"
-        ),
-    )
+    agent = bao_agent(tmp_path, bao, KEY, "cache_ttl = 300\nmax_stale = 300\n")
     yield agent
     if agent.process is not None and agent.process.poll() is None:
         assert agent.stop() == 0
@@ -364,26 +345,28 @@ def _starts(run: Run) -> list[float]:
     return [float(line) for line in run.file("starts").split()]
 
 
-def test_restarts_roll_out_one_task_at_a_time(
-    bao: Bao, node: NodeAgent, runs: Callable[[str, dict[str, Any]], Run]
-) -> None:
+def _three_tasks(bao: Bao, runs: Callable[[str, dict[str, Any]], Run]) -> list[Run]:
+    """Three tasks of one app, started with a good first version."""
     put(bao, "rotation/web", {"password": "good-1"})
     tasks = [runs(f"web{i}", _restarting(f"web{i}")) for i in range(3)]
     _wait(lambda: all(len(_starts(t)) == 1 for t in tasks), what="three tasks")
+    return tasks
+
+
+def test_restarts_roll_out_one_task_at_a_time(
+    bao: Bao, node: NodeAgent, runs: Callable[[str, dict[str, Any]], Run]
+) -> None:
+    tasks = _three_tasks(bao, runs)
     put(bao, "rotation/web", {"password": "good-2"})
     _wait(lambda: all(len(_starts(t)) == 2 for t in tasks), timeout=40, what="three restarts")
     restarts = sorted(_starts(t)[1] for t in tasks)
     for earlier, later in itertools.pairwise(restarts):
         assert later - earlier >= 1.0  # the next began once the last was healthy
-    try:
-        (rollout,) = _wait(
-            lambda: (r := _status(node)["rollouts"]) and len(r[0]["healthy"]) == 3 and r,
-            timeout=10,
-            what="the last to be healthy",
-        )
-    except AssertionError:
-        print(json.dumps(_status(node), indent=1))
-        raise
+    (rollout,) = _wait(
+        lambda: (r := _status(node)["rollouts"]) and len(r[0]["healthy"]) == 3 and r,
+        timeout=10,
+        what="the last to be healthy",
+    )
     assert rollout["app"] == "/rotation/web"
     assert sorted(rollout["healthy"]) == sorted(h["task_id"] for h in _status(node)["containers"])
     assert "stopped" not in rollout
@@ -393,9 +376,7 @@ def test_restarts_roll_out_one_task_at_a_time(
 def test_a_restart_that_is_not_healthy_stops_the_rollout(
     bao: Bao, node: NodeAgent, runs: Callable[[str, dict[str, Any]], Run]
 ) -> None:
-    put(bao, "rotation/web", {"password": "good-1"})
-    tasks = [runs(f"web{i}", _restarting(f"web{i}")) for i in range(3)]
-    _wait(lambda: all(len(_starts(t)) == 1 for t in tasks), what="three tasks")
+    tasks = _three_tasks(bao, runs)
     put(bao, "rotation/web", {"password": "broken-2"})  # not healthy with this one
     rollout = _wait(
         lambda: (r := _status(node)["rollouts"]) and "stopped" in r[0] and r[0],
@@ -561,12 +542,8 @@ def test_a_version_that_came_while_the_agent_was_down_reaches_the_task(
     compare their files with the store's when they tell it what they hold."""
     first, second = canary(), canary()
     put(bao, "rotation/down", {"password": first})
-    agent = NodeAgent(
-        tmp_path / "short-agent",
-        resolver="vault",
-        agent="cache_ttl = 1\n",
-        extra=f'[resolvers.vault]\naddress = "{bao.address}"\ntoken = "{bao.root_token}"\n',
-    )
+    (tmp_path / "short").mkdir()
+    agent = bao_agent(tmp_path / "short", bao, KEY, "cache_ttl = 1\n")
     try:
         run = Run(
             tmp_path,
