@@ -462,7 +462,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         """The running task ``task_id``, as the rotator acts on it."""
         with self._lock:
             task = self._tasks.get(task_id)
-            if task is None or task.killing or task.ended or task.restart is not None:
+            if task is None or task.killing or task.ended:
                 return None
             if task.container is None or task.info is None:
                 return None

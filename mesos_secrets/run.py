@@ -680,8 +680,12 @@ class _Slot:
         self._health = healthy
 
     def running(self) -> bool:
+        """Whether the task runs, or is being restarted (what it hears then still
+        counts: a revocation, a version newer than the restart read)."""
         container = self.container
-        return container is not None and not self._ending.is_set() and container.poll() is None
+        if container is None or self._ending.is_set():
+            return False
+        return self._restarting is not None or container.poll() is None
 
     def poll(self) -> Termination | None:
         container = self.container
