@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from .errors import ResolverError
+from .errors import ResolverError, SecretAccessDeniedError
 from .resolver import ResolveContext, SecretResolver
 
 if TYPE_CHECKING:
@@ -116,10 +116,13 @@ class Watcher:
                 after = answer["seq"]
                 self.watching.set()
                 continue
-            if answer.get("missed"):
-                log.warning("the node agent dropped events before they were read")
             for event in answer["events"]:
                 self._handle(event)
+            if answer.get("missed"):
+                # What was missed may have been a revocation: asking again finds it
+                # (the agent refuses a revoked task), and new versions are looked for.
+                log.warning("the node agent dropped events before they were read: asking again")
+                self._again()
             after = answer["seq"]
 
     def _again(self) -> None:
@@ -129,17 +132,26 @@ class Watcher:
         for (``resync``: the files compared, and rewritten if they differ)."""
         if self._held is None:
             return
-        try:
-            for task, context in self._held():
-                references = [s.reference for s in task.secrets() if s.reference is not None]
-                if not references:
-                    continue
+        for task, context in self._held():
+            references = [s.reference for s in task.secrets() if s.reference is not None]
+            if not references or context.task_id is None:
+                continue
+            told = {"task_id": context.task_id}
+            try:
                 self.resolver.resolve_references(references, context)
-                if self._resync is not None and context.task_id is not None:
-                    names = tuple(sorted({"/" + r.name.strip("/") for r in references}))
-                    self._resync({"task_id": context.task_id}, names)
-        except ResolverError as error:
-            log.warning("telling the node agent what the tasks hold failed: %s", error)
+            except SecretAccessDeniedError as error:
+                why = _revocation(str(error))
+                if why is not None:  # revoked while we were not listening
+                    self._revoked(told, why)
+                else:
+                    log.warning("telling the node agent what the tasks hold failed: %s", error)
+                continue
+            except ResolverError as error:
+                log.warning("telling the node agent what the tasks hold failed: %s", error)
+                return
+            if self._resync is not None:
+                names = tuple(sorted({"/" + r.name.strip("/") for r in references}))
+                self._resync(told, names)
 
     def _handle(self, event: Mapping[str, Any]) -> None:
         context = event.get("context") or {}
@@ -163,3 +175,16 @@ class Watcher:
                     )
         except Exception as error:  # noqa: BLE001 (one event's failure must not end the watch)
             log.error("handling a '%s' event failed: %s", kind, type(error).__name__)
+
+
+#: How the agent refuses a task whose secrets were revoked (:mod:`.agent.server`).
+_REVOKED = "the secrets of this task were revoked ("
+
+
+def _revocation(message: str) -> str | None:
+    """The reason of a revocation, from the agent's refusal of a revoked task; None
+    for any other refusal."""
+    start = message.find(_REVOKED)
+    if start < 0:
+        return None
+    return message[start + len(_REVOKED) :].removesuffix(")")

@@ -20,15 +20,16 @@ from mesos_secrets.agent.poller import JITTER, MAX_READS, Poller
 from mesos_secrets.agent.rollouts import GRACE_S, Rollouts
 from mesos_secrets.agent.server import _hung_up
 from mesos_secrets.containerizer.launcher import Termination
-from mesos_secrets.errors import SecretValidationError
+from mesos_secrets.errors import SecretAccessDeniedError, SecretValidationError
 from mesos_secrets.marathon import load_spec
 from mesos_secrets.mesos import TaskInfo
-from mesos_secrets.resolver import SecretResolver
+from mesos_secrets.resolver import ResolveContext, SecretResolver
 from mesos_secrets.rotation import OnChange, RotationPolicy, Rotator, label_violations
 from mesos_secrets.run import RunOptions, _Slot
 from mesos_secrets.secret import Reference
 from mesos_secrets.secretbytes import SecretBytes
 from mesos_secrets.spec_reader import SpecError
+from mesos_secrets.watcher import Watcher
 
 # --- labels -------------------------------------------------------------------------
 
@@ -492,3 +493,67 @@ def test_a_watch_whose_client_went_away_ends_within_a_second() -> None:
         assert _hung_up(ours)
     finally:
         ours.close()
+
+
+def test_missed_events_are_asked_for_again() -> None:
+    """A front end that fell behind the agent's events may have missed a revocation:
+    it asks again for its tasks' secrets, and the agent's refusal says so."""
+
+    class Behind:
+        name = "agent"
+        watches = True
+
+        def __init__(self) -> None:
+            self.answers = iter(
+                [
+                    {"epoch": "e", "seq": 5, "events": []},
+                    {"epoch": "e", "seq": 9000, "events": [], "missed": True},
+                ]
+            )
+
+        def watch(self, after: Any, wait: float) -> Any:
+            try:
+                return next(self.answers)
+            except StopIteration:
+                time.sleep(0.05)
+                return {"epoch": "e", "seq": 9000, "events": []}
+
+        def stop_watching(self) -> None:
+            pass
+
+        def resolve_references(self, references: Any, context: Any) -> Any:
+            raise SecretAccessDeniedError(
+                "the node agent refused the request: the secrets of this task were revoked "
+                "(revoked by root: secret '/db' (leaked))"
+            )
+
+    task = TaskInfo.from_json(
+        {
+            "name": "t",
+            "task_id": {"value": "t.1"},
+            "agent_id": {"value": "a"},
+            "command": {
+                "value": "true",
+                "environment": {
+                    "variables": [
+                        {
+                            "name": "DB",
+                            "type": "SECRET",
+                            "secret": {"type": "REFERENCE", "reference": {"name": "/db"}},
+                        }
+                    ]
+                },
+            },
+        }
+    )
+    revoked: list[Any] = []
+    watcher = Watcher(
+        Behind(),  # type: ignore[arg-type]
+        revoked=lambda context, why: revoked.append((dict(context), why)),
+        held=lambda: [(task, ResolveContext(task_id="t.1"))],
+    )
+    with watcher:
+        deadline = time.monotonic() + 5
+        while not revoked and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert revoked == [({"task_id": "t.1"}, "revoked by root: secret '/db' (leaked)")]
