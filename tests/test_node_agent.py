@@ -1029,7 +1029,7 @@ def test_one_user_cannot_take_every_connection(
             try:
                 extra.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
                 answer = extra.recv(100)
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):  # closed before it was written
                 answer = b""
             assert answer == b""  # closed at once, unanswered
     finally:
