@@ -13,7 +13,9 @@ check: …"), and run as the checker library does (``src/checks/``):
   it); the result is its exit code. Its output is discarded, never logged;
 - HTTP: ``GET scheme://127.0.0.1:port/path`` (``[::1]`` for IPv6), redirects followed,
   certificates not verified, as ``curl -s -S -L -k`` does; the result is the status
-  code. TCP: a connection to the port; the result is whether it was made.
+  code. TCP: a connection to the port; the result is whether it was made. Both from a
+  thread in the task's network namespace when it has one of its own (``network``
+  isolator), as Mesos' checker enters it.
 
 A health check interprets the result (exit code 0, a status code in [200, 400), a
 connection) as healthy or not. Failures before the first success within
@@ -30,6 +32,7 @@ import contextlib
 import enum
 import http.client
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -39,10 +42,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 
+from . import linux
 from ._codec import JSONModel, frozen_mapping
 from .errors import LaunchError, SecretValidationError
 from .mesos import CommandInfo, VariableType
@@ -66,11 +70,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_R = TypeVar("_R")
+
 #: ``TaskStatus.reason`` of an update sent because the health status changed.
 REASON_HEALTH_UPDATED = "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED"
 #: ``TaskStatus.reason`` of an update sent because the check's result changed.
 REASON_CHECK_UPDATED = "REASON_TASK_CHECK_STATUS_UPDATED"
-#: The address HTTP and TCP checks reach (tasks share the host's network).
+#: The address HTTP and TCP checks reach: the task's loopback (the host's, or that of the
+#: task's own network namespace, which the probe then joins).
 IPV4_HOST = "127.0.0.1"
 IPV6_HOST = "::1"
 #: The longest duration a field may hold (Mesos' ``Duration``: int64 nanoseconds).
@@ -362,8 +369,36 @@ class _Run:
             return self._command(probe, timeout)
         host = self.host or (IPV6_HOST if probe.ipv6 else IPV4_HOST)
         if probe.type is CheckType.HTTP:
-            return _http(probe, host, timeout)
-        return _tcp(probe, host, timeout)
+            return self._in_network(lambda: _http(probe, host, timeout))
+        return self._in_network(lambda: _tcp(probe, host, timeout))
+
+    def _in_network(self, probe: Callable[[], _R]) -> _R | None:
+        """``probe()``, in the task's network: for a task in a namespace of its own (the
+        network isolator), in a thread of ours that joins it and ends with the probe, so
+        that 127.0.0.1 is the task's loopback (as Mesos' checker enters the task's
+        namespace); None if it cannot be joined (the container has gone)."""
+        namespace = self.container.network_namespace if self.container is not None else None
+        if namespace is None:
+            return probe()
+        result: list[_R] = []
+
+        def run() -> None:
+            try:
+                fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return
+            try:
+                linux.setns(fd, linux.CLONE_NEWNET)  # this thread's only
+            except OSError:
+                return
+            finally:
+                os.close(fd)
+            result.append(probe())
+
+        thread = threading.Thread(target=run, name="mesos-secrets-check", daemon=True)
+        thread.start()
+        thread.join()
+        return result[0] if result else None
 
     def _command(self, probe: Probe, timeout: float | None) -> int | None:
         command = probe.command

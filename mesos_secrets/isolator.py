@@ -5,7 +5,7 @@ container:
 
 - ``recover(alive)``: at start-up, with the ids of the containers still running;
 - ``prepare(config)``: before launch; returns what the task gets (:class:`LaunchInfo`:
-  environment variables and bind mounts), or None;
+  environment variables, bind mounts, a network namespace), or None;
 - ``isolate(container_id, pid)``: just after the task started;
 - ``refresh(container_id, names)``: while it runs, deliver the current values of the
   secrets named, where the isolator can (:class:`Refreshed` says what it did);
@@ -157,17 +157,21 @@ def _frozen_env(value: Mapping[str, SecretBytes]) -> Mapping[str, SecretBytes]:
 
 @attrs.frozen
 class LaunchInfo:
-    """What the isolators give the task: environment (secret values), filesystems, mounts.
+    """What the isolators give the task: environment (secret values), filesystems, mounts,
+    and the network namespace it runs in.
 
     ``filesystems`` are attached first, then ``mounts`` are made in order; ``detach``
     lists mount points the task should not see once its binds are made (the secret tmpfs
     itself: the task sees its files where they belong, nothing more).
+    ``network_namespace`` is a named network namespace (``/run/netns/NAME``) the task
+    joins; None: the front end's own (the host's).
     """
 
     environment: Mapping[str, SecretBytes] = attrs.field(factory=dict, converter=_frozen_env)
     mounts: tuple[Mount, ...] = ()
     detach: tuple[Path, ...] = ()
     filesystems: tuple[Filesystem, ...] = ()
+    network_namespace: Path | None = None
 
     def merge(self, other: LaunchInfo, source: str) -> LaunchInfo:
         clash = sorted(set(self.environment) & set(other.environment))
@@ -177,11 +181,23 @@ class LaunchInfo:
                 "that another isolator already set",
                 isolator=source,
             )
+        if self.network_namespace is not None and other.network_namespace is not None:
+            raise IsolatorError(
+                f"isolator '{source}' sets the network namespace "
+                f"('{other.network_namespace}'), which another isolator already set "
+                f"('{self.network_namespace}'): a task joins one",
+                isolator=source,
+            )
         return LaunchInfo(
             environment={**self.environment, **other.environment},
             mounts=self.mounts + other.mounts,
             detach=self.detach + other.detach,
             filesystems=self.filesystems + other.filesystems,
+            network_namespace=(
+                self.network_namespace
+                if self.network_namespace is not None
+                else other.network_namespace
+            ),
         )
 
 

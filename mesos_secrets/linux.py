@@ -20,6 +20,7 @@ import struct
 __all__ = [
     "AT_FDCWD",
     "CLONE_NEWIPC",
+    "CLONE_NEWNET",
     "CLONE_NEWNS",
     "CLONE_NEWPID",
     "CLONE_NEWUSER",
@@ -78,6 +79,7 @@ MNT_DETACH = 0x2
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 
@@ -392,7 +394,9 @@ def unshare(flags: int) -> None:
 def setns(fd: int, flags: int) -> None:
     """setns(2) with a pidfd: move the calling process into the namespaces ``flags`` of
     that process, all at once (PID: its children). The process must still run: a pidfd
-    never pins a namespace, nor lets a reused pid stand for the one it was opened on."""
+    never pins a namespace, nor lets a reused pid stand for the one it was opened on.
+    With an fd of a namespace itself (``/run/netns/NAME``), ``flags`` is its one type
+    (the call fails if the fd is another kind of namespace)."""
     if _libc.setns(fd, flags) != 0:
         raise _fail("setns")
 

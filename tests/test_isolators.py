@@ -547,7 +547,7 @@ class TestChain:
     def test_unknown_isolator(self, resolver: LocalResolver, runtime_dir: Path) -> None:
         with pytest.raises(
             PluginError,
-            match=r"unknown isolator 'filesystem/linux' \(known: environment_secret, volume_se",
+            match=r"unknown isolator 'filesystem/linux' \(known: environment_secret, network, vol",
         ):
             create_isolators("filesystem/linux", resolver, runtime_dir)
 

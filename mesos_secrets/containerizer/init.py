@@ -20,6 +20,7 @@ the supervisor (this process, in the front end's PID namespace)
     dies with the front end (parent-death signal), is not dumpable and writes no core,
     is in the container's cgroups so that every descendant is accounted for (the front
     end moves it there before it hands it its plan, while this interpreter starts),
+    joins the container's network namespace if it has one (an fd the front end passed),
     unshares the PID, mount and IPC namespaces (and a user namespace when not root),
     forks PID 1, passes signals on to it, and ends as PID 1 reports the task ended: with
     the same exit status, or killed by the same signal.
@@ -198,6 +199,15 @@ def begin(plan_fd: int, *, user_namespace: bool) -> dict[str, Any]:
             raise SetupError("the front end that started it is gone")  # noqa: TRY301
         for fd, _ in plan.get("filesystems", ()):
             os.set_inheritable(fd, False)
+        network = plan.get("network")
+        if network is not None:
+            # Before the rest: the PID 1 and task forked below inherit it. The front end
+            # opened it (the namespace of the network isolator, /run/netns/NAME).
+            step = "join the container's network namespace"
+            if user_namespace:
+                raise SetupError("a network namespace is joined by root only")  # noqa: TRY301
+            linux.setns(network, linux.CLONE_NEWNET)
+            os.close(network)
         if not user_namespace:
             step = "create the container's namespaces"
             flags = linux.CLONE_NEWPID | linux.CLONE_NEWNS

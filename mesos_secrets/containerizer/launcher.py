@@ -7,6 +7,8 @@ its own mount namespace where its mounts are made (the host's mount table never 
 them), its own IPC namespace, the container's cgroups, reduced capabilities for a root
 task, the task's user; and it dies whole: when its main process ends, when its front
 end dies however it dies. A non-root front end gets the same through a user namespace.
+When an isolator gave the task a network namespace (the ``network`` isolator), the init
+joins it first: the front end itself, and the secrets' traffic, stay in the host's.
 
 :class:`PosixLauncher` runs the task on the host's root filesystem, in its sandbox
 directory; :class:`~.runc.RuncLauncher` runs tasks in images. Secrets reach the task
@@ -58,6 +60,7 @@ __all__ = [
     "Termination",
     "command_argv",
     "keeping_the_terminal",
+    "open_network_namespace",
     "resolve_user",
     "start_init",
     "task_environment",
@@ -567,8 +570,10 @@ class PosixLauncher(Launcher):
             "no_new_privileges": self.no_new_privileges,
             "terminal": _is_terminal(stdin),
         }
+        network = open_network_namespace(info.network_namespace, root=root)
         plan = {
             "ipc": True,
+            "network": network,
             "filesystems": [[fs.fd, str(fs.at)] for fs in info.filesystems],
             "mounts": [mount.to_plan() for mount in info.mounts],
             "detach": [str(point) for point in info.detach],
@@ -579,16 +584,22 @@ class PosixLauncher(Launcher):
             "sandbox": str(sandbox),
             "task": task,
         }
-        popen = start_init(
-            plan,
-            cgroups=config.cgroup_procs,
-            user_namespace=not root,
-            fds=[fs.fd for fs in info.filesystems],
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-        )
+        try:
+            popen = start_init(
+                plan,
+                cgroups=config.cgroup_procs,
+                user_namespace=not root,
+                fds=[fs.fd for fs in info.filesystems] + ([] if network is None else [network]),
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        finally:
+            if network is not None:
+                os.close(network)
         namespaces = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC
+        if network is not None:  # a command (a check) runs in the task's network too
+            namespaces |= linux.CLONE_NEWNET
         exec_plan = ExecPlan(
             depth=1,  # PID 1, in the container's namespaces
             namespaces=namespaces if root else namespaces | linux.CLONE_NEWUSER,
@@ -616,6 +627,25 @@ class PosixLauncher(Launcher):
                     f"{what} {where} '{hidden}', which tasks may not see (the runtime "
                     "directory, the image store, the configuration or the store's files)"
                 )
+
+
+def open_network_namespace(path: Path | None, *, root: bool) -> int | None:
+    """An fd of the network namespace the task joins (None: the host's, no fd), for the
+    container's init to ``setns`` into before it unshares the rest. Only root can: a
+    namespace in ``/run/netns`` belongs to the host's user namespace."""
+    if path is None:
+        return None
+    if not root:
+        raise LaunchError(
+            f"the task's network namespace '{path}' can be joined by root only "
+            f"(mesos-secrets runs as uid {os.geteuid()})"
+        )
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        raise LaunchError(
+            f"cannot open the task's network namespace '{path}': {error.strerror}"
+        ) from None
 
 
 def _is_terminal(stdin: IO[Any] | int | None) -> bool:

@@ -323,7 +323,9 @@ class Containerizer:
             process.close()
             self._destroy_quietly(container_id)
             raise
-        return Container(self, container_id, task, config, process)
+        return Container(
+            self, container_id, task, config, process, network_namespace=info.network_namespace
+        )
 
     def kill_all(self, container_id: str, process: Process) -> None:
         """End every process of the container now, and reap its init."""
@@ -386,12 +388,16 @@ class Container:
         task: TaskInfo,
         config: ContainerConfig,
         process: Process,
+        *,
+        network_namespace: Path | None = None,
     ) -> None:
         self.containerizer = containerizer
         self.id = container_id
         self.task = task
         self.config = config
         self.process = process
+        #: The task's network namespace (``/run/netns/NAME``); None: the host's network.
+        self.network_namespace = network_namespace
         self._destroyed = False
 
     def __repr__(self) -> str:

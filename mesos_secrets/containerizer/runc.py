@@ -17,8 +17,12 @@ directory unless the image names its own WorkingDir), the secret volumes' tmpfs 
 read-only at ``/mnt/mesos/sandbox/.mesos-secrets`` (a relative ``container_path`` is a
 relative link into it, made in the sandbox: it resolves there as on the host), and each
 other secret file bound at its path — an absolute ``container_path`` inside the image,
-an RW one inside the sandbox. What runs is the task's command merged with the image's Entrypoint
-and Cmd, with the image's Env under the task's environment (``image_config``).
+an RW one inside the sandbox. What runs is the task's command merged with the image's
+Entrypoint and Cmd, with the image's Env under the task's environment (``image_config``).
+
+A network namespace from the ``network`` isolator is named in the spec
+(``linux.namespaces``, by its ``/run/netns`` path): runc joins the task to it, where the
+task would otherwise share the host's network.
 """
 
 from __future__ import annotations
@@ -189,9 +193,12 @@ class RuncLauncher(Launcher):
         namespaces (entered through the task's process: our init's PID 1, then runc,
         then runc's container process), as its user, with its capabilities."""
         user = config.user
+        namespaces = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC | _CLONE_NEWUTS
+        if info.network_namespace is not None:
+            namespaces |= linux.CLONE_NEWNET
         return ExecPlan(
             depth=3,
-            namespaces=linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC | _CLONE_NEWUTS,
+            namespaces=namespaces,
             cgroups=tuple(config.cgroup_procs),
             task={
                 "cwd": SANDBOX,
@@ -302,7 +309,16 @@ class RuncLauncher(Launcher):
             "mounts": mounts,
             "linux": {
                 **({"cgroupsPath": config.runc_cgroup} if config.runc_cgroup else {}),
-                "namespaces": [{"type": kind} for kind in ("pid", "ipc", "uts", "mount")],
+                "namespaces": [
+                    *({"type": kind} for kind in ("pid", "ipc", "uts", "mount")),
+                    # The network isolator's namespace, seen where the host has it: runc
+                    # runs in our init's mount namespace, a copy of the host's.
+                    *(
+                        [{"type": "network", "path": str(info.network_namespace)}]
+                        if info.network_namespace is not None
+                        else []
+                    ),
+                ],
                 "maskedPaths": list(PROC_MASKED),
                 "readonlyPaths": list(PROC_READ_ONLY),
             },

@@ -1,0 +1,422 @@
+"""``network``: the task's network, so that a task holding secrets cannot reach the store.
+
+Once a task has its secrets it should not be able to talk to the secret store or the
+node agent: a compromised task must not replay a leaked bootstrap token, or read other
+tasks' secrets with the executor's credentials. Mesos leaves this to CNI plugins; here it
+is an isolator of its own, through netlink (pyroute2), never by running ``ip``.
+
+Modes, per task:
+
+- ``host``: the host's network, as without this isolator;
+- ``none``: a network namespace of the task's own, with its loopback up and nothing
+  else: no interface leads out of it, so neither the store, nor the node agent, nor
+  anything on the host's loopback can be reached;
+- ``bridge``: not in this version (a configuration or a task asking for it is refused,
+  saying so).
+
+A task's mode comes from its TaskInfo: ``container.network_infos`` naming Mesos' bridge
+network (``mesos-bridge``: Marathon's ``container/bridge``) asks for ``bridge``; any other
+named network (Marathon's ``container`` networks, CNI networks in Mesos) is refused, as
+no CNI plugin is run here; no NetworkInfo takes the configured ``mode`` (default
+``host``). Marathon writes no NetworkInfo for ``host`` either: in a TaskInfo, which is all
+an executor gets, an app that says ``host`` cannot be told from one that says nothing, so
+both get the configured mode.
+
+A ``none`` namespace is made in ``prepare``, named, as ``ip netns add`` names one: a file
+``/run/netns/mesos-secrets-<tag>-<container id>`` that the namespace is bound to, where
+``tag`` stands for the runtime directory, so that names never collide between
+containers (a container id is claimed once in a runtime directory) nor between front
+ends with other runtime directories, and ``recover`` removes only namespaces of its own
+runtime directory. Its name is journalled in the container's runtime directory (never a
+value) before it exists. The launchers are given its path (:attr:`LaunchInfo.network_namespace`):
+the posix launcher's init joins it before it unshares the rest, runc is told of it in the
+OCI spec. Secrets are resolved by the front end in ``prepare``, and the front end never
+enters the namespace: its own traffic (and the node agent's) stays in the host's network.
+
+It is made in a thread of its own that unshares its network namespace, has pyroute2 bind
+it to its name (``netns.attach``, of ``/proc/thread-self/ns/net``) and brings its
+loopback up through a netlink socket opened there (``IPRoute``), then ends: the front end
+may be threaded (the executor), so nothing forks, where pyroute2's ``netns.create`` and
+``IPRoute(netns=…)`` fork a child that runs Python. ``cleanup`` removes it (pyroute2's
+``netns.remove``: unmounted, then unlinked, which also detaches the copies other
+containers' mount namespaces hold); ``recover`` removes those of its runtime directory
+whose container is gone.
+
+Options (``[isolators.network]``): ``mode`` (``host``, ``none``; ``bridge`` refused for
+now), ``subnet`` (the private IPv4 range bridge addresses will come from) and ``blocked``
+(addresses or networks, each with an optional port, that tasks on a bridge may not
+reach): both checked now, used by the bridge mode to come.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mesos_secrets import linux, nofollow
+from mesos_secrets.errors import ConfigError, IsolatorError, printable
+from mesos_secrets.isolator import ContainerConfig, Isolator, LaunchInfo
+from mesos_secrets.networking import MESOS_BRIDGE
+from mesos_secrets.resolver import SecretResolver
+
+__all__ = [
+    "BRIDGE",
+    "DEFAULT_SUBNET",
+    "HOST",
+    "MODES",
+    "NETNS_DIR",
+    "NONE",
+    "PREFIX",
+    "Blocked",
+    "NetworkIsolator",
+    "create_namespace",
+    "namespace_prefix",
+    "parse_blocked",
+    "remove_namespace",
+]
+
+log = logging.getLogger(__name__)
+
+HOST = "host"
+NONE = "none"
+BRIDGE = "bridge"
+MODES = (HOST, NONE, BRIDGE)
+#: Where named network namespaces live (``ip netns``'s directory).
+NETNS_DIR = Path("/run/netns")
+#: The start of the names of our namespaces there.
+PREFIX = "mesos-secrets-"
+#: The private range bridge addresses come from, unless configured.
+DEFAULT_SUBNET = "10.217.0.0/16"
+JOURNAL = "namespace.json"
+#: A container id that can be part of a file name as it is.
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+@attrs.frozen
+class Blocked:
+    """An address or network tasks may not reach, on one port or (None) all."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = str(
+            self.network.network_address if self.network.num_addresses == 1 else self.network
+        )
+        if self.port is None:
+            return host
+        return f"[{host}]:{self.port}" if self.network.version == 6 else f"{host}:{self.port}"
+
+
+def parse_blocked(entry: str) -> Blocked:
+    """``10.0.0.5``, ``10.0.0.0/24``, ``10.0.0.5:8200``, ``fd00::1``, ``[fd00::1]:8200``.
+
+    A ValueError saying what is wrong; host names are refused (an address is needed to
+    write a rule, and a name's addresses change)."""
+    text = entry.strip()
+    port_text = None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("an IPv6 address with a port is written [ADDRESS]:PORT")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host = text
+    try:
+        network = ipaddress.ip_network(host, strict=True)
+    except ValueError:
+        raise ValueError(
+            "not an IP address or network (ADDRESS, ADDRESS/PREFIX, with :PORT or not; "
+            "host names are not taken)"
+        ) from None
+    port = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError("the port must be a number from 1 to 65535")
+        port = int(port_text)
+    return Blocked(network, port)
+
+
+def _option_error(name: str, value: object, why: str) -> ConfigError:
+    shown = printable(repr(value), 80)
+    return ConfigError(f"[isolators.network] {name} = {shown}: {why}")
+
+
+def _check_mode(mode: object) -> str:
+    if not isinstance(mode, str) or mode.strip().lower() not in MODES:
+        raise _option_error("mode", mode, "not a network mode (host, none or bridge)")
+    mode = mode.strip().lower()
+    if mode == BRIDGE:
+        raise _option_error(
+            "mode",
+            mode,
+            "bridge networking is not supported yet; this version gives tasks the host's "
+            "network (host) or a namespace with loopback only (none)",
+        )
+    return mode
+
+
+def _check_subnet(subnet: object) -> ipaddress.IPv4Network:
+    try:
+        network = ipaddress.IPv4Network(str(subnet), strict=True)
+    except ValueError:
+        raise _option_error(
+            "subnet", subnet, "not an IPv4 network such as 10.217.0.0/16 (host bits unset)"
+        ) from None
+    if not network.is_private:
+        raise _option_error("subnet", subnet, "not a private range (RFC 1918 or alike)")
+    if network.prefixlen > 30:
+        raise _option_error(
+            "subnet", subnet, "too small: a bridge needs its own address and one per task"
+        )
+    return network
+
+
+def _check_blocked(blocked: object) -> tuple[Blocked, ...]:
+    if blocked is None:
+        return ()
+    if isinstance(blocked, str):
+        entries: list[object] = [part.strip() for part in blocked.split(",") if part.strip()]
+    elif isinstance(blocked, Sequence):
+        entries = list(blocked)
+    else:
+        raise _option_error("blocked", blocked, "must be a list of addresses")
+    found = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise _option_error(f"blocked[{index}]", entry, "must be a string")
+        try:
+            found.append(parse_blocked(entry))
+        except ValueError as error:
+            raise _option_error(f"blocked[{index}]", entry, str(error)) from None
+    return tuple(found)
+
+
+def namespace_prefix(runtime_dir: Path) -> str:
+    """The start of the names of the namespaces of the containers of ``runtime_dir``:
+    ``mesos-secrets-`` and a tag that stands for the directory (its real path)."""
+    tag = hashlib.sha256(os.fsencode(os.path.realpath(runtime_dir))).hexdigest()[:8]
+    return f"{PREFIX}{tag}-"
+
+
+def create_namespace(path: Path) -> None:
+    """A new network namespace bound at ``path``, its loopback up; nothing forks.
+
+    In a thread of its own, which unshares its network namespace (the process's other
+    threads stay where they are), has pyroute2 bind it at ``path`` (``/proc/thread-self``
+    being that thread) and sets ``lo`` up through a netlink socket it opens there, then
+    ends. FileExistsError if ``path`` exists, another OSError if a step fails (``path``
+    may then exist: :func:`remove_namespace` removes it).
+    """
+    from pyroute2 import IPRoute, netns  # noqa: PLC0415 (pyroute2: only for a namespace)
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
+
+    failed: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            linux.unshare(linux.CLONE_NEWNET)
+            netns.attach(str(path), "thread-self")
+            with IPRoute() as ipr:  # its socket is in this thread's namespace: the new one
+                (loopback,) = ipr.link_lookup(ifname="lo")
+                ipr.link("set", index=loopback, state="up")
+        except NetlinkError as error:
+            failed.append(OSError(error.code, f"netlink: {os.strerror(error.code)}"))
+        except BaseException as error:  # noqa: BLE001 (raised again by the caller)
+            failed.append(error)
+
+    thread = threading.Thread(target=make, name="mesos-secrets-netns")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+def remove_namespace(path: Path) -> bool:
+    """Remove the namespace bound at ``path`` (pyroute2's ``netns.remove``: unmounted,
+    then unlinked). False if there was none; idempotent."""
+    if not os.path.lexists(path):
+        return False
+    from pyroute2 import netns  # noqa: PLC0415
+
+    try:
+        netns.remove(str(path))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class NetworkIsolator(Isolator):
+    """Puts tasks in the network their mode says: the host's, or one of their own."""
+
+    name = "network"
+
+    def __init__(
+        self,
+        resolver: SecretResolver,
+        runtime_dir: Path,
+        mode: str = HOST,
+        subnet: str = DEFAULT_SUBNET,
+        blocked: str | Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(resolver, runtime_dir)
+        self.mode = _check_mode(mode)
+        self.subnet = _check_subnet(subnet)
+        self.blocked = _check_blocked(blocked)
+        #: The start of the names of this runtime directory's namespaces.
+        self.prefix = namespace_prefix(self.runtime_dir)
+
+    def namespace_name(self, container_id: str) -> str:
+        """The name of a container's namespace: unique on the node (see the module)."""
+        if not _CONTAINER_ID.fullmatch(container_id):
+            raise IsolatorError(
+                f"container id '{printable(container_id, 80)}' cannot name a network "
+                "namespace (letters, digits, '_', '.', '-'; at most 128)",
+                isolator=self.name,
+                container_id=container_id,
+            )
+        return self.prefix + container_id
+
+    def mode_for(self, config: ContainerConfig) -> str:
+        """The task's mode: from its NetworkInfos, else the configured one."""
+        container = config.container
+        infos = container.extra.get("network_infos") if container is not None else None
+        if not infos:
+            return self.mode
+        if not isinstance(infos, list) or not all(isinstance(i, Mapping) for i in infos):
+            raise self._error(config, "container.network_infos is not a list of NetworkInfo")
+        names = [info.get("name") for info in infos]
+        if len(infos) > 1:
+            listed = ", ".join(f"'{printable(str(n), 80)}'" for n in names)
+            raise self._error(
+                config,
+                f"the task joins {len(infos)} networks (container.network_infos: {listed}); "
+                "the network isolator gives a task one",
+            )
+        name = names[0]
+        if name == MESOS_BRIDGE:
+            raise self._error(
+                config,
+                f"the task asks for the bridge network (container.network_infos[0].name "
+                f"'{MESOS_BRIDGE}'; Marathon: networks "
+                '[{"mode": "container/bridge"}]), '
+                "which the network isolator does not support yet: use host or none",
+            )
+        shown = "no name" if name is None else f"'{printable(str(name), 80)}'"
+        raise self._error(
+            config,
+            f"the task asks for container network {shown} (container.network_infos[0].name; "
+            'Marathon: networks [{"mode": "container", "name": …}]): named container (CNI) '
+            "networks are not supported, only host and none",
+        )
+
+    def prepare(self, config: ContainerConfig) -> LaunchInfo | None:
+        mode = self.mode_for(config)
+        if mode == HOST:
+            return None
+        if not linux.is_root():
+            raise self._error(
+                config,
+                f"network mode '{mode}' needs root: the network isolator makes a network "
+                "namespace for the task",
+            )
+        name = self.namespace_name(config.container_id)
+        path = NETNS_DIR / name
+        directory = self.container_dir(config.container_id)
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Journalled first: a crash from here on leaves a name cleanup can find.
+            _write_journal(directory / JOURNAL, {"mode": mode, "namespace": name})
+            create_namespace(path)
+        except BaseException as error:
+            # The chain would clean up too; an isolator used alone must not leave anything.
+            with contextlib.suppress(OSError):
+                self.cleanup(config.container_id)
+            if isinstance(error, FileExistsError):
+                raise self._error(config, f"network namespace '{path}' exists already") from None
+            if isinstance(error, OSError):
+                why = os.strerror(error.errno) if error.errno else str(error)
+                raise self._error(
+                    config, f"cannot create network namespace '{path}': {why}"
+                ) from None
+            raise
+        log.info("container %s: network namespace %s (mode %s)", config.container_id, name, mode)
+        return LaunchInfo(network_namespace=path)
+
+    def cleanup(self, container_id: str) -> None:
+        """Remove the container's namespace (by its name, and by the journal's), then its
+        journal. Idempotent; a failure keeps the journal, for the next try."""
+        directory = self.container_dir(container_id)
+        names = set()
+        with contextlib.suppress(IsolatorError):
+            names.add(self.namespace_name(container_id))
+        journalled = _read_journal(directory / JOURNAL).get("namespace")
+        if isinstance(journalled, str) and self._ours(journalled):
+            names.add(journalled)
+        for name in sorted(names):
+            if remove_namespace(NETNS_DIR / name):
+                log.info("container %s: network namespace %s removed", container_id, name)
+        if directory.exists():
+            nofollow.remove_tree(directory)
+
+    def recover(self, alive: Collection[str]) -> None:
+        """Remove this runtime directory's namespaces whose container is gone.
+
+        A container's directory is claimed before its namespace is made, and removed only
+        after its namespace is: one whose claim is not there (checked again now, for a
+        container claimed since ``alive`` was listed) is left over."""
+        running = set(alive)
+        try:
+            entries = sorted(os.listdir(NETNS_DIR))
+        except FileNotFoundError:
+            return
+        containers = self.runtime_dir / "containers"  # where container_dir() is
+        for entry in entries:
+            if not self._ours(entry):
+                continue
+            container_id = entry.removeprefix(self.prefix)
+            if container_id in running or os.path.lexists(containers / container_id):
+                continue
+            log.warning(
+                "removing network namespace %s: its container %s is gone", entry, container_id
+            )
+            try:
+                remove_namespace(NETNS_DIR / entry)
+            except OSError as error:
+                log.error("could not remove network namespace %s: %s", entry, error)
+
+    def _ours(self, name: str) -> bool:
+        rest = name.removeprefix(self.prefix)
+        return rest != name and "/" not in rest and _CONTAINER_ID.fullmatch(rest) is not None
+
+    def _error(self, config: ContainerConfig, message: str) -> IsolatorError:
+        return IsolatorError(message, isolator=self.name, container_id=config.container_id)
+
+
+def _write_journal(path: Path, entry: Mapping[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(entry) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _read_journal(path: Path) -> dict[str, Any]:
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # none, or torn by a crash: the name is known from the container id
+    return entry if isinstance(entry, dict) else {}

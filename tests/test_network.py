@@ -1,0 +1,516 @@
+"""The network isolator: a task in a network namespace of its own (mode ``none``) cannot
+reach the host, keeps its secrets, and leaves no namespace behind. Real namespaces; the
+servers listen on the host's loopback only."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from isolators.network import (
+    NETNS_DIR,
+    NetworkIsolator,
+    create_namespace,
+    namespace_prefix,
+    parse_blocked,
+    remove_namespace,
+)
+from mesos_secrets.containerizer.launcher import resolve_user
+from mesos_secrets.errors import ConfigError, IsolatorError
+from mesos_secrets.isolator import ContainerConfig, LaunchInfo
+from mesos_secrets.mesos import CommandInfo, ContainerInfo, ContainerType
+from mesos_secrets.testing import canary
+from resolvers.value import ValueResolver
+
+from .conftest import requires_root
+from .registry import Registry
+from .test_images import ImageRunner, docker_config, layout, registry  # noqa: F401 (fixtures)
+from .test_run import BIN, Runner, sha, wait_for, wait_running, wait_until
+
+pytestmark = requires_root
+
+ISOLATION = "network,environment_secret,volume_secret"
+
+#: Run by the task (``python3 -c "$PROBE" PORT``): can it reach the host's server, does
+#: its own loopback work, which interfaces and which network namespace does it have.
+PROBE = """
+import os, socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
+    print("host-reached")
+except OSError as error:
+    print("host-unreachable", type(error).__name__)
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(1)
+client = socket.create_connection(server.getsockname(), timeout=5)
+peer, _ = server.accept()
+client.sendall(b"ping")
+assert peer.recv(4) == b"ping"
+print("own-loopback-works")
+print("interfaces", ",".join(name for _, name in socket.if_nameindex()))
+print("netns", os.readlink("/proc/self/ns/net"))
+"""
+
+#: A server on the task's loopback (``python3 -c "$SERVE" PORT``), for checks.
+SERVE = """
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen(8)
+while True:
+    server.accept()[0].close()
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _netns_dir() -> None:
+    """``/run/netns`` becomes a mount of its own when the first namespace is made there
+    (pyroute2 does as ``ip netns add`` does): made before any test's residue snapshot,
+    so that it is no test's residue."""
+    path = NETNS_DIR / f"mesos-secrets-test-setup-{os.getpid()}"
+    create_namespace(path)
+    remove_namespace(path)
+
+
+class HostServer:
+    """A TCP server on the host's loopback that counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.port: int = self.socket.getsockname()[1]
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            connection.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        self.socket.close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def server() -> Iterator[HostServer]:
+    found = HostServer()
+    yield found
+    found.close()
+
+
+def ours(runtime: Path) -> list[str]:
+    """The namespaces of ``runtime``'s containers: in /run/netns, and as `ip netns` lists
+    them."""
+    prefix = namespace_prefix(runtime)
+    on_disk = [n for n in os.listdir(NETNS_DIR) if n.startswith(prefix)]
+    listed = subprocess.run(["ip", "netns"], capture_output=True, text=True, check=True).stdout
+    return sorted(on_disk) + [
+        f"ip netns: {line}" for line in listed.splitlines() if line.startswith(prefix)
+    ]
+
+
+def _config(isolation: str, options: dict[str, Any]) -> str:
+    lines = [f"isolation = {json.dumps(isolation)}", "", "[isolators.network]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+class NetRunner(Runner):
+    """Runs specs with the network isolator, configured as the test says."""
+
+    def __init__(self, tmp_path: Path, home: Path) -> None:
+        super().__init__(tmp_path, home)
+        self.config = tmp_path / "config.toml"
+        self.configure(mode="none")
+
+    def configure(self, isolation: str = ISOLATION, **options: Any) -> None:
+        self.config.write_text(_config(isolation, options))
+
+    def command(self, spec: dict[str, Any], *extra: str) -> list[str]:
+        command = super().command(spec, *extra)
+        return [command[0], "--config", str(self.config), *command[1:]]
+
+    def run_quiet(self, spec: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
+        """Without -vv: what a user sees."""
+        command = [part for part in self.command(spec) if part != "-vv"]
+        return subprocess.run(command, capture_output=True, timeout=120, check=False)
+
+    def assert_no_residue(self) -> None:
+        super().assert_no_residue()
+        assert ours(self.runtime) == []
+
+
+@pytest.fixture
+def runner(tmp_path: Path, home: Path) -> NetRunner:
+    return NetRunner(tmp_path, home)
+
+
+def probing_app(port: int, value: str) -> dict[str, Any]:
+    """Checks its env and file secrets, then probes the network (:data:`PROBE`)."""
+    script = "; ".join(
+        [
+            "set -e",
+            f'test "$(printf %s "$DB_PASSWORD" | sha256sum | cut -c1-64)" = {sha(value)}',
+            f'test "$(sha256sum < secrets/db | cut -c1-64)" = {sha(value)}',
+            "echo secrets-delivered",
+            f'python3 -c "$PROBE" {port}',
+        ]
+    )
+    return {
+        "cmd": script,
+        "env": {"DB_PASSWORD": {"secret": "db"}, "PROBE": PROBE},
+        "secrets": {"db": {"source": "/myapp/db@password"}},
+        "container": {
+            "type": "MESOS",
+            "volumes": [{"containerPath": "secrets/db", "secret": "db"}],
+        },
+    }
+
+
+def host_namespace() -> str:
+    return os.readlink("/proc/self/ns/net")
+
+
+class TestNoneMode:
+    def test_task_cannot_reach_the_host(self, runner: NetRunner, server: HostServer) -> None:
+        """A server on the host's loopback refuses the task (its 127.0.0.1 is its own), the
+        task's own loopback works, it has no other interface, its secrets arrive."""
+        value = canary()
+        runner.store.put("/myapp/db", {"password": value})
+        result = runner.run(probing_app(server.port, value))
+        out = result.stdout.decode()
+        assert result.returncode == 0, result.stderr.decode()
+        assert "secrets-delivered" in out
+        assert "host-unreachable ConnectionRefusedError" in out
+        assert "own-loopback-works" in out
+        assert "interfaces lo\n" in out
+        assert f"netns {host_namespace()}" not in out
+        assert server.accepted == 0
+        runner.assert_no_residue()
+
+    def test_host_mode_reaches_the_host(self, runner: NetRunner, server: HostServer) -> None:
+        """The default mode is the host's network, as without the isolator."""
+        runner.configure()
+        value = canary()
+        runner.store.put("/myapp/db", {"password": value})
+        result = runner.run(probing_app(server.port, value))
+        out = result.stdout.decode()
+        assert result.returncode == 0, result.stderr.decode()
+        assert "secrets-delivered" in out
+        assert "host-reached" in out
+        assert f"netns {host_namespace()}" in out
+        wait_until(lambda: server.accepted == 1, timeout=5)
+        runner.assert_no_residue()
+
+    @pytest.mark.parametrize("protocol", ["COMMAND", "MESOS_TCP"])
+    def test_checks_probe_the_tasks_network(self, runner: NetRunner, protocol: str) -> None:
+        """A COMMAND health check enters the task's network namespace with the rest, a
+        TCP one probes from it: each reaches a server on the task's loopback, on a port
+        nothing on the host's has."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]  # free on the host: closed before the task runs
+        check: dict[str, Any] = {
+            "protocol": protocol,
+            "gracePeriodSeconds": 0,
+            "intervalSeconds": 1,
+            "delaySeconds": 0,
+            "maxConsecutiveFailures": 5,
+        }
+        if protocol == "COMMAND":
+            check["command"] = {
+                "value": "python3 -c 'import socket; "
+                f'socket.create_connection(("127.0.0.1", {port}), timeout=2)\''
+            }
+        else:
+            check["port"] = port
+        spec = {
+            "cmd": f'python3 -c "$SERVE" {port} & sleep 4',
+            "env": {"SERVE": SERVE},
+            "healthChecks": [check],
+        }
+        result = runner.run(spec)
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"is healthy" in result.stderr
+        runner.assert_no_residue()
+
+
+class TestNothingLeft:
+    def test_after_failure(self, runner: NetRunner) -> None:
+        result = runner.run({"cmd": "exit 3"})
+        assert result.returncode == 3
+        runner.assert_no_residue()
+
+    def test_after_a_launch_that_fails(self, runner: NetRunner) -> None:
+        """The namespace is made before the launch fails: it goes all the same."""
+        result = runner.run({"args": ["/no/such/program"]})
+        assert result.returncode == 1
+        assert b"cannot start the task" in result.stderr
+        runner.assert_no_residue()
+
+    def test_after_a_kill(self, runner: NetRunner) -> None:
+        process = runner.start({"cmd": "touch started; sleep 60"}, "--grace-period", "0.5")
+        wait_running(process)
+        wait_for(runner.work / "started")
+        assert len(ours(runner.runtime)) == 2  # in /run/netns, and listed by ip netns
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 128 + signal.SIGTERM, err.decode()
+        runner.assert_no_residue()
+
+    def test_front_end_killed_then_recovered(self, runner: NetRunner) -> None:
+        """run dies by SIGKILL: the task dies with it, its namespace stays (a mount, no
+        process holds it) until the next front end's recover removes it."""
+        process = runner.start({"cmd": "touch started; sleep 60"})
+        wait_for(runner.work / "started")
+        process.kill()
+        process.wait()
+        process.communicate()
+        assert len(ours(runner.runtime)) == 2
+        result = runner.run({"cmd": "true"})
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"cleaning up orphaned container" in result.stderr
+        runner.assert_no_residue()
+
+    def test_twenty_concurrent_tasks(self, runner: NetRunner) -> None:
+        """Twenty front ends at once, each recovering as it starts while the others
+        prepare: twenty namespaces at the same time, distinct, none left afterwards."""
+        spec = runner.spec(
+            {"cmd": "readlink /proc/self/ns/net; while [ ! -e go ]; do sleep 0.05; done"}
+        )
+        works = [runner.tmp / f"work-{i}" for i in range(20)]
+        processes = [
+            subprocess.Popen(
+                [
+                    str(BIN),
+                    "--config",
+                    str(runner.config),
+                    "run",
+                    str(spec),
+                    "--work-dir",
+                    str(work),
+                    "--runtime-dir",
+                    str(runner.runtime),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for work in works
+        ]
+        try:
+            wait_until(
+                lambda: len([n for n in ours(runner.runtime) if "ip netns" not in n]) == 20,
+                timeout=120,
+            )
+        finally:
+            for work in works:
+                work.mkdir(parents=True, exist_ok=True)
+                (work / "go").touch()
+            results = [process.communicate(timeout=120) for process in processes]
+        assert [p.returncode for p in processes] == [0] * 20, [e.decode() for _, e in results]
+        namespaces = {out.decode().strip() for out, _ in results}
+        assert len(namespaces) == 20
+        assert host_namespace() not in namespaces
+        runner.assert_no_residue()
+
+
+class TestRefused:
+    """One line each, saying what is wrong and where."""
+
+    def test_unknown_mode(self, runner: NetRunner) -> None:
+        runner.configure(mode="airgap")
+        result = runner.run_quiet({"cmd": "true"})
+        assert result.returncode == 1
+        assert result.stderr.decode().splitlines() == [
+            "mesos-secrets: error: [isolators.network] mode = 'airgap': not a network mode "
+            "(host, none or bridge)"
+        ]
+
+    def test_bridge_mode_not_yet(self, runner: NetRunner) -> None:
+        runner.configure(mode="bridge")
+        result = runner.run_quiet({"cmd": "true"})
+        assert result.returncode == 1
+        (line,) = result.stderr.decode().splitlines()
+        assert line.startswith(
+            "mesos-secrets: error: [isolators.network] mode = 'bridge': bridge networking is "
+            "not supported yet"
+        )
+
+    def test_named_container_network(self, runner: NetRunner) -> None:
+        result = runner.run_quiet(
+            {"cmd": "true", "networks": [{"mode": "container", "name": "dcos"}]}
+        )
+        assert result.returncode == 1
+        (line,) = result.stderr.decode().splitlines()
+        assert "container network 'dcos' (container.network_infos[0].name; Marathon: " in line
+        assert "named container (CNI) networks are not supported" in line
+        runner.assert_no_residue()
+
+    def test_bridge_network_of_a_task(self, runner: NetRunner) -> None:
+        result = runner.run_quiet({"cmd": "true", "networks": [{"mode": "container/bridge"}]})
+        assert result.returncode == 1
+        (line,) = result.stderr.decode().splitlines()
+        assert "bridge network (container.network_infos[0].name 'mesos-bridge'" in line
+        runner.assert_no_residue()
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"subnet": "10.0.0.1/16"}, r"subnet = '10.0.0.1/16': not an IPv4 network"),
+            ({"subnet": "8.8.0.0/16"}, r"subnet = '8.8.0.0/16': not a private range"),
+            ({"subnet": "10.0.0.0/31"}, r"subnet = '10.0.0.0/31': too small"),
+            ({"blocked": ["vault.example:8200"]}, r"blocked\[0\] = 'vault.example:8200': not an"),
+            ({"blocked": ["10.0.0.1:0"]}, r"blocked\[0\] = '10.0.0.1:0': the port must be"),
+            ({"blocked": "10.0.0.1, [fd00::1"}, r"blocked\[1\] = '\[fd00::1': an IPv6 address"),
+        ],
+    )
+    def test_bad_options(self, tmp_path: Path, options: dict[str, Any], message: str) -> None:
+        with pytest.raises(ConfigError, match=r"^\[isolators\.network\] " + message):
+            NetworkIsolator.from_options(ValueResolver(), tmp_path, **options)
+
+    def test_blocked_addresses(self) -> None:
+        assert [
+            str(parse_blocked(entry))
+            for entry in ("10.0.0.5", "10.0.0.0/24", "10.0.0.5:8200", "fd00::1", "[fd00::1]:8200")
+        ] == ["10.0.0.5", "10.0.0.0/24", "10.0.0.5:8200", "fd00::1", "[fd00::1]:8200"]
+
+    def test_two_network_namespaces(self) -> None:
+        first = LaunchInfo(network_namespace=Path("/run/netns/a"))
+        with pytest.raises(IsolatorError, match="sets the network namespace"):
+            first.merge(LaunchInfo(network_namespace=Path("/run/netns/b")), "other")
+        assert first.merge(LaunchInfo(), "other").network_namespace == Path("/run/netns/a")
+
+
+def _config_for(sandbox: Path, container_id: str) -> ContainerConfig:
+    return ContainerConfig(
+        container_id=container_id,
+        sandbox=sandbox,
+        user=resolve_user(None),
+        command=CommandInfo(value="true"),
+        container=ContainerInfo(type=ContainerType.MESOS),
+    )
+
+
+class TestIsolator:
+    def test_prepare_then_cleanup(self, tmp_path: Path) -> None:
+        """A namespace with its loopback up, journalled; cleanup removes both, twice."""
+        isolator = NetworkIsolator(ValueResolver(), tmp_path / "runtime", mode="none")
+        info = isolator.prepare(_config_for(tmp_path, "c1"))
+        assert info is not None
+        assert info.network_namespace is not None
+        name = info.network_namespace.name
+        try:
+            assert name == namespace_prefix(tmp_path / "runtime") + "c1"
+            link = subprocess.run(
+                ["ip", "-n", name, "-o", "link"], capture_output=True, text=True, check=True
+            ).stdout
+            assert link.count("\n") == 1  # lo, nothing else
+            assert "lo:" in link
+            assert ",UP," in link
+            journal = isolator.container_dir("c1") / "namespace.json"
+            assert json.loads(journal.read_text()) == {"mode": "none", "namespace": name}
+        finally:
+            isolator.cleanup("c1")
+            isolator.cleanup("c1")
+        assert not info.network_namespace.exists()
+        assert not isolator.container_dir("c1").exists()
+
+    def test_host_mode_makes_nothing(self, tmp_path: Path) -> None:
+        isolator = NetworkIsolator(ValueResolver(), tmp_path / "runtime")
+        assert isolator.prepare(_config_for(tmp_path, "c1")) is None
+        assert ours(tmp_path / "runtime") == []
+
+    def test_recover_removes_only_its_own_leftovers(self, tmp_path: Path) -> None:
+        """Of the namespaces named for this runtime directory, those whose container is
+        neither alive nor claimed (since) go; another runtime directory's stay."""
+        runtime = tmp_path / "runtime"
+        isolator = NetworkIsolator(ValueResolver(), runtime, mode="none")
+        gone, alive, claimed = (isolator.prefix + cid for cid in ("gone", "alive", "claimed"))
+        foreign = namespace_prefix(tmp_path / "other") + "gone"
+        (runtime / "containers" / "claimed").mkdir(parents=True)
+        names = (gone, alive, claimed, foreign)
+        try:
+            for name in names:
+                create_namespace(NETNS_DIR / name)
+            isolator.recover(["alive"])
+            assert not (NETNS_DIR / gone).exists()
+            assert all((NETNS_DIR / name).exists() for name in (alive, claimed, foreign))
+        finally:
+            for name in names:
+                remove_namespace(NETNS_DIR / name)
+
+    def test_container_id_that_cannot_name_a_namespace(self, tmp_path: Path) -> None:
+        isolator = NetworkIsolator(ValueResolver(), tmp_path / "runtime", mode="none")
+        with pytest.raises(IsolatorError, match="cannot name a network namespace"):
+            isolator.prepare(_config_for(tmp_path, "a" * 200))
+        assert ours(tmp_path / "runtime") == []
+
+
+class NetImageRunner(ImageRunner):
+    def __init__(self, tmp_path: Path, home: Path, images: Registry, mode: str) -> None:
+        super().__init__(tmp_path, home, images)
+        # Top-level keys come before the [images] table.
+        self.config.write_text(_config(ISOLATION, {"mode": mode}) + self.config.read_text())
+
+
+@pytest.mark.parametrize("mode", ["none", "host"])
+def test_image_task(
+    tmp_path: Path,
+    home: Path,
+    registry: Registry,  # noqa: F811 (the fixture)
+    server: HostServer,
+    mode: str,
+) -> None:
+    """A task in an image (runc) in mode none cannot reach the host's server, and gets its
+    secret; in mode host it reaches it (the probe works)."""
+    runner = NetImageRunner(tmp_path, home, registry, mode)
+    runner.store.put("/registry/pull", {"config": docker_config(registry)})
+    runner.store.put("/app/db", {"password": "db-password"})
+    cmd = "; ".join(
+        [
+            "set -e",
+            f'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = {sha("db-password")}',
+            f"if nc -w 3 127.0.0.1 {server.port} </dev/null; then echo host-reached; "
+            "else echo host-unreachable; fi",
+            "ip -o link | cut -d: -f2 | tr -d ' ' | tr '\\n' , | sed 's/^/interfaces /'",
+            "echo",
+            "echo netns $(readlink /proc/self/ns/net)",
+        ]
+    )
+    spec = runner.app(cmd=cmd)
+    spec["env"] = {"DB": {"secret": "db"}}
+    result = runner.run(spec)
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    if mode == "none":
+        assert "host-unreachable" in out
+        assert "interfaces lo,\n" in out
+        assert f"netns {host_namespace()}" not in out
+        assert server.accepted == 0
+    else:
+        assert "host-reached" in out
+        assert f"netns {host_namespace()}" in out
+        wait_until(lambda: server.accepted == 1, timeout=5)
+    runner.assert_no_residue()
+    assert ours(runner.runtime) == []
