@@ -88,15 +88,6 @@ class ImageRunner(Runner):
             f'[images]\nstore = "{self.image_store}"\nca_bundle = "{registry.ca.ca.cert}"\n'
         )
 
-    def command(self, spec: dict[str, Any], *extra: str) -> list[str]:
-        command = super().command(spec, *extra)
-        return [command[0], "--config", str(self.config), *command[1:]]
-
-    def run_quiet(self, spec: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
-        """Without -vv, which logs even a typed error's traceback: what a user sees."""
-        command = [part for part in self.command(spec) if part != "-vv"]
-        return subprocess.run(command, capture_output=True, timeout=120, check=False)
-
     def app(
         self,
         image: str = "private/busybox:latest",

@@ -147,15 +147,6 @@ class NetRunner(Runner):
     def configure(self, isolation: str = ISOLATION, **options: Any) -> None:
         self.config.write_text(_config(isolation, options))
 
-    def command(self, spec: dict[str, Any], *extra: str) -> list[str]:
-        command = super().command(spec, *extra)
-        return [command[0], "--config", str(self.config), *command[1:]]
-
-    def run_quiet(self, spec: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
-        """Without -vv: what a user sees."""
-        command = [part for part in self.command(spec) if part != "-vv"]
-        return subprocess.run(command, capture_output=True, timeout=120, check=False)
-
     def assert_no_residue(self) -> None:
         super().assert_no_residue()
         assert ours(self.runtime) == []

@@ -40,6 +40,8 @@ class Runner:
         self.work = tmp_path / "work"
         self.runtime = tmp_path / "runtime"
         self.store = LocalStore(home)
+        #: The configuration file runs are given (None: none).
+        self.config: Path | None = None
 
     def spec(self, spec: dict[str, Any]) -> Path:
         path = self.tmp / "app.json"
@@ -49,6 +51,7 @@ class Runner:
     def command(self, spec: dict[str, Any], *extra: str) -> list[str]:
         return [
             str(BIN),
+            *(["--config", str(self.config)] if self.config is not None else []),
             "-vv",
             "run",
             str(self.spec(spec)),
@@ -63,6 +66,11 @@ class Runner:
         return subprocess.run(
             self.command(spec, *extra), capture_output=True, timeout=120, check=False
         )
+
+    def run_quiet(self, spec: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
+        """Without -vv, which logs even a typed error's traceback: what a user sees."""
+        command = [part for part in self.command(spec) if part != "-vv"]
+        return subprocess.run(command, capture_output=True, timeout=120, check=False)
 
     def start(self, spec: dict[str, Any], *extra: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
