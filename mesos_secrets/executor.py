@@ -68,7 +68,14 @@ from .hardening import protect_process
 from .mesos import TaskInfo
 from .registry import choose_resolver, get_resolver, resolvers
 from .resolver import ResolveContext, SecretResolver, option_types
-from .rotation import RELAUNCH_BACKOFF_S, RotationPolicy, Rotator, stop_container, wait_healthy
+from .rotation import (
+    RELAUNCH_BACKOFF_S,
+    RotationPolicy,
+    Rotator,
+    ask_for_new_versions,
+    stop_container,
+    wait_healthy,
+)
 from .run import build_containerizer, log_progress
 from .watcher import Watcher
 
@@ -444,9 +451,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
     ) -> Container:
         assert self.containerizer is not None
         assert self.resolver is not None
-        interval = RotationPolicy.of_task(info).refresh_interval
-        if self.resolver.watches and interval is not None:
-            self.resolver.refresh_every(context, interval)
+        ask_for_new_versions(self.resolver, info, context)
         with _output(sandbox, "stdout") as out, _output(sandbox, "stderr") as err:
             return self.containerizer.launch(
                 info,

@@ -32,6 +32,7 @@ import attrs
 from .errors import ConfigError, IsolatorError, MesosSecretsError, ResolverError
 from .image_config import ImageConfig
 from .mesos import CommandInfo, ContainerInfo
+from .names import agent_name
 from .registry import ISOLATOR_GROUP, Registry
 from .resolver import ResolveContext, SecretResolver, convert_options, resolve_all
 from .secret import Secret
@@ -100,9 +101,14 @@ class ContainerConfig:
 
 
 def is_optional(optional: Collection[str], secret: Secret) -> bool:
-    """Whether ``secret`` is one of ``optional`` (reference names, or ``"*"``)."""
+    """Whether ``secret`` is one of ``optional`` (reference names, however spelled:
+    ``db/x`` is ``/db/x``; or ``"*"``)."""
     reference = secret.reference
-    return "*" in optional or (reference is not None and reference.name in optional)
+    if "*" in optional:
+        return True
+    return reference is not None and agent_name(reference.name) in {
+        agent_name(name) for name in optional
+    }
 
 
 @attrs.frozen

@@ -43,12 +43,13 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 
 from .errors import MesosSecretsError, SecretValidationError, printable
+from .names import agent_name
 
 if TYPE_CHECKING:
     from .containerizer import Container
     from .isolator import IsolatorChain
     from .mesos import TaskInfo
-    from .resolver import SecretResolver
+    from .resolver import ResolveContext, SecretResolver
 
 __all__ = [
     "LABELS",
@@ -100,11 +101,8 @@ class OnChange:
 
 
 def _names(value: str) -> frozenset[str]:
-    return frozenset(_normal(n) if n.strip() != "*" else "*" for n in value.split(",") if n.strip())
-
-
-def _normal(name: str) -> str:
-    return "/" + name.strip().strip("/")
+    names = (n.strip() for n in value.split(","))
+    return frozenset(agent_name(n) if n != "*" else "*" for n in names if n)
 
 
 @attrs.frozen
@@ -144,22 +142,23 @@ class RotationPolicy:
         return cls.from_labels(task_labels(task))
 
     def is_optional(self, name: str) -> bool:
-        return "*" in self.optional or _normal(name) in self.optional
+        return "*" in self.optional or agent_name(name) in self.optional
 
     def fails_on_refresh_error(self, name: str) -> bool:
-        return "*" in self.fail_on_refresh_error or _normal(name) in self.fail_on_refresh_error
-
-    @property
-    def rotates(self) -> bool:
-        """Whether anything of it needs watching beyond revocation."""
-        return self != RotationPolicy()
+        return "*" in self.fail_on_refresh_error or agent_name(name) in self.fail_on_refresh_error
 
 
 def optional_of(task: TaskInfo) -> frozenset[str]:
-    """The reference names (``"*"``: all) a task's ``mesos-secrets/optional`` label
-    names, as references spell them (with and without the leading ``/``)."""
-    names = RotationPolicy.of_task(task).optional
-    return frozenset(names | {n.lstrip("/") for n in names if n != "*"})
+    """The secret names (``"*"``: all) a task's ``mesos-secrets/optional`` label names."""
+    return RotationPolicy.of_task(task).optional
+
+
+def ask_for_new_versions(resolver: SecretResolver, task: TaskInfo, context: ResolveContext) -> None:
+    """Have the agent read the task's secrets again on its ``refresh-interval``, if it
+    has one (sent with the task's requests, from its launch on)."""
+    interval = RotationPolicy.of_task(task).refresh_interval
+    if resolver.watches and interval is not None:
+        resolver.refresh_every(context, interval)
 
 
 def task_labels(task: TaskInfo) -> dict[str, str]:
@@ -280,7 +279,6 @@ class Rotator:
         self.resolver = resolver
         self.isolators = isolators
         self._find = find
-        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         #: One restart of a task at a time; when its last began, and how it went.
         self._task_locks: dict[str, threading.Lock] = {}
@@ -302,14 +300,12 @@ class Rotator:
             return
         running, policy = found
         if policy.on_change.kind == "restart":
-            thread = threading.Thread(
+            threading.Thread(
                 target=self._restart,
                 args=(running, policy, names, change, time.monotonic()),
                 name="secret-restart",
                 daemon=True,
-            )
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-            thread.start()
+            ).start()
             return
         self._rewrite(context, running, policy, names, told=True)
 

@@ -319,10 +319,7 @@ def _start_checks(
             log.info("task %s check: %s", task.task_id, json.dumps(status, sort_keys=True))
 
     def kill() -> None:
-        container.kill(signal.SIGTERM)
-        timer = threading.Timer(grace_period, _kill_if_running, (container,))
-        timer.daemon = True
-        timer.start()
+        _terminate(container, grace_period)
 
     checks = TaskChecks(
         task.task_id, health_check, check, container=container, update=update, kill=kill
@@ -331,9 +328,27 @@ def _start_checks(
     return checks
 
 
+def _terminate(container: Container, grace_period: float) -> None:
+    """SIGTERM now, SIGKILL to the whole container if it still runs after the grace
+    period (without waiting for it)."""
+    container.kill(signal.SIGTERM)
+    timer = threading.Timer(grace_period, _kill_if_running, (container,))
+    timer.daemon = True
+    timer.start()
+
+
 def _kill_if_running(container: Container) -> None:
     if container.poll() is None:
         container.kill(signal.SIGKILL)
+
+
+def _destroy_quietly(container: Container) -> None:
+    """Clean up a container; a failure is logged (the next front end's recover tries
+    again)."""
+    try:
+        container.destroy()
+    except (MesosSecretsError, OSError) as error:
+        log.error("could not clean up container %s: %s", container.id, error)
 
 
 def _wait_all(slots: list[_Slot], signals: _Signals, kind: str, stopped: Mapping[str, str]) -> int:
@@ -660,12 +675,11 @@ class _Slot:
 
     def launch(self) -> None:
         """Launch the task (again): its container, its checks."""
-        from .rotation import RotationPolicy  # noqa: PLC0415 (loaded: labels checked)
+        from .rotation import ask_for_new_versions  # noqa: PLC0415 (loaded: labels checked)
 
         task, context = self.task, _context(self.task, self.options)
-        interval = RotationPolicy.of_task(task).refresh_interval
-        if self.resolver is not None and self.resolver.watches and interval is not None:
-            self.resolver.refresh_every(context, interval)
+        if self.resolver is not None:
+            ask_for_new_versions(self.resolver, task, context)
         container = self.containerizer.launch(
             task, self.sandbox, context=context, cancelled=self._ending.is_set
         )
@@ -710,10 +724,7 @@ class _Slot:
         self._ending.set()
         container = self.container
         if container is not None:
-            container.kill(signal.SIGTERM)
-            timer = threading.Timer(self.options.grace_period, _kill_if_running, (container,))
-            timer.daemon = True
-            timer.start()
+            _terminate(container, self.options.grace_period)
 
     def wait(self) -> Termination:
         """The task's end: that of its last container. A restart is not an end: the
@@ -768,10 +779,7 @@ class _Slot:
         off after a failure); whether it runs again."""
         from .rotation import RELAUNCH_BACKOFF_S  # noqa: PLC0415
 
-        try:
-            old.destroy()
-        except (MesosSecretsError, OSError) as error:
-            log.error("could not clean up container %s: %s", old.id, error)
+        _destroy_quietly(old)
         for pause in (0.0, *RELAUNCH_BACKOFF_S):
             if self._ending.is_set():
                 return False
@@ -791,12 +799,8 @@ class _Slot:
         self._ending.set()
         if self.checks is not None:
             self.checks.stop()
-        container = self.container
-        if container is not None:
-            try:
-                container.destroy()
-            except (MesosSecretsError, OSError) as error:
-                log.error("could not clean up container %s: %s", container.id, error)
+        if self.container is not None:
+            _destroy_quietly(self.container)
 
 
 class _Signals:

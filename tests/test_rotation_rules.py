@@ -37,7 +37,6 @@ from mesos_secrets.watcher import Watcher
 def test_defaults() -> None:
     policy = RotationPolicy.from_labels({"team": "web"})
     assert policy == RotationPolicy()
-    assert not policy.rotates
     assert policy.on_change == OnChange("noop")
     assert not policy.is_optional("/db")
     assert not policy.fails_on_refresh_error("/db")
@@ -65,7 +64,7 @@ def test_every_label() -> None:
     assert RotationPolicy.from_labels({"mesos-secrets/on-change": "signal"}).on_change == OnChange(
         "signal", int(signal.SIGHUP)
     )
-    assert RotationPolicy.from_labels({"mesos-secrets/on-change": "restart"}).rotates
+    assert RotationPolicy.from_labels({"mesos-secrets/on-change": "restart"}) != RotationPolicy()
 
 
 @pytest.mark.parametrize(

@@ -587,7 +587,6 @@ class Agent:
                 )
             return "failed"
         if told and self.audit is not None:
-            version = next((e.version for k, e in self.cache.entries() if k[0] == name), None)
             self.audit.write(
                 "refresh",
                 via="agent",
@@ -596,7 +595,7 @@ class Agent:
                 outcome="ok",
                 changed=True,
                 holders=told,
-                version=version,
+                version=answer.version,
             )
         return "changed" if told else "same"
 
@@ -622,13 +621,12 @@ class Agent:
                 for held, holding in list(holder.secrets.items()):
                     if held[0] == name and holding.warned:
                         holder.secrets[held] = holding._replace(warned=False)
-        return answer, self._tell_changed(name)
+        return answer, self._tell_changed(name, answer.version)
 
-    def _tell_changed(self, name: str) -> int:
-        """Tell each holder of ``name`` whose value is no longer the store's (once per new
-        value). How many were told."""
+    def _tell_changed(self, name: str, version: str | None) -> int:
+        """Tell each holder of ``name`` whose value is no longer the store's (its
+        ``version`` now; once per new value). How many were told."""
         digests = {key: entry.digest for key, entry in self.cache.entries() if key[0] == name}
-        version = next((e.version for k, e in self.cache.entries() if k[0] == name), None)
         told = []
         with self._lock:
             for key, holder in self._holders.items():
