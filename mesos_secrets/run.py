@@ -214,19 +214,28 @@ def _run_tasks(
     )
     try:
         for task, sandbox in zip(tasks, sandboxes, strict=True):
+            if signals.stopping:  # a signal came while an earlier task was launched
+                break
             sandbox.mkdir(parents=True, exist_ok=True)
             slot = _Slot(
                 containerizer, task, sandbox, options=options, resolver=resolver, stopped=stopped
             )
-            slot.launch()
+            # Known before it is launched: destroyed whatever happens from here on, and
+            # a signal once it has started is passed on to it, not taken as an interruption.
             slots.append(slot)
+            signals.forward_to(slot)
+            try:
+                slot.launch()
+            except LaunchCancelled:
+                if not signals.stopping:
+                    raise
+                break  # stopped by a signal before it started: the others are waited for
             if task.task_id in stopped:  # revoked while it was being launched
                 slot.kill(signal.SIGKILL)
-            signals.forward_to(slot)
             ports = _host_ports(task)
             if ports:
                 log.info("task %s has host ports %s", task.task_id, ", ".join(map(str, ports)))
-        return _wait_all(slots, signals, kind, stopped)
+        return _wait_all([slot for slot in slots if slot.started], signals, kind, stopped)
     finally:
         if watching is not None:
             watcher, rotator = watching
@@ -669,6 +678,11 @@ class _Slot:
         self._ending = threading.Event()  # stopped for good: no restart
 
     @property
+    def started(self) -> bool:
+        """Whether its first container was launched."""
+        return self.container is not None
+
+    @property
     def container_id(self) -> str:
         assert self.container is not None
         return self.container.id
@@ -680,10 +694,11 @@ class _Slot:
         task, context = self.task, _context(self.task, self.options)
         if self.resolver is not None:
             ask_for_new_versions(self.resolver, task, context)
-        container = self.containerizer.launch(
+        # Kept by the slot in the very line that gets it: a signal's exception comes
+        # before the call returns (and the pipeline cleans up) or after the slot has it.
+        self.container = container = self.containerizer.launch(
             task, self.sandbox, context=context, cancelled=self._ending.is_set
         )
-        self.container = container
         if self._ending.is_set():  # killed (or failed) while it was launched again
             container.kill(signal.SIGKILL)
         log.info("task %s is running (container %s)", task.task_id, container.id)
@@ -818,7 +833,14 @@ class _Signals:
         return self
 
     def forward_to(self, container: _Slot) -> None:
+        """Pass signals on to ``container`` once it has started; a signal before any
+        task has started interrupts the launch instead."""
         self.containers.append(container)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a signal (or a failed task) is stopping the run's tasks."""
+        return self.timer is not None
 
     def stop_all(self, signum: int) -> None:
         """Pass ``signum`` to every task; kill what still runs after the grace period."""
@@ -835,7 +857,7 @@ class _Signals:
                 container.kill(signal.SIGKILL)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if not self.containers:
+        if not any(slot.started for slot in self.containers):
             raise Interrupted(signum)
         if self.timer is not None:  # a second signal: no more waiting
             log.warning("killing the task(s) now")

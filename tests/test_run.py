@@ -429,6 +429,31 @@ class TestFaults:
         assert b"got-term" in out
         runner.assert_no_residue()
 
+    def test_sigterm_just_as_the_task_starts(self, runner: Runner) -> None:
+        """A SIGTERM that comes once the task's process exists, before run has started
+        its checks, is passed on to the task: it is no interrupted launch, whose
+        container nobody would then destroy."""
+        spec = {"cmd": "trap 'exit 3' TERM; while :; do sleep 0.05; done"}
+        # run itself, with a SIGTERM sent to it in that very moment
+        at_the_moment = (
+            "import os, signal, sys\n"
+            "from mesos_secrets import cli, run\n"
+            "checks = run._start_checks\n"
+            "def start_checks(*args, **kwargs):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return checks(*args, **kwargs)\n"
+            "run._start_checks = start_checks\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n"
+        )
+        command = [sys.executable, "-c", at_the_moment, *runner.command(spec)[1:]]
+        result = subprocess.run(command, capture_output=True, timeout=60, check=False)
+        err = result.stderr.decode()
+        assert "interrupted while launching" not in err
+        # the task's own status: its trap's, or SIGTERM's if the trap was not set yet
+        assert result.returncode in (3, 128 + signal.SIGTERM), err
+        assert "passing SIGTERM to the task(s)" in err
+        runner.assert_no_residue()
+
     def test_grace_period_then_kill(self, runner: Runner) -> None:
         """A task that ignores SIGTERM is killed once the grace period is over."""
         spec = {"cmd": "trap '' TERM; touch started; while :; do sleep 0.05; done"}

@@ -315,17 +315,17 @@ class Containerizer:
         except BaseException:
             self._destroy_quietly(container_id)
             raise
-        try:
+        try:  # a signal's exception (``run``'s interruption) may come at any line
             claim.update(init_pid=process.pid, init_start=process_start_time(process.pid))
             self.isolators.isolate(container_id, process.pid)
+            return Container(
+                self, container_id, task, config, process, network_namespace=info.network_namespace
+            )
         except BaseException:
             _end(process)
             process.close()
             self._destroy_quietly(container_id)
             raise
-        return Container(
-            self, container_id, task, config, process, network_namespace=info.network_namespace
-        )
 
     def kill_all(self, container_id: str, process: Process) -> None:
         """End every process of the container now, and reap its init."""
