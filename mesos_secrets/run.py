@@ -214,7 +214,7 @@ def _run_tasks(
     )
     try:
         for task, sandbox in zip(tasks, sandboxes, strict=True):
-            if signals.stopping:  # a signal came while an earlier task was launched
+            if signals.stopping():  # a signal came while an earlier task was launched
                 break
             sandbox.mkdir(parents=True, exist_ok=True)
             slot = _Slot(
@@ -227,7 +227,7 @@ def _run_tasks(
             try:
                 slot.launch()
             except LaunchCancelled:
-                if not signals.stopping:
+                if not signals.stopping():
                     raise
                 break  # stopped by a signal before it started: the others are waited for
             if task.task_id in stopped:  # revoked while it was being launched
@@ -837,7 +837,6 @@ class _Signals:
         task has started interrupts the launch instead."""
         self.containers.append(container)
 
-    @property
     def stopping(self) -> bool:
         """Whether a signal (or a failed task) is stopping the run's tasks."""
         return self.timer is not None
