@@ -57,6 +57,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -69,6 +70,9 @@ from mesos_secrets.errors import ConfigError, IsolatorError, printable
 from mesos_secrets.isolator import ContainerConfig, Isolator, LaunchInfo
 from mesos_secrets.networking import MESOS_BRIDGE
 from mesos_secrets.resolver import SecretResolver
+
+from .bridge import AddressesExhausted, Bridge, bridge_name, bridges
+from .firewall import PortRule, Reject
 
 __all__ = [
     "BRIDGE",
@@ -158,15 +162,7 @@ def _option_error(name: str, value: object, why: str) -> ConfigError:
 def _check_mode(mode: object) -> str:
     if not isinstance(mode, str) or mode.strip().lower() not in MODES:
         raise _option_error("mode", mode, "not a network mode (host, none or bridge)")
-    mode = mode.strip().lower()
-    if mode == BRIDGE:
-        raise _option_error(
-            "mode",
-            mode,
-            "bridge networking is not supported yet; this version gives tasks the host's "
-            "network (host) or a namespace with loopback only (none)",
-        )
-    return mode
+    return mode.strip().lower()
 
 
 def _check_subnet(subnet: object) -> ipaddress.IPv4Network:
@@ -185,9 +181,9 @@ def _check_subnet(subnet: object) -> ipaddress.IPv4Network:
     return network
 
 
-def _check_blocked(blocked: object) -> tuple[Blocked, ...]:
+def _check_blocked(blocked: object) -> tuple[Blocked, ...] | None:
     if blocked is None:
-        return ()
+        return None  # the store's address
     if isinstance(blocked, str):
         entries: list[object] = [part.strip() for part in blocked.split(",") if part.strip()]
     elif isinstance(blocked, Sequence):
@@ -275,7 +271,10 @@ class NetworkIsolator(Isolator):
         super().__init__(resolver, runtime_dir)
         self.mode = _check_mode(mode)
         self.subnet = _check_subnet(subnet)
+        #: What tasks on a bridge may not reach; None: the store's address (learnt from
+        #: the resolver at the first bridge task, into ``_store``).
         self.blocked = _check_blocked(blocked)
+        self._store: tuple[Blocked, ...] | None = None
         #: The start of the names of this runtime directory's namespaces.
         self.prefix = namespace_prefix(self.runtime_dir)
 
@@ -291,10 +290,14 @@ class NetworkIsolator(Isolator):
         return self.prefix + container_id
 
     def mode_for(self, config: ContainerConfig) -> str:
-        """The task's mode: from its NetworkInfos, else the configured one."""
+        """The task's mode: from its NetworkInfos (or its DockerInfo's network), else the
+        configured one."""
         container = config.container
         infos = container.extra.get("network_infos") if container is not None else None
         if not infos:
+            docker = container.extra.get("docker") if container is not None else None
+            if isinstance(docker, Mapping) and docker.get("network") == "BRIDGE":
+                return BRIDGE
             return self.mode
         if not isinstance(infos, list) or not all(isinstance(i, Mapping) for i in infos):
             raise self._error(config, "container.network_infos is not a list of NetworkInfo")
@@ -308,19 +311,13 @@ class NetworkIsolator(Isolator):
             )
         name = names[0]
         if name == MESOS_BRIDGE:
-            raise self._error(
-                config,
-                f"the task asks for the bridge network (container.network_infos[0].name "
-                f"'{MESOS_BRIDGE}'; Marathon: networks "
-                '[{"mode": "container/bridge"}]), '
-                "which the network isolator does not support yet: use host or none",
-            )
+            return BRIDGE
         shown = "no name" if name is None else f"'{printable(str(name), 80)}'"
         raise self._error(
             config,
             f"the task asks for container network {shown} (container.network_infos[0].name; "
             'Marathon: networks [{"mode": "container", "name": …}]): named container (CNI) '
-            "networks are not supported, only host and none",
+            "networks are not supported, only host, none and bridge",
         )
 
     def prepare(self, config: ContainerConfig) -> LaunchInfo | None:
@@ -336,25 +333,100 @@ class NetworkIsolator(Isolator):
         name = self.namespace_name(config.container_id)
         path = NETNS_DIR / name
         directory = self.container_dir(config.container_id)
+        ports = self._port_rules(config) if mode == BRIDGE else ()
+        rejects = self._rejects(config) if mode == BRIDGE else ()
+        journal = {"mode": mode, "namespace": name}
+        if mode == BRIDGE:
+            journal["subnet"] = str(self.subnet)
+        step = "create network namespace"
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Journalled first: a crash from here on leaves a name cleanup can find.
-            _write_journal(directory / JOURNAL, {"mode": mode, "namespace": name})
+            _write_journal(directory / JOURNAL, journal)
             create_namespace(path)
+            if mode == BRIDGE:
+                step = "join network namespace"
+                attached = Bridge(self.subnet).attach(path, rejects, ports)
+                _write_journal(directory / JOURNAL, {**journal, "address": str(attached.address)})
         except BaseException as error:
             # The chain would clean up too; an isolator used alone must not leave anything.
             with contextlib.suppress(OSError):
                 self.cleanup(config.container_id)
             if isinstance(error, FileExistsError):
                 raise self._error(config, f"network namespace '{path}' exists already") from None
+            if isinstance(error, AddressesExhausted):
+                raise self._error(config, error.strerror or str(error)) from None
             if isinstance(error, OSError):
-                why = os.strerror(error.errno) if error.errno else str(error)
-                raise self._error(
-                    config, f"cannot create network namespace '{path}': {why}"
-                ) from None
+                why = _why(error)
+                if "File exists" in why and ports:
+                    shown = ", ".join(f"{p.host_port}/{p.protocol}" for p in ports)
+                    why = f"a host port of the task ({shown}) is mapped to another task"
+                raise self._error(config, f"cannot {step} '{path}': {why}") from None
             raise
         log.info("container %s: network namespace %s (mode %s)", config.container_id, name, mode)
         return LaunchInfo(network_namespace=path)
+
+    def _port_rules(self, config: ContainerConfig) -> tuple[PortRule, ...]:
+        """The task's port mappings (its NetworkInfo's, or its DockerInfo's), one rule per
+        protocol; refused in one line naming the field if malformed."""
+        container = config.container
+        assert container is not None  # a bridge was asked for in it
+        infos = container.extra.get("network_infos")
+        if infos:
+            where, mappings = (
+                "container.network_infos[0].port_mappings",
+                infos[0].get("port_mappings"),
+            )
+        else:
+            docker = container.extra.get("docker") or {}
+            where, mappings = "container.docker.port_mappings", docker.get("port_mappings")
+        rules: list[PortRule] = []
+        for index, mapping in enumerate(mappings or ()):
+            at = f"{where}[{index}]"
+            if not isinstance(mapping, Mapping):
+                raise self._error(config, f"{at} is not a PortMapping")
+            ports = []
+            for field in ("host_port", "container_port"):
+                port = mapping.get(field)
+                if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+                    shown = printable(repr(port), 40)
+                    raise self._error(config, f"{at}.{field} {shown} is not a port (1 to 65535)")
+                ports.append(port)
+            protocols = str(mapping.get("protocol") or "tcp").lower().split(",")
+            for protocol in protocols:
+                if protocol.strip() not in ("tcp", "udp"):
+                    shown = printable(str(mapping.get("protocol")), 40)
+                    raise self._error(
+                        config, f"{at}.protocol '{shown}': only tcp and udp are mapped"
+                    )
+                rules.append(PortRule(protocol.strip(), ports[0], ports[1]))
+        return tuple(rules)
+
+    def _rejects(self, config: ContainerConfig) -> tuple[Reject, ...]:
+        """What tasks on the bridge may not reach: ``blocked``, or the store's address."""
+        if self.blocked is None and self._store is None:
+            try:
+                endpoints = self.resolver.endpoints()
+            except Exception as error:  # noqa: BLE001 (any resolver's: one line)
+                raise self._error(
+                    config,
+                    "cannot learn the store's address, which tasks on a bridge are kept "
+                    f"from ({printable(str(error), 200)}); set [isolators.network] blocked",
+                ) from None
+            store: list[Blocked] = []
+            for endpoint in endpoints:
+                store += _resolved(endpoint)
+            self._store = tuple(store)
+        blocked = self.blocked if self.blocked is not None else self._store or ()
+        local = _host_addresses()
+        rejects = []
+        for entry in blocked:
+            if entry.network.version != 4:
+                continue  # nothing but IPv4 leaves a bridge
+            network = ipaddress.IPv4Network(entry.network)
+            here = network.is_loopback or any(address in network for address in local)
+            rejects.append(Reject(network, entry.port, here))
+        return tuple(rejects)
 
     def cleanup(self, container_id: str) -> None:
         """Remove the container's namespace (by its name, and by the journal's), then its
@@ -363,9 +435,17 @@ class NetworkIsolator(Isolator):
         names = set()
         with contextlib.suppress(IsolatorError):
             names.add(self.namespace_name(container_id))
-        journalled = _read_journal(directory / JOURNAL).get("namespace")
+        journalled = _read_journal(directory / JOURNAL).get("namespace")  # before a crash
         if isinstance(journalled, str) and self._ours(journalled):
             names.add(journalled)
+        journal = _read_journal(directory / JOURNAL)
+        subnets = {self.subnet} if self.mode == BRIDGE else set()
+        with contextlib.suppress(ValueError):
+            if journal.get("subnet"):
+                subnets.add(ipaddress.IPv4Network(str(journal["subnet"])))
+        for subnet in sorted(subnets):
+            for name in sorted(names):  # its rules, veth and lease, before its namespace
+                Bridge(subnet).detach(name)
         for name in sorted(names):
             if remove_namespace(NETNS_DIR / name):
                 log.info("container %s: network namespace %s removed", container_id, name)
@@ -397,6 +477,11 @@ class NetworkIsolator(Isolator):
                 remove_namespace(NETNS_DIR / entry)
             except OSError as error:
                 log.error("could not remove network namespace %s: %s", entry, error)
+        if self.mode == BRIDGE or bridge_name(self.subnet) in bridges():
+            try:  # leases whose namespace is gone: theirs, and every front end's
+                Bridge(self.subnet).collect()
+            except OSError as error:
+                log.error("could not clean up bridge %s: %s", bridge_name(self.subnet), _why(error))
 
     def _ours(self, name: str) -> bool:
         rest = name.removeprefix(self.prefix)
@@ -404,6 +489,35 @@ class NetworkIsolator(Isolator):
 
     def _error(self, config: ContainerConfig, message: str) -> IsolatorError:
         return IsolatorError(message, isolator=self.name, container_id=config.container_id)
+
+
+def _why(error: OSError) -> str:
+    return os.strerror(error.errno) if error.errno else str(error.strerror or error)
+
+
+def _resolved(endpoint: str) -> list[Blocked]:
+    """A ``HOST:PORT`` endpoint as blocked addresses: a name's IPv4 addresses now."""
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]")
+    try:
+        return [parse_blocked(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")]
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
+    except (OSError, ValueError) as error:
+        raise OSError(
+            0, f"cannot resolve the store's host '{printable(host, 80)}': {error}"
+        ) from None
+    return sorted({parse_blocked(f"{entry[4][0]}:{port}") for entry in found}, key=str)
+
+
+def _host_addresses() -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses of the host's interfaces."""
+    from pyroute2 import IPRoute  # noqa: PLC0415
+
+    with IPRoute() as ipr:
+        return [ipaddress.ip_address(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr()]
 
 
 def _write_journal(path: Path, entry: Mapping[str, Any]) -> None:

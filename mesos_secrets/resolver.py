@@ -234,6 +234,12 @@ class SecretResolver(abc.ABC):
         (an embedded store, a client key). Launchers hide them from every task."""
         return ()
 
+    def endpoints(self) -> tuple[str, ...]:
+        """Where the store is reached over the network, ``HOST:PORT`` each (``[HOST]:PORT``
+        for IPv6), HOST an address or a name: what the network isolator keeps tasks from
+        reaching unless configured otherwise. None for a store on this machine's disk."""
+        return ()
+
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release what the resolver holds (connections, tokens). Idempotent."""
 

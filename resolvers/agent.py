@@ -294,6 +294,13 @@ class AgentResolver(SecretResolver):
         runtime directory, by default)."""
         return (Path(self.socket).parent,)
 
+    def endpoints(self) -> tuple[str, ...]:
+        """Where the agent's store is (its inventory says; root and the agent's user
+        only): the agent itself is a socket no task sees."""
+        status = self.status()
+        found = status.get("agent", {}).get("endpoints") if isinstance(status, dict) else None
+        return tuple(str(one) for one in found) if isinstance(found, list) else ()
+
     def close(self) -> None:
         """Tell the agent this process no longer needs what it was given; disconnect."""
         with self._watch_lock:

@@ -440,6 +440,14 @@ _LOOPBACK_READS = 2
 _REMOTE_READS = 8
 
 
+def _endpoint(url: str) -> str:
+    """``HOST:PORT`` of ``url`` (its scheme's port when it names none)."""
+    parsed = urllib3.util.parse_url(url)
+    host = (parsed.host or "").strip("[]")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _loopback(url: str) -> bool:
     """Whether ``url``'s host is this machine (a loopback address or ``localhost``)."""
     host = (urllib3.util.parse_url(url).host or "").strip("[]").lower()
@@ -705,6 +713,9 @@ class VaultResolver(SecretResolver):
 
     def private_paths(self) -> tuple[Path, ...]:
         return self._private
+
+    def endpoints(self) -> tuple[str, ...]:
+        return (_endpoint(self._url),)
 
     def check(self) -> None:
         """Log in (unwrapping a bootstrap token now) and look the token up, within one

@@ -5,18 +5,30 @@ servers listen on the host's loopback only."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pyroute2 import IPRoute
 
+from isolators import firewall
+from isolators.bridge import (
+    BRIDGE_PREFIX,
+    FORWARDING_MARKER,
+    STATE_DIR,
+    VETH_PREFIX,
+    bridges,
+)
 from isolators.network import (
     NETNS_DIR,
     NetworkIsolator,
@@ -30,8 +42,10 @@ from mesos_secrets.errors import ConfigError, IsolatorError
 from mesos_secrets.isolator import ContainerConfig, LaunchInfo
 from mesos_secrets.mesos import CommandInfo, ContainerInfo, ContainerType
 from mesos_secrets.testing import canary
+from reliability.network import InNamespaceBao, IsolatedNetwork
 from resolvers.value import ValueResolver
 
+from .bao import Bao
 from .conftest import requires_root
 from .registry import Registry
 from .test_images import ImageRunner, docker_config, layout, registry  # noqa: F401 (fixtures)
@@ -130,26 +144,64 @@ def ours(runtime: Path) -> list[str]:
     ]
 
 
-def _config(isolation: str, options: dict[str, Any]) -> str:
-    lines = [f"isolation = {json.dumps(isolation)}", "", "[isolators.network]"]
+def _config(isolation: str, options: dict[str, Any], resolver: str = "") -> str:
+    lines = [f"isolation = {json.dumps(isolation)}"]
+    lines += [f"resolver = {json.dumps(resolver)}"] if resolver else []
+    lines += ["", "[isolators.network]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in options.items()]
     return "\n".join(lines) + "\n"
 
 
+def bridge_residue() -> list[str]:
+    """What of any bridge of ours the host has: bridges, veths, nftables tables, leases,
+    IPv4 forwarding left on by us."""
+    with IPRoute() as ipr:
+        links = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+    found = [f"link {n}" for n in links if n.startswith((BRIDGE_PREFIX, VETH_PREFIX))]
+    found += [f"nft table {t}" for t in firewall.tables()]
+    found += [f"leases {n}" for n in bridges()]
+    if (STATE_DIR / FORWARDING_MARKER).exists():
+        found.append("IPv4 forwarding left on")
+    return found
+
+
+def random_subnet() -> str:
+    """A /24 of 10.213.0.0/16 no route of the host's overlaps."""
+    with IPRoute() as ipr:
+        routed = [
+            ipaddress.ip_network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}", strict=False)
+            for r in ipr.get_routes(family=socket.AF_INET)
+            if r.get_attr("RTA_DST")
+        ]
+    while True:
+        subnet = ipaddress.IPv4Network(f"10.213.{random.randrange(256)}.0/24")
+        if not any(subnet.overlaps(other) for other in routed):
+            return str(subnet)
+
+
 class NetRunner(Runner):
-    """Runs specs with the network isolator, configured as the test says."""
+    """Runs specs with the network isolator, configured as the test says (a bridge on a
+    range of the test's own)."""
 
     def __init__(self, tmp_path: Path, home: Path) -> None:
         super().__init__(tmp_path, home)
-        self.config = tmp_path / "config.toml"
+        self.file = self.config = tmp_path / "config.toml"
+        self.subnet = random_subnet()
         self.configure(mode="none")
 
-    def configure(self, isolation: str = ISOLATION, **options: Any) -> None:
-        self.config.write_text(_config(isolation, options))
+    def configure(self, isolation: str = ISOLATION, bao: Bao | None = None, **options: Any) -> None:
+        """The isolator's ``options``; the store: the embedded one, or ``bao``."""
+        options.setdefault("subnet", self.subnet)
+        if bao is None:
+            self.file.write_text(_config(isolation, options))
+            return
+        vault = f'\n[resolvers.vault]\naddress = "{bao.address}"\ntoken = "{bao.root_token}"\n'
+        self.file.write_text(_config(isolation, options, "vault") + vault)
 
     def assert_no_residue(self) -> None:
         super().assert_no_residue()
         assert ours(self.runtime) == []
+        assert bridge_residue() == []
 
 
 @pytest.fixture
@@ -338,16 +390,6 @@ class TestRefused:
             "(host, none or bridge)"
         ]
 
-    def test_bridge_mode_not_yet(self, runner: NetRunner) -> None:
-        runner.configure(mode="bridge")
-        result = runner.run_quiet({"cmd": "true"})
-        assert result.returncode == 1
-        (line,) = result.stderr.decode().splitlines()
-        assert line.startswith(
-            "mesos-secrets: error: [isolators.network] mode = 'bridge': bridge networking is "
-            "not supported yet"
-        )
-
     def test_named_container_network(self, runner: NetRunner) -> None:
         result = runner.run_quiet(
             {"cmd": "true", "networks": [{"mode": "container", "name": "dcos"}]}
@@ -356,13 +398,6 @@ class TestRefused:
         (line,) = result.stderr.decode().splitlines()
         assert "container network 'dcos' (container.network_infos[0].name; Marathon: " in line
         assert "named container (CNI) networks are not supported" in line
-        runner.assert_no_residue()
-
-    def test_bridge_network_of_a_task(self, runner: NetRunner) -> None:
-        result = runner.run_quiet({"cmd": "true", "networks": [{"mode": "container/bridge"}]})
-        assert result.returncode == 1
-        (line,) = result.stderr.decode().splitlines()
-        assert "bridge network (container.network_infos[0].name 'mesos-bridge'" in line
         runner.assert_no_residue()
 
     @pytest.mark.parametrize(
@@ -505,3 +540,164 @@ def test_image_task(
         wait_until(lambda: server.accepted == 1, timeout=5)
     runner.assert_no_residue()
     assert ours(runner.runtime) == []
+
+
+#: Run by a task on the bridge (``python3 -c "$BRIDGE_PROBE" HOST ALLOWED STORE``): can
+#: it reach the allowed server and the store, both on HOST; then it serves one
+#: connection on its port 8080, for the test to reach it through its port mapping.
+BRIDGE_PROBE = """
+import socket, sys
+host, allowed, store = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def reach(port):
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        return "reached"
+    except OSError as error:
+        return f"unreachable {type(error).__name__}"
+print("allowed", reach(allowed), flush=True)
+print("store", reach(store), flush=True)
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", 8080))
+server.listen(1)
+open("serving", "w").close()
+connection, peer = server.accept()
+connection.sendall(b"from-the-task\\n")
+connection.close()
+print("served", flush=True)
+"""
+
+#: A TCP server (``python3 -c "$SERVE_ON" ADDRESS PORT``) that accepts and closes.
+SERVE_ON = """
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((sys.argv[1], int(sys.argv[2])))
+server.listen(16)
+while True:
+    server.accept()[0].close()
+"""
+
+
+class Upstream:
+    """Beyond the host, in a network namespace of the test's own joined to the host by a
+    veth (:class:`reliability.network.IsolatedNetwork`): OpenBao, and a server tasks are
+    allowed to reach, both on the namespace's address."""
+
+    def __init__(self, net: IsolatedNetwork, bao: InNamespaceBao) -> None:
+        self.net = net
+        self.bao = bao
+        self.address = net.address
+        self.store_port = int(bao.address.rsplit(":", 1)[1])
+        self.allowed_port = self.store_port + 1 if self.store_port < 65535 else 1025
+        net.popen([sys.executable, "-c", SERVE_ON, net.address, str(self.allowed_port)])
+        wait_until(lambda: _connects(net.address, self.allowed_port), timeout=30)
+
+
+def _connects(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    with IsolatedNetwork() as net:
+        bao = InNamespaceBao(net)
+        try:
+            yield Upstream(net, bao)
+        finally:
+            bao.stop()
+
+
+def free_host_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def bridge_app(upstream: Upstream, host_port: int) -> dict[str, Any]:
+    """Checks its env and file secrets, then :data:`BRIDGE_PROBE`; on the bridge, its
+    port 8080 mapped to ``host_port``."""
+    script = "; ".join(
+        [
+            "set -e",
+            'test "$(printf %s "$DB_PASSWORD" | sha256sum | cut -c1-64)" = "$WANT"',
+            'test "$(sha256sum < secrets/db | cut -c1-64)" = "$WANT"',
+            "echo secrets-delivered",
+            f'python3 -c "$BRIDGE_PROBE" {upstream.address} {upstream.allowed_port} '
+            f"{upstream.store_port}",
+        ]
+    )
+    return {
+        "cmd": script,
+        "env": {"DB_PASSWORD": {"secret": "db"}, "BRIDGE_PROBE": BRIDGE_PROBE},
+        "secrets": {"db": {"source": "/myapp/db@password"}},
+        "networks": [{"mode": "container/bridge"}],
+        "container": {
+            "type": "MESOS",
+            "volumes": [{"containerPath": "secrets/db", "secret": "db"}],
+            "portMappings": [{"containerPort": 8080, "hostPort": host_port, "protocol": "tcp"}],
+        },
+    }
+
+
+class TestBridgeMode:
+    def _launch(
+        self, runner: NetRunner, upstream: Upstream, **options: Any
+    ) -> tuple[str, str, bytes]:
+        """Run :func:`bridge_app` against ``upstream``'s OpenBao; its output, run's
+        errors, and what the test read through the task's port mapping."""
+        value = canary()
+        upstream.bao.client().secrets.kv.v2.create_or_update_secret(
+            path="myapp/db", secret={"password": value}
+        )
+        runner.configure(bao=upstream.bao, mode="host", **options)
+        host_port = free_host_port()
+        spec = bridge_app(upstream, host_port)
+        spec["env"]["WANT"] = sha(value)
+        process = runner.start(spec)
+        got = b""
+        try:
+            wait_for(runner.work / "serving")
+            with socket.create_connection(("127.0.0.1", host_port), timeout=10) as client:
+                got = client.recv(100)
+        finally:
+            out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err.decode()
+        assert value.encode() not in out + err
+        return out.decode(), err.decode(), got
+
+    def test_store_blocked_allowed_server_reached(
+        self, runner: NetRunner, upstream: Upstream
+    ) -> None:
+        """By default the store's address is blocked: the task gets its secrets, reaches
+        a server beyond the host (NAT), not OpenBao on the same address; the host
+        reaches the task through its port mapping; nothing is left."""
+        out, _, got = self._launch(runner, upstream)
+        assert "secrets-delivered" in out
+        assert "allowed reached" in out
+        assert "store unreachable" in out
+        assert got == b"from-the-task\n"
+        assert "served" in out
+        runner.assert_no_residue()
+
+    def test_blocked_from_configuration(self, runner: NetRunner, upstream: Upstream) -> None:
+        """``blocked`` replaces the default: the whole upstream address is closed, the
+        store's port with it (secrets still arrive: the front end resolves them)."""
+        out, _, got = self._launch(runner, upstream, blocked=[upstream.address])
+        assert "secrets-delivered" in out
+        assert "allowed unreachable" in out
+        assert "store unreachable" in out
+        assert got == b"from-the-task\n"
+        runner.assert_no_residue()
+
+    def test_nothing_blocked(self, runner: NetRunner, upstream: Upstream) -> None:
+        """An empty ``blocked`` blocks nothing: the store is reached (what the default
+        rule prevents)."""
+        out, _, _ = self._launch(runner, upstream, blocked=[])
+        assert "allowed reached" in out
+        assert "store reached" in out
+        runner.assert_no_residue()

@@ -921,6 +921,7 @@ class Agent:
             "agent": {
                 "pid": os.getpid(),
                 "resolver": self.resolver.name,
+                "endpoints": list(self.resolver.endpoints()),
                 "socket": str(self.settings.socket),
                 "cache_ttl": self.settings.cache_ttl,
                 "max_stale": self.settings.max_stale,
