@@ -189,7 +189,9 @@ class Bridge:
         """Take the task whose namespace is named ``namespace`` off the bridge: its rules,
         its veth, its lease; the bridge too when it was the last. Idempotent."""
         with _locked():
-            if address is None:
+            if address is None or self._leased().get(address) != namespace:
+                # the lease, as it is now: one seen stale may have been taken back since
+                # by another front end and leased again (to a live task)
                 address = self._leased_by(namespace)
             if address is not None:
                 self._unplug(veth_name(namespace), address)

@@ -370,7 +370,8 @@ class NetworkIsolator(Isolator):
         """The task's port mappings (its NetworkInfo's, or its DockerInfo's), one rule per
         protocol; refused in one line naming the field if malformed."""
         container = config.container
-        assert container is not None  # a bridge was asked for in it
+        if container is None:  # on the configured bridge, with no ContainerInfo
+            return ()
         infos = container.extra.get("network_infos")
         if infos:
             where, mappings = (

@@ -759,6 +759,8 @@ def _main(argv: Sequence[str] | None) -> int:
         else logging.WARNING,
         format=f"{PROG}: %(levelname)s: %(message)s",
     )
+    # -vv is about our own steps, not every netlink message pyroute2 decodes
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
     log = _log()
     if args.home is not None:
         os.environ["MESOS_SECRETS_HOME"] = str(args.home)
