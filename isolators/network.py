@@ -11,11 +11,13 @@ Modes, per task:
 - ``none``: a network namespace of the task's own, with its loopback up and nothing
   else: no interface leads out of it, so neither the store, nor the node agent, nor
   anything on the host's loopback can be reached;
-- ``bridge``: not in this version (a configuration or a task asking for it is refused,
-  saying so).
+- ``bridge``: a namespace of the task's own joined to a bridge of ours by a veth pair,
+  with an address of ``subnet``, a default route, NAT out, its port mappings, and rules
+  that reject what it may not reach (:mod:`isolators.bridge`, :mod:`isolators.firewall`).
 
 A task's mode comes from its TaskInfo: ``container.network_infos`` naming Mesos' bridge
-network (``mesos-bridge``: Marathon's ``container/bridge``) asks for ``bridge``; any other
+network (``mesos-bridge``: Marathon's ``container/bridge``, or a DockerInfo's ``BRIDGE``)
+asks for ``bridge``; any other
 named network (Marathon's ``container`` networks, CNI networks in Mesos) is refused, as
 no CNI plugin is run here; no NetworkInfo takes the configured ``mode`` (default
 ``host``). Marathon writes no NetworkInfo for ``host`` either: in a TaskInfo, which is all
@@ -42,10 +44,10 @@ may be threaded (the executor), so nothing forks, where pyroute2's ``netns.creat
 containers' mount namespaces hold); ``recover`` removes those of its runtime directory
 whose container is gone.
 
-Options (``[isolators.network]``): ``mode`` (``host``, ``none``; ``bridge`` refused for
-now), ``subnet`` (the private IPv4 range bridge addresses will come from) and ``blocked``
-(addresses or networks, each with an optional port, that tasks on a bridge may not
-reach): both checked now, used by the bridge mode to come.
+Options (``[isolators.network]``): ``mode`` (``host``, ``none``, ``bridge``), ``subnet``
+(the private IPv4 range bridge addresses come from) and ``blocked`` (addresses or
+networks, each with an optional port, that tasks on a bridge may not reach; by default
+the store's, from :meth:`SecretResolver.endpoints`).
 """
 
 from __future__ import annotations
