@@ -33,7 +33,6 @@ import hashlib
 import ipaddress
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -52,6 +51,7 @@ __all__ = [
     "Bridge",
     "bridge_name",
     "bridges",
+    "netlink_errors",
     "veth_name",
 ]
 
@@ -113,28 +113,20 @@ def _locked() -> Iterator[None]:
 
 def _in_namespace(namespace: Path, work: Callable[[], None]) -> None:
     """Run ``work`` in a thread that has joined the network namespace at ``namespace``."""
-    failed: list[BaseException] = []
 
-    def run() -> None:
+    def joined() -> None:
+        fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                linux.setns(fd, linux.CLONE_NEWNET)
-            finally:
-                os.close(fd)
-            work()
-        except BaseException as error:  # noqa: BLE001 (raised again by the caller)
-            failed.append(error)
+            linux.setns(fd, linux.CLONE_NEWNET)
+        finally:
+            os.close(fd)
+        work()
 
-    thread = threading.Thread(target=run, name="mesos-secrets-netns")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
+    linux.in_own_thread(joined)
 
 
 @contextlib.contextmanager
-def _netlink() -> Iterator[None]:
+def netlink_errors() -> Iterator[None]:
     """pyroute2's NetlinkError as the OSError it stands for."""
     from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
 
@@ -227,7 +219,7 @@ class Bridge:
         from pyroute2 import IPRoute  # noqa: PLC0415
 
         self.leases.mkdir(mode=0o700, exist_ok=True)
-        with _netlink(), IPRoute() as ipr:
+        with netlink_errors(), IPRoute() as ipr:
             found = ipr.link_lookup(ifname=self.name)
             if not found:
                 self._forwarding_on()
@@ -289,7 +281,7 @@ class Bridge:
                 out.write(namespace + "\n")
             return address
         # stale leases first, then a clear error
-        stale = [(n, a) for a, n in taken.items() if not os.path.lexists(_NETNS_DIR / n)]
+        stale = self.stale()
         if stale:
             for holder, address in stale:
                 self._unplug(veth_name(holder), address)
@@ -306,7 +298,7 @@ class Bridge:
             (self.leases / str(address)).unlink()
 
     def _plug(self, namespace: Path, veth: str, address: ipaddress.IPv4Address) -> None:
-        with _netlink():
+        with netlink_errors():
             self._plug_in(namespace, veth, address)
 
     def _plug_in(self, namespace: Path, veth: str, address: ipaddress.IPv4Address) -> None:

@@ -60,7 +60,6 @@ import logging
 import os
 import re
 import socket
-import threading
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,7 +72,7 @@ from mesos_secrets.isolator import ContainerConfig, Isolator, LaunchInfo
 from mesos_secrets.networking import MESOS_BRIDGE
 from mesos_secrets.resolver import SecretResolver
 
-from .bridge import AddressesExhausted, Bridge, bridge_name, bridges
+from .bridge import AddressesExhausted, Bridge, bridge_name, bridges, netlink_errors
 from .firewall import PortRule, Reject
 
 __all__ = [
@@ -220,27 +219,16 @@ def create_namespace(path: Path) -> None:
     may then exist: :func:`remove_namespace` removes it).
     """
     from pyroute2 import IPRoute, netns  # noqa: PLC0415 (pyroute2: only for a namespace)
-    from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
-
-    failed: list[BaseException] = []
 
     def make() -> None:
-        try:
-            linux.unshare(linux.CLONE_NEWNET)
-            netns.attach(str(path), "thread-self")
-            with IPRoute() as ipr:  # its socket is in this thread's namespace: the new one
-                (loopback,) = ipr.link_lookup(ifname="lo")
-                ipr.link("set", index=loopback, state="up")
-        except NetlinkError as error:
-            failed.append(OSError(error.code, f"netlink: {os.strerror(error.code)}"))
-        except BaseException as error:  # noqa: BLE001 (raised again by the caller)
-            failed.append(error)
+        linux.unshare(linux.CLONE_NEWNET)
+        netns.attach(str(path), "thread-self")
+        with IPRoute() as ipr:  # its socket is in this thread's namespace: the new one
+            (loopback,) = ipr.link_lookup(ifname="lo")
+            ipr.link("set", index=loopback, state="up")
 
-    thread = threading.Thread(target=make, name="mesos-secrets-netns")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
+    with netlink_errors():
+        linux.in_own_thread(make)
 
 
 def remove_namespace(path: Path) -> bool:

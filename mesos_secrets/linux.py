@@ -16,6 +16,13 @@ import errno
 import os
 import resource
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    _R = TypeVar("_R")
 
 __all__ = [
     "AT_FDCWD",
@@ -46,6 +53,7 @@ __all__ = [
     "drop_bounding_capabilities",
     "filesystem_type",
     "find_user_key",
+    "in_own_thread",
     "invalidate_key",
     "is_root",
     "make_mounts_private",
@@ -399,6 +407,29 @@ def setns(fd: int, flags: int) -> None:
     (the call fails if the fd is another kind of namespace)."""
     if _libc.setns(fd, flags) != 0:
         raise _fail("setns")
+
+
+def in_own_thread(work: Callable[[], _R], name: str = "mesos-secrets-netns") -> _R:
+    """``work()``, run in a thread of its own that ends with it: what it does to its
+    namespaces (``unshare``, ``setns`` of a network namespace) stays in that thread,
+    and nothing forks. Its value; what it raised is raised again here."""
+    import threading  # noqa: PLC0415 (not for the container init, which never needs it)
+
+    outcome: list[_R] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as error:  # noqa: BLE001 (raised again by the caller)
+            failed.append(error)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return outcome[0]
 
 
 def set_parent_death_signal(signum: int) -> None:
