@@ -45,6 +45,7 @@ from .artifacts import (
 from .errors import ProvisionerError, SecretValidationError
 from .health_checks import MarathonHealthCheck, read_app_health_checks
 from .image_reference import ImageReference
+from .labels import label_violations
 from .mesos import (
     CommandInfo,
     CommandURI,
@@ -75,7 +76,6 @@ from .networking import (
     read_port_mappings,
     read_ports,
 )
-from .rotation import label_violations
 from .secret import Secret
 from .spec_reader import INVALID_JSON, NOT_VALID, SpecError
 from .spec_reader import SpecReader as _Reader
@@ -577,7 +577,7 @@ def parse_app(obj: Any, *, strict: bool = False) -> App:
         violations += _strict_violations(app)
     if violations:
         raise SpecError(NOT_VALID, violations)
-    ours = label_violations(app.labels)  # our labels (rotation), which Marathon passes on
+    ours = label_violations(app.labels)  # our labels, which Marathon passes on
     if ours:
         raise SpecError(NOT_VALID, ours)
     app.to_task_info(ports=placeholder_ports)  # our stricter rules, with their paths

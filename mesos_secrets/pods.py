@@ -35,6 +35,7 @@ from .health_checks import (
     read_pod_health_check,
 )
 from .image_reference import ImageReference
+from .labels import POD, TASK, label_violations
 from .marathon import (
     POD_ENV_NAME,
     PULL_CONFIG_UNDEFINED_SECRET,
@@ -446,6 +447,11 @@ def parse_pod(obj: Any, *, strict: bool = False) -> Pod:
         violations += unused_secrets(pod.secrets, used)
     if violations:
         raise SpecError(NOT_VALID, violations)
+    ours = label_violations(pod.labels, "/labels", POD)  # which Marathon passes on
+    for i, container in enumerate(pod.containers):
+        ours += label_violations(container.labels, f"/containers({i})/labels", TASK)
+    if ours:
+        raise SpecError(NOT_VALID, ours)
     # Our stricter rules (paths, names) are found here, with their paths.
     pod.to_launch_group(ports=placeholder_ports)
     return pod

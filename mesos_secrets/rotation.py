@@ -33,7 +33,6 @@ default 60)
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import threading
 import time
@@ -42,7 +41,18 @@ from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
-from .errors import MesosSecretsError, SecretValidationError, printable
+from .errors import MesosSecretsError, SecretValidationError
+from .labels import (
+    FAIL_ON_REFRESH_ERROR,
+    ON_CHANGE,
+    OPTIONAL,
+    REFRESH_INTERVAL,
+    RESTART_BATCH,
+    RESTART_TIMEOUT,
+    label_violations,
+    labels_of,
+    parse_on_change,
+)
 from .names import agent_name
 
 if TYPE_CHECKING:
@@ -52,34 +62,14 @@ if TYPE_CHECKING:
     from .resolver import ResolveContext, SecretResolver
 
 __all__ = [
-    "LABELS",
     "OnChange",
     "RotatingTask",
     "RotationPolicy",
     "Rotator",
-    "label_violations",
 ]
 
 log = logging.getLogger(__name__)
 
-PREFIX = "mesos-secrets/"
-REFRESH_INTERVAL = PREFIX + "refresh-interval"
-ON_CHANGE = PREFIX + "on-change"
-RESTART_BATCH = PREFIX + "restart-batch"
-RESTART_TIMEOUT = PREFIX + "restart-timeout"
-OPTIONAL = PREFIX + "optional"
-FAIL_ON_REFRESH_ERROR = PREFIX + "fail-on-refresh-error"
-#: Every label of ours.
-LABELS = (
-    REFRESH_INTERVAL,
-    ON_CHANGE,
-    RESTART_BATCH,
-    RESTART_TIMEOUT,
-    OPTIONAL,
-    FAIL_ON_REFRESH_ERROR,
-)
-
-MIN_INTERVAL, MAX_INTERVAL = 1.0, 86400.0
 DEFAULT_RESTART_TIMEOUT = 60.0
 #: A restarted task without health checks counts as healthy once it ran this long.
 RUNNING_IS_HEALTHY_S = 2.0
@@ -129,7 +119,7 @@ class RotationPolicy:
         timeout = labels.get(RESTART_TIMEOUT)
         return cls(
             refresh_interval=float(interval) if interval is not None else None,
-            on_change=_on_change(labels.get(ON_CHANGE, "noop")) or OnChange(),
+            on_change=OnChange(*parse_on_change(labels.get(ON_CHANGE, "noop")) or ("noop",)),
             restart_batch=int(batch) if batch is not None else 1,
             restart_timeout=float(timeout) if timeout is not None else DEFAULT_RESTART_TIMEOUT,
             optional=_names(labels.get(OPTIONAL, "")),
@@ -139,7 +129,7 @@ class RotationPolicy:
     @classmethod
     def of_task(cls, task: TaskInfo) -> RotationPolicy:
         """The policy of a TaskInfo's labels (``{"labels": [{"key", "value"}]}``)."""
-        return cls.from_labels(task_labels(task))
+        return cls.from_labels(labels_of(task))
 
     def is_optional(self, name: str) -> bool:
         return "*" in self.optional or agent_name(name) in self.optional
@@ -159,88 +149,6 @@ def ask_for_new_versions(resolver: SecretResolver, task: TaskInfo, context: Reso
     interval = RotationPolicy.of_task(task).refresh_interval
     if resolver.watches and interval is not None:
         resolver.refresh_every(context, interval)
-
-
-def task_labels(task: TaskInfo) -> dict[str, str]:
-    raw = task.extra.get("labels")
-    items = raw.get("labels") if isinstance(raw, Mapping) else None
-    labels: dict[str, str] = {}
-    for item in items if isinstance(items, list) else ():
-        if isinstance(item, Mapping) and isinstance(item.get("key"), str):
-            value = item.get("value")
-            labels[item["key"]] = value if isinstance(value, str) else ""
-    return labels
-
-
-def _on_change(value: str) -> OnChange | None:
-    if value in ("noop", "restart"):
-        return OnChange(value)
-    kind, _, name = value.partition(":")
-    if kind != "signal":
-        return None
-    name = name.strip().upper() or "SIGHUP"
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    try:
-        signum = signal.Signals[name]
-    except KeyError:
-        return None
-    if signum in (signal.SIGKILL, signal.SIGSTOP):
-        return None
-    return OnChange("signal", int(signum))
-
-
-def _seconds(value: str, low: float, high: float) -> float | None:
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and low <= seconds <= high else None
-
-
-def _names_ok(value: str) -> bool:
-    names = [n.strip() for n in value.split(",")]
-    return bool(value.strip()) and all(n and "//" not in n for n in names)
-
-
-#: Each label: whether a value is good, and what a good one is.
-_CHECKS: dict[str, tuple[Callable[[str], bool], str]] = {
-    REFRESH_INTERVAL: (
-        lambda v: _seconds(v, MIN_INTERVAL, MAX_INTERVAL) is not None,
-        f"a number of seconds from {MIN_INTERVAL:g} to {MAX_INTERVAL:g}",
-    ),
-    ON_CHANGE: (
-        lambda v: _on_change(v) is not None,
-        "noop, restart or signal:<NAME> (a signal such as SIGHUP or SIGUSR1; not SIGKILL "
-        "or SIGSTOP)",
-    ),
-    RESTART_BATCH: (
-        lambda v: v.strip().isdigit() and 1 <= int(v) <= 1000,
-        "a number of tasks from 1 to 1000",
-    ),
-    RESTART_TIMEOUT: (
-        lambda v: _seconds(v, 1.0, 86400.0) is not None,
-        "a number of seconds from 1 to 86400",
-    ),
-    OPTIONAL: (_names_ok, "'*' or secret names, comma-separated"),
-    FAIL_ON_REFRESH_ERROR: (_names_ok, "'*' or secret names, comma-separated"),
-}
-
-
-def label_violations(labels: Mapping[str, str], path: str = "/labels") -> list[tuple[str, str]]:
-    """What is wrong with the ``mesos-secrets/`` labels, as (JSON path, message)."""
-    found = []
-    for key, value in labels.items():
-        if not key.startswith(PREFIX):
-            continue
-        check = _CHECKS.get(key)
-        if check is None:
-            found.append(
-                (f"{path}/{key}", f"unknown label of mesos-secrets (known: {', '.join(LABELS)})")
-            )
-        elif not check[0](value):
-            found.append((f"{path}/{key}", f"'{printable(value)}' is not {check[1]}"))
-    return found
 
 
 class RotatingTask(Protocol):

@@ -21,10 +21,11 @@ from mesos_secrets.agent.rollouts import GRACE_S, Rollouts
 from mesos_secrets.agent.server import _hung_up
 from mesos_secrets.containerizer.launcher import Termination
 from mesos_secrets.errors import SecretAccessDeniedError, SecretValidationError
+from mesos_secrets.labels import label_violations
 from mesos_secrets.marathon import load_spec
 from mesos_secrets.mesos import TaskInfo
 from mesos_secrets.resolver import ResolveContext, SecretResolver
-from mesos_secrets.rotation import OnChange, RotationPolicy, Rotator, label_violations
+from mesos_secrets.rotation import OnChange, RotationPolicy, Rotator
 from mesos_secrets.run import RunOptions, _Slot
 from mesos_secrets.secret import Reference
 from mesos_secrets.secretbytes import SecretBytes
