@@ -19,10 +19,21 @@ A task's mode comes from its TaskInfo: ``container.network_infos`` naming Mesos'
 network (``mesos-bridge``: Marathon's ``container/bridge``, or a DockerInfo's ``BRIDGE``)
 asks for ``bridge``; any other
 named network (Marathon's ``container`` networks, CNI networks in Mesos) is refused, as
-no CNI plugin is run here; no NetworkInfo takes the configured ``mode`` (default
-``host``). Marathon writes no NetworkInfo for ``host`` either: in a TaskInfo, which is all
-an executor gets, an app that says ``host`` cannot be told from one that says nothing, so
-both get the configured mode.
+no CNI plugin is run here. Marathon writes no NetworkInfo for ``host``: in a TaskInfo,
+which is all an executor gets, an app that says ``host`` cannot be told from one that
+says nothing. Without a NetworkInfo, the task's label ``mesos-secrets/network`` (``host``,
+``none``, ``bridge``) says which mode it wants, else it gets the configured ``mode``
+(default ``host``). The host's network lets a task reach the store, which the other
+modes are there to prevent: a task may ask for it when another mode is configured only if
+``host_allowed`` is true.
+
+A pod's containers (the tasks of a task group, :class:`~mesos_secrets.isolator.ContainerGroup`) share one
+namespace, as the nested containers of Mesos' default executor share the executor
+container's: their mode, port mappings and label are the pod's (its executor's
+ContainerInfo and labels). The first of them to be prepared makes it, named for the
+executor (``mesos-secrets-<tag>-_pod-<hash>``); each container's journal names it; the
+last one's ``cleanup`` removes it, and ``recover`` one that no container's journal names.
+Those steps are taken under an ``flock`` of :data:`POD_LOCK` in the runtime directory.
 
 A ``none`` namespace is made in ``prepare``, named, as ``ip netns add`` names one: a file
 ``/run/netns/mesos-secrets-<tag>-<container id>`` that the namespace is bound to, where
@@ -45,14 +56,16 @@ containers' mount namespaces hold); ``recover`` removes those of its runtime dir
 whose container is gone.
 
 Options (``[isolators.network]``): ``mode`` (``host``, ``none``, ``bridge``), ``subnet``
-(the private IPv4 range bridge addresses come from) and ``blocked`` (addresses or
+(the private IPv4 range bridge addresses come from), ``blocked`` (addresses or
 networks, each with an optional port, that tasks on a bridge may not reach; by default
-the store's, from :meth:`SecretResolver.endpoints`).
+the store's, from :meth:`SecretResolver.endpoints`) and ``host_allowed`` (whether a task's
+label may ask for the host's network when another mode is configured; default false).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -60,7 +73,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +82,8 @@ import attrs
 from mesos_secrets import linux, nofollow
 from mesos_secrets.errors import ConfigError, IsolatorError, printable
 from mesos_secrets.isolator import ContainerConfig, Isolator, LaunchInfo
+from mesos_secrets.labels import NETWORK
+from mesos_secrets.mesos import ContainerInfo
 from mesos_secrets.networking import MESOS_BRIDGE
 from mesos_secrets.resolver import SecretResolver
 
@@ -104,6 +119,10 @@ PREFIX = "mesos-secrets-"
 #: The private range bridge addresses come from, unless configured.
 DEFAULT_SUBNET = "10.217.0.0/16"
 JOURNAL = "namespace.json"
+#: After the prefix, in the name of a pod's namespace (no container id starts so).
+POD_MARK = "_pod-"
+#: The lock, in the runtime directory, under which pods' namespaces are made and removed.
+POD_LOCK = ".network-pods.lock"
 #: A container id that can be part of a file name as it is.
 _CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -254,12 +273,19 @@ class NetworkIsolator(Isolator):
         self,
         resolver: SecretResolver,
         runtime_dir: Path,
+        *,
         mode: str = HOST,
         subnet: str = DEFAULT_SUBNET,
         blocked: str | Sequence[str] | None = None,
+        host_allowed: bool = False,
     ) -> None:
         super().__init__(resolver, runtime_dir)
         self.mode = _check_mode(mode)
+        if not isinstance(host_allowed, bool):
+            raise _option_error("host_allowed", host_allowed, "must be true or false")
+        #: Whether a task may ask for the host's network (label ``mesos-secrets/network``)
+        #: when another mode is configured.
+        self.host_allowed = host_allowed
         self.subnet = _check_subnet(subnet)
         #: What tasks on a bridge may not reach; None: the store's address (learnt from
         #: the resolver at the first bridge task, into ``_store``).
@@ -279,24 +305,61 @@ class NetworkIsolator(Isolator):
             )
         return self.prefix + container_id
 
+    def pod_namespace_name(self, pod: str) -> str:
+        """The name of the namespace a pod's containers share (``pod``: its executor's
+        id): the prefix, ``_pod-`` and 16 hex digits standing for it."""
+        return self.prefix + POD_MARK + hashlib.sha256(pod.encode()).hexdigest()[:16]
+
     def mode_for(self, config: ContainerConfig) -> str:
-        """The task's mode: from its NetworkInfos (or its DockerInfo's network), else the
-        configured one."""
-        container = config.container
+        """The task's mode: from its NetworkInfos (or its DockerInfo's network), else its
+        label ``mesos-secrets/network``, else the configured one. A pod's containers take
+        their pod's: its executor's ContainerInfo and labels."""
+        group = config.group
+        container = group.container if group is not None else config.container
+        labels = group.labels if group is not None else config.labels
+        field = "executor.container" if group is not None else "container"
+        asked = self._asked(config, container, field)
+        label = labels.get(NETWORK)
+        if label is None:
+            mode = asked or self.mode
+        else:
+            where = f"the {'pod' if group is not None else 'task'}'s label {NETWORK}"
+            if label not in MODES:
+                shown = printable(label, 40)
+                raise self._error(config, f"{where} '{shown}' is not host, none or bridge")
+            if asked is not None and asked != label:
+                raise self._error(
+                    config,
+                    f"{where} says '{label}', and its {field}.network_infos ask for '{asked}'",
+                )
+            mode = label
+        if mode == HOST and self.mode != HOST and not self.host_allowed:
+            raise self._error(
+                config,
+                f"the {'pod' if group is not None else 'task'} asks for the host's network "
+                f"(label {NETWORK}), which would let it reach the secret store: network mode "
+                f"'{self.mode}' is configured, and [isolators.network] host_allowed is false",
+            )
+        return mode
+
+    def _asked(
+        self, config: ContainerConfig, container: ContainerInfo | None, field: str
+    ) -> str | None:
+        """The mode a ContainerInfo's NetworkInfos (or DockerInfo) ask for; None: none."""
         infos = container.extra.get("network_infos") if container is not None else None
         if not infos:
             docker = container.extra.get("docker") if container is not None else None
             if isinstance(docker, Mapping) and docker.get("network") == "BRIDGE":
                 return BRIDGE
-            return self.mode
+            return None
         if not isinstance(infos, list) or not all(isinstance(i, Mapping) for i in infos):
-            raise self._error(config, "container.network_infos is not a list of NetworkInfo")
+            raise self._error(config, f"{field}.network_infos is not a list of NetworkInfo")
         names = [info.get("name") for info in infos]
         if len(infos) > 1:
             listed = ", ".join(f"'{printable(str(n), 80)}'" for n in names)
             raise self._error(
                 config,
-                f"the task joins {len(infos)} networks (container.network_infos: {listed}); "
+                f"the task joins {len(infos)} networks ({field}.network_infos: {listed}); "
                 "the network isolator gives a task one",
             )
         name = names[0]
@@ -305,7 +368,7 @@ class NetworkIsolator(Isolator):
         shown = "no name" if name is None else f"'{printable(str(name), 80)}'"
         raise self._error(
             config,
-            f"the task asks for container network {shown} (container.network_infos[0].name; "
+            f"the task asks for container network {shown} ({field}.network_infos[0].name; "
             'Marathon: networks [{"mode": "container", "name": …}]): named container (CNI) '
             "networks are not supported, only host, none and bridge",
         )
@@ -320,57 +383,156 @@ class NetworkIsolator(Isolator):
                 f"network mode '{mode}' needs root: the network isolator makes a network "
                 "namespace for the task",
             )
+        if config.group is not None:
+            return self._join_pod(config, mode)
         name = self.namespace_name(config.container_id)
         path = NETNS_DIR / name
         directory = self.container_dir(config.container_id)
-        ports = self._port_rules(config) if mode == BRIDGE else ()
+        ports = self._port_rules(config, config.container) if mode == BRIDGE else ()
         rejects = self._rejects(config) if mode == BRIDGE else ()
-        journal = {"mode": mode, "namespace": name}
-        if mode == BRIDGE:
-            journal["subnet"] = str(self.subnet)
-        step = "create network namespace"
+        journal = self._journal(mode, name)
+        step = ["create network namespace"]
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Journalled first: a crash from here on leaves a name cleanup can find.
             _write_journal(directory / JOURNAL, journal)
-            create_namespace(path)
-            if mode == BRIDGE:
-                step = "join network namespace"
-                attached = Bridge(self.subnet).attach(path, rejects, ports)
-                _write_journal(directory / JOURNAL, {**journal, "address": str(attached.address)})
+            self._make(path, mode, rejects, ports, step)
         except BaseException as error:
             # The chain would clean up too; an isolator used alone must not leave anything.
             with contextlib.suppress(OSError):
                 self.cleanup(config.container_id)
-            if isinstance(error, FileExistsError):
-                raise self._error(config, f"network namespace '{path}' exists already") from None
-            if isinstance(error, AddressesExhausted):
-                raise self._error(config, error.strerror or str(error)) from None
-            if isinstance(error, OSError):
-                why = _why(error)
-                if "File exists" in why and ports:
-                    shown = ", ".join(f"{p.host_port}/{p.protocol}" for p in ports)
-                    why = f"a host port of the task ({shown}) is mapped to another task"
-                raise self._error(config, f"cannot {step} '{path}': {why}") from None
-            raise
+            failure = self._failed(config, error, step[0], path, ports)
+            if failure is error:
+                raise
+            raise failure from None
         log.info("container %s: network namespace %s (mode %s)", config.container_id, name, mode)
         return LaunchInfo(network_namespace=path)
 
-    def _port_rules(self, config: ContainerConfig) -> tuple[PortRule, ...]:
-        """The task's port mappings (its NetworkInfo's, or its DockerInfo's), one rule per
-        protocol; refused in one line naming the field if malformed."""
-        container = config.container
+    def _join_pod(self, config: ContainerConfig, mode: str) -> LaunchInfo:
+        """Put a pod's container in its pod's namespace, made by the first of them (with
+        the pod's port mappings) and removed with the last (:meth:`cleanup`). Each
+        container's journal names it: those journals are who has it, under a lock of the
+        runtime directory's."""
+        assert config.group is not None
+        name = self.pod_namespace_name(config.group.id)
+        path = NETNS_DIR / name
+        directory = self.container_dir(config.container_id)
+        ports = self._port_rules(config, config.group.container) if mode == BRIDGE else ()
+        rejects = self._rejects(config) if mode == BRIDGE else ()
+        step = ["create network namespace"]
+        made = False
+        try:
+            with self._pods_locked():
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _write_journal(directory / JOURNAL, self._journal(mode, name))
+                if not os.path.lexists(path):  # the pod's first container
+                    made = True
+                    self._make(path, mode, rejects, ports, step)
+        except BaseException as error:
+            with contextlib.suppress(OSError):
+                self.cleanup(config.container_id)  # the namespace too, if no other has it
+            failure = self._failed(config, error, step[0], path, ports)
+            if failure is error:
+                raise
+            raise failure from None
+        log.info(
+            "container %s: network namespace %s of pod %s (mode %s%s)",
+            config.container_id, name, config.group.id, mode, ", made" if made else "",
+        )  # fmt: skip
+        return LaunchInfo(network_namespace=path)
+
+    def _journal(self, mode: str, name: str) -> dict[str, str]:
+        journal = {"mode": mode, "namespace": name}
+        if mode == BRIDGE:
+            journal["subnet"] = str(self.subnet)
+        return journal
+
+    def _make(
+        self,
+        path: Path,
+        mode: str,
+        rejects: Sequence[Reject],
+        ports: Sequence[PortRule],
+        step: list[str],
+    ) -> None:
+        """The namespace at ``path``, on the bridge in bridge mode (``step[0]`` says
+        which step is under way, for the message should one fail)."""
+        create_namespace(path)
+        if mode == BRIDGE:
+            step[0] = "join network namespace"
+            Bridge(self.subnet).attach(path, rejects, ports)
+
+    def _failed(
+        self,
+        config: ContainerConfig,
+        error: BaseException,
+        step: str,
+        path: Path,
+        ports: Sequence[PortRule],
+    ) -> BaseException:
+        """What a failure to make a namespace is raised as: one line, saying why."""
+        if isinstance(error, IsolatorError | AddressesExhausted | FileExistsError):
+            if isinstance(error, FileExistsError):
+                return self._error(config, f"network namespace '{path}' exists already")
+            if isinstance(error, AddressesExhausted):
+                return self._error(config, error.strerror or str(error))
+            return error
+        if isinstance(error, OSError):
+            why = _why(error)
+            if "File exists" in why and ports:
+                shown = ", ".join(f"{p.host_port}/{p.protocol}" for p in ports)
+                why = f"a host port of the task ({shown}) is mapped to another task"
+            return self._error(config, f"cannot {step} '{path}': {why}")
+        return error
+
+    @contextlib.contextmanager
+    def _pods_locked(self) -> Iterator[None]:
+        """Held while a pod's namespace is made, joined, left or removed: an ``flock`` of
+        :data:`POD_LOCK` in the runtime directory. Not reentrant."""
+        fd = os.open(
+            self.runtime_dir / POD_LOCK,
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _members(self, namespace: str, but: str | None = None) -> list[str]:
+        """The containers (but ``but``) whose journal names the pod namespace
+        ``namespace``."""
+        containers = self.runtime_dir / "containers"  # where container_dir() is
+        try:
+            names = os.listdir(containers)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            name
+            for name in names
+            if name != but
+            and _read_journal(containers / name / self.name / JOURNAL).get("namespace") == namespace
+        )
+
+    def _port_rules(
+        self, config: ContainerConfig, container: ContainerInfo | None
+    ) -> tuple[PortRule, ...]:
+        """The port mappings of ``container`` (the task's, or its pod's executor's): its
+        NetworkInfo's, or its DockerInfo's, one rule per protocol; refused in one line
+        naming the field if malformed."""
         if container is None:  # on the configured bridge, with no ContainerInfo
             return ()
+        field = "container" if config.group is None else "executor.container"
         infos = container.extra.get("network_infos")
         if infos:
             where, mappings = (
-                "container.network_infos[0].port_mappings",
+                f"{field}.network_infos[0].port_mappings",
                 infos[0].get("port_mappings"),
             )
         else:
             docker = container.extra.get("docker") or {}
-            where, mappings = "container.docker.port_mappings", docker.get("port_mappings")
+            where, mappings = f"{field}.docker.port_mappings", docker.get("port_mappings")
         rules: list[PortRule] = []
         for index, mapping in enumerate(mappings or ()):
             at = f"{where}[{index}]"
@@ -421,27 +583,42 @@ class NetworkIsolator(Isolator):
 
     def cleanup(self, container_id: str) -> None:
         """Remove the container's namespace (by its name, and by the journal's), then its
-        journal. Idempotent; a failure keeps the journal, for the next try."""
+        journal; a pod's, only if no other container of the pod has it. Idempotent; a
+        failure keeps the journal, for the next try."""
         directory = self.container_dir(container_id)
         names = set()
         with contextlib.suppress(IsolatorError):
             names.add(self.namespace_name(container_id))
-        journalled = _read_journal(directory / JOURNAL).get("namespace")  # before a crash
-        if isinstance(journalled, str) and self._ours(journalled):
-            names.add(journalled)
-        journal = _read_journal(directory / JOURNAL)
+        journal = _read_journal(directory / JOURNAL)  # made before a crash could come
+        journalled = journal.get("namespace")
         subnets = {self.subnet} if self.mode == BRIDGE else set()
         with contextlib.suppress(ValueError):
             if journal.get("subnet"):
                 subnets.add(ipaddress.IPv4Network(str(journal["subnet"])))
-        for subnet in sorted(subnets):
-            for name in sorted(names):  # its rules, veth and lease, before its namespace
-                Bridge(subnet).detach(name)
+        if isinstance(journalled, str) and self._ours(journalled):
+            if self._is_pods(journalled):
+                with self._pods_locked():
+                    others = self._members(journalled, but=container_id)
+                    if not others and self._remove(journalled, subnets):
+                        log.info(
+                            "container %s: network namespace %s of its pod removed, as it "
+                            "was the last to have it", container_id, journalled,
+                        )  # fmt: skip
+                    (directory / JOURNAL).unlink(missing_ok=True)
+            else:
+                names.add(journalled)
         for name in sorted(names):
-            if remove_namespace(NETNS_DIR / name):
+            if self._remove(name, subnets):
                 log.info("container %s: network namespace %s removed", container_id, name)
         if directory.exists():
             nofollow.remove_tree(directory)
+
+    def _remove(self, name: str, subnets: Collection[ipaddress.IPv4Network]) -> bool:
+        """Take the namespace ``name`` off the bridges of ``subnets`` (its rules, veth and
+        lease), then remove it. False if there was none."""
+        for subnet in sorted(subnets):
+            Bridge(subnet).detach(name)
+        return remove_namespace(NETNS_DIR / name)
 
     def recover(self, alive: Collection[str]) -> None:
         """Remove this runtime directory's namespaces whose container is gone.
@@ -457,6 +634,9 @@ class NetworkIsolator(Isolator):
         containers = self.runtime_dir / "containers"  # where container_dir() is
         for entry in entries:
             if not self._ours(entry):
+                continue
+            if self._is_pods(entry):
+                self._recover_pods(entry)
                 continue
             container_id = entry.removeprefix(self.prefix)
             if container_id in running or os.path.lexists(containers / container_id):
@@ -474,9 +654,29 @@ class NetworkIsolator(Isolator):
             except OSError as error:
                 log.error("could not clean up bridge %s: %s", bridge_name(self.subnet), _why(error))
 
+    def _recover_pods(self, name: str) -> None:
+        """Remove the pod namespace ``name`` if no container has it (its last container's
+        front end died before it could)."""
+        subnets = {self.subnet} if self.mode == BRIDGE else set()
+        try:
+            with self._pods_locked():
+                if self._members(name):
+                    return
+                log.warning("removing network namespace %s: no container of its pod is left", name)
+                self._remove(name, subnets)
+        except OSError as error:
+            log.error("could not remove network namespace %s: %s", name, _why(error))
+
     def _ours(self, name: str) -> bool:
         rest = name.removeprefix(self.prefix)
-        return rest != name and "/" not in rest and _CONTAINER_ID.fullmatch(rest) is not None
+        if rest == name:
+            return False
+        return _CONTAINER_ID.fullmatch(rest) is not None or self._is_pods(name)
+
+    def _is_pods(self, name: str) -> bool:
+        """Whether ``name`` is a pod's namespace of this runtime directory."""
+        rest = name.removeprefix(self.prefix + POD_MARK)
+        return rest != name and re.fullmatch(r"[0-9a-f]{16}", rest) is not None
 
     def _error(self, config: ContainerConfig, message: str) -> IsolatorError:
         return IsolatorError(message, isolator=self.name, container_id=config.container_id)

@@ -65,7 +65,9 @@ from .driver import AgentDriver, Reconnection, parse_duration
 from .errors import LaunchCancelled, MesosSecretsError, SecretValidationError, printable
 from .framework import BOOTSTRAP_ENV
 from .hardening import protect_process
-from .mesos import TaskInfo
+from .isolator import ContainerGroup
+from .labels import labels_of
+from .mesos import ExecutorInfo, TaskInfo
 from .registry import choose_resolver, get_resolver, resolvers
 from .resolver import ResolveContext, SecretResolver, option_types
 from .rotation import (
@@ -93,6 +95,17 @@ DEFAULT_SHUTDOWN_GRACE_S = 5.0
 REASON_LAUNCH_FAILED = "REASON_CONTAINER_LAUNCH_FAILED"
 
 
+def _pod(executor_info: Any) -> ContainerGroup | str:
+    """What the tasks of the executor's task groups share: its ContainerInfo (their
+    network) and labels; or, if its ExecutorInfo cannot be read, why (each of them then
+    fails with it, rather than run in a network its pod did not ask for)."""
+    try:
+        executor = ExecutorInfo.from_json(dict(executor_info))
+    except (SecretValidationError, TypeError, ValueError) as error:
+        return f"the executor's ExecutorInfo cannot be read: {printable(str(error), 200)}"
+    return ContainerGroup(executor.executor_id, executor.container, labels_of(executor))
+
+
 @attrs.define(eq=False)
 class _Task:
     """A task from its LAUNCH to its terminal update."""
@@ -101,6 +114,8 @@ class _Task:
     container_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     #: The other tasks of its task group (empty for a LAUNCH).
     group: tuple[str, ...] = ()
+    #: Whether it came in a task group (a LAUNCH_GROUP): it shares the executor's pod.
+    in_group: bool = False
     #: Its TaskInfo's kill policy's grace period, once it is read.
     grace_period: float | None = None
     container: Container | None = None
@@ -169,6 +184,9 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         self.setup_error: str | None = None
         self.framework_id = ""
         self.executor_id = ""
+        #: What its task groups' tasks share (a pod's network), from its ExecutorInfo;
+        #: or why that could not be read.
+        self.pod: ContainerGroup | str | None = None
         self.principal: str | None = None
         self.task_killing_state = False
         self._lock = threading.Lock()
@@ -186,6 +204,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
     ) -> None:
         self.framework_id = framework_info["id"]["value"]
         self.executor_id = executor_info["executor_id"]["value"]
+        self.pod = _pod(executor_info)
         self.principal = framework_info.get("principal")
         capabilities = framework_info.get("capabilities") or []
         self.task_killing_state = any(
@@ -314,6 +333,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                 _Task(
                     task_id,
                     group=tuple(i for i in ids if i != task_id) if group else (),
+                    in_group=group,
                     # Read now: a KILL may come before the TaskInfo is.
                     grace_period=_grace_period(
                         raw.get("kill_policy") if isinstance(raw, Mapping) else None
@@ -411,6 +431,9 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             message = self.setup_error or "the executor is not registered yet"
             self._end(driver, task, "TASK_FAILED", message, REASON_LAUNCH_FAILED)
             return None
+        if task.in_group and isinstance(self.pod, str):
+            self._end(driver, task, "TASK_FAILED", self.pod, REASON_LAUNCH_FAILED)
+            return None
         # tasks/ is ours, 0711: a task can neither list it nor guess another's name in it.
         tasks = self.directory / "tasks"
         tasks.mkdir(mode=0o711, exist_ok=True)
@@ -461,6 +484,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                 stderr=err,
                 container_id=task.container_id,
                 cancelled=lambda: task.killing,
+                group=self.pod if task.in_group and isinstance(self.pod, ContainerGroup) else None,
             )
 
     def _rotating(self, driver: Any, task_id: str) -> _Rotating | None:

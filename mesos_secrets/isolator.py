@@ -41,6 +41,7 @@ from .secretbytes import SecretBytes
 __all__ = [
     "DEFAULT_ISOLATION",
     "ContainerConfig",
+    "ContainerGroup",
     "Filesystem",
     "Isolator",
     "IsolatorChain",
@@ -77,6 +78,21 @@ class TaskUser:
 
 
 @attrs.frozen
+class ContainerGroup:
+    """The containers of a pod: the tasks of one executor's task groups, which share
+    what their executor's ContainerInfo gives (its network), as the nested containers of
+    Mesos' default executor share the executor container's.
+
+    ``id`` is the executor's id (unique on the node while it runs); ``container`` its
+    ContainerInfo (a pod's networks: ``network_infos``); ``labels`` its labels (a
+    pod's)."""
+
+    id: str
+    container: ContainerInfo | None = None
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
 class ContainerConfig:
     """What isolators and launchers know about one container."""
 
@@ -98,6 +114,10 @@ class ContainerConfig:
     #: Reference names (``"*"``: all) whose resolution may fail at launch: the task then
     #: starts without them (no variable, no file), and a later refresh may deliver them.
     optional: frozenset[str] = frozenset()
+    #: The task's labels (``mesos-secrets/network``: its network mode).
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    #: The pod it is a container of (a task of a task group), or None.
+    group: ContainerGroup | None = None
 
 
 def is_optional(optional: Collection[str], secret: Secret) -> bool:

@@ -43,7 +43,8 @@ from .containerizer.runtime import (
     pulls_under_way,
 )
 from .errors import ConfigError, LaunchCancelled, LaunchError, MesosSecretsError, printable
-from .isolator import ContainerConfig, TaskUser, create_isolators
+from .isolator import ContainerConfig, ContainerGroup, TaskUser, create_isolators
+from .labels import labels_of
 from .marathon import App
 from .mesos import CommandURI, ContainerType, TaskInfo
 from .registry import get_resolver
@@ -103,7 +104,7 @@ def run_app(
     Marathon's deployments wait.
     """
     options = options or RunOptions()
-    tasks, sandboxes, kind = _tasks(app)
+    tasks, sandboxes, kind, group = _tasks(app)
     for task in tasks:
         if task.container is not None and task.container.type is ContainerType.DOCKER:
             which = f"task '{printable(task.name)}': " if len(tasks) > 1 else ""
@@ -158,6 +159,7 @@ def run_app(
                     options,
                     kind=kind,
                     resolver=resolver,
+                    group=group,
                 )
         finally:
             if claim is not None:
@@ -165,14 +167,19 @@ def run_app(
     return status
 
 
-def _tasks(spec: App | Pod | Group | AppList) -> tuple[tuple[TaskInfo, ...], list[str], str]:
+def _tasks(
+    spec: App | Pod | Group | AppList,
+) -> tuple[tuple[TaskInfo, ...], list[str], str, ContainerGroup | None]:
     """The tasks to launch, in order, each's sandbox (a name under the run's directory,
-    or ``""``: that directory) and what they make up (``app``, ``pod``, ``group``)."""
+    or ``""``: that directory), what they make up (``app``, ``pod``, ``group``), and for
+    a pod the group its containers are (its executor: the network they share)."""
     if isinstance(spec, App):
-        return (spec.to_task_info(),), [""], "app"
+        return (spec.to_task_info(),), [""], "app", None
     if _is_pod(spec):
-        tasks = spec.to_task_group().tasks
-        return tasks, [task.name for task in tasks], "pod"
+        executor, task_group = spec.to_launch_group()
+        tasks = task_group.tasks
+        pod = ContainerGroup(executor.executor_id, executor.container, labels_of(executor))
+        return tasks, [task.name for task in tasks], "pod", pod
     from .groups import AppList, Group  # noqa: PLC0415 (loaded already: the spec is one)
 
     assert isinstance(spec, Group | AppList)
@@ -187,7 +194,7 @@ def _tasks(spec: App | Pod | Group | AppList) -> tuple[tuple[TaskInfo, ...], lis
     # Each app's own sandbox, named as Marathon names its files (``safePath``): ids have
     # no '_', so no two apps share one, where task names (``/a/b.c``, ``/a/c/b``) might.
     sandboxes = ["_".join(one.path) for one in apps]
-    return tuple(one.to_task_info() for one in apps), sandboxes, "group"
+    return tuple(one.to_task_info() for one in apps), sandboxes, "group", None
 
 
 def _is_pod(spec: object) -> TypeGuard[Pod]:
@@ -206,6 +213,7 @@ def _run_tasks(
     *,
     kind: str,
     resolver: SecretResolver | None = None,
+    group: ContainerGroup | None = None,
 ) -> int:
     slots: list[_Slot] = []
     stopped: dict[str, str] = {}  # task id: why it was stopped (revoked, stale)
@@ -218,7 +226,13 @@ def _run_tasks(
                 break
             sandbox.mkdir(parents=True, exist_ok=True)
             slot = _Slot(
-                containerizer, task, sandbox, options=options, resolver=resolver, stopped=stopped
+                containerizer,
+                task,
+                sandbox,
+                options=options,
+                resolver=resolver,
+                stopped=stopped,
+                group=group,
             )
             # Known before it is launched: destroyed whatever happens from here on, and
             # a signal once it has started is passed on to it, not taken as an interruption.
@@ -660,9 +674,11 @@ class _Slot:
         options: RunOptions,
         resolver: SecretResolver | None,
         stopped: dict[str, str],
+        group: ContainerGroup | None = None,
     ) -> None:
         self.containerizer = containerizer
         self.task = task
+        self.group = group
         self.sandbox = sandbox
         self.options = options
         self.resolver = resolver
@@ -697,7 +713,7 @@ class _Slot:
         # Kept by the slot in the very line that gets it: a signal's exception comes
         # before the call returns (and the pipeline cleans up) or after the slot has it.
         self.container = container = self.containerizer.launch(
-            task, self.sandbox, context=context, cancelled=self._ending.is_set
+            task, self.sandbox, context=context, cancelled=self._ending.is_set, group=self.group
         )
         if self._ending.is_set():  # killed (or failed) while it was launched again
             container.kill(signal.SIGKILL)

@@ -8,12 +8,15 @@ a task group's failing task kills the rest of its group).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from isolators.network import NETNS_DIR, namespace_prefix
 
 from . import plugins
 from .agent import Agent
@@ -184,6 +187,45 @@ class TestTaskGroups:
         assert agent.states("j-2") == ["TASK_STARTING", "TASK_RUNNING"]
         agent.kill("j-2")
         agent.wait_for("j-2", "TASK_KILLED")
+
+    def test_a_groups_tasks_share_one_network(self, setup: Setup) -> None:
+        """With the network isolator (mode none), the tasks of a LAUNCH_GROUP share one
+        network namespace, as the default executor's nested containers share its
+        container's; a task of a LAUNCH gets one of its own; none is left."""
+        with setup.config.open("a") as config:
+            config.write(
+                'isolation = "network,environment_secret,volume_secret"\n'
+                '[isolators.network]\nmode = "none"\n'
+            )
+        agent = started(setup)
+        netns = dict(CHECK_APP, cmd=f"{CHECK_APP['cmd']}; readlink /proc/self/ns/net; sleep 60")
+        agent.launch_group([app_task(netns, agent, "n-1"), app_task(netns, agent, "n-2")])
+        agent.launch(app_task(netns, agent, "n-3"))
+        tasks = setup.tmp / "sandbox" / "tasks"
+
+        def seen(task_id: str) -> str:
+            for stdout in tasks.glob(f"{task_id}.*/stdout"):
+                lines = stdout.read_text().splitlines()
+                if len(lines) == 2:
+                    return lines[1]
+            return ""
+
+        wait(lambda: all(seen(t) for t in ("n-1", "n-2", "n-3")), timeout=60)
+        host = os.readlink("/proc/self/ns/net")
+        assert seen("n-1") == seen("n-2") != seen("n-3")
+        assert host not in {seen("n-1"), seen("n-3")}
+        assert len(network_namespaces(setup.runtime)) == 2
+        for task_id in ("n-1", "n-3"):
+            agent.kill(task_id)
+        for task_id in ("n-1", "n-2", "n-3"):
+            agent.wait_for(task_id, "TASK_KILLED")
+        wait(lambda: not list((setup.runtime / "containers").iterdir()))
+        assert network_namespaces(setup.runtime) == []
+
+
+def network_namespaces(runtime: Path) -> list[str]:
+    prefix = namespace_prefix(runtime)
+    return [name for name in os.listdir(NETNS_DIR) if name.startswith(prefix)]
 
 
 class TestShutdown:

@@ -381,8 +381,10 @@ class TestNothingLeft:
         ]
         try:
             wait_until(
-                lambda: all((work / "up").exists() for work in works)
-                or any(p.poll() is not None for p in processes),
+                lambda: (
+                    all((work / "up").exists() for work in works)
+                    or any(p.poll() is not None for p in processes)
+                ),
                 timeout=120,
             )
             assert len([n for n in ours(runner.runtime) if "ip netns" not in n]) == 20
@@ -844,3 +846,326 @@ with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
         raw.send(mac + own + b"\\x08\\x00" + header + udp)
 print("forged")
 """
+
+
+#: A pod's server (``python3 -c "$POD_SERVE" ADDRESS COUNT``): says which namespace and
+#: address it has, then answers COUNT connections on its port 8080 and ends.
+POD_SERVE = """
+import os, socket, sys
+print("server netns", os.readlink("/proc/self/ns/net"), flush=True)
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((sys.argv[1], 8080))
+server.listen(4)
+open("serving", "w").close()
+for _ in range(int(sys.argv[2])):
+    connection, _ = server.accept()
+    connection.sendall(b"pod-server\\n")
+    connection.close()
+print("server done", flush=True)
+"""
+
+#: A pod's client (``python3 -c "$POD_CLIENT" HOST_PORT``): reaches its pod's server on
+#: 127.0.0.1:8080, then tries the host's server on HOST_PORT.
+POD_CLIENT = """
+import os, socket, sys, time
+print("client netns", os.readlink("/proc/self/ns/net"), flush=True)
+deadline = time.monotonic() + 30
+while True:
+    try:
+        with socket.create_connection(("127.0.0.1", 8080), timeout=5) as peer:
+            print("client got", peer.recv(100).decode().strip(), flush=True)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            print("client peer-unreachable", flush=True)
+            break
+        time.sleep(0.1)
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
+    print("client host-reached", flush=True)
+except OSError as error:
+    print("client host-unreachable", type(error).__name__, flush=True)
+"""
+
+
+def pod_spec(
+    value: str,
+    host_server: int,
+    *,
+    serve_on: str = "127.0.0.1",
+    connections: int = 1,
+    bridge_port: int | None = None,
+) -> dict[str, Any]:
+    """A pod of a server and a client that talk over their loopback; the server checks
+    its secret first. On a bridge (``bridge_port``), the server's port 8080 is mapped to
+    that host port."""
+    server: dict[str, Any] = {
+        "name": "server",
+        "resources": {"cpus": 0.1, "mem": 64},
+        "exec": {
+            "command": {
+                "shell": f'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = {sha(value)}; '
+                "echo server secrets-delivered; ip -4 -o addr show eth0 2>/dev/null | "
+                "awk '{print \"server address\", $4}'; "
+                f'exec python3 -c "$POD_SERVE" {serve_on} {connections}'
+            }
+        },
+    }
+    spec: dict[str, Any] = {
+        "id": "/test/pod",
+        "environment": {"DB": {"secret": "db"}, "POD_SERVE": POD_SERVE, "POD_CLIENT": POD_CLIENT},
+        "secrets": {"db": {"source": "/myapp/db@password"}},
+        "containers": [
+            server,
+            {
+                "name": "client",
+                "resources": {"cpus": 0.1, "mem": 64},
+                "exec": {
+                    "command": {
+                        "shell": "ip -4 -o addr show eth0 2>/dev/null | "
+                        "awk '{print \"client address\", $4}'; "
+                        f'exec python3 -c "$POD_CLIENT" {host_server}'
+                    }
+                },
+            },
+        ],
+    }
+    if bridge_port is not None:
+        spec["networks"] = [{"mode": "container/bridge"}]
+        server["endpoints"] = [
+            {"name": "web", "containerPort": 8080, "hostPort": bridge_port, "protocol": ["tcp"]}
+        ]
+    return spec
+
+
+def said(out: str, what: str) -> set[str]:
+    """The values a pod's containers printed after ``what`` (``server netns``…)."""
+    return {line.split(" ", 2)[2] for line in out.splitlines() if line.startswith(what + " ")}
+
+
+class TestPods:
+    """A pod's containers share one network namespace, as the nested containers of Mesos'
+    default executor share the executor container's; pods do not share one."""
+
+    def test_containers_share_the_pods_namespace(
+        self, runner: NetRunner, server: HostServer
+    ) -> None:
+        """Mode none: the client reaches the server on their shared loopback, nothing of
+        the host's, and the secret arrives."""
+        value = canary()
+        runner.store.put("/myapp/db", {"password": value})
+        result = runner.run(pod_spec(value, server.port))
+        out = result.stdout.decode()
+        assert result.returncode == 0, result.stderr.decode()
+        assert "server secrets-delivered" in out
+        assert "client got pod-server" in out
+        assert "client host-unreachable ConnectionRefusedError" in out
+        namespaces = said(out, "server netns") | said(out, "client netns")
+        assert len(namespaces) == 1
+        assert host_namespace() not in namespaces
+        assert server.accepted == 0
+        assert b"of its pod removed, as it was the last to have it" in result.stderr
+        runner.assert_no_residue()
+
+    def test_a_pod_on_the_bridge(self, runner: NetRunner, server: HostServer) -> None:
+        """The pod's networks ask for the bridge: one address for both containers, the
+        server reached by its sibling on the loopback and by the host through the pod's
+        port mapping (the executor's NetworkInfo's)."""
+        value = canary()
+        runner.store.put("/myapp/db", {"password": value})
+        port = free_host_port()
+        spec = pod_spec(value, server.port, serve_on="0.0.0.0", connections=2, bridge_port=port)
+        process = runner.start(spec)
+        got = b""
+        try:
+            wait_for(runner.work / "server" / "serving")
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                got = client.recv(100)
+        finally:
+            out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err.decode()
+        assert got == b"pod-server\n"
+        text = out.decode()
+        assert "client got pod-server" in text
+        addresses = said(text, "server address") | said(text, "client address")
+        assert len(addresses) == 1
+        assert ipaddress.IPv4Interface(addresses.pop()).network == ipaddress.IPv4Network(
+            runner.subnet
+        )
+        assert len(said(text, "server netns") | said(text, "client netns")) == 1
+        runner.assert_no_residue()
+
+    def test_two_pods_apart(self, runner: NetRunner) -> None:
+        """Two instances of a pod at once: a namespace each, each shared by its own
+        containers only."""
+        spec = {
+            "id": "/test/pod",
+            "containers": [
+                {
+                    "name": name,
+                    "resources": {"cpus": 0.1, "mem": 16},
+                    "exec": {
+                        "command": {
+                            "shell": "readlink /proc/self/ns/net > up.new && mv up.new up; "
+                            "while [ ! -e go ]; do sleep 0.05; done"
+                        }
+                    },
+                }
+                for name in ("a", "b")
+            ],
+        }
+        works = [runner.tmp / "one", runner.tmp / "two"]
+        processes = []
+        for work in works:
+            command = runner.command(spec)
+            command[command.index("--work-dir") + 1] = str(work)
+            processes.append(
+                subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            )
+        try:
+            wait_until(
+                lambda: (
+                    all((w / c / "up").exists() for w in works for c in "ab")
+                    or any(p.poll() is not None for p in processes)
+                ),
+                timeout=60,
+            )
+            seen = [{(w / c / "up").read_text() for c in "ab"} for w in works]
+            assert [len(s) for s in seen] == [1, 1], seen
+            assert seen[0] != seen[1]
+            assert len([n for n in ours(runner.runtime) if "ip netns" not in n]) == 2
+        finally:
+            for work in works:
+                for container in "ab":
+                    (work / container).mkdir(parents=True, exist_ok=True)
+                    (work / container / "go").touch()
+            results = [p.communicate(timeout=60) for p in processes]
+        assert [p.returncode for p in processes] == [0, 0], [e.decode() for _, e in results]
+        runner.assert_no_residue()
+
+    def test_a_container_that_cannot_start(self, runner: NetRunner) -> None:
+        """The second container fails to launch: the first is stopped, and the pod's
+        namespace goes with the last of them."""
+        spec = {
+            "id": "/test/pod",
+            "containers": [
+                {
+                    "name": "a",
+                    "resources": {"cpus": 0.1, "mem": 16},
+                    "exec": {"command": {"shell": "exec sleep 60"}},
+                },
+                {
+                    "name": "b",
+                    "resources": {"cpus": 0.1, "mem": 16},
+                    "exec": {"command": {"argv": ["/no/such/program"]}},
+                },
+            ],
+        }
+        result = runner.run(spec, "--grace-period", "0.5")
+        assert result.returncode != 0
+        assert b"cannot start the task" in result.stderr
+        runner.assert_no_residue()
+
+    @pytest.mark.parametrize("mode", ["none", "bridge"])
+    def test_front_end_killed_then_recovered(self, runner: NetRunner, mode: str) -> None:
+        """run dies by SIGKILL with a pod running: the pod's namespace (on a bridge, its
+        veth, lease and rules) stays until the next front end's recover, which removes it
+        as no container of the pod is left."""
+        spec = {
+            "id": "/test/pod",
+            "containers": [
+                {
+                    "name": name,
+                    "resources": {"cpus": 0.1, "mem": 16},
+                    "exec": {"command": {"shell": "touch started; exec sleep 60"}},
+                }
+                for name in ("a", "b")
+            ],
+        }
+        if mode == "bridge":
+            spec["networks"] = [{"mode": "container/bridge"}]
+        process = runner.start(spec)
+        wait_for(runner.work / "a" / "started")
+        wait_for(runner.work / "b" / "started")
+        process.kill()
+        process.communicate()
+        assert len(ours(runner.runtime)) == 2  # one namespace, in /run/netns and ip netns
+        if mode == "bridge":
+            left = bridge_residue()
+            assert len([line for line in left if line.startswith("link msv")]) == 1, left
+        result = runner.run({"cmd": "true"})
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"cleaning up orphaned container" in result.stderr
+        runner.assert_no_residue()
+
+
+class TestNetworkLabel:
+    """``mesos-secrets/network`` asks for a mode where the spec names no network; the
+    host's network only if the configuration allows it, as it lets a task reach the
+    store."""
+
+    def _probe(self, runner: NetRunner, server: HostServer, label: str) -> tuple[int, str, str]:
+        value = canary()
+        runner.store.put("/myapp/db", {"password": value})
+        spec = probing_app(server.port, value)
+        spec["labels"] = {"mesos-secrets/network": label}
+        result = runner.run_quiet(spec)
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+    def test_host_refused_by_default(self, runner: NetRunner, server: HostServer) -> None:
+        code, out, err = self._probe(runner, server, "host")
+        assert code == 1
+        assert err.splitlines() == [
+            "mesos-secrets: error: the task asks for the host's network (label "
+            "mesos-secrets/network), which would let it reach the secret store: network "
+            "mode 'none' is configured, and [isolators.network] host_allowed is false"
+        ]
+        assert out == ""
+        runner.assert_no_residue()
+
+    def test_host_when_allowed(self, runner: NetRunner, server: HostServer) -> None:
+        runner.configure(mode="none", host_allowed=True)
+        code, out, err = self._probe(runner, server, "host")
+        assert code == 0, err
+        assert "host-reached" in out
+        assert f"netns {host_namespace()}" in out
+        runner.assert_no_residue()
+
+    def test_none_where_host_is_configured(self, runner: NetRunner, server: HostServer) -> None:
+        runner.configure(mode="host")
+        code, out, err = self._probe(runner, server, "none")
+        assert code == 0, err
+        assert "host-unreachable ConnectionRefusedError" in out
+        assert "interfaces lo\n" in out
+        assert server.accepted == 0
+        runner.assert_no_residue()
+
+    def test_a_label_against_the_networks(self, runner: NetRunner) -> None:
+        spec = {
+            "cmd": "true",
+            "networks": [{"mode": "container/bridge"}],
+            "labels": {"mesos-secrets/network": "none"},
+        }
+        result = runner.run_quiet(spec)
+        assert result.returncode == 1
+        assert result.stderr.decode().splitlines() == [
+            "mesos-secrets: error: the task's label mesos-secrets/network says 'none', and "
+            "its container.network_infos ask for 'bridge'"
+        ]
+        runner.assert_no_residue()
+
+    def test_a_pods_label(self, runner: NetRunner, server: HostServer) -> None:
+        """On a pod, the label is the pod's (its containers share its network)."""
+        runner.configure(mode="host")
+        value = canary()
+        runner.store.put("/myapp/db", {"password": value})
+        spec = pod_spec(value, server.port)
+        spec["labels"] = {"mesos-secrets/network": "none"}
+        result = runner.run(spec)
+        out = result.stdout.decode()
+        assert result.returncode == 0, result.stderr.decode()
+        assert "client got pod-server" in out
+        assert "client host-unreachable ConnectionRefusedError" in out
+        assert host_namespace() not in said(out, "client netns")
+        runner.assert_no_residue()

@@ -33,7 +33,8 @@ import attrs
 from .. import nofollow
 from ..errors import LaunchCancelled, LaunchError, MesosSecretsError
 from ..image_config import ImageConfig
-from ..isolator import ContainerConfig, IsolatorChain, LaunchInfo, Mount, TaskUser
+from ..isolator import ContainerConfig, ContainerGroup, IsolatorChain, LaunchInfo, Mount, TaskUser
+from ..labels import labels_of
 from ..mesos import CommandURI, TaskInfo
 from ..resolver import ResolveContext
 from ..rotation import optional_of
@@ -248,12 +249,16 @@ class Containerizer:
         stderr: IO[Any] | int | None = None,
         cancelled: Callable[[], bool] | None = None,
         optional: Collection[str] | None = None,
+        group: ContainerGroup | None = None,
     ) -> Container:
         """Run ``task`` in ``sandbox``; on any failure nothing is left behind.
 
         ``optional``: reference names (``"*"``: all) of secrets the task may start
         without, should they not resolve (:attr:`ContainerConfig.optional`); by default
         those its ``mesos-secrets/optional`` label names (:mod:`..rotation`).
+
+        ``group``: the pod the task is a container of (a task of a task group), whose
+        executor's ContainerInfo gives what its containers share (their network).
 
         ``cancelled`` is asked while the task's URIs are fetched and just before its
         process would start, once its secrets are resolved: if it answers true (the task
@@ -277,6 +282,8 @@ class Containerizer:
                 task_id=task.task_id,
                 context=context,
                 optional=frozenset(optional if optional is not None else optional_of(task)),
+                labels=labels_of(task),
+                group=group,
             )
             if self.cgroups is not None:
                 config = attrs.evolve(
