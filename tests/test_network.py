@@ -522,8 +522,10 @@ class TestIsolator:
 class NetImageRunner(ImageRunner):
     def __init__(self, tmp_path: Path, home: Path, images: Registry, mode: str) -> None:
         super().__init__(tmp_path, home, images)
+        self.subnet = random_subnet()
         # Top-level keys come before the [images] table.
-        self.config.write_text(_config(ISOLATION, {"mode": mode}) + self.config.read_text())
+        options = {"mode": mode, "subnet": self.subnet}
+        self.config.write_text(_config(ISOLATION, options) + self.config.read_text())
 
 
 @pytest.mark.parametrize("mode", ["none", "host"])
@@ -566,6 +568,50 @@ def test_image_task(
         wait_until(lambda: server.accepted == 1, timeout=5)
     runner.assert_no_residue()
     assert ours(runner.runtime) == []
+
+
+def test_image_task_on_the_bridge(
+    tmp_path: Path,
+    home: Path,
+    registry: Registry,  # noqa: F811 (the fixture)
+) -> None:
+    """A task in an image (runc joins the namespace the OCI spec names) on the bridge:
+    an address of the range, its secret, and the host reaches it through its port
+    mapping."""
+    runner = NetImageRunner(tmp_path, home, registry, "none")
+    runner.store.put("/registry/pull", {"config": docker_config(registry)})
+    runner.store.put("/app/db", {"password": "db-password"})
+    cmd = "; ".join(
+        [
+            "set -e",
+            f'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = {sha("db-password")}',
+            "ip -4 -o addr show eth0 | awk '{print \"address\", $4}'",
+            'touch "$MESOS_SANDBOX/serving"',
+            "echo from-the-image | nc -l -p 8080",
+        ]
+    )
+    port = free_host_port()
+    spec = runner.app(
+        cmd=cmd, portMappings=[{"containerPort": 8080, "hostPort": port, "protocol": "tcp"}]
+    )
+    spec["env"] = {"DB": {"secret": "db"}}
+    spec["networks"] = [{"mode": "container/bridge"}]
+    process = runner.start(spec)
+    got = b""
+    try:
+        wait_for(runner.work / "serving")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            got = client.recv(100)
+    finally:
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err.decode()
+    assert got == b"from-the-image\n"
+    (line,) = [x for x in out.decode().splitlines() if x.startswith("address ")]
+    address = ipaddress.IPv4Interface(line.split()[1])
+    assert address.network == ipaddress.IPv4Network(runner.subnet)
+    runner.assert_no_residue()
+    assert ours(runner.runtime) == []
+    assert bridge_residue() == []
 
 
 #: Run by a task on the bridge (``python3 -c "$BRIDGE_PROBE" HOST ALLOWED STORE``): can
