@@ -27,12 +27,13 @@ says nothing. Without a NetworkInfo, the task's label ``mesos-secrets/network`` 
 modes are there to prevent: a task may ask for it when another mode is configured only if
 ``host_allowed`` is true.
 
-A pod's containers (the tasks of a task group, :class:`~mesos_secrets.isolator.ContainerGroup`) share one
-namespace, as the nested containers of Mesos' default executor share the executor
-container's: their mode, port mappings and label are the pod's (its executor's
-ContainerInfo and labels). The first of them to be prepared makes it, named for the
-executor (``mesos-secrets-<tag>-_pod-<hash>``); each container's journal names it; the
-last one's ``cleanup`` removes it, and ``recover`` one that no container's journal names.
+A pod's containers (the tasks of a task group,
+:class:`~mesos_secrets.isolator.ContainerGroup`) share one namespace, as the nested
+containers of Mesos' default executor share the executor container's: their mode, port
+mappings and label are the pod's (its executor's ContainerInfo and labels). The first
+of them to be prepared makes it, named for the executor
+(``mesos-secrets-<tag>-_pod-<hash>``); each container's journal names it; the last one's
+``cleanup`` removes it, and ``recover`` one that no container's journal names.
 Those steps are taken under an ``flock`` of :data:`POD_LOCK` in the runtime directory.
 
 A ``none`` namespace is made in ``prepare``, named, as ``ip netns add`` names one: a file
