@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .groups import AppList, Group
     from .marathon import App, SpecError
     from .pods import Pod
+    from .scan import Finding
 
 # Each command imports what it needs when it runs: `--version` and `--help` load almost
 # nothing (not even pathlib or logging), and `run` only the machinery its spec asks for.
@@ -179,6 +180,16 @@ def cmd_resolvers(args: argparse.Namespace) -> int:
 
     for name in resolvers.names():
         print(name)
+    return 0
+
+
+def cmd_install_executor(args: argparse.Namespace) -> int:
+    from .install_executor import install, pymesos_imports  # noqa: PLC0415
+
+    if pymesos_imports() and not args.again:
+        print("pymesos is installed and imports: nothing to do (--again to reinstall)")
+        return 0
+    install()
     return 0
 
 
@@ -407,7 +418,67 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         what = f"{'app' if isinstance(spec, App) else 'pod'} '{spec.id}'"
     print(f"{args.spec}: valid {what}", file=sys.stderr)
+    if args.scan:
+        for finding in _scan_file(args.spec):
+            print(
+                printable(
+                    f"{args.spec}: warning: {finding.path}: {finding.kind} "
+                    f'({finding.description}); move it into "secrets"'
+                ),
+                file=sys.stderr,
+            )
     return 0
+
+
+def _scan_file(path: str) -> list[Finding]:
+    """The likely plaintext secrets of the spec at ``path`` (any JSON: not validated)."""
+    import json  # noqa: PLC0415
+
+    from .scan import scan_spec  # noqa: PLC0415
+
+    try:
+        text = _path(path).read_bytes()
+    except OSError as error:
+        raise SecretValidationError(f"cannot read spec '{path}': {error.strerror}") from None
+    try:
+        spec = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        where = (
+            f" (line {error.lineno}, column {error.colno}: {error.msg})"
+            if isinstance(error, json.JSONDecodeError)
+            else ""
+        )
+        raise SecretValidationError(f"spec '{path}' is not JSON{where}") from None
+    return scan_spec(spec)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    found: list[tuple[str, Finding]] = []
+    failed = 0
+    for path in args.specs:
+        try:
+            found += [(path, finding) for finding in _scan_file(path)]
+        except SecretValidationError as error:
+            print(f"{PROG}: error: {printable(str(error))}", file=sys.stderr)
+            failed += 1
+    if args.json:
+        json.dump([{"file": path, **f.to_json()} for path, f in found], sys.stdout, indent=2)
+        print()
+    else:
+        for path, finding in found:
+            print(printable(f"{path}: {finding.path}: {finding.kind} ({finding.description})"))
+    if found:
+        files = len({path for path, _ in found})
+        print(
+            f"{PROG}: {len(found)} likely plaintext secret{'' if len(found) == 1 else 's'} in "
+            f"{files} of {len(args.specs)} spec{'' if len(args.specs) == 1 else 's'}: Marathon "
+            "and Mesos show them to anyone who can read their state; move each into "
+            '"secrets" and refer to it ({"secret": NAME})',
+            file=sys.stderr,
+        )
+    return 2 if failed else 1 if found else 0
 
 
 def cmd_task_info(args: argparse.Namespace) -> int:
@@ -675,8 +746,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="add Metronome's rules (unused secrets, file secrets only with MESOS containers) "
         "and, for groups, dependencies on what the spec does not define",
     )
+    validate.add_argument(
+        "--scan",
+        action="store_true",
+        help="also warn of likely plaintext secrets (as 'scan'; the exit status stays)",
+    )
     _add_access_options(validate)
     validate.set_defaults(func=cmd_validate)
+
+    scan = commands.add_parser(
+        "scan",
+        help="find likely plaintext secrets in specs (env, labels, commands, URIs, Docker "
+        "parameters)",
+        description="Each finding names the file, the JSON path and the kind, never the value. "
+        "Exit 0: none found; 1: found; 2: a spec could not be read.",
+    )
+    scan.add_argument("specs", metavar="SPEC.json", nargs="+")
+    scan.add_argument("--json", action="store_true", help="the findings as JSON, on stdout")
+    scan.set_defaults(func=cmd_scan)
 
     task_info = commands.add_parser(
         "task-info",
@@ -725,9 +812,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_agent_parser(commands)
     _add_revoke_parser(commands)
 
+    install_executor = commands.add_parser(
+        "install-executor",
+        help="install the executor's dependency, pymesos, into this Python environment",
+        description="pymesos needs http-parser, whose C extension does not build on CPython "
+        "3.11 and later: this builds it without (pymesos then uses its pure-Python parser), "
+        "then installs pymesos, with this interpreter's pip.",
+    )
+    install_executor.add_argument(
+        "--again", action="store_true", help="even if pymesos already imports"
+    )
+    install_executor.set_defaults(func=cmd_install_executor)
+
     resolvers_cmd = commands.add_parser("resolvers", help="list the available resolvers")
     resolvers_cmd.set_defaults(func=cmd_resolvers)
     return parser
+
+
+def executor_main() -> int:
+    """``mesos-secrets-executor``: the executor, once pymesos (its extra) imports; else
+    one line saying how to install it."""
+    try:
+        import pymesos  # noqa: F401, PLC0415  # type: ignore[import-untyped,unused-ignore]
+    except ImportError as error:
+        print(
+            f"mesos-secrets-executor: pymesos does not import ({printable(str(error), 200)}): "
+            "install it with 'mesos-secrets install-executor'",
+            file=sys.stderr,
+        )
+        return 1
+    from .executor import main as executor  # noqa: PLC0415
+
+    return executor()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
