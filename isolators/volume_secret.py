@@ -271,6 +271,11 @@ class VolumeSecretIsolator(Isolator):
             mounts=tuple(mounts),
             detach=(staging,),
             filesystems=(Filesystem(state.fd, staging),),
+            given=tuple(
+                (plan.volume.container_path, first[plan.index])
+                for plan in plans
+                if plan.index in first
+            ),
         )
 
     def _mounts(

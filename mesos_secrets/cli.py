@@ -518,6 +518,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         grace_period=args.grace_period,
         principal=args.principal,
         acls=args.acls,
+        redact_output=True if args.redact_output else None,
     )
     try:
         return run_app(spec, config, options)
@@ -805,6 +806,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="after passing on SIGINT/SIGTERM, how long before the task is killed (default 10)",
+    )
+    run.add_argument(
+        "--redact-output",
+        action="store_true",
+        help="replace every value a task was given (and its base64 and URL encodings) in "
+        "its stdout and stderr with [redacted:NAME] (default: [containers] redact_output; "
+        "a task's label mesos-secrets/redact-output overrides both)",
     )
     _add_access_options(run)
     run.set_defaults(func=cmd_run)

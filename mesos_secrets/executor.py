@@ -66,7 +66,7 @@ from .errors import LaunchCancelled, MesosSecretsError, SecretValidationError, p
 from .framework import BOOTSTRAP_ENV
 from .hardening import protect_process
 from .isolator import ContainerGroup
-from .labels import labels_of
+from .labels import labels_of, redacts_output
 from .mesos import ExecutorInfo, TaskInfo
 from .registry import choose_resolver, get_resolver, resolvers
 from .resolver import ResolveContext, SecretResolver, option_types
@@ -78,7 +78,7 @@ from .rotation import (
     stop_container,
     wait_healthy,
 )
-from .run import build_containerizer, log_progress
+from .run import build_containerizer, configured_redaction, log_progress
 from .watcher import Watcher
 
 __all__ = ["SecretsExecutor", "main"]
@@ -187,6 +187,8 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
         #: What its task groups' tasks share (a pod's network), from its ExecutorInfo;
         #: or why that could not be read.
         self.pod: ContainerGroup | str | None = None
+        #: Whether tasks' output is redacted unless their label says otherwise.
+        self.redact_output = False
         self.principal: str | None = None
         self.task_killing_state = False
         self._lock = threading.Lock()
@@ -293,6 +295,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
             self.resolver = get_resolver(name, config=self.config, **options)
             self.resolver.check()
             acls = ACLs.load(self.config.acls) if self.config.acls else None
+            self.redact_output = configured_redaction(self.config)
             self.containerizer = build_containerizer(
                 self.config,
                 self.resolver,
@@ -485,6 +488,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
                 container_id=task.container_id,
                 cancelled=lambda: task.killing,
                 group=self.pod if task.in_group and isinstance(self.pod, ContainerGroup) else None,
+                redact=redacts_output(labels_of(info), self.redact_output),
             )
 
     def _rotating(self, driver: Any, task_id: str) -> _Rotating | None:

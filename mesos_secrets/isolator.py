@@ -198,6 +198,9 @@ class LaunchInfo:
     detach: tuple[Path, ...] = ()
     filesystems: tuple[Filesystem, ...] = ()
     network_namespace: Path | None = None
+    #: Values the task was given other than in its environment (its volumes' files),
+    #: each by the name its output shows in their place when redacted.
+    given: tuple[tuple[str, SecretBytes], ...] = ()
 
     def merge(self, other: LaunchInfo, source: str) -> LaunchInfo:
         clash = sorted(set(self.environment) & set(other.environment))
@@ -224,6 +227,7 @@ class LaunchInfo:
                 if self.network_namespace is not None
                 else other.network_namespace
             ),
+            given=self.given + other.given,
         )
 
 

@@ -6,7 +6,9 @@ front ends read them there. Each label is read where it acts:
 
 - on a task (an app's labels, a pod container's): the rotation labels
   (:mod:`.rotation`: ``refresh-interval``, ``on-change``, ``restart-batch``,
-  ``restart-timeout``, ``optional``, ``fail-on-refresh-error``);
+  ``restart-timeout``, ``optional``, ``fail-on-refresh-error``), and
+  ``mesos-secrets/redact-output`` (``true``, ``false``: whether the task's output has
+  the values it was given replaced, :mod:`.redacted_output`);
 - on an app or a pod (a pod's containers share its network): ``mesos-secrets/network``
   (``host``, ``none`` or ``bridge``), the network mode the network isolator gives it
   where its spec names no network (:mod:`isolators.network`).
@@ -34,6 +36,7 @@ __all__ = [
     "OPTIONAL",
     "POD",
     "PREFIX",
+    "REDACT_OUTPUT",
     "REFRESH_INTERVAL",
     "RESTART_BATCH",
     "RESTART_TIMEOUT",
@@ -41,6 +44,7 @@ __all__ = [
     "label_violations",
     "labels_of",
     "parse_on_change",
+    "redacts_output",
     "seconds",
 ]
 
@@ -52,6 +56,7 @@ RESTART_TIMEOUT = PREFIX + "restart-timeout"
 OPTIONAL = PREFIX + "optional"
 FAIL_ON_REFRESH_ERROR = PREFIX + "fail-on-refresh-error"
 NETWORK = PREFIX + "network"
+REDACT_OUTPUT = PREFIX + "redact-output"
 #: The modes ``mesos-secrets/network`` may name.
 NETWORK_MODES = ("host", "none", "bridge")
 
@@ -67,6 +72,7 @@ _ON_TASK = (
     RESTART_TIMEOUT,
     OPTIONAL,
     FAIL_ON_REFRESH_ERROR,
+    REDACT_OUTPUT,
 )
 _ON_NETWORK = (NETWORK,)
 #: Every label of ours.
@@ -86,6 +92,13 @@ def labels_of(model: Any) -> dict[str, str]:
             value = item.get("value")
             labels[item["key"]] = value if isinstance(value, str) else ""
     return labels
+
+
+def redacts_output(labels: Mapping[str, str], default: bool) -> bool:
+    """Whether a task's output is redacted: as its label ``mesos-secrets/redact-output``
+    says, else ``default`` (the front end's: configured, or asked for)."""
+    value = labels.get(REDACT_OUTPUT)
+    return default if value not in ("true", "false") else value == "true"
 
 
 def parse_on_change(value: str) -> tuple[str, int | None] | None:
@@ -144,6 +157,7 @@ _CHECKS: dict[str, tuple[Callable[[str], bool], str]] = {
     OPTIONAL: (_names_ok, "'*' or secret names, comma-separated"),
     FAIL_ON_REFRESH_ERROR: (_names_ok, "'*' or secret names, comma-separated"),
     NETWORK: (lambda v: v in NETWORK_MODES, "a network mode: " + ", ".join(NETWORK_MODES)),
+    REDACT_OUTPUT: (lambda v: v in ("true", "false"), "true or false"),
 }
 
 

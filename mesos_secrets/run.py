@@ -45,6 +45,7 @@ from .containerizer.runtime import (
 from .errors import ConfigError, LaunchCancelled, LaunchError, MesosSecretsError, printable
 from .isolator import ContainerConfig, ContainerGroup, TaskUser, create_isolators
 from .labels import labels_of
+from .labels import redacts_output as label_redacts
 from .marathon import App
 from .mesos import CommandURI, ContainerType, TaskInfo
 from .registry import get_resolver
@@ -89,6 +90,9 @@ class RunOptions:
     grace_period: float = 10.0
     principal: str | None = None
     acls: Path | None = None
+    #: Whether the tasks' output has their values replaced (None: as configured; a
+    #: task's label ``mesos-secrets/redact-output`` says otherwise).
+    redact_output: bool | None = None
 
 
 def run_app(
@@ -104,6 +108,8 @@ def run_app(
     Marathon's deployments wait.
     """
     options = options or RunOptions()
+    if options.redact_output is None:
+        options = attrs.evolve(options, redact_output=configured_redaction(config))
     tasks, sandboxes, kind, group = _tasks(app)
     for task in tasks:
         if task.container is not None and task.container.type is ContainerType.DOCKER:
@@ -571,6 +577,17 @@ def _may_hold_partials(cache: Path) -> bool:
 
 #: The [containers] settings and their defaults (besides ``capabilities``).
 CONTAINER_FLAGS = {"read_only_host": True, "no_new_privileges": True}
+#: The [containers] setting that is the front ends', not the launcher's.
+REDACT_OUTPUT = "redact_output"
+
+
+def configured_redaction(config: Config) -> bool:
+    """``[containers] redact_output``: whether tasks' output is redacted by default."""
+    value = (config.containers or {}).get(REDACT_OUTPUT, False)
+    if not isinstance(value, bool):
+        where = f"configuration file '{config.source}': [containers]"
+        raise ConfigError(f"{where} {REDACT_OUTPUT} must be true or false")
+    return value
 
 
 def _container_options(config: Config) -> dict[str, Any]:
@@ -578,11 +595,11 @@ def _container_options(config: Config) -> dict[str, Any]:
     ``read_only_host`` and ``no_new_privileges`` (see :class:`PosixLauncher`)."""
     table = dict(config.containers or {})
     where = f"configuration file '{config.source}': [containers]"
-    unknown = sorted(set(table) - {"capabilities", *CONTAINER_FLAGS})
+    unknown = sorted(set(table) - {"capabilities", REDACT_OUTPUT, *CONTAINER_FLAGS})
     if unknown:
         raise ConfigError(
             f"{where}: unknown setting {', '.join(map(repr, unknown))} (known: capabilities, "
-            f"{', '.join(CONTAINER_FLAGS)})"
+            f"{', '.join(CONTAINER_FLAGS)}, {REDACT_OUTPUT})"
         )
     options: dict[str, Any] = {}
     for name, default in CONTAINER_FLAGS.items():
@@ -712,8 +729,14 @@ class _Slot:
             ask_for_new_versions(self.resolver, task, context)
         # Kept by the slot in the very line that gets it: a signal's exception comes
         # before the call returns (and the pipeline cleans up) or after the slot has it.
+        redact = label_redacts(labels_of(task), bool(self.options.redact_output))
         self.container = container = self.containerizer.launch(
-            task, self.sandbox, context=context, cancelled=self._ending.is_set, group=self.group
+            task,
+            self.sandbox,
+            context=context,
+            cancelled=self._ending.is_set,
+            group=self.group,
+            redact=redact,
         )
         if self._ending.is_set():  # killed (or failed) while it was launched again
             container.kill(signal.SIGKILL)

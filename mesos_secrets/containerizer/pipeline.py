@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal, Protocol, Self
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import attrs
 
@@ -41,6 +41,9 @@ from ..rotation import optional_of
 from . import cgroups as cgroups_module
 from .launcher import Launcher, Process, Termination, resolve_user
 from .runtime import Claim, RuntimeDir, default_runtime_dir, process_start_time
+
+if TYPE_CHECKING:
+    from ..redacted_output import Pump
 
 __all__ = [
     "Authorizer",
@@ -250,12 +253,16 @@ class Containerizer:
         cancelled: Callable[[], bool] | None = None,
         optional: Collection[str] | None = None,
         group: ContainerGroup | None = None,
+        redact: bool = False,
     ) -> Container:
         """Run ``task`` in ``sandbox``; on any failure nothing is left behind.
 
         ``optional``: reference names (``"*"``: all) of secrets the task may start
         without, should they not resolve (:attr:`ContainerConfig.optional`); by default
         those its ``mesos-secrets/optional`` label names (:mod:`..rotation`).
+
+        ``redact``: the task's stdout and stderr go through pipes, with every value it
+        was given replaced (:mod:`..redacted_output`).
 
         ``group``: the pod the task is a container of (a task of a task group), whose
         executor's ContainerInfo gives what its containers share (their network).
@@ -311,7 +318,7 @@ class Containerizer:
                 self.isolators.verify(container_id)
             if cancelled is not None and cancelled():
                 raise LaunchCancelled(f"task '{task.task_id}' was killed before it started")  # noqa: TRY301
-            process = launcher.launch(config, info, stdin=stdin, stdout=stdout, stderr=stderr)
+            process, pumps = _start(launcher, config, info, (stdin, stdout, stderr), redact=redact)
         except MesosSecretsError:  # ours already say what failed (some are OSErrors too)
             self._destroy_quietly(container_id)
             raise
@@ -326,7 +333,13 @@ class Containerizer:
             claim.update(init_pid=process.pid, init_start=process_start_time(process.pid))
             self.isolators.isolate(container_id, process.pid)
             return Container(
-                self, container_id, task, config, process, network_namespace=info.network_namespace
+                self,
+                container_id,
+                task,
+                config,
+                process,
+                network_namespace=info.network_namespace,
+                pumps=pumps,
             )
         except BaseException:
             _end(process)
@@ -385,6 +398,76 @@ def _end(process: Process) -> None:
     process.wait()
 
 
+def _start(
+    launcher: Launcher,
+    config: ContainerConfig,
+    info: LaunchInfo,
+    streams: tuple[IO[Any] | int | None, IO[Any] | int | None, IO[Any] | int | None],
+    *,
+    redact: bool,
+) -> tuple[Process, list[Pump]]:
+    """The task's process; with ``redact``, and values to redact, its output through
+    pumps, started once it is."""
+    stdin, stdout, stderr = streams
+    pumps: list[Pump] = []
+    if redact:
+        stdout, stderr, pumps = _redacting(config, info, stdout, stderr)
+    try:
+        process = launcher.launch(config, info, stdin=stdin, stdout=stdout, stderr=stderr)
+    except BaseException:
+        for pump in pumps:
+            pump.close()
+        raise
+    finally:
+        for end in (stdout, stderr) if pumps else ():
+            assert isinstance(end, int)
+            os.close(end)  # the task's ends: the pumps see EOF once the task's are closed
+    for pump in pumps:
+        pump.start()
+    return process, pumps
+
+
+#: How long the end of a task's redacted output is waited for, once its process ended.
+_PUMP_WAIT_S = 5.0
+
+
+def _redacting(
+    config: ContainerConfig,
+    info: LaunchInfo,
+    stdout: IO[Any] | int | None,
+    stderr: IO[Any] | int | None,
+) -> tuple[int | IO[Any] | None, int | IO[Any] | None, list[Pump]]:
+    """The task's stdout and stderr as pipes, and the pumps that copy them, redacted,
+    to where they would have gone (none, and the ends unchanged, if the task was given
+    no value long enough to redact)."""
+    from ..redacted_output import MIN_LENGTH, Pump, Redactor  # noqa: PLC0415 (when asked)
+
+    redactor = Redactor([*info.environment.items(), *info.given])
+    if redactor.too_short:
+        log.warning(
+            "container %s: value(s) of %s too short to redact in its output (under %d bytes)",
+            config.container_id, ", ".join(redactor.too_short), MIN_LENGTH,
+        )  # fmt: skip
+    if not redactor.active:
+        return stdout, stderr, []
+    ends: list[int] = []
+    pumps = []
+    try:
+        for name, given, inherited in (("stdout", stdout, 1), ("stderr", stderr, 2)):
+            target = given if isinstance(given, int) else given.fileno() if given else inherited
+            destination = os.dup(target)  # the caller may close its own when launched
+            read, write = os.pipe2(os.O_CLOEXEC)
+            ends.append(write)
+            pumps.append(Pump(read, destination, redactor.fresh(), name, close_destination=True))
+    except BaseException:
+        for end in ends:
+            os.close(end)
+        for pump in pumps:
+            pump.close()
+        raise
+    return ends[0], ends[1], pumps
+
+
 class Container:
     """A launched task. Use it as a context manager so that it is always cleaned up."""
 
@@ -397,6 +480,7 @@ class Container:
         process: Process,
         *,
         network_namespace: Path | None = None,
+        pumps: Sequence[Pump] = (),
     ) -> None:
         self.containerizer = containerizer
         self.id = container_id
@@ -405,13 +489,18 @@ class Container:
         self.process = process
         #: The task's network namespace (``/run/netns/NAME``); None: the host's network.
         self.network_namespace = network_namespace
+        #: What copies its output through the redactor (none unless redacted).
+        self.pumps = tuple(pumps)
         self._destroyed = False
 
     def __repr__(self) -> str:
         return f"<Container {self.id} task={self.task.task_id!r} pid={self.process.pid}>"
 
     def wait(self) -> Termination:
-        return self.process.wait()
+        termination = self.process.wait()
+        for pump in self.pumps:  # its last output, through, before its end is told
+            pump.join(timeout=_PUMP_WAIT_S)
+        return termination
 
     def poll(self) -> Termination | None:
         return self.process.poll()
@@ -443,6 +532,8 @@ class Container:
         self.process.close()
         self._destroyed = True
         self.containerizer.destroy(self.id)
+        for pump in self.pumps:  # nothing of the container is left to write
+            pump.join(timeout=_PUMP_WAIT_S)
 
     def __enter__(self) -> Self:
         return self
