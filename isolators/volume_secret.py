@@ -62,7 +62,7 @@ from typing import ClassVar
 import attrs
 
 from mesos_secrets import linux, nofollow
-from mesos_secrets.errors import ConfigError, IsolatorError, printable
+from mesos_secrets.errors import ConfigError, IsolatorError, LaunchError, printable
 from mesos_secrets.isolator import (
     SECRET_VOLUMES,
     ContainerConfig,
@@ -167,6 +167,8 @@ class _Container:
     fd, who resolves for it, its user, its volumes and its current generation."""
 
     fd: int
+    #: Without root: the user namespace the tmpfs was made in (-1: none, root's).
+    user_namespace: int
     context: ResolveContext | None
     user: TaskUser
     plans: tuple[_Plan, ...]
@@ -217,13 +219,6 @@ class VolumeSecretIsolator(Isolator):
                 config.container_id,
                 "Can only prepare the secret volume isolator for a MESOS container",
             )
-        if not linux.is_root():
-            raise self._error(
-                config.container_id,
-                f"SECRET volumes ({', '.join(v.container_path for v in volumes)}) need root: "
-                "the volume_secret isolator mounts a tmpfs and binds files in the task's "
-                "own mount namespace",
-            )
         # Every check that needs no secret comes first: a bad path resolves nothing.
         plans = [self._plan(config, index, volume) for index, volume in enumerate(volumes)]
         self._check_distinct(config, plans)
@@ -232,14 +227,15 @@ class VolumeSecretIsolator(Isolator):
         self._check_sizes(config.container_id, list(zip(plans, sizes, strict=True)))
 
         directory = self.container_dir(config.container_id)
-        tmpfs = -1
+        tmpfs = user_namespace = -1
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             staging = directory / "tmpfs"  # where it is attached, in the task's namespace
             staging.mkdir(mode=0o700, exist_ok=True)
-            tmpfs = self._new_tmpfs(config)
+            tmpfs, user_namespace = self._new_tmpfs(config)
             state = _Container(
                 fd=tmpfs,
+                user_namespace=user_namespace,
                 context=config.context,
                 user=config.user,
                 plans=tuple(plans),
@@ -257,8 +253,9 @@ class VolumeSecretIsolator(Isolator):
             with self._lock:  # complete: refreshes may use it from now on
                 self._containers[config.container_id] = state
         except BaseException:
-            if tmpfs >= 0:
-                os.close(tmpfs)
+            for fd in (tmpfs, user_namespace):
+                if fd >= 0:
+                    os.close(fd)
             # The chain would clean up too; an isolator used alone must not leave anything.
             self.cleanup(config.container_id)
             raise
@@ -276,6 +273,7 @@ class VolumeSecretIsolator(Isolator):
                 for plan in plans
                 if plan.index in first
             ),
+            user_namespace=user_namespace if user_namespace >= 0 else None,
         )
 
     def _mounts(
@@ -399,34 +397,51 @@ class VolumeSecretIsolator(Isolator):
                 f"the size cap of {human(self.size)} (option 'size' of the volume_secret isolator)",
             )
 
-    def _new_tmpfs(self, config: ContainerConfig) -> int:
-        """The container's tmpfs, detached: an fd of its root, mounted nowhere.
+    def _new_tmpfs(self, config: ContainerConfig) -> tuple[int, int]:
+        """The container's tmpfs, detached: an fd of its root, mounted nowhere; and,
+        without root, an fd of the user namespace it was made in (else -1).
 
         Twice the cap: a new generation always fits beside the current one. Its root is
-        root's and ``0755``: it is only ever seen inside the task's own mount namespace,
-        and the files in it are the task user's, ``0400``.
+        root's (without root: the user's) and ``0755``: it is only ever seen inside the
+        task's own mount namespace, and the files in it are the task user's, ``0400``.
+        Without root it is made in a user namespace of the user's own
+        (:mod:`mesos_secrets.containerizer.userns`), which the task's init joins.
         """
         global _WARNED_SWAP  # noqa: PLW0603 (once per process)
+        root = linux.is_root()
+        owner = ("0", "0") if root else (str(os.geteuid()), str(os.getegid()))
         options: dict[str, str | None] = {
             "size": str(2 * self.size),
             "mode": "0755",
-            "uid": "0",
-            "gid": "0",
+            "uid": owner[0],
+            "gid": owner[1],
         }
         flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-        try:
-            fd, noswap = linux.new_tmpfs(options, flags, source=SOURCE, noswap=self.noswap)
-        except OSError as error:
-            raise self._error(
-                config.container_id, f"cannot make the secret tmpfs: {error.strerror}"
-            ) from None
+        user_namespace = -1
+        if root:
+            try:
+                fd, noswap = linux.new_tmpfs(options, flags, source=SOURCE, noswap=self.noswap)
+            except OSError as error:
+                raise self._error(
+                    config.container_id, f"cannot make the secret tmpfs: {error.strerror}"
+                ) from None
+        else:
+            from mesos_secrets.containerizer.userns import private_tmpfs  # noqa: PLC0415
+
+            try:
+                made = private_tmpfs({k: v or "" for k, v in options.items()}, flags, source=SOURCE)
+            except LaunchError as error:
+                raise self._error(config.container_id, str(error)) from None
+            fd, user_namespace, noswap = made.tmpfs, made.user_namespace, made.noswap
         if self.noswap and not noswap and not _WARNED_SWAP:
             _WARNED_SWAP = True
             log.warning(
-                "this kernel's tmpfs has no 'noswap' option (Linux 6.4+): secret volumes "
-                "may be written to swap"
+                "secret volumes may be written to swap: %s",
+                "this kernel's tmpfs has no 'noswap' option (Linux 6.4+)"
+                if root
+                else "only root may keep a tmpfs out of swap",
             )
-        return fd
+        return fd, user_namespace
 
     def _write_generation(
         self,
@@ -808,6 +823,9 @@ class VolumeSecretIsolator(Isolator):
                     state.timer.cancel()
                 os.close(state.fd)
                 state.fd = -1
+                if state.user_namespace >= 0:
+                    os.close(state.user_namespace)
+                    state.user_namespace = -1
         directory = self.container_dir(container_id)
         if not directory.exists():
             return

@@ -201,6 +201,9 @@ class LaunchInfo:
     #: Values the task was given other than in its environment (its volumes' files),
     #: each by the name its output shows in their place when redacted.
     given: tuple[tuple[str, SecretBytes], ...] = ()
+    #: For an unprivileged front end: an fd of the user namespace the task's namespaces
+    #: are made in (where ``filesystems`` were made); None: a new one (or root's).
+    user_namespace: int | None = None
 
     def merge(self, other: LaunchInfo, source: str) -> LaunchInfo:
         clash = sorted(set(self.environment) & set(other.environment))
@@ -217,6 +220,12 @@ class LaunchInfo:
                 f"('{self.network_namespace}'): a task joins one",
                 isolator=source,
             )
+        if self.user_namespace is not None and other.user_namespace is not None:
+            raise IsolatorError(
+                f"isolator '{source}' sets the user namespace, which another isolator "
+                "already set: a task's namespaces are made in one",
+                isolator=source,
+            )
         return LaunchInfo(
             environment={**self.environment, **other.environment},
             mounts=self.mounts + other.mounts,
@@ -228,6 +237,9 @@ class LaunchInfo:
                 else other.network_namespace
             ),
             given=self.given + other.given,
+            user_namespace=(
+                self.user_namespace if self.user_namespace is not None else other.user_namespace
+            ),
         )
 
 

@@ -171,17 +171,27 @@ def _hold_signals() -> list[int]:
 # --- the supervisor --------------------------------------------------------------------
 
 
-def begin(plan_fd: int, *, user_namespace: bool) -> dict[str, Any]:
+def begin(plan_fd: int, *, user_namespace: bool, join: int | None = None) -> dict[str, Any]:
     """Become the supervisor: tied to the front end, not dumpable, in new namespaces.
 
     Unprivileged, the user namespace comes first and its maps are written while this
     process is still dumpable (the kernel makes a non-dumpable process's ``uid_map``
     root's): that is why the plan, and the values in it, are read only afterwards.
+    With ``join`` (an fd), the user namespace is one the front end made already, with
+    its maps, where the task's secret tmpfs was made: it is joined, and the task's PID,
+    mount and IPC namespaces are made in it, so that it may attach that tmpfs.
     """
     step = "ask to die with the front end"
     try:
         linux.set_parent_death_signal(signal.SIGKILL)
-        if user_namespace:
+        if join is not None:
+            step = "join the container's user namespace"
+            linux.setns(join, linux.CLONE_NEWUSER)
+            os.close(join)
+            step = "create the container's namespaces"
+            linux.unshare(linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWIPC)
+            linux.set_parent_death_signal(signal.SIGKILL)  # new credentials may clear it
+        elif user_namespace:
             step = "create the container's namespaces"
             linux.unshare(
                 linux.CLONE_NEWUSER | linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWIPC
@@ -215,7 +225,14 @@ def begin(plan_fd: int, *, user_namespace: bool) -> dict[str, Any]:
                 flags |= linux.CLONE_NEWIPC
             linux.unshare(flags)
     except OSError as error:
-        raise SetupError(f"cannot {step}: {error.strerror}") from None
+        why = error.strerror or str(error)
+        if user_namespace and step == "create the container's namespaces":
+            # EPERM, ENOSPC (user.max_user_namespaces = 0), EACCES (AppArmor)
+            why += (
+                " (this kernel forbids unprivileged user namespaces, which an unprivileged "
+                "front end makes containers in: allow them, or run as root)"
+            )
+        raise SetupError(f"cannot {step}: {why}") from None
     except (SetupError, ValueError, EOFError, TypeError, KeyError) as error:
         raise SetupError(f"cannot {step}: {error}") from None
     return plan
@@ -672,9 +689,13 @@ def execute(plan: dict[str, Any], report: Report) -> NoReturn:
 
 def main(argv: list[str]) -> NoReturn:
     modes: tuple[list[str], ...] = ([], ["--user-namespace"], ["--exec"])
+    user_namespace = None
+    if argv[3:4] and argv[3].startswith("--user-namespace=") and argv[3][17:].isdigit():
+        user_namespace = int(argv[3][17:])
+        argv = [*argv[:3], "--user-namespace"]
     if len(argv) not in (3, 4) or argv[3:] not in modes:
         print(
-            "usage: init.py PLAN_FD REPORT_FD [--user-namespace|--exec] (run by a launcher)",
+            "usage: init.py PLAN_FD REPORT_FD [--user-namespace[=FD]|--exec] (run by a launcher)",
             file=sys.stderr,
         )
         os._exit(2)
@@ -687,7 +708,9 @@ def main(argv: list[str]) -> NoReturn:
         execute(plan, report)
     linux.set_name("mesos-init")  # not "exe" (we are run as /proc/self/exe) in ps, top
     with _Reporting(report):
-        plan = begin(int(argv[1]), user_namespace=argv[3:] == ["--user-namespace"])
+        plan = begin(
+            int(argv[1]), user_namespace=argv[3:] == ["--user-namespace"], join=user_namespace
+        )
     supervise(plan, report)
 
 

@@ -398,6 +398,7 @@ def start_init(
     *,
     cgroups: Sequence[str] = (),
     user_namespace: bool = False,
+    join_user_namespace: int | None = None,
     mode: str | None = None,
     fds: Collection[int] = (),
     stdin: IO[Any] | int | None = None,
@@ -408,6 +409,8 @@ def start_init(
 
     It is put in ``cgroups`` (their ``cgroup.procs`` files) before it reads its plan,
     so before it can start anything. ``fds`` (the detached filesystems) are passed to it.
+    ``user_namespace``: it makes the task's namespaces in a user namespace, a new one or
+    ``join_user_namespace`` (an fd: where the filesystems were made).
     A failure before the task runs is a :class:`LaunchError` with the init's one-line
     report.
     """
@@ -415,7 +418,10 @@ def start_init(
     plan_r, plan_w = os.pipe2(os.O_CLOEXEC)
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     argv = [sys.executable, "-I", "-S", "-c", BOOT, str(INIT), str(plan_r), str(report_w)]
-    if user_namespace:
+    if user_namespace and join_user_namespace is not None:
+        argv.append(f"--user-namespace={join_user_namespace}")
+        fds = [*fds, join_user_namespace]
+    elif user_namespace:
         argv.append("--user-namespace")
     elif mode is not None:
         argv.append(mode)
@@ -589,6 +595,7 @@ class PosixLauncher(Launcher):
                 plan,
                 cgroups=config.cgroup_procs,
                 user_namespace=not root,
+                join_user_namespace=None if root else info.user_namespace,
                 fds=[fs.fd for fs in info.filesystems] + ([] if network is None else [network]),
                 stdin=stdin,
                 stdout=stdout,

@@ -1,0 +1,244 @@
+"""``run`` without root: env and file secrets as an unprivileged user, with the same
+guarantees as root (a tmpfs of the task's own, 0400, nothing left), through a user
+namespace; and one clear line where the kernel forbids those."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesos_secrets.testing import canary
+
+from .conftest import requires_root
+from .test_run import BIN, sha, wait_until
+
+pytestmark = requires_root
+
+
+class Nobody:
+    """Runs the checkout's ``mesos-secrets`` as user nobody, with a home, a store and a
+    runtime directory of its own."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.user = pwd.getpwnam("nobody")
+        os.chown(base, self.user.pw_uid, self.user.pw_gid)
+        checkout = Path(__file__).resolve().parents[1]
+        self.runtime = base / "runtime"
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(checkout),  # this checkout's code, not the virtualenv's
+            "MESOS_SECRETS_HOME": str(base / "store"),
+            "HOME": str(base),
+            "XDG_RUNTIME_DIR": str(self.runtime),
+        }
+
+    def command(self, *args: str) -> list[str]:
+        return [
+            "setpriv",
+            f"--reuid={self.user.pw_uid}",
+            f"--regid={self.user.pw_gid}",
+            "--clear-groups",
+            str(BIN),
+            *args,
+        ]
+
+    def run(self, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            self.command(*args),
+            input=stdin,
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.command(*args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+
+    def spec(self, name: str, app: dict[str, Any]) -> str:
+        path = self.base / name
+        path.write_text(json.dumps(app))
+        os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        return str(path)
+
+    def put(self, value: str) -> None:
+        result = self.run("secret", "put", "/app/db", "password=-", stdin=value.encode())
+        assert result.returncode == 0, result.stderr.decode()
+
+
+@pytest.fixture
+def nobody() -> Iterator[Nobody]:
+    if not all(p.stat().st_mode & 0o001 for p in Path(sys.executable).parents):
+        pytest.skip("this checkout's virtualenv is not reachable by user nobody")
+    checkout = Path(__file__).resolve().parents[1]
+    if not all(p.stat().st_mode & 0o001 for p in (checkout, *checkout.parents)):
+        pytest.skip("this checkout is not reachable by user nobody")
+    base = Path(tempfile.mkdtemp(prefix="mesos-secrets-rootless-"))
+    try:
+        yield Nobody(base)
+    finally:
+        shutil.rmtree(base)
+
+
+def app(value: str, cmd: str) -> dict[str, Any]:
+    return {
+        "id": "/app",
+        "cmd": cmd,
+        "env": {"DB": {"secret": "db"}},
+        "secrets": {"db": {"source": "/app/db@password"}},
+        "container": {
+            "type": "MESOS",
+            "volumes": [{"containerPath": "secrets/db", "secret": "db"}],
+        },
+    }
+
+
+CHECKS = "; ".join(
+    [
+        "set -e",
+        'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = "$WANT"',
+        'test "$(sha256sum < secrets/db | cut -c1-64)" = "$WANT"',
+        'test "$(stat -f -c %T secrets/db)" = tmpfs',  # on a tmpfs
+        'test "$(stat -L -c %a secrets/db)" = 400',  # 0400
+        "! sh -c 'echo x > secrets/db' 2>/dev/null",  # read-only
+        'test "$(id -u)" = "$(stat -L -c %u secrets/db)"',  # the task's
+        "echo delivered",
+    ]
+)
+
+
+def test_env_and_file_secrets_without_root(nobody: Nobody) -> None:
+    value = canary()
+    nobody.put(value)
+    spec = app(value, CHECKS)
+    spec["env"]["WANT"] = sha(value)
+    work = nobody.base / "work"
+    result = nobody.run("run", nobody.spec("app.json", spec), "--work-dir", str(work))
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"delivered\n"
+    # Nothing left: no state, and the value in no file outside the (gone) tmpfs.
+    containers = nobody.runtime / "mesos-secrets" / "containers"
+    assert not containers.exists() or list(containers.iterdir()) == []
+    for root, _, files in os.walk(nobody.base):
+        if Path(root).is_relative_to(nobody.base / "store"):
+            continue  # the store: encrypted
+        for name in files:
+            with contextlib.suppress(OSError):
+                assert value.encode() not in (Path(root) / name).read_bytes(), name
+    assert not (work / ".mesos-secrets" / "..data").exists()
+
+
+def test_another_task_of_the_same_user_cannot_see_it(nobody: Nobody) -> None:
+    """Two rootless tasks of one user: the second finds no trace of the first's process,
+    its files or its tmpfs."""
+    value = canary()
+    nobody.put(value)
+    holder = app(value, "touch started; exec sleep 60")
+    first = nobody.start(
+        "run", nobody.spec("one.json", holder), "--work-dir", str(nobody.base / "one")
+    )
+    try:
+        wait_until((nobody.base / "one" / "started").exists, timeout=60)
+        look = (
+            "ls /proc | grep -c '^[0-9]' ; "
+            f"cat /proc/*/root{nobody.base}/one/secrets/db 2>/dev/null; "
+            f"cat {nobody.base}/one/secrets/db 2>/dev/null; "
+            "grep -h mesos-secrets /proc/*/mountinfo 2>/dev/null | grep -c . ; true"
+        )
+        second = nobody.run(
+            "run", nobody.spec("two.json", {"id": "/two", "cmd": look}), "--work-dir",
+            str(nobody.base / "two"),
+        )  # fmt: skip
+        assert second.returncode == 0, second.stderr.decode()
+        assert value.encode() not in second.stdout
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+
+
+#: ``python -c FORBIDDING UID GID COMMAND…``: runs COMMAND as UID:GID in a user namespace
+#: of its own (the host's ids mapped as they are) whose ``user.max_user_namespaces`` is
+#: 0, as a kernel that forbids unprivileged user namespaces has it, for that command
+#: only (the host's setting is left alone).
+FORBIDDING = """
+import os, sys
+from mesos_secrets import linux
+ready_r, ready_w = os.pipe()
+mapped_r, mapped_w = os.pipe()
+child = os.fork()
+if child == 0:
+    linux.unshare(linux.CLONE_NEWUSER)
+    os.write(ready_w, b"x")
+    os.read(mapped_r, 1)
+    with open("/proc/sys/user/max_user_namespaces", "w") as limit:
+        limit.write("0")
+    os.setgroups([])
+    os.setgid(int(sys.argv[2]))
+    os.setuid(int(sys.argv[1]))
+    os.execvp(sys.argv[3], sys.argv[3:])
+os.read(ready_r, 1)
+for name in ("uid_map", "gid_map"):
+    with open(f"/proc/{child}/{name}", "w") as out:
+        out.write("0 0 65536\\n")
+os.write(mapped_w, b"x")
+_, status = os.waitpid(child, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_where_the_kernel_forbids_it(nobody: Nobody) -> None:
+    """File secrets, and env secrets (the task's own namespaces), one line each."""
+    value = canary()
+    nobody.put(value)
+    # Inside a user namespace this machine's virtualenv interpreter (under /root) is out
+    # of nobody's reach: the system's, with the checkout and the virtualenv's packages.
+    system = shutil.which("python3", path="/usr/bin:/bin")
+    if system is None:
+        pytest.skip("no system python3 to run the front end in a user namespace")
+    forbidding = [
+        sys.executable, "-c", FORBIDDING, str(nobody.user.pw_uid), str(nobody.user.pw_gid)
+    ]  # fmt: skip
+    cli = "import sys; from mesos_secrets.cli import main; sys.exit(main())"
+    path = os.pathsep.join([nobody.env["PYTHONPATH"], sysconfig.get_path("purelib")])
+
+    def run(spec: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*forbidding, system, "-c", cli, "run", spec],
+            env={**nobody.env, "PYTHONPATH": path},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+    result = run(nobody.spec("app.json", app(value, "true")))
+    assert result.returncode == 1
+    (line,) = result.stderr.decode().splitlines()
+    assert line.startswith(
+        "mesos-secrets: error: cannot make the secret tmpfs in a user namespace: "
+    )
+    assert "this kernel forbids unprivileged user namespaces" in line
+    env_only = run(
+        nobody.spec(
+            "env.json",
+            {"id": "/e", "cmd": "true", "env": {"DB": {"secret": "db"}},
+             "secrets": {"db": {"source": "/app/db@password"}}},
+        ),
+    )  # fmt: skip
+    assert env_only.returncode == 1
+    (line,) = env_only.stderr.decode().splitlines()
+    assert "this kernel forbids unprivileged user namespaces" in line
