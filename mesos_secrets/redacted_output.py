@@ -19,8 +19,10 @@ of a chunk that could be the start of a value. That end is held back until the n
 bytes show whether the value follows, so a value split across writes is still found.
 If nothing comes for :data:`HOLD_S` seconds, what is held goes out: as
 ``[redacted:NAME]`` if it is at least :data:`MIN_LENGTH` bytes of a value's start,
-as it is otherwise. The delay is bounded, and at most ``MIN_LENGTH - 1`` bytes of a
-value can show, and only when a task stops mid-value for longer than that.
+as it is otherwise. What comes after it is still matched against the rest of that
+value, and swallowed (or, after a start too short for a marker, replaced) if it is the
+rest. The delay is bounded, and at most ``MIN_LENGTH - 1`` bytes of a value can show,
+and only when a task stops mid-value for longer than that.
 
 This is for a task that prints its secrets by accident. A task that wants to leak a
 value can encode it some other way; no filter stops that.
@@ -92,7 +94,12 @@ class Redactor:
                 patterns.setdefault(pattern, name)
         # Longest first: of two matches at one place, the longer one is replaced.
         self._hidden = _Hidden(sorted(patterns.items(), key=lambda item: -len(item[0])))
+        #: Bytes not let out yet, that may be (or continue) a value.
         self._held = _Hidden(b"")
+        #: Bytes let out already (after the hold) that may begin a value: what follows
+        #: them is matched against the rest of it. ``_marked``: they went as a marker.
+        self._carry = _Hidden(b"")
+        self._marked = False
 
     def __repr__(self) -> str:
         return f"<Redactor of {len(self._patterns)} pattern(s)>"
@@ -119,26 +126,67 @@ class Redactor:
 
     def feed(self, data: bytes) -> bytes:
         """What can go out now, of what was held and ``data``."""
-        buffer = self._held.data + data
-        out, rest = self._replace(buffer)
+        out = b""
+        pending: bytes = self._held.data + data
+        self._held.data = b""
+        if self._carry.data:
+            decided = self._continued(pending)
+            if decided is None:  # still possibly the rest of the value let out before
+                self._held.data = pending
+                return b""
+            out, pending = decided
+        replaced, rest = self._replace(pending)
         keep = self._possible_start(rest)
         self._held.data = rest[len(rest) - keep :] if keep else b""
-        return out + (rest[: len(rest) - keep] if keep else rest)
+        return out + replaced + (rest[: len(rest) - keep] if keep else rest)
 
     def flush(self) -> bytes:
-        """What is held, let out: a value's start of :data:`MIN_LENGTH` bytes or more
-        as its marker, a shorter one as it is."""
+        """What is held, let out (nothing came for a while): a value's start of
+        :data:`MIN_LENGTH` bytes or more as its marker, a shorter one as it is. What
+        follows it is still matched against the rest of the value (:meth:`feed`), so
+        at most ``MIN_LENGTH - 1`` bytes of a value ever show."""
         held: bytes = self._held.data
         self._held.data = b""
         if not held:
             return b""
-        names = [name for pattern, name in self._patterns if pattern.startswith(held)]
-        if names and len(held) >= MIN_LENGTH:
+        carry: bytes = self._carry.data + held
+        names = [name for pattern, name in self._patterns if pattern.startswith(carry)]
+        self._carry.data = carry if names else b""
+        if not names:
+            return held
+        if self._marked:
+            return b""  # the rest of a value whose marker went out already
+        if len(carry) >= MIN_LENGTH:
+            self._marked = True
             return _marker(names[0])
         return held
 
+    def _continued(self, pending: bytes) -> tuple[bytes, bytes] | None:
+        """After a flush: does ``pending`` finish a value the carry began? (what goes
+        out for it, the rest of ``pending``); None while it may still."""
+        carry: bytes = self._carry.data
+        undecided = False
+        for pattern, name in self._patterns:  # longest first
+            if not pattern.startswith(carry):
+                continue
+            need = pattern[len(carry) :]
+            if pending.startswith(need):
+                if undecided:
+                    return None  # a longer one may still be under way
+                self._carry.data, marked, self._marked = b"", self._marked, False
+                return (b"" if marked else _marker(name)), pending[len(need) :]
+            if need.startswith(pending):
+                undecided = True
+        if undecided:
+            return None
+        self._carry.data, self._marked = b"", False
+        return b"", pending
+
     def _replace(self, buffer: bytes) -> tuple[bytes, bytes]:
-        """(``buffer`` up to its last replacement, with the values replaced; the rest)."""
+        """(``buffer`` up to its last replacement, with the values replaced; the rest).
+        A match at or after the start of a value that may be under way at the end of
+        ``buffer`` waits: the next bytes tell which is replaced, as one write would."""
+        limit = len(buffer) - self._possible_start(buffer)
         pieces = []
         start = 0
         while True:
@@ -150,21 +198,24 @@ class Redactor:
             if best is None:
                 break
             at, pattern, name = best
-            tail = buffer[at:]
-            if any(len(p) > len(tail) and p.startswith(tail) for p, _ in self._patterns):
-                break  # a longer value may be under way here: the next bytes tell
+            if at >= limit:
+                break
             pieces += [buffer[start:at], _marker(name)]
             start = at + len(pattern)
         return b"".join(pieces), buffer[start:]
 
     def _possible_start(self, rest: bytes) -> int:
-        """The length of the longest end of ``rest`` that begins some value."""
+        """The length of the longest end of ``rest`` that begins some value (and is not
+        all of it). Only places where a value's first byte is are tried."""
         longest = 0
         for pattern, _ in self._patterns:
-            for size in range(min(len(pattern) - 1, len(rest)), longest, -1):
-                if rest.endswith(pattern[:size]):
-                    longest = size
+            window = rest[len(rest) - min(len(pattern) - 1, len(rest)) :]
+            at = window.find(pattern[:1])
+            while at != -1 and len(window) - at > longest:
+                if pattern.startswith(window[at:]):
+                    longest = len(window) - at
                     break
+                at = window.find(pattern[:1], at + 1)
         return longest
 
 

@@ -247,3 +247,47 @@ def test_the_executor_redacts_by_label(tmp_path: Path, bao: Bao) -> None:
         assert f"db={value}\n" in two.read_text()
     finally:
         setup.close()
+
+
+def test_the_rest_of_a_value_after_a_pause() -> None:
+    """A value's start let out after the hold (as the marker), the rest coming later:
+    the rest is swallowed, not shown; a start too short for a marker shows, its rest
+    does not."""
+    r = redactor(T=b"s3cr3t-token-value")
+    assert r.feed(b"key=s3cr3t-tok") == b"key="
+    assert r.flush() == b"[redacted:T]"
+    assert r.feed(b"en-value\n") == b"\n"
+    assert r.feed(b"key=s3c") == b"key="
+    assert r.flush() == b"s3c"
+    assert r.feed(b"r3t-tok") == b""
+    assert r.flush() == b"[redacted:T]"  # now 4 bytes or more of it
+    assert r.feed(b"en-value and more") == b" and more"
+    assert r.feed(b"x s3cr") == b"x "
+    assert r.flush() == b"[redacted:T]"
+    assert r.feed(b"oll on") == b"oll on"  # not the value after all: as it came
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=12, max_size=40), st.data())
+def test_one_value_inside_another(outer: bytes, data: st.DataObject) -> None:
+    """One value part of another (a password inside a connection string): however the
+    output is split, it is replaced as one write would be, and neither shows."""
+    first = data.draw(st.integers(0, len(outer) - MIN_LENGTH))
+    inner = outer[first : data.draw(st.integers(first + MIN_LENGTH, len(outer)))]
+    text = b"<" + outer + b"|" + inner + b">"
+    cuts = data.draw(st.lists(st.integers(0, len(text))))
+    whole = streamed(redactor(OUTER=outer, INNER=inner), text, [])
+    assert streamed(redactor(OUTER=outer, INNER=inner), text, cuts) == whole
+    assert outer not in whole
+    assert inner not in whole.replace(b"[redacted:INNER]", b"").replace(b"[redacted:OUTER]", b"")
+
+
+def test_a_large_value_in_a_large_output() -> None:
+    """A 256 KiB file secret, 2 MiB of output in 64 KiB reads: linear work (this took
+    minutes when every end of every read was compared with every start of the value)."""
+    value = os.urandom(256 * 1024)
+    r = redactor(CA=value)
+    noise = os.urandom(2 * 1024 * 1024)
+    out = b"".join(r.feed(noise[i : i + 65536]) for i in range(0, len(noise), 65536))
+    out += r.flush()
+    assert out == noise
