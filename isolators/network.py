@@ -422,13 +422,20 @@ class NetworkIsolator(Isolator):
         rejects = self._rejects(config) if mode == BRIDGE else ()
         step = ["create network namespace"]
         made = False
+        subnets = {self.subnet} if mode == BRIDGE else set()
         try:
             with self._pods_locked():
-                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-                _write_journal(directory / JOURNAL, self._journal(mode, name))
-                if not os.path.lexists(path):  # the pod's first container
-                    made = True
-                    self._make(path, mode, rejects, ports, step)
+                try:
+                    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    _write_journal(directory / JOURNAL, self._journal(mode, name))
+                    if not os.path.lexists(path):  # the pod's first container
+                        made = True
+                        self._make(path, mode, rejects, ports, step)
+                except BaseException:
+                    # Undone before the lock goes: no sibling may join a half-made one.
+                    with contextlib.suppress(OSError):
+                        self._leave_pod(config.container_id, name, subnets)
+                    raise
         except BaseException as error:
             with contextlib.suppress(OSError):
                 self.cleanup(config.container_id)  # the namespace too, if no other has it
@@ -509,12 +516,25 @@ class NetworkIsolator(Isolator):
             names = os.listdir(containers)
         except FileNotFoundError:
             return []
-        return sorted(
-            name
-            for name in names
-            if name != but
-            and _read_journal(containers / name / self.name / JOURNAL).get("namespace") == namespace
-        )
+        members = []
+        for name in names:
+            if name == but:
+                continue
+            journal = containers / name / self.name / JOURNAL
+            try:
+                text = journal.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            except OSError:  # unreadable now (no fd left…): it may have it, keep it
+                members.append(name)
+                continue
+            try:
+                entry = json.loads(text)
+            except ValueError:
+                continue  # torn by a crash: its container is gone
+            if isinstance(entry, dict) and entry.get("namespace") == namespace:
+                members.append(name)
+        return sorted(members)
 
     def _port_rules(
         self, config: ContainerConfig, container: ContainerInfo | None
@@ -599,13 +619,7 @@ class NetworkIsolator(Isolator):
         if isinstance(journalled, str) and self._ours(journalled):
             if self._is_pods(journalled):
                 with self._pods_locked():
-                    others = self._members(journalled, but=container_id)
-                    if not others and self._remove(journalled, subnets):
-                        log.info(
-                            "container %s: network namespace %s of its pod removed, as it "
-                            "was the last to have it", container_id, journalled,
-                        )  # fmt: skip
-                    (directory / JOURNAL).unlink(missing_ok=True)
+                    self._leave_pod(container_id, journalled, subnets)
             else:
                 names.add(journalled)
         for name in sorted(names):
@@ -613,6 +627,18 @@ class NetworkIsolator(Isolator):
                 log.info("container %s: network namespace %s removed", container_id, name)
         if directory.exists():
             nofollow.remove_tree(directory)
+
+    def _leave_pod(
+        self, container_id: str, namespace: str, subnets: Collection[ipaddress.IPv4Network]
+    ) -> None:
+        """Take the container out of its pod's namespace (its journal), and remove the
+        namespace if no other container has it. Under :meth:`_pods_locked`."""
+        if not self._members(namespace, but=container_id) and self._remove(namespace, subnets):
+            log.info(
+                "container %s: network namespace %s of its pod removed, as it was the last "
+                "to have it", container_id, namespace,
+            )  # fmt: skip
+        (self.container_dir(container_id) / JOURNAL).unlink(missing_ok=True)
 
     def _remove(self, name: str, subnets: Collection[ipaddress.IPv4Network]) -> bool:
         """Take the namespace ``name`` off the bridges of ``subnets`` (its rules, veth and

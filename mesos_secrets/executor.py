@@ -95,15 +95,19 @@ DEFAULT_SHUTDOWN_GRACE_S = 5.0
 REASON_LAUNCH_FAILED = "REASON_CONTAINER_LAUNCH_FAILED"
 
 
-def _pod(executor_info: Any) -> ContainerGroup | str:
+def _pod(executor_info: Any, framework_id: str) -> ContainerGroup | str:
     """What the tasks of the executor's task groups share: its ContainerInfo (their
-    network) and labels; or, if its ExecutorInfo cannot be read, why (each of them then
-    fails with it, rather than run in a network its pod did not ask for)."""
+    network) and labels, by the framework's and the executor's ids (an executor id is
+    unique within its framework only); or, if its ExecutorInfo cannot be read, why
+    (each of them then fails with it, rather than run in a network its pod did not ask
+    for)."""
     try:
         executor = ExecutorInfo.from_json(dict(executor_info))
     except (SecretValidationError, TypeError, ValueError) as error:
         return f"the executor's ExecutorInfo cannot be read: {printable(str(error), 200)}"
-    return ContainerGroup(executor.executor_id, executor.container, labels_of(executor))
+    return ContainerGroup(
+        f"{framework_id}/{executor.executor_id}", executor.container, labels_of(executor)
+    )
 
 
 @attrs.define(eq=False)
@@ -206,7 +210,7 @@ class SecretsExecutor(pymesos.Executor):  # type: ignore[misc]
     ) -> None:
         self.framework_id = framework_info["id"]["value"]
         self.executor_id = executor_info["executor_id"]["value"]
-        self.pod = _pod(executor_info)
+        self.pod = _pod(executor_info, self.framework_id)
         self.principal = framework_info.get("principal")
         capabilities = framework_info.get("capabilities") or []
         self.task_killing_state = any(

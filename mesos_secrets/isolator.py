@@ -83,7 +83,8 @@ class ContainerGroup:
     what their executor's ContainerInfo gives (its network), as the nested containers of
     Mesos' default executor share the executor container's.
 
-    ``id`` is the executor's id (unique on the node while it runs); ``container`` its
+    ``id`` names the executor on the node (its framework's id and its own, as an
+    executor id is unique within its framework only); ``container`` its
     ContainerInfo (a pod's networks: ``network_infos``); ``labels`` its labels (a
     pod's)."""
 
