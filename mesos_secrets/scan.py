@@ -144,6 +144,8 @@ _ASSIGNMENT = re.compile(r"(?:^|\s|;|export\s+)([A-Za-z_][A-Za-z0-9_]*)=(['\"]?)
 _TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+#: A path, not a key (a key's base64 has '/' too, but not between words).
+_PATH = re.compile(r"^/|/[a-z][a-z0-9_.-]{2,}/|/[a-z][a-z0-9_-]{2,}\.[a-z]{1,4}$")
 
 
 def _words(name: str) -> list[str]:
@@ -192,7 +194,9 @@ def _encoded_document(token: str) -> bool:
 def _random_token(value: str) -> bool:
     for found in _TOKEN.findall(value):
         token = found.strip("=")
-        if len(token) < 20 or _UUID.match(token) or "/" in token or _encoded_document(token):
+        if len(token) < 20 or _UUID.match(token) or _PATH.search(token):
+            continue
+        if _encoded_document(token):
             continue
         if _HEX.match(token):
             if len(token) >= 32 and _entropy(token) > 3.5 and not _digest_length(token):

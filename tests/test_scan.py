@@ -95,6 +95,7 @@ def test_known_formats_anywhere(kind: str, value: str) -> None:
         ("export API_TOKEN=zz9plural; ./run", "command", "command-line-secret"),
         ("-Dapp.secret=opensesame", "parameter", "command-line-secret"),
         ("Kq8vN2xR5tY7uI0pL3mZ9wB4cV6nM1aS", "env", "high-entropy"),
+        ("wJalrXUtnFEMI/K7MDENG/bPxRfiCYzXq2LmKEY", "env", "high-entropy"),  # base64, '/'s
         (
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08aa",
             "label",

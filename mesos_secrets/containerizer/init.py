@@ -197,7 +197,7 @@ def begin(plan_fd: int, *, user_namespace: bool, join: int | None = None) -> dic
                 linux.CLONE_NEWUSER | linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWIPC
             )
             step = "map the user into its namespace"
-            _map_user(os.geteuid(), os.getegid())
+            linux.map_own_user()
             linux.set_parent_death_signal(signal.SIGKILL)  # new credentials may clear it
         step = "stop being dumpable"
         linux.set_dumpable(False)
@@ -226,7 +226,7 @@ def begin(plan_fd: int, *, user_namespace: bool, join: int | None = None) -> dic
             linux.unshare(flags)
     except OSError as error:
         why = error.strerror or str(error)
-        if user_namespace and step == "create the container's namespaces":
+        if user_namespace and join is None and step == "create the container's namespaces":
             # EPERM, ENOSPC (user.max_user_namespaces = 0), EACCES (AppArmor)
             why += (
                 " (this kernel forbids unprivileged user namespaces, which an unprivileged "
@@ -288,15 +288,6 @@ def _die_with_supervisor(lifeline: int) -> None:
     if select.select([lifeline], [], [], 0)[0]:  # end of file: the supervisor is gone
         os._exit(SETUP_FAILED)
     os.close(lifeline)
-
-
-def _map_user(uid: int, gid: int) -> None:
-    with open("/proc/self/uid_map", "w", encoding="ascii") as out:
-        out.write(f"{uid} {uid} 1\n")
-    with open("/proc/self/setgroups", "w", encoding="ascii") as out:
-        out.write("deny")
-    with open("/proc/self/gid_map", "w", encoding="ascii") as out:
-        out.write(f"{gid} {gid} 1\n")
 
 
 def _end_like(outcome: list[str], wait_status: int) -> NoReturn:

@@ -455,8 +455,13 @@ def _redacting(
     try:
         for name, given, inherited in (("stdout", stdout, 1), ("stderr", stderr, 2)):
             target = given if isinstance(given, int) else given.fileno() if given else inherited
-            destination = os.dup(target)  # the caller may close its own when launched
             read, write = os.pipe2(os.O_CLOEXEC)
+            try:
+                destination = os.dup(target)  # the caller may close its own when launched
+            except OSError:
+                os.close(read)
+                os.close(write)
+                raise
             ends.append(write)
             pumps.append(Pump(read, destination, redactor.fresh(), name, close_destination=True))
     except BaseException:
