@@ -58,6 +58,7 @@ __all__ = [
     "is_root",
     "make_mounts_private",
     "make_tree_read_only",
+    "map_own_user",
     "mount",
     "mount_id",
     "new_filesystem",
@@ -445,6 +446,18 @@ def set_name(name: str) -> None:
     """prctl(PR_SET_NAME): the process's name in ``ps`` and ``/proc/<pid>/comm``."""
     buffer = ctypes.create_string_buffer(os.fsencode(name)[:15])
     _libc.prctl(PR_SET_NAME, ctypes.cast(buffer, ctypes.c_void_p).value or 0, 0, 0, 0)
+
+
+def map_own_user() -> None:
+    """In a user namespace just made (by unshare), map the caller's own uid and gid into
+    it as they are, and nothing else (no setgroups, as an unprivileged user must)."""
+    uid, gid = os.geteuid(), os.getegid()
+    with open("/proc/self/uid_map", "w", encoding="ascii") as out:
+        out.write(f"{uid} {uid} 1\n")
+    with open("/proc/self/setgroups", "w", encoding="ascii") as out:
+        out.write("deny")
+    with open("/proc/self/gid_map", "w", encoding="ascii") as out:
+        out.write(f"{gid} {gid} 1\n")
 
 
 def set_dumpable(dumpable: bool) -> None:

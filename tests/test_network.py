@@ -596,15 +596,7 @@ def test_image_task_on_the_bridge(
     )
     spec["env"] = {"DB": {"secret": "db"}}
     spec["networks"] = [{"mode": "container/bridge"}]
-    process = runner.start(spec)
-    got = b""
-    try:
-        wait_for(runner.work / "serving")
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            got = client.recv(100)
-    finally:
-        out, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err.decode()
+    out, _, got = reach_through(runner, spec, port, runner.work / "serving")
     assert got == b"from-the-image\n"
     (line,) = [x for x in out.decode().splitlines() if x.startswith("address ")]
     address = ipaddress.IPv4Interface(line.split()[1])
@@ -684,6 +676,24 @@ def upstream() -> Iterator[Upstream]:
             bao.stop()
 
 
+def reach_through(
+    runner: Runner, spec: dict[str, Any], port: int, ready: Path
+) -> tuple[bytes, bytes, bytes]:
+    """Start ``spec``; once ``ready`` exists, read what the host gets from its port
+    ``port`` (the task's mapping); the run's output and errors, and what was read. The
+    run must succeed."""
+    process = runner.start(spec)
+    got = b""
+    try:
+        wait_for(ready)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            got = client.recv(100)
+    finally:
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err.decode()
+    return out, err, got
+
+
 def free_host_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -730,15 +740,7 @@ class TestBridgeMode:
         host_port = free_host_port()
         spec = bridge_app(upstream, host_port)
         spec["env"]["WANT"] = sha(value)
-        process = runner.start(spec)
-        got = b""
-        try:
-            wait_for(runner.work / "serving")
-            with socket.create_connection(("127.0.0.1", host_port), timeout=10) as client:
-                got = client.recv(100)
-        finally:
-            out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, err.decode()
+        out, err, got = reach_through(runner, spec, host_port, runner.work / "serving")
         assert value.encode() not in out + err
         return out.decode(), err.decode(), got
 
@@ -1022,15 +1024,7 @@ class TestPods:
         runner.store.put("/myapp/db", {"password": value})
         port = free_host_port()
         spec = pod_spec(value, server.port, serve_on="0.0.0.0", connections=2, bridge_port=port)
-        process = runner.start(spec)
-        got = b""
-        try:
-            wait_for(runner.work / "server" / "serving")
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-                got = client.recv(100)
-        finally:
-            out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, err.decode()
+        out, _, got = reach_through(runner, spec, port, runner.work / "server" / "serving")
         assert got == b"pod-server\n"
         text = out.decode()
         assert "client got pod-server" in text

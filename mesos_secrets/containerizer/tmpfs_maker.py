@@ -29,15 +29,6 @@ def _linux() -> Any:
     return module
 
 
-def _map(uid: int, gid: int) -> None:
-    with open("/proc/self/uid_map", "w", encoding="ascii") as out:
-        out.write(f"{uid} {uid} 1\n")
-    with open("/proc/self/setgroups", "w", encoding="ascii") as out:
-        out.write("deny")
-    with open("/proc/self/gid_map", "w", encoding="ascii") as out:
-        out.write(f"{gid} {gid} 1\n")
-
-
 def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[1]))
     step = "unshare"
@@ -46,10 +37,9 @@ def main(argv: list[str]) -> None:
         flags = int(argv[2])
         options = dict(item.partition("=")[::2] for item in argv[3:])
         source = options.pop("source")
-        uid, gid = os.geteuid(), os.getegid()
         linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
         step = "map the user into its namespace"
-        _map(uid, gid)
+        linux.map_own_user()
         step = "make the tmpfs"
         tmpfs, noswap = linux.new_tmpfs(options, flags, source=source, noswap=True)
         user_namespace = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
