@@ -316,9 +316,7 @@ class NetworkIsolator(Isolator):
         label ``mesos-secrets/network``, else the configured one. A pod's containers take
         their pod's: its executor's ContainerInfo and labels."""
         group = config.group
-        container = group.container if group is not None else config.container
-        labels = group.labels if group is not None else config.labels
-        field = "executor.container" if group is not None else "container"
+        container, labels, field = _network_source(config)
         asked = self._asked(config, container, field)
         label = labels.get(NETWORK)
         if label is None:
@@ -389,7 +387,7 @@ class NetworkIsolator(Isolator):
         name = self.namespace_name(config.container_id)
         path = NETNS_DIR / name
         directory = self.container_dir(config.container_id)
-        ports = self._port_rules(config, config.container) if mode == BRIDGE else ()
+        ports = self._port_rules(config) if mode == BRIDGE else ()
         rejects = self._rejects(config) if mode == BRIDGE else ()
         journal = self._journal(mode, name)
         step = ["create network namespace"]
@@ -418,7 +416,7 @@ class NetworkIsolator(Isolator):
         name = self.pod_namespace_name(config.group.id)
         path = NETNS_DIR / name
         directory = self.container_dir(config.container_id)
-        ports = self._port_rules(config, config.group.container) if mode == BRIDGE else ()
+        ports = self._port_rules(config) if mode == BRIDGE else ()
         rejects = self._rejects(config) if mode == BRIDGE else ()
         step = ["create network namespace"]
         made = False
@@ -479,12 +477,10 @@ class NetworkIsolator(Isolator):
         ports: Sequence[PortRule],
     ) -> BaseException:
         """What a failure to make a namespace is raised as: one line, saying why."""
-        if isinstance(error, IsolatorError | AddressesExhausted | FileExistsError):
-            if isinstance(error, FileExistsError):
-                return self._error(config, f"network namespace '{path}' exists already")
-            if isinstance(error, AddressesExhausted):
-                return self._error(config, error.strerror or str(error))
-            return error
+        if isinstance(error, FileExistsError):
+            return self._error(config, f"network namespace '{path}' exists already")
+        if isinstance(error, AddressesExhausted):
+            return self._error(config, error.strerror or str(error))
         if isinstance(error, OSError):
             why = _why(error)
             if "File exists" in why and ports:
@@ -536,15 +532,13 @@ class NetworkIsolator(Isolator):
                 members.append(name)
         return sorted(members)
 
-    def _port_rules(
-        self, config: ContainerConfig, container: ContainerInfo | None
-    ) -> tuple[PortRule, ...]:
-        """The port mappings of ``container`` (the task's, or its pod's executor's): its
-        NetworkInfo's, or its DockerInfo's, one rule per protocol; refused in one line
-        naming the field if malformed."""
+    def _port_rules(self, config: ContainerConfig) -> tuple[PortRule, ...]:
+        """The port mappings of the task's ContainerInfo (its pod's executor's, for a
+        pod's container): its NetworkInfo's, or its DockerInfo's, one rule per protocol;
+        refused in one line naming the field if malformed."""
+        container, _, field = _network_source(config)
         if container is None:  # on the configured bridge, with no ContainerInfo
             return ()
-        field = "container" if config.group is None else "executor.container"
         infos = container.extra.get("network_infos")
         if infos:
             where, mappings = (
@@ -707,6 +701,16 @@ class NetworkIsolator(Isolator):
 
     def _error(self, config: ContainerConfig, message: str) -> IsolatorError:
         return IsolatorError(message, isolator=self.name, container_id=config.container_id)
+
+
+def _network_source(
+    config: ContainerConfig,
+) -> tuple[ContainerInfo | None, Mapping[str, str], str]:
+    """Where a task's network is said: its ContainerInfo and labels, or for a pod's
+    container its pod's (the executor's); with the field's name, for messages."""
+    if config.group is not None:
+        return config.group.container, config.group.labels, "executor.container"
+    return config.container, config.labels, "container"
 
 
 def _why(error: OSError) -> str:

@@ -62,7 +62,7 @@ def pymesos_imports(python: str = sys.executable) -> bool:
     """Whether pymesos and its HTTP parser import in ``python``'s environment."""
     probe = "import pymesos, http_parser.http"
     result = subprocess.run(  # noqa: S603 (this interpreter, a fixed probe)
-        [python, "-c", probe], capture_output=True, check=False, env=_quiet_env()
+        [python, "-c", probe], capture_output=True, check=False, env=_pip_env()
     )
     return result.returncode == 0
 
@@ -129,9 +129,10 @@ def _unpack(where: Path) -> Path:
 
 def _run(command: Sequence[str], failure: str) -> None:
     # pip, with fixed arguments and paths of our own scratch directory
-    if subprocess.run(list(command), check=False, env=_quiet_env()).returncode:  # noqa: S603
+    if subprocess.run(list(command), check=False, env=_pip_env()).returncode:  # noqa: S603
         raise InstallError(failure + " (pip's output is above)")
 
 
-def _quiet_env() -> dict[str, str]:
+def _pip_env() -> dict[str, str]:
+    """This environment, with pip told never to prompt."""
     return {**os.environ, "PIP_NO_INPUT": "1"}

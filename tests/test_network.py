@@ -231,6 +231,23 @@ def probing_app(port: int, value: str) -> dict[str, Any]:
     }
 
 
+def run_probe(
+    runner: NetRunner,
+    server: HostServer,
+    *,
+    labels: dict[str, str] | None = None,
+    quiet: bool = False,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run :func:`probing_app` (with ``labels``) against ``server``, with a canary in the
+    store; ``quiet``: without -vv, as a user sees it."""
+    value = canary()
+    runner.store.put("/myapp/db", {"password": value})
+    spec = probing_app(server.port, value)
+    if labels is not None:
+        spec["labels"] = labels
+    return runner.run_quiet(spec) if quiet else runner.run(spec)
+
+
 def host_namespace() -> str:
     return os.readlink("/proc/self/ns/net")
 
@@ -239,9 +256,7 @@ class TestNoneMode:
     def test_task_cannot_reach_the_host(self, runner: NetRunner, server: HostServer) -> None:
         """A server on the host's loopback refuses the task (its 127.0.0.1 is its own), the
         task's own loopback works, it has no other interface, its secrets arrive."""
-        value = canary()
-        runner.store.put("/myapp/db", {"password": value})
-        result = runner.run(probing_app(server.port, value))
+        result = run_probe(runner, server)
         out = result.stdout.decode()
         assert result.returncode == 0, result.stderr.decode()
         assert "secrets-delivered" in out
@@ -255,9 +270,7 @@ class TestNoneMode:
     def test_host_mode_reaches_the_host(self, runner: NetRunner, server: HostServer) -> None:
         """The default mode is the host's network, as without the isolator."""
         runner.configure()
-        value = canary()
-        runner.store.put("/myapp/db", {"password": value})
-        result = runner.run(probing_app(server.port, value))
+        result = run_probe(runner, server)
         out = result.stdout.decode()
         assert result.returncode == 0, result.stderr.decode()
         assert "secrets-delivered" in out
@@ -1146,11 +1159,7 @@ class TestNetworkLabel:
     store."""
 
     def _probe(self, runner: NetRunner, server: HostServer, label: str) -> tuple[int, str, str]:
-        value = canary()
-        runner.store.put("/myapp/db", {"password": value})
-        spec = probing_app(server.port, value)
-        spec["labels"] = {"mesos-secrets/network": label}
-        result = runner.run_quiet(spec)
+        result = run_probe(runner, server, labels={"mesos-secrets/network": label}, quiet=True)
         return result.returncode, result.stdout.decode(), result.stderr.decode()
 
     def test_host_refused_by_default(self, runner: NetRunner, server: HostServer) -> None:
