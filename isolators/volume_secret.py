@@ -405,17 +405,14 @@ class VolumeSecretIsolator(Isolator):
         root's (without root: the user's) and ``0755``: it is only ever seen inside the
         task's own mount namespace, and the files in it are the task user's, ``0400``.
         Without root it is made in a user namespace of the user's own
-        (:mod:`mesos_secrets.containerizer.userns`), which the task's init joins.
+        (:mod:`mesos_secrets.containerizer.userns`), which the task's init joins; for a
+        task in an image, one where the user is root, as runc needs.
         """
         global _WARNED_SWAP  # noqa: PLW0603 (once per process)
         root = linux.is_root()
-        owner = ("0", "0") if root else (str(os.geteuid()), str(os.getegid()))
-        options: dict[str, str | None] = {
-            "size": str(2 * self.size),
-            "mode": "0755",
-            "uid": owner[0],
-            "gid": owner[1],
-        }
+        options: dict[str, str | None] = {"size": str(2 * self.size), "mode": "0755"}
+        if root:
+            options |= {"uid": "0", "gid": "0"}  # without root: its maker's, the user's
         flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         user_namespace = -1
         if root:
@@ -426,13 +423,18 @@ class VolumeSecretIsolator(Isolator):
                     config.container_id, f"cannot make the secret tmpfs: {error.strerror}"
                 ) from None
         else:
-            from mesos_secrets.containerizer.userns import private_tmpfs  # noqa: PLC0415
+            from mesos_secrets.containerizer import userns  # noqa: PLC0415
 
             try:
-                made = private_tmpfs({k: v or "" for k, v in options.items()}, flags, source=SOURCE)
+                made = userns.private_tmpfs(
+                    {k: v or "" for k, v in options.items()},
+                    flags,
+                    source=SOURCE,
+                    as_root=userns.maps_user_to_root(config),
+                )
             except LaunchError as error:
                 raise self._error(config.container_id, str(error)) from None
-            fd, user_namespace, noswap = made.tmpfs, made.user_namespace, made.noswap
+            (fd,), user_namespace, noswap = made.tmpfs, made.user_namespace, made.noswap
         if self.noswap and not noswap and not _WARNED_SWAP:
             _WARNED_SWAP = True
             log.warning(

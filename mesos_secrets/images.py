@@ -28,6 +28,11 @@ manifest has passed that rule for the caller. It is named by the digest of the O
 manifest umoci unpacked, which is written here from the fields that were checked:
 never the registry's bytes, which umoci (Go: keys match case-insensitively, the last
 duplicate wins) could read as naming other blobs than Python did.
+
+Without root, umoci unpacks rootless, into a directory of its own: every file is the
+user's, which the container's user namespace, where the user is root and no one else
+is mapped, shows as root's (an image's other owners are not kept). The overlay is
+mounted in that namespace (``containerizer.userns``, ``containerizer.runc``).
 """
 
 from __future__ import annotations
@@ -375,6 +380,8 @@ class ImageStore:
         <root>/oci/          an OCI image layout (oci-layout, index.json, blobs/sha256/…)
         <root>/rootfs/<hex>  an unpacked image, by the digest of the OCI manifest it was
                              unpacked from, one written here from checked fields (read-only)
+        <root>/rootfs-rootless/<hex>
+                             the same, unpacked without root (every file the user's)
         <root>/images/<hex>  what is known of an image reference (digests, private or not)
         <root>/sources/<hex> where a blob came from: the (registry, repository) pairs that
                              served it or vouched for it to a caller (see the module's doc)
@@ -387,6 +394,7 @@ class ImageStore:
         self.oci = self.root / "oci"
         self.blobs = self.oci / "blobs" / "sha256"
         self.rootfs_dir = self.root / "rootfs"
+        self.rootless_rootfs_dir = self.root / "rootfs-rootless"
         self.records = self.root / "images"
         self.provenance = self.root / "sources"
         self.tmp = pulls_under_way(self.root)
@@ -549,8 +557,15 @@ class ImageStore:
         return self.records / hashlib.sha256(str(image).encode()).hexdigest()
 
     def rootfs(self, manifest_digest: str, ref_name: str) -> Path:
-        """The unpacked root filesystem of a manifest, unpacked by umoci the first time."""
-        target = self.rootfs_dir / manifest_digest.split(":", 1)[1]
+        """The unpacked root filesystem of a manifest, unpacked by umoci the first time.
+
+        Without root, umoci's rootless unpack (every file the user's, which the user's
+        namespace shows as root's; see ``containerizer.userns``), kept apart from root's.
+        """
+        rootless = not linux.is_root()
+        directory = self.rootless_rootfs_dir if rootless else self.rootfs_dir
+        directory.mkdir(mode=0o700, exist_ok=True)
+        target = directory / manifest_digest.split(":", 1)[1]
         with self.lock(f"unpack-{target.name}"), self.lock("tmp", shared=True):
             if target.is_dir():
                 return target
@@ -562,6 +577,7 @@ class ImageStore:
                             shutil.which("umoci") or "/usr/bin/umoci",
                             "raw",
                             "unpack",
+                            *(["--rootless"] if rootless else []),
                             "--image",
                             f"{self.oci}:{ref_name}",
                             str(work / "rootfs"),
@@ -633,10 +649,6 @@ class Provisioner:
             return None
         if image.type is not ImageType.DOCKER or image.docker is None:
             raise ProvisionerError("Docker provisioner store only supports Docker images")
-        if not linux.is_root():
-            raise ProvisionerError(
-                "running a task in an image needs root (overlay mounts and runc)"
-            )
         reference = ImageReference.parse(image.docker.name)
         if reference.registry == DOCKER_HUB and self.options.registry:
             reference = attrs.evolve(reference, registry=self.options.registry)

@@ -448,16 +448,18 @@ def set_name(name: str) -> None:
     _libc.prctl(PR_SET_NAME, ctypes.cast(buffer, ctypes.c_void_p).value or 0, 0, 0, 0)
 
 
-def map_own_user() -> None:
+def map_own_user(*, as_root: bool = False) -> None:
     """In a user namespace just made (by unshare), map the caller's own uid and gid into
-    it as they are, and nothing else (no setgroups, as an unprivileged user must)."""
+    it, and nothing else (no setgroups, as an unprivileged user must): as they are, or
+    ``as_root``, as the namespace's uid and gid 0 (its root, as rootless runc has it)."""
     uid, gid = os.geteuid(), os.getegid()
+    inside_uid, inside_gid = (0, 0) if as_root else (uid, gid)
     with open("/proc/self/uid_map", "w", encoding="ascii") as out:
-        out.write(f"{uid} {uid} 1\n")
+        out.write(f"{inside_uid} {uid} 1\n")
     with open("/proc/self/setgroups", "w", encoding="ascii") as out:
         out.write("deny")
     with open("/proc/self/gid_map", "w", encoding="ascii") as out:
-        out.write(f"{gid} {gid} 1\n")
+        out.write(f"{inside_gid} {gid} 1\n")
 
 
 def set_dumpable(dumpable: bool) -> None:

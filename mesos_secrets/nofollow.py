@@ -10,7 +10,8 @@ Removal is iterative and keeps one directory fd open at a time (it climbs back w
 ``..``, checking each parent's identity), so a tree deeper than Python's recursion limit
 or the fd limit is removed all the same. It never descends into another filesystem
 mounted inside the tree: as root it detaches that mount first (by fd, not by path), as
-anyone else it refuses.
+anyone else it refuses. Anyone else also gives itself the permission it needs on its
+own directories (``u+rwx``), which root has whatever their mode.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def _open_child(
     Returns the fd and the directory's identity (once mounts on it are detached).
     """
     for _ in range(32):  # mounts stacked on one another
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        fd = _open_to_empty(parent_fd, name, info)
         if linux.mount_id(fd) != mount:
             _detach(fd, name)
             fresh = stat_at(parent_fd, name)
@@ -125,6 +126,32 @@ def _open_child(
             raise OSError(errno.ESTALE, f"'{name}' changed while it was being removed")
         return fd, identity(info)
     raise OSError(errno.EBUSY, f"'{name}' has too many mounts on it")
+
+
+def _open_to_empty(parent_fd: int, name: str, info: os.stat_result) -> int:
+    """Open a subdirectory to empty it. Root may whatever its mode; another user is
+    made able to, on a directory of its own (an overlay's work directory is ``000``, a
+    task may leave one ``0500``): ``u+rwx``, set through an fd of the inode seen."""
+    if linux.is_root():
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except PermissionError:
+        if info.st_uid != os.geteuid():
+            raise
+        path = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       dir_fd=parent_fd)  # fmt: skip
+        try:
+            if identity(os.fstat(path)) != identity(info):
+                raise OSError(errno.ESTALE, f"'{name}' changed while it was being removed")
+            os.chmod(f"/proc/self/fd/{path}", stat.S_IMODE(info.st_mode) | stat.S_IRWXU)
+        finally:
+            os.close(path)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    here = os.fstat(fd)
+    if here.st_uid == os.geteuid() and here.st_mode & stat.S_IRWXU != stat.S_IRWXU:
+        os.fchmod(fd, stat.S_IMODE(here.st_mode) | stat.S_IRWXU)
+    return fd
 
 
 def _detach(fd: int, name: str) -> None:

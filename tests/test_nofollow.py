@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,40 @@ def test_open_directory_beneath(tmp_path: Path, victim: Path) -> None:
             nofollow.open_directory("../base", dir_fd=base)
     finally:
         os.close(base)
+
+
+@requires_root
+def test_another_user_empties_its_own_closed_directories() -> None:
+    """Without root, a tree with directories of the user's own it may not read or write
+    (an overlay's ``000`` work directory, a task's ``0500`` one) is removed all the
+    same; a closed directory of the user's behind a link is left as it was."""
+    nobody = 65534
+    base = Path(tempfile.mkdtemp(prefix="mesos-secrets-nofollow-"))
+    try:
+        tree, victim = base / "tree", base / "victim"
+        (tree / "work" / "work").mkdir(parents=True)
+        (tree / "upper" / "kept").mkdir(parents=True)
+        (tree / "upper" / "kept" / "file").write_text("x")
+        (tree / "link").symlink_to(victim)
+        victim.mkdir()
+        for path in (base, *base.rglob("*")):
+            os.chown(path, nobody, nobody, follow_symlinks=False)
+        for path, mode in ((tree / "work" / "work", 0), (tree / "upper" / "kept", 0o500),
+                           (victim, 0)):  # fmt: skip
+            path.chmod(mode)
+        child = os.fork()
+        if child == 0:
+            try:
+                os.setgroups([])
+                os.setgid(nobody)
+                os.setuid(nobody)
+                nofollow.remove_tree(tree)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert not tree.exists()
+        assert victim.stat().st_mode & 0o777 == 0
+    finally:
+        shutil.rmtree(base)

@@ -1,6 +1,7 @@
 """``run`` without root: env and file secrets as an unprivileged user, with the same
 guarantees as root (a tmpfs of the task's own, 0400, nothing left), through a user
-namespace; and one clear line where the kernel forbids those."""
+namespace, on the host's filesystem and in a private image (umoci's rootless unpack, an
+overlay and runc in that namespace); and one clear line where the kernel forbids those."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ import pytest
 from mesos_secrets.testing import canary
 
 from .conftest import requires_root
+from .registry import Registry
+from .residue import processes_holding
+from .test_images import docker_config, layout, registry  # noqa: F401 (fixtures)
 from .test_run import BIN, sha, wait_until
 
 pytestmark = requires_root
@@ -76,9 +80,17 @@ class Nobody:
         os.chown(path, self.user.pw_uid, self.user.pw_gid)
         return str(path)
 
-    def put(self, value: str) -> None:
-        result = self.run("secret", "put", "/app/db", "password=-", stdin=value.encode())
+    def put(self, value: str | bytes, path: str = "/app/db", key: str = "password") -> None:
+        data = value.encode() if isinstance(value, str) else value
+        result = self.run("secret", "put", path, f"{key}=-", stdin=data)
         assert result.returncode == 0, result.stderr.decode()
+
+    def give(self, source: Path, name: str) -> str:
+        """A copy of a file of root's the user may read."""
+        path = self.base / name
+        shutil.copyfile(source, path)
+        os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        return str(path)
 
 
 @pytest.fixture
@@ -201,10 +213,8 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def test_where_the_kernel_forbids_it(nobody: Nobody) -> None:
-    """File secrets, and env secrets (the task's own namespaces), one line each."""
-    value = canary()
-    nobody.put(value)
+def forbidden(nobody: Nobody, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``mesos-secrets ARGS…`` as nobody, where user namespaces are forbidden to it."""
     # Inside a user namespace this machine's virtualenv interpreter (under /root) is out
     # of nobody's reach: the system's, with the checkout and the virtualenv's packages.
     system = shutil.which("python3", path="/usr/bin:/bin")
@@ -215,15 +225,22 @@ def test_where_the_kernel_forbids_it(nobody: Nobody) -> None:
     ]  # fmt: skip
     cli = "import sys; from mesos_secrets.cli import main; sys.exit(main())"
     path = os.pathsep.join([nobody.env["PYTHONPATH"], sysconfig.get_path("purelib")])
+    return subprocess.run(
+        [*forbidding, system, "-c", cli, *args],
+        env={**nobody.env, "PYTHONPATH": path},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_where_the_kernel_forbids_it(nobody: Nobody) -> None:
+    """File secrets, and env secrets (the task's own namespaces), one line each."""
+    value = canary()
+    nobody.put(value)
 
     def run(spec: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [*forbidding, system, "-c", cli, "run", spec],
-            env={**nobody.env, "PYTHONPATH": path},
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        return forbidden(nobody, "run", spec)
 
     result = run(nobody.spec("app.json", app(value, "true")))
     assert result.returncode == 1
@@ -242,3 +259,191 @@ def test_where_the_kernel_forbids_it(nobody: Nobody) -> None:
     assert env_only.returncode == 1
     (line,) = env_only.stderr.decode().splitlines()
     assert "this kernel forbids unprivileged user namespaces" in line
+
+
+# --- images ---------------------------------------------------------------------------
+
+IMAGE_CHECKS = "; ".join(
+    [
+        "set -e",
+        'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = "$WANT"',
+        'test "$(sha256sum < /etc/db-password | cut -c1-64)" = "$WANT"',
+        'test "$(sha256sum < secrets/db | cut -c1-64)" = "$WANT"',
+        'test "$(stat -f -c %T /etc/db-password)" = tmpfs',
+        'test "$(stat -c %a /etc/db-password)" = 400',
+        'test "$(stat -L -c %a secrets/db)" = 400',
+        "! (echo x > /etc/db-password) 2>/dev/null",
+        # The user is the root of the task's user namespace, and no one else is mapped.
+        'test "$(id -u)" = 0',
+        'test "$(stat -c %u /etc/db-password)" = 0',
+        'test "$(cat /proc/self/uid_map | tr -s " ")" = " 0 $HOST_UID 1"',
+        'test "$(pwd)" = /mnt/mesos/sandbox',
+        "test -f /etc/hello",
+        "test ! -e /etc/deleteme",  # the second layer's whiteout, applied by umoci
+        # The overlay takes writes and removals (whiteouts, in a user namespace too).
+        "echo new > /etc/new && rm /etc/hello && test ! -e /etc/hello",
+        "echo inside-the-image",
+    ]
+)
+
+
+class ImageUser:
+    """User nobody, running specs in images from the test registry, with its own store
+    and image store, the registry's CA trusted and its pull secret stored."""
+
+    def __init__(self, nobody: Nobody, server: Registry) -> None:
+        self.nobody = nobody
+        self.registry = server
+        ca = nobody.give(server.ca.ca.cert, "ca.crt")
+        self.images = nobody.base / "images"
+        self.config = nobody.base / "config.toml"
+        self.config.write_text(f'[images]\nstore = "{self.images}"\nca_bundle = "{ca}"\n')
+        os.chown(self.config, nobody.user.pw_uid, nobody.user.pw_gid)
+        nobody.put(docker_config(server), "/registry/pull", "config")
+
+    def app(self, cmd: str, *, volumes: bool = True, **more: Any) -> dict[str, Any]:
+        docker = {
+            "image": f"{self.registry.host}/private/busybox:latest",
+            "pullConfig": {"secret": "pull"},
+        }
+        container: dict[str, Any] = {"type": "MESOS", "docker": docker}
+        if volumes:
+            container["volumes"] = [
+                {"containerPath": "/etc/db-password", "secret": "db"},
+                {"containerPath": "secrets/db", "secret": "db"},
+            ]
+        return {
+            "id": "/image",
+            "cmd": cmd,
+            "env": {"DB": {"secret": "db"}, "HOST_UID": str(self.nobody.user.pw_uid)},
+            "secrets": {
+                "db": {"source": "/app/db@password"},
+                "pull": {"source": "/registry/pull@config"},
+            },
+            "container": container,
+            **more,
+        }
+
+    def command(self, spec: str, work: str) -> list[str]:
+        return ["--config", str(self.config), "run", spec, "--work-dir", work]
+
+
+@pytest.fixture
+def image_user(nobody: Nobody, registry: Registry) -> ImageUser:  # noqa: F811 (the fixture)
+    return ImageUser(nobody, registry)
+
+
+def test_secrets_in_an_image_without_root(image_user: ImageUser) -> None:
+    nobody = image_user.nobody
+    value = canary()
+    nobody.put(value)
+    spec = image_user.app(IMAGE_CHECKS)
+    spec["env"]["WANT"] = sha(value)
+    work = nobody.base / "work"
+    result = nobody.run(*image_user.command(nobody.spec("app.json", spec), str(work)))
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"inside-the-image\n"
+    # Nothing left: no state, no overlay, no process; the value in no file.
+    containers = nobody.runtime / "mesos-secrets" / "containers"
+    assert not containers.exists() or list(containers.iterdir()) == []
+    assert processes_holding(value) == []
+    for root, _, files in os.walk(nobody.base):
+        if Path(root).is_relative_to(nobody.base / "store"):
+            continue  # the store: encrypted
+        for name in files:
+            with contextlib.suppress(OSError):
+                assert value.encode() not in (Path(root) / name).read_bytes(), name
+    # The image was unpacked without root (every file the user's) and was not written to.
+    (unpacked,) = (image_user.images / "rootfs-rootless").iterdir()
+    assert (unpacked / "etc" / "hello").stat().st_uid == nobody.user.pw_uid
+    assert not (unpacked / "etc" / "new").exists()
+
+
+def test_env_only_in_an_image_without_root(image_user: ImageUser) -> None:
+    """No secret volume, so no user namespace made for one: runc's own tmpfs make it."""
+    nobody = image_user.nobody
+    value = canary()
+    nobody.put(value)
+    spec = image_user.app(
+        'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = "$WANT" && id -u', volumes=False
+    )
+    spec["env"]["WANT"] = sha(value)
+    result = nobody.run(*image_user.command(nobody.spec("app.json", spec), str(nobody.base / "w")))
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"0\n"
+
+
+def test_another_task_cannot_see_an_image_task(image_user: ImageUser) -> None:
+    """A task of the same user, on the host's filesystem, while one runs in an image:
+    no trace of its processes, its environment, its files or its tmpfs."""
+    nobody = image_user.nobody
+    value = canary()
+    nobody.put(value)
+    holder = image_user.app("touch started; exec sleep 60")
+    one = nobody.base / "one"
+    first = nobody.start(*image_user.command(nobody.spec("one.json", holder), str(one)))
+    try:
+        wait_until((one / "started").exists, timeout=60)
+        look = (
+            "ls /proc | grep -c '^[0-9]' ; "
+            "cat /proc/*/environ /proc/*/root/etc/db-password 2>/dev/null; "
+            f"cat {one}/secrets/db {one}/.mesos-secrets/..data/1 2>/dev/null; "
+            "grep -h mesos-secrets /proc/*/mountinfo 2>/dev/null | grep -c . ; true"
+        )
+        second = nobody.run(
+            "run", nobody.spec("two.json", {"id": "/two", "cmd": look}), "--work-dir",
+            str(nobody.base / "two"),
+        )  # fmt: skip
+        assert second.returncode == 0, second.stderr.decode()
+        assert value.encode() not in second.stdout
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+    assert processes_holding(value) == []
+
+
+def test_an_image_where_the_kernel_forbids_it(image_user: ImageUser) -> None:
+    """No secret volume: runc's own tmpfs ask for the user namespace, and say it is
+    forbidden, in one line; nothing is left."""
+    nobody = image_user.nobody
+    nobody.put(canary())
+    spec = nobody.spec("app.json", image_user.app("true", volumes=False))
+    result = forbidden(nobody, *image_user.command(spec, str(nobody.base / "w")))
+    assert result.returncode == 1
+    (line,) = result.stderr.decode().splitlines()
+    assert line.startswith("mesos-secrets: error: cannot make runc's bundle in a user namespace: ")
+    assert "this kernel forbids unprivileged user namespaces" in line
+    containers = nobody.runtime / "mesos-secrets" / "containers"
+    assert not containers.exists() or list(containers.iterdir()) == []
+
+
+def test_a_command_check_in_an_image_without_root(image_user: ImageUser) -> None:
+    """A COMMAND health check enters the task's namespaces, its user namespace first:
+    it runs in the image (its files, PID 1 the task's), as the task's root, with its
+    secret."""
+    nobody = image_user.nobody
+    value = canary()
+    nobody.put(value)
+    inside = " && ".join(
+        [
+            "test -f /etc/hello",  # only in the image
+            "grep -q sleep /proc/1/cmdline",  # runc's PID namespace
+            'test "$(id -u)" = 0',
+            'test "$(printf %s "$DB" | sha256sum | cut -c1-64)" = "$WANT"',
+            "touch /mnt/mesos/sandbox/checked",
+        ]
+    )
+    check = {
+        "protocol": "COMMAND",
+        "command": {"value": inside},
+        "gracePeriodSeconds": 0,
+        "intervalSeconds": 1,
+        "delaySeconds": 0,
+    }
+    spec = image_user.app("sleep 3", volumes=False, healthChecks=[check])
+    spec["env"]["WANT"] = sha(value)
+    work = nobody.base / "w"
+    result = nobody.run("-v", *image_user.command(nobody.spec("app.json", spec), str(work)))
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"is healthy" in result.stderr
+    assert (work / "checked").exists()

@@ -23,6 +23,15 @@ Entrypoint and Cmd, with the image's Env under the task's environment (``image_c
 A network namespace from the ``network`` isolator is named in the spec
 (``linux.namespaces``, by its ``/run/netns`` path): runc joins the task to it, where the
 task would otherwise share the host's network.
+
+Without root, the same happens in a user namespace of the user's own where the user is
+mapped as root, and no one else is mapped (``userns``): the bundle's and state's tmpfs
+are made there (in the secret volumes' namespace when they made one), our init joins it
+and mounts the overlay in its mount namespace, and runc runs as that namespace's root,
+which makes it use its rootless cgroup manager. The task is that root: the user, seen
+from the host. The spec then binds the host's ``/sys`` read-only (a sysfs is mounted
+only by the owner of the network namespace) and asks for no extra groups (``setgroups``
+is denied there).
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from .. import linux, nofollow
 from ..errors import LaunchError
 from ..isolator import ContainerConfig, Filesystem, LaunchInfo, Mount
 from . import capabilities as caps
+from . import userns
 from .launcher import (
     DEFAULT_PATH,
     PROC_MASKED,
@@ -116,16 +126,9 @@ class RuncLauncher(Launcher):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         pid_file = directory / "pid"
         name = self.name_of(config.container_id)
-        spec = self.spec(config, info)
-        # Both hold the environment (config.json, and runc's state.json): never on disk.
-        flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-        small: dict[str, str | None] = {"size": "1m", "mode": "0700"}
-        bundle_fd, _ = linux.new_tmpfs(small, flags, source="mesos-secrets")
-        try:
-            state_fd, _ = linux.new_tmpfs(small, flags, source="mesos-secrets")
-        except BaseException:
-            os.close(bundle_fd)
-            raise
+        rootless = not linux.is_root()
+        spec = self.spec(config, info, rootless=rootless)
+        bundle_fd, state_fd, user_namespace = self._small_tmpfs(info, rootless=rootless)
         try:
             fd = os.open(
                 "config.json",
@@ -169,6 +172,10 @@ class RuncLauncher(Launcher):
             popen = start_init(
                 plan,
                 cgroups=config.cgroup_procs,
+                user_namespace=rootless,
+                join_user_namespace=(
+                    info.user_namespace if info.user_namespace is not None else user_namespace
+                ),
                 fds=[fs.fd for fs in filesystems],
                 stdin=stdin,
                 stdout=stdout,
@@ -183,12 +190,44 @@ class RuncLauncher(Launcher):
             # The container exists: its spec, environment and all, goes.
             os.unlink("config.json", dir_fd=bundle_fd)
         finally:
-            os.close(bundle_fd)
-            os.close(state_fd)
-        return _RuncProcess(popen, plan=self._exec_plan(config, info))
+            for kept in (bundle_fd, state_fd, user_namespace):
+                if kept is not None:
+                    os.close(kept)
+        return _RuncProcess(popen, plan=self._exec_plan(config, info, rootless=rootless))
 
     @staticmethod
-    def _exec_plan(config: ContainerConfig, info: LaunchInfo) -> ExecPlan:
+    def _small_tmpfs(info: LaunchInfo, *, rootless: bool) -> tuple[int, int, int | None]:
+        """The bundle's and runc's state's tmpfs (both hold the environment: config.json,
+        and runc's state.json; never on disk), detached, ``0700``; and, without root, the
+        fd of the user namespace they were made in, where the user is root, if the
+        secret volumes made none (which their tmpfs are in: these are made there too)."""
+        flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+        small: dict[str, str | None] = {"size": "1m", "mode": "0700"}
+        if rootless:
+            made = userns.private_tmpfs(
+                {k: v or "" for k, v in small.items()},
+                flags,
+                source="mesos-secrets",
+                count=2,
+                join=info.user_namespace,
+                as_root=True,
+                what="runc's bundle",
+            )
+            bundle_fd, state_fd = made.tmpfs
+            if info.user_namespace is None:
+                return bundle_fd, state_fd, made.user_namespace
+            os.close(made.user_namespace)  # the volumes' own, which they close
+            return bundle_fd, state_fd, None
+        bundle_fd, _ = linux.new_tmpfs(small, flags, source="mesos-secrets")
+        try:
+            state_fd, _ = linux.new_tmpfs(small, flags, source="mesos-secrets")
+        except BaseException:
+            os.close(bundle_fd)
+            raise
+        return bundle_fd, state_fd, None
+
+    @staticmethod
+    def _exec_plan(config: ContainerConfig, info: LaunchInfo, *, rootless: bool) -> ExecPlan:
         """A command in the container (a check) runs as runc runs the task: in its
         namespaces (entered through the task's process: our init's PID 1, then runc,
         then runc's container process), as its user, with its capabilities."""
@@ -196,6 +235,8 @@ class RuncLauncher(Launcher):
         namespaces = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC | _CLONE_NEWUTS
         if info.network_namespace is not None:
             namespaces |= linux.CLONE_NEWNET
+        if rootless:  # the user namespace first: the rest belong to it
+            namespaces |= linux.CLONE_NEWUSER
         return ExecPlan(
             depth=3,
             namespaces=namespaces,
@@ -204,7 +245,7 @@ class RuncLauncher(Launcher):
                 "cwd": SANDBOX,
                 "user": (
                     {"uid": user.uid, "gid": user.gid, "groups": list(user.groups)}
-                    if user.uid != 0
+                    if user.uid != 0 and not rootless
                     else None
                 ),
                 "capabilities": sorted(caps.parse(_CAPABILITIES)),
@@ -232,8 +273,13 @@ class RuncLauncher(Launcher):
         """Remove what the launcher kept (runc's state lived in the container). Idempotent."""
         nofollow.remove_tree(self.container_dir(container_id))
 
-    def spec(self, config: ContainerConfig, info: LaunchInfo) -> dict[str, Any]:
-        """The OCI runtime spec for the task (held in memory and on the bundle's tmpfs only)."""
+    def spec(
+        self, config: ContainerConfig, info: LaunchInfo, *, rootless: bool = False
+    ) -> dict[str, Any]:
+        """The OCI runtime spec for the task (held in memory and on the bundle's tmpfs
+        only). ``rootless``: runc runs as root in the container's user namespace, where
+        only the user is mapped (as root): the task is that root, and the host's ``/sys``
+        is bound read-only (a sysfs is mounted only from the network namespace's owner)."""
         assert config.rootfs is not None
         argv, _ = command_argv(config)
         env = task_environment(config, info, sandbox=SANDBOX)
@@ -269,9 +315,18 @@ class RuncLauncher(Launcher):
             },
             {
                 "destination": "/sys",
-                "type": "sysfs",
-                "source": "sysfs",
-                "options": ["nosuid", "noexec", "nodev", "ro"],
+                **(
+                    {"type": "none", "source": "/sys"}
+                    if rootless
+                    else {"type": "sysfs", "source": "sysfs"}
+                ),
+                "options": [
+                    *(["rbind"] if rootless else []),
+                    "nosuid",
+                    "noexec",
+                    "nodev",
+                    "ro",
+                ],
             },
             {
                 "destination": SANDBOX,
@@ -287,11 +342,15 @@ class RuncLauncher(Launcher):
             "ociVersion": "1.0.2",
             "process": {
                 "terminal": False,
-                "user": {
-                    "uid": user.uid,
-                    "gid": user.gid,
-                    "additionalGids": [g for g in user.groups if g != user.gid],
-                },
+                "user": (
+                    {"uid": 0, "gid": 0, "additionalGids": []}
+                    if rootless
+                    else {
+                        "uid": user.uid,
+                        "gid": user.gid,
+                        "additionalGids": [g for g in user.groups if g != user.gid],
+                    }
+                ),
                 "args": argv,
                 "env": [
                     f"{k.decode(errors='surrogateescape')}={v.decode(errors='surrogateescape')}"

@@ -1,12 +1,15 @@
-"""Makes a tmpfs for an unprivileged front end, in a user namespace of its own.
+"""Makes tmpfs for an unprivileged front end, in a user namespace of its own.
 
 Run by :func:`.userns.private_tmpfs` as ``python -I -S -c BOOT tmpfs_maker.py SOCK_FD
-FLAGS source=… KEY=VALUE…`` (a bare interpreter; :mod:`mesos_secrets.linux` is loaded
-by path, as the init loads it). It unshares a user and a mount namespace, maps its own
-uid and gid (nothing else), makes a detached tmpfs with the options given, and sends
-its fd and the user namespace's fd over SOCK_FD (``ok`` or ``ok noswap``); on failure,
-``error WHY`` (``error unshare: WHY`` when the namespaces cannot be made). No value ever
-passes through it: it only makes the empty filesystem.
+FLAGS COUNT USERNS source=… KEY=VALUE…`` (a bare interpreter; :mod:`mesos_secrets.linux`
+is loaded by path, as the init loads it). USERNS says which user namespace: ``own`` or
+``root``, a new one, with a mount namespace of its own, where its uid and gid (nothing
+else) are mapped as they are or as the namespace's root; or ``join:FD``, the one FD (an
+fd it inherited) is, where it makes a mount namespace. There it makes COUNT detached
+tmpfs with the options given, and sends their fds, then the user namespace's, over
+SOCK_FD (``ok`` or ``ok noswap``); on failure, ``error WHY`` (``error unshare: WHY`` when
+a new user namespace cannot be made). No value ever passes through it: it only makes
+empty filesystems.
 """
 
 from __future__ import annotations
@@ -34,16 +37,25 @@ def main(argv: list[str]) -> None:
     step = "unshare"
     try:
         linux = _linux()
-        flags = int(argv[2])
-        options = dict(item.partition("=")[::2] for item in argv[3:])
+        flags, count, user_namespace = int(argv[2]), int(argv[3]), argv[4]
+        options = dict(item.partition("=")[::2] for item in argv[5:])
         source = options.pop("source")
-        linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
-        step = "map the user into its namespace"
-        linux.map_own_user()
+        if user_namespace.startswith("join:"):
+            step = "join the container's user namespace"
+            joined = int(user_namespace.removeprefix("join:"))
+            linux.setns(joined, linux.CLONE_NEWUSER)
+            os.close(joined)
+            linux.unshare(linux.CLONE_NEWNS)
+        else:
+            linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+            step = "map the user into its namespace"
+            linux.map_own_user(as_root=user_namespace == "root")
         step = "make the tmpfs"
-        tmpfs, noswap = linux.new_tmpfs(options, flags, source=source, noswap=True)
-        user_namespace = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-        socket.send_fds(sock, [b"ok noswap" if noswap else b"ok"], [tmpfs, user_namespace])
+        made = [linux.new_tmpfs(options, flags, source=source, noswap=True) for _ in range(count)]
+        noswap = all(swapless for _, swapless in made)
+        fds = [fd for fd, _ in made]
+        fds.append(os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC))
+        socket.send_fds(sock, [b"ok noswap" if noswap else b"ok"], fds)
     except OSError as error:
         why = os.strerror(error.errno) if error.errno else str(error)
         said = f"unshare: {why}" if step == "unshare" else f"cannot {step}: {why}"
