@@ -388,14 +388,21 @@ def test_another_task_cannot_see_an_image_task(image_user: ImageUser) -> None:
             "ls /proc | grep -c '^[0-9]' ; "
             "cat /proc/*/environ /proc/*/root/etc/db-password 2>/dev/null; "
             f"cat {one}/secrets/db {one}/.mesos-secrets/..data/1 2>/dev/null; "
-            "grep -h mesos-secrets /proc/*/mountinfo 2>/dev/null | grep -c . ; true"
+            "grep -h mesos-secrets /proc/*/mountinfo 2>/dev/null | grep -c . ; "
+            # The user's image store, which later tasks' images come from, is hidden.
+            f"echo store: $(ls -A {image_user.images} | grep -c .) ; "
+            f"for d in {image_user.images}/rootfs-rootless/*/bin; do echo x > $d/planted; done; "
+            "true"
         )
         second = nobody.run(
-            "run", nobody.spec("two.json", {"id": "/two", "cmd": look}), "--work-dir",
+            "--config", str(image_user.config), "run",
+            nobody.spec("two.json", {"id": "/two", "cmd": look}), "--work-dir",
             str(nobody.base / "two"),
         )  # fmt: skip
         assert second.returncode == 0, second.stderr.decode()
         assert value.encode() not in second.stdout
+        assert b"store: 0\n" in second.stdout
+        assert not list(image_user.images.glob("rootfs-rootless/*/bin/planted"))
     finally:
         first.terminate()
         first.communicate(timeout=30)
@@ -447,3 +454,28 @@ def test_a_command_check_in_an_image_without_root(image_user: ImageUser) -> None
     assert result.returncode == 0, result.stderr.decode()
     assert b"is healthy" in result.stderr
     assert (work / "checked").exists()
+
+
+def test_a_killed_front_end_takes_an_image_task_with_it(image_user: ImageUser) -> None:
+    """``run`` dies by SIGKILL: runc and the task in the image die with it, and the next
+    ``run`` of the user removes what was left (the overlay's directories, one of them
+    ``000``), without root."""
+    nobody = image_user.nobody
+    value = canary()
+    nobody.put(value)
+    spec = image_user.app("sleep 60 & touch started; sleep 60", volumes=False)
+    work = nobody.base / "one"
+    first = nobody.start(*image_user.command(nobody.spec("one.json", spec), str(work)))
+    try:
+        wait_until((work / "started").exists, timeout=60)
+        assert len(processes_holding(value)) >= 2
+    finally:
+        first.kill()
+        first.communicate()
+    wait_until(lambda: not processes_holding(value), timeout=10)
+    containers = nobody.runtime / "mesos-secrets" / "containers"
+    assert list(containers.iterdir())  # left for the next front end
+    again = image_user.app("true", volumes=False)
+    result = nobody.run(*image_user.command(nobody.spec("two.json", again), str(work)))
+    assert result.returncode == 0, result.stderr.decode()
+    assert list(containers.iterdir()) == []
