@@ -184,7 +184,8 @@ class _Container:
 
 
 class VolumeSecretIsolator(Isolator):
-    """Delivers SECRET volumes. Needs root (it mounts a tmpfs and binds in a namespace)."""
+    """Delivers SECRET volumes: a tmpfs, attached and bound in the task's mount namespace.
+    As root; without root, in a user namespace of the user's own (``containerizer.userns``)."""
 
     name = "volume_secret"
     provides = frozenset({SECRET_VOLUMES})
@@ -232,7 +233,8 @@ class VolumeSecretIsolator(Isolator):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             staging = directory / "tmpfs"  # where it is attached, in the task's namespace
             staging.mkdir(mode=0o700, exist_ok=True)
-            tmpfs, user_namespace = self._new_tmpfs(config)
+            tmpfs, user_namespace, noswap = self._new_tmpfs(config)
+            self._warn_of_swap(noswap)
             state = _Container(
                 fd=tmpfs,
                 user_namespace=user_namespace,
@@ -397,9 +399,10 @@ class VolumeSecretIsolator(Isolator):
                 f"the size cap of {human(self.size)} (option 'size' of the volume_secret isolator)",
             )
 
-    def _new_tmpfs(self, config: ContainerConfig) -> tuple[int, int]:
-        """The container's tmpfs, detached: an fd of its root, mounted nowhere; and,
-        without root, an fd of the user namespace it was made in (else -1).
+    def _new_tmpfs(self, config: ContainerConfig) -> tuple[int, int, bool]:
+        """The container's tmpfs, detached: an fd of its root, mounted nowhere; without
+        root, an fd of the user namespace it was made in (else -1); and whether it is
+        kept out of swap.
 
         Twice the cap: a new generation always fits beside the current one. Its root is
         root's (without root: the user's) and ``0755``: it is only ever seen inside the
@@ -408,7 +411,6 @@ class VolumeSecretIsolator(Isolator):
         (:mod:`mesos_secrets.containerizer.userns`), which the task's init joins; for a
         task in an image, one where the user is root, as runc needs.
         """
-        global _WARNED_SWAP  # noqa: PLW0603 (once per process)
         root = linux.is_root()
         options: dict[str, str | None] = {"size": str(2 * self.size), "mode": "0755"}
         if root:
@@ -435,15 +437,19 @@ class VolumeSecretIsolator(Isolator):
             except LaunchError as error:
                 raise self._error(config.container_id, str(error)) from None
             (fd,), user_namespace, noswap = made.tmpfs, made.user_namespace, made.noswap
+        return fd, user_namespace, noswap
+
+    def _warn_of_swap(self, noswap: bool) -> None:
+        """Once per process: where the tmpfs could not be kept out of swap, say so."""
+        global _WARNED_SWAP  # noqa: PLW0603 (once per process)
         if self.noswap and not noswap and not _WARNED_SWAP:
             _WARNED_SWAP = True
             log.warning(
                 "secret volumes may be written to swap: %s",
                 "this kernel's tmpfs has no 'noswap' option (Linux 6.4+)"
-                if root
+                if linux.is_root()
                 else "only root may keep a tmpfs out of swap",
             )
-        return fd, user_namespace
 
     def _write_generation(
         self,

@@ -780,7 +780,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a Marathon-style app, pod, group or array of apps on this machine. "
         "The exit status is the task's (128+N when killed by signal N); a pod's is its first "
         "failing container's, a group's its first failing app's (a group's apps start in "
-        "dependency order). SECRET volumes and images need root.",
+        "dependency order). Without root, SECRET volumes and images run in a user namespace "
+        "of the user's own; network modes other than host need root.",
     )
     run.add_argument("spec", metavar="SPEC.json")
     run.add_argument(

@@ -381,7 +381,8 @@ class ImageStore:
         <root>/rootfs/<hex>  an unpacked image, by the digest of the OCI manifest it was
                              unpacked from, one written here from checked fields (read-only)
         <root>/rootfs-rootless/<hex>
-                             the same, unpacked without root (every file the user's)
+                             the same, unpacked without root: every file the user's
+                             (writable by the user, hidden from tasks like the rest)
         <root>/images/<hex>  what is known of an image reference (digests, private or not)
         <root>/sources/<hex> where a blob came from: the (registry, repository) pairs that
                              served it or vouched for it to a caller (see the module's doc)

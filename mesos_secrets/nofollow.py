@@ -1,10 +1,11 @@
 """File operations that never follow a link: for trees a task may have written into.
 
-Cleanup runs as root over directories the task's user controls (its sandbox, the
-placeholders of its secret files). A path walked by name can be redirected by a link
-the task planted a moment before, so here every walk starts from a directory fd, opens
-each step with ``O_NOFOLLOW`` (or ``openat2`` with ``RESOLVE_NO_SYMLINKS``), removes
-with ``unlinkat``, and checks that what it removes is still the inode it expects.
+Cleanup runs as root (without root, as the task's own user) over directories the task's
+user controls (its sandbox, the placeholders of its secret files, an image's overlay). A
+path walked by name can be redirected by a link the task planted a moment before, so
+here every walk starts from a directory fd, opens each step with ``O_NOFOLLOW`` (or
+``openat2`` with ``RESOLVE_NO_SYMLINKS``), removes with ``unlinkat``, and checks that
+what it removes is still the inode it expects.
 
 Removal is iterative and keeps one directory fd open at a time (it climbs back with
 ``..``, checking each parent's identity), so a tree deeper than Python's recursion limit
@@ -113,7 +114,7 @@ def _open_child(
     Returns the fd and the directory's identity (once mounts on it are detached).
     """
     for _ in range(32):  # mounts stacked on one another
-        fd = _open_to_empty(parent_fd, name, info)
+        fd = _open_to_empty(parent_fd, name, info, mount)
         if linux.mount_id(fd) != mount:
             _detach(fd, name)
             fresh = stat_at(parent_fd, name)
@@ -128,30 +129,25 @@ def _open_child(
     raise OSError(errno.EBUSY, f"'{name}' has too many mounts on it")
 
 
-def _open_to_empty(parent_fd: int, name: str, info: os.stat_result) -> int:
-    """Open a subdirectory to empty it. Root may whatever its mode; another user is
-    made able to, on a directory of its own (an overlay's work directory is ``000``, a
-    task may leave one ``0500``): ``u+rwx``, set through an fd of the inode seen."""
+def _open_to_empty(parent_fd: int, name: str, info: os.stat_result, mount: int) -> int:
+    """Open a subdirectory to empty it. Root may whatever its mode. Another user is
+    made able to on a directory of its own (an overlay's work directory is ``000``, a
+    task may leave one ``0500``): ``u+rwx``, set only on the inode that was listed, on
+    the walk's mount, through an fd that is then reopened (never the name again)."""
     if linux.is_root():
         return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    path = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   dir_fd=parent_fd)  # fmt: skip
     try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-    except PermissionError:
-        if info.st_uid != os.geteuid():
-            raise
-        path = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                       dir_fd=parent_fd)  # fmt: skip
-        try:
-            if identity(os.fstat(path)) != identity(info):
-                raise OSError(errno.ESTALE, f"'{name}' changed while it was being removed")
-            os.chmod(f"/proc/self/fd/{path}", stat.S_IMODE(info.st_mode) | stat.S_IRWXU)
-        finally:
-            os.close(path)
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-    here = os.fstat(fd)
-    if here.st_uid == os.geteuid() and here.st_mode & stat.S_IRWXU != stat.S_IRWXU:
-        os.fchmod(fd, stat.S_IMODE(here.st_mode) | stat.S_IRWXU)
-    return fd
+        here = os.fstat(path)
+        if identity(here) != identity(info):
+            raise OSError(errno.ESTALE, f"'{name}' changed while it was being removed")
+        mine = linux.mount_id(path) == mount and here.st_uid == os.geteuid()
+        if mine and here.st_mode & stat.S_IRWXU != stat.S_IRWXU:
+            os.chmod(f"/proc/self/fd/{path}", stat.S_IMODE(here.st_mode) | stat.S_IRWXU)
+        return os.open(f"/proc/self/fd/{path}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    finally:
+        os.close(path)
 
 
 def _detach(fd: int, name: str) -> None:

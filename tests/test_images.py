@@ -131,7 +131,7 @@ CHECKS = "; ".join(
         'test "$(stat -c %a /etc/db-password)" = 400',
         'test "$(readlink secrets/db)" = ../.mesos-secrets/..data/1',
         'test "$(stat -L -c %a secrets/db)" = 400',
-        "! (echo x > /etc/db-password) 2>/dev/null",
+        "if chmod 600 /etc/db-password 2>/dev/null; then echo writable; exit 1; fi",
         'test "$(pwd)" = /mnt/mesos/sandbox',
         'test "$MESOS_SANDBOX" = /mnt/mesos/sandbox',
         "test -f /etc/hello",

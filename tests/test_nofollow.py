@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -100,38 +101,95 @@ def test_open_directory_beneath(tmp_path: Path, victim: Path) -> None:
         os.close(base)
 
 
-@requires_root
-def test_another_user_empties_its_own_closed_directories() -> None:
-    """Without root, a tree with directories of the user's own it may not read or write
-    (an overlay's ``000`` work directory, a task's ``0500`` one) is removed all the
-    same; a closed directory of the user's behind a link is left as it was."""
-    nobody = 65534
+def _as_nobody(action: Callable[[], object]) -> str:
+    """Run ``action`` in a child process as user nobody: "" or what it raised."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read)
+        said = b""
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            action()
+        except BaseException as error:  # told to the parent
+            said = repr(error).encode()
+        os.write(write, said)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode()
+    os.waitpid(child, 0)
+    return said
+
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def nobody_tree() -> Iterator[Path]:
+    """A directory of nobody's, which nobody can reach."""
     base = Path(tempfile.mkdtemp(prefix="mesos-secrets-nofollow-"))
+    os.chown(base, NOBODY, NOBODY)
     try:
-        tree, victim = base / "tree", base / "victim"
-        (tree / "work" / "work").mkdir(parents=True)
-        (tree / "upper" / "kept").mkdir(parents=True)
-        (tree / "upper" / "kept" / "file").write_text("x")
-        (tree / "link").symlink_to(victim)
-        victim.mkdir()
-        for path in (base, *base.rglob("*")):
-            os.chown(path, nobody, nobody, follow_symlinks=False)
-        for path, mode in ((tree / "work" / "work", 0), (tree / "upper" / "kept", 0o500),
-                           (victim, 0)):  # fmt: skip
-            path.chmod(mode)
-        child = os.fork()
-        if child == 0:
-            try:
-                os.setgroups([])
-                os.setgid(nobody)
-                os.setuid(nobody)
-                nofollow.remove_tree(tree)
-                os._exit(0)
-            except BaseException:
-                os._exit(1)
-        _, status = os.waitpid(child, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert not tree.exists()
-        assert victim.stat().st_mode & 0o777 == 0
+        yield base
     finally:
         shutil.rmtree(base)
+
+
+@requires_root
+def test_another_user_empties_its_own_closed_directories(nobody_tree: Path) -> None:
+    """Without root, a tree with directories of the user's own it may not read or write
+    (an overlay's ``000`` work directory, a task's ``0500`` one) is removed all the same."""
+    tree = nobody_tree / "tree"
+    (tree / "work" / "work").mkdir(parents=True)
+    (tree / "upper" / "kept" / "deeper").mkdir(parents=True)
+    (tree / "upper" / "kept" / "file").write_text("x")
+    for path in (tree, *tree.rglob("*")):
+        os.chown(path, NOBODY, NOBODY)
+    (tree / "work" / "work").chmod(0)
+    (tree / "upper" / "kept" / "deeper").chmod(0o100)
+    (tree / "upper" / "kept").chmod(0o500)
+    assert _as_nobody(lambda: nofollow.remove_tree(tree)) == ""
+    assert not tree.exists()
+
+
+@requires_root
+def test_another_users_closed_directory_is_left_alone(nobody_tree: Path) -> None:
+    """A closed directory in the tree that is not the user's own (root's) is not made
+    open: removal stops there, and its mode is what it was."""
+    tree = nobody_tree / "tree"
+    (tree / "roots").mkdir(parents=True)
+    os.chown(tree, NOBODY, NOBODY)
+    (tree / "roots").chmod(0)
+    said = _as_nobody(lambda: nofollow.remove_tree(tree))
+    assert "PermissionError" in said
+    assert (tree / "roots").stat().st_mode & 0o777 == 0
+    assert (tree / "roots").stat().st_uid == 0
+
+
+@requires_root
+def test_a_directory_swapped_after_listing_is_not_opened(
+    nobody_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory listed is replaced (by a closed one of the user's) before it is
+    opened: it is not made open, and the walk stops (ESTALE)."""
+    tree = nobody_tree / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "other").mkdir()
+    for path in (tree, tree / "sub", tree / "other"):
+        os.chown(path, NOBODY, NOBODY)
+    (tree / "other").chmod(0)
+    real = nofollow.stat_at
+
+    def listed_then_swapped(dir_fd: int, name: str) -> os.stat_result | None:
+        info = real(dir_fd, name)
+        if name == "sub":
+            os.rename("other", "sub", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return info
+
+    monkeypatch.setattr(nofollow, "stat_at", listed_then_swapped)
+    said = _as_nobody(lambda: nofollow.remove_tree(tree))
+    assert "changed while it was being removed" in said
+    assert (tree / "sub").stat().st_mode & 0o777 == 0

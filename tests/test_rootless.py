@@ -85,6 +85,19 @@ class Nobody:
         result = self.run("secret", "put", path, f"{key}=-", stdin=data)
         assert result.returncode == 0, result.stderr.decode()
 
+    def assert_nothing_left(self, value: str) -> None:
+        """No container state, no process holding ``value``, and ``value`` in no file
+        outside the (encrypted) store."""
+        containers = self.runtime / "mesos-secrets" / "containers"
+        assert not containers.exists() or list(containers.iterdir()) == []
+        assert processes_holding(value) == []
+        for root, _, files in os.walk(self.base):
+            if Path(root).is_relative_to(self.base / "store"):
+                continue
+            for name in files:
+                with contextlib.suppress(OSError):
+                    assert value.encode() not in (Path(root) / name).read_bytes(), name
+
     def give(self, source: Path, name: str) -> str:
         """A copy of a file of root's the user may read."""
         path = self.base / name
@@ -127,7 +140,7 @@ CHECKS = "; ".join(
         'test "$(sha256sum < secrets/db | cut -c1-64)" = "$WANT"',
         'test "$(stat -f -c %T secrets/db)" = tmpfs',  # on a tmpfs
         'test "$(stat -L -c %a secrets/db)" = 400',  # 0400
-        "! sh -c 'echo x > secrets/db' 2>/dev/null",  # read-only
+        "if chmod 600 secrets/db 2>/dev/null; then echo writable; exit 1; fi",
         'test "$(id -u)" = "$(stat -L -c %u secrets/db)"',  # the task's
         "echo delivered",
     ]
@@ -143,16 +156,21 @@ def test_env_and_file_secrets_without_root(nobody: Nobody) -> None:
     result = nobody.run("run", nobody.spec("app.json", spec), "--work-dir", str(work))
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == b"delivered\n"
-    # Nothing left: no state, and the value in no file outside the (gone) tmpfs.
-    containers = nobody.runtime / "mesos-secrets" / "containers"
-    assert not containers.exists() or list(containers.iterdir()) == []
-    for root, _, files in os.walk(nobody.base):
-        if Path(root).is_relative_to(nobody.base / "store"):
-            continue  # the store: encrypted
-        for name in files:
-            with contextlib.suppress(OSError):
-                assert value.encode() not in (Path(root) / name).read_bytes(), name
+    nobody.assert_nothing_left(value)
     assert not (work / ".mesos-secrets" / "..data").exists()
+
+
+#: What a second task prints of the processes it sees: their command lines.
+SEEN_PROCESSES = "echo processes: $(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ')"
+
+
+def assert_saw_nothing(output: bytes, value: str) -> None:
+    """A second task's look (:data:`SEEN_PROCESSES`, then secrets, then mounts of the
+    first): not the first's value, process (``sleep 60``) or mounts."""
+    assert value.encode() not in output
+    assert b"processes: " in output
+    assert b"sleep 60" not in output
+    assert b"mounts of one: 0\n" in output
 
 
 def test_another_task_of_the_same_user_cannot_see_it(nobody: Nobody) -> None:
@@ -166,18 +184,20 @@ def test_another_task_of_the_same_user_cannot_see_it(nobody: Nobody) -> None:
     )
     try:
         wait_until((nobody.base / "one" / "started").exists, timeout=60)
+        one = nobody.base / "one"
         look = (
-            "ls /proc | grep -c '^[0-9]' ; "
-            f"cat /proc/*/root{nobody.base}/one/secrets/db 2>/dev/null; "
-            f"cat {nobody.base}/one/secrets/db 2>/dev/null; "
-            "grep -h mesos-secrets /proc/*/mountinfo 2>/dev/null | grep -c . ; true"
+            f"{SEEN_PROCESSES}; "
+            f"cat /proc/*/root{one}/secrets/db 2>/dev/null; "
+            f"cat {one}/secrets/db 2>/dev/null; "
+            f"echo mounts of one: $(grep -h {one} /proc/*/mountinfo 2>/dev/null | grep -c .); "
+            "true"
         )
         second = nobody.run(
             "run", nobody.spec("two.json", {"id": "/two", "cmd": look}), "--work-dir",
             str(nobody.base / "two"),
         )  # fmt: skip
         assert second.returncode == 0, second.stderr.decode()
-        assert value.encode() not in second.stdout
+        assert_saw_nothing(second.stdout, value)
     finally:
         first.terminate()
         first.communicate(timeout=30)
@@ -272,7 +292,10 @@ IMAGE_CHECKS = "; ".join(
         'test "$(stat -f -c %T /etc/db-password)" = tmpfs',
         'test "$(stat -c %a /etc/db-password)" = 400',
         'test "$(stat -L -c %a secrets/db)" = 400',
-        "! (echo x > /etc/db-password) 2>/dev/null",
+        # (``! cmd`` would not do: ``set -e`` ignores a negated command's failure.)
+        "if chmod 600 /etc/db-password 2>/dev/null; then echo writable; exit 1; fi",
+        # The host's /sys, read-only all through (its cgroup hierarchies too).
+        "if awk '$5 ~ \"^/sys\" && $6 !~ /^ro/' /proc/self/mountinfo | grep .; then exit 1; fi",
         # The user is the root of the task's user namespace, and no one else is mapped.
         'test "$(id -u)" = 0',
         'test "$(stat -c %u /etc/db-password)" = 0',
@@ -282,6 +305,7 @@ IMAGE_CHECKS = "; ".join(
         "test ! -e /etc/deleteme",  # the second layer's whiteout, applied by umoci
         # The overlay takes writes and removals (whiteouts, in a user namespace too).
         "echo new > /etc/new && rm /etc/hello && test ! -e /etc/hello",
+        'rm -r /data && mkdir /data && test -z "$(ls -A /data)"',  # an opaque directory
         "echo inside-the-image",
     ]
 )
@@ -343,16 +367,7 @@ def test_secrets_in_an_image_without_root(image_user: ImageUser) -> None:
     result = nobody.run(*image_user.command(nobody.spec("app.json", spec), str(work)))
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == b"inside-the-image\n"
-    # Nothing left: no state, no overlay, no process; the value in no file.
-    containers = nobody.runtime / "mesos-secrets" / "containers"
-    assert not containers.exists() or list(containers.iterdir()) == []
-    assert processes_holding(value) == []
-    for root, _, files in os.walk(nobody.base):
-        if Path(root).is_relative_to(nobody.base / "store"):
-            continue  # the store: encrypted
-        for name in files:
-            with contextlib.suppress(OSError):
-                assert value.encode() not in (Path(root) / name).read_bytes(), name
+    nobody.assert_nothing_left(value)  # no overlay either
     # The image was unpacked without root (every file the user's) and was not written to.
     (unpacked,) = (image_user.images / "rootfs-rootless").iterdir()
     assert (unpacked / "etc" / "hello").stat().st_uid == nobody.user.pw_uid
@@ -385,10 +400,10 @@ def test_another_task_cannot_see_an_image_task(image_user: ImageUser) -> None:
     try:
         wait_until((one / "started").exists, timeout=60)
         look = (
-            "ls /proc | grep -c '^[0-9]' ; "
+            f"{SEEN_PROCESSES}; "
             "cat /proc/*/environ /proc/*/root/etc/db-password 2>/dev/null; "
             f"cat {one}/secrets/db {one}/.mesos-secrets/..data/1 2>/dev/null; "
-            "grep -h mesos-secrets /proc/*/mountinfo 2>/dev/null | grep -c . ; "
+            f"echo mounts of one: $(grep -h {one} /proc/*/mountinfo 2>/dev/null | grep -c .); "
             # The user's image store, which later tasks' images come from, is hidden.
             f"echo store: $(ls -A {image_user.images} | grep -c .) ; "
             f"for d in {image_user.images}/rootfs-rootless/*/bin; do echo x > $d/planted; done; "
@@ -400,7 +415,7 @@ def test_another_task_cannot_see_an_image_task(image_user: ImageUser) -> None:
             str(nobody.base / "two"),
         )  # fmt: skip
         assert second.returncode == 0, second.stderr.decode()
-        assert value.encode() not in second.stdout
+        assert_saw_nothing(second.stdout, value)
         assert b"store: 0\n" in second.stdout
         assert not list(image_user.images.glob("rootfs-rootless/*/bin/planted"))
     finally:
@@ -413,15 +428,15 @@ def test_an_image_where_the_kernel_forbids_it(image_user: ImageUser) -> None:
     """No secret volume: runc's own tmpfs ask for the user namespace, and say it is
     forbidden, in one line; nothing is left."""
     nobody = image_user.nobody
-    nobody.put(canary())
+    value = canary()
+    nobody.put(value)
     spec = nobody.spec("app.json", image_user.app("true", volumes=False))
     result = forbidden(nobody, *image_user.command(spec, str(nobody.base / "w")))
     assert result.returncode == 1
     (line,) = result.stderr.decode().splitlines()
     assert line.startswith("mesos-secrets: error: cannot make runc's bundle in a user namespace: ")
     assert "this kernel forbids unprivileged user namespaces" in line
-    containers = nobody.runtime / "mesos-secrets" / "containers"
-    assert not containers.exists() or list(containers.iterdir()) == []
+    nobody.assert_nothing_left(value)
 
 
 def test_a_command_check_in_an_image_without_root(image_user: ImageUser) -> None:
@@ -474,7 +489,9 @@ def test_a_killed_front_end_takes_an_image_task_with_it(image_user: ImageUser) -
         first.communicate()
     wait_until(lambda: not processes_holding(value), timeout=10)
     containers = nobody.runtime / "mesos-secrets" / "containers"
-    assert list(containers.iterdir())  # left for the next front end
+    # Left for the next front end, the overlay's closed work directory among it.
+    (left,) = containers.glob("*/provisioner/work/work")
+    assert left.stat().st_mode & 0o777 == 0
     again = image_user.app("true", volumes=False)
     result = nobody.run(*image_user.command(nobody.spec("two.json", again), str(work)))
     assert result.returncode == 0, result.stderr.decode()

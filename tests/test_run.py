@@ -111,7 +111,7 @@ def checking_app(env_value: str, file_value: str, *, user: str | None = None) ->
             f'test "$(stat -L -c %U secrets/db)" = {owner}',
             'test "$(stat -L -f -c %T secrets/db)" = tmpfs',
             'test "$(readlink secrets/db)" = ../.mesos-secrets/..data/0',
-            "! (echo x > secrets/db) 2>/dev/null",
+            "if chmod 600 secrets/db 2>/dev/null; then echo writable; exit 1; fi",
             "echo all-checks-passed",
         ]
     )

@@ -7,7 +7,8 @@ is mounted and runc keeps its state on a tmpfs of its own: none of it is ever in
 host's mount table, and none of it outlives the container.
 
 The bundle's ``config.json`` carries the task's environment, secrets included, so it is
-written only to a small detached tmpfs (``0700``, root only) attached in that mount
+written only to a small detached tmpfs (``0700``, root's; without root, the user's)
+attached in that mount
 namespace, and deleted as soon as runc has created the container: the file never
 reaches a disk, and is gone while the task runs.
 
@@ -29,9 +30,9 @@ mapped as root, and no one else is mapped (``userns``): the bundle's and state's
 are made there (in the secret volumes' namespace when they made one), our init joins it
 and mounts the overlay in its mount namespace, and runc runs as that namespace's root,
 which makes it use its rootless cgroup manager. The task is that root: the user, seen
-from the host. The spec then binds the host's ``/sys`` read-only (a sysfs is mounted
-only by the owner of the network namespace) and asks for no extra groups (``setgroups``
-is denied there).
+from the host. The spec then binds the host's ``/sys`` read-only, the mounts under it
+too (a sysfs is mounted only by the owner of the network namespace), and asks for no
+extra groups (``setgroups`` is denied there).
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ class RuncLauncher(Launcher):
         name = self.name_of(config.container_id)
         rootless = not linux.is_root()
         spec = self.spec(config, info, rootless=rootless)
-        bundle_fd, state_fd, user_namespace = self._small_tmpfs(info, rootless=rootless)
+        opened: list[int] = []
         try:
+            bundle_fd, state_fd, user_namespace = self._small_tmpfs(info, opened, rootless=rootless)
             fd = os.open(
                 "config.json",
                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
@@ -173,9 +175,7 @@ class RuncLauncher(Launcher):
                 plan,
                 cgroups=config.cgroup_procs,
                 user_namespace=rootless,
-                join_user_namespace=(
-                    info.user_namespace if info.user_namespace is not None else user_namespace
-                ),
+                join_user_namespace=user_namespace,
                 fds=[fs.fd for fs in filesystems],
                 stdin=stdin,
                 stdout=stdout,
@@ -190,17 +190,20 @@ class RuncLauncher(Launcher):
             # The container exists: its spec, environment and all, goes.
             os.unlink("config.json", dir_fd=bundle_fd)
         finally:
-            for kept in (bundle_fd, state_fd, user_namespace):
-                if kept is not None:
-                    os.close(kept)
+            for made in opened:
+                os.close(made)
         return _RuncProcess(popen, plan=self._exec_plan(config, info, rootless=rootless))
 
     @staticmethod
-    def _small_tmpfs(info: LaunchInfo, *, rootless: bool) -> tuple[int, int, int | None]:
+    def _small_tmpfs(
+        info: LaunchInfo, opened: list[int], *, rootless: bool
+    ) -> tuple[int, int, int | None]:
         """The bundle's and runc's state's tmpfs (both hold the environment: config.json,
-        and runc's state.json; never on disk), detached, ``0700``; and, without root, the
-        fd of the user namespace they were made in, where the user is root, if the
-        secret volumes made none (which their tmpfs are in: these are made there too)."""
+        and runc's state.json; never on disk), detached, ``0700``, and, without root,
+        the user namespace they were made in, which the init joins: the secret volumes'
+        if they made one (their tmpfs must be attached there too), else a new one; the
+        user is its root, as runc needs. Every fd is added to ``opened`` as it comes,
+        for the caller to close."""
         flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         small: dict[str, str | None] = {"size": "1m", "mode": "0700"}
         if rootless:
@@ -213,17 +216,18 @@ class RuncLauncher(Launcher):
                 as_root=True,
                 what="runc's bundle",
             )
+            opened += [*made.tmpfs, made.user_namespace]
+            if not made.as_root:
+                raise LaunchError(
+                    "the container's user namespace does not map the user as its root, "
+                    "which runc needs to run a task in an image"
+                )
             bundle_fd, state_fd = made.tmpfs
-            if info.user_namespace is None:
-                return bundle_fd, state_fd, made.user_namespace
-            os.close(made.user_namespace)  # the volumes' own, which they close
-            return bundle_fd, state_fd, None
+            return bundle_fd, state_fd, made.user_namespace
         bundle_fd, _ = linux.new_tmpfs(small, flags, source="mesos-secrets")
-        try:
-            state_fd, _ = linux.new_tmpfs(small, flags, source="mesos-secrets")
-        except BaseException:
-            os.close(bundle_fd)
-            raise
+        opened.append(bundle_fd)
+        state_fd, _ = linux.new_tmpfs(small, flags, source="mesos-secrets")
+        opened.append(state_fd)
         return bundle_fd, state_fd, None
 
     @staticmethod
@@ -321,7 +325,8 @@ class RuncLauncher(Launcher):
                     else {"type": "sysfs", "source": "sysfs"}
                 ),
                 "options": [
-                    *(["rbind"] if rootless else []),
+                    # The bind's mounts under it (cgroup hierarchies…) read-only too.
+                    *(["rbind", "rro", "rnosuid", "rnoexec", "rnodev"] if rootless else []),
                     "nosuid",
                     "noexec",
                     "nodev",

@@ -7,7 +7,8 @@ is loaded by path, as the init loads it). USERNS says which user namespace: ``ow
 else) are mapped as they are or as the namespace's root; or ``join:FD``, the one FD (an
 fd it inherited) is, where it makes a mount namespace. There it makes COUNT detached
 tmpfs with the options given, and sends their fds, then the user namespace's, over
-SOCK_FD (``ok`` or ``ok noswap``); on failure, ``error WHY`` (``error unshare: WHY`` when
+SOCK_FD (``ok``, with ``noswap`` if they are kept out of swap and ``root`` if the user
+is the namespace's root); on failure, ``error WHY`` (``error unshare: WHY`` when
 a new user namespace cannot be made). No value ever passes through it: it only makes
 empty filesystems.
 """
@@ -45,6 +46,7 @@ def main(argv: list[str]) -> None:
             joined = int(user_namespace.removeprefix("join:"))
             linux.setns(joined, linux.CLONE_NEWUSER)
             os.close(joined)
+            step = "make a mount namespace"
             linux.unshare(linux.CLONE_NEWNS)
         else:
             linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
@@ -55,7 +57,9 @@ def main(argv: list[str]) -> None:
         noswap = all(swapless for _, swapless in made)
         fds = [fd for fd, _ in made]
         fds.append(os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC))
-        socket.send_fds(sock, [b"ok noswap" if noswap else b"ok"], fds)
+        # "root": the user is the namespace's uid 0 (seen from inside it, as it is now).
+        answer = b"ok" + (b" noswap" if noswap else b"") + (b" root" if os.geteuid() == 0 else b"")
+        socket.send_fds(sock, [answer], fds)
     except OSError as error:
         why = os.strerror(error.errno) if error.errno else str(error)
         said = f"unshare: {why}" if step == "unshare" else f"cannot {step}: {why}"

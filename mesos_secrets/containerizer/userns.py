@@ -54,17 +54,16 @@ _TIMEOUT_S = 30.0
 
 class PrivateTmpfs:
     """The fds of tmpfs (``tmpfs``, in the order asked for) and of the user namespace
-    they were made in (all close-on-exec; the caller closes them), and whether their
-    pages are kept out of swap."""
+    they were made in (all close-on-exec; the caller closes them), whether their pages
+    are kept out of swap, and whether that namespace maps the user as its root."""
 
-    def __init__(self, tmpfs: list[int], user_namespace: int, noswap: bool) -> None:
+    def __init__(
+        self, tmpfs: list[int], user_namespace: int, *, noswap: bool, as_root: bool
+    ) -> None:
         self.tmpfs = tmpfs
         self.user_namespace = user_namespace
         self.noswap = noswap
-
-    def close(self) -> None:
-        for fd in (*self.tmpfs, self.user_namespace):
-            os.close(fd)
+        self.as_root = as_root
 
 
 def maps_user_to_root(config: ContainerConfig) -> bool:
@@ -115,16 +114,20 @@ def private_tmpfs(
     finally:
         theirs.close()
         ours.close()
-    if len(fds) != count + 1 or not message.startswith(b"ok"):
+    words = message.split()
+    try:
+        if len(fds) != count + 1 or words[:1] != [b"ok"]:
+            why = message.decode("utf-8", "replace").removeprefix("error ").strip()
+            if not why:  # it died before it could say: its last line of stderr
+                lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+                why = lines[-1] if lines else f"the helper exited with status {done.returncode}"
+            if why.startswith("unshare:"):
+                why = f"{why.removeprefix('unshare:').strip()}: {FORBIDDEN}"
+            raise LaunchError(f"cannot make {what} in a user namespace: {why}")  # noqa: TRY301
+        for fd in fds:
+            os.set_inheritable(fd, False)
+    except BaseException:
         for fd in fds:
             os.close(fd)
-        why = message.decode("utf-8", "replace").removeprefix("error ").strip()
-        if not why:  # it died before it could say: its last line of stderr
-            lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            why = lines[-1] if lines else f"the helper exited with status {done.returncode}"
-        if why.startswith("unshare:"):
-            why = f"{why.removeprefix('unshare:').strip()}: {FORBIDDEN}"
-        raise LaunchError(f"cannot make {what} in a user namespace: {why}")
-    for fd in fds:
-        os.set_inheritable(fd, False)
-    return PrivateTmpfs(fds[:-1], fds[-1], message == b"ok noswap")
+        raise
+    return PrivateTmpfs(fds[:-1], fds[-1], noswap=b"noswap" in words, as_root=b"root" in words[1:])
