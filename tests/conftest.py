@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,6 +64,32 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 requires_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: tmpfs mounts and mount namespaces"
 )
+
+#: User nobody's uid and gid.
+NOBODY = 65534
+
+
+def as_nobody(action: Callable[[], object]) -> str:
+    """Run ``action`` in a child process as user nobody: "" or what it raised."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read)
+        said = b""
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            action()
+        except BaseException as error:  # told to the parent
+            said = repr(error).encode()
+        os.write(write, said)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode()
+    os.waitpid(child, 0)
+    return said
 
 
 @pytest.fixture

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mesos_secrets import linux, nofollow
 
-from .conftest import mounts_under, requires_root
+from .conftest import NOBODY, as_nobody, mounts_under, requires_root
 
 
 @pytest.fixture
@@ -101,32 +101,6 @@ def test_open_directory_beneath(tmp_path: Path, victim: Path) -> None:
         os.close(base)
 
 
-def _as_nobody(action: Callable[[], object]) -> str:
-    """Run ``action`` in a child process as user nobody: "" or what it raised."""
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(read)
-        said = b""
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            action()
-        except BaseException as error:  # told to the parent
-            said = repr(error).encode()
-        os.write(write, said)
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        said = pipe.read().decode()
-    os.waitpid(child, 0)
-    return said
-
-
-NOBODY = 65534
-
-
 @pytest.fixture
 def nobody_tree() -> Iterator[Path]:
     """A directory of nobody's, which nobody can reach."""
@@ -151,7 +125,7 @@ def test_another_user_empties_its_own_closed_directories(nobody_tree: Path) -> N
     (tree / "work" / "work").chmod(0)
     (tree / "upper" / "kept" / "deeper").chmod(0o100)
     (tree / "upper" / "kept").chmod(0o500)
-    assert _as_nobody(lambda: nofollow.remove_tree(tree)) == ""
+    assert as_nobody(lambda: nofollow.remove_tree(tree)) == ""
     assert not tree.exists()
 
 
@@ -163,7 +137,7 @@ def test_another_users_closed_directory_is_left_alone(nobody_tree: Path) -> None
     (tree / "roots").mkdir(parents=True)
     os.chown(tree, NOBODY, NOBODY)
     (tree / "roots").chmod(0)
-    said = _as_nobody(lambda: nofollow.remove_tree(tree))
+    said = as_nobody(lambda: nofollow.remove_tree(tree))
     assert "PermissionError" in said
     assert (tree / "roots").stat().st_mode & 0o777 == 0
     assert (tree / "roots").stat().st_uid == 0
@@ -190,6 +164,6 @@ def test_a_directory_swapped_after_listing_is_not_opened(
         return info
 
     monkeypatch.setattr(nofollow, "stat_at", listed_then_swapped)
-    said = _as_nobody(lambda: nofollow.remove_tree(tree))
+    said = as_nobody(lambda: nofollow.remove_tree(tree))
     assert "changed while it was being removed" in said
     assert (tree / "sub").stat().st_mode & 0o777 == 0

@@ -20,9 +20,13 @@ from typing import Any
 
 import pytest
 
+from mesos_secrets import linux
+from mesos_secrets.containerizer.runc import RuncLauncher
+from mesos_secrets.containerizer.userns import private_tmpfs
+from mesos_secrets.isolator import LaunchInfo
 from mesos_secrets.testing import canary
 
-from .conftest import requires_root
+from .conftest import as_nobody, requires_root
 from .registry import Registry
 from .residue import processes_holding
 from .test_images import docker_config, layout, registry  # noqa: F401 (fixtures)
@@ -496,3 +500,36 @@ def test_a_killed_front_end_takes_an_image_task_with_it(image_user: ImageUser) -
     result = nobody.run(*image_user.command(nobody.spec("two.json", again), str(work)))
     assert result.returncode == 0, result.stderr.decode()
     assert list(containers.iterdir()) == []
+
+
+def test_runcs_bundle_is_a_tmpfs_where_the_user_is_root(nobody: Nobody) -> None:
+    """Without root, runc's bundle (config.json: the task's environment) and state are
+    tmpfs, made in a user namespace where the user is root; a namespace that maps the
+    user as it is (one the volumes made for a task on the host) is refused."""
+
+    def bundle() -> None:
+        opened: list[int] = []
+        try:
+            fds = RuncLauncher._small_tmpfs(LaunchInfo(), opened, rootless=True)
+            for fd in fds[:2]:
+                assert linux.filesystem_type(f"/proc/self/fd/{fd}") == linux.TMPFS_MAGIC
+            assert fds[2] is not None  # the namespace, for the init to join
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    assert as_nobody(bundle) == ""
+
+    def own_namespace() -> None:
+        made = private_tmpfs({"size": "1m"}, 0, source="test")
+        opened: list[int] = []
+        try:
+            RuncLauncher._small_tmpfs(
+                LaunchInfo(user_namespace=made.user_namespace), opened, rootless=True
+            )
+        finally:
+            for fd in [*made.tmpfs, made.user_namespace, *opened]:
+                os.close(fd)
+
+    said = as_nobody(own_namespace)
+    assert "does not map the user as its root" in said
