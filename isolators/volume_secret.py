@@ -57,7 +57,7 @@ import stat
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
@@ -78,6 +78,9 @@ from mesos_secrets.names import agent_name
 from mesos_secrets.resolver import ResolveContext, SecretResolver
 from mesos_secrets.secret import Secret
 from mesos_secrets.secretbytes import SecretBytes
+
+if TYPE_CHECKING:
+    from mesos_secrets.redacted_output import OutputRedaction
 
 __all__ = ["SECRETS_DIR", "VolumeSecretIsolator", "parse_size"]
 
@@ -181,6 +184,8 @@ class _Container:
     timer: threading.Timer | None = None
     #: Held while the tmpfs is written, and by cleanup before the fd is closed.
     lock: threading.Lock = attrs.field(factory=threading.Lock)
+    #: Its redacted output, told each new value before the task can read it (or None).
+    redaction: OutputRedaction | None = None
 
 
 class VolumeSecretIsolator(Isolator):
@@ -242,6 +247,7 @@ class VolumeSecretIsolator(Isolator):
                 user=config.user,
                 plans=tuple(plans),
                 optional=config.optional,
+                redaction=config.redaction,
                 fixed_sizes={
                     p.index: size
                     for p, size in zip(plans, sizes, strict=True)
@@ -691,6 +697,9 @@ class VolumeSecretIsolator(Isolator):
                         updated.append(plan.label)
                 if not changed:
                     return Refreshed(fixed=fixed)
+                if state.redaction is not None:  # before the task can read them
+                    by_path = {plan.index: plan.volume.container_path for plan in rotatable}
+                    state.redaction.learn((by_path[i], v) for i, v in changed.items())
                 self._swap(container_id, state, changed)
             except OSError as error:
                 raise self._error(

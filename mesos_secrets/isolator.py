@@ -25,7 +25,7 @@ import contextlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import attrs
 
@@ -37,6 +37,9 @@ from .registry import ISOLATOR_GROUP, Registry
 from .resolver import ResolveContext, SecretResolver, convert_options, resolve_all
 from .secret import Secret
 from .secretbytes import SecretBytes
+
+if TYPE_CHECKING:
+    from .redacted_output import OutputRedaction
 
 __all__ = [
     "DEFAULT_ISOLATION",
@@ -119,6 +122,9 @@ class ContainerConfig:
     labels: Mapping[str, str] = attrs.field(factory=dict)
     #: The pod it is a container of (a task of a task group), or None.
     group: ContainerGroup | None = None
+    #: With its output redacted: where an isolator that gives the task a value while
+    #: it runs tells it first (:meth:`OutputRedaction.learn`); None: not redacted.
+    redaction: OutputRedaction | None = None
 
 
 def is_optional(optional: Collection[str], secret: Secret) -> bool:

@@ -24,6 +24,10 @@ value, and swallowed (or, after a start too short for a marker, replaced) if it 
 rest. The delay is bounded, and at most ``MIN_LENGTH - 1`` bytes of a value can show,
 and only when a task stops mid-value for longer than that.
 
+A value a task is given later (a rotation writes a new one into its secret volume) is
+learned before the task can read it: the isolator hands it to the container's
+:class:`OutputRedaction` first.
+
 This is for a task that prints its secrets by accident. A task that wants to leak a
 value can encode it some other way; no filter stops that.
 """
@@ -43,7 +47,7 @@ from typing import Any
 
 from .secretbytes import SecretBytes
 
-__all__ = ["HOLD_S", "MIN_LENGTH", "Pump", "Redactor"]
+__all__ = ["HOLD_S", "MIN_LENGTH", "OutputRedaction", "Pump", "Redactor"]
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +86,10 @@ class Redactor:
     module). Never shows the values: its repr says how many it has."""
 
     def __init__(self, values: Iterable[tuple[str, SecretBytes]]) -> None:
-        patterns: dict[bytes, str] = {}
         #: The names of values too short to replace.
         self.too_short: list[str] = []
-        for name, value in values:
-            raw = value.reveal()
-            if len(raw) < MIN_LENGTH:
-                self.too_short.append(name)
-                continue
-            for pattern in _encodings(raw):
-                patterns.setdefault(pattern, name)
-        # Longest first: of two matches at one place, the longer one is replaced.
-        self._hidden = _Hidden(sorted(patterns.items(), key=lambda item: -len(item[0])))
+        self._hidden = _Hidden([])
+        self.add(values)
         #: Bytes not let out yet, that may be (or continue) a value.
         self._held = _Hidden(b"")
         #: Bytes let out already (after the hold) that may begin a value: what follows
@@ -109,11 +105,31 @@ class Redactor:
         patterns: list[tuple[bytes, str]] = self._hidden.data
         return patterns
 
+    def add(self, values: Iterable[tuple[str, SecretBytes]]) -> list[str]:
+        """Replace ``values`` too, from the next bytes on, here and in every redactor
+        :meth:`fresh` made of this one (they share their values; a pump may be reading
+        them meanwhile: the list is swapped whole). Returns the names of those too
+        short to replace."""
+        patterns: dict[bytes, str] = dict(self._patterns)
+        short = []
+        for name, value in values:
+            raw = value.reveal()
+            if len(raw) < MIN_LENGTH:
+                short.append(name)
+                continue
+            for pattern in _encodings(raw):
+                patterns.setdefault(pattern, name)
+        self.too_short += short
+        # Longest first: of two matches at one place, the longer one is replaced.
+        self._hidden.data = sorted(patterns.items(), key=lambda item: -len(item[0]))
+        return short
+
     def fresh(self) -> Redactor:
-        """One with the same values and nothing held: for another stream."""
+        """One with the same values (shared: see :meth:`add`) and nothing held: for
+        another stream."""
         other = Redactor(())
         other._hidden = self._hidden
-        other.too_short = list(self.too_short)
+        other.too_short = self.too_short
         return other
 
     @property
@@ -221,6 +237,43 @@ class Redactor:
 
 def _marker(name: str) -> bytes:
     return f"[redacted:{name}]".encode()
+
+
+class OutputRedaction:
+    """The redaction of one container's output, as its isolators see it: a value they
+    give the task while it runs is :meth:`learn`-ed before the task can read it. The
+    front end :meth:`attach`-es the redactor once the task's output runs through it;
+    what was learned before is added then."""
+
+    def __init__(self, container_id: str) -> None:
+        self.container_id = container_id
+        self._lock = threading.Lock()
+        self._redactor: Redactor | None = None
+        self._pending: list[tuple[str, SecretBytes]] = []
+
+    def __repr__(self) -> str:
+        return f"<OutputRedaction of container {self.container_id}>"
+
+    def attach(self, redactor: Redactor) -> None:
+        with self._lock:
+            self._redactor = redactor
+            pending, self._pending = self._pending, []
+        if pending:
+            self.learn(pending)
+
+    def learn(self, values: Iterable[tuple[str, SecretBytes]]) -> None:
+        """Replace ``values`` (name, value) in the task's output from now on."""
+        with self._lock:
+            if self._redactor is None:
+                self._pending += values
+                return
+            short = self._redactor.add(values)
+        if short:
+            log.warning(
+                "container %s: new value(s) of %s too short to redact in its output "
+                "(under %d bytes)",
+                self.container_id, ", ".join(short), MIN_LENGTH,
+            )  # fmt: skip
 
 
 class Pump:

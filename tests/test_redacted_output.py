@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import os
 import select
+import signal
 import time
 import urllib.parse
 from pathlib import Path
@@ -291,3 +292,56 @@ def test_a_large_value_in_a_large_output() -> None:
     out = b"".join(r.feed(noise[i : i + 65536]) for i in range(0, len(noise), 65536))
     out += r.flush()
     assert out == noise
+
+
+def test_values_added_later_are_replaced_in_every_stream() -> None:
+    """A value learned while output flows (a rotation's) is replaced from then on, in
+    the redactors made for the other stream too; a short one is named."""
+    first = redactor(a=b"first-value")
+    other = first.fresh()
+    assert first.feed(b"second-value\n") == b"second-value\n"
+    assert first.add([("b", SecretBytes(b"second-value")), ("c", SecretBytes(b"ab"))]) == ["c"]
+    assert first.feed(b"second-value\n") == b"[redacted:b]\n"
+    assert other.feed(b"x second-value\n") == b"x [redacted:b]\n"
+    assert "c" in other.too_short
+
+
+@requires_root
+def test_a_rotated_value_is_redacted_before_the_task_can_read_it(
+    tmp_path: Path, home: Path
+) -> None:
+    """The volume isolator tells the container's redaction of a new value before it
+    swaps it in: a task printing its file all along never shows either value."""
+    from mesos_secrets.mesos import CommandInfo, ContainerInfo, TaskInfo
+    from resolvers.local import LocalResolver
+
+    from .test_rotation_volumes import DB, Rig, file_at
+    from .test_run import wait_until
+
+    first, second = canary(), canary()
+    out = tmp_path / "out"
+    loop = (
+        "touch started; while true; do "
+        'printf "%s gen=%s\\n" "$(cat a/b/pw)" "$(readlink .mesos-secrets/..data)"; '
+        "sleep 0.02; done"
+    )
+    task = TaskInfo(
+        name="printing",
+        task_id="printing",
+        command=CommandInfo(value=loop, user="nobody"),
+        container=ContainerInfo(type=ContainerInfo.Type.MESOS, volumes=(file_at("a/b/pw"),)),
+    )
+    with LocalResolver(home=home) as resolver, out.open("wb") as sink:
+        rig = Rig(tmp_path, resolver)
+        rig.put(first)
+        with rig.containerizer.launch(task, rig.sandbox, stdout=sink, redact=True) as container:
+            wait_until(lambda: b"gen=..1" in out.read_bytes())
+            rig.put(second)
+            assert rig.refresh(container, DB).updated
+            wait_until(lambda: b"gen=..2" in out.read_bytes())
+            container.kill(signal.SIGKILL)
+            container.wait()
+    printed = out.read_bytes()
+    assert b"[redacted:a/b/pw] gen=..2\n" in printed
+    assert first.encode() not in printed
+    assert second.encode() not in printed

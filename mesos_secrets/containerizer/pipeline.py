@@ -43,7 +43,7 @@ from .launcher import Launcher, Process, Termination, resolve_user
 from .runtime import Claim, RuntimeDir, default_runtime_dir, process_start_time
 
 if TYPE_CHECKING:
-    from ..redacted_output import Pump
+    from ..redacted_output import OutputRedaction, Pump
 
 __all__ = [
     "Authorizer",
@@ -291,6 +291,7 @@ class Containerizer:
                 optional=frozenset(optional if optional is not None else optional_of(task)),
                 labels=labels_of(task),
                 group=group,
+                redaction=_redaction(container_id) if redact else None,
             )
             if self.cgroups is not None:
                 config = attrs.evolve(
@@ -427,6 +428,12 @@ def _start(
     return process, pumps
 
 
+def _redaction(container_id: str) -> OutputRedaction:
+    from ..redacted_output import OutputRedaction  # noqa: PLC0415 (when asked)
+
+    return OutputRedaction(container_id)
+
+
 #: How long the end of a task's redacted output is waited for, once its process ended.
 _PUMP_WAIT_S = 5.0
 
@@ -438,8 +445,8 @@ def _redacting(
     stderr: IO[Any] | int | None,
 ) -> tuple[int | IO[Any] | None, int | IO[Any] | None, list[Pump]]:
     """The task's stdout and stderr as pipes, and the pumps that copy them, redacted,
-    to where they would have gone (none, and the ends unchanged, if the task was given
-    no value long enough to redact)."""
+    to where they would have gone: even with no value to redact yet, as a rotation may
+    give it one (the isolator tells ``config.redaction`` first)."""
     from ..redacted_output import MIN_LENGTH, Pump, Redactor  # noqa: PLC0415 (when asked)
 
     redactor = Redactor([*info.environment.items(), *info.given])
@@ -448,8 +455,8 @@ def _redacting(
             "container %s: value(s) of %s too short to redact in its output (under %d bytes)",
             config.container_id, ", ".join(redactor.too_short), MIN_LENGTH,
         )  # fmt: skip
-    if not redactor.active:
-        return stdout, stderr, []
+    if config.redaction is not None:  # values a rotation gives it later, too
+        config.redaction.attach(redactor)
     ends: list[int] = []
     pumps = []
     try:
