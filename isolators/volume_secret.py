@@ -282,6 +282,7 @@ class VolumeSecretIsolator(Isolator):
                 if plan.index in first
             ),
             user_namespace=user_namespace if user_namespace >= 0 else None,
+            refreshable=any(plan.rotatable for plan in plans),
         )
 
     def _mounts(

@@ -211,6 +211,9 @@ class LaunchInfo:
     #: For an unprivileged front end: an fd of the user namespace the task's namespaces
     #: are made in (where ``filesystems`` were made); None: a new one (or root's).
     user_namespace: int | None = None
+    #: An isolator may give the task values while it runs (a rotatable secret volume):
+    #: its output, if redacted, goes through the filter even with nothing in it yet.
+    refreshable: bool = False
 
     def merge(self, other: LaunchInfo, source: str) -> LaunchInfo:
         clash = sorted(set(self.environment) & set(other.environment))
@@ -247,6 +250,7 @@ class LaunchInfo:
             user_namespace=(
                 self.user_namespace if self.user_namespace is not None else other.user_namespace
             ),
+            refreshable=self.refreshable or other.refreshable,
         )
 
 

@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 #: Values shorter than this are not replaced (they would mask innocent text).
 MIN_LENGTH = 4
+#: How many values of one name are replaced: the newest ones (a task may still print a
+#: value a rotation replaced; a secret rotated every second must not grow the filter).
+KEPT_PER_NAME = 4
 #: How long a possible start of a value is held back when nothing follows it.
 HOLD_S = 0.1
 _CHUNK = 65536
@@ -89,6 +92,8 @@ class Redactor:
         #: The names of values too short to replace.
         self.too_short: list[str] = []
         self._hidden = _Hidden([])
+        #: The values by name, oldest first, at most :data:`KEPT_PER_NAME` of each.
+        self._values = _Hidden({})
         self.add(values)
         #: Bytes not let out yet, that may be (or continue) a value.
         self._held = _Hidden(b"")
@@ -108,18 +113,29 @@ class Redactor:
     def add(self, values: Iterable[tuple[str, SecretBytes]]) -> list[str]:
         """Replace ``values`` too, from the next bytes on, here and in every redactor
         :meth:`fresh` made of this one (they share their values; a pump may be reading
-        them meanwhile: the list is swapped whole). Returns the names of those too
-        short to replace."""
-        patterns: dict[bytes, str] = dict(self._patterns)
+        them meanwhile: the list is swapped whole). One writer at a time (the
+        container's :class:`OutputRedaction` holds its lock). Of one name, the newest
+        :data:`KEPT_PER_NAME` values are kept. Returns the names of those too short to
+        replace."""
+        kept: dict[str, list[bytes]] = {k: list(v) for k, v in self._values.data.items()}
         short = []
         for name, value in values:
             raw = value.reveal()
             if len(raw) < MIN_LENGTH:
                 short.append(name)
                 continue
-            for pattern in _encodings(raw):
-                patterns.setdefault(pattern, name)
-        self.too_short += short
+            history = kept.setdefault(name, [])
+            if raw in history:
+                history.remove(raw)
+            history.append(raw)
+            del history[:-KEPT_PER_NAME]
+        patterns: dict[bytes, str] = {}
+        for name, history in kept.items():
+            for raw in reversed(history):  # the newest first
+                for pattern in _encodings(raw):
+                    patterns.setdefault(pattern, name)
+        self.too_short += [name for name in dict.fromkeys(short) if name not in self.too_short]
+        self._values.data = kept
         # Longest first: of two matches at one place, the longer one is replaced.
         self._hidden.data = sorted(patterns.items(), key=lambda item: -len(item[0]))
         return short
@@ -129,6 +145,7 @@ class Redactor:
         another stream."""
         other = Redactor(())
         other._hidden = self._hidden
+        other._values = self._values
         other.too_short = self.too_short
         return other
 

@@ -10,12 +10,21 @@ import select
 import signal
 import time
 import urllib.parse
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesos_secrets.redacted_output import HOLD_S, MIN_LENGTH, Pump, Redactor
+from mesos_secrets.redacted_output import (
+    HOLD_S,
+    KEPT_PER_NAME,
+    MIN_LENGTH,
+    OutputRedaction,
+    Pump,
+    Redactor,
+)
 from mesos_secrets.secretbytes import SecretBytes
 from mesos_secrets.testing import canary
 
@@ -306,12 +315,49 @@ def test_values_added_later_are_replaced_in_every_stream() -> None:
     assert "c" in other.too_short
 
 
+def test_of_one_name_the_newest_values_are_kept() -> None:
+    """A secret rotated again and again does not grow the filter: of one name, the
+    newest :data:`KEPT_PER_NAME` values are replaced; a short one is named once."""
+    r = redactor()
+    olds = [f"value-{n:02d}".encode() for n in range(KEPT_PER_NAME + 2)]
+    for value in olds:
+        r.add([("pw", SecretBytes(value))])
+    r.add([("pin", SecretBytes(b"12")), ("pin", SecretBytes(b"34"))])
+    out = r.feed(b" ".join(olds) + b"\n") + r.flush()
+    assert out == b" ".join([*olds[:2], *[b"[redacted:pw]"] * KEPT_PER_NAME]) + b"\n"
+    assert r.too_short == ["pin"]
+
+
+def test_what_is_learned_before_the_redactor_comes_is_replaced() -> None:
+    redaction = OutputRedaction("c1")
+    redaction.learn([("later", SecretBytes(b"learned-early"))])
+    r = redactor(now=b"given-at-launch")
+    redaction.attach(r)
+    assert r.feed(b"learned-early given-at-launch\n") == b"[redacted:later] [redacted:now]\n"
+    assert "learned" not in repr(redaction)
+
+
+class _Watching(OutputRedaction):
+    """Says which generation the task could read when it learned each value."""
+
+    def __init__(self, container_id: str, generation: Callable[[], int]) -> None:
+        super().__init__(container_id)
+        self.generation = generation
+        self.seen: list[int] = []
+
+    def learn(self, values: Iterable[tuple[str, SecretBytes]]) -> None:
+        self.seen.append(self.generation())
+        super().learn(values)
+
+
 @requires_root
 def test_a_rotated_value_is_redacted_before_the_task_can_read_it(
     tmp_path: Path, home: Path
 ) -> None:
-    """The volume isolator tells the container's redaction of a new value before it
-    swaps it in: a task printing its file all along never shows either value."""
+    """A task printing its secret file all along, whose (optional) secret is missing at
+    launch, so nothing is redacted yet: its output goes through the filter all the same,
+    and the volume isolator tells it each new value before the task can read it (while
+    ``..data`` still names the old generation). Neither value ever shows."""
     from mesos_secrets.mesos import CommandInfo, ContainerInfo, TaskInfo
     from resolvers.local import LocalResolver
 
@@ -321,8 +367,8 @@ def test_a_rotated_value_is_redacted_before_the_task_can_read_it(
     first, second = canary(), canary()
     out = tmp_path / "out"
     loop = (
-        "touch started; while true; do "
-        'printf "%s gen=%s\\n" "$(cat a/b/pw)" "$(readlink .mesos-secrets/..data)"; '
+        "while true; do "
+        'printf "%s gen=%s\\n" "$(cat a/b/pw 2>/dev/null)" "$(readlink .mesos-secrets/..data)"; '
         "sleep 0.02; done"
     )
     task = TaskInfo(
@@ -333,15 +379,34 @@ def test_a_rotated_value_is_redacted_before_the_task_can_read_it(
     )
     with LocalResolver(home=home) as resolver, out.open("wb") as sink:
         rig = Rig(tmp_path, resolver)
-        rig.put(first)
-        with rig.containerizer.launch(task, rig.sandbox, stdout=sink, redact=True) as container:
-            wait_until(lambda: b"gen=..1" in out.read_bytes())
-            rig.put(second)
-            assert rig.refresh(container, DB).updated
-            wait_until(lambda: b"gen=..2" in out.read_bytes())
+        (isolator,) = [
+            i for i in rig.containerizer.isolators.isolators if i.name == "volume_secret"
+        ]
+        watching: list[_Watching] = []
+
+        def redaction(container_id: str) -> OutputRedaction:
+            def generation() -> int:
+                return int(isolator._containers[container_id].generation)
+
+            watching.append(_Watching(container_id, generation))
+            return watching[-1]
+
+        pipeline = "mesos_secrets.containerizer.pipeline._redaction"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pipeline, redaction)
+            container = rig.containerizer.launch(
+                task, rig.sandbox, stdout=sink, redact=True, optional={DB}
+            )
+        with container:
+            wait_until(lambda: b" gen=..1" in out.read_bytes())
+            for number, value in enumerate((first, second), start=2):
+                rig.put(value)
+                assert rig.refresh(container, DB).updated
+                wait_until(lambda n=number: f"gen=..{n}".encode() in out.read_bytes())
             container.kill(signal.SIGKILL)
             container.wait()
     printed = out.read_bytes()
-    assert b"[redacted:a/b/pw] gen=..2\n" in printed
+    assert b"[redacted:a/b/pw] gen=..3\n" in printed
     assert first.encode() not in printed
     assert second.encode() not in printed
+    assert watching[0].seen == [1, 2]  # each learned while the task still read the old

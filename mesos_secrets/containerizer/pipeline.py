@@ -407,7 +407,7 @@ def _start(
     *,
     redact: bool,
 ) -> tuple[Process, list[Pump]]:
-    """The task's process; with ``redact``, and values to redact, its output through
+    """The task's process; with ``redact``, and values to redact (now or later), its output through
     pumps, started once it is."""
     stdin, stdout, stderr = streams
     pumps: list[Pump] = []
@@ -445,8 +445,9 @@ def _redacting(
     stderr: IO[Any] | int | None,
 ) -> tuple[int | IO[Any] | None, int | IO[Any] | None, list[Pump]]:
     """The task's stdout and stderr as pipes, and the pumps that copy them, redacted,
-    to where they would have gone: even with no value to redact yet, as a rotation may
-    give it one (the isolator tells ``config.redaction`` first)."""
+    to where they would have gone; even with no value to redact yet if an isolator may
+    give it one while it runs (telling ``config.redaction`` first). None, and the ends
+    unchanged, for a task that has nothing to redact and never will."""
     from ..redacted_output import MIN_LENGTH, Pump, Redactor  # noqa: PLC0415 (when asked)
 
     redactor = Redactor([*info.environment.items(), *info.given])
@@ -455,6 +456,8 @@ def _redacting(
             "container %s: value(s) of %s too short to redact in its output (under %d bytes)",
             config.container_id, ", ".join(redactor.too_short), MIN_LENGTH,
         )  # fmt: skip
+    if not redactor.active and not info.refreshable:
+        return stdout, stderr, []  # nothing to replace, now or later
     if config.redaction is not None:  # values a rotation gives it later, too
         config.redaction.attach(redactor)
     ends: list[int] = []
