@@ -418,13 +418,11 @@ class VolumeSecretIsolator(Isolator):
         (:mod:`mesos_secrets.containerizer.userns`), which the task's init joins; for a
         task in an image, one where the user is root, as runc needs.
         """
-        root = linux.is_root()
         options: dict[str, str | None] = {"size": str(2 * self.size), "mode": "0755"}
-        if root:
-            options |= {"uid": "0", "gid": "0"}  # without root: its maker's, the user's
         flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         user_namespace = -1
-        if root:
+        if linux.is_root():
+            options |= {"uid": "0", "gid": "0"}  # without root: its maker's, the user's
             try:
                 fd, noswap = linux.new_tmpfs(options, flags, source=SOURCE, noswap=self.noswap)
             except OSError as error:
@@ -436,7 +434,7 @@ class VolumeSecretIsolator(Isolator):
 
             try:
                 made = userns.private_tmpfs(
-                    {k: v or "" for k, v in options.items()},
+                    options,
                     flags,
                     source=SOURCE,
                     as_root=userns.maps_user_to_root(config),

@@ -124,7 +124,7 @@ def nobody() -> Iterator[Nobody]:
         shutil.rmtree(base)
 
 
-def app(value: str, cmd: str) -> dict[str, Any]:
+def app(cmd: str) -> dict[str, Any]:
     return {
         "id": "/app",
         "cmd": cmd,
@@ -154,7 +154,7 @@ CHECKS = "; ".join(
 def test_env_and_file_secrets_without_root(nobody: Nobody) -> None:
     value = canary()
     nobody.put(value)
-    spec = app(value, CHECKS)
+    spec = app(CHECKS)
     spec["env"]["WANT"] = sha(value)
     work = nobody.base / "work"
     result = nobody.run("run", nobody.spec("app.json", spec), "--work-dir", str(work))
@@ -182,7 +182,7 @@ def test_another_task_of_the_same_user_cannot_see_it(nobody: Nobody) -> None:
     its files or its tmpfs."""
     value = canary()
     nobody.put(value)
-    holder = app(value, "touch started; exec sleep 60")
+    holder = app("touch started; exec sleep 60")
     first = nobody.start(
         "run", nobody.spec("one.json", holder), "--work-dir", str(nobody.base / "one")
     )
@@ -266,7 +266,7 @@ def test_where_the_kernel_forbids_it(nobody: Nobody) -> None:
     def run(spec: str) -> subprocess.CompletedProcess[bytes]:
         return forbidden(nobody, "run", spec)
 
-    result = run(nobody.spec("app.json", app(value, "true")))
+    result = run(nobody.spec("app.json", app("true")))
     assert result.returncode == 1
     (line,) = result.stderr.decode().splitlines()
     assert line.startswith(

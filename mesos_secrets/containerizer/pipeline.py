@@ -407,8 +407,8 @@ def _start(
     *,
     redact: bool,
 ) -> tuple[Process, list[Pump]]:
-    """The task's process; with ``redact``, and values to redact (now or later), its output through
-    pumps, started once it is."""
+    """The task's process; with ``redact``, and values to redact (now or later), its
+    output through pumps, started once it is."""
     stdin, stdout, stderr = streams
     pumps: list[Pump] = []
     if redact:

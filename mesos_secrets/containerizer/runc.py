@@ -8,9 +8,8 @@ host's mount table, and none of it outlives the container.
 
 The bundle's ``config.json`` carries the task's environment, secrets included, so it is
 written only to a small detached tmpfs (``0700``, root's; without root, the user's)
-attached in that mount
-namespace, and deleted as soon as runc has created the container: the file never
-reaches a disk, and is gone while the task runs.
+attached in that mount namespace, and deleted as soon as runc has created the
+container: the file never reaches a disk, and is gone while the task runs.
 
 In the container: the image's root filesystem (an overlay; see ``images``), the
 sandbox at ``/mnt/mesos/sandbox`` as in Mesos (``MESOS_SANDBOX``, and the working
@@ -208,7 +207,7 @@ class RuncLauncher(Launcher):
         small: dict[str, str | None] = {"size": "1m", "mode": "0700"}
         if rootless:
             made = userns.private_tmpfs(
-                {k: v or "" for k, v in small.items()},
+                small,
                 flags,
                 source="mesos-secrets",
                 count=2,

@@ -1,7 +1,7 @@
 """Makes tmpfs for an unprivileged front end, in a user namespace of its own.
 
 Run by :func:`.userns.private_tmpfs` as ``python -I -S -c BOOT tmpfs_maker.py SOCK_FD
-FLAGS COUNT USERNS source=… KEY=VALUE…`` (a bare interpreter; :mod:`mesos_secrets.linux`
+FLAGS COUNT USERNS source=… KEY=VALUE|KEY…`` (a bare interpreter; :mod:`mesos_secrets.linux`
 is loaded by path, as the init loads it). USERNS says which user namespace: ``own`` or
 ``root``, a new one, with a mount namespace of its own, where its uid and gid (nothing
 else) are mapped as they are or as the namespace's root; or ``join:FD``, the one FD (an
@@ -39,7 +39,10 @@ def main(argv: list[str]) -> None:
     try:
         linux = _linux()
         flags, count, user_namespace = int(argv[2]), int(argv[3]), argv[4]
-        options = dict(item.partition("=")[::2] for item in argv[5:])
+        options: dict[str, str | None] = {}
+        for item in argv[5:]:  # KEY=VALUE, or KEY alone: a flag
+            key, equals, value = item.partition("=")
+            options[key] = value if equals else None
         source = options.pop("source")
         if user_namespace.startswith("join:"):
             step = "join the container's user namespace"

@@ -75,7 +75,7 @@ def maps_user_to_root(config: ContainerConfig) -> bool:
 
 
 def private_tmpfs(
-    options: Mapping[str, str],
+    options: Mapping[str, str | None],
     flags: int,
     *,
     source: str,
@@ -84,7 +84,8 @@ def private_tmpfs(
     as_root: bool = False,
     what: str = "the secret tmpfs",
 ) -> PrivateTmpfs:
-    """``count`` detached tmpfs (``options``: size, mode…; they are the user's) in a new
+    """``count`` detached tmpfs (``options`` as :func:`~mesos_secrets.linux.new_tmpfs`
+    takes them: size, mode…; they are the user's) in a new
     user namespace of the calling user's, which maps the user as they are or ``as_root``
     (see the module), or in the one ``join`` (an fd) is. LaunchError in one line, saying
     it cannot make ``what``, if they cannot be made."""
@@ -95,7 +96,7 @@ def private_tmpfs(
     try:
         argv = [sys.executable, "-I", "-S", "-c", BOOT, str(MAKER), str(theirs.fileno())]
         argv += [str(flags), str(count), user_namespace, f"source={source}"]
-        argv += [f"{k}={v}" for k, v in options.items()]
+        argv += [k if v is None else f"{k}={v}" for k, v in options.items()]
         try:
             done = subprocess.run(  # noqa: S603 (fixed argv: fds, flags and options)
                 argv,
