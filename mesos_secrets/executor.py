@@ -105,9 +105,7 @@ def _pod(executor_info: Any, framework_id: str) -> ContainerGroup | str:
         executor = ExecutorInfo.from_json(dict(executor_info))
     except (SecretValidationError, TypeError, ValueError) as error:
         return f"the executor's ExecutorInfo cannot be read: {printable(str(error), 200)}"
-    return ContainerGroup(
-        f"{framework_id}/{executor.executor_id}", executor.container, labels_of(executor)
-    )
+    return ContainerGroup.of_executor(f"{framework_id}/{executor.executor_id}", executor)
 
 
 @attrs.define(eq=False)

@@ -31,7 +31,8 @@ import attrs
 
 from .errors import ConfigError, IsolatorError, MesosSecretsError, ResolverError
 from .image_config import ImageConfig
-from .mesos import CommandInfo, ContainerInfo
+from .labels import labels_of
+from .mesos import CommandInfo, ContainerInfo, ExecutorInfo
 from .names import agent_name
 from .registry import ISOLATOR_GROUP, Registry
 from .resolver import ResolveContext, SecretResolver, convert_options, resolve_all
@@ -94,6 +95,11 @@ class ContainerGroup:
     id: str
     container: ContainerInfo | None = None
     labels: Mapping[str, str] = attrs.field(factory=dict)
+
+    @classmethod
+    def of_executor(cls, id: str, executor: ExecutorInfo) -> ContainerGroup:
+        """The containers of ``executor``'s task groups, named ``id`` on the node."""
+        return cls(id, executor.container, labels_of(executor))
 
 
 @attrs.frozen

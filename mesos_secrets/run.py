@@ -184,7 +184,7 @@ def _tasks(
     if _is_pod(spec):
         executor, task_group = spec.to_launch_group()
         tasks = task_group.tasks
-        pod = ContainerGroup(executor.executor_id, executor.container, labels_of(executor))
+        pod = ContainerGroup.of_executor(executor.executor_id, executor)
         return tasks, [task.name for task in tasks], "pod", pod
     from .groups import AppList, Group  # noqa: PLC0415 (loaded already: the spec is one)
 
