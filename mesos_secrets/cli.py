@@ -350,14 +350,18 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_spec(path: str) -> bytes:
+    """The bytes of the spec at ``path``; one line saying why if it cannot be read."""
+    try:
+        return _path(path).read_bytes()
+    except OSError as error:
+        raise SecretValidationError(f"cannot read spec '{path}': {error.strerror}") from None
+
+
 def _load_spec(path: str, strict: bool = False) -> App | Pod | Group | AppList:
     from .marathon import load_spec  # noqa: PLC0415
 
-    try:
-        text = _path(path).read_bytes()
-    except OSError as error:
-        raise SecretValidationError(f"cannot read spec '{path}': {error.strerror}") from None
-    return load_spec(text, strict=strict)
+    return load_spec(_read_spec(path), strict=strict)
 
 
 def _report_spec_error(path: str, error: SpecError, as_json: bool) -> None:
@@ -436,10 +440,7 @@ def _scan_file(path: str) -> list[Finding]:
 
     from .scan import scan_spec  # noqa: PLC0415
 
-    try:
-        text = _path(path).read_bytes()
-    except OSError as error:
-        raise SecretValidationError(f"cannot read spec '{path}': {error.strerror}") from None
+    text = _read_spec(path)
     try:
         spec = json.loads(text)
     except (ValueError, UnicodeDecodeError) as error:
