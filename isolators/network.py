@@ -83,7 +83,7 @@ import attrs
 from mesos_secrets import linux, nofollow
 from mesos_secrets.errors import ConfigError, IsolatorError, printable
 from mesos_secrets.isolator import ContainerConfig, Isolator, LaunchInfo
-from mesos_secrets.labels import NETWORK
+from mesos_secrets.labels import NETWORK, NETWORK_MODES
 from mesos_secrets.mesos import ContainerInfo
 from mesos_secrets.networking import MESOS_BRIDGE
 from mesos_secrets.resolver import SecretResolver
@@ -109,10 +109,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HOST = "host"
-NONE = "none"
-BRIDGE = "bridge"
-MODES = (HOST, NONE, BRIDGE)
+#: The modes, as the label ``mesos-secrets/network`` names them too.
+MODES = NETWORK_MODES
+HOST, NONE, BRIDGE = MODES
 #: Where named network namespaces live (``ip netns``'s directory).
 NETNS_DIR = Path("/run/netns")
 #: The start of the names of our namespaces there.
